@@ -1,0 +1,208 @@
+//! `napster.toml`: every setting, its built-in default, and loading with errors that name
+//! the key or line at fault.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::protocol::Limits;
+
+/// Name of the config file looked for in the working directory.
+pub const DEFAULT_FILE: &str = "napster.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The index server.
+    pub index: IndexConfig,
+    /// This process as a sharing and downloading peer.
+    pub peer: PeerConfig,
+    /// Wire limits.
+    pub protocol: ProtocolConfig,
+    /// The interactive shell.
+    pub shell: ShellConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[index]`: the index server this process runs or talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Address `serve` binds.
+    pub host: String,
+    /// Port `serve` binds when none is given.
+    pub port: u16,
+    /// Index server used before any `connect`.
+    pub server: String,
+    /// Seconds a silent peer session lives before its files leave the index.
+    pub session_ttl: f64,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Most rows one search returns.
+    pub max_results: usize,
+    /// Most files one peer may share.
+    pub max_files_per_peer: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            host: "127.0.0.1".into(),
+            port: 45000,
+            server: "127.0.0.1:45000".into(),
+            session_ttl: 30.0,
+            max_connections: 4096,
+            max_results: 1000,
+            max_files_per_peer: 200_000,
+        }
+    }
+}
+
+/// `[peer]`: sharing and downloading.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Address the file server binds; empty means the address used to reach the index.
+    pub host: String,
+    /// Port the file server binds when none is given.
+    pub port: u16,
+    /// Folder `register` shares when none is given.
+    pub dir: PathBuf,
+    /// Folder downloads are written to.
+    pub downloads: PathBuf,
+    /// Most downloads served at once.
+    pub max_uploads: usize,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            host: String::new(),
+            port: 25000,
+            dir: "testing_files".into(),
+            downloads: "downloads".into(),
+            max_uploads: 256,
+        }
+    }
+}
+
+/// `[protocol]`: bounds on every connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    /// Largest message, in bytes.
+    pub max_frame: u32,
+    /// Seconds allowed to connect, for a begun message to arrive, or for a transfer to move.
+    pub timeout: f64,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        ProtocolConfig {
+            max_frame: limits.max_frame,
+            timeout: limits.timeout.as_secs_f64(),
+        }
+    }
+}
+
+/// `[shell]`: the interactive shell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShellConfig {
+    /// History file; empty disables history.
+    pub history: PathBuf,
+    /// Most history entries kept.
+    pub history_size: usize,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        ShellConfig {
+            history: ".napster_history".into(),
+            history_size: 1000,
+        }
+    }
+}
+
+/// `[log]`: what a serving process logs and where.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
+    pub level: String,
+    /// File to append to; empty means stderr.
+    pub file: PathBuf,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            file: PathBuf::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Load `path`; when `required` is false a missing file gives the defaults.
+    pub fn load(path: &Path, required: bool) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text).map_err(|e| match e {
+                Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
+                other => other,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Parse the text of a config file and check its values.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::Config(format!("`{key}` {why}")));
+        if !(self.index.session_ttl > 0.0 && self.index.session_ttl <= 86_400.0) {
+            return bad("index.session_ttl", "must be between 0 and 86400 seconds");
+        }
+        if !(self.protocol.timeout > 0.0 && self.protocol.timeout <= 3_600.0) {
+            return bad("protocol.timeout", "must be between 0 and 3600 seconds");
+        }
+        if self.protocol.max_frame < 4096 {
+            return bad("protocol.max_frame", "must be at least 4096 bytes");
+        }
+        if self.index.max_connections == 0 {
+            return bad("index.max_connections", "must be at least 1");
+        }
+        if self.index.max_results == 0 {
+            return bad("index.max_results", "must be at least 1");
+        }
+        if self.peer.max_uploads == 0 {
+            return bad("peer.max_uploads", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The wire limits these settings ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame: self.protocol.max_frame,
+            timeout: Duration::from_secs_f64(self.protocol.timeout),
+        }
+    }
+
+    /// How long a silent peer session lives.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.index.session_ttl)
+    }
+}

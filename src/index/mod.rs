@@ -1,0 +1,362 @@
+//! The index server: an accept loop, one task per connection, and the [`Store`] behind
+//! them. A connection that registers becomes its peer's session: the peer's files live
+//! exactly as long as it does (closed, timed out or replaced by a newer session).
+
+pub mod store;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use smol::Async;
+use smol::future::FutureExt;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::protocol::{
+    self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, MAX_PATTERN, TOKEN_HEX,
+};
+use crate::runtime::{self, Shutdown};
+pub use store::{MemoryStore, Query, Registration, Store};
+
+/// How often the reaper looks for peers whose sessions went silent.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// Pause after a failed `accept` (say, out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What an index server enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Wire limits.
+    pub limits: Limits,
+    /// How long a silent connection (peer session or client) lives.
+    pub session_ttl: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Most rows one search returns.
+    pub max_results: usize,
+    /// Most files one peer may share.
+    pub max_files_per_peer: usize,
+}
+
+impl Settings {
+    /// The settings of a config.
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            limits: config.limits(),
+            session_ttl: config.session_ttl(),
+            max_connections: config.index.max_connections,
+            max_results: config.index.max_results,
+            max_files_per_peer: config.index.max_files_per_peer,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_config(&Config::default())
+    }
+}
+
+struct Server<S> {
+    store: Arc<S>,
+    settings: Settings,
+    connections: AtomicUsize,
+    next_session: AtomicU64,
+}
+
+/// Serve the index on `listener` until `shutdown` fires.
+pub async fn run<S: Store>(
+    listener: Async<TcpListener>,
+    store: Arc<S>,
+    settings: Settings,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let server = Arc::new(Server {
+        store,
+        settings,
+        connections: AtomicUsize::new(0),
+        next_session: AtomicU64::new(0),
+    });
+    let reaper = {
+        let server = server.clone();
+        runtime::spawn(async move {
+            loop {
+                smol::Timer::after(EXPIRE_EVERY).await;
+                match server.store.expire(server.settings.session_ttl).await {
+                    Ok(0) => {}
+                    Ok(n) => info!("expired {n} silent peer(s)"),
+                    Err(e) => warn!("expiring peers: {e}"),
+                }
+            }
+        })
+    };
+    loop {
+        let accepted = async { Some(listener.accept().await) }
+            .or(async {
+                shutdown.wait().await;
+                None
+            })
+            .await;
+        let (stream, addr) = match accepted {
+            None => break,
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => {
+                warn!("accept failed: {e}");
+                smol::Timer::after(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        runtime::spawn(async move {
+            let count = server.connections.fetch_add(1, Ordering::SeqCst) + 1;
+            let result = if count > server.settings.max_connections {
+                refuse_busy(stream, server.settings.limits).await
+            } else {
+                server.serve(stream, addr, shutdown).await
+            };
+            server.connections.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = result {
+                debug!("connection from {addr} ended: {e}");
+            }
+        })
+        .detach();
+    }
+    reaper.cancel().await;
+    Ok(())
+}
+
+async fn refuse_busy(stream: Async<std::net::TcpStream>, limits: Limits) -> Result<()> {
+    warn!("refusing a connection: at the connection limit");
+    let mut conn = Connection::new(stream, limits)?;
+    conn.send(&IndexResponse::Error {
+        code: ErrorCode::Busy,
+        message: "the index is at its connection limit; try again shortly".into(),
+    })
+    .await
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> IndexResponse {
+    IndexResponse::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+/// What a connection is: a plain client, or the session of a registered peer.
+struct Session {
+    id: u64,
+    peer: Option<u64>,
+    from: SocketAddr,
+}
+
+impl<S: Store> Server<S> {
+    async fn serve(
+        &self,
+        stream: Async<std::net::TcpStream>,
+        from: SocketAddr,
+        shutdown: Shutdown,
+    ) -> Result<()> {
+        let mut conn = Connection::new(stream, self.settings.limits)?;
+        debug!("connection from {from}");
+        match conn.recv_reply::<IndexRequest>().await {
+            Ok(IndexRequest::Hello { version }) if version == protocol::VERSION => {
+                conn.send(&IndexResponse::Welcome {
+                    version: protocol::VERSION,
+                })
+                .await?;
+            }
+            Ok(IndexRequest::Hello { version }) => {
+                warn!("refusing {from}: protocol version {version}");
+                let message = format!(
+                    "this index speaks protocol version {}, not {version}",
+                    protocol::VERSION
+                );
+                return conn.send(&error(ErrorCode::Version, message)).await;
+            }
+            Ok(_) => {
+                let message = "the first message must be hello";
+                return conn.send(&error(ErrorCode::Version, message)).await;
+            }
+            Err(e) => return self.reply_to_bad_frame(&mut conn, e).await,
+        }
+        let mut session = Session {
+            id: self.next_session.fetch_add(1, Ordering::SeqCst),
+            peer: None,
+            from,
+        };
+        let result = self.requests(&mut conn, &mut session, shutdown).await;
+        if let Some(peer) = session.peer {
+            self.store.unregister(peer, session.id).await?;
+            info!("peer {peer} at {from} left");
+        }
+        result
+    }
+
+    async fn requests(
+        &self,
+        conn: &mut Connection,
+        session: &mut Session,
+        shutdown: Shutdown,
+    ) -> Result<()> {
+        loop {
+            let received = conn
+                .recv::<IndexRequest>(self.settings.session_ttl)
+                .or(async {
+                    shutdown.wait().await;
+                    Ok(None)
+                })
+                .await;
+            let request = match received {
+                Ok(Some(request)) => request,
+                Ok(None) => return Ok(()),
+                Err(e @ Error::Malformed(_)) => {
+                    warn!("bad request from {}: {e}", session.from);
+                    conn.send(&error(ErrorCode::BadRequest, e.to_string()))
+                        .await?;
+                    continue;
+                }
+                Err(e) => return self.reply_to_bad_frame(conn, e).await,
+            };
+            let response = match self.handle(session, request).await {
+                Ok(response) => response,
+                Err(Error::Remote { code, message }) => error(code, message),
+                Err(e @ Error::Malformed(_)) => error(ErrorCode::BadRequest, e.to_string()),
+                Err(e) => {
+                    warn!("request from {} failed: {e}", session.from);
+                    error(ErrorCode::Internal, e.to_string())
+                }
+            };
+            conn.send(&response).await?;
+        }
+    }
+
+    /// Answer a frame that could not be read, where the stream allows an answer at all.
+    async fn reply_to_bad_frame(&self, conn: &mut Connection, e: Error) -> Result<()> {
+        if let Error::FrameTooLarge { .. } | Error::Malformed(_) = e {
+            warn!("closing {}: {e}", conn.peer_addr());
+            conn.send(&error(ErrorCode::BadRequest, e.to_string()))
+                .await
+                .ok();
+        }
+        Err(e)
+    }
+
+    async fn handle(&self, session: &mut Session, request: IndexRequest) -> Result<IndexResponse> {
+        let max_results = self.settings.max_results;
+        Ok(match request {
+            IndexRequest::Hello { .. } => error(ErrorCode::BadRequest, "hello was already said"),
+            IndexRequest::Ping => {
+                if let Some(peer) = session.peer {
+                    self.store.touch(peer, session.id).await?;
+                }
+                IndexResponse::Pong
+            }
+            IndexRequest::Register { port, token, files } => {
+                if port == 0 {
+                    return Err(bad("port 0 cannot be reached; register the port you listen on"));
+                }
+                if token.len() != TOKEN_HEX || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(format!("token must be {TOKEN_HEX} hex digits")));
+                }
+                self.check_files(&files, 0)?;
+                let count = files.len() as u64;
+                // The peer's host is the one this connection comes from, never a claim.
+                let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
+                let registration = Registration {
+                    token,
+                    session: session.id,
+                    addr,
+                    files,
+                };
+                let peer_id = self.store.register(registration).await?;
+                session.peer = Some(peer_id);
+                info!("peer {peer_id} registered {count} file(s), serving at {addr}");
+                IndexResponse::Registered {
+                    peer_id,
+                    files: count,
+                }
+            }
+            IndexRequest::AddFiles { files } => {
+                let peer = registered(session)?;
+                let current = self.store.peers().await?;
+                let have = current
+                    .iter()
+                    .find(|p| p.peer_id == peer)
+                    .map_or(0, |p| p.files as usize);
+                self.check_files(&files, have)?;
+                let files = self.store.add_files(peer, session.id, files).await?;
+                IndexResponse::Done { files }
+            }
+            IndexRequest::RemoveFiles { names } => {
+                let peer = registered(session)?;
+                let files = self.store.remove_files(peer, session.id, names).await?;
+                IndexResponse::Done { files }
+            }
+            IndexRequest::Unregister => {
+                let peer = registered(session)?;
+                self.store.unregister(peer, session.id).await?;
+                session.peer = None;
+                info!("peer {peer} at {} unregistered", session.from);
+                IndexResponse::Done { files: 0 }
+            }
+            IndexRequest::Search { pattern } => {
+                check_pattern(&pattern)?;
+                let (hits, truncated) = self
+                    .store
+                    .search(&Query::pattern(&pattern), max_results)
+                    .await?;
+                IndexResponse::Results { hits, truncated }
+            }
+            IndexRequest::Lookup { name } => {
+                if let Some(problem) = protocol::name_problem(&name) {
+                    return Err(bad(format!("file name {problem}")));
+                }
+                let (hits, truncated) = self.store.search(&Query::Exact(name), max_results).await?;
+                IndexResponse::Results { hits, truncated }
+            }
+            IndexRequest::Peers => IndexResponse::Peers {
+                peers: self.store.peers().await?,
+            },
+        })
+    }
+
+    fn check_files(&self, files: &[protocol::FileEntry], already: usize) -> Result<()> {
+        let max = self.settings.max_files_per_peer;
+        if files.len().saturating_add(already) > max {
+            return Err(bad(format!("a peer may share at most {max} files")));
+        }
+        files.iter().try_for_each(protocol::check_entry)
+    }
+}
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::Remote {
+        code: ErrorCode::BadRequest,
+        message: message.into(),
+    }
+}
+
+fn registered(session: &Session) -> Result<u64> {
+    session.peer.ok_or_else(|| Error::Remote {
+        code: ErrorCode::NotRegistered,
+        message: "register first".into(),
+    })
+}
+
+fn check_pattern(pattern: &str) -> Result<()> {
+    if pattern.trim().is_empty() {
+        return Err(bad("the search pattern is empty"));
+    }
+    if pattern.len() > MAX_PATTERN {
+        return Err(bad(format!("the search pattern is longer than {MAX_PATTERN} bytes")));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err(bad("the search pattern contains control characters"));
+    }
+    Ok(())
+}

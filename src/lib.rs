@@ -1,0 +1,17 @@
+//! napster: a Napster-style peer-to-peer file-sharing system. An index server knows which
+//! peer shares which file; peers share a folder, serve it to each other and download
+//! directly from each other, every download verified by SHA-256.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod peer;
+pub mod protocol;
+pub mod runtime;
+pub mod shell;
+
+pub use error::{Error, Result};

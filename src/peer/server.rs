@@ -1,0 +1,206 @@
+//! The peer's file server: answers downloaders with the bytes of registered files,
+//! streamed raw after a `Sending` frame.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use smol::Async;
+use smol::future::FutureExt;
+use smol::lock::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, IoContext, Result};
+use crate::peer::share::{IO_BUFFER, Share};
+use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse};
+use crate::runtime::{self, Shutdown};
+
+/// The folder being served; replaced or changed while serving.
+pub type SharedFolder = Arc<RwLock<Share>>;
+
+/// What a file server enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Wire limits; the timeout also bounds every write of a transfer.
+    pub limits: Limits,
+    /// Most transfers at once; further requests wait their turn.
+    pub max_uploads: usize,
+}
+
+/// How long a downloader may stay silent between requests.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Serve `folder` on `listener` until `shutdown` fires.
+pub async fn run(
+    listener: Async<TcpListener>,
+    folder: SharedFolder,
+    settings: Settings,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let uploads = Arc::new(Semaphore::new(settings.max_uploads));
+    loop {
+        let accepted = async { Some(listener.accept().await) }
+            .or(async {
+                shutdown.wait().await;
+                None
+            })
+            .await;
+        let (stream, addr) = match accepted {
+            None => return Ok(()),
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => {
+                warn!("accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let folder = folder.clone();
+        let uploads = uploads.clone();
+        let shutdown = shutdown.clone();
+        runtime::spawn(async move {
+            let served = serve(stream, addr, folder, settings, uploads)
+                .or(async {
+                    shutdown.wait().await;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = served {
+                debug!("download connection from {addr} ended: {e}");
+            }
+        })
+        .detach();
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> PeerResponse {
+    PeerResponse::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+async fn serve(
+    stream: Async<TcpStream>,
+    from: SocketAddr,
+    folder: SharedFolder,
+    settings: Settings,
+    uploads: Arc<Semaphore>,
+) -> Result<()> {
+    let mut conn = Connection::new(stream, settings.limits)?;
+    match conn.recv_reply::<PeerRequest>().await {
+        Ok(PeerRequest::Hello { version }) if version == protocol::VERSION => {
+            conn.send(&PeerResponse::Welcome {
+                version: protocol::VERSION,
+            })
+            .await?;
+        }
+        Ok(_) => {
+            let message = format!("say hello with protocol version {}", protocol::VERSION);
+            return conn.send(&error(ErrorCode::Version, message)).await;
+        }
+        Err(e @ (Error::Malformed(_) | Error::FrameTooLarge { .. })) => {
+            conn.send(&error(ErrorCode::BadRequest, e.to_string()))
+                .await
+                .ok();
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    }
+    loop {
+        let request = match conn.recv::<PeerRequest>(IDLE).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(e @ Error::Malformed(_)) => {
+                warn!("bad request from {from}: {e}");
+                conn.send(&error(ErrorCode::BadRequest, e.to_string()))
+                    .await?;
+                continue;
+            }
+            Err(e @ Error::FrameTooLarge { .. }) => {
+                warn!("closing {from}: {e}");
+                conn.send(&error(ErrorCode::BadRequest, e.to_string()))
+                    .await
+                    .ok();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let (name, offset, length) = match request {
+            PeerRequest::Ping => {
+                conn.send(&PeerResponse::Pong).await?;
+                continue;
+            }
+            PeerRequest::Hello { .. } => {
+                conn.send(&error(ErrorCode::BadRequest, "hello was already said"))
+                    .await?;
+                continue;
+            }
+            PeerRequest::Get {
+                name,
+                offset,
+                length,
+            } => (name, offset, length),
+        };
+        let opened = folder
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .open(&name);
+        let (file, size) = match opened {
+            Ok(pair) => pair,
+            Err(message) => {
+                warn!("refused {from}: {message}");
+                conn.send(&error(ErrorCode::NotFound, message)).await?;
+                continue;
+            }
+        };
+        if offset > size {
+            let message = format!("offset {offset} is past the end of {name} ({size} bytes)");
+            conn.send(&error(ErrorCode::Range, message)).await?;
+            continue;
+        }
+        let length = length.map_or(size - offset, |l| l.min(size - offset));
+        let _permit = uploads.acquire().await;
+        conn.send(&PeerResponse::Sending {
+            size,
+            offset,
+            length,
+        })
+        .await?;
+        let limits = conn.limits();
+        let socket = conn.into_blocking()?;
+        let started = std::time::Instant::now();
+        let socket = smol::unblock(move || send_range(file, socket, offset, length)).await?;
+        info!(
+            "sent {name} ({length} bytes from offset {offset}) to {from} in {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
+        conn = Connection::new(
+            Async::new(socket).context(|| "resuming the connection".into())?,
+            limits,
+        )?;
+    }
+}
+
+/// Copy `length` bytes of `file` from `offset` to `socket`, and give the socket back.
+fn send_range(mut file: File, mut socket: TcpStream, offset: u64, length: u64) -> Result<TcpStream> {
+    file.seek(SeekFrom::Start(offset))
+        .context(|| "seeking in the file".into())?;
+    let mut buf = vec![0; IO_BUFFER];
+    let mut left = length;
+    while left > 0 {
+        let want = (left.min(IO_BUFFER as u64)) as usize;
+        let n = file
+            .read(&mut buf[..want])
+            .context(|| "reading the file".into())?;
+        if n == 0 {
+            return Err(Error::msg("the file shrank while it was being sent"));
+        }
+        socket
+            .write_all(&buf[..n])
+            .context(|| "sending the file".into())?;
+        left -= n as u64;
+    }
+    Ok(socket)
+}

@@ -1,0 +1,161 @@
+//! A registered peer's session with the index: heartbeats while idle, and after the
+//! index restarts or the network drops, reconnection with backoff and jitter and
+//! re-registration under the same token (so the same Peer ID), without user action.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use smol::Task;
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use tracing::{info, warn};
+
+use crate::client::IndexClient;
+use crate::error::Result;
+use crate::peer::server::SharedFolder;
+use crate::protocol::Limits;
+use crate::runtime;
+
+/// First pause before reconnecting; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What a session needs to (re-)register.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The index.
+    pub index: SocketAddr,
+    /// Port of this peer's file server.
+    pub port: u16,
+    /// This peer's secret, which keeps its Peer ID across reconnections.
+    pub token: String,
+    /// Wire limits.
+    pub limits: Limits,
+    /// Interval between heartbeats on an idle session.
+    pub heartbeat: Duration,
+}
+
+/// What the session looks like now.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    /// Peer ID the index gave us last.
+    pub peer_id: u64,
+    /// Whether the session is up.
+    pub connected: bool,
+}
+
+/// A running session; [`Session::stop`] withdraws the files and ends it.
+pub struct Session {
+    state: Arc<Mutex<SessionState>>,
+    stop: Sender<()>,
+    task: Task<()>,
+}
+
+/// A new random token.
+pub fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl Session {
+    /// Keep `client`, already registered as `peer_id`, alive in the background.
+    pub fn spawn(client: IndexClient, peer_id: u64, config: SessionConfig, folder: SharedFolder) -> Self {
+        let state = Arc::new(Mutex::new(SessionState {
+            peer_id,
+            connected: true,
+        }));
+        let (stop, stopped) = smol::channel::bounded(1);
+        let task = runtime::spawn(keep_alive(client, config, folder, state.clone(), stopped));
+        Session { state, stop, task }
+    }
+
+    /// The session's current state.
+    pub fn state(&self) -> SessionState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Withdraw this peer's files from the index (if it is reachable) and end the session.
+    pub async fn stop(self) {
+        self.stop.close();
+        self.task.await;
+    }
+}
+
+async fn keep_alive(
+    client: IndexClient,
+    config: SessionConfig,
+    folder: SharedFolder,
+    state: Arc<Mutex<SessionState>>,
+    stopped: Receiver<()>,
+) {
+    let mut client = Some(client);
+    let mut backoff = FIRST_BACKOFF;
+    let set = |connected: bool, peer_id: Option<u64>| {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.connected = connected;
+        if let Some(id) = peer_id {
+            s.peer_id = id;
+        }
+    };
+    loop {
+        match client.as_mut() {
+            Some(c) => {
+                let stop = async {
+                    let _ = stopped.recv().await;
+                    true
+                };
+                let beat = async {
+                    smol::Timer::after(config.heartbeat).await;
+                    false
+                };
+                if stop.or(beat).await {
+                    if let Err(e) = c.unregister().await {
+                        warn!("withdrawing our files from the index: {e}");
+                    }
+                    return;
+                }
+                if let Err(e) = c.ping().await {
+                    warn!("lost the index at {}: {e}; reconnecting", config.index);
+                    set(false, None);
+                    client = None;
+                }
+            }
+            None => {
+                let jitter = 0.5 + rand::random::<f64>();
+                let pause = backoff.mul_f64(jitter);
+                let stop = async {
+                    let _ = stopped.recv().await;
+                    true
+                };
+                let wait = async {
+                    smol::Timer::after(pause).await;
+                    false
+                };
+                if stop.or(wait).await {
+                    return;
+                }
+                match reregister(&config, &folder).await {
+                    Ok((c, peer_id)) => {
+                        info!("registered again with the index at {} as peer {peer_id}", config.index);
+                        set(true, Some(peer_id));
+                        client = Some(c);
+                        backoff = FIRST_BACKOFF;
+                    }
+                    Err(e) => {
+                        warn!("the index at {} is still unreachable: {e}", config.index);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn reregister(config: &SessionConfig, folder: &SharedFolder) -> Result<(IndexClient, u64)> {
+    let mut client = IndexClient::connect(config.index, config.limits).await?;
+    let files = folder.read().unwrap_or_else(|e| e.into_inner()).entries();
+    let peer_id = client.register(config.port, &config.token, &files).await?;
+    Ok((client, peer_id))
+}

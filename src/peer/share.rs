@@ -1,0 +1,256 @@
+//! The folder a peer shares: scanning it, hashing its files, and opening a file for a
+//! downloader only when it was registered and really lies inside the folder.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+use crate::error::{Error, IoContext, Result};
+use crate::protocol::{self, FileEntry};
+
+/// Size of the buffer files are hashed and sent with.
+pub const IO_BUFFER: usize = 256 * 1024;
+
+/// Lowercase hex of bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// SHA-256 and size of a file; `progress` is told of every block hashed.
+pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<(u64, String)> {
+    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; IO_BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        progress(n as u64);
+    }
+    Ok((size, to_hex(&hasher.finalize())))
+}
+
+/// Whether a file name is left out of a share: hidden files, editor backups and
+/// napster's own partial downloads.
+pub fn is_ignored(file_name: &str) -> bool {
+    file_name.starts_with('.') || file_name.ends_with('~') || file_name.ends_with(".napster-part")
+}
+
+/// One shared file.
+#[derive(Debug, Clone)]
+pub struct SharedFile {
+    /// What the index is told.
+    pub entry: FileEntry,
+    /// Where it lies on disk.
+    pub path: PathBuf,
+}
+
+/// A shared folder and the files registered from it.
+#[derive(Debug)]
+pub struct Share {
+    root: PathBuf,
+    files: BTreeMap<String, SharedFile>,
+}
+
+/// Files found by a scan, before hashing.
+pub struct Listing {
+    root: PathBuf,
+    found: Vec<(String, PathBuf, u64)>,
+}
+
+impl Listing {
+    /// Number of files found.
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    /// Whether the folder has no shareable file.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// Sum of their sizes.
+    pub fn bytes(&self) -> u64 {
+        self.found.iter().map(|(_, _, size)| size).sum()
+    }
+
+    /// Hash every file, on every core; `progress` is told of bytes hashed.
+    pub fn hash(self, progress: &(dyn Fn(u64) + Sync)) -> Result<Share> {
+        let next = AtomicU64::new(0);
+        let results = Mutex::new(Vec::with_capacity(self.found.len()));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let first_error = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.min(self.found.len()).max(1) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some((name, path, _)) = self.found.get(i) else { break };
+                        match hash_file(path, progress) {
+                            Ok((size, sha256)) => {
+                                let entry = FileEntry {
+                                    name: name.clone(),
+                                    size,
+                                    sha256,
+                                };
+                                let file = SharedFile {
+                                    entry,
+                                    path: path.clone(),
+                                };
+                                results.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+                            }
+                            Err(e) => {
+                                let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                                slot.get_or_insert(e);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        let files = results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .map(|f| (f.entry.name.clone(), f))
+            .collect();
+        Ok(Share {
+            root: self.root,
+            files,
+        })
+    }
+}
+
+/// List the regular files under `dir`, recursively, with `/`-separated relative names.
+///
+/// Symlinks are followed only when they lead to a file inside the folder; names the
+/// protocol cannot carry are skipped with a warning.
+pub fn scan(dir: &Path) -> Result<Listing> {
+    let root = dir
+        .canonicalize()
+        .context(|| format!("cannot share {}", dir.display()))?;
+    if !root.is_dir() {
+        return Err(Error::msg(format!("cannot share {}: not a folder", dir.display())));
+    }
+    let mut found = Vec::new();
+    let mut pending = vec![root.clone()];
+    while let Some(folder) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&folder).context(|| format!("reading {}", folder.display()))?;
+        for entry in entries {
+            let entry = entry.context(|| format!("reading {}", folder.display()))?;
+            let path = entry.path();
+            let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
+                warn!("skipping {}: the name is not UTF-8", path.display());
+                continue;
+            };
+            if is_ignored(&file_name) {
+                continue;
+            }
+            let Ok(real) = path.canonicalize() else { continue };
+            if !real.starts_with(&root) {
+                warn!("skipping {}: it leads outside the shared folder", path.display());
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&real) else { continue };
+            if meta.is_dir() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let relative = path.strip_prefix(&root).unwrap_or(&path);
+            let name = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            if let Some(problem) = protocol::name_problem(&name) {
+                warn!("skipping {}: the name {problem}", path.display());
+                continue;
+            }
+            found.push((name, path, meta.len()));
+        }
+    }
+    found.sort();
+    Ok(Listing { root, found })
+}
+
+impl Share {
+    /// The canonical path of the shared folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// What the index is told.
+    pub fn entries(&self) -> Vec<FileEntry> {
+        self.files.values().map(|f| f.entry.clone()).collect()
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether nothing is shared.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Sum of the files' sizes.
+    pub fn bytes(&self) -> u64 {
+        self.files.values().map(|f| f.entry.size).sum()
+    }
+
+    /// Open a registered file for sending, with its current size.
+    ///
+    /// Refuses names the protocol forbids, names never registered, and files that now
+    /// resolve outside the folder (a symlink swapped in after registering).
+    pub fn open(&self, name: &str) -> std::result::Result<(File, u64), String> {
+        if let Some(problem) = protocol::name_problem(name) {
+            return Err(format!("the file name {problem}"));
+        }
+        let shared = self
+            .files
+            .get(name)
+            .ok_or_else(|| format!("{:?} is not shared here", protocol::truncate(name)))?;
+        let real = shared
+            .path
+            .canonicalize()
+            .map_err(|_| format!("{name} is no longer on disk"))?;
+        if !real.starts_with(&self.root) {
+            warn!("refusing {name}: it now leads outside the shared folder");
+            return Err(format!("{name} is not shared here"));
+        }
+        let file = File::open(&real).map_err(|e| format!("cannot open {name}: {e}"))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot read {name}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{name} is not a regular file"));
+        }
+        Ok((file, meta.len()))
+    }
+}

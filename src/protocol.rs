@@ -1,0 +1,485 @@
+//! The wire protocol: messages in each direction, their framing, limits and timeouts.
+//!
+//! Every message is a frame: a 4-byte big-endian length followed by that many bytes of
+//! JSON. A frame longer than [`Limits::max_frame`] is refused before anything is
+//! allocated for it. The only bytes that are not frames are a file's contents, which
+//! follow a [`PeerResponse::Sending`] raw and exactly as long as it announced.
+//! `docs/PROTOCOL.md` is the prose version of this module.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use smol::Async;
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Protocol version, exchanged in the first message of every connection.
+pub const VERSION: u32 = 1;
+
+/// Default largest frame, in bytes.
+pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+
+/// Default time allowed for connecting, and for a message to arrive once it has begun.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest file name (a relative path with `/` separators), in bytes.
+pub const MAX_NAME: usize = 1024;
+
+/// Longest search pattern, in bytes.
+pub const MAX_PATTERN: usize = 256;
+
+/// Longest free-text field (agent names, error messages), in bytes.
+pub const MAX_TEXT: usize = 256;
+
+/// Length of a session token in hex digits.
+pub const TOKEN_HEX: usize = 32;
+
+/// Bounds every connection enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes.
+    pub max_frame: u32,
+    /// Time allowed to connect, and for a started message to arrive whole.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// One shared file as a peer announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the shared folder, `/`-separated.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the contents, 64 lowercase hex digits.
+    pub sha256: String,
+}
+
+/// One search result: a file and the peer that shares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Peer ID assigned by the index.
+    pub peer_id: u64,
+    /// Address of the peer's file server, as the index saw the peer connect.
+    pub addr: SocketAddr,
+    /// The file.
+    pub file: FileEntry,
+    /// When the peer registered, in seconds since the Unix epoch.
+    pub shared_at: i64,
+}
+
+/// One registered peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Peer ID assigned by the index.
+    pub peer_id: u64,
+    /// Address of the peer's file server.
+    pub addr: SocketAddr,
+    /// Number of files shared.
+    pub files: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+    /// When the peer registered, in seconds since the Unix epoch.
+    pub shared_at: i64,
+}
+
+/// Requests a client or peer sends to the index server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IndexRequest {
+    /// First message of every connection.
+    Hello {
+        /// Protocol version of the client.
+        version: u32,
+    },
+    /// Make this connection a peer session sharing `files`, served on `port`.
+    Register {
+        /// Port of the peer's file server; the host is taken from the connection.
+        port: u16,
+        /// Secret the peer keeps across reconnections to keep its Peer ID.
+        token: String,
+        /// The first batch of files (more may follow with `AddFiles`).
+        files: Vec<FileEntry>,
+    },
+    /// Add (or replace, by name) files of this session's peer.
+    AddFiles {
+        /// The files.
+        files: Vec<FileEntry>,
+    },
+    /// Withdraw files of this session's peer by name.
+    RemoveFiles {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// Withdraw every file of this session's peer; the session stays open.
+    Unregister,
+    /// Files whose names match a pattern (substring, or `*`/`?` wildcards).
+    Search {
+        /// The pattern.
+        pattern: String,
+    },
+    /// Files with exactly this name.
+    Lookup {
+        /// The name.
+        name: String,
+    },
+    /// Every registered peer.
+    Peers,
+    /// Liveness check; keeps a peer session alive.
+    Ping,
+}
+
+/// Responses of the index server, one per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IndexResponse {
+    /// Answer to `Hello`.
+    Welcome {
+        /// Protocol version of the server.
+        version: u32,
+    },
+    /// Answer to `Register`.
+    Registered {
+        /// The Peer ID of this session.
+        peer_id: u64,
+        /// How many files the peer now shares.
+        files: u64,
+    },
+    /// Answer to `AddFiles`, `RemoveFiles`, `Unregister`.
+    Done {
+        /// How many files the peer now shares.
+        files: u64,
+    },
+    /// Answer to `Search` and `Lookup`.
+    Results {
+        /// The matches, by peer then name.
+        hits: Vec<Hit>,
+        /// True when more matched than the server's result limit.
+        truncated: bool,
+    },
+    /// Answer to `Peers`.
+    Peers {
+        /// The peers.
+        peers: Vec<PeerInfo>,
+    },
+    /// Answer to `Ping`.
+    Pong,
+    /// The request failed; the connection stays usable unless said otherwise.
+    Error {
+        /// The kind of error.
+        code: ErrorCode,
+        /// What was wrong, for a person.
+        message: String,
+    },
+}
+
+/// Requests a downloader sends to a peer's file server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PeerRequest {
+    /// First message of every connection.
+    Hello {
+        /// Protocol version of the downloader.
+        version: u32,
+    },
+    /// Send bytes of a shared file.
+    Get {
+        /// Name as registered with the index.
+        name: String,
+        /// First byte wanted.
+        offset: u64,
+        /// How many bytes; `None` means to the end.
+        length: Option<u64>,
+    },
+    /// Liveness and latency check.
+    Ping,
+}
+
+/// Responses of a peer's file server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PeerResponse {
+    /// Answer to `Hello`.
+    Welcome {
+        /// Protocol version of the peer.
+        version: u32,
+    },
+    /// Exactly `length` raw bytes of the file follow this frame.
+    Sending {
+        /// Current size of the whole file.
+        size: u64,
+        /// Offset of the first byte sent.
+        offset: u64,
+        /// Number of bytes that follow.
+        length: u64,
+    },
+    /// Answer to `Ping`.
+    Pong,
+    /// The request failed.
+    Error {
+        /// The kind of error.
+        code: ErrorCode,
+        /// What was wrong, for a person.
+        message: String,
+    },
+}
+
+/// Kinds of error replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message could not be decoded or broke a limit.
+    BadRequest,
+    /// The first message was not `Hello` or the version differs.
+    Version,
+    /// The request needs a registered session.
+    NotRegistered,
+    /// The file or peer does not exist.
+    NotFound,
+    /// The request asked for bytes outside the file.
+    Range,
+    /// The server is at its connection limit.
+    Busy,
+    /// Something failed on the server's side.
+    Internal,
+}
+
+/// Why a name may not travel in the protocol, or `None` when it may.
+///
+/// A name is a relative path: non-empty `/`-separated components, none of them `.` or
+/// `..`, no backslash, no control characters, at most [`MAX_NAME`] bytes.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("is empty");
+    }
+    if name.len() > MAX_NAME {
+        return Some("is too long");
+    }
+    if name.chars().any(char::is_control) {
+        return Some("contains control characters");
+    }
+    if name.contains('\\') {
+        return Some("contains a backslash");
+    }
+    if name.starts_with('/') {
+        return Some("is an absolute path");
+    }
+    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Some("has an empty, `.` or `..` component");
+    }
+    None
+}
+
+/// Whether `hex` is a SHA-256 in lowercase hex.
+pub fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Check a file entry received from the network.
+pub fn check_entry(entry: &FileEntry) -> Result<()> {
+    if let Some(problem) = name_problem(&entry.name) {
+        return Err(Error::Malformed(format!(
+            "file name {:?} {problem}",
+            truncate(&entry.name)
+        )));
+    }
+    if !is_sha256_hex(&entry.sha256) {
+        return Err(Error::Malformed(format!(
+            "sha256 of {:?} is not 64 lowercase hex digits",
+            truncate(&entry.name)
+        )));
+    }
+    if entry.size > i64::MAX as u64 {
+        return Err(Error::Malformed(format!(
+            "size of {:?} is out of range",
+            truncate(&entry.name)
+        )));
+    }
+    Ok(())
+}
+
+/// A prefix of untrusted text short enough to quote in a message.
+pub fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Encode a message as one frame: length then JSON.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut frame = vec![0; 4];
+    serde_json::to_writer(&mut frame, message).expect("protocol messages always serialize");
+    let len = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
+/// Decode a frame's body.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::Malformed(e.to_string()))
+}
+
+/// A connection speaking frames, with the limits it enforces.
+pub struct Connection {
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    limits: Limits,
+}
+
+impl Connection {
+    /// Wrap an accepted or connected stream.
+    pub fn new(stream: Async<TcpStream>, limits: Limits) -> Result<Self> {
+        let peer = stream
+            .get_ref()
+            .peer_addr()
+            .context(|| "reading the peer's address".into())?;
+        stream.get_ref().set_nodelay(true).ok();
+        Ok(Connection {
+            stream,
+            peer,
+            limits,
+        })
+    }
+
+    /// Connect to `addr` within the limits' timeout.
+    pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self> {
+        let stream = Async::<TcpStream>::connect(addr)
+            .or(async {
+                smol::Timer::after(limits.timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+            .context(|| format!("connecting to {addr}"))?;
+        Connection::new(stream, limits)
+    }
+
+    /// Address of the other side.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Our address on this connection.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.stream
+            .get_ref()
+            .local_addr()
+            .context(|| "reading the local address".into())
+    }
+
+    /// The limits this connection enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Send one message.
+    pub async fn send<T: Serialize>(&mut self, message: &T) -> Result<()> {
+        let frame = encode(message);
+        let peer = self.peer;
+        self.stream
+            .write_all(&frame)
+            .or(async {
+                smol::Timer::after(self.limits.timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+            .context(|| format!("sending to {peer}"))
+    }
+
+    /// Receive one message, waiting up to `idle` for it to begin.
+    ///
+    /// `Ok(None)` is a clean end of the connection between messages.
+    pub async fn recv<T: DeserializeOwned>(&mut self, idle: Duration) -> Result<Option<T>> {
+        let mut first = [0u8; 1];
+        let got = self
+            .stream
+            .read(&mut first)
+            .or(async {
+                smol::Timer::after(idle).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await;
+        match got {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Error::Timeout(format!("waiting for {}", self.peer)));
+            }
+            Err(e) => return Err(Error::io(format!("receiving from {}", self.peer), e)),
+        }
+        let timeout = self.limits.timeout;
+        let peer = self.peer;
+        self.rest_of_frame(first[0])
+            .or(async {
+                smol::Timer::after(timeout).await;
+                Err(Error::Timeout(format!("receiving a message from {peer}")))
+            })
+            .await
+            .map(Some)
+    }
+
+    /// Receive one message that must come within the timeout (an answer).
+    pub async fn recv_reply<T: DeserializeOwned>(&mut self) -> Result<T> {
+        match self.recv(self.limits.timeout).await? {
+            Some(message) => Ok(message),
+            None => Err(Error::Closed(self.peer.to_string())),
+        }
+    }
+
+    async fn rest_of_frame<T: DeserializeOwned>(&mut self, first: u8) -> Result<T> {
+        let mut header = [first, 0, 0, 0];
+        self.read_exact(&mut header[1..]).await?;
+        let len = u32::from_be_bytes(header);
+        if len > self.limits.max_frame {
+            return Err(Error::FrameTooLarge {
+                len: len.into(),
+                max: self.limits.max_frame.into(),
+            });
+        }
+        // Grow with what actually arrives, not with what the header claims.
+        let mut body = Vec::with_capacity((len as usize).min(64 * 1024));
+        let read = (&mut self.stream)
+            .take(len.into())
+            .read_to_end(&mut body)
+            .await
+            .context(|| format!("receiving from {}", self.peer))?;
+        if read < len as usize {
+            return Err(Error::Closed(format!("{} in the middle of a message", self.peer)));
+        }
+        decode(&body)
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        match self.stream.read_exact(buf).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Closed(
+                format!("{} in the middle of a message", self.peer),
+            )),
+            Err(e) => Err(Error::io(format!("receiving from {}", self.peer), e)),
+        }
+    }
+
+    /// Hand the socket over to blocking code for a raw transfer, with `timeout` on
+    /// every read and write.
+    pub fn into_blocking(self) -> Result<TcpStream> {
+        let stream = self
+            .stream
+            .into_inner()
+            .context(|| "taking over the socket".into())?;
+        stream
+            .set_nonblocking(false)
+            .context(|| "making the socket blocking".into())?;
+        stream.set_read_timeout(Some(self.limits.timeout)).ok();
+        stream.set_write_timeout(Some(self.limits.timeout)).ok();
+        Ok(stream)
+    }
+}
