@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tracing::info;
+use tracing::debug;
 
 use crate::error::{Error, IoContext, Result};
 use crate::peer::share::{hash_file, to_hex};
@@ -161,7 +161,7 @@ pub async fn download(
     let placed = place(&temp, dir, &file_name, &hit.file.sha256, length);
     let _ = std::fs::remove_file(&temp);
     let (path, already_there) = placed?;
-    info!(
+    debug!(
         "downloaded {} ({length} bytes) from {peer} in {:.3}s",
         hit.file.name,
         elapsed.as_secs_f64()

@@ -1,0 +1,389 @@
+//! The shell: runs commands typed at a `rustyline` prompt or piped on stdin, and owns the
+//! background services (index server, sharing) this process runs.
+
+pub mod commands;
+pub mod editor;
+pub mod repl;
+pub mod render;
+pub mod services;
+
+use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use smol::Async;
+
+use crate::client::IndexClient;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{self, MemoryStore};
+use crate::peer::download::{self, Cancel};
+use crate::peer::share;
+use crate::peer::{self, Sharing, SharingSettings};
+use crate::protocol::Hit;
+use crate::runtime;
+use commands::Command;
+use services::{Serving, Services};
+
+/// Whether the shell goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Leave.
+    Quit,
+}
+
+/// The state behind the prompt.
+pub struct Shell {
+    config: Config,
+    services: Arc<Services>,
+    index: Option<SocketAddr>,
+    client: Option<IndexClient>,
+    last_names: Arc<Mutex<Vec<String>>>,
+    show_progress: bool,
+}
+
+impl Shell {
+    /// A shell with `config`; `show_progress` draws progress bars on stderr.
+    pub fn new(config: Config, services: Arc<Services>, show_progress: bool) -> Self {
+        Shell {
+            config,
+            services,
+            index: None,
+            client: None,
+            last_names: Arc::default(),
+            show_progress,
+        }
+    }
+
+    /// File names of the last search, for completion.
+    pub fn last_names(&self) -> Arc<Mutex<Vec<String>>> {
+        self.last_names.clone()
+    }
+
+    /// Run one parsed command, printing its results to stdout.
+    pub async fn execute(&mut self, command: Command, cancel: Cancel) -> Result<Flow> {
+        match command {
+            Command::Serve(port) => self.serve(port).await?,
+            Command::Connect(addr) => self.connect(addr).await?,
+            Command::Register(dir, port) => self.register(dir, port).await?,
+            Command::Unregister => self.unregister().await?,
+            Command::Search(pattern) => self.search(&pattern).await?,
+            Command::Get(name, peer) => self.get(&name, peer, cancel).await?,
+            Command::Peers => self.peers().await?,
+            Command::Status => self.status().await?,
+            Command::Help(topic) => println!("{}", commands::help(topic.as_deref())?),
+            Command::Quit => return Ok(Flow::Quit),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn serve(&mut self, port: Option<u16>) -> Result<()> {
+        if let Some(addr) = self.services.index_addr() {
+            return Err(Error::msg(format!(
+                "already serving the index on {addr}; quit to stop it"
+            )));
+        }
+        let port = port.unwrap_or(self.config.index.port);
+        let bind = resolve(&self.config.index.host, port)?;
+        let listener = Async::<TcpListener>::bind(bind).context(|| {
+            format!("cannot serve the index on {bind} (is the port taken? try `serve 0`)")
+        })?;
+        let addr = listener
+            .get_ref()
+            .local_addr()
+            .context(|| "reading the bound address".into())?;
+        let store = Arc::new(MemoryStore::new());
+        let (trigger, shutdown) = runtime::shutdown_pair();
+        let settings = index::Settings::from_config(&self.config);
+        let task = runtime::spawn(index::run(listener, store.clone(), settings, shutdown));
+        self.services.set_serving(Serving {
+            addr,
+            task,
+            trigger,
+            store,
+        });
+        println!("index server listening on {addr}");
+        self.index = Some(reachable(addr));
+        self.client = None;
+        Ok(())
+    }
+
+    async fn connect(&mut self, addr: Option<String>) -> Result<()> {
+        let text = addr.unwrap_or_else(|| self.config.index.server.clone());
+        let addr = parse_addr(&text, self.config.index.port)?;
+        let mut client = IndexClient::connect(addr, self.config.limits()).await?;
+        let rtt = client.ping().await?;
+        println!(
+            "connected to the index at {addr} (rtt {:.2} ms)",
+            rtt.as_secs_f64() * 1e3
+        );
+        self.index = Some(addr);
+        self.client = Some(client);
+        Ok(())
+    }
+
+    fn index_addr(&self) -> Result<SocketAddr> {
+        match self.index {
+            Some(addr) => Ok(addr),
+            None => parse_addr(&self.config.index.server, self.config.index.port),
+        }
+    }
+
+    /// The index client, connected on first use and again if the index dropped us.
+    async fn client(&mut self) -> Result<&mut IndexClient> {
+        let addr = self.index_addr()?;
+        let healthy = match self.client.as_mut() {
+            Some(c) => c.ping().await.is_ok(),
+            None => false,
+        };
+        if !healthy {
+            self.client = Some(IndexClient::connect(addr, self.config.limits()).await?);
+        }
+        Ok(self.client.as_mut().expect("connected just above"))
+    }
+
+    async fn register(&mut self, dir: Option<PathBuf>, port: Option<u16>) -> Result<()> {
+        if let Some(state) = self.services.sharing_summary() {
+            return Err(Error::msg(format!("already sharing: {state}; unregister first")));
+        }
+        let dir = dir.unwrap_or_else(|| self.config.peer.dir.clone());
+        let index = self.index_addr()?;
+        let listing = share::scan(&dir)?;
+        let total = listing.bytes();
+        let bar = self.progress_bar(total, "hashing");
+        let progress = bar.clone();
+        let share = smol::unblock(move || listing.hash(&move |n| progress.inc(n))).await?;
+        bar.finish_and_clear();
+        let settings = SharingSettings {
+            host: match self.config.peer.host.as_str() {
+                "" => None,
+                host => Some(resolve(host, 0)?.ip()),
+            },
+            port: port.unwrap_or(self.config.peer.port),
+            server: peer::server::Settings {
+                limits: self.config.limits(),
+                max_uploads: self.config.peer.max_uploads,
+            },
+            session_ttl: self.config.session_ttl(),
+        };
+        let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
+        let sharing = Sharing::start(share, index, &settings).await?;
+        println!(
+            "registered as peer {} with the index at {index}: {count} files, {} from {}; serving on {}",
+            sharing.state().peer_id,
+            render::size(bytes),
+            root.display(),
+            sharing.addr
+        );
+        self.services.set_sharing(sharing);
+        Ok(())
+    }
+
+    async fn unregister(&mut self) -> Result<()> {
+        match self.services.take_sharing() {
+            Some(sharing) => {
+                let id = sharing.state().peer_id;
+                sharing.stop().await;
+                println!("peer {id} unregistered; its files left the index");
+                Ok(())
+            }
+            None => Err(Error::msg("not sharing anything; `register` first")),
+        }
+    }
+
+    async fn search(&mut self, pattern: &str) -> Result<()> {
+        let max = self.config.index.max_results;
+        let (hits, truncated) = self.client().await?.search(pattern).await?;
+        *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
+            hits.iter().map(|h| h.file.name.clone()).collect();
+        if hits.is_empty() {
+            println!("no file matches {pattern:?}");
+            return Ok(());
+        }
+        println!("{}", render::hits(&hits));
+        let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
+        let files = if hits.len() == 1 { "file" } else { "files" };
+        let sharers = if peers.len() == 1 { "peer" } else { "peers" };
+        println!("{} {files} on {} {sharers}", hits.len(), peers.len());
+        if truncated {
+            println!("(the index returns at most {max} results; narrow the pattern to see the rest)");
+        }
+        Ok(())
+    }
+
+    async fn get(&mut self, name: &str, peer: Option<u64>, cancel: Cancel) -> Result<()> {
+        let hits = self.client().await?.lookup(name).await?;
+        let candidates = choose(name, peer, hits)?;
+        let downloads = self.config.peer.downloads.clone();
+        let mut last_error = None;
+        for hit in &candidates {
+            match self.fetch(hit, &downloads, cancel.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Error::Cancelled) => return Err(Error::Cancelled),
+                Err(e) => {
+                    if candidates.len() > 1 {
+                        eprintln!("warning: {e}; trying the next peer");
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.expect("choose returns at least one candidate"))
+    }
+
+    async fn fetch(&mut self, hit: &Hit, downloads: &Path, cancel: Cancel) -> Result<()> {
+        let bar = self.progress_bar(hit.file.size, "downloading");
+        let progress = bar.clone();
+        let done = download::download(
+            hit,
+            downloads,
+            self.config.limits(),
+            cancel,
+            Arc::new(move |n| progress.inc(n)),
+        )
+        .await;
+        bar.finish_and_clear();
+        let done = done?;
+        if done.already_there {
+            println!(
+                "{} is already there with the same contents (sha256 ok); nothing to do",
+                done.path.display()
+            );
+        } else {
+            println!(
+                "saved {} ({}, sha256 ok, {} from peer {})",
+                done.path.display(),
+                render::size(done.size),
+                render::rate(done.size, done.elapsed),
+                hit.peer_id
+            );
+        }
+        Ok(())
+    }
+
+    async fn peers(&mut self) -> Result<()> {
+        let peers = self.client().await?.peers().await?;
+        if peers.is_empty() {
+            println!("no peer is registered with the index");
+        } else {
+            println!("{}", render::peers(&peers));
+        }
+        Ok(())
+    }
+
+    async fn status(&mut self) -> Result<()> {
+        match self.services.serving_summary().await {
+            Some(summary) => println!("index server: {summary}"),
+            None => println!("index server: not running here (`serve` starts one)"),
+        }
+        let addr = self.index_addr()?;
+        match self.client().await {
+            Ok(client) => {
+                let rtt = client.ping().await?;
+                println!("index: {addr} (rtt {:.2} ms)", rtt.as_secs_f64() * 1e3);
+            }
+            Err(e) => println!("index: {addr} unreachable ({e})"),
+        }
+        match self.services.sharing_summary() {
+            Some(summary) => println!("sharing: {summary}"),
+            None => println!("sharing: nothing (`register` shares a folder)"),
+        }
+        println!("downloads: {}", self.config.peer.downloads.display());
+        Ok(())
+    }
+
+    fn progress_bar(&self, total: u64, what: &str) -> ProgressBar {
+        if !self.show_progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(what.to_owned());
+        bar
+    }
+}
+
+/// The peers to try for `get name [peer]`, best first, or why there are none.
+fn choose(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>> {
+    if hits.is_empty() {
+        return Err(Error::msg(format!(
+            "no peer shares {name:?}; `search` finds names that match part of it"
+        )));
+    }
+    let ids = || {
+        hits.iter()
+            .map(|h| h.peer_id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(peer) = peer {
+        return match hits.iter().find(|h| h.peer_id == peer) {
+            Some(hit) => Ok(vec![hit.clone()]),
+            None => Err(Error::msg(format!(
+                "peer {peer} does not share {name:?}; it is shared by peer(s) {}",
+                ids()
+            ))),
+        };
+    }
+    let first = &hits[0].file.sha256;
+    if hits.iter().any(|h| &h.file.sha256 != first) {
+        let versions: Vec<String> = hits
+            .iter()
+            .map(|h| format!("peer {} has sha256 {}", h.peer_id, &h.file.sha256[..12]))
+            .collect();
+        return Err(Error::msg(format!(
+            "peers share different contents under {name:?} ({}); choose one with `get {name} <peer>`",
+            versions.join(", ")
+        )));
+    }
+    Ok(hits)
+}
+
+/// Resolve `host` (a name or an address) with `port`.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| Error::msg(format!("cannot resolve the host {host:?}")))
+}
+
+/// Parse `host:port`, `[v6]:port`, or a bare host with `default_port`.
+pub fn parse_addr(text: &str, default_port: u16) -> Result<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+            let port = port.parse::<u16>().map_err(|_| {
+                Error::Usage(format!("{text:?} is not host:port (for example 127.0.0.1:45000)"))
+            })?;
+            (host, port)
+        }
+        _ => (text, default_port),
+    };
+    resolve(host, port)
+}
+
+/// The address to reach a server bound to `addr` from this machine.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}

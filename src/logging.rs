@@ -1,0 +1,93 @@
+//! Logging: levels from `RUST_LOG` or `[log] level`, to a file, to stderr, or (at an
+//! interactive prompt) through rustyline's external printer so that a log line never
+//! breaks the line being typed.
+
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use rustyline::ExternalPrinter;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+
+/// A printer that draws above the prompt.
+pub type Printer = Box<dyn ExternalPrinter + Send>;
+
+/// Install the global logger; a second call leaves the first in place.
+pub fn init(config: &LogConfig, printer: Option<Printer>) -> Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec)
+            .map_err(|e| Error::Config(format!("RUST_LOG {spec:?}: {e}")))?,
+        _ => EnvFilter::try_new(&config.level)
+            .map_err(|e| Error::Config(format!("`log.level` {:?}: {e}", config.level)))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let installed = if !config.file.as_os_str().is_empty() {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.file)
+            .map_err(|e| Error::Config(format!("`log.file` {}: {e}", config.file.display())))?;
+        builder.with_ansi(false).with_writer(Mutex::new(file)).try_init()
+    } else if let Some(printer) = printer {
+        builder
+            .with_writer(ToPrinter(Arc::new(Mutex::new(printer))))
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init()
+    };
+    drop(installed);
+    Ok(())
+}
+
+#[derive(Clone)]
+struct ToPrinter(Arc<Mutex<Printer>>);
+
+/// One log event, printed whole when dropped.
+struct Line {
+    printer: Arc<Mutex<Printer>>,
+    buf: Vec<u8>,
+}
+
+impl<'a> MakeWriter<'a> for ToPrinter {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line {
+            printer: self.0.clone(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl Write for Line {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        let mut printer = self.printer.lock().unwrap_or_else(|e| e.into_inner());
+        if printer.print(text.clone()).is_err() {
+            eprint!("{text}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! How results look: comfy-table tables, human sizes, local times.
+
+use std::time::Duration;
+
+use chrono::{Local, TimeZone};
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{CellAlignment, ContentArrangement, Table};
+use indicatif::HumanBytes;
+
+use crate::protocol::{Hit, PeerInfo};
+
+/// Hex digits of a SHA-256 shown in tables.
+const SHORT_SHA: usize = 12;
+
+/// A size in binary units ("1.50 MiB").
+pub fn size(bytes: u64) -> String {
+    HumanBytes(bytes).to_string()
+}
+
+/// A rate over a duration ("1.20 GiB/s").
+pub fn rate(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    format!("{}/s", HumanBytes((bytes as f64 / secs) as u64))
+}
+
+/// Seconds since the epoch as local time.
+pub fn local_time(secs: i64) -> String {
+    Local
+        .timestamp_opt(secs, 0)
+        .single()
+        .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+fn table(header: &[&str], right_aligned: &[usize]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    for &i in right_aligned {
+        if let Some(column) = table.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+/// Search results.
+pub fn hits(hits: &[Hit]) -> String {
+    let mut t = table(
+        &["Peer ID", "Host", "Port", "File", "Size", "SHA-256", "Shared at"],
+        &[0, 2, 4],
+    );
+    for hit in hits {
+        t.add_row(vec![
+            hit.peer_id.to_string(),
+            hit.addr.ip().to_string(),
+            hit.addr.port().to_string(),
+            hit.file.name.clone(),
+            size(hit.file.size),
+            hit.file.sha256.chars().take(SHORT_SHA).collect(),
+            local_time(hit.shared_at),
+        ]);
+    }
+    t.to_string()
+}
+
+/// Registered peers.
+pub fn peers(peers: &[PeerInfo]) -> String {
+    let mut t = table(&["Peer ID", "Host", "Port", "Files", "Size", "Shared at"], &[0, 2, 3, 4]);
+    for p in peers {
+        t.add_row(vec![
+            p.peer_id.to_string(),
+            p.addr.ip().to_string(),
+            p.addr.port().to_string(),
+            p.files.to_string(),
+            size(p.bytes),
+            local_time(p.shared_at),
+        ]);
+    }
+    t.to_string()
+}

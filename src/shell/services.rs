@@ -1,0 +1,108 @@
+//! What this process serves in the background, reachable both from the shell and from the
+//! signal handler that shuts it down.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use smol::Task;
+
+use crate::error::Result;
+use crate::index::{MemoryStore, Store};
+use crate::peer::Sharing;
+use crate::runtime::ShutdownTrigger;
+
+/// A running index server.
+pub struct Serving {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its accept loop.
+    pub task: Task<Result<()>>,
+    /// Stops it.
+    pub trigger: ShutdownTrigger,
+    /// Its store, for `status`.
+    pub store: Arc<MemoryStore>,
+}
+
+/// The background services of this process.
+#[derive(Default)]
+pub struct Services {
+    serving: Mutex<Option<Serving>>,
+    sharing: Mutex<Option<Sharing>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Services {
+    /// Whether anything is served (so the process must not exit at end of input).
+    pub fn is_serving(&self) -> bool {
+        lock(&self.serving).is_some() || lock(&self.sharing).is_some()
+    }
+
+    /// Where the index server listens, if it runs.
+    pub fn index_addr(&self) -> Option<SocketAddr> {
+        lock(&self.serving).as_ref().map(|s| s.addr)
+    }
+
+    /// Record the index server.
+    pub fn set_serving(&self, serving: Serving) {
+        *lock(&self.serving) = Some(serving);
+    }
+
+    /// Record the sharing peer.
+    pub fn set_sharing(&self, sharing: Sharing) {
+        *lock(&self.sharing) = Some(sharing);
+    }
+
+    /// Take the sharing peer out, to stop it.
+    pub fn take_sharing(&self) -> Option<Sharing> {
+        lock(&self.sharing).take()
+    }
+
+    /// One line about the index server.
+    pub async fn serving_summary(&self) -> Option<String> {
+        let (addr, store) = {
+            let serving = lock(&self.serving);
+            let s = serving.as_ref()?;
+            (s.addr, s.store.clone())
+        };
+        let peers = store.peers().await.unwrap_or_default();
+        let files: u64 = peers.iter().map(|p| p.files).sum();
+        Some(format!(
+            "listening on {addr} ({} peers, {files} files)",
+            peers.len()
+        ))
+    }
+
+    /// One line about the shared folder.
+    pub fn sharing_summary(&self) -> Option<String> {
+        let sharing = lock(&self.sharing);
+        let s = sharing.as_ref()?;
+        let state = s.state();
+        let folder = s.folder().read().unwrap_or_else(|e| e.into_inner());
+        Some(format!(
+            "{} as peer {} ({} files, {}) on {} with the index at {} ({})",
+            folder.root().display(),
+            state.peer_id,
+            folder.len(),
+            super::render::size(folder.bytes()),
+            s.addr,
+            s.index,
+            if state.connected { "connected" } else { "reconnecting" }
+        ))
+    }
+
+    /// Withdraw shared files from the index and stop every server.
+    pub async fn shutdown(&self) {
+        let sharing = lock(&self.sharing).take();
+        if let Some(sharing) = sharing {
+            sharing.stop().await;
+        }
+        let serving = lock(&self.serving).take();
+        if let Some(serving) = serving {
+            serving.trigger.trigger();
+            let _ = serving.task.await;
+        }
+    }
+}
