@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::protocol::{self, Connection, FileEntry, Hit, IndexRequest, IndexResponse, Limits, PeerInfo};
+use crate::protocol::{
+    self, Connection, FileEntry, Hit, IndexRequest, IndexResponse, Limits, PeerInfo,
+};
 
 /// A connection to an index server that has said hello.
 pub struct IndexClient {
@@ -33,7 +35,11 @@ impl IndexClient {
                 });
             }
             IndexResponse::Error { code, message } => return Err(Error::Remote { code, message }),
-            other => return Err(Error::Malformed(format!("unexpected answer to hello: {other:?}"))),
+            other => {
+                return Err(Error::Malformed(format!(
+                    "unexpected answer to hello: {other:?}"
+                )));
+            }
         }
         Ok(IndexClient { conn })
     }

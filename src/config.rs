@@ -159,7 +159,10 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 Ok(Config::default())
             }
-            Err(e) => Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(Error::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -204,5 +207,49 @@ impl Config {
     /// How long a silent peer session lives.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs_f64(self.index.session_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_file_states_the_defaults() {
+        let shipped = Config::parse(include_str!("../napster.toml")).expect("napster.toml parses");
+        let defaults = Config::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[index]\nprot = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prot"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::parse("[index]\nport = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::parse("[index]\nsession_ttl = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("index.session_ttl"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_means_defaults_unless_required() {
+        let path = Path::new("/nonexistent/napster.toml");
+        assert!(Config::load(path, false).is_ok());
+        assert!(Config::load(path, true).is_err());
     }
 }

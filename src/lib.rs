@@ -8,8 +8,8 @@
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod logging;
 pub mod index;
+pub mod logging;
 pub mod peer;
 pub mod protocol;
 pub mod runtime;

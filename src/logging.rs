@@ -33,7 +33,10 @@ pub fn init(config: &LogConfig, printer: Option<Printer>) -> Result<()> {
             .append(true)
             .open(&config.file)
             .map_err(|e| Error::Config(format!("`log.file` {}: {e}", config.file.display())))?;
-        builder.with_ansi(false).with_writer(Mutex::new(file)).try_init()
+        builder
+            .with_ansi(false)
+            .with_writer(Mutex::new(file))
+            .try_init()
     } else if let Some(printer) = printer {
         builder
             .with_writer(ToPrinter(Arc::new(Mutex::new(printer))))

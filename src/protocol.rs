@@ -276,7 +276,10 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     if name.starts_with('/') {
         return Some("is an absolute path");
     }
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Some("has an empty, `.` or `..` component");
     }
     None
@@ -453,7 +456,10 @@ impl Connection {
             .await
             .context(|| format!("receiving from {}", self.peer))?;
         if read < len as usize {
-            return Err(Error::Closed(format!("{} in the middle of a message", self.peer)));
+            return Err(Error::Closed(format!(
+                "{} in the middle of a message",
+                self.peer
+            )));
         }
         decode(&body)
     }
@@ -461,9 +467,10 @@ impl Connection {
     async fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
         match self.stream.read_exact(buf).await {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Closed(
-                format!("{} in the middle of a message", self.peer),
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Closed(format!(
+                "{} in the middle of a message",
+                self.peer
+            ))),
             Err(e) => Err(Error::io(format!("receiving from {}", self.peer), e)),
         }
     }

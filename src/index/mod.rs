@@ -258,7 +258,9 @@ impl<S: Store> Server<S> {
             }
             IndexRequest::Register { port, token, files } => {
                 if port == 0 {
-                    return Err(bad("port 0 cannot be reached; register the port you listen on"));
+                    return Err(bad(
+                        "port 0 cannot be reached; register the port you listen on",
+                    ));
                 }
                 if token.len() != TOKEN_HEX || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(bad(format!("token must be {TOKEN_HEX} hex digits")));
@@ -353,7 +355,9 @@ fn check_pattern(pattern: &str) -> Result<()> {
         return Err(bad("the search pattern is empty"));
     }
     if pattern.len() > MAX_PATTERN {
-        return Err(bad(format!("the search pattern is longer than {MAX_PATTERN} bytes")));
+        return Err(bad(format!(
+            "the search pattern is longer than {MAX_PATTERN} bytes"
+        )));
     }
     if pattern.chars().any(char::is_control) {
         return Err(bad("the search pattern contains control characters"));

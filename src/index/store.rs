@@ -86,8 +86,11 @@ pub trait Store: Send + Sync + 'static {
     /// Note that a peer's session is alive.
     fn touch(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
     /// Files matching `query`, at most `limit`; the flag says whether more matched.
-    fn search(&self, query: &Query, limit: usize)
-    -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
+    fn search(
+        &self,
+        query: &Query,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
     /// Every peer.
     fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>>> + Send;
     /// Withdraw peers not touched within `ttl`; returns how many.
@@ -139,10 +142,14 @@ impl Inner {
     }
 
     fn remove_peer(&mut self, peer: u64) {
-        let Some(entry) = self.peers.remove(&peer) else { return };
+        let Some(entry) = self.peers.remove(&peer) else {
+            return;
+        };
         self.departed.push_back(entry.token);
         while self.departed.len() > REMEMBERED_TOKENS {
-            let Some(old) = self.departed.pop_front() else { break };
+            let Some(old) = self.departed.pop_front() else {
+                break;
+            };
             if let Some(id) = self.tokens.get(&old)
                 && !self.peers.contains_key(id)
             {

@@ -139,7 +139,10 @@ pub async fn download(
                 "{peer} stopped sending {} part-way; run get again",
                 hit.file.name
             )),
-            other => Error::msg(format!("downloading {} from {peer}: {other}", hit.file.name)),
+            other => Error::msg(format!(
+                "downloading {} from {peer}: {other}",
+                hit.file.name
+            )),
         })
         .and_then(|actual| {
             if actual == hit.file.sha256 {
@@ -172,6 +175,43 @@ pub async fn download(
         elapsed,
         already_there,
     })
+}
+
+/// The peers to download `name` from (only `peer` when given), best first, or why
+/// there are none: nobody shares it, `peer` does not, or peers share different contents.
+pub fn sources(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>> {
+    if hits.is_empty() {
+        return Err(Error::msg(format!(
+            "no peer shares {name:?}; `search` finds names that match part of it"
+        )));
+    }
+    let ids = || {
+        hits.iter()
+            .map(|h| h.peer_id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(peer) = peer {
+        return match hits.iter().find(|h| h.peer_id == peer) {
+            Some(hit) => Ok(vec![hit.clone()]),
+            None => Err(Error::msg(format!(
+                "peer {peer} does not share {name:?}; it is shared by peer(s) {}",
+                ids()
+            ))),
+        };
+    }
+    let first = &hits[0].file.sha256;
+    if hits.iter().any(|h| &h.file.sha256 != first) {
+        let versions: Vec<String> = hits
+            .iter()
+            .map(|h| format!("peer {} has sha256 {}", h.peer_id, &h.file.sha256[..12]))
+            .collect();
+        return Err(Error::msg(format!(
+            "peers share different contents under {name:?} ({}); choose one with `get {name} <peer>`",
+            versions.join(", ")
+        )));
+    }
+    Ok(hits)
 }
 
 fn unexpected(peer: &str, response: &PeerResponse) -> Error {
@@ -210,9 +250,19 @@ fn receive(
         }
         to_hex(&hasher.finalize())
     });
-    let written = write_chunks(&mut socket, &mut file, length, cancel, progress, &pool, &to_hasher);
+    let written = write_chunks(
+        &mut socket,
+        &mut file,
+        length,
+        cancel,
+        progress,
+        &pool,
+        &to_hasher,
+    );
     drop(to_hasher);
-    let digest = hasher.join().map_err(|_| Error::msg("the hashing thread failed"))?;
+    let digest = hasher
+        .join()
+        .map_err(|_| Error::msg("the hashing thread failed"))?;
     written?;
     Ok(digest)
 }
@@ -257,7 +307,13 @@ fn write_chunks(
 
 /// Give the verified `temp` its final name without ever replacing a different file:
 /// an identical file already there is kept, a different one makes `name (1).ext`.
-fn place(temp: &Path, dir: &Path, file_name: &str, sha256: &str, size: u64) -> Result<(PathBuf, bool)> {
+fn place(
+    temp: &Path,
+    dir: &Path,
+    file_name: &str,
+    sha256: &str,
+    size: u64,
+) -> Result<(PathBuf, bool)> {
     let (stem, ext) = match file_name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
         _ => (file_name.to_owned(), String::new()),

@@ -50,7 +50,11 @@ pub struct Sharing {
 
 impl Sharing {
     /// Start serving `share` and register it with the index at `index`.
-    pub async fn start(share: Share, index: SocketAddr, settings: &SharingSettings) -> Result<Sharing> {
+    pub async fn start(
+        share: Share,
+        index: SocketAddr,
+        settings: &SharingSettings,
+    ) -> Result<Sharing> {
         let limits = settings.server.limits;
         let mut client = IndexClient::connect(index, limits).await?;
         let host = match settings.host {
@@ -59,13 +63,21 @@ impl Sharing {
         };
         let listener = Async::<TcpListener>::bind(SocketAddr::new(host, settings.port))
             .context(|| format!("cannot serve files on {host} port {}", settings.port))?;
-        let addr = listener.get_ref().local_addr().context(|| "reading the bound address".into())?;
+        let addr = listener
+            .get_ref()
+            .local_addr()
+            .context(|| "reading the bound address".into())?;
         let token = session::new_token();
         let files = share.entries();
         let peer_id = client.register(addr.port(), &token, &files).await?;
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
-        let server = runtime::spawn(server::run(listener, folder.clone(), settings.server, shutdown));
+        let server = runtime::spawn(server::run(
+            listener,
+            folder.clone(),
+            settings.server,
+            shutdown,
+        ));
         let config = SessionConfig {
             index,
             port: addr.port(),

@@ -143,10 +143,7 @@ async fn serve(
                 length,
             } => (name, offset, length),
         };
-        let opened = folder
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .open(&name);
+        let opened = folder.read().unwrap_or_else(|e| e.into_inner()).open(&name);
         let (file, size) = match opened {
             Ok(pair) => pair,
             Err(message) => {
@@ -184,7 +181,12 @@ async fn serve(
 }
 
 /// Copy `length` bytes of `file` from `offset` to `socket`, and give the socket back.
-fn send_range(mut file: File, mut socket: TcpStream, offset: u64, length: u64) -> Result<TcpStream> {
+fn send_range(
+    mut file: File,
+    mut socket: TcpStream,
+    offset: u64,
+    length: u64,
+) -> Result<TcpStream> {
     file.seek(SeekFrom::Start(offset))
         .context(|| "seeking in the file".into())?;
     let mut buf = vec![0; IO_BUFFER];

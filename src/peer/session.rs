@@ -61,7 +61,12 @@ pub fn new_token() -> String {
 
 impl Session {
     /// Keep `client`, already registered as `peer_id`, alive in the background.
-    pub fn spawn(client: IndexClient, peer_id: u64, config: SessionConfig, folder: SharedFolder) -> Self {
+    pub fn spawn(
+        client: IndexClient,
+        peer_id: u64,
+        config: SessionConfig,
+        folder: SharedFolder,
+    ) -> Self {
         let state = Arc::new(Mutex::new(SessionState {
             peer_id,
             connected: true,
@@ -138,7 +143,10 @@ async fn keep_alive(
                 }
                 match reregister(&config, &folder).await {
                     Ok((c, peer_id)) => {
-                        info!("registered again with the index at {} as peer {peer_id}", config.index);
+                        info!(
+                            "registered again with the index at {} as peer {peer_id}",
+                            config.index
+                        );
                         set(true, Some(peer_id));
                         client = Some(c);
                         backoff = FIRST_BACKOFF;

@@ -20,10 +20,12 @@ pub const IO_BUFFER: usize = 256 * 1024;
 /// Lowercase hex of bytes.
 pub fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// SHA-256 and size of a file; `progress` is told of every block hashed.
@@ -101,7 +103,9 @@ impl Listing {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some((name, path, _)) = self.found.get(i) else { break };
+                        let Some((name, path, _)) = self.found.get(i) else {
+                            break;
+                        };
                         match hash_file(path, progress) {
                             Ok((size, sha256)) => {
                                 let entry = FileEntry {
@@ -116,7 +120,8 @@ impl Listing {
                                 results.lock().unwrap_or_else(|e| e.into_inner()).push(file);
                             }
                             Err(e) => {
-                                let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                                let mut slot =
+                                    first_error.lock().unwrap_or_else(|e| e.into_inner());
                                 slot.get_or_insert(e);
                             }
                         }
@@ -149,7 +154,10 @@ pub fn scan(dir: &Path) -> Result<Listing> {
         .canonicalize()
         .context(|| format!("cannot share {}", dir.display()))?;
     if !root.is_dir() {
-        return Err(Error::msg(format!("cannot share {}: not a folder", dir.display())));
+        return Err(Error::msg(format!(
+            "cannot share {}: not a folder",
+            dir.display()
+        )));
     }
     let mut found = Vec::new();
     let mut pending = vec![root.clone()];
@@ -166,12 +174,19 @@ pub fn scan(dir: &Path) -> Result<Listing> {
             if is_ignored(&file_name) {
                 continue;
             }
-            let Ok(real) = path.canonicalize() else { continue };
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
             if !real.starts_with(&root) {
-                warn!("skipping {}: it leads outside the shared folder", path.display());
+                warn!(
+                    "skipping {}: it leads outside the shared folder",
+                    path.display()
+                );
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(&real) else { continue };
+            let Ok(meta) = std::fs::metadata(&real) else {
+                continue;
+            };
             if meta.is_dir() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     pending.push(path);

@@ -120,7 +120,11 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
 
 fn usage(name: &str) -> Error {
     let spec = spec(name).expect("usage of a known command");
-    Error::Usage(format!("usage: {} {}", spec.name, spec.args).trim_end().to_owned())
+    Error::Usage(
+        format!("usage: {} {}", spec.name, spec.args)
+            .trim_end()
+            .to_owned(),
+    )
 }
 
 /// Parse one line; `Ok(None)` for a blank line or a comment.

@@ -44,7 +44,12 @@ fn pairs<'a>(candidates: impl Iterator<Item = &'a str>, prefix: &str, suffix: &s
 impl Completer for NapsterHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         let Some((command, rest)) = before.split_once(' ') else {
             return Ok((0, pairs(COMMANDS.iter().map(|c| c.name), before, " ")));
@@ -77,7 +82,10 @@ impl Hinter for NapsterHelper {
         let words: Vec<&str> = line.split_whitespace().collect();
         let first = *words.first()?;
         if words.len() == 1 && !line.ends_with(' ') {
-            let matches: Vec<_> = COMMANDS.iter().filter(|c| c.name.starts_with(first)).collect();
+            let matches: Vec<_> = COMMANDS
+                .iter()
+                .filter(|c| c.name.starts_with(first))
+                .collect();
             if let [only] = matches.as_slice() {
                 return Some(only.name[first.len()..].to_owned());
             }

@@ -3,8 +3,8 @@
 
 pub mod commands;
 pub mod editor;
-pub mod repl;
 pub mod render;
+pub mod repl;
 pub mod services;
 
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
@@ -24,7 +24,7 @@ use crate::peer::{self, Sharing, SharingSettings};
 use crate::protocol::Hit;
 use crate::runtime;
 use commands::Command;
-use services::{Serving, Services};
+use services::{Services, Serving};
 
 /// Whether the shell goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,9 @@ impl Shell {
 
     async fn register(&mut self, dir: Option<PathBuf>, port: Option<u16>) -> Result<()> {
         if let Some(state) = self.services.sharing_summary() {
-            return Err(Error::msg(format!("already sharing: {state}; unregister first")));
+            return Err(Error::msg(format!(
+                "already sharing: {state}; unregister first"
+            )));
         }
         let dir = dir.unwrap_or_else(|| self.config.peer.dir.clone());
         let index = self.index_addr()?;
@@ -209,14 +211,16 @@ impl Shell {
         let sharers = if peers.len() == 1 { "peer" } else { "peers" };
         println!("{} {files} on {} {sharers}", hits.len(), peers.len());
         if truncated {
-            println!("(the index returns at most {max} results; narrow the pattern to see the rest)");
+            println!(
+                "(the index returns at most {max} results; narrow the pattern to see the rest)"
+            );
         }
         Ok(())
     }
 
     async fn get(&mut self, name: &str, peer: Option<u64>, cancel: Cancel) -> Result<()> {
         let hits = self.client().await?.lookup(name).await?;
-        let candidates = choose(name, peer, hits)?;
+        let candidates = download::sources(name, peer, hits)?;
         let downloads = self.config.peer.downloads.clone();
         let mut last_error = None;
         for hit in &candidates {
@@ -231,7 +235,7 @@ impl Shell {
                 }
             }
         }
-        Err(last_error.expect("choose returns at least one candidate"))
+        Err(last_error.expect("sources returns at least one peer"))
     }
 
     async fn fetch(&mut self, hit: &Hit, downloads: &Path, cancel: Cancel) -> Result<()> {
@@ -312,42 +316,6 @@ impl Shell {
     }
 }
 
-/// The peers to try for `get name [peer]`, best first, or why there are none.
-fn choose(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>> {
-    if hits.is_empty() {
-        return Err(Error::msg(format!(
-            "no peer shares {name:?}; `search` finds names that match part of it"
-        )));
-    }
-    let ids = || {
-        hits.iter()
-            .map(|h| h.peer_id.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(peer) = peer {
-        return match hits.iter().find(|h| h.peer_id == peer) {
-            Some(hit) => Ok(vec![hit.clone()]),
-            None => Err(Error::msg(format!(
-                "peer {peer} does not share {name:?}; it is shared by peer(s) {}",
-                ids()
-            ))),
-        };
-    }
-    let first = &hits[0].file.sha256;
-    if hits.iter().any(|h| &h.file.sha256 != first) {
-        let versions: Vec<String> = hits
-            .iter()
-            .map(|h| format!("peer {} has sha256 {}", h.peer_id, &h.file.sha256[..12]))
-            .collect();
-        return Err(Error::msg(format!(
-            "peers share different contents under {name:?} ({}); choose one with `get {name} <peer>`",
-            versions.join(", ")
-        )));
-    }
-    Ok(hits)
-}
-
 /// Resolve `host` (a name or an address) with `port`.
 fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -369,7 +337,9 @@ pub fn parse_addr(text: &str, default_port: u16) -> Result<SocketAddr> {
     let (host, port) = match text.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
             let port = port.parse::<u16>().map_err(|_| {
-                Error::Usage(format!("{text:?} is not host:port (for example 127.0.0.1:45000)"))
+                Error::Usage(format!(
+                    "{text:?} is not host:port (for example 127.0.0.1:45000)"
+                ))
             })?;
             (host, port)
         }

@@ -48,7 +48,15 @@ fn table(header: &[&str], right_aligned: &[usize]) -> Table {
 /// Search results.
 pub fn hits(hits: &[Hit]) -> String {
     let mut t = table(
-        &["Peer ID", "Host", "Port", "File", "Size", "SHA-256", "Shared at"],
+        &[
+            "Peer ID",
+            "Host",
+            "Port",
+            "File",
+            "Size",
+            "SHA-256",
+            "Shared at",
+        ],
         &[0, 2, 4],
     );
     for hit in hits {
@@ -67,7 +75,10 @@ pub fn hits(hits: &[Hit]) -> String {
 
 /// Registered peers.
 pub fn peers(peers: &[PeerInfo]) -> String {
-    let mut t = table(&["Peer ID", "Host", "Port", "Files", "Size", "Shared at"], &[0, 2, 3, 4]);
+    let mut t = table(
+        &["Peer ID", "Host", "Port", "Files", "Size", "Shared at"],
+        &[0, 2, 3, 4],
+    );
     for p in peers {
         t.add_row(vec![
             p.peer_id.to_string(),

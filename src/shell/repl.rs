@@ -96,7 +96,12 @@ fn watch_signals(control: Arc<Control>) -> std::io::Result<()> {
 }
 
 /// Run one line; errors are the caller's to print.
-fn run_line(shell: &mut Shell, line: &str, control: &Control, interrupted: &Receiver<()>) -> Result<Flow> {
+fn run_line(
+    shell: &mut Shell,
+    line: &str,
+    control: &Control,
+    interrupted: &Receiver<()>,
+) -> Result<Flow> {
     let Some(command) = commands::parse(line)? else {
         return Ok(Flow::Continue);
     };
@@ -151,11 +156,20 @@ fn script_loop(shell: &mut Shell, control: &Control, interrupted: &Receiver<()>)
     }
 }
 
-fn interactive_loop(shell: &mut Shell, config: &Config, control: &Control, interrupted: &Receiver<()>) {
+fn interactive_loop(
+    shell: &mut Shell,
+    config: &Config,
+    control: &Control,
+    interrupted: &Receiver<()>,
+) {
     let editor_config = rustyline::Config::builder()
         .max_history_size(config.shell.history_size)
         .and_then(|b| b.history_ignore_dups(true))
-        .map(|b| b.completion_type(CompletionType::List).auto_add_history(false).build());
+        .map(|b| {
+            b.completion_type(CompletionType::List)
+                .auto_add_history(false)
+                .build()
+        });
     let editor = editor_config
         .map_err(|e| e.to_string())
         .and_then(|c| Editor::<NapsterHelper, _>::with_config(c).map_err(|e| e.to_string()));
@@ -180,7 +194,10 @@ fn interactive_loop(shell: &mut Shell, config: &Config, control: &Control, inter
     if let Err(e) = logging::init(&config.log, printer) {
         eprintln!("error: {e}");
     }
-    println!("napster {} — type `help` for commands, `quit` to leave", env!("CARGO_PKG_VERSION"));
+    println!(
+        "napster {} — type `help` for commands, `quit` to leave",
+        env!("CARGO_PKG_VERSION")
+    );
     loop {
         match editor.readline(PROMPT) {
             Ok(line) => {

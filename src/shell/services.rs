@@ -89,7 +89,11 @@ impl Services {
             super::render::size(folder.bytes()),
             s.addr,
             s.index,
-            if state.connected { "connected" } else { "reconnecting" }
+            if state.connected {
+                "connected"
+            } else {
+                "reconnecting"
+            }
         ))
     }
 

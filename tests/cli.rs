@@ -1,0 +1,316 @@
+//! The real binary, scripted on stdin, several processes at once: what a user piping
+//! commands into `napster` sees on stdout, stderr and in the exit status.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_napster");
+
+/// How long a process may take to print an expected line.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A napster process kept running (serving) with its stdout read line by line.
+struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// Start napster in `cwd` and feed it `script`, leaving stdin open.
+    fn start(cwd: &Path, script: &str) -> Running {
+        let mut child = Command::new(BIN)
+            .current_dir(cwd)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("napster starts");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(script.as_bytes()).unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            stdin: Some(stdin),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first stdout line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(PATIENCE) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Close stdin: a serving process keeps serving.
+    fn end_input(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run a script to completion in `cwd`.
+fn run(cwd: &Path, script: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The address at the end of a line like `... listening on 127.0.0.1:4321`.
+fn last_word(line: &str) -> String {
+    line.split_whitespace().last().unwrap().to_owned()
+}
+
+fn peer_id(line: &str) -> u64 {
+    let after = line.split("registered as peer ").nth(1).unwrap();
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn write_files(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).unwrap();
+    }
+    dir.to_owned()
+}
+
+/// The seed's walk-through with three processes plus the downloader.
+#[test]
+fn walk_through_in_separate_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut index = Running::start(tmp.path(), "serve 0\n");
+    let addr = last_word(&index.wait_for("index server listening on"));
+    index.end_input();
+
+    let one = write_files(
+        &tmp.path().join("one"),
+        &[("1.txt", "first"), ("6.txt", "sixth file")],
+    );
+    let two = write_files(
+        &tmp.path().join("two"),
+        &[("6.txt", "sixth file"), ("7.txt", "seventh")],
+    );
+    let mut peer1 = Running::start(
+        tmp.path(),
+        &format!("connect {addr}\nregister {} 0\n", one.display()),
+    );
+    let id1 = peer_id(&peer1.wait_for("registered as peer"));
+    let mut peer2 = Running::start(
+        tmp.path(),
+        &format!("connect {addr}\nregister {} 0\n", two.display()),
+    );
+    let id2 = peer_id(&peer2.wait_for("registered as peer"));
+    peer1.end_input();
+    peer2.end_input();
+
+    let downloader = tmp.path().join("downloader");
+    std::fs::create_dir_all(&downloader).unwrap();
+    let out = run(
+        &downloader,
+        &format!("connect {addr}\nsearch 6.txt\nget 6.txt {id1}\nget 6.txt {id2}\nget 7.txt\n"),
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("6.txt")).collect();
+    assert!(
+        rows.iter().any(|r| r.contains(&format!(" {id1} ┆"))),
+        "{stdout}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains(&format!(" {id2} ┆"))),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 files on 2 peers"), "{stdout}");
+    assert!(stdout.contains("sha256 ok, "), "{stdout}");
+    assert!(stdout.contains(&format!("from peer {id1})")), "{stdout}");
+    assert!(
+        stdout.contains("already there with the same contents"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(downloader.join("downloads/6.txt")).unwrap(),
+        b"sixth file"
+    );
+    assert_eq!(
+        std::fs::read(downloader.join("downloads/7.txt")).unwrap(),
+        b"seventh"
+    );
+
+    // SIGTERM: the peer withdraws its files at once and exits cleanly.
+    assert!(peer1.terminate().success());
+    let out = run(&downloader, &format!("connect {addr}\nsearch 6.txt\n"));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1 file on 1 peer"), "{stdout}");
+    assert!(!stdout.contains(&format!(" {id1} ┆")), "{stdout}");
+    assert!(peer2.terminate().success());
+    assert!(index.terminate().success());
+}
+
+#[test]
+fn failures_go_to_stderr_and_set_the_exit_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut index = Running::start(tmp.path(), "serve 0\n");
+    let addr = last_word(&index.wait_for("index server listening on"));
+    let out = run(
+        tmp.path(),
+        &format!(
+            "connect {addr}\nbogus\nsearch nothing-like-this\nget missing.txt\nget x notanumber\nserve 70000\npeers\n"
+        ),
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("no file matches \"nothing-like-this\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no peer is registered"), "{stdout}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 4, "{stderr}");
+    assert!(errors[0].contains("unknown command \"bogus\""), "{stderr}");
+    assert!(
+        errors[1].contains("no peer shares \"missing.txt\""),
+        "{stderr}"
+    );
+    assert!(errors[2].contains("not a Peer ID"), "{stderr}");
+    assert!(errors[3].contains("not a port"), "{stderr}");
+}
+
+#[test]
+fn a_script_that_succeeds_exits_zero_and_one_without_an_index_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(tmp.path(), "help\nhelp get\n# a comment\n\nquit\n");
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("usage: get <file> [peer]"), "{stdout}");
+    assert!(stdout.contains("register [dir] [port]"), "{stdout}");
+
+    // Port 1 on loopback has no index: a clear error, not a hang.
+    let out = run(tmp.path(), "connect 127.0.0.1:1\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: cannot reach the index at 127.0.0.1:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn quit_stops_a_serving_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(tmp.path(), "serve 0\nquit\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("index server listening on 127.0.0.1:"));
+}
+
+#[test]
+fn ipv6_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("napster.toml"), "[index]\nhost = \"::1\"\n").unwrap();
+    let mut index = Running::start(tmp.path(), "serve 0\n");
+    let addr = last_word(&index.wait_for("index server listening on"));
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    let files = write_files(&tmp.path().join("share"), &[("v6.txt", "over ipv6")]);
+    let mut peer = Running::start(
+        tmp.path(),
+        &format!("connect {addr}\nregister {} 0\n", files.display()),
+    );
+    let line = peer.wait_for("registered as peer");
+    assert!(line.contains("serving on [::1]:"), "{line}");
+    let out = run(
+        tmp.path(),
+        &format!("connect {addr}\nsearch v6\nget v6.txt\n"),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("┆ ::1 "), "{stdout}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("downloads/v6.txt")).unwrap(),
+        b"over ipv6"
+    );
+}
+
+#[test]
+fn malformed_config_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("napster.toml"), "[peer]\nport = \"many\"\n").unwrap();
+    let out = run(tmp.path(), "status\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("napster.toml"), "{stderr}");
+    assert!(stderr.contains("port"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/napster.toml"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read /nonexistent/napster.toml"));
+}
