@@ -54,6 +54,11 @@ impl IndexClient {
         self.conn.local_addr()
     }
 
+    /// Resolves when the index sent something unasked for or closed the connection.
+    pub async fn readable(&self) {
+        self.conn.readable().await;
+    }
+
     /// Send a request and wait for its answer; error replies become [`Error::Remote`].
     pub async fn request(&mut self, request: &IndexRequest) -> Result<IndexResponse> {
         self.conn.send(request).await?;

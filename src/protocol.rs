@@ -475,6 +475,12 @@ impl Connection {
         }
     }
 
+    /// Resolves when the other side has sent something or closed the connection; on a
+    /// request/response connection where we spoke last, that means it is gone.
+    pub async fn readable(&self) {
+        let _ = self.stream.readable().await;
+    }
+
     /// Hand the socket over to blocking code for a raw transfer, with `timeout` on
     /// every read and write.
     pub fn into_blocking(self) -> Result<TcpStream> {

@@ -115,7 +115,12 @@ async fn keep_alive(
                     smol::Timer::after(config.heartbeat).await;
                     false
                 };
-                if stop.or(beat).await {
+                // The index never speaks first: anything readable is its goodbye.
+                let closed = async {
+                    c.readable().await;
+                    false
+                };
+                if stop.or(beat.or(closed)).await {
                     if let Err(e) = c.unregister().await {
                         warn!("withdrawing our files from the index: {e}");
                     }

@@ -1,0 +1,134 @@
+//! Liveness: a peer's files live exactly as long as its session, and a peer whose index
+//! restarts registers again by itself.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use napster::client::IndexClient;
+use napster::index::{self, MemoryStore};
+use napster::peer::{Sharing, SharingSettings, server, share};
+use napster::protocol::Limits;
+use napster::runtime::{self, ShutdownTrigger};
+use smol::{Async, Task};
+
+fn settings(ttl: Duration) -> index::Settings {
+    index::Settings {
+        session_ttl: ttl,
+        ..index::Settings::default()
+    }
+}
+
+fn start_index_on(
+    addr: SocketAddr,
+    ttl: Duration,
+) -> (SocketAddr, ShutdownTrigger, Task<napster::Result<()>>) {
+    let listener = Async::<TcpListener>::bind(addr).unwrap();
+    let addr = listener.get_ref().local_addr().unwrap();
+    let (trigger, shutdown) = runtime::shutdown_pair();
+    let store = Arc::new(MemoryStore::new());
+    let task = runtime::spawn(index::run(listener, store, settings(ttl), shutdown));
+    (addr, trigger, task)
+}
+
+async fn share_folder(dir: &std::path::Path, index: SocketAddr, ttl: Duration) -> Sharing {
+    let share = share::scan(dir).unwrap().hash(&|_| {}).unwrap();
+    let settings = SharingSettings {
+        host: None,
+        port: 0,
+        server: server::Settings {
+            limits: Limits::default(),
+            max_uploads: 4,
+        },
+        session_ttl: ttl,
+    };
+    Sharing::start(share, index, &settings).await.unwrap()
+}
+
+/// Poll the index until `pattern` finds `count` files, or fail after a deadline.
+async fn wait_for_hits(index: SocketAddr, pattern: &str, count: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut client) = IndexClient::connect(index, Limits::default()).await
+            && let Ok((hits, _)) = client.search(pattern).await
+            && hits.len() == count
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{pattern:?} never had {count} hits"
+        );
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn peers_register_again_by_themselves_when_the_index_restarts() {
+    smol::block_on(async {
+        let ttl = Duration::from_secs(30);
+        let (addr, trigger, task) = start_index_on(([127, 0, 0, 1], 0).into(), ttl);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("survivor.txt"), "still here").unwrap();
+        let peer = share_folder(dir.path(), addr, ttl).await;
+        wait_for_hits(addr, "survivor", 1).await;
+
+        // The index goes away: everything it knew is lost.
+        trigger.trigger();
+        task.await.unwrap();
+        let (again, _trigger2, _task2) = start_index_on(addr, ttl);
+        assert_eq!(again, addr);
+        // The session notices the closed connection at once (not at its next heartbeat,
+        // 10 s away) and registers again after a short backoff.
+        let took = wait_for_hits(addr, "survivor", 1).await;
+        assert!(
+            took < Duration::from_secs(5),
+            "re-registration took {took:?}"
+        );
+        assert!(peer.state().connected);
+    });
+}
+
+#[test]
+fn a_silent_session_expires_after_the_ttl() {
+    smol::block_on(async {
+        let ttl = Duration::from_millis(600);
+        let (addr, _trigger, _task) = start_index_on(([127, 0, 0, 1], 0).into(), ttl);
+        // A raw client registers and then says nothing at all.
+        let mut silent = IndexClient::connect(addr, Limits::default()).await.unwrap();
+        let file = napster::protocol::FileEntry {
+            name: "ghost.txt".into(),
+            size: 1,
+            sha256: "a".repeat(64),
+        };
+        silent
+            .register(4242, &"1".repeat(32), &[file])
+            .await
+            .unwrap();
+        wait_for_hits(addr, "ghost", 1).await;
+        let gone_after = wait_for_hits(addr, "ghost", 0).await;
+        assert!(
+            gone_after >= Duration::from_millis(300),
+            "expired too early: {gone_after:?}"
+        );
+    });
+}
+
+#[test]
+fn a_live_peer_with_heartbeats_outlives_the_ttl() {
+    smol::block_on(async {
+        let ttl = Duration::from_millis(600);
+        let (addr, _trigger, _task) = start_index_on(([127, 0, 0, 1], 0).into(), ttl);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("alive.txt"), "beating").unwrap();
+        let peer = share_folder(dir.path(), addr, ttl).await;
+        let id = peer.state().peer_id;
+        // Several TTLs later the files are still there, under the same Peer ID.
+        smol::Timer::after(ttl * 4).await;
+        let mut client = IndexClient::connect(addr, Limits::default()).await.unwrap();
+        let (hits, _) = client.search("alive").await.unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].peer_id, id);
+        assert_eq!(peer.state().peer_id, id);
+    });
+}
