@@ -46,6 +46,8 @@ pub struct IndexConfig {
     pub max_results: usize,
     /// Most files one peer may share.
     pub max_files_per_peer: usize,
+    /// Longest file name (relative path) accepted, in bytes.
+    pub max_name_len: usize,
 }
 
 impl Default for IndexConfig {
@@ -58,6 +60,7 @@ impl Default for IndexConfig {
             max_connections: 4096,
             max_results: 1000,
             max_files_per_peer: 200_000,
+            max_name_len: crate::protocol::MAX_NAME,
         }
     }
 }
@@ -186,6 +189,12 @@ impl Config {
         }
         if self.index.max_connections == 0 {
             return bad("index.max_connections", "must be at least 1");
+        }
+        if self.index.max_name_len == 0 || self.index.max_name_len > crate::protocol::MAX_NAME {
+            return bad(
+                "index.max_name_len",
+                &format!("must be between 1 and {}", crate::protocol::MAX_NAME),
+            );
         }
         if self.index.max_results == 0 {
             return bad("index.max_results", "must be at least 1");

@@ -40,6 +40,8 @@ pub struct Settings {
     pub max_results: usize,
     /// Most files one peer may share.
     pub max_files_per_peer: usize,
+    /// Longest file name accepted, in bytes.
+    pub max_name_len: usize,
 }
 
 impl Settings {
@@ -51,6 +53,7 @@ impl Settings {
             max_connections: config.index.max_connections,
             max_results: config.index.max_results,
             max_files_per_peer: config.index.max_files_per_peer,
+            max_name_len: config.index.max_name_len,
         }
     }
 }
@@ -331,6 +334,13 @@ impl<S: Store> Server<S> {
         let max = self.settings.max_files_per_peer;
         if files.len().saturating_add(already) > max {
             return Err(bad(format!("a peer may share at most {max} files")));
+        }
+        let longest = self.settings.max_name_len;
+        if let Some(long) = files.iter().find(|f| f.name.len() > longest) {
+            return Err(bad(format!(
+                "file name {:?}... is longer than {longest} bytes",
+                protocol::truncate(&long.name)
+            )));
         }
         files.iter().try_for_each(protocol::check_entry)
     }
