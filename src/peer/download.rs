@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::error::{Error, IoContext, Result};
 use crate::peer::share::{hash_file, to_hex};
@@ -88,7 +88,12 @@ pub async fn download(
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<Downloaded> {
     let file_name = safe_file_name(&hit.file.name)?;
-    std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .context(|| format!("cannot use the downloads folder {}", dir.display()))?;
+    let removed = clean_leftovers(dir);
+    if removed > 0 {
+        info!("removed {removed} partial download(s) left by processes that died");
+    }
     let peer = format!("peer {} ({})", hit.peer_id, hit.addr);
     let mut conn = Connection::connect(hit.addr, limits)
         .await
@@ -218,9 +223,39 @@ fn unexpected(peer: &str, response: &PeerResponse) -> Error {
     Error::Malformed(format!("{peer} answered out of turn: {response:?}"))
 }
 
+/// A new hidden temporary file name, tagged with our process ID so that leftovers of a
+/// process that died can be told from downloads in progress.
 fn temp_path(dir: &Path, file_name: &str) -> PathBuf {
-    let tag: u64 = rand::random();
-    dir.join(format!(".{file_name}.{tag:016x}{PART_SUFFIX}"))
+    let tag: u32 = rand::random();
+    let pid = std::process::id();
+    dir.join(format!(".{file_name}.{pid}-{tag:08x}{PART_SUFFIX}"))
+}
+
+/// Remove temporary files in `dir` left by downloading processes that no longer run;
+/// returns how many. Files of live processes (another download) are left alone.
+pub fn clean_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(PART_SUFFIX) else {
+            continue;
+        };
+        let Some((_, tag)) = stem.rsplit_once('.') else {
+            continue;
+        };
+        let Some(pid) = tag.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Receive `length` bytes into a new file at `temp`; returns their SHA-256.

@@ -1,0 +1,331 @@
+//! Faults during a transfer: the serving peer killed mid-download, the downloading
+//! process killed mid-download, a downloads folder that cannot be used. Nothing
+//! half-written ever appears under the final name.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use napster::client::IndexClient;
+use napster::index::{self, MemoryStore};
+use napster::peer::download::{self, Cancel, PART_SUFFIX};
+use napster::peer::share::{hash_file, to_hex};
+use napster::protocol::{self, FileEntry, Limits, PeerRequest, PeerResponse};
+use napster::runtime::{self, ShutdownTrigger};
+use sha2::{Digest, Sha256};
+use smol::Async;
+
+const BIN: &str = env!("CARGO_BIN_EXE_napster");
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn start_index() -> (SocketAddr, ShutdownTrigger) {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+    let addr = listener.get_ref().local_addr().unwrap();
+    let (trigger, shutdown) = runtime::shutdown_pair();
+    let store = Arc::new(MemoryStore::new());
+    runtime::spawn(index::run(
+        listener,
+        store,
+        index::Settings::default(),
+        shutdown,
+    ))
+    .detach();
+    (addr, trigger)
+}
+
+/// Pseudo-random bytes, so that a wrong offset cannot hash right by accident.
+fn noise(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn part_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(PART_SUFFIX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn serving_peer_killed_mid_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("big.bin"), noise(96 << 20)).unwrap();
+    // Index and sharing peer in one separate process.
+    let mut child = Command::new(BIN)
+        .current_dir(tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!("serve 0\nregister {} 0\n", share.display());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let index: SocketAddr = first.rsplit(' ').next().unwrap().parse().unwrap();
+    let registered = lines.next().unwrap().unwrap();
+    assert!(registered.contains("registered as peer"), "{registered}");
+    let pid = child.id();
+    let _guard = Killed(child);
+
+    smol::block_on(async {
+        let mut client = IndexClient::connect(index, Limits::default())
+            .await
+            .unwrap();
+        let hit = client.lookup("big.bin").await.unwrap().remove(0);
+        let into = tempfile::tempdir().unwrap();
+        let killed = Arc::new(AtomicBool::new(false));
+        let progress = {
+            let killed = killed.clone();
+            Arc::new(move |_n: u64| {
+                // After the first block arrives, the serving process dies.
+                if !killed.swap(true, Ordering::SeqCst) {
+                    kill9(pid);
+                }
+            })
+        };
+        let err = download::download(
+            &hit,
+            into.path(),
+            Limits::default(),
+            Cancel::default(),
+            progress,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(killed.load(Ordering::SeqCst));
+        assert!(err.contains(&format!("peer {}", hit.peer_id)), "{err}");
+        assert!(
+            err.contains("run get again") || err.contains("reset"),
+            "{err}"
+        );
+        assert!(!into.path().join("big.bin").exists());
+        assert!(
+            part_files(into.path()).is_empty(),
+            "{:?}",
+            part_files(into.path())
+        );
+    });
+}
+
+/// A peer written by hand: the first download stalls after `stall_after` bytes and
+/// never finishes; later downloads get the whole file.
+fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut first = true;
+        let mut stalled = Vec::new();
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let _: PeerRequest = read_frame(&mut stream);
+            stream
+                .write_all(&protocol::encode(&PeerResponse::Welcome {
+                    version: protocol::VERSION,
+                }))
+                .unwrap();
+            let _: PeerRequest = read_frame(&mut stream);
+            let sending = PeerResponse::Sending {
+                size: contents.len() as u64,
+                offset: 0,
+                length: contents.len() as u64,
+            };
+            stream.write_all(&protocol::encode(&sending)).unwrap();
+            if first {
+                first = false;
+                stream.write_all(&contents[..stall_after]).unwrap();
+                stalled.push(stream); // keep it open, send nothing more
+            } else {
+                let _ = stream.write_all(&contents);
+            }
+        }
+    });
+    addr
+}
+
+fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> T {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).unwrap();
+    protocol::decode(&body).unwrap()
+}
+
+#[test]
+fn downloading_process_killed_mid_download_leaves_no_final_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let contents = Arc::new(noise(8 << 20));
+    let sha256 = to_hex(&Sha256::digest(&contents[..]));
+    let peer = stalling_peer(contents.clone(), 3 << 20);
+    let (index, _stop) = start_index();
+    // Register the hand-written peer's file with the real index; keep the session.
+    let _session = smol::block_on(async {
+        let mut session = IndexClient::connect(index, Limits::default())
+            .await
+            .unwrap();
+        let entry = FileEntry {
+            name: "stall.bin".into(),
+            size: contents.len() as u64,
+            sha256: sha256.clone(),
+        };
+        session
+            .register(peer.port(), &"5".repeat(32), &[entry])
+            .await
+            .unwrap();
+        session
+    });
+
+    let downloads = tmp.path().join("downloads");
+    let mut child = Command::new(BIN)
+        .current_dir(tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("connect {index}\nget stall.bin\n").as_bytes())
+        .unwrap();
+    let child = Killed(child);
+    // Wait until the partial file holds what the peer sent, then kill the downloader.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let parts = part_files(&downloads);
+        let size = parts
+            .first()
+            .and_then(|p| std::fs::metadata(downloads.join(p)).ok())
+            .map_or(0, |m| m.len());
+        if size >= 3 << 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the download never got going: {parts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill9(child.0.id());
+    drop(child);
+    drop(stdin);
+    assert!(
+        !downloads.join("stall.bin").exists(),
+        "a half file under the final name"
+    );
+    let leftovers = part_files(&downloads);
+    assert_eq!(leftovers.len(), 1);
+    assert!(leftovers[0].starts_with(".stall.bin."), "{leftovers:?}");
+
+    // The next get (the peer now sends everything) cleans the leftover and verifies.
+    let out = Command::new(BIN)
+        .current_dir(tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("connect {index}\nget stall.bin\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sha256 ok"), "{stdout}");
+    let (_, got) = hash_file(&downloads.join("stall.bin"), &|_| {}).unwrap();
+    assert_eq!(got, sha256);
+    assert!(
+        part_files(&downloads).is_empty(),
+        "{:?}",
+        part_files(&downloads)
+    );
+}
+
+#[test]
+fn an_unusable_downloads_folder_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, _stop) = start_index();
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("x.txt"), "x").unwrap();
+    // `downloads` is a file, not a folder.
+    std::fs::write(tmp.path().join("downloads"), "in the way").unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "connect {index}\nregister {} 0\nget x.txt\nquit\n",
+        share.display()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: cannot use the downloads folder downloads"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("downloads")).unwrap(),
+        "in the way"
+    );
+}
