@@ -71,8 +71,8 @@ impl IndexClient {
     /// Round-trip time of a ping.
     pub async fn ping(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        match self.request(&IndexRequest::Ping).await? {
-            IndexResponse::Pong => Ok(started.elapsed()),
+        match self.request(&IndexRequest::Ping {}).await? {
+            IndexResponse::Pong {} => Ok(started.elapsed()),
             other => Err(unexpected(other)),
         }
     }
@@ -93,7 +93,7 @@ impl IndexClient {
 
     /// Every registered peer.
     pub async fn peers(&mut self) -> Result<Vec<PeerInfo>> {
-        match self.request(&IndexRequest::Peers).await? {
+        match self.request(&IndexRequest::Peers {}).await? {
             IndexResponse::Peers { peers } => Ok(peers),
             other => Err(unexpected(other)),
         }
@@ -131,7 +131,7 @@ impl IndexClient {
 
     /// Withdraw every file of this session's peer.
     pub async fn unregister(&mut self) -> Result<()> {
-        done(self.request(&IndexRequest::Unregister).await?).map(drop)
+        done(self.request(&IndexRequest::Unregister {}).await?).map(drop)
     }
 }
 

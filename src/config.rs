@@ -79,6 +79,10 @@ pub struct PeerConfig {
     pub downloads: PathBuf,
     /// Most downloads served at once.
     pub max_uploads: usize,
+    /// Upload bandwidth limit (`2MiB/s`; `0` = none).
+    pub upload_limit: String,
+    /// Download bandwidth limit (`10MB/s`; `0` = none).
+    pub download_limit: String,
 }
 
 impl Default for PeerConfig {
@@ -89,6 +93,8 @@ impl Default for PeerConfig {
             dir: "testing_files".into(),
             downloads: "downloads".into(),
             max_uploads: 256,
+            upload_limit: "0".into(),
+            download_limit: "0".into(),
         }
     }
 }
@@ -199,6 +205,14 @@ impl Config {
         if self.index.max_results == 0 {
             return bad("index.max_results", "must be at least 1");
         }
+        for (key, value) in [
+            ("peer.upload_limit", &self.peer.upload_limit),
+            ("peer.download_limit", &self.peer.download_limit),
+        ] {
+            if let Err(e) = crate::peer::limit::parse_rate(value) {
+                return bad(key, &format!("is wrong: {e}"));
+            }
+        }
         if self.peer.max_uploads == 0 {
             return bad("peer.max_uploads", "must be at least 1");
         }
@@ -211,6 +225,12 @@ impl Config {
             max_frame: self.protocol.max_frame,
             timeout: Duration::from_secs_f64(self.protocol.timeout),
         }
+    }
+
+    /// The upload and download limits, in bytes per second (0 = none).
+    pub fn rate_limits(&self) -> (u64, u64) {
+        let rate = |text: &str| crate::peer::limit::parse_rate(text).unwrap_or(0);
+        (rate(&self.peer.upload_limit), rate(&self.peer.download_limit))
     }
 
     /// How long a silent peer session lives.

@@ -56,6 +56,23 @@ impl Default for Limits {
     }
 }
 
+/// Smallest chunk a file is verified in, in bytes.
+pub const MIN_CHUNK: u64 = 1 << 20;
+
+/// Most chunks a file is cut into; larger files get larger chunks.
+pub const MAX_CHUNKS: u64 = 8192;
+
+/// The chunk size of a file of `size` bytes: a power of two, at least [`MIN_CHUNK`],
+/// large enough that the file has at most [`MAX_CHUNKS`] chunks.
+pub fn chunk_size(size: u64) -> u64 {
+    size.div_ceil(MAX_CHUNKS).next_power_of_two().max(MIN_CHUNK)
+}
+
+/// How many chunks a file of `size` bytes has (the last one may be short).
+pub fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(chunk_size(size))
+}
+
 /// One shared file as a peer announces it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -65,6 +82,9 @@ pub struct FileEntry {
     pub size: u64,
     /// SHA-256 of the contents, 64 lowercase hex digits.
     pub sha256: String,
+    /// SHA-256 of the file's chunk list (the SHA-256 digests of its chunks, 32 raw bytes
+    /// each, concatenated), 64 lowercase hex digits.
+    pub chunks: String,
 }
 
 /// One search result: a file and the peer that shares it.
@@ -95,6 +115,9 @@ pub struct PeerInfo {
     pub shared_at: i64,
 }
 
+// Variants without fields are written `Name {}` so that `deny_unknown_fields` also
+// refuses stray fields on them (serde lets them through on unit variants).
+
 /// Requests a client or peer sends to the index server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -124,7 +147,7 @@ pub enum IndexRequest {
         names: Vec<String>,
     },
     /// Withdraw every file of this session's peer; the session stays open.
-    Unregister,
+    Unregister {},
     /// Files whose names match a pattern (substring, or `*`/`?` wildcards).
     Search {
         /// The pattern.
@@ -136,9 +159,9 @@ pub enum IndexRequest {
         name: String,
     },
     /// Every registered peer.
-    Peers,
+    Peers {},
     /// Liveness check; keeps a peer session alive.
-    Ping,
+    Ping {},
 }
 
 /// Responses of the index server, one per request.
@@ -175,7 +198,7 @@ pub enum IndexResponse {
         peers: Vec<PeerInfo>,
     },
     /// Answer to `Ping`.
-    Pong,
+    Pong {},
     /// The request failed; the connection stays usable unless said otherwise.
     Error {
         /// The kind of error.
@@ -203,8 +226,13 @@ pub enum PeerRequest {
         /// How many bytes; `None` means to the end.
         length: Option<u64>,
     },
+    /// The SHA-256 digests of a shared file's chunks.
+    Chunks {
+        /// Name as registered with the index.
+        name: String,
+    },
     /// Liveness and latency check.
-    Ping,
+    Ping {},
 }
 
 /// Responses of a peer's file server.
@@ -225,8 +253,15 @@ pub enum PeerResponse {
         /// Number of bytes that follow.
         length: u64,
     },
+    /// Exactly `count` × 32 raw bytes follow: the chunks' SHA-256 digests, in order.
+    ChunkList {
+        /// Size of the file the list describes.
+        size: u64,
+        /// Number of digests that follow; always `chunk_count(size)`.
+        count: u64,
+    },
     /// Answer to `Ping`.
-    Pong,
+    Pong {},
     /// The request failed.
     Error {
         /// The kind of error.
@@ -301,6 +336,12 @@ pub fn check_entry(entry: &FileEntry) -> Result<()> {
     if !is_sha256_hex(&entry.sha256) {
         return Err(Error::Malformed(format!(
             "sha256 of {:?} is not 64 lowercase hex digits",
+            truncate(&entry.name)
+        )));
+    }
+    if !is_sha256_hex(&entry.chunks) {
+        return Err(Error::Malformed(format!(
+            "chunks of {:?} is not 64 lowercase hex digits",
             truncate(&entry.name)
         )));
     }
@@ -386,16 +427,7 @@ impl Connection {
 
     /// Send one message.
     pub async fn send<T: Serialize>(&mut self, message: &T) -> Result<()> {
-        let frame = encode(message);
-        let peer = self.peer;
-        self.stream
-            .write_all(&frame)
-            .or(async {
-                smol::Timer::after(self.limits.timeout).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await
-            .context(|| format!("sending to {peer}"))
+        self.send_raw(&encode(message)).await
     }
 
     /// Receive one message, waiting up to `idle` for it to begin.
@@ -473,6 +505,33 @@ impl Connection {
             ))),
             Err(e) => Err(Error::io(format!("receiving from {}", self.peer), e)),
         }
+    }
+
+    /// Send raw bytes: a frame, or a chunk list after the frame that announced it.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let peer = self.peer;
+        self.stream
+            .write_all(bytes)
+            .or(async {
+                smol::Timer::after(self.limits.timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+            .context(|| format!("sending to {peer}"))
+    }
+
+    /// Receive exactly `len` raw bytes announced by a frame.
+    pub async fn recv_raw(&mut self, len: usize) -> Result<Vec<u8>> {
+        let mut bytes = vec![0; len];
+        let timeout = self.limits.timeout;
+        let peer = self.peer;
+        self.read_exact(&mut bytes)
+            .or(async {
+                smol::Timer::after(timeout).await;
+                Err(Error::Timeout(format!("receiving from {peer}")))
+            })
+            .await?;
+        Ok(bytes)
     }
 
     /// Resolves when the other side has sent something or closed the connection; on a

@@ -225,6 +225,10 @@ impl<S: Store> Server<S> {
                 }
                 Err(e) => return self.reply_to_bad_frame(conn, e).await,
             };
+            // Any request is a sign of life, not only heartbeats.
+            if let Some(peer) = session.peer {
+                let _ = self.store.touch(peer, session.id).await;
+            }
             let response = match self.handle(session, request).await {
                 Ok(response) => response,
                 Err(Error::Remote { code, message }) => error(code, message),
@@ -253,11 +257,11 @@ impl<S: Store> Server<S> {
         let max_results = self.settings.max_results;
         Ok(match request {
             IndexRequest::Hello { .. } => error(ErrorCode::BadRequest, "hello was already said"),
-            IndexRequest::Ping => {
+            IndexRequest::Ping {} => {
                 if let Some(peer) = session.peer {
                     self.store.touch(peer, session.id).await?;
                 }
-                IndexResponse::Pong
+                IndexResponse::Pong {}
             }
             IndexRequest::Register { port, token, files } => {
                 if port == 0 {
@@ -279,6 +283,10 @@ impl<S: Store> Server<S> {
                     files,
                 };
                 let peer_id = self.store.register(registration).await?;
+                // Registering again under another token replaces the first registration.
+                if let Some(old) = session.peer.filter(|&old| old != peer_id) {
+                    self.store.unregister(old, session.id).await?;
+                }
                 session.peer = Some(peer_id);
                 info!("peer {peer_id} registered {count} file(s), serving at {addr}");
                 IndexResponse::Registered {
@@ -302,7 +310,7 @@ impl<S: Store> Server<S> {
                 let files = self.store.remove_files(peer, session.id, names).await?;
                 IndexResponse::Done { files }
             }
-            IndexRequest::Unregister => {
+            IndexRequest::Unregister {} => {
                 let peer = registered(session)?;
                 self.store.unregister(peer, session.id).await?;
                 session.peer = None;
@@ -311,23 +319,42 @@ impl<S: Store> Server<S> {
             }
             IndexRequest::Search { pattern } => {
                 check_pattern(&pattern)?;
-                let (hits, truncated) = self
+                let found = self
                     .store
                     .search(&Query::pattern(&pattern), max_results)
                     .await?;
-                IndexResponse::Results { hits, truncated }
+                self.results(found)
             }
             IndexRequest::Lookup { name } => {
                 if let Some(problem) = protocol::name_problem(&name) {
                     return Err(bad(format!("file name {problem}")));
                 }
-                let (hits, truncated) = self.store.search(&Query::Exact(name), max_results).await?;
-                IndexResponse::Results { hits, truncated }
+                let found = self.store.search(&Query::Exact(name), max_results).await?;
+                self.results(found)
             }
-            IndexRequest::Peers => IndexResponse::Peers {
+            IndexRequest::Peers {} => IndexResponse::Peers {
                 peers: self.store.peers().await?,
             },
         })
+    }
+
+    /// A results message cut to what one frame can carry.
+    fn results(&self, (mut hits, mut truncated): (Vec<protocol::Hit>, bool)) -> IndexResponse {
+        // Room for the envelope; each hit costs its JSON plus a comma.
+        let mut room = (self.settings.limits.max_frame as usize).saturating_sub(256);
+        let fits = hits
+            .iter()
+            .take_while(|hit| {
+                let cost = serde_json::to_vec(hit).map_or(usize::MAX, |v| v.len() + 1);
+                room = room.saturating_sub(cost);
+                room > 0
+            })
+            .count();
+        if fits < hits.len() {
+            hits.truncate(fits);
+            truncated = true;
+        }
+        IndexResponse::Results { hits, truncated }
     }
 
     fn check_files(&self, files: &[protocol::FileEntry], already: usize) -> Result<()> {

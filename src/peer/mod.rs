@@ -3,9 +3,12 @@
 //! ([`download`]).
 
 pub mod download;
+pub mod limit;
+pub mod resume;
 pub mod server;
 pub mod session;
 pub mod share;
+pub mod transfer;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, RwLock};
@@ -19,6 +22,23 @@ use crate::runtime::{self, ShutdownTrigger};
 use server::SharedFolder;
 use session::{Session, SessionConfig, SessionState};
 use share::Share;
+
+/// Round-trip time of a ping to the file server at `addr` (after connecting).
+pub async fn ping(addr: SocketAddr, limits: crate::protocol::Limits) -> Result<Duration> {
+    use crate::error::Error;
+    use crate::protocol::{self, Connection, PeerRequest, PeerResponse};
+    let mut conn = Connection::connect(addr, limits).await?;
+    conn.send(&PeerRequest::Hello { version: protocol::VERSION }).await?;
+    if !matches!(conn.recv_reply().await?, PeerResponse::Welcome { .. }) {
+        return Err(Error::msg(format!("{addr} did not say hello")));
+    }
+    let started = std::time::Instant::now();
+    conn.send(&PeerRequest::Ping {}).await?;
+    match conn.recv_reply().await? {
+        PeerResponse::Pong {} => Ok(started.elapsed()),
+        other => Err(Error::Malformed(format!("{addr} answered a ping with {other:?}"))),
+    }
+}
 
 /// Longest interval between heartbeats, whatever the session TTL.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
@@ -75,7 +95,7 @@ impl Sharing {
         let server = runtime::spawn(server::run(
             listener,
             folder.clone(),
-            settings.server,
+            settings.server.clone(),
             shutdown,
         ));
         let config = SessionConfig {

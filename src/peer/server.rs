@@ -13,6 +13,7 @@ use smol::lock::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, IoContext, Result};
+use crate::peer::limit::RateLimit;
 use crate::peer::share::{IO_BUFFER, Share};
 use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse};
 use crate::runtime::{self, Shutdown};
@@ -21,12 +22,14 @@ use crate::runtime::{self, Shutdown};
 pub type SharedFolder = Arc<RwLock<Share>>;
 
 /// What a file server enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Wire limits; the timeout also bounds every write of a transfer.
     pub limits: Limits,
     /// Most transfers at once; further requests wait their turn.
     pub max_uploads: usize,
+    /// Upload bandwidth shared by every transfer.
+    pub upload: Arc<RateLimit>,
 }
 
 /// How long a downloader may stay silent between requests.
@@ -59,6 +62,7 @@ pub async fn run(
         let folder = folder.clone();
         let uploads = uploads.clone();
         let shutdown = shutdown.clone();
+        let settings = settings.clone();
         runtime::spawn(async move {
             let served = serve(stream, addr, folder, settings, uploads)
                 .or(async {
@@ -128,13 +132,31 @@ async fn serve(
             Err(e) => return Err(e),
         };
         let (name, offset, length) = match request {
-            PeerRequest::Ping => {
-                conn.send(&PeerResponse::Pong).await?;
+            PeerRequest::Ping {} => {
+                conn.send(&PeerResponse::Pong {}).await?;
                 continue;
             }
             PeerRequest::Hello { .. } => {
                 conn.send(&error(ErrorCode::BadRequest, "hello was already said"))
                     .await?;
+                continue;
+            }
+            PeerRequest::Chunks { name } => {
+                let list = folder
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .chunk_list(&name);
+                match list {
+                    Some((size, digests)) => {
+                        let count = (digests.len() / 32) as u64;
+                        conn.send(&PeerResponse::ChunkList { size, count }).await?;
+                        conn.send_raw(&digests).await?;
+                    }
+                    None => {
+                        let message = format!("{:?} is not shared here", protocol::truncate(&name));
+                        conn.send(&error(ErrorCode::NotFound, message)).await?;
+                    }
+                }
                 continue;
             }
             PeerRequest::Get {
@@ -168,7 +190,9 @@ async fn serve(
         let limits = conn.limits();
         let socket = conn.into_blocking()?;
         let started = std::time::Instant::now();
-        let socket = smol::unblock(move || send_range(file, socket, offset, length)).await?;
+        let limit = settings.upload.clone();
+        let socket =
+            smol::unblock(move || send_range(file, socket, offset, length, &limit)).await?;
         info!(
             "sent {name} ({length} bytes from offset {offset}) to {from} in {:.3}s",
             started.elapsed().as_secs_f64()
@@ -186,13 +210,14 @@ fn send_range(
     mut socket: TcpStream,
     offset: u64,
     length: u64,
+    limit: &RateLimit,
 ) -> Result<TcpStream> {
     file.seek(SeekFrom::Start(offset))
         .context(|| "seeking in the file".into())?;
     let mut buf = vec![0; IO_BUFFER];
     let mut left = length;
     while left > 0 {
-        let want = (left.min(IO_BUFFER as u64)) as usize;
+        let want = (left.min(limit.block(IO_BUFFER) as u64)) as usize;
         let n = file
             .read(&mut buf[..want])
             .context(|| "reading the file".into())?;
@@ -203,6 +228,7 @@ fn send_range(
             .write_all(&buf[..n])
             .context(|| "sending the file".into())?;
         left -= n as u64;
+        limit.throttle(n);
     }
     Ok(socket)
 }

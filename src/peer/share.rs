@@ -28,12 +28,93 @@ pub fn to_hex(bytes: &[u8]) -> String {
         })
 }
 
-/// SHA-256 and size of a file; `progress` is told of every block hashed.
-pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<(u64, String)> {
-    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+/// What hashing a file yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Bytes hashed.
+    pub size: u64,
+    /// SHA-256 of the whole file, hex.
+    pub sha256: String,
+    /// SHA-256 of each chunk (see [`protocol::chunk_size`]).
+    pub chunks: Vec<[u8; 32]>,
+}
+
+/// The hex SHA-256 of a chunk list: what the index records as a file's `chunks`.
+pub fn chunks_root(chunks: &[[u8; 32]]) -> String {
     let mut hasher = Sha256::new();
+    for chunk in chunks {
+        hasher.update(chunk);
+    }
+    to_hex(&hasher.finalize())
+}
+
+/// Computes a [`FileDigest`] from blocks fed in order.
+struct DigestBuilder {
+    chunk_size: u64,
+    whole: Sha256,
+    chunk: Sha256,
+    in_chunk: u64,
+    chunks: Vec<[u8; 32]>,
+    size: u64,
+}
+
+impl DigestBuilder {
+    /// For a file expected to be `size` bytes (which fixes the chunk size).
+    fn new(size: u64) -> Self {
+        DigestBuilder {
+            chunk_size: protocol::chunk_size(size),
+            whole: Sha256::new(),
+            chunk: Sha256::new(),
+            in_chunk: 0,
+            chunks: Vec::with_capacity(protocol::chunk_count(size) as usize),
+            size: 0,
+        }
+    }
+
+    fn update(&mut self, mut block: &[u8]) {
+        self.whole.update(block);
+        self.size += block.len() as u64;
+        while !block.is_empty() {
+            let take = block.len().min((self.chunk_size - self.in_chunk) as usize);
+            self.chunk.update(&block[..take]);
+            self.in_chunk += take as u64;
+            if self.in_chunk == self.chunk_size {
+                self.chunks.push(self.chunk.finalize_reset().into());
+                self.in_chunk = 0;
+            }
+            block = &block[take..];
+        }
+    }
+
+    fn finish(mut self) -> FileDigest {
+        if self.in_chunk > 0 {
+            self.chunks.push(self.chunk.finalize().into());
+        }
+        FileDigest {
+            size: self.size,
+            sha256: to_hex(&self.whole.finalize()),
+            chunks: self.chunks,
+        }
+    }
+}
+
+/// The digest of bytes in memory, exactly as [`hash_file`] would compute it.
+pub fn digest_bytes(bytes: &[u8]) -> FileDigest {
+    let mut builder = DigestBuilder::new(bytes.len() as u64);
+    builder.update(bytes);
+    builder.finish()
+}
+
+/// SHA-256 of a file and of each of its chunks, in one read; `progress` is told of
+/// every block hashed.
+pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
+    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+    let expected = file
+        .metadata()
+        .context(|| format!("reading {}", path.display()))?
+        .len();
+    let mut builder = DigestBuilder::new(expected);
     let mut buf = vec![0; IO_BUFFER];
-    let mut size = 0u64;
     loop {
         let n = file
             .read(&mut buf)
@@ -41,11 +122,16 @@ pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<(u64, String)> {
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
-        size += n as u64;
+        builder.update(&buf[..n]);
         progress(n as u64);
     }
-    Ok((size, to_hex(&hasher.finalize())))
+    if builder.size != expected {
+        return Err(Error::msg(format!(
+            "{} changed while it was being hashed; try again",
+            path.display()
+        )));
+    }
+    Ok(builder.finish())
 }
 
 /// Whether a file name is left out of a share: hidden files, editor backups and
@@ -61,6 +147,8 @@ pub struct SharedFile {
     pub entry: FileEntry,
     /// Where it lies on disk.
     pub path: PathBuf,
+    /// SHA-256 of each chunk, as computed when the file was hashed.
+    pub chunks: Vec<[u8; 32]>,
 }
 
 /// A shared folder and the files registered from it.
@@ -107,15 +195,17 @@ impl Listing {
                             break;
                         };
                         match hash_file(path, progress) {
-                            Ok((size, sha256)) => {
+                            Ok(digest) => {
                                 let entry = FileEntry {
                                     name: name.clone(),
-                                    size,
-                                    sha256,
+                                    size: digest.size,
+                                    sha256: digest.sha256,
+                                    chunks: chunks_root(&digest.chunks),
                                 };
                                 let file = SharedFile {
                                     entry,
                                     path: path.clone(),
+                                    chunks: digest.chunks,
                                 };
                                 results.lock().unwrap_or_else(|e| e.into_inner()).push(file);
                             }
@@ -237,6 +327,12 @@ impl Share {
     /// Sum of the files' sizes.
     pub fn bytes(&self) -> u64 {
         self.files.values().map(|f| f.entry.size).sum()
+    }
+
+    /// The chunk digests of a registered file, as raw bytes, with its registered size.
+    pub fn chunk_list(&self, name: &str) -> Option<(u64, Vec<u8>)> {
+        let shared = self.files.get(name)?;
+        Some((shared.entry.size, shared.chunks.concat()))
     }
 
     /// Open a registered file for sending, with its current size.

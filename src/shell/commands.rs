@@ -49,18 +49,40 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "search",
-        args: "<pattern>",
+        args: "[-r] <pattern>",
         summary: "find files by name (substring, or * and ? wildcards)",
         details: "Case-insensitive. Every peer sharing a match gets a row with its Peer ID, \
-                  which `get` takes.",
+                  which `get` takes. With -r, each peer is pinged and its round-trip time shown.",
     },
     Spec {
         name: "get",
-        args: "<file> [peer]",
-        summary: "download a file, verified by SHA-256",
-        details: "Without a peer, any peer that shares the file. Saved in [peer] downloads; \
-                  a different file already there is never overwritten (the new one becomes \
-                  `name (1).ext`). Ctrl-C cancels.",
+        args: "[-b] <file> [peer]",
+        summary: "download a file from every peer that has it, verified by SHA-256",
+        details: "Without a peer, chunks come from all peers sharing the same contents at once, \
+                  each chunk checked as it arrives; with a peer, only from that one. Saved in \
+                  [peer] downloads; a different file already there is never overwritten (the new \
+                  one becomes `name (1).ext`). Ctrl-C stops it and keeps what arrived: `get` \
+                  again resumes. -b runs it in the background (see `transfers`).",
+    },
+    Spec {
+        name: "transfers",
+        args: "",
+        summary: "list background downloads",
+        details: "",
+    },
+    Spec {
+        name: "limit",
+        args: "[up|down] [rate]",
+        summary: "show or set bandwidth limits (e.g. limit up 2MiB/s; 0 = none)",
+        details: "Rates are bytes per second: 500kB/s, 2MiB/s, 1000000. The upload limit is shared \
+                  by everything this peer serves, the download limit by all downloads. \
+                  Defaults: [peer] upload_limit and download_limit.",
+    },
+    Spec {
+        name: "ping",
+        args: "<peer>",
+        summary: "round-trip time to a peer's file server",
+        details: "The peer is a Peer ID from `search` or `peers`.",
     },
     Spec {
         name: "peers",
@@ -99,10 +121,16 @@ pub enum Command {
     Register(Option<PathBuf>, Option<u16>),
     /// `unregister`
     Unregister,
-    /// `search <pattern>`
-    Search(String),
-    /// `get <file> [peer]`
-    Get(String, Option<u64>),
+    /// `search [-r] <pattern>`
+    Search(String, bool),
+    /// `get [-b] <file> [peer]`
+    Get(String, Option<u64>, bool),
+    /// `transfers`
+    Transfers,
+    /// `limit [up|down] [rate]`
+    Limit(Option<Direction>, Option<u64>),
+    /// `ping <peer>`
+    Ping(u64),
     /// `peers`
     Peers,
     /// `status`
@@ -111,6 +139,20 @@ pub enum Command {
     Help(Option<String>),
     /// `quit`
     Quit,
+}
+
+/// Which way a bandwidth limit applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// What this peer serves.
+    Up,
+    /// What this process downloads.
+    Down,
+}
+
+fn peer_id(text: &str) -> Result<u64> {
+    text.parse::<u64>()
+        .map_err(|_| Error::Usage(format!("{text:?} is not a Peer ID (see `search`)")))
 }
 
 /// The table entry for `name`.
@@ -171,21 +213,41 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
             Command::Unregister
         }
         "search" => {
+            let (rtt, args) = flag(args, "-r");
             if args.is_empty() {
                 return Err(usage(&name));
             }
-            Command::Search(args.join(" "))
+            Command::Search(args.join(" "), rtt)
         }
         "get" => {
-            arity(1, 2)?;
-            let peer = args
+            let (background, args) = flag(args, "-b");
+            if args.is_empty() || args.len() > 2 {
+                return Err(usage(&name));
+            }
+            let peer = args.get(1).map(|p| peer_id(p)).transpose()?;
+            Command::Get(args[0].clone(), peer, background)
+        }
+        "transfers" => {
+            arity(0, 0)?;
+            Command::Transfers
+        }
+        "limit" => {
+            arity(0, 2)?;
+            let direction = match args.first().map(|a| a.to_lowercase()).as_deref() {
+                None => None,
+                Some("up" | "upload") => Some(Direction::Up),
+                Some("down" | "download") => Some(Direction::Down),
+                Some(_) => return Err(usage(&name)),
+            };
+            let rate = args
                 .get(1)
-                .map(|p| {
-                    p.parse::<u64>()
-                        .map_err(|_| Error::Usage(format!("{p:?} is not a Peer ID (see `search`)")))
-                })
+                .map(|r| crate::peer::limit::parse_rate(r).map_err(Error::Usage))
                 .transpose()?;
-            Command::Get(args[0].clone(), peer)
+            Command::Limit(direction, rate)
+        }
+        "ping" => {
+            arity(1, 1)?;
+            Command::Ping(peer_id(&args[0])?)
         }
         "peers" => {
             arity(0, 0)?;
@@ -211,6 +273,14 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
         }
     };
     Ok(Some(command))
+}
+
+/// Whether `flag` leads the arguments, and the arguments without it.
+fn flag<'a>(args: &'a [String], flag: &str) -> (bool, &'a [String]) {
+    match args.split_first() {
+        Some((first, rest)) if first == flag => (true, rest),
+        _ => (false, args),
+    }
 }
 
 /// The text of `help` or `help <command>`.

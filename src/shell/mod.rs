@@ -6,9 +6,10 @@ pub mod editor;
 pub mod render;
 pub mod repl;
 pub mod services;
+pub mod transfers;
 
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,12 +20,15 @@ use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{self, MemoryStore};
 use crate::peer::download::{self, Cancel};
+use crate::peer::limit::{RateLimit, show_rate};
 use crate::peer::share;
+use crate::peer::transfer::{Job, Status};
 use crate::peer::{self, Sharing, SharingSettings};
 use crate::protocol::Hit;
 use crate::runtime;
-use commands::Command;
-use services::{Services, Serving};
+use commands::{Command, Direction};
+use services::{Serving, Services};
+use transfers::Transfers;
 
 /// Whether the shell goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +47,19 @@ pub struct Shell {
     client: Option<IndexClient>,
     last_names: Arc<Mutex<Vec<String>>>,
     show_progress: bool,
+    upload: Arc<RateLimit>,
+    download: Arc<RateLimit>,
+    transfers: Arc<Transfers>,
 }
 
 impl Shell {
     /// A shell with `config`; `show_progress` draws progress bars on stderr.
     pub fn new(config: Config, services: Arc<Services>, show_progress: bool) -> Self {
+        let (up, down) = config.rate_limits();
         Shell {
+            upload: Arc::new(RateLimit::new(up)),
+            download: Arc::new(RateLimit::new(down)),
+            transfers: Arc::default(),
             config,
             services,
             index: None,
@@ -56,6 +67,11 @@ impl Shell {
             last_names: Arc::default(),
             show_progress,
         }
+    }
+
+    /// The background downloads, to stop them at exit.
+    pub fn transfers(&self) -> Arc<Transfers> {
+        self.transfers.clone()
     }
 
     /// File names of the last search, for completion.
@@ -70,8 +86,16 @@ impl Shell {
             Command::Connect(addr) => self.connect(addr).await?,
             Command::Register(dir, port) => self.register(dir, port).await?,
             Command::Unregister => self.unregister().await?,
-            Command::Search(pattern) => self.search(&pattern).await?,
-            Command::Get(name, peer) => self.get(&name, peer, cancel).await?,
+            Command::Search(pattern, rtt) => self.search(&pattern, rtt).await?,
+            Command::Get(name, peer, background) => {
+                self.get(&name, peer, background, cancel).await?
+            }
+            Command::Transfers => match self.transfers.render() {
+                Some(table) => println!("{table}"),
+                None => println!("no background downloads (`get -b <file>` starts one)"),
+            },
+            Command::Limit(direction, rate) => self.limit(direction, rate),
+            Command::Ping(peer) => self.ping(peer).await?,
             Command::Peers => self.peers().await?,
             Command::Status => self.status().await?,
             Command::Help(topic) => println!("{}", commands::help(topic.as_deref())?),
@@ -168,6 +192,7 @@ impl Shell {
             server: peer::server::Settings {
                 limits: self.config.limits(),
                 max_uploads: self.config.peer.max_uploads,
+                upload: self.upload.clone(),
             },
             session_ttl: self.config.session_ttl(),
         };
@@ -196,7 +221,7 @@ impl Shell {
         }
     }
 
-    async fn search(&mut self, pattern: &str) -> Result<()> {
+    async fn search(&mut self, pattern: &str, rtt: bool) -> Result<()> {
         let max = self.config.index.max_results;
         let (hits, truncated) = self.client().await?.search(pattern).await?;
         *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -205,8 +230,9 @@ impl Shell {
             println!("no file matches {pattern:?}");
             return Ok(());
         }
-        println!("{}", render::hits(&hits));
         let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
+        let rtts = if rtt { self.ping_all(&hits).await } else { Default::default() };
+        println!("{}", render::hits(&hits, rtt.then_some(&rtts)));
         let files = if hits.len() == 1 { "file" } else { "files" };
         let sharers = if peers.len() == 1 { "peer" } else { "peers" };
         println!("{} {files} on {} {sharers}", hits.len(), peers.len());
@@ -218,37 +244,38 @@ impl Shell {
         Ok(())
     }
 
-    async fn get(&mut self, name: &str, peer: Option<u64>, cancel: Cancel) -> Result<()> {
+    async fn get(&mut self, name: &str, peer: Option<u64>, background: bool, cancel: Cancel) -> Result<()> {
         let hits = self.client().await?.lookup(name).await?;
-        let candidates = download::sources(name, peer, hits)?;
-        let downloads = self.config.peer.downloads.clone();
-        let mut last_error = None;
-        for hit in &candidates {
-            match self.fetch(hit, &downloads, cancel.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(Error::Cancelled) => return Err(Error::Cancelled),
-                Err(e) => {
-                    if candidates.len() > 1 {
-                        eprintln!("warning: {e}; trying the next peer");
-                    }
-                    last_error = Some(e);
+        let sources = download::sources(name, peer, hits)?;
+        let status = Arc::new(Status::default());
+        let bar = self.progress_bar(sources[0].file.size, "downloading");
+        let progress = {
+            let (bar, status) = (bar.clone(), status.clone());
+            let shown = std::sync::atomic::AtomicUsize::new(usize::MAX);
+            Arc::new(move |n: u64| {
+                bar.inc(n);
+                let peers = status.peers.load(std::sync::atomic::Ordering::Relaxed);
+                if shown.swap(peers, std::sync::atomic::Ordering::Relaxed) != peers {
+                    bar.set_message(format!("{peers} peer(s)"));
                 }
-            }
+            })
+        };
+        let job = Job {
+            file: sources[0].file.clone(),
+            sources,
+            dir: self.config.peer.downloads.clone(),
+            limits: self.config.limits(),
+            cancel: if background { Cancel::default() } else { cancel },
+            bandwidth: self.download.clone(),
+            status,
+            progress: if background { Arc::new(|_| {}) } else { progress },
+        };
+        if background {
+            let id = self.transfers.start(job);
+            println!("download {id} of {name} runs in the background; `transfers` shows it");
+            return Ok(());
         }
-        Err(last_error.expect("sources returns at least one peer"))
-    }
-
-    async fn fetch(&mut self, hit: &Hit, downloads: &Path, cancel: Cancel) -> Result<()> {
-        let bar = self.progress_bar(hit.file.size, "downloading");
-        let progress = bar.clone();
-        let done = download::download(
-            hit,
-            downloads,
-            self.config.limits(),
-            cancel,
-            Arc::new(move |n| progress.inc(n)),
-        )
-        .await;
+        let done = download::fetch(job).await;
         bar.finish_and_clear();
         let done = done?;
         if done.already_there {
@@ -256,16 +283,70 @@ impl Shell {
                 "{} is already there with the same contents (sha256 ok); nothing to do",
                 done.path.display()
             );
-        } else {
-            println!(
-                "saved {} ({}, sha256 ok, {} from peer {})",
-                done.path.display(),
-                render::size(done.size),
-                render::rate(done.size, done.elapsed),
-                hit.peer_id
-            );
+            return Ok(());
         }
+        let mut extras = String::new();
+        if done.resumed > 0 {
+            extras.push_str(&format!(", resumed {}", render::size(done.resumed)));
+        }
+        if done.refetched > 0 {
+            extras.push_str(&format!(", {} fetched again", render::size(done.refetched)));
+        }
+        println!(
+            "saved {} ({}, sha256 ok, {} from {} peer{}{extras})",
+            done.path.display(),
+            render::size(done.size),
+            render::rate(done.size - done.resumed, done.elapsed),
+            done.peers,
+            if done.peers == 1 { "" } else { "s" },
+        );
         Ok(())
+    }
+
+    fn limit(&mut self, direction: Option<Direction>, rate: Option<u64>) {
+        match (direction, rate) {
+            (Some(Direction::Up), Some(rate)) => self.upload.set(rate),
+            (Some(Direction::Down), Some(rate)) => self.download.set(rate),
+            _ => {}
+        }
+        println!(
+            "upload limit: {}; download limit: {}",
+            show_rate(self.upload.rate()),
+            show_rate(self.download.rate())
+        );
+    }
+
+    async fn ping(&mut self, peer: u64) -> Result<()> {
+        let peers = self.client().await?.peers().await?;
+        let info = peers
+            .iter()
+            .find(|p| p.peer_id == peer)
+            .ok_or_else(|| Error::msg(format!("peer {peer} is not registered (see `peers`)")))?;
+        let rtt = peer::ping(info.addr, self.config.limits()).await?;
+        println!("peer {peer} ({}): rtt {:.2} ms", info.addr, rtt.as_secs_f64() * 1e3);
+        Ok(())
+    }
+
+    /// Round-trip times of the peers in `hits`, pinged at once.
+    async fn ping_all(&self, hits: &[Hit]) -> std::collections::BTreeMap<u64, String> {
+        let mut seen = std::collections::BTreeMap::new();
+        for hit in hits {
+            seen.entry(hit.peer_id).or_insert(hit.addr);
+        }
+        let limits = self.config.limits();
+        let pings: Vec<_> = seen
+            .into_iter()
+            .map(|(id, addr)| (id, runtime::spawn(peer::ping(addr, limits))))
+            .collect();
+        let mut rtts = std::collections::BTreeMap::new();
+        for (id, ping) in pings {
+            let text = match ping.await {
+                Ok(rtt) => format!("{:.2} ms", rtt.as_secs_f64() * 1e3),
+                Err(_) => "unreachable".into(),
+            };
+            rtts.insert(id, text);
+        }
+        rtts
     }
 
     async fn peers(&mut self) -> Result<()> {

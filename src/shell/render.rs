@@ -1,5 +1,6 @@
 //! How results look: comfy-table tables, human sizes, local times.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{Local, TimeZone};
@@ -45,22 +46,15 @@ fn table(header: &[&str], right_aligned: &[usize]) -> Table {
     table
 }
 
-/// Search results.
-pub fn hits(hits: &[Hit]) -> String {
-    let mut t = table(
-        &[
-            "Peer ID",
-            "Host",
-            "Port",
-            "File",
-            "Size",
-            "SHA-256",
-            "Shared at",
-        ],
-        &[0, 2, 4],
-    );
+/// Search results, with each peer's round-trip time when given.
+pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
+    let mut header = vec!["Peer ID", "Host", "Port", "File", "Size", "SHA-256", "Shared at"];
+    if rtts.is_some() {
+        header.push("RTT");
+    }
+    let mut t = table(&header, &[0, 2, 4, 7]);
     for hit in hits {
-        t.add_row(vec![
+        let mut row = vec![
             hit.peer_id.to_string(),
             hit.addr.ip().to_string(),
             hit.addr.port().to_string(),
@@ -68,7 +62,11 @@ pub fn hits(hits: &[Hit]) -> String {
             size(hit.file.size),
             hit.file.sha256.chars().take(SHORT_SHA).collect(),
             local_time(hit.shared_at),
-        ]);
+        ];
+        if let Some(rtts) = rtts {
+            row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
+        }
+        t.add_row(row);
     }
     t.to_string()
 }

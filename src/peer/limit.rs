@@ -1,0 +1,144 @@
+//! Bandwidth limits: a token bucket shared by every transfer in one direction.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Burst allowed above the rate, as a fraction of a second's worth of bytes.
+const BURST_SECONDS: f64 = 0.05;
+
+/// Smallest block a limited transfer moves at once, in bytes.
+const MIN_BLOCK: usize = 16 * 1024;
+
+/// Parse a rate as users write it: `2MiB/s`, `500 kB/s`, `1000000` (bytes per second),
+/// or `0`, `none`, `unlimited`. Returns bytes per second, 0 meaning no limit.
+pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    if matches!(text.to_lowercase().as_str(), "0" | "none" | "unlimited" | "off" | "") {
+        return Ok(0);
+    }
+    let amount = text.strip_suffix("/s").unwrap_or(text).trim();
+    amount
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("{text:?} is not a rate; write it like 2MiB/s, 500kB/s or 0 for none"))
+}
+
+/// A rate for people: `2.0 MiB/s`, or `unlimited`.
+pub fn show_rate(rate: u64) -> String {
+    match rate {
+        0 => "unlimited".into(),
+        rate => format!("{}/s", bytesize::ByteSize(rate).display().iec()),
+    }
+}
+
+/// A bandwidth limit in bytes per second; 0 means none. Changes apply at once to the
+/// transfers already running.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: AtomicU64,
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    /// A limit of `rate` bytes per second (0 = unlimited).
+    pub fn new(rate: u64) -> Self {
+        RateLimit {
+            rate: AtomicU64::new(rate),
+            bucket: Mutex::new(Bucket {
+                tokens: 0.0,
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    /// The limit in bytes per second (0 = unlimited).
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Change the limit.
+    pub fn set(&self, rate: u64) {
+        self.rate.store(rate, Ordering::Relaxed);
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.tokens = 0.0;
+        bucket.last = Instant::now();
+    }
+
+    /// How many bytes a transfer should move at once so that the limit stays smooth.
+    pub fn block(&self, largest: usize) -> usize {
+        match self.rate() {
+            0 => largest,
+            rate => ((rate as f64 * BURST_SECONDS) as usize).clamp(MIN_BLOCK, largest),
+        }
+    }
+
+    /// Account for `bytes` moved; returns how long to wait so that the rate holds.
+    pub fn delay(&self, bytes: usize) -> Duration {
+        let rate = self.rate();
+        if rate == 0 {
+            return Duration::ZERO;
+        }
+        let rate = rate as f64;
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.last).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + refill).min(rate * BURST_SECONDS);
+        bucket.last = now;
+        bucket.tokens -= bytes as f64;
+        if bucket.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-bucket.tokens / rate)
+        }
+    }
+
+    /// Account for `bytes` moved and sleep as long as the limit asks (blocking code).
+    pub fn throttle(&self, bytes: usize) {
+        let wait = self.delay(bytes);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_as_users_write_them() {
+        assert_eq!(parse_rate("2MiB/s"), Ok(2 << 20));
+        assert_eq!(parse_rate("2 MiB/s"), Ok(2 << 20));
+        assert_eq!(parse_rate("500kB/s"), Ok(500_000));
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert_eq!(parse_rate("unlimited"), Ok(0));
+        assert!(parse_rate("fast").unwrap_err().contains("2MiB/s"));
+        assert_eq!(show_rate(2 << 20), "2.0 MiB/s");
+        assert_eq!(show_rate(0), "unlimited");
+    }
+
+    #[test]
+    fn unlimited_never_waits() {
+        let limit = RateLimit::new(0);
+        assert_eq!(limit.delay(1 << 30), Duration::ZERO);
+        assert_eq!(limit.block(1 << 18), 1 << 18);
+    }
+
+    #[test]
+    fn debt_is_paid_in_time() {
+        let limit = RateLimit::new(1_000_000);
+        // A megabyte at once at a megabyte per second: about a second of debt.
+        let wait = limit.delay(1_000_000);
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_millis(1000), "{wait:?}");
+        assert_eq!(limit.block(1 << 18), 50_000);
+        limit.set(0);
+        assert_eq!(limit.delay(1_000_000), Duration::ZERO);
+    }
+}

@@ -1,0 +1,107 @@
+//! What an interrupted download leaves beside its part file: which chunks arrived, and
+//! the SHA-256 state over the chunks already hashed in order, so that a resume neither
+//! fetches nor hashes them again.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use tracing::warn;
+
+use crate::peer::share::to_hex;
+use crate::protocol::{self, FileEntry};
+
+/// The saved state of a part file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeState {
+    size: u64,
+    sha256: String,
+    chunks: String,
+    /// Per chunk: whether its bytes are in the part file.
+    #[serde(with = "bits")]
+    pub received: Vec<bool>,
+    /// Chunks fed, in order, to the hash state below.
+    pub hashed: u64,
+    /// The SHA-256 state after `hashed` chunks, hex.
+    midstate: String,
+}
+
+mod bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bits: &[bool], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&bits.iter().map(|&b| if b { '1' } else { '0' }).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<bool>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(text.chars().map(|c| c == '1').collect())
+    }
+}
+
+impl ResumeState {
+    /// Where the state of `part` is kept.
+    pub fn path_for(part: &Path) -> PathBuf {
+        let mut name = part.as_os_str().to_owned();
+        name.push(".state");
+        PathBuf::from(name)
+    }
+
+    /// Nothing received yet.
+    pub fn fresh(file: &FileEntry) -> Self {
+        ResumeState {
+            size: file.size,
+            sha256: file.sha256.clone(),
+            chunks: file.chunks.clone(),
+            received: vec![false; protocol::chunk_count(file.size) as usize],
+            hashed: 0,
+            midstate: to_hex(SerializableState::serialize(&Sha256::default()).as_slice()),
+        }
+    }
+
+    /// The saved state for `file`, if there is one and it describes this very file.
+    pub fn load(path: &Path, file: &FileEntry) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let state: ResumeState = serde_json::from_str(&text).ok()?;
+        let fits = state.size == file.size
+            && state.sha256 == file.sha256
+            && state.chunks == file.chunks
+            && state.received.len() as u64 == protocol::chunk_count(file.size)
+            && state.hashed <= state.received.len() as u64
+            && state.received[..state.hashed as usize].iter().all(|&r| r)
+            && state.restore().is_some();
+        fits.then_some(state)
+    }
+
+    fn restore(&self) -> Option<Sha256> {
+        let bytes: Vec<u8> = (0..self.midstate.len() / 2)
+            .map(|i| u8::from_str_radix(self.midstate.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Option<_>>()?;
+        let state = SerializedState::<Sha256>::try_from(bytes.as_slice()).ok()?;
+        Sha256::deserialize(&state).ok()
+    }
+
+    /// The hash state to continue from.
+    pub fn hasher(&self) -> Sha256 {
+        self.restore().unwrap_or_default()
+    }
+
+    /// Record progress; written to a temporary file and renamed, so a crash leaves the
+    /// old state or the new one, never half of one.
+    pub fn save(&mut self, path: &Path, received: Vec<bool>, hashed: u64, hasher: &Sha256) {
+        self.received = received;
+        self.hashed = hashed;
+        self.midstate = to_hex(SerializableState::serialize(hasher).as_slice());
+        let temp = {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".tmp");
+            PathBuf::from(name)
+        };
+        let text = serde_json::to_string(self).expect("the state serializes");
+        let saved = std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, path));
+        if let Err(e) = saved {
+            warn!("cannot save the resume state {}: {e}", path.display());
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Downloads that run in the background while the shell stays usable (`get -b`), and
+//! the `transfers` listing.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use comfy_table::Table;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use tracing::{info, warn};
+
+use crate::peer::download::{self, Cancel};
+use crate::peer::transfer::{Job, Status};
+use crate::runtime;
+
+use super::render;
+
+/// One background download.
+struct Entry {
+    id: usize,
+    name: String,
+    status: Arc<Status>,
+    cancel: Cancel,
+    started: Instant,
+    outcome: Arc<Mutex<Option<String>>>,
+}
+
+/// The background downloads of this shell.
+#[derive(Default)]
+pub struct Transfers {
+    entries: Mutex<Vec<Entry>>,
+}
+
+impl Transfers {
+    /// Start `job` in the background; returns its number.
+    pub fn start(&self, job: Job) -> usize {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let id = entries.len() + 1;
+        let outcome = Arc::new(Mutex::new(None));
+        let name = job.file.name.clone();
+        entries.push(Entry {
+            id,
+            name: name.clone(),
+            status: job.status.clone(),
+            cancel: job.cancel.clone(),
+            started: Instant::now(),
+            outcome: outcome.clone(),
+        });
+        runtime::spawn(async move {
+            let text = match download::fetch(job).await {
+                Ok(done) => {
+                    info!("background download {id} finished: {}", done.path.display());
+                    format!("saved {} (sha256 ok)", done.path.display())
+                }
+                Err(e) => {
+                    warn!("background download {id} ({name}) failed: {e}");
+                    format!("failed: {e}")
+                }
+            };
+            *outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+        })
+        .detach();
+        id
+    }
+
+    /// Stop every background download (keeping what arrived, for a resume).
+    pub fn cancel_all(&self) {
+        for entry in self.entries.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            entry.cancel.cancel();
+        }
+    }
+
+    /// The `transfers` table, or `None` when there were none.
+    pub fn render(&self) -> Option<String> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.is_empty() {
+            return None;
+        }
+        let mut table = Table::new();
+        table
+            .load_style(UTF8_FULL_CONDENSED)
+            .set_header(vec!["#", "File", "Progress", "Rate", "Peers", "State"]);
+        for e in entries.iter() {
+            let total = e.status.total.load(Ordering::Relaxed);
+            let done = e.status.done.load(Ordering::Relaxed);
+            let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+            let outcome = e.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            table.add_row(vec![
+                e.id.to_string(),
+                e.name.clone(),
+                format!("{percent:.0}% of {}", render::size(total)),
+                render::rate(done, e.started.elapsed()),
+                e.status.peers.load(Ordering::Relaxed).to_string(),
+                outcome.unwrap_or_else(|| "running".into()),
+            ]);
+        }
+        Some(table.to_string())
+    }
+}
