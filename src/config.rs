@@ -230,7 +230,10 @@ impl Config {
     /// The upload and download limits, in bytes per second (0 = none).
     pub fn rate_limits(&self) -> (u64, u64) {
         let rate = |text: &str| crate::peer::limit::parse_rate(text).unwrap_or(0);
-        (rate(&self.peer.upload_limit), rate(&self.peer.download_limit))
+        (
+            rate(&self.peer.upload_limit),
+            rate(&self.peer.download_limit),
+        )
     }
 
     /// How long a silent peer session lives.

@@ -60,7 +60,7 @@ pub enum Error {
     Usage(String),
     /// A download whose bytes do not hash to what the index announced.
     #[error(
-        "checksum mismatch for {name} from peer {peer}: expected sha256 {expected}, got {actual}; the data was discarded"
+        "checksum mismatch for {name} from {peer}: expected sha256 {expected}, got {actual}; {outcome}"
     )]
     ChecksumMismatch {
         /// File name.
@@ -71,6 +71,8 @@ pub enum Error {
         expected: String,
         /// What the received bytes hash to.
         actual: String,
+        /// What was done with the data.
+        outcome: String,
     },
     /// The user pressed Ctrl-C or the process is shutting down.
     #[error("cancelled")]

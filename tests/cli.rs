@@ -248,7 +248,7 @@ fn a_script_that_succeeds_exits_zero_and_one_without_an_index_fails() {
     let out = run(tmp.path(), "help\nhelp get\n# a comment\n\nquit\n");
     assert!(out.status.success());
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("usage: get <file> [peer]"), "{stdout}");
+    assert!(stdout.contains("usage: get [-b] <file> [peer]"), "{stdout}");
     assert!(stdout.contains("register [dir] [port]"), "{stdout}");
 
     // Port 1 on loopback has no index: a clear error, not a hang.

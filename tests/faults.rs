@@ -7,16 +7,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use napster::client::IndexClient;
 use napster::index::{self, MemoryStore};
 use napster::peer::download::{self, Cancel, PART_SUFFIX};
-use napster::peer::share::{hash_file, to_hex};
+use napster::peer::share::{chunks_root, digest_bytes, hash_file};
 use napster::protocol::{self, FileEntry, Limits, PeerRequest, PeerResponse};
 use napster::runtime::{self, ShutdownTrigger};
-use sha2::{Digest, Sha256};
 use smol::Async;
 
 const BIN: &str = env!("CARGO_BIN_EXE_napster");
@@ -67,13 +66,14 @@ fn noise(len: usize) -> Vec<u8> {
     out
 }
 
+/// Part files and their resume states.
 fn part_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(PART_SUFFIX))
+                .filter(|n| n.contains(PART_SUFFIX))
                 .collect()
         })
         .unwrap_or_default()
@@ -115,11 +115,14 @@ fn serving_peer_killed_mid_download() {
         let hit = client.lookup("big.bin").await.unwrap().remove(0);
         let into = tempfile::tempdir().unwrap();
         let killed = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
         let progress = {
             let killed = killed.clone();
-            Arc::new(move |_n: u64| {
-                // After the first block arrives, the serving process dies.
-                if !killed.swap(true, Ordering::SeqCst) {
+            Arc::new(move |n: u64| {
+                // Once a few chunks are in, the serving process dies.
+                if received.fetch_add(n, Ordering::SeqCst) + n >= 4 << 20
+                    && !killed.swap(true, Ordering::SeqCst)
+                {
                     kill9(pid);
                 }
             })
@@ -136,48 +139,59 @@ fn serving_peer_killed_mid_download() {
         .to_string();
         assert!(killed.load(Ordering::SeqCst));
         assert!(err.contains(&format!("peer {}", hit.peer_id)), "{err}");
-        assert!(
-            err.contains("run get again") || err.contains("reset"),
-            "{err}"
-        );
+        assert!(err.contains("run get again to resume"), "{err}");
         assert!(!into.path().join("big.bin").exists());
-        assert!(
-            part_files(into.path()).is_empty(),
-            "{:?}",
-            part_files(into.path())
-        );
+        // What arrived is kept, hidden, for a resume: the part file and its state.
+        let parts = part_files(into.path());
+        assert_eq!(parts.len(), 2, "{parts:?}");
     });
 }
 
-/// A peer written by hand: the first download stalls after `stall_after` bytes and
-/// never finishes; later downloads get the whole file.
+/// A peer written by hand: its first download stalls after `stall_after` bytes and
+/// never finishes; later downloads get what they ask for.
 fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
     let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let addr = listener.local_addr().unwrap();
+    let digest = digest_bytes(&contents);
     std::thread::spawn(move || {
         let mut first = true;
         let mut stalled = Vec::new();
         for stream in listener.incoming() {
             let mut stream = stream.unwrap();
             let _: PeerRequest = read_frame(&mut stream);
-            stream
-                .write_all(&protocol::encode(&PeerResponse::Welcome {
-                    version: protocol::VERSION,
-                }))
-                .unwrap();
-            let _: PeerRequest = read_frame(&mut stream);
+            let welcome = PeerResponse::Welcome {
+                version: protocol::VERSION,
+            };
+            stream.write_all(&protocol::encode(&welcome)).unwrap();
+            let (offset, length) = loop {
+                match read_frame(&mut stream) {
+                    PeerRequest::Chunks { .. } => {
+                        let list = PeerResponse::ChunkList {
+                            size: contents.len() as u64,
+                            count: digest.chunks.len() as u64,
+                        };
+                        stream.write_all(&protocol::encode(&list)).unwrap();
+                        stream.write_all(&digest.chunks.concat()).unwrap();
+                    }
+                    PeerRequest::Get { offset, length, .. } => {
+                        break (offset as usize, length.unwrap() as usize);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            };
             let sending = PeerResponse::Sending {
                 size: contents.len() as u64,
-                offset: 0,
-                length: contents.len() as u64,
+                offset: offset as u64,
+                length: length as u64,
             };
             stream.write_all(&protocol::encode(&sending)).unwrap();
+            let range = &contents[offset..offset + length];
             if first {
                 first = false;
-                stream.write_all(&contents[..stall_after]).unwrap();
+                stream.write_all(&range[..stall_after]).unwrap();
                 stalled.push(stream); // keep it open, send nothing more
             } else {
-                let _ = stream.write_all(&contents);
+                let _ = stream.write_all(range);
             }
         }
     });
@@ -196,7 +210,7 @@ fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> T {
 fn downloading_process_killed_mid_download_leaves_no_final_file() {
     let tmp = tempfile::tempdir().unwrap();
     let contents = Arc::new(noise(8 << 20));
-    let sha256 = to_hex(&Sha256::digest(&contents[..]));
+    let sha256 = digest_bytes(&contents).sha256;
     let peer = stalling_peer(contents.clone(), 3 << 20);
     let (index, _stop) = start_index();
     // Register the hand-written peer's file with the real index; keep the session.
@@ -208,6 +222,7 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
             name: "stall.bin".into(),
             size: contents.len() as u64,
             sha256: sha256.clone(),
+            chunks: chunks_root(&digest_bytes(&contents).chunks),
         };
         session
             .register(peer.port(), &"5".repeat(32), &[entry])
@@ -230,15 +245,16 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
         .write_all(format!("connect {index}\nget stall.bin\n").as_bytes())
         .unwrap();
     let child = Killed(child);
-    // Wait until the partial file holds what the peer sent, then kill the downloader.
+    // Wait until the resume state records what the peer sent, then kill the downloader.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let parts = part_files(&downloads);
-        let size = parts
-            .first()
-            .and_then(|p| std::fs::metadata(downloads.join(p)).ok())
-            .map_or(0, |m| m.len());
-        if size >= 3 << 20 {
+        let recorded = parts
+            .iter()
+            .find(|p| p.ends_with(".state"))
+            .and_then(|p| std::fs::read_to_string(downloads.join(p)).ok())
+            .map_or(0, |state| state.matches('1').count());
+        if recorded >= 3 {
             break;
         }
         assert!(
@@ -255,10 +271,13 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
         "a half file under the final name"
     );
     let leftovers = part_files(&downloads);
-    assert_eq!(leftovers.len(), 1);
-    assert!(leftovers[0].starts_with(".stall.bin."), "{leftovers:?}");
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+    assert!(
+        leftovers.iter().all(|p| p.starts_with(".stall.bin.")),
+        "{leftovers:?}"
+    );
 
-    // The next get (the peer now sends everything) cleans the leftover and verifies.
+    // The next get resumes: the peer is asked only for what is missing.
     let out = Command::new(BIN)
         .current_dir(tmp.path())
         .env("RUST_LOG", "warn")
@@ -281,8 +300,9 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("sha256 ok"), "{stdout}");
-    let (_, got) = hash_file(&downloads.join("stall.bin"), &|_| {}).unwrap();
-    assert_eq!(got, sha256);
+    assert!(stdout.contains("resumed 3.00 MiB"), "{stdout}");
+    let got = hash_file(&downloads.join("stall.bin"), &|_| {}).unwrap();
+    assert_eq!(got.sha256, sha256);
     assert!(
         part_files(&downloads).is_empty(),
         "{:?}",

@@ -39,6 +39,7 @@ async fn share_folder(dir: &std::path::Path, index: SocketAddr, ttl: Duration) -
         server: server::Settings {
             limits: Limits::default(),
             max_uploads: 4,
+            upload: Arc::new(napster::peer::limit::RateLimit::new(0)),
         },
         session_ttl: ttl,
     };
@@ -100,6 +101,7 @@ fn a_silent_session_expires_after_the_ttl() {
             name: "ghost.txt".into(),
             size: 1,
             sha256: "a".repeat(64),
+            chunks: "b".repeat(64),
         };
         silent
             .register(4242, &"1".repeat(32), &[file])

@@ -46,6 +46,7 @@ async fn share_folder(dir: &Path, index: SocketAddr) -> Sharing {
         server: server::Settings {
             limits: Limits::default(),
             max_uploads: 16,
+            upload: Arc::new(napster::peer::limit::RateLimit::new(0)),
         },
         session_ttl: Duration::from_secs(30),
     };
@@ -181,15 +182,26 @@ fn file_changed_after_registering_is_never_kept() {
 
         let hit = &client.lookup("same-size.txt").await.unwrap()[0];
         match get(hit, into.path()).await {
-            Err(Error::ChecksumMismatch { expected, .. }) => assert_eq!(expected, hit.file.sha256),
+            Err(Error::ChecksumMismatch {
+                expected, outcome, ..
+            }) => {
+                assert_eq!(expected, hit.file.sha256);
+                assert!(outcome.contains("all 1 chunks were corrupt"), "{outcome}");
+            }
             other => panic!("expected a checksum mismatch, got {other:?}"),
         }
         let hit = &client.lookup("grown.txt").await.unwrap()[0];
         let err = get(hit, into.path()).await.unwrap_err().to_string();
         assert!(err.contains("changed after it was registered"), "{err}");
 
-        let left: Vec<_> = std::fs::read_dir(into.path()).unwrap().collect();
-        assert!(left.is_empty(), "nothing may be left behind: {left:?}");
+        // Nothing under a final name; corrupt chunks are forgotten, not kept as good.
+        let left: Vec<String> = std::fs::read_dir(into.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| n.starts_with('.')), "{left:?}");
+        assert!(!into.path().join("same-size.txt").exists());
+        assert!(!into.path().join("grown.txt").exists());
     });
 }
 

@@ -34,8 +34,8 @@ pub struct Downloaded {
     pub already_there: bool,
     /// Bytes an earlier, interrupted download had already fetched.
     pub resumed: u64,
-    /// Peers that sent data.
-    pub peers: usize,
+    /// Peer IDs of the peers that sent data.
+    pub peers: Vec<u64>,
     /// Bytes fetched twice: bad chunks, and end-game duplicates.
     pub refetched: u64,
 }
@@ -102,7 +102,7 @@ pub async fn fetch(job: Job) -> Result<Downloaded> {
         "downloaded {name} ({} bytes, {} resumed) from {} peer(s) in {:.3}s",
         downloaded.size,
         downloaded.resumed,
-        downloaded.peers,
+        downloaded.peers.len(),
         downloaded.elapsed.as_secs_f64()
     );
     Ok(downloaded)

@@ -14,7 +14,10 @@ const MIN_BLOCK: usize = 16 * 1024;
 /// or `0`, `none`, `unlimited`. Returns bytes per second, 0 meaning no limit.
 pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
     let text = text.trim();
-    if matches!(text.to_lowercase().as_str(), "0" | "none" | "unlimited" | "off" | "") {
+    if matches!(
+        text.to_lowercase().as_str(),
+        "0" | "none" | "unlimited" | "off" | ""
+    ) {
         return Ok(0);
     }
     let amount = text.strip_suffix("/s").unwrap_or(text).trim();
@@ -136,7 +139,10 @@ mod tests {
         let limit = RateLimit::new(1_000_000);
         // A megabyte at once at a megabyte per second: about a second of debt.
         let wait = limit.delay(1_000_000);
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_millis(1000), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_millis(1000),
+            "{wait:?}"
+        );
         assert_eq!(limit.block(1 << 18), 50_000);
         limit.set(0);
         assert_eq!(limit.delay(1_000_000), Duration::ZERO);

@@ -28,7 +28,10 @@ pub async fn ping(addr: SocketAddr, limits: crate::protocol::Limits) -> Result<D
     use crate::error::Error;
     use crate::protocol::{self, Connection, PeerRequest, PeerResponse};
     let mut conn = Connection::connect(addr, limits).await?;
-    conn.send(&PeerRequest::Hello { version: protocol::VERSION }).await?;
+    conn.send(&PeerRequest::Hello {
+        version: protocol::VERSION,
+    })
+    .await?;
     if !matches!(conn.recv_reply().await?, PeerResponse::Welcome { .. }) {
         return Err(Error::msg(format!("{addr} did not say hello")));
     }
@@ -36,7 +39,9 @@ pub async fn ping(addr: SocketAddr, limits: crate::protocol::Limits) -> Result<D
     conn.send(&PeerRequest::Ping {}).await?;
     match conn.recv_reply().await? {
         PeerResponse::Pong {} => Ok(started.elapsed()),
-        other => Err(Error::Malformed(format!("{addr} answered a ping with {other:?}"))),
+        other => Err(Error::Malformed(format!(
+            "{addr} answered a ping with {other:?}"
+        ))),
     }
 }
 

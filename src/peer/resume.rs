@@ -31,7 +31,12 @@ mod bits {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bits: &[bool], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&bits.iter().map(|&b| if b { '1' } else { '0' }).collect::<String>())
+        s.serialize_str(
+            &bits
+                .iter()
+                .map(|&b| if b { '1' } else { '0' })
+                .collect::<String>(),
+        )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<bool>, D::Error> {

@@ -94,7 +94,10 @@ impl Scheduler {
     fn next_run(&mut self) -> Option<std::ops::Range<u64>> {
         if let Some(start) = self.chunks.iter().position(|c| *c == Chunk::Pending) {
             let mut end = start;
-            while end < self.chunks.len() && self.chunks[end] == Chunk::Pending && ((end - start) as u64) < self.run {
+            while end < self.chunks.len()
+                && self.chunks[end] == Chunk::Pending
+                && ((end - start) as u64) < self.run
+            {
                 self.chunks[end] = Chunk::InFlight(1);
                 end += 1;
             }
@@ -147,6 +150,8 @@ struct Shared {
     verify_chunks: bool,
     scheduler: Mutex<Scheduler>,
     pool: Mutex<Vec<Vec<u8>>>,
+    /// Peers that delivered at least one chunk.
+    contributors: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl Shared {
@@ -161,7 +166,10 @@ impl Shared {
     }
 
     fn recycle(&self, buf: Vec<u8>) {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buf);
     }
 
     fn scheduler(&self) -> std::sync::MutexGuard<'_, Scheduler> {
@@ -192,7 +200,8 @@ pub fn run(job: Job) -> Result<Downloaded> {
     let started = Instant::now();
     let file_name = safe_file_name(&job.file.name)?;
     let dir = job.dir.clone();
-    std::fs::create_dir_all(&dir).context(|| format!("cannot use the downloads folder {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .context(|| format!("cannot use the downloads folder {}", dir.display()))?;
     let size = job.file.size;
     let final_path = dir.join(&file_name);
     if same_content(&final_path, &job.file.sha256, size) {
@@ -202,7 +211,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
             elapsed: started.elapsed(),
             already_there: true,
             resumed: 0,
-            peers: 0,
+            peers: Vec::new(),
             refetched: 0,
         });
     }
@@ -221,11 +230,16 @@ pub fn run(job: Job) -> Result<Downloaded> {
             dir.display()
         )));
     }
-    part.set_len(size).context(|| format!("making room for {file_name}"))?;
+    part.set_len(size)
+        .context(|| format!("making room for {file_name}"))?;
     let chunk_size = protocol::chunk_size(size);
     let count = protocol::chunk_count(size);
-    let resume = ResumeState::load(&state_path, &job.file).unwrap_or_else(|| ResumeState::fresh(&job.file));
-    let resumed_bytes: u64 = (0..count).filter(|&i| resume.received[i as usize]).map(|i| (size - i * chunk_size).min(chunk_size)).sum();
+    let resume =
+        ResumeState::load(&state_path, &job.file).unwrap_or_else(|| ResumeState::fresh(&job.file));
+    let resumed_bytes: u64 = (0..count)
+        .filter(|&i| resume.received[i as usize])
+        .map(|i| (size - i * chunk_size).min(chunk_size))
+        .sum();
     job.status.total.store(size, Ordering::Relaxed);
     job.status.done.store(resumed_bytes, Ordering::Relaxed);
     (job.progress)(resumed_bytes);
@@ -247,6 +261,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
             run: if verify_chunks { RUN } else { u64::MAX },
         }),
         pool: Mutex::new(Vec::new()),
+        contributors: Mutex::default(),
         job,
     });
     let (to_sequencer, from_workers) = mpsc::channel::<(u64, Option<Vec<u8>>)>();
@@ -265,30 +280,48 @@ pub fn run(job: Job) -> Result<Downloaded> {
             std::thread::spawn(move || {
                 shared.job.status.peers.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = work(&shared, &hit, conn, &to_sequencer) {
-                    failures.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{}: {e}", peer_name(&hit)));
+                    failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(format!("{}: {e}", peer_name(&hit)));
                 }
                 shared.job.status.peers.fetch_sub(1, Ordering::Relaxed);
             })
         })
         .collect();
-    let peers = workers.len();
     drop(to_sequencer);
     for worker in workers {
         let _ = worker.join();
     }
-    let (hashed, digest) = sequencer.join().map_err(|_| Error::msg("the hashing thread failed"))??;
+    let (hashed, digest) = sequencer
+        .join()
+        .map_err(|_| Error::msg("the hashing thread failed"))??;
     let status = &shared.job.status;
     let complete = shared.scheduler().all_done();
     if shared.job.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
     if !complete {
-        let failures = failures.lock().unwrap_or_else(|e| e.into_inner()).join("; ");
+        let failures = failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("; ");
+        let done = status.done.load(Ordering::Relaxed);
+        if done == 0 {
+            // Nothing to resume from: leave nothing behind.
+            drop(shared.part.unlock());
+            let _ = std::fs::remove_file(&part_path);
+            let _ = std::fs::remove_file(&state_path);
+            return Err(Error::msg(format!(
+                "cannot download {}: {failures}",
+                shared.job.file.name
+            )));
+        }
         return Err(Error::msg(format!(
-            "{} stopped at {} of {} bytes ({failures}); what arrived is kept: run get again to resume",
+            "{} stopped at {} of {} ({failures}); what arrived is kept: run get again to resume",
             shared.job.file.name,
-            status.done.load(Ordering::Relaxed),
-            size
+            indicatif::HumanBytes(done),
+            indicatif::HumanBytes(size)
         )));
     }
     let digest = digest.expect("a complete transfer is fully hashed");
@@ -305,7 +338,13 @@ pub fn run(job: Job) -> Result<Downloaded> {
         elapsed: started.elapsed(),
         already_there,
         resumed: resumed_bytes,
-        peers,
+        peers: shared
+            .contributors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect(),
         refetched: status.refetched.load(Ordering::Relaxed),
     })
 }
@@ -329,7 +368,9 @@ fn connect_all(job: &Job) -> Result<(Vec<(Hit, Connection)>, Vec<[u8; 32]>)> {
     let mut connected = Vec::new();
     let mut errors = Vec::new();
     for attempt in attempts {
-        let (hit, conn, rtt) = attempt.join().map_err(|_| Error::msg("a connecting thread failed"))?;
+        let (hit, conn, rtt) = attempt
+            .join()
+            .map_err(|_| Error::msg("a connecting thread failed"))?;
         match conn {
             Ok(conn) => connected.push((rtt, hit, conn)),
             Err(e) => errors.push(format!("{}: {e}", peer_name(&hit))),
@@ -347,7 +388,13 @@ fn connect_all(job: &Job) -> Result<(Vec<(Hit, Connection)>, Vec<[u8; 32]>)> {
         }
     }
     match digests {
-        Some(digests) => Ok((connected.into_iter().map(|(_, hit, conn)| (hit, conn)).collect(), digests)),
+        Some(digests) => Ok((
+            connected
+                .into_iter()
+                .map(|(_, hit, conn)| (hit, conn))
+                .collect(),
+            digests,
+        )),
         None if errors.len() == 1 && job.sources.len() == 1 => Err(Error::msg(errors.remove(0))),
         None => Err(Error::msg(format!(
             "no peer sharing {} could be used: {}",
@@ -362,26 +409,40 @@ async fn hello(hit: &Hit, limits: Limits) -> Result<Connection> {
     let mut conn = Connection::connect(hit.addr, limits)
         .await
         .map_err(|e| Error::msg(format!("unreachable: {e}")))?;
-    conn.send(&PeerRequest::Hello { version: protocol::VERSION }).await?;
+    conn.send(&PeerRequest::Hello {
+        version: protocol::VERSION,
+    })
+    .await?;
     match conn.recv_reply().await? {
         PeerResponse::Welcome { .. } => Ok(conn),
         PeerResponse::Error { message, .. } => Err(Error::msg(format!("refused us: {message}"))),
-        other => Err(Error::Malformed(format!("{peer} answered out of turn: {other:?}"))),
+        other => Err(Error::Malformed(format!(
+            "{peer} answered out of turn: {other:?}"
+        ))),
     }
 }
 
 /// The peer's chunk list for `file`, checked against the index's.
 async fn chunk_list(conn: &mut Connection, file: &FileEntry) -> Result<Vec<[u8; 32]>> {
-    conn.send(&PeerRequest::Chunks { name: file.name.clone() }).await?;
+    conn.send(&PeerRequest::Chunks {
+        name: file.name.clone(),
+    })
+    .await?;
     let count = match conn.recv_reply().await? {
-        PeerResponse::ChunkList { size, count } if size == file.size && count == protocol::chunk_count(size) => count,
+        PeerResponse::ChunkList { size, count }
+            if size == file.size && count == protocol::chunk_count(size) =>
+        {
+            count
+        }
         PeerResponse::ChunkList { size, .. } => {
             return Err(Error::msg(format!(
                 "its copy of {} is {size} bytes but the index says {}: it changed after it was registered",
                 file.name, file.size
             )));
         }
-        PeerResponse::Error { message, .. } => return Err(Error::msg(format!("refused: {message}"))),
+        PeerResponse::Error { message, .. } => {
+            return Err(Error::msg(format!("refused: {message}")));
+        }
         other => return Err(Error::Malformed(format!("answered out of turn: {other:?}"))),
     };
     let raw = conn.recv_raw(count as usize * 32).await?;
@@ -396,25 +457,43 @@ async fn chunk_list(conn: &mut Connection, file: &FileEntry) -> Result<Vec<[u8; 
 }
 
 /// One peer's worker: fetch runs until none are left or the peer fails.
-fn work(shared: &Shared, hit: &Hit, mut conn: Connection, to_sequencer: &mpsc::Sender<(u64, Option<Vec<u8>>)>) -> Result<()> {
+fn work(
+    shared: &Shared,
+    hit: &Hit,
+    mut conn: Connection,
+    to_sequencer: &mpsc::Sender<(u64, Option<Vec<u8>>)>,
+) -> Result<()> {
     let size = shared.job.file.size;
     loop {
         if shared.job.cancel.is_cancelled() {
             return Ok(());
         }
-        let Some(run) = shared.scheduler().next_run() else { return Ok(()) };
+        let Some(run) = shared.scheduler().next_run() else {
+            return Ok(());
+        };
         let offset = run.start * shared.chunk_size;
         let length = (run.end * shared.chunk_size).min(size) - offset;
-        let request = PeerRequest::Get { name: shared.job.file.name.clone(), offset, length: Some(length) };
+        let request = PeerRequest::Get {
+            name: shared.job.file.name.clone(),
+            offset,
+            length: Some(length),
+        };
         let answer = smol::block_on(async {
             conn.send(&request).await?;
             conn.recv_reply::<PeerResponse>().await
         });
         match answer {
-            Ok(PeerResponse::Sending { size: now, offset: o, length: l }) if now == size && o == offset && l == length => {}
+            Ok(PeerResponse::Sending {
+                size: now,
+                offset: o,
+                length: l,
+            }) if now == size && o == offset && l == length => {}
             Ok(PeerResponse::Sending { size: now, .. }) => {
                 shared.scheduler().give_back(run);
-                return Err(Error::msg(format!("its copy is now {now} bytes, not {size}")));
+                return Err(Error::msg(format!(
+                    "its copy is now {now} bytes but the index says {size}: it changed after it \
+                     was registered; try another peer"
+                )));
             }
             Ok(PeerResponse::Error { message, .. }) => {
                 shared.scheduler().give_back(run);
@@ -447,11 +526,21 @@ fn work(shared: &Shared, hit: &Hit, mut conn: Connection, to_sequencer: &mpsc::S
                 shared.scheduler().give_back(i..run.end);
                 return Err(e);
             }
-            if shared.verify_chunks && Sha256::digest(&buf[..len]).as_slice() != shared.digests[i as usize] {
+            if shared.verify_chunks
+                && Sha256::digest(&buf[..len]).as_slice() != shared.digests[i as usize]
+            {
                 shared.recycle(buf);
-                shared.job.status.refetched.fetch_add(len as u64, Ordering::Relaxed);
+                shared
+                    .job
+                    .status
+                    .refetched
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 shared.scheduler().give_back(i..run.end);
-                warn!("{} sent a bad chunk {i} of {}; dropping it", peer_name(hit), shared.job.file.name);
+                warn!(
+                    "{} sent a bad chunk {i} of {}; dropping it",
+                    peer_name(hit),
+                    shared.job.file.name
+                );
                 return Err(Error::msg(format!("sent a corrupt chunk ({i})")));
             }
             shared
@@ -459,10 +548,23 @@ fn work(shared: &Shared, hit: &Hit, mut conn: Connection, to_sequencer: &mpsc::S
                 .write_all_at(&buf[..len], i * shared.chunk_size)
                 .context(|| format!("writing {}", shared.job.file.name))?;
             if shared.scheduler().complete(i) {
-                shared.job.status.done.fetch_add(len as u64, Ordering::Relaxed);
+                shared
+                    .job
+                    .status
+                    .done
+                    .fetch_add(len as u64, Ordering::Relaxed);
+                shared
+                    .contributors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(hit.peer_id);
                 let _ = to_sequencer.send((i, Some(buf)));
             } else {
-                shared.job.status.refetched.fetch_add(len as u64, Ordering::Relaxed);
+                shared
+                    .job
+                    .status
+                    .refetched
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 shared.recycle(buf);
             }
         }
@@ -472,7 +574,10 @@ fn work(shared: &Shared, hit: &Hit, mut conn: Connection, to_sequencer: &mpsc::S
             }
             conn = smol::block_on(hello(hit, limits))?;
         } else {
-            conn = Connection::new(Async::new(socket).context(|| "resuming the connection".into())?, limits)?;
+            conn = Connection::new(
+                Async::new(socket).context(|| "resuming the connection".into())?,
+                limits,
+            )?;
         }
     }
 }
@@ -491,7 +596,12 @@ fn receive(socket: &mut std::net::TcpStream, buf: &mut [u8], shared: &Shared) ->
                 limit.throttle(n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(Error::Timeout("waiting for data: the peer stalled".into()));
             }
             Err(e) => return Err(Error::io("receiving", e)),
@@ -515,6 +625,7 @@ fn sequence(
     let mut stash: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
     let mut stashed = 0u64;
     let mut last_save = Instant::now();
+    let mut dirty = false;
     let mut scratch = Vec::new();
     loop {
         // Hash every chunk now available in order: from the stash, or from disk when it
@@ -546,11 +657,19 @@ fn sequence(
             }
             next += 1;
         }
-        if last_save.elapsed() >= SAVE_EVERY {
+        if dirty && last_save.elapsed() >= SAVE_EVERY {
             resume.save(state_path, shared.scheduler().received(), next, &hasher);
             last_save = Instant::now();
+            dirty = false;
         }
-        let Ok((i, buf)) = from_workers.recv() else { break };
+        // Wake up now and then even when no chunk comes (a stalled peer), so that what
+        // did arrive is recorded before anything can kill us.
+        let (i, buf) = match from_workers.recv_timeout(SAVE_EVERY) {
+            Ok(message) => message,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        dirty = true;
         let keep = buf.filter(|_| stashed + shared.chunk_len(i) <= STASH);
         if keep.is_some() {
             stashed += shared.chunk_len(i);
@@ -559,7 +678,10 @@ fn sequence(
     }
     resume.save(state_path, shared.scheduler().received(), next, &hasher);
     let digest = (next == count).then(|| to_hex(&hasher.finalize()));
-    debug!("hashed {next} of {count} chunks of {}", shared.job.file.name);
+    debug!(
+        "hashed {next} of {count} chunks of {}",
+        shared.job.file.name
+    );
     Ok((next, digest))
 }
 
@@ -572,7 +694,10 @@ fn locate_damage(shared: &Shared, state_path: &Path, _hashed: u64, digest: &str)
     let mut bad = 0;
     for i in 0..count {
         let len = shared.chunk_len(i) as usize;
-        let ok = shared.part.read_exact_at(&mut buf[..len], i * shared.chunk_size).is_ok()
+        let ok = shared
+            .part
+            .read_exact_at(&mut buf[..len], i * shared.chunk_size)
+            .is_ok()
             && Sha256::digest(&buf[..len]).as_slice() == shared.digests[i as usize];
         if !ok {
             received[i as usize] = false;
@@ -582,18 +707,18 @@ fn locate_damage(shared: &Shared, state_path: &Path, _hashed: u64, digest: &str)
     let mut resume = ResumeState::fresh(&shared.job.file);
     resume.save(state_path, received, 0, &Sha256::new());
     let peers: Vec<String> = shared.job.sources.iter().map(peer_name).collect();
-    if bad == 0 {
-        return Error::ChecksumMismatch {
-            name: shared.job.file.name.clone(),
-            peer: peers.join(", "),
-            expected: shared.job.file.sha256.clone(),
-            actual: digest.to_owned(),
-        };
+    let outcome = match bad {
+        0 => "every chunk matches the peer's chunk list, so the index's checksum is wrong; nothing was kept".to_owned(),
+        bad if bad == count => format!("all {count} chunks were corrupt and were discarded"),
+        bad => format!(
+            "{bad} of {count} chunks were corrupt and were discarded; the good ones are kept, so `get` again (from another peer) fetches only those"
+        ),
+    };
+    Error::ChecksumMismatch {
+        name: shared.job.file.name.clone(),
+        peer: peers.join(", "),
+        expected: shared.job.file.sha256.clone(),
+        actual: digest.to_owned(),
+        outcome,
     }
-    Error::msg(format!(
-        "{} from {} failed its SHA-256: {bad} of {count} chunks were corrupt and were discarded; \
-         the good chunks are kept, so `get` again (from another peer) fetches only those",
-        shared.job.file.name,
-        peers.join(", ")
-    ))
 }

@@ -27,7 +27,7 @@ use crate::peer::{self, Sharing, SharingSettings};
 use crate::protocol::Hit;
 use crate::runtime;
 use commands::{Command, Direction};
-use services::{Serving, Services};
+use services::{Services, Serving};
 use transfers::Transfers;
 
 /// Whether the shell goes on after a command.
@@ -231,7 +231,11 @@ impl Shell {
             return Ok(());
         }
         let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
-        let rtts = if rtt { self.ping_all(&hits).await } else { Default::default() };
+        let rtts = if rtt {
+            self.ping_all(&hits).await
+        } else {
+            Default::default()
+        };
         println!("{}", render::hits(&hits, rtt.then_some(&rtts)));
         let files = if hits.len() == 1 { "file" } else { "files" };
         let sharers = if peers.len() == 1 { "peer" } else { "peers" };
@@ -244,7 +248,13 @@ impl Shell {
         Ok(())
     }
 
-    async fn get(&mut self, name: &str, peer: Option<u64>, background: bool, cancel: Cancel) -> Result<()> {
+    async fn get(
+        &mut self,
+        name: &str,
+        peer: Option<u64>,
+        background: bool,
+        cancel: Cancel,
+    ) -> Result<()> {
         let hits = self.client().await?.lookup(name).await?;
         let sources = download::sources(name, peer, hits)?;
         let status = Arc::new(Status::default());
@@ -265,10 +275,18 @@ impl Shell {
             sources,
             dir: self.config.peer.downloads.clone(),
             limits: self.config.limits(),
-            cancel: if background { Cancel::default() } else { cancel },
+            cancel: if background {
+                Cancel::default()
+            } else {
+                cancel
+            },
             bandwidth: self.download.clone(),
             status,
-            progress: if background { Arc::new(|_| {}) } else { progress },
+            progress: if background {
+                Arc::new(|_| {})
+            } else {
+                progress
+            },
         };
         if background {
             let id = self.transfers.start(job);
@@ -292,13 +310,22 @@ impl Shell {
         if done.refetched > 0 {
             extras.push_str(&format!(", {} fetched again", render::size(done.refetched)));
         }
+        let from = match done.peers.as_slice() {
+            [] => "nothing new".to_owned(),
+            [one] => format!("from peer {one}"),
+            many => format!(
+                "from peers {}",
+                many.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         println!(
-            "saved {} ({}, sha256 ok, {} from {} peer{}{extras})",
+            "saved {} ({}, sha256 ok, {} {from}{extras})",
             done.path.display(),
             render::size(done.size),
             render::rate(done.size - done.resumed, done.elapsed),
-            done.peers,
-            if done.peers == 1 { "" } else { "s" },
         );
         Ok(())
     }
@@ -323,7 +350,11 @@ impl Shell {
             .find(|p| p.peer_id == peer)
             .ok_or_else(|| Error::msg(format!("peer {peer} is not registered (see `peers`)")))?;
         let rtt = peer::ping(info.addr, self.config.limits()).await?;
-        println!("peer {peer} ({}): rtt {:.2} ms", info.addr, rtt.as_secs_f64() * 1e3);
+        println!(
+            "peer {peer} ({}): rtt {:.2} ms",
+            info.addr,
+            rtt.as_secs_f64() * 1e3
+        );
         Ok(())
     }
 

@@ -48,7 +48,15 @@ fn table(header: &[&str], right_aligned: &[usize]) -> Table {
 
 /// Search results, with each peer's round-trip time when given.
 pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
-    let mut header = vec!["Peer ID", "Host", "Port", "File", "Size", "SHA-256", "Shared at"];
+    let mut header = vec![
+        "Peer ID",
+        "Host",
+        "Port",
+        "File",
+        "Size",
+        "SHA-256",
+        "Shared at",
+    ];
     if rtts.is_some() {
         header.push("RTT");
     }

@@ -65,7 +65,12 @@ impl Transfers {
 
     /// Stop every background download (keeping what arrived, for a resume).
     pub fn cancel_all(&self) {
-        for entry in self.entries.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for entry in self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             entry.cancel.cancel();
         }
     }
@@ -83,7 +88,11 @@ impl Transfers {
         for e in entries.iter() {
             let total = e.status.total.load(Ordering::Relaxed);
             let done = e.status.done.load(Ordering::Relaxed);
-            let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+            let percent = if total == 0 {
+                100.0
+            } else {
+                done as f64 * 100.0 / total as f64
+            };
             let outcome = e.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
             table.add_row(vec![
                 e.id.to_string(),
