@@ -110,3 +110,56 @@ impl ResumeState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sha2::Digest;
+
+    use super::*;
+
+    fn entry(size: u64) -> FileEntry {
+        FileEntry {
+            name: "f".into(),
+            size,
+            sha256: "1".repeat(64),
+            chunks: "2".repeat(64),
+        }
+    }
+
+    #[test]
+    fn the_hash_state_continues_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.state");
+        let file = entry(5 << 30);
+        let mut state = ResumeState::fresh(&file);
+        let mut hasher = Sha256::new();
+        hasher.update(b"first half, ");
+        let mut received = vec![false; state.received.len()];
+        received[0] = true;
+        state.save(&path, received, 1, &hasher);
+
+        let loaded = ResumeState::load(&path, &file).expect("the state fits the file");
+        assert_eq!(loaded.hashed, 1);
+        assert!(loaded.received[0] && !loaded.received[1]);
+        let mut resumed = loaded.hasher();
+        resumed.update(b"second half");
+        assert_eq!(
+            resumed.finalize(),
+            Sha256::digest(b"first half, second half")
+        );
+    }
+
+    #[test]
+    fn a_state_for_other_contents_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.state");
+        let file = entry(10 << 20);
+        let mut state = ResumeState::fresh(&file);
+        state.save(&path, vec![true; 10], 10, &Sha256::new());
+        let mut other = file.clone();
+        other.sha256 = "3".repeat(64);
+        assert!(ResumeState::load(&path, &other).is_none());
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(ResumeState::load(&path, &file).is_none());
+    }
+}

@@ -232,3 +232,29 @@ fn send_range(
     }
     Ok(socket)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sparse file past 4 GiB: the bytes at a 64-bit offset arrive intact.
+    #[test]
+    fn ranges_beyond_four_gib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.bin");
+        let file = File::create(&path).unwrap();
+        let offset = (5u64 << 30) + 12345;
+        file.set_len(offset + 4096).unwrap();
+        let marker: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        std::os::unix::fs::FileExt::write_all_at(&file, &marker, offset).unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut receiver, _) = listener.accept().unwrap();
+        let file = File::open(&path).unwrap();
+        let limit = RateLimit::new(0);
+        send_range(file, sender, offset, 4096, &limit).unwrap();
+        let mut got = vec![0; 4096];
+        receiver.read_exact(&mut got).unwrap();
+        assert_eq!(got, marker);
+    }
+}

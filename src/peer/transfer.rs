@@ -722,3 +722,49 @@ fn locate_damage(shared: &Shared, state_path: &Path, _hashed: u64, digest: &str)
         outcome,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_arithmetic_holds_past_four_gib() {
+        let size = (6u64 << 30) + 3;
+        let chunk = protocol::chunk_size(size);
+        let count = protocol::chunk_count(size);
+        assert!(count <= protocol::MAX_CHUNKS);
+        assert_eq!((count - 1) * chunk + (size - (count - 1) * chunk), size);
+        // The last chunk starts past 4 GiB and is the short remainder.
+        assert!((count - 1) * chunk > u32::MAX as u64);
+        assert_eq!(size - (count - 1) * chunk, 3);
+    }
+
+    #[test]
+    fn the_end_game_duplicates_only_what_is_in_flight() {
+        let mut s = Scheduler {
+            chunks: vec![Chunk::Pending; 6],
+            run: 4,
+        };
+        assert_eq!(s.next_run(), Some(0..4));
+        assert_eq!(s.next_run(), Some(4..6));
+        // Nothing pending: a second peer duplicates a chunk still in flight.
+        assert_eq!(s.next_run(), Some(0..1));
+        assert!(s.complete(0));
+        assert!(!s.complete(0), "the slower copy is not counted twice");
+        s.give_back(1..4);
+        assert_eq!(s.next_run(), Some(1..4));
+        for i in 1..6 {
+            s.complete(i);
+        }
+        assert!(s.all_done());
+        assert_eq!(s.next_run(), None);
+    }
+
+    #[test]
+    fn part_names_stay_short() {
+        let long = "é".repeat(120);
+        let name = part_name(&long, &"a".repeat(64));
+        assert!(name.len() + ".state.tmp".len() <= 255, "{}", name.len());
+        assert!(name.ends_with(".aaaaaaaaaaaaaaaa.napster-part"));
+    }
+}
