@@ -68,6 +68,7 @@ fn files(peer: usize, generation: u64) -> Vec<FileEntry> {
             name: format!("peer{peer:04}-gen{generation}-track{k:02}.ogg"),
             size: (peer * 1000 + k) as u64,
             sha256: format!("{:064x}", peer * 1000 + k),
+            chunks: format!("{:064x}", peer * 1000 + k + 1),
         })
         .collect()
 }

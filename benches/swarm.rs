@@ -44,13 +44,16 @@ impl Drop for Process {
 fn start(dir: &Path, config: &str, script: &str, needle: &str) -> (Process, String) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("napster.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_napster"))
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting napster");
+    let mut process = Process(
+        Command::new(env!("CARGO_BIN_EXE_napster"))
+            .current_dir(dir)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting napster"),
+    );
+    let child = &mut process.0;
     child
         .stdin
         .take()
@@ -61,7 +64,7 @@ fn start(dir: &Path, config: &str, script: &str, needle: &str) -> (Process, Stri
     for line in lines {
         let line = line.unwrap();
         if line.contains(needle) {
-            return (Process(child), line);
+            return (process, line);
         }
     }
     panic!("napster in {} never printed {needle:?}", dir.display());

@@ -34,7 +34,12 @@ impl IndexClient {
                     theirs: version,
                 });
             }
-            IndexResponse::Error { code, message } => return Err(Error::Remote { code, message }),
+            IndexResponse::Error { code, message } => {
+                return Err(Error::Remote {
+                    code,
+                    message: protocol::clean_text(&message),
+                });
+            }
             other => {
                 return Err(Error::Malformed(format!(
                     "unexpected answer to hello: {other:?}"
@@ -63,7 +68,10 @@ impl IndexClient {
     pub async fn request(&mut self, request: &IndexRequest) -> Result<IndexResponse> {
         self.conn.send(request).await?;
         match self.conn.recv_reply().await? {
-            IndexResponse::Error { code, message } => Err(Error::Remote { code, message }),
+            IndexResponse::Error { code, message } => Err(Error::Remote {
+                code,
+                message: protocol::clean_text(&message),
+            }),
             response => Ok(response),
         }
     }

@@ -75,7 +75,7 @@ pub enum Error {
         outcome: String,
     },
     /// The user pressed Ctrl-C or the process is shutting down.
-    #[error("cancelled")]
+    #[error("cancelled (a download keeps what arrived: `get` it again to resume)")]
     Cancelled,
     /// Any other failure, already worded for the user.
     #[error("{0}")]

@@ -75,6 +75,7 @@ pub fn chunk_count(size: u64) -> u64 {
 
 /// One shared file as a peer announces it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileEntry {
     /// Path relative to the shared folder, `/`-separated.
     pub name: String,
@@ -89,6 +90,7 @@ pub struct FileEntry {
 
 /// One search result: a file and the peer that shares it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hit {
     /// Peer ID assigned by the index.
     pub peer_id: u64,
@@ -102,6 +104,7 @@ pub struct Hit {
 
 /// One registered peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PeerInfo {
     /// Peer ID assigned by the index.
     pub peer_id: u64,
@@ -354,6 +357,20 @@ pub fn check_entry(entry: &FileEntry) -> Result<()> {
     Ok(())
 }
 
+/// Untrusted text (an error message from the other side) made safe to print: control
+/// characters (terminal escapes) removed, at most [`MAX_TEXT`] bytes.
+pub fn clean_text(text: &str) -> String {
+    let mut clean = String::new();
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if clean.len() + c.len_utf8() > MAX_TEXT {
+            clean.push('…');
+            break;
+        }
+        clean.push(c);
+    }
+    clean
+}
+
 /// A prefix of untrusted text short enough to quote in a message.
 pub fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
@@ -370,7 +387,7 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 
 /// Decode a frame's body.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| Error::Malformed(e.to_string()))
+    serde_json::from_slice(body).map_err(|e| Error::Malformed(clean_text(&e.to_string())))
 }
 
 /// A connection speaking frames, with the limits it enforces.

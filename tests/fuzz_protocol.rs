@@ -23,8 +23,20 @@ fn decode_all(bytes: &[u8]) {
 /// JSON-shaped noise: the decoders' deeper paths, not just "not JSON".
 fn jsonish() -> impl Strategy<Value = String> {
     let types = prop::sample::select(vec![
-        "hello", "register", "add_files", "remove_files", "unregister", "search", "lookup",
-        "peers", "ping", "get", "sending", "welcome", "error", "results",
+        "hello",
+        "register",
+        "add_files",
+        "remove_files",
+        "unregister",
+        "search",
+        "lookup",
+        "peers",
+        "ping",
+        "get",
+        "sending",
+        "welcome",
+        "error",
+        "results",
     ]);
     let value = prop_oneof![
         any::<i64>().prop_map(|n| n.to_string()),
@@ -39,7 +51,7 @@ fn jsonish() -> impl Strategy<Value = String> {
     ];
     let field = prop::sample::select(vec![
         "version", "port", "token", "files", "names", "pattern", "name", "offset", "length",
-        "size", "sha256", "code", "message", "extra",
+        "size", "sha256", "chunks", "count", "code", "message", "extra",
     ]);
     (types, prop::collection::vec((field, value), 0..5)).prop_map(|(t, fields)| {
         let mut s = format!("{{\"type\":\"{t}\"");
@@ -86,8 +98,8 @@ proptest! {
     }
 
     #[test]
-    fn entries_round_trip(name in "[a-z0-9 ._-]{1,30}(/[a-z0-9._-]{1,10}){0,2}", size in 0u64..=i64::MAX as u64, sha in "[0-9a-f]{64}") {
-        let entry = FileEntry { name, size, sha256: sha };
+    fn entries_round_trip(name in "[a-z0-9 ._-]{1,30}(/[a-z0-9._-]{1,10}){0,2}", size in 0u64..=i64::MAX as u64, sha in "[0-9a-f]{64}", chunks in "[0-9a-f]{64}") {
+        let entry = FileEntry { name, size, sha256: sha, chunks };
         let message = IndexRequest::AddFiles { files: vec![entry] };
         let frame = encode(&message);
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
@@ -127,7 +139,8 @@ fn live_index() -> SocketAddr {
             let (trigger, shutdown) = napster::runtime::shutdown_pair();
             let store = Arc::new(napster::index::MemoryStore::new());
             let settings = napster::index::Settings::default();
-            napster::runtime::spawn(napster::index::run(listener, store, settings, shutdown)).detach();
+            napster::runtime::spawn(napster::index::run(listener, store, settings, shutdown))
+                .detach();
             (addr, trigger)
         })
         .0

@@ -64,7 +64,8 @@ pub fn safe_file_name(name: &str) -> Result<String> {
     while clean.len() > MAX_FILE_NAME {
         clean.pop();
     }
-    if clean.is_empty() || clean == "." || clean == ".." || clean.ends_with(PART_SUFFIX) {
+    // Names of napster's own part and state files are never download targets.
+    if clean.is_empty() || clean == "." || clean == ".." || clean.contains(PART_SUFFIX) {
         return Err(Error::msg(format!(
             "refusing to save {:?}: no safe file name is left in it",
             protocol::truncate(name)

@@ -1,7 +1,13 @@
 //! What an interrupted download leaves beside its part file: which chunks arrived, and
 //! the SHA-256 state over the chunks already hashed in order, so that a resume neither
 //! fetches nor hashes them again.
+//!
+//! The hash state is trusted only while the part file is exactly as it was when the
+//! state was saved (same length and modification time): after a crash, or if anything
+//! else touched the file, the chunks that arrived are kept but hashed again from disk,
+//! so the whole-file SHA-256 always covers the bytes that take the final name.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +31,21 @@ pub struct ResumeState {
     pub hashed: u64,
     /// The SHA-256 state after `hashed` chunks, hex.
     midstate: String,
+    /// Length and modification time of the part file when this was saved.
+    stamp: String,
+}
+
+/// What identifies the part file's current contents for [`ResumeState`].
+fn stamp(part: &File) -> String {
+    let Ok(meta) = part.metadata() else {
+        return String::new();
+    };
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}:{modified}", meta.len())
 }
 
 mod bits {
@@ -62,13 +83,15 @@ impl ResumeState {
             received: vec![false; protocol::chunk_count(file.size) as usize],
             hashed: 0,
             midstate: to_hex(SerializableState::serialize(&Sha256::default()).as_slice()),
+            stamp: String::new(),
         }
     }
 
-    /// The saved state for `file`, if there is one and it describes this very file.
-    pub fn load(path: &Path, file: &FileEntry) -> Option<Self> {
+    /// The saved state for `file` and its part file `part`, if there is one and it
+    /// describes this very file.
+    pub fn load(path: &Path, file: &FileEntry, part: &File) -> Option<Self> {
         let text = std::fs::read_to_string(path).ok()?;
-        let state: ResumeState = serde_json::from_str(&text).ok()?;
+        let mut state: ResumeState = serde_json::from_str(&text).ok()?;
         let fits = state.size == file.size
             && state.sha256 == file.sha256
             && state.chunks == file.chunks
@@ -76,7 +99,16 @@ impl ResumeState {
             && state.hashed <= state.received.len() as u64
             && state.received[..state.hashed as usize].iter().all(|&r| r)
             && state.restore().is_some();
-        fits.then_some(state)
+        if !fits {
+            return None;
+        }
+        if state.stamp != stamp(part) {
+            // Written after the save (a crash) or touched by something else: keep the
+            // chunks, but hash them again from what is on disk.
+            state.hashed = 0;
+            state.midstate = ResumeState::fresh(file).midstate;
+        }
+        Some(state)
     }
 
     fn restore(&self) -> Option<Sha256> {
@@ -94,7 +126,15 @@ impl ResumeState {
 
     /// Record progress; written to a temporary file and renamed, so a crash leaves the
     /// old state or the new one, never half of one.
-    pub fn save(&mut self, path: &Path, received: Vec<bool>, hashed: u64, hasher: &Sha256) {
+    pub fn save(
+        &mut self,
+        path: &Path,
+        part: &File,
+        received: Vec<bool>,
+        hashed: u64,
+        hasher: &Sha256,
+    ) {
+        self.stamp = stamp(part);
         self.received = received;
         self.hashed = hashed;
         self.midstate = to_hex(SerializableState::serialize(hasher).as_slice());
@@ -131,14 +171,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.state");
         let file = entry(5 << 30);
+        let part = File::create(dir.path().join("x.part")).unwrap();
         let mut state = ResumeState::fresh(&file);
         let mut hasher = Sha256::new();
         hasher.update(b"first half, ");
         let mut received = vec![false; state.received.len()];
         received[0] = true;
-        state.save(&path, received, 1, &hasher);
+        state.save(&path, &part, received.clone(), 1, &hasher);
 
-        let loaded = ResumeState::load(&path, &file).expect("the state fits the file");
+        let loaded = ResumeState::load(&path, &file, &part).expect("the state fits the file");
         assert_eq!(loaded.hashed, 1);
         assert!(loaded.received[0] && !loaded.received[1]);
         let mut resumed = loaded.hasher();
@@ -154,12 +195,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.state");
         let file = entry(10 << 20);
+        let part = File::create(dir.path().join("x.part")).unwrap();
         let mut state = ResumeState::fresh(&file);
-        state.save(&path, vec![true; 10], 10, &Sha256::new());
+        state.save(&path, &part, vec![true; 10], 10, &Sha256::new());
         let mut other = file.clone();
         other.sha256 = "3".repeat(64);
-        assert!(ResumeState::load(&path, &other).is_none());
+        assert!(ResumeState::load(&path, &other, &part).is_none());
         std::fs::write(&path, "{ not json").unwrap();
-        assert!(ResumeState::load(&path, &file).is_none());
+        assert!(ResumeState::load(&path, &file, &part).is_none());
     }
 }

@@ -51,8 +51,12 @@ pub struct Status {
     pub done: AtomicU64,
     /// Peers sending right now.
     pub peers: AtomicUsize,
-    /// Bytes fetched again because a peer sent bad data or a duplicate was wasted.
+    /// Bytes that failed their chunk check and were fetched again from another peer.
     pub refetched: AtomicU64,
+    /// Bytes fetched twice in the end game (a slow peer's chunk also asked of a fast one).
+    pub duplicated: AtomicU64,
+    /// Bytes an earlier, interrupted download had already fetched.
+    pub resumed: AtomicU64,
 }
 
 /// One download to run.
@@ -217,6 +221,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
     }
     let part_path = dir.join(part_name(&file_name, &job.file.sha256));
     let state_path = ResumeState::path_for(&part_path);
+    let part_existed = part_path.exists();
     let part = OpenOptions::new()
         .read(true)
         .write(true)
@@ -234,17 +239,33 @@ pub fn run(job: Job) -> Result<Downloaded> {
         .context(|| format!("making room for {file_name}"))?;
     let chunk_size = protocol::chunk_size(size);
     let count = protocol::chunk_count(size);
-    let resume =
-        ResumeState::load(&state_path, &job.file).unwrap_or_else(|| ResumeState::fresh(&job.file));
+    // A state without its part file describes nothing that exists: never trust it.
+    let saved = if part_existed {
+        ResumeState::load(&state_path, &job.file, &part)
+    } else {
+        None
+    };
+    let resume = saved.unwrap_or_else(|| ResumeState::fresh(&job.file));
     let resumed_bytes: u64 = (0..count)
         .filter(|&i| resume.received[i as usize])
         .map(|i| (size - i * chunk_size).min(chunk_size))
         .sum();
     job.status.total.store(size, Ordering::Relaxed);
     job.status.done.store(resumed_bytes, Ordering::Relaxed);
+    job.status.resumed.store(resumed_bytes, Ordering::Relaxed);
     (job.progress)(resumed_bytes);
 
-    let (connections, digests) = connect_all(&job)?;
+    let (connections, digests) = match connect_all(&job) {
+        Ok(found) => found,
+        Err(e) => {
+            if resumed_bytes == 0 {
+                drop(part.unlock());
+                let _ = std::fs::remove_file(&part_path);
+                let _ = std::fs::remove_file(&state_path);
+            }
+            return Err(e);
+        }
+    };
     let verify_chunks = connections.len() > 1;
     let chunks = resume
         .received
@@ -293,7 +314,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
     for worker in workers {
         let _ = worker.join();
     }
-    let (hashed, digest) = sequencer
+    let digest = sequencer
         .join()
         .map_err(|_| Error::msg("the hashing thread failed"))??;
     let status = &shared.job.status;
@@ -326,7 +347,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
     }
     let digest = digest.expect("a complete transfer is fully hashed");
     if digest != shared.job.file.sha256 {
-        return Err(locate_damage(&shared, &state_path, hashed, &digest));
+        return Err(locate_damage(&shared, &part_path, &state_path, &digest));
     }
     drop(shared.part.unlock());
     let (path, already_there) = place(&part_path, &dir, &file_name, &shared.job.file.sha256, size)?;
@@ -349,9 +370,12 @@ pub fn run(job: Job) -> Result<Downloaded> {
     })
 }
 
+/// Peers said hello to, and the verified chunk list.
+type Connected = (Vec<(Hit, Connection)>, Vec<[u8; 32]>);
+
 /// Connect to every source (in parallel), best round-trip first, and fetch a chunk list
 /// that matches the index's.
-fn connect_all(job: &Job) -> Result<(Vec<(Hit, Connection)>, Vec<[u8; 32]>)> {
+fn connect_all(job: &Job) -> Result<Connected> {
     let attempts: Vec<_> = job
         .sources
         .iter()
@@ -415,7 +439,10 @@ async fn hello(hit: &Hit, limits: Limits) -> Result<Connection> {
     .await?;
     match conn.recv_reply().await? {
         PeerResponse::Welcome { .. } => Ok(conn),
-        PeerResponse::Error { message, .. } => Err(Error::msg(format!("refused us: {message}"))),
+        PeerResponse::Error { message, .. } => Err(Error::msg(format!(
+            "refused us: {}",
+            protocol::clean_text(&message)
+        ))),
         other => Err(Error::Malformed(format!(
             "{peer} answered out of turn: {other:?}"
         ))),
@@ -434,14 +461,24 @@ async fn chunk_list(conn: &mut Connection, file: &FileEntry) -> Result<Vec<[u8; 
         {
             count
         }
-        PeerResponse::ChunkList { size, .. } => {
+        PeerResponse::ChunkList { size, .. } if size != file.size => {
             return Err(Error::msg(format!(
                 "its copy of {} is {size} bytes but the index says {}: it changed after it was registered",
                 file.name, file.size
             )));
         }
+        PeerResponse::ChunkList { count, .. } => {
+            return Err(Error::msg(format!(
+                "it announced a chunk list of {count} entries for {}, which has {}",
+                file.name,
+                protocol::chunk_count(file.size)
+            )));
+        }
         PeerResponse::Error { message, .. } => {
-            return Err(Error::msg(format!("refused: {message}")));
+            return Err(Error::msg(format!(
+                "refused: {}",
+                protocol::clean_text(&message)
+            )));
         }
         other => return Err(Error::Malformed(format!("answered out of turn: {other:?}"))),
     };
@@ -488,16 +525,26 @@ fn work(
                 offset: o,
                 length: l,
             }) if now == size && o == offset && l == length => {}
-            Ok(PeerResponse::Sending { size: now, .. }) => {
+            Ok(PeerResponse::Sending { size: now, .. }) if now != size => {
                 shared.scheduler().give_back(run);
                 return Err(Error::msg(format!(
                     "its copy is now {now} bytes but the index says {size}: it changed after it \
                      was registered; try another peer"
                 )));
             }
+            Ok(PeerResponse::Sending {
+                offset: o,
+                length: l,
+                ..
+            }) => {
+                shared.scheduler().give_back(run);
+                return Err(Error::msg(format!(
+                    "it offered {l} bytes at offset {o} when asked for {length} at {offset}"
+                )));
+            }
             Ok(PeerResponse::Error { message, .. }) => {
                 shared.scheduler().give_back(run);
-                return Err(Error::msg(message));
+                return Err(Error::msg(protocol::clean_text(&message)));
             }
             Ok(other) => {
                 shared.scheduler().give_back(run);
@@ -563,7 +610,7 @@ fn work(
                 shared
                     .job
                     .status
-                    .refetched
+                    .duplicated
                     .fetch_add(len as u64, Ordering::Relaxed);
                 shared.recycle(buf);
             }
@@ -610,14 +657,14 @@ fn receive(socket: &mut std::net::TcpStream, buf: &mut [u8], shared: &Shared) ->
     Ok(())
 }
 
-/// Feed chunks to the whole-file hash in order; returns how many chunks were hashed
-/// and, when all were, the hex digest. Saves the resume state as it goes.
+/// Feed chunks to the whole-file hash in order; returns the hex digest when every
+/// chunk was hashed. Saves the resume state as it goes.
 fn sequence(
     shared: &Shared,
     mut resume: ResumeState,
     state_path: &Path,
     from_workers: mpsc::Receiver<(u64, Option<Vec<u8>>)>,
-) -> Result<(u64, Option<String>)> {
+) -> Result<Option<String>> {
     let count = protocol::chunk_count(shared.job.file.size);
     let already: Vec<bool> = resume.received.clone();
     let mut hasher = resume.hasher();
@@ -658,7 +705,13 @@ fn sequence(
             next += 1;
         }
         if dirty && last_save.elapsed() >= SAVE_EVERY {
-            resume.save(state_path, shared.scheduler().received(), next, &hasher);
+            resume.save(
+                state_path,
+                &shared.part,
+                shared.scheduler().received(),
+                next,
+                &hasher,
+            );
             last_save = Instant::now();
             dirty = false;
         }
@@ -676,18 +729,24 @@ fn sequence(
         }
         stash.insert(i, keep);
     }
-    resume.save(state_path, shared.scheduler().received(), next, &hasher);
+    resume.save(
+        state_path,
+        &shared.part,
+        shared.scheduler().received(),
+        next,
+        &hasher,
+    );
     let digest = (next == count).then(|| to_hex(&hasher.finalize()));
     debug!(
         "hashed {next} of {count} chunks of {}",
         shared.job.file.name
     );
-    Ok((next, digest))
+    Ok(digest)
 }
 
 /// The whole file arrived but its SHA-256 is wrong: find the bad chunks with the chunk
 /// list, forget them (keeping the good ones for a resume), and say so.
-fn locate_damage(shared: &Shared, state_path: &Path, _hashed: u64, digest: &str) -> Error {
+fn locate_damage(shared: &Shared, part_path: &Path, state_path: &Path, digest: &str) -> Error {
     let count = protocol::chunk_count(shared.job.file.size);
     let mut buf = vec![0; shared.chunk_size as usize];
     let mut received = vec![true; count as usize];
@@ -704,8 +763,14 @@ fn locate_damage(shared: &Shared, state_path: &Path, _hashed: u64, digest: &str)
             bad += 1;
         }
     }
-    let mut resume = ResumeState::fresh(&shared.job.file);
-    resume.save(state_path, received, 0, &Sha256::new());
+    if bad == 0 {
+        // The index lied about the contents: nothing here is worth resuming.
+        let _ = std::fs::remove_file(part_path);
+        let _ = std::fs::remove_file(state_path);
+    } else {
+        let mut resume = ResumeState::fresh(&shared.job.file);
+        resume.save(state_path, &shared.part, received, 0, &Sha256::new());
+    }
     let peers: Vec<String> = shared.job.sources.iter().map(peer_name).collect();
     let outcome = match bad {
         0 => "every chunk matches the peer's chunk list, so the index's checksum is wrong; nothing was kept".to_owned(),

@@ -30,6 +30,23 @@ use commands::{Command, Direction};
 use services::{Services, Serving};
 use transfers::Transfers;
 
+/// A progress bar that disappears when dropped, however its command ends.
+struct Bar(ProgressBar);
+
+impl std::ops::Deref for Bar {
+    type Target = ProgressBar;
+
+    fn deref(&self) -> &ProgressBar {
+        &self.0
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// Whether the shell goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -182,7 +199,7 @@ impl Shell {
         let bar = self.progress_bar(total, "hashing");
         let progress = bar.clone();
         let share = smol::unblock(move || listing.hash(&move |n| progress.inc(n))).await?;
-        bar.finish_and_clear();
+        drop(bar);
         let settings = SharingSettings {
             host: match self.config.peer.host.as_str() {
                 "" => None,
@@ -258,44 +275,39 @@ impl Shell {
         let hits = self.client().await?.lookup(name).await?;
         let sources = download::sources(name, peer, hits)?;
         let status = Arc::new(Status::default());
-        let bar = self.progress_bar(sources[0].file.size, "downloading");
-        let progress = {
-            let (bar, status) = (bar.clone(), status.clone());
-            let shown = std::sync::atomic::AtomicUsize::new(usize::MAX);
-            Arc::new(move |n: u64| {
-                bar.inc(n);
-                let peers = status.peers.load(std::sync::atomic::Ordering::Relaxed);
-                if shown.swap(peers, std::sync::atomic::Ordering::Relaxed) != peers {
-                    bar.set_message(format!("{peers} peer(s)"));
-                }
-            })
-        };
-        let job = Job {
-            file: sources[0].file.clone(),
+        let file = sources[0].file.clone();
+        let mut job = Job {
+            file: file.clone(),
             sources,
             dir: self.config.peer.downloads.clone(),
             limits: self.config.limits(),
-            cancel: if background {
-                Cancel::default()
-            } else {
-                cancel
-            },
+            cancel,
             bandwidth: self.download.clone(),
-            status,
-            progress: if background {
-                Arc::new(|_| {})
-            } else {
-                progress
-            },
+            status: status.clone(),
+            progress: Arc::new(|_| {}),
         };
         if background {
+            job.cancel = Cancel::default();
             let id = self.transfers.start(job);
             println!("download {id} of {name} runs in the background; `transfers` shows it");
             return Ok(());
         }
-        let done = download::fetch(job).await;
-        bar.finish_and_clear();
-        let done = done?;
+        let bar = self.progress_bar(file.size, &file.name);
+        job.progress = {
+            let bar = bar.clone();
+            let shown = std::sync::atomic::AtomicUsize::new(usize::MAX);
+            let name = file.name.clone();
+            Arc::new(move |n: u64| {
+                bar.inc(n);
+                let peers = status.peers.load(std::sync::atomic::Ordering::Relaxed);
+                if shown.swap(peers, std::sync::atomic::Ordering::Relaxed) != peers {
+                    let s = if peers == 1 { "" } else { "s" };
+                    bar.set_message(format!("{name} from {peers} peer{s}"));
+                }
+            })
+        };
+        let done = download::fetch(job).await?;
+        drop(bar);
         if done.already_there {
             println!(
                 "{} is already there with the same contents (sha256 ok); nothing to do",
@@ -308,7 +320,10 @@ impl Shell {
             extras.push_str(&format!(", resumed {}", render::size(done.resumed)));
         }
         if done.refetched > 0 {
-            extras.push_str(&format!(", {} fetched again", render::size(done.refetched)));
+            extras.push_str(&format!(
+                ", {} failed their check and were fetched again",
+                render::size(done.refetched)
+            ));
         }
         let from = match done.peers.as_slice() {
             [] => "nothing new".to_owned(),
@@ -411,9 +426,9 @@ impl Shell {
         Ok(())
     }
 
-    fn progress_bar(&self, total: u64, what: &str) -> ProgressBar {
+    fn progress_bar(&self, total: u64, what: &str) -> Bar {
         if !self.show_progress {
-            return ProgressBar::hidden();
+            return Bar(ProgressBar::hidden());
         }
         let bar = ProgressBar::new(total);
         bar.set_style(
@@ -424,7 +439,7 @@ impl Shell {
             .progress_chars("=> "),
         );
         bar.set_message(what.to_owned());
-        bar
+        Bar(bar)
     }
 }
 

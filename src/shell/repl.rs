@@ -25,6 +25,9 @@ use crate::peer::download::Cancel;
 /// The prompt.
 const PROMPT: &str = "napster> ";
 
+/// How long a cancelled command may take to stop cleanly.
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Flags shared between the read loop and the signal watcher.
 struct Control {
     services: Arc<Services>,
@@ -108,11 +111,25 @@ fn run_line(
     while interrupted.try_recv().is_ok() {}
     let cancel = Cancel::default();
     control.busy.store(true, Ordering::SeqCst);
-    let result = smol::block_on(shell.execute(command, cancel.clone()).or(async {
+    let mut running = Box::pin(shell.execute(command, cancel.clone()));
+    let first = smol::block_on(async { (&mut running).await.map(Some) }.or(async {
         let _ = interrupted.recv().await;
-        cancel.cancel();
-        Err(Error::Cancelled)
+        Ok(None)
     }));
+    let result = match first {
+        Ok(Some(flow)) => Ok(flow),
+        Err(e) => Err(e),
+        // Ctrl-C: ask the command to stop, and give it a moment to put things in order
+        // (a download saves what arrived) before the prompt comes back.
+        Ok(None) => {
+            cancel.cancel();
+            smol::block_on((&mut running).or(async {
+                smol::Timer::after(CANCEL_GRACE).await;
+                Err(Error::Cancelled)
+            }))
+            .and(Err(Error::Cancelled))
+        }
+    };
     control.busy.store(false, Ordering::SeqCst);
     result
 }

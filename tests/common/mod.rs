@@ -1,0 +1,619 @@
+//! Helpers shared by the hostile-input tests: servers started in-process on port 0, a
+//! raw socket that speaks frames by hand, and a bounded wait for a condition.
+
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use napster::client::IndexClient;
+use napster::index::{self, MemoryStore, Settings};
+use napster::peer::limit::RateLimit;
+use napster::peer::server::{self as file_server, SharedFolder};
+use napster::peer::share;
+use napster::protocol::{
+    self, ErrorCode, FileEntry, IndexRequest, IndexResponse, Limits, PeerRequest, PeerResponse,
+};
+use napster::runtime::{self, ShutdownTrigger};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use smol::Async;
+
+/// Longest any single wait in these tests may take before it counts as a hang.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Largest frame the raw helper accepts back from a server.
+const MAX_REPLY: usize = 16 << 20;
+
+/// Limits for well-behaved clients in the tests: generous, so only the server's own
+/// limits are under test.
+pub fn client_limits() -> Limits {
+    Limits {
+        max_frame: protocol::DEFAULT_MAX_FRAME,
+        timeout: WAIT,
+    }
+}
+
+/// Index settings for hostile tests: small frames, a short frame timeout, a small
+/// per-peer file limit, and a session TTL long enough not to interfere.
+pub fn hostile_index_settings() -> Settings {
+    Settings {
+        limits: Limits {
+            max_frame: 64 * 1024,
+            timeout: Duration::from_millis(300),
+        },
+        session_ttl: Duration::from_secs(30),
+        max_connections: 64,
+        max_results: 100,
+        max_files_per_peer: 16,
+        ..Settings::default()
+    }
+}
+
+/// Start an index server with `settings` on 127.0.0.1, any port. Dropping (or
+/// triggering) the returned trigger stops it.
+pub fn start_index(settings: Settings) -> (SocketAddr, ShutdownTrigger) {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("binding the index");
+    let addr = listener
+        .get_ref()
+        .local_addr()
+        .expect("the index's address");
+    let (trigger, shutdown) = runtime::shutdown_pair();
+    let store = Arc::new(MemoryStore::new());
+    runtime::spawn(index::run(listener, store, settings, shutdown)).detach();
+    (addr, trigger)
+}
+
+/// Connect a well-behaved index client.
+pub fn index_client(addr: SocketAddr) -> napster::Result<IndexClient> {
+    smol::block_on(IndexClient::connect(addr, client_limits()))
+}
+
+/// A file entry with well-formed (made-up) checksums.
+pub fn entry(name: &str, size: u64) -> FileEntry {
+    FileEntry {
+        name: name.into(),
+        size,
+        sha256: format!("{:064x}", size.wrapping_add(0x5eed)),
+        chunks: format!("{:064x}", size.wrapping_add(0xc4a2)),
+    }
+}
+
+/// The true file entry of `contents` shared under `name`: its size, SHA-256 and
+/// chunk-list root, computed the way a peer computes them.
+pub fn real_entry(name: &str, contents: &[u8]) -> FileEntry {
+    let digest = share::digest_bytes(contents);
+    FileEntry {
+        name: name.into(),
+        size: digest.size,
+        sha256: digest.sha256,
+        chunks: share::chunks_root(&digest.chunks),
+    }
+}
+
+/// The chunk digests of `contents`, concatenated as they travel after a `ChunkList`.
+pub fn chunk_bytes(contents: &[u8]) -> Vec<u8> {
+    share::digest_bytes(contents).chunks.concat()
+}
+
+/// A token of the right shape, distinct per `n`.
+pub fn token(n: u128) -> String {
+    format!("{n:032x}")
+}
+
+/// Wait, polling every few milliseconds, until `condition` holds; panic naming `what`
+/// once `within` has passed.
+pub fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What reading one frame from a raw socket gave.
+#[derive(Debug)]
+pub enum Frame {
+    /// A whole frame's body.
+    Body(Vec<u8>),
+    /// The other side closed (or reset) the connection.
+    Closed,
+    /// Nothing (whole) arrived within the read timeout.
+    TimedOut,
+}
+
+/// A raw TCP connection on which the test writes whatever bytes it likes and reads
+/// frames back, every read bounded by a timeout.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+fn is_closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+    )
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+impl Raw {
+    /// Connect to `addr` with [`WAIT`] as read and write timeout.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connecting a raw socket");
+        Raw::from_stream(stream)
+    }
+
+    /// Wrap an accepted or connected stream, with [`WAIT`] as read and write timeout.
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).ok();
+        Raw { stream }
+    }
+
+    /// Set the read timeout.
+    pub fn read_timeout(&mut self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Write raw bytes; an error means the server already closed the connection.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// Write a frame whose body is `body`, whatever it is.
+    pub fn send_body(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        self.send_bytes(&frame)
+    }
+
+    /// Write a message as a proper frame.
+    pub fn send<T: Serialize>(&mut self, message: &T) {
+        self.send_bytes(&protocol::encode(message))
+            .expect("sending a frame");
+    }
+
+    /// No more bytes from us.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(NetShutdown::Write);
+    }
+
+    /// Read exactly `buf.len()` bytes; `Err(Frame::Closed/TimedOut)` otherwise.
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Frame> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.stream.read(&mut buf[filled..]) {
+                Ok(0) => return Err(Frame::Closed),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if is_closed(&e) => return Err(Frame::Closed),
+                Err(e) if is_timeout(&e) => return Err(Frame::TimedOut),
+                Err(e) => panic!("reading from the server: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Read one frame within the read timeout.
+    pub fn read_frame(&mut self) -> Frame {
+        let mut header = [0u8; 4];
+        if let Err(outcome) = self.read_exact(&mut header) {
+            return outcome;
+        }
+        let len = u32::from_be_bytes(header) as usize;
+        assert!(len <= MAX_REPLY, "the server sent a frame of {len} bytes");
+        let mut body = vec![0; len];
+        match self.read_exact(&mut body) {
+            Ok(()) => Frame::Body(body),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Read one frame and decode it as `T`; panics if none comes or it does not decode.
+    pub fn recv<T: DeserializeOwned>(&mut self) -> T {
+        match self.read_frame() {
+            Frame::Body(body) => serde_json::from_slice(&body).unwrap_or_else(|e| {
+                panic!(
+                    "undecodable reply {:?}: {e}",
+                    String::from_utf8_lossy(&body)
+                )
+            }),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// Read until the connection closes, which must happen within `within`; every frame
+    /// read meanwhile is returned.
+    pub fn frames_until_closed(&mut self, within: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + within;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the connection is still open after {within:?}"
+            );
+            self.read_timeout(left);
+            match self.read_frame() {
+                Frame::Body(body) => frames.push(body),
+                Frame::Closed => return frames,
+                Frame::TimedOut => panic!("the connection is still open after {within:?}"),
+            }
+        }
+    }
+
+    /// Assert that the server closes the connection within `within` without sending
+    /// anything more.
+    pub fn expect_closed(&mut self, within: Duration) {
+        let frames = self.frames_until_closed(within);
+        assert!(
+            frames.is_empty(),
+            "expected the connection to close, got {:?}",
+            frames
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// Whether the connection is still open with nothing to read right now.
+    pub fn is_open_and_quiet(&mut self) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let open = match self.stream.peek(&mut byte) {
+            Ok(_) => false,
+            Err(e) => e.kind() == ErrorKind::WouldBlock,
+        };
+        self.stream.set_nonblocking(false).unwrap();
+        open
+    }
+
+    /// Say hello to an index and expect its welcome.
+    pub fn index_hello(&mut self) {
+        self.send(&IndexRequest::Hello {
+            version: protocol::VERSION,
+        });
+        match self.recv::<IndexResponse>() {
+            IndexResponse::Welcome { version } => assert_eq!(version, protocol::VERSION),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Say hello to a file server and expect its welcome.
+    pub fn peer_hello(&mut self) {
+        self.send(&PeerRequest::Hello {
+            version: protocol::VERSION,
+        });
+        match self.recv::<PeerResponse>() {
+            PeerResponse::Welcome { version } => assert_eq!(version, protocol::VERSION),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Send an index request and return the answer.
+    pub fn index_request(&mut self, request: &IndexRequest) -> IndexResponse {
+        self.send(request);
+        self.recv()
+    }
+}
+
+/// Connect to `addr`, write `bytes`, and read one frame back within `timeout`.
+pub fn exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Frame {
+    let mut raw = Raw::connect(addr);
+    raw.read_timeout(timeout);
+    if raw.send_bytes(bytes).is_err() {
+        // The server may have closed already; what it sent first is still readable.
+    }
+    raw.read_frame()
+}
+
+/// The error code of an index reply, panicking on anything but an error.
+pub fn index_error_code(response: &IndexResponse) -> ErrorCode {
+    match response {
+        IndexResponse::Error { code, .. } => *code,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// Write `files` (relative `/`-separated names) under `root`, creating folders.
+pub fn write_files(root: &Path, files: &[(&str, &[u8])]) {
+    for (name, contents) in files {
+        let path = root.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, contents).unwrap();
+    }
+}
+
+/// File-server settings for hostile tests.
+pub fn file_server_settings() -> file_server::Settings {
+    file_server::Settings {
+        limits: Limits {
+            max_frame: 64 * 1024,
+            timeout: Duration::from_secs(2),
+        },
+        max_uploads: 8,
+        upload: Arc::new(RateLimit::new(0)),
+    }
+}
+
+/// The secret that lives next to (outside) every shared folder.
+pub const SECRET: &[u8] = b"TOP-SECRET: must never leave this machine\n";
+
+/// A file server running on a temporary folder.
+pub struct FileServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The shared folder (`<tmp>/share`).
+    pub root: PathBuf,
+    /// The temporary folder: `share/` and, outside it, `secret` and `outside/secret`.
+    pub tmp: tempfile::TempDir,
+    /// What it serves.
+    pub folder: SharedFolder,
+    /// Stops it when dropped.
+    pub trigger: ShutdownTrigger,
+}
+
+/// Make `<tmp>/share` with `files`, plus secrets outside it; nothing is scanned yet.
+pub fn prepare_folder(files: &[(&str, &[u8])]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("share");
+    std::fs::create_dir_all(&root).unwrap();
+    write_files(&root, files);
+    write_files(
+        tmp.path(),
+        &[("secret", SECRET), ("outside/secret", SECRET)],
+    );
+    (tmp, root)
+}
+
+/// Scan and hash `root` and serve it on 127.0.0.1, any port.
+pub fn serve_folder(root: &Path) -> (SocketAddr, SharedFolder, ShutdownTrigger) {
+    let share = share::scan(root)
+        .expect("scanning the shared folder")
+        .hash(&|_| {})
+        .expect("hashing the shared folder");
+    let folder: SharedFolder = Arc::new(RwLock::new(share));
+    let listener =
+        Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("binding the file server");
+    let addr = listener.get_ref().local_addr().unwrap();
+    let (trigger, shutdown) = runtime::shutdown_pair();
+    runtime::spawn(file_server::run(
+        listener,
+        folder.clone(),
+        file_server_settings(),
+        shutdown,
+    ))
+    .detach();
+    (addr, folder, trigger)
+}
+
+/// Start a file server on a temporary folder holding `files`.
+pub fn start_file_server(files: &[(&str, &[u8])]) -> FileServer {
+    let (tmp, root) = prepare_folder(files);
+    start_file_server_on(tmp, root)
+}
+
+/// Start a file server on a folder made by [`prepare_folder`] (and perhaps changed).
+pub fn start_file_server_on(tmp: tempfile::TempDir, root: PathBuf) -> FileServer {
+    let (addr, folder, trigger) = serve_folder(&root);
+    FileServer {
+        addr,
+        root,
+        tmp,
+        folder,
+        trigger,
+    }
+}
+
+/// What a `Get` gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Got {
+    /// A `Sending` frame and the bytes that followed it.
+    Data {
+        size: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// An error reply.
+    Error(ErrorCode),
+}
+
+/// Send a `Get` on a connection that said hello, and read the answer and its bytes.
+pub fn get_on(raw: &mut Raw, name: &str, offset: u64, length: Option<u64>) -> Got {
+    raw.send(&PeerRequest::Get {
+        name: name.into(),
+        offset,
+        length,
+    });
+    match raw.recv::<PeerResponse>() {
+        PeerResponse::Sending {
+            size,
+            offset,
+            length,
+        } => {
+            assert!(length <= 64 << 20, "absurd length announced: {length}");
+            let mut bytes = vec![0; length as usize];
+            if let Err(outcome) = raw.read_exact(&mut bytes) {
+                panic!("the file server announced {length} bytes, then: {outcome:?}");
+            }
+            Got::Data {
+                size,
+                offset,
+                bytes,
+            }
+        }
+        PeerResponse::Error { code, .. } => Got::Error(code),
+        other => panic!("unexpected answer to get: {other:?}"),
+    }
+}
+
+/// What a `Chunks` request gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunked {
+    /// A `ChunkList` frame and the digests that followed it.
+    List {
+        size: u64,
+        count: u64,
+        digests: Vec<[u8; 32]>,
+    },
+    /// An error reply.
+    Error(ErrorCode),
+}
+
+/// Send a `Chunks` request on a connection that said hello, and read the answer and
+/// the digests that follow it.
+pub fn chunks_on(raw: &mut Raw, name: &str) -> Chunked {
+    raw.send(&PeerRequest::Chunks { name: name.into() });
+    match raw.recv::<PeerResponse>() {
+        PeerResponse::ChunkList { size, count } => {
+            assert!(
+                count <= protocol::MAX_CHUNKS,
+                "absurd count announced: {count}"
+            );
+            let mut bytes = vec![0; count as usize * 32];
+            if let Err(outcome) = raw.read_exact(&mut bytes) {
+                panic!("the file server announced {count} digests, then: {outcome:?}");
+            }
+            let digests = bytes
+                .chunks_exact(32)
+                .map(|d| d.try_into().unwrap())
+                .collect();
+            Chunked::List {
+                size,
+                count,
+                digests,
+            }
+        }
+        PeerResponse::Error { code, .. } => Chunked::Error(code),
+        other => panic!("unexpected answer to chunks: {other:?}"),
+    }
+}
+
+impl FileServer {
+    /// A new connection that said hello.
+    pub fn connect(&self) -> Raw {
+        let mut raw = Raw::connect(self.addr);
+        raw.peer_hello();
+        raw
+    }
+
+    /// `Chunks` on a new connection.
+    pub fn chunks(&self, name: &str) -> Chunked {
+        chunks_on(&mut self.connect(), name)
+    }
+
+    /// `Get` on a new connection.
+    pub fn get(&self, name: &str, offset: u64, length: Option<u64>) -> Got {
+        get_on(&mut self.connect(), name, offset, length)
+    }
+
+    /// Assert a normal request is still served, with the right bytes.
+    pub fn assert_serves(&self, name: &str, contents: &[u8]) {
+        assert_eq!(
+            self.get(name, 0, None),
+            Got::Data {
+                size: contents.len() as u64,
+                offset: 0,
+                bytes: contents.to_vec(),
+            },
+            "the file server no longer serves {name} properly"
+        );
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for file contents and noise.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Every path under `dir` (recursively, symlinks not followed) with the contents of the
+/// regular files, for before/after comparisons.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for item in std::fs::read_dir(&folder).unwrap() {
+            let item = item.unwrap();
+            let path = item.path();
+            let kind = item.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(path.clone());
+                out.push((path, None));
+            } else if kind.is_file() {
+                let contents = std::fs::read(&path).unwrap();
+                out.push((path, Some(contents)));
+            } else {
+                out.push((path, None));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Names of the entries of `dir` (hidden ones included), sorted.
+pub fn entries_of(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(items) => items
+            .map(|i| i.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("listing {}: {e}", dir.display()),
+    };
+    names.sort();
+    names
+}
+
+/// Whether `file_name` is one of the downloader's hidden resume files: a part file
+/// (`.name.hex.napster-part`) or its state (`<part>.state`).
+pub fn is_resume_file(file_name: &str) -> bool {
+    file_name.starts_with('.')
+        && (file_name.ends_with(".napster-part") || file_name.ends_with(".napster-part.state"))
+}
+
+/// The part file a download of `file_name` (its name on disk) with SHA-256 `sha256`
+/// keeps in the downloads folder.
+pub fn part_file_name(file_name: &str, sha256: &str) -> String {
+    format!(".{file_name}.{}.napster-part", &sha256[..16])
+}
+
+/// Assert that a failed download left nothing visible in `dir`: no file under
+/// `final_name`, and nothing but hidden resume files (part file and state).
+pub fn assert_only_resume_files(dir: &Path, final_name: &str, what: &str) {
+    assert!(
+        !dir.join(final_name).exists(),
+        "{what}: a file appeared under the final name {final_name:?}"
+    );
+    let left = entries_of(dir);
+    assert!(
+        left.iter().all(|name| is_resume_file(name)),
+        "{what}: the downloads folder should hold only hidden resume files, holds {left:?}"
+    );
+}

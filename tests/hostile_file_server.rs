@@ -1,0 +1,496 @@
+//! The peer's file server under hostile requests: path traversal in every spelling,
+//! symlinks out of the shared folder, unregistered files, out-of-range offsets, bad
+//! frames, and many downloaders at once. Every refusal is checked, and that the same
+//! server still serves a normal request afterwards.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::time::Duration;
+
+use common::*;
+use napster::peer::share;
+use napster::protocol::{self, ErrorCode, PeerRequest, PeerResponse};
+
+const HELLO: &[u8] = b"hello, world\n";
+const INNER: &[u8] = b"inside a sub folder\n";
+
+fn big() -> Vec<u8> {
+    noise(42, 300 * 1024 + 17)
+}
+
+fn standard_server() -> FileServer {
+    let big = big();
+    start_file_server(&[
+        ("hello.txt", HELLO),
+        ("sub/inner.txt", INNER),
+        ("big.bin", &big),
+    ])
+}
+
+/// Whether `got` is a refusal of a name (not found, or a bad request).
+fn is_name_refusal(got: &Got) -> bool {
+    matches!(got, Got::Error(ErrorCode::NotFound | ErrorCode::BadRequest))
+}
+
+#[test]
+fn traversal_and_malformed_names_are_refused() {
+    let server = standard_server();
+    let names = [
+        "../secret",
+        "../../secret",
+        "/etc/passwd",
+        "/etc/hostname",
+        "%2e%2e/secret",
+        "%2e%2e%2fsecret",
+        "..%2fsecret",
+        "a\\..\\b",
+        "..\\secret",
+        "hello.txt\0",
+        "hello\0.txt",
+        "sub/../../x",
+        "sub/../hello.txt",
+        "./hello.txt",
+        "sub//inner.txt",
+        "sub/inner.txt/",
+        "sub",
+        "..",
+        ".",
+        "",
+        "outside/secret",
+        "share/hello.txt",
+        "HELLO.TXT",
+    ];
+    let secret_path = server.tmp.path().join("secret");
+    let absolute_secret = secret_path.to_str().unwrap();
+    let long_name = "a/".repeat(600) + "x";
+    // All on one connection, then a good request on it: refusals do not break it.
+    let mut raw = server.connect();
+    for name in names
+        .iter()
+        .copied()
+        .chain([absolute_secret, long_name.as_str()])
+    {
+        let got = get_on(&mut raw, name, 0, None);
+        assert!(
+            is_name_refusal(&got),
+            "{:?} was not refused: {got:?}",
+            &name[..name.len().min(60)]
+        );
+    }
+    assert_eq!(
+        get_on(&mut raw, "hello.txt", 0, None),
+        Got::Data {
+            size: HELLO.len() as u64,
+            offset: 0,
+            bytes: HELLO.to_vec()
+        }
+    );
+    server.assert_serves("sub/inner.txt", INNER);
+}
+
+#[test]
+fn a_symlink_leading_out_is_never_shared() {
+    let (tmp, root) = prepare_folder(&[("hello.txt", HELLO)]);
+    // Made before the scan: a file link and a folder link leading out, and, for
+    // contrast, a link to a file inside the folder.
+    symlink(tmp.path().join("secret"), root.join("escape.txt")).unwrap();
+    symlink(tmp.path().join("outside"), root.join("escape_dir")).unwrap();
+    symlink("/etc/passwd", root.join("passwd")).unwrap();
+    let server = start_file_server_on(tmp, root);
+
+    let shared: Vec<String> = server
+        .folder
+        .read()
+        .unwrap()
+        .entries()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(shared.contains(&"hello.txt".to_string()), "{shared:?}");
+    for name in ["escape.txt", "escape_dir/secret", "passwd"] {
+        assert!(
+            !shared.iter().any(|s| s == name),
+            "{name} is shared: {shared:?}"
+        );
+        let got = server.get(name, 0, None);
+        assert!(is_name_refusal(&got), "{name} was served: {got:?}");
+    }
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn a_registered_file_swapped_for_a_symlink_out_is_refused() {
+    let server = start_file_server(&[
+        ("hello.txt", HELLO),
+        ("victim.txt", b"harmless"),
+        ("swapdir/secret", b"harmless too"),
+    ]);
+    // After the scan: the file, and then a folder on the path, become links leading out.
+    std::fs::remove_file(server.root.join("victim.txt")).unwrap();
+    symlink(
+        server.tmp.path().join("secret"),
+        server.root.join("victim.txt"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(server.root.join("swapdir")).unwrap();
+    symlink(
+        server.tmp.path().join("outside"),
+        server.root.join("swapdir"),
+    )
+    .unwrap();
+
+    for name in ["victim.txt", "swapdir/secret"] {
+        let got = server.get(name, 0, None);
+        assert!(is_name_refusal(&got), "{name} was served: {got:?}");
+    }
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn a_file_created_after_the_scan_is_not_served() {
+    let server = start_file_server(&[("hello.txt", HELLO)]);
+    write_files(&server.root, &[("late.txt", b"not registered")]);
+    write_files(&server.root, &[("sub/late.txt", b"not registered")]);
+    for name in ["late.txt", "sub/late.txt"] {
+        assert_eq!(
+            server.get(name, 0, None),
+            Got::Error(ErrorCode::NotFound),
+            "{name}"
+        );
+    }
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn offsets_and_lengths_are_checked_against_the_file() {
+    let server = standard_server();
+    let big = big();
+    let size = big.len() as u64;
+    let mut raw = server.connect();
+
+    // Past the end: a range error.
+    for offset in [size + 1, size + 1_000_000, u64::MAX] {
+        assert_eq!(
+            get_on(&mut raw, "big.bin", offset, None),
+            Got::Error(ErrorCode::Range),
+            "offset {offset}"
+        );
+        assert_eq!(
+            get_on(&mut raw, "big.bin", offset, Some(1)),
+            Got::Error(ErrorCode::Range),
+            "offset {offset}, length 1"
+        );
+    }
+    // At the end: zero bytes, fine.
+    assert_eq!(
+        get_on(&mut raw, "big.bin", size, None),
+        Got::Data {
+            size,
+            offset: size,
+            bytes: vec![]
+        }
+    );
+    assert_eq!(
+        get_on(&mut raw, "big.bin", size, Some(10)),
+        Got::Data {
+            size,
+            offset: size,
+            bytes: vec![]
+        }
+    );
+    // A length beyond the end is clamped.
+    assert_eq!(
+        get_on(&mut raw, "big.bin", size - 10, Some(1000)),
+        Got::Data {
+            size,
+            offset: size - 10,
+            bytes: big[big.len() - 10..].to_vec()
+        }
+    );
+    assert_eq!(
+        get_on(&mut raw, "big.bin", 0, Some(u64::MAX)),
+        Got::Data {
+            size,
+            offset: 0,
+            bytes: big.clone()
+        }
+    );
+    assert_eq!(
+        get_on(&mut raw, "big.bin", 1, Some(u64::MAX)),
+        Got::Data {
+            size,
+            offset: 1,
+            bytes: big[1..].to_vec()
+        }
+    );
+    // A range inside is exact, and the stream stayed in step through all of the above.
+    assert_eq!(
+        get_on(&mut raw, "hello.txt", 7, Some(5)),
+        Got::Data {
+            size: HELLO.len() as u64,
+            offset: 7,
+            bytes: b"world".to_vec()
+        }
+    );
+    server.assert_serves("big.bin", &big);
+}
+
+#[test]
+fn bad_frames_are_refused() {
+    let server = standard_server();
+    // A request before hello.
+    let mut raw = Raw::connect(server.addr);
+    raw.send(&PeerRequest::Get {
+        name: "hello.txt".into(),
+        offset: 0,
+        length: None,
+    });
+    match raw.recv::<PeerResponse>() {
+        PeerResponse::Error { code, .. } => assert_eq!(code, ErrorCode::Version),
+        other => panic!("get before hello: {other:?}"),
+    }
+    raw.expect_closed(WAIT);
+    // A wrong version.
+    let mut raw = Raw::connect(server.addr);
+    raw.send(&PeerRequest::Hello {
+        version: protocol::VERSION + 1,
+    });
+    match raw.recv::<PeerResponse>() {
+        PeerResponse::Error { code, .. } => assert_eq!(code, ErrorCode::Version),
+        other => panic!("wrong version: {other:?}"),
+    }
+    raw.expect_closed(WAIT);
+    // A 4 GiB header, before and after hello.
+    for after_hello in [false, true] {
+        let mut raw = if after_hello {
+            server.connect()
+        } else {
+            Raw::connect(server.addr)
+        };
+        raw.send_bytes(&[0xFF; 4]).unwrap();
+        match raw.recv::<PeerResponse>() {
+            PeerResponse::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+            other => panic!("4 GiB header: {other:?}"),
+        }
+        raw.expect_closed(WAIT);
+    }
+    // Garbage JSON after hello: a bad request, and the connection still works.
+    let mut raw = server.connect();
+    for body in [
+        &b"\xff\xfe"[..],
+        br#"{"type":"get","name":"hello.txt","offset":-1,"length":null}"#,
+        br#"{"type":"get","name":"hello.txt","offset":0,"length":-5}"#,
+        br#"{"type":"get","name":"hello.txt"}"#,
+        br#"{"type":"delete","name":"hello.txt"}"#,
+        br#"{"type":"chunks"}"#,
+        br#"{"type":"chunks","name":7}"#,
+        br#"{"type":"chunks","name":"hello.txt","offset":0}"#,
+        br#"{"type":"ping","extra":1}"#,
+        br#"{"type":"ping","name":"hello.txt"}"#,
+    ] {
+        raw.send_body(body).unwrap();
+        match raw.recv::<PeerResponse>() {
+            PeerResponse::Error { code, .. } => assert_eq!(
+                code,
+                ErrorCode::BadRequest,
+                "{}",
+                String::from_utf8_lossy(body)
+            ),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+    raw.send(&PeerRequest::Ping {});
+    assert_eq!(raw.recv::<PeerResponse>(), PeerResponse::Pong {});
+    assert_eq!(
+        get_on(&mut raw, "hello.txt", 0, None),
+        Got::Data {
+            size: HELLO.len() as u64,
+            offset: 0,
+            bytes: HELLO.to_vec()
+        }
+    );
+    server.assert_serves("hello.txt", HELLO);
+}
+
+// ---------------------------------------------------------------------------------------
+// Chunk lists.
+
+/// A file of more than two chunks, the last one short.
+fn multi_chunk() -> Vec<u8> {
+    let len = 2 * protocol::MIN_CHUNK as usize + 12_345;
+    noise(7, len)
+}
+
+/// Assert that `got` is the true chunk list of `contents`.
+fn assert_chunk_list_of(got: Chunked, contents: &[u8], what: &str) {
+    let size = contents.len() as u64;
+    let want = share::digest_bytes(contents).chunks;
+    match got {
+        Chunked::List {
+            size: s,
+            count,
+            digests,
+        } => {
+            assert_eq!(s, size, "{what}: size");
+            assert_eq!(count, protocol::chunk_count(size), "{what}: count");
+            assert_eq!(digests.len() as u64, count, "{what}");
+            assert!(digests == want, "{what}: the digests are not the file's");
+        }
+        other => panic!("{what}: expected a chunk list, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_chunk_list_of_a_registered_file_is_its_true_one() {
+    let multi = multi_chunk();
+    let big = big();
+    let server = start_file_server(&[
+        ("hello.txt", HELLO),
+        ("sub/inner.txt", INNER),
+        ("big.bin", &big),
+        ("multi.bin", &multi),
+        ("empty.txt", b""),
+    ]);
+    assert_eq!(protocol::chunk_count(multi.len() as u64), 3);
+    // All on one connection, chunk lists and gets interleaved: the raw digests after a
+    // chunk list keep the stream in step.
+    let mut raw = server.connect();
+    for (name, contents) in [
+        ("hello.txt", HELLO),
+        ("sub/inner.txt", INNER),
+        ("big.bin", &big[..]),
+        ("multi.bin", &multi[..]),
+        ("empty.txt", b""),
+    ] {
+        assert_chunk_list_of(chunks_on(&mut raw, name), contents, name);
+        assert_eq!(
+            get_on(&mut raw, name, 0, None),
+            Got::Data {
+                size: contents.len() as u64,
+                offset: 0,
+                bytes: contents.to_vec()
+            },
+            "{name}"
+        );
+    }
+    // What the server sends is what the index was told: the root of the list is the
+    // entry's `chunks`.
+    let entries = server.folder.read().unwrap().entries();
+    let multi_entry = entries.iter().find(|e| e.name == "multi.bin").unwrap();
+    assert_eq!(multi_entry.chunks, real_entry("multi.bin", &multi).chunks);
+    assert_eq!(multi_entry, &real_entry("multi.bin", &multi));
+    server.assert_serves("multi.bin", &multi);
+}
+
+#[test]
+fn chunk_lists_of_traversal_and_unregistered_names_are_refused() {
+    let server = standard_server();
+    write_files(&server.root, &[("late.txt", b"not registered")]);
+    let secret_path = server.tmp.path().join("secret");
+    let absolute_secret = secret_path.to_str().unwrap().to_owned();
+    let long_name = "a/".repeat(600) + "x";
+    let names = [
+        "../secret",
+        "../x",
+        "../../secret",
+        "sub/../../secret",
+        "sub/../hello.txt",
+        "./hello.txt",
+        "/etc/passwd",
+        absolute_secret.as_str(),
+        "hello.txt\0",
+        "hello\0.txt",
+        "\0",
+        "..\\secret",
+        "outside/secret",
+        "share/hello.txt",
+        "HELLO.TXT",
+        "sub",
+        "sub/",
+        "..",
+        ".",
+        "",
+        "late.txt",
+        "never-heard-of-it.bin",
+        long_name.as_str(),
+    ];
+    // All on one connection, then a good one on it: refusals do not break it.
+    let mut raw = server.connect();
+    for name in names {
+        let got = chunks_on(&mut raw, name);
+        assert!(
+            matches!(
+                got,
+                Chunked::Error(ErrorCode::NotFound | ErrorCode::BadRequest)
+            ),
+            "the chunk list of {:?} was not refused: {got:?}",
+            &name[..name.len().min(60)]
+        );
+    }
+    assert_chunk_list_of(chunks_on(&mut raw, "hello.txt"), HELLO, "after refusals");
+    // A fresh connection, for each kind, also gets a refusal and not a list.
+    for name in ["../x", "/etc/passwd", "a\0b", "late.txt"] {
+        assert!(
+            matches!(
+                server.chunks(name),
+                Chunked::Error(ErrorCode::NotFound | ErrorCode::BadRequest)
+            ),
+            "{name:?}"
+        );
+    }
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn a_chunk_list_before_hello_is_refused() {
+    let server = standard_server();
+    let mut raw = Raw::connect(server.addr);
+    raw.send(&PeerRequest::Chunks {
+        name: "hello.txt".into(),
+    });
+    match raw.recv::<PeerResponse>() {
+        PeerResponse::Error { code, .. } => assert_eq!(code, ErrorCode::Version),
+        other => panic!("chunks before hello: {other:?}"),
+    }
+    raw.expect_closed(WAIT);
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn two_hundred_concurrent_gets_all_get_the_right_bytes() {
+    let server = standard_server();
+    let big = std::sync::Arc::new(big());
+    let addr = server.addr;
+    let workers: Vec<_> = (0..200u64)
+        .map(|i| {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                let mut raw = Raw::connect(addr);
+                raw.read_timeout(Duration::from_secs(15));
+                raw.peer_hello();
+                // Every fourth asks for the whole file, the others for a slice.
+                let (offset, length) = if i % 4 == 0 {
+                    (0, None)
+                } else {
+                    (i * 997, Some(50_000))
+                };
+                let got = get_on(&mut raw, "big.bin", offset, length);
+                let end = length.map_or(big.len(), |l| (offset + l) as usize);
+                let want = Got::Data {
+                    size: big.len() as u64,
+                    offset,
+                    bytes: big[offset as usize..end].to_vec(),
+                };
+                assert!(got == want, "request {i} got the wrong answer or bytes");
+            })
+        })
+        .collect();
+    let failures = workers
+        .into_iter()
+        .map(|w| w.join())
+        .filter(Result::is_err)
+        .count();
+    assert_eq!(failures, 0, "{failures} of 200 concurrent gets failed");
+    server.assert_serves("hello.txt", HELLO);
+}

@@ -1,0 +1,1117 @@
+//! The index server under hostile input: garbage, oversized and malformed frames,
+//! absurd registrations, slow clients, connection floods, session hijacking, expiry.
+//! Every case checks the refusal (error code or closed connection) and that the same
+//! index still serves a well-behaved client afterwards.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use napster::Error;
+use napster::client::IndexClient;
+use napster::index::Settings;
+use napster::protocol::{self, ErrorCode, IndexRequest, IndexResponse};
+use napster::runtime::ShutdownTrigger;
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------
+// An allocator that counts huge allocations, so "nothing allocated" can be checked.
+
+/// Any single allocation this large counts as "allocated what the header claimed".
+const HUGE: usize = 256 << 20;
+
+static HUGE_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+struct CountingAllocator;
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= HUGE {
+            HUGE_ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= HUGE {
+            HUGE_ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size >= HUGE {
+            HUGE_ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+// ---------------------------------------------------------------------------------------
+// A running index with one registered "canary" peer, to check it still serves.
+
+const CANARY: &str = "canary-file.txt";
+
+struct Fixture {
+    addr: SocketAddr,
+    settings: Settings,
+    canary: IndexClient,
+    _trigger: ShutdownTrigger,
+}
+
+fn fixture(settings: Settings) -> Fixture {
+    let (addr, trigger) = start_index(settings);
+    let mut canary = index_client(addr).expect("connecting the canary");
+    smol::block_on(canary.register(40_001, &token(0xca11a7), &[entry(CANARY, 3)]))
+        .expect("registering the canary");
+    Fixture {
+        addr,
+        settings,
+        canary,
+        _trigger: trigger,
+    }
+}
+
+impl Fixture {
+    fn hostile() -> Fixture {
+        fixture(hostile_index_settings())
+    }
+
+    /// A raw connection that has not said hello.
+    fn raw(&self) -> Raw {
+        Raw::connect(self.addr)
+    }
+
+    /// A raw connection that said hello.
+    fn raw_hello(&self) -> Raw {
+        let mut raw = self.raw();
+        raw.index_hello();
+        raw
+    }
+
+    /// Time within which a refused connection must be closed.
+    fn close_within(&self) -> Duration {
+        self.settings.limits.timeout + Duration::from_secs(3)
+    }
+
+    /// The index still answers a new, well-behaved client: ping and search.
+    fn assert_serves(&self) {
+        let mut client = index_client(self.addr).expect("a normal client can no longer connect");
+        smol::block_on(client.ping()).expect("a normal client's ping failed");
+        let (hits, truncated) =
+            smol::block_on(client.search("canary")).expect("a normal client's search failed");
+        assert!(!truncated);
+        assert_eq!(hits.len(), 1, "the canary should be found: {hits:?}");
+        assert_eq!(hits[0].file.name, CANARY);
+    }
+
+    /// Number of registered peers, as a normal client sees it.
+    fn peer_count(&self) -> usize {
+        let mut client = index_client(self.addr).expect("connecting");
+        smol::block_on(client.peers()).expect("listing peers").len()
+    }
+}
+
+/// Decode `frame` as an index reply and return its error code.
+fn error_code_of(frame: &[u8]) -> ErrorCode {
+    let response: IndexResponse = serde_json::from_slice(frame).unwrap_or_else(|e| {
+        panic!(
+            "undecodable reply {:?}: {e}",
+            String::from_utf8_lossy(frame)
+        )
+    });
+    index_error_code(&response)
+}
+
+/// Expect exactly one error reply with `code`, then a closed connection.
+fn expect_error_then_close(raw: &mut Raw, code: ErrorCode, within: Duration, what: &str) {
+    let frames = raw.frames_until_closed(within);
+    assert_eq!(
+        frames.len(),
+        1,
+        "{what}: expected one error reply then a close, got {} frame(s): {:?}",
+        frames.len(),
+        frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(error_code_of(&frames[0]), code, "{what}");
+}
+
+/// Send a JSON value as one frame on a connection that said hello and return the reply.
+fn send_json(raw: &mut Raw, value: &serde_json::Value) -> IndexResponse {
+    raw.send_body(value.to_string().as_bytes())
+        .expect("sending a request");
+    raw.recv()
+}
+
+// ---------------------------------------------------------------------------------------
+// Garbage and malformed frames.
+
+#[test]
+fn random_bytes_get_bad_request_or_a_close() {
+    let fx = Fixture::hostile();
+    for seed in 1..=6u64 {
+        for after_hello in [false, true] {
+            let what = format!("seed {seed}, after hello {after_hello}");
+            let mut raw = if after_hello {
+                fx.raw_hello()
+            } else {
+                fx.raw()
+            };
+            let _ = raw.send_bytes(&noise(seed, 512));
+            raw.shutdown_write();
+            // Whatever the noise decodes to, every answer is a bad-request error and the
+            // connection ends (it cannot be a welcome or a result).
+            let frames = raw.frames_until_closed(fx.close_within());
+            for frame in &frames {
+                assert_eq!(error_code_of(frame), ErrorCode::BadRequest, "{what}");
+            }
+        }
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn an_http_request_gets_bad_request_and_a_close() {
+    let fx = Fixture::hostile();
+    // "GET " read as a length is about 1.2 GB: refused on the header alone.
+    let mut raw = fx.raw();
+    raw.send_bytes(b"GET / HTTP/1.1\r\nHost: index\r\n\r\n")
+        .unwrap();
+    expect_error_then_close(&mut raw, ErrorCode::BadRequest, fx.close_within(), "http");
+    fx.assert_serves();
+}
+
+#[test]
+fn a_4_gib_header_is_refused_without_allocating() {
+    let fx = Fixture::hostile();
+    for after_hello in [false, true] {
+        let mut raw = if after_hello {
+            fx.raw_hello()
+        } else {
+            fx.raw()
+        };
+        raw.send_bytes(&[0xFF, 0xFF, 0xFF, 0xFF]).unwrap();
+        expect_error_then_close(
+            &mut raw,
+            ErrorCode::BadRequest,
+            fx.close_within(),
+            &format!("0xFFFFFFFF header, after hello {after_hello}"),
+        );
+    }
+    assert_eq!(
+        HUGE_ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "something allocated {HUGE} bytes or more for a frame header"
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn a_frame_just_over_max_frame_is_refused_and_one_at_the_limit_is_not() {
+    let fx = Fixture::hostile();
+    let max = fx.settings.limits.max_frame as usize;
+
+    // Exactly max_frame bytes: a ping padded with JSON whitespace is still a ping.
+    let mut raw = fx.raw_hello();
+    let mut body = br#"{"type":"ping"}"#.to_vec();
+    body.resize(max, b' ');
+    raw.send_body(&body).unwrap();
+    assert_eq!(raw.recv::<IndexResponse>(), IndexResponse::Pong {});
+
+    // One byte more: refused on the header, closed.
+    for after_hello in [false, true] {
+        let mut raw = if after_hello {
+            fx.raw_hello()
+        } else {
+            fx.raw()
+        };
+        raw.send_bytes(&(max as u32 + 1).to_be_bytes()).unwrap();
+        expect_error_then_close(
+            &mut raw,
+            ErrorCode::BadRequest,
+            fx.close_within(),
+            &format!("max_frame + 1, after hello {after_hello}"),
+        );
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn invalid_utf8_is_a_bad_request() {
+    let fx = Fixture::hostile();
+    let bodies: [&[u8]; 3] = [
+        b"\xff\xfe\xfd\xfc",
+        b"{\"type\":\"search\",\"pattern\":\"\xff\xfe\"}",
+        b"{\"type\":\"ping\"\xc0}",
+    ];
+    for body in bodies {
+        let mut raw = fx.raw_hello();
+        raw.send_body(body).unwrap();
+        let reply = raw.recv::<IndexResponse>();
+        assert_eq!(
+            index_error_code(&reply),
+            ErrorCode::BadRequest,
+            "body {body:?}"
+        );
+    }
+    // Before hello: refused and closed.
+    let mut raw = fx.raw();
+    raw.send_body(b"\xff\xfe\xfd\xfc").unwrap();
+    expect_error_then_close(
+        &mut raw,
+        ErrorCode::BadRequest,
+        fx.close_within(),
+        "invalid utf-8 before hello",
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn unknown_or_misshapen_messages_are_bad_requests() {
+    let fx = Fixture::hostile();
+    let bodies = [
+        json!({"type": "launch_missiles"}),
+        json!({"type": "search", "pattern": "x", "extra": 1}),
+        json!({"type": "hello", "version": 1, "extra": 1}),
+        json!({"type": "search"}),
+        json!({"type": "search", "pattern": 42}),
+        json!({"type": "Search", "pattern": "x"}),
+        json!({"pattern": "x"}),
+        json!({}),
+        json!([]),
+        json!("ping"),
+        json!(null),
+        json!(12345),
+    ];
+    let mut raw = fx.raw_hello();
+    for body in &bodies {
+        let reply = send_json(&mut raw, body);
+        assert!(
+            matches!(
+                reply,
+                IndexResponse::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            ),
+            "body {body}: expected bad_request, got {reply:?}"
+        );
+    }
+    // The connection survived its bad requests.
+    assert_eq!(
+        raw.index_request(&IndexRequest::Ping {}),
+        IndexResponse::Pong {}
+    );
+    // Before hello, an unknown type is refused and the connection closed.
+    let mut raw = fx.raw();
+    raw.send_body(json!({"type": "launch_missiles"}).to_string().as_bytes())
+        .unwrap();
+    expect_error_then_close(
+        &mut raw,
+        ErrorCode::BadRequest,
+        fx.close_within(),
+        "unknown type before hello",
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn unknown_fields_on_field_less_messages_are_bad_requests() {
+    let fx = Fixture::hostile();
+    let mut raw = fx.raw_hello();
+    for body in [
+        json!({"type": "ping", "extra": 1}),
+        json!({"type": "peers", "pattern": "x"}),
+        json!({"type": "unregister", "token": "x"}),
+    ] {
+        let reply = send_json(&mut raw, &body);
+        assert!(
+            matches!(
+                reply,
+                IndexResponse::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            ),
+            "body {body}: expected bad_request, got {reply:?}"
+        );
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn a_message_before_hello_is_refused() {
+    let fx = Fixture::hostile();
+    let requests = [
+        IndexRequest::Ping {},
+        IndexRequest::Search {
+            pattern: "canary".into(),
+        },
+        IndexRequest::Peers {},
+        IndexRequest::Register {
+            port: 4000,
+            token: token(7),
+            files: vec![entry("sneaky.txt", 1)],
+        },
+    ];
+    for request in &requests {
+        let mut raw = fx.raw();
+        raw.send(request);
+        expect_error_then_close(
+            &mut raw,
+            ErrorCode::Version,
+            fx.close_within(),
+            &format!("{request:?} before hello"),
+        );
+    }
+    assert_eq!(fx.peer_count(), 1, "a register before hello registered");
+    fx.assert_serves();
+}
+
+#[test]
+fn a_wrong_protocol_version_is_refused() {
+    let fx = Fixture::hostile();
+    for version in [0, protocol::VERSION + 1, u32::MAX] {
+        let mut raw = fx.raw();
+        raw.send(&IndexRequest::Hello { version });
+        expect_error_then_close(
+            &mut raw,
+            ErrorCode::Version,
+            fx.close_within(),
+            &format!("version {version}"),
+        );
+    }
+    // A version that is not even a u32 is a malformed message.
+    for version in [json!(-1), json!("1"), json!(4_294_967_296u64), json!(1.5)] {
+        let mut raw = fx.raw();
+        raw.send_body(
+            json!({"type": "hello", "version": version})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        expect_error_then_close(
+            &mut raw,
+            ErrorCode::BadRequest,
+            fx.close_within(),
+            &format!("version {version}"),
+        );
+    }
+    // Hello twice is a bad request, not a reset of the session.
+    let mut raw = fx.raw_hello();
+    let reply = raw.index_request(&IndexRequest::Hello {
+        version: protocol::VERSION,
+    });
+    assert_eq!(index_error_code(&reply), ErrorCode::BadRequest);
+    fx.assert_serves();
+}
+
+// ---------------------------------------------------------------------------------------
+// Absurd fields.
+
+const GOOD_SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A well-formed file entry as JSON (built from the typed entry, so that it has every
+/// field the protocol wants), named `name`; tests then spoil one field at a time.
+fn file_json(name: &str) -> serde_json::Value {
+    let mut file = serde_json::to_value(entry("ok.txt", 10)).unwrap();
+    file["name"] = json!(name);
+    file["sha256"] = json!(GOOD_SHA);
+    file
+}
+
+/// A well-formed file entry as JSON with one field replaced.
+fn file_json_with(field: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut file = file_json("ok.txt");
+    file[field] = value;
+    file
+}
+
+fn register_json(
+    port: serde_json::Value,
+    token: &str,
+    files: serde_json::Value,
+) -> serde_json::Value {
+    json!({"type": "register", "port": port, "token": token, "files": files})
+}
+
+#[test]
+fn registrations_with_absurd_fields_are_refused() {
+    let fx = Fixture::hostile();
+    let tok = token(0xabc);
+    let long_name = "a".repeat(10_000);
+    let bad_names = [
+        long_name.as_str(),
+        "../secret",
+        "a/../../b",
+        "..",
+        ".",
+        "./a",
+        "/etc/passwd",
+        "/",
+        "a\0b",
+        "a\nb",
+        "a\rb",
+        "\u{1b}[31mred",
+        "tab\there",
+        "del\u{7f}",
+        "a\\..\\b",
+        "",
+        "a//b",
+        "dir/",
+    ];
+    let mut cases: Vec<(String, serde_json::Value)> = bad_names
+        .iter()
+        .map(|name| {
+            (
+                format!("name {:?}", &name[..name.len().min(40)]),
+                register_json(json!(4000), &tok, json!([file_json(name)])),
+            )
+        })
+        .collect();
+    let bad_shas = [
+        GOOD_SHA.to_uppercase(),
+        GOOD_SHA[..63].to_string(),
+        format!("{GOOD_SHA}0"),
+        "g".repeat(64),
+        " ".repeat(64),
+        String::new(),
+    ];
+    for sha in &bad_shas {
+        cases.push((
+            format!("sha256 {sha:?}"),
+            register_json(
+                json!(4000),
+                &tok,
+                json!([file_json_with("sha256", json!(sha))]),
+            ),
+        ));
+    }
+    // The chunk-list root obeys the same rule as the SHA-256, and is required.
+    for chunks in &bad_shas {
+        cases.push((
+            format!("chunks {chunks:?}"),
+            register_json(
+                json!(4000),
+                &tok,
+                json!([file_json_with("chunks", json!(chunks))]),
+            ),
+        ));
+    }
+    for chunks in [json!(null), json!(42), json!([GOOD_SHA])] {
+        cases.push((
+            format!("chunks {chunks}"),
+            register_json(json!(4000), &tok, json!([file_json_with("chunks", chunks)])),
+        ));
+    }
+    for field in ["chunks", "sha256", "size", "name"] {
+        let mut file = file_json("ok.txt");
+        file.as_object_mut().unwrap().remove(field);
+        cases.push((
+            format!("no {field}"),
+            register_json(json!(4000), &tok, json!([file])),
+        ));
+    }
+    let bad_sizes = [
+        json!(-1),
+        json!(9_223_372_036_854_775_808u64), // i64::MAX + 1
+        json!(u64::MAX),
+        json!(1e30),
+        json!(1.5),
+        json!("10"),
+        json!(null),
+    ];
+    for size in &bad_sizes {
+        cases.push((
+            format!("size {size}"),
+            register_json(
+                json!(4000),
+                &tok,
+                json!([file_json_with("size", size.clone())]),
+            ),
+        ));
+    }
+    let too_many: Vec<serde_json::Value> = (0..=fx.settings.max_files_per_peer)
+        .map(|i| file_json(&format!("file{i}.txt")))
+        .collect();
+    cases.push((
+        format!("{} files", too_many.len()),
+        register_json(json!(4000), &tok, json!(too_many)),
+    ));
+    let unicode_token = "é".repeat(16);
+    let bad_tokens = [
+        tok[..31].to_string(),
+        format!("{tok}0"),
+        "g".repeat(32),
+        String::new(),
+        unicode_token,
+        format!("{}\n", &tok[..31]),
+    ];
+    for bad in &bad_tokens {
+        cases.push((
+            format!("token {bad:?}"),
+            register_json(json!(4000), bad, json!([file_json("ok.txt")])),
+        ));
+    }
+    for port in [
+        json!(0),
+        json!(-1),
+        json!(65_536),
+        json!("4000"),
+        json!(null),
+    ] {
+        cases.push((
+            format!("port {port}"),
+            register_json(port, &tok, json!([file_json("ok.txt")])),
+        ));
+    }
+
+    let mut raw = fx.raw_hello();
+    for (what, body) in &cases {
+        let reply = send_json(&mut raw, body);
+        assert_eq!(index_error_code(&reply), ErrorCode::BadRequest, "{what}");
+    }
+    // A size above u64::MAX cannot be built with serde_json's numbers: spell it out.
+    let body = register_json(
+        json!(4000),
+        &tok,
+        json!([file_json_with("size", json!("SIZE"))]),
+    )
+    .to_string()
+    .replace(r#""SIZE""#, "18446744073709551616");
+    raw.send_body(body.as_bytes()).unwrap();
+    let reply = raw.recv::<IndexResponse>();
+    assert_eq!(index_error_code(&reply), ErrorCode::BadRequest, "size 2^64");
+
+    // Nothing got registered, not even partly.
+    assert_eq!(
+        fx.peer_count(),
+        1,
+        "a refused registration left a peer behind"
+    );
+    let mut client = index_client(fx.addr).unwrap();
+    let (hits, _) = smol::block_on(client.search("*")).unwrap();
+    assert_eq!(hits.len(), 1, "only the canary should be shared: {hits:?}");
+
+    // Control: the same request with nothing spoilt is accepted, so each refusal above
+    // was for its spoilt field.
+    let reply = send_json(
+        &mut raw,
+        &register_json(json!(4000), &tok, json!([file_json("ok.txt")])),
+    );
+    assert!(
+        matches!(reply, IndexResponse::Registered { files: 1, .. }),
+        "a well-formed registration was refused: {reply:?}"
+    );
+    fx.assert_serves();
+}
+
+#[test]
+
+fn unknown_fields_in_a_file_entry_are_bad_requests() {
+    // "Unknown fields are errors" (docs/PROTOCOL.md), in the entries of a register or
+    // add_files as in the message itself.
+    let fx = Fixture::hostile();
+    let mut raw = fx.raw_hello();
+    let mut extra = file_json("extra-field.txt");
+    extra["owner"] = json!("root");
+    let reply = send_json(
+        &mut raw,
+        &register_json(json!(4000), &token(0xe7a), json!([extra.clone()])),
+    );
+    assert!(
+        matches!(
+            reply,
+            IndexResponse::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "register with an unknown field in an entry: {reply:?}"
+    );
+    let reply = send_json(
+        &mut raw,
+        &register_json(json!(4000), &token(0xe7a), json!([file_json("ok.txt")])),
+    );
+    assert!(
+        matches!(reply, IndexResponse::Registered { files: 1, .. }),
+        "{reply:?}"
+    );
+    let reply = send_json(&mut raw, &json!({"type": "add_files", "files": [extra]}));
+    assert!(
+        matches!(
+            reply,
+            IndexResponse::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "add_files with an unknown field in an entry: {reply:?}"
+    );
+    let mut client = index_client(fx.addr).unwrap();
+    let (hits, _) = smol::block_on(client.search("extra-field")).unwrap();
+    assert!(hits.is_empty(), "{hits:?}");
+    fx.assert_serves();
+}
+
+#[test]
+fn add_files_with_absurd_fields_or_beyond_the_limit_are_refused() {
+    let fx = Fixture::hostile();
+    let mut raw = fx.raw_hello();
+    let start: Vec<_> = (0..fx.settings.max_files_per_peer - 1)
+        .map(|i| entry(&format!("mine{i}.txt"), i as u64))
+        .collect();
+    match raw.index_request(&IndexRequest::Register {
+        port: 4000,
+        token: token(0xadd),
+        files: start.clone(),
+    }) {
+        IndexResponse::Registered { files, .. } => assert_eq!(files, start.len() as u64),
+        other => panic!("registering: {other:?}"),
+    }
+    for name in ["../up.txt", "/abs.txt", "nul\0.txt", "a\\b"] {
+        let reply = send_json(
+            &mut raw,
+            &json!({"type": "add_files", "files": [file_json(name)]}),
+        );
+        assert_eq!(index_error_code(&reply), ErrorCode::BadRequest, "{name:?}");
+    }
+    // Two more would pass the per-peer limit.
+    let reply = raw.index_request(&IndexRequest::AddFiles {
+        files: vec![entry("extra1.txt", 1), entry("extra2.txt", 2)],
+    });
+    assert_eq!(
+        index_error_code(&reply),
+        ErrorCode::BadRequest,
+        "over the limit"
+    );
+    // One more, built like the refused ones but unspoilt, is fine, and the count shows
+    // nothing bad slipped in.
+    assert_eq!(
+        send_json(
+            &mut raw,
+            &json!({"type": "add_files", "files": [file_json("extra1.txt")]}),
+        ),
+        IndexResponse::Done {
+            files: fx.settings.max_files_per_peer as u64
+        }
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn searches_with_absurd_patterns_are_refused() {
+    let fx = Fixture::hostile();
+    let mut raw = fx.raw_hello();
+    let too_long = "a".repeat(protocol::MAX_PATTERN + 1);
+    let patterns = [
+        "",
+        "   ",
+        "\t",
+        too_long.as_str(),
+        "can\0ary",
+        "can\nary",
+        "\u{1b}[2J",
+        "canary\u{7f}",
+    ];
+    for pattern in patterns {
+        let reply = raw.index_request(&IndexRequest::Search {
+            pattern: pattern.into(),
+        });
+        assert_eq!(
+            index_error_code(&reply),
+            ErrorCode::BadRequest,
+            "pattern {:?}",
+            &pattern[..pattern.len().min(40)]
+        );
+    }
+    // At the limit is fine.
+    let at_limit = "a".repeat(protocol::MAX_PATTERN);
+    match raw.index_request(&IndexRequest::Search { pattern: at_limit }) {
+        IndexResponse::Results { hits, .. } => assert!(hits.is_empty()),
+        other => panic!("a pattern at the limit: {other:?}"),
+    }
+    // Lookups of names that cannot exist are refused the same way.
+    for name in ["../x", "/etc/passwd", "a\0b", ""] {
+        let reply = raw.index_request(&IndexRequest::Lookup { name: name.into() });
+        assert_eq!(
+            index_error_code(&reply),
+            ErrorCode::BadRequest,
+            "lookup {name:?}"
+        );
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn changes_without_registering_are_not_registered_errors() {
+    let fx = Fixture::hostile();
+    let mut raw = fx.raw_hello();
+    let requests = [
+        IndexRequest::AddFiles {
+            files: vec![entry("x.txt", 1)],
+        },
+        IndexRequest::RemoveFiles {
+            names: vec![CANARY.into()],
+        },
+        IndexRequest::Unregister {},
+    ];
+    for request in &requests {
+        let reply = raw.index_request(request);
+        assert_eq!(
+            index_error_code(&reply),
+            ErrorCode::NotRegistered,
+            "{request:?}"
+        );
+    }
+    // And once registered then unregistered, it is back to not registered.
+    match raw.index_request(&IndexRequest::Register {
+        port: 4000,
+        token: token(0x1),
+        files: vec![entry("brief.txt", 1)],
+    }) {
+        IndexResponse::Registered { .. } => {}
+        other => panic!("registering: {other:?}"),
+    }
+    assert_eq!(
+        raw.index_request(&IndexRequest::Unregister {}),
+        IndexResponse::Done { files: 0 }
+    );
+    for request in &requests {
+        let reply = raw.index_request(request);
+        assert_eq!(
+            index_error_code(&reply),
+            ErrorCode::NotRegistered,
+            "after unregister: {request:?}"
+        );
+    }
+    // The canary, which nobody but its own session may remove, is still there.
+    fx.assert_serves();
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow clients and floods.
+
+#[test]
+fn a_slow_client_is_cut_off_while_others_are_served() {
+    let mut settings = hostile_index_settings();
+    settings.limits.timeout = Duration::from_secs(1);
+    let timeout = settings.limits.timeout;
+    let fx = fixture(settings);
+
+    // One byte of a frame before hello, one after hello, and a silent connection.
+    let mut before = fx.raw();
+    let mut after = fx.raw_hello();
+    let mut silent = fx.raw();
+    let started = Instant::now();
+    before.send_bytes(&[0]).unwrap();
+    after.send_bytes(&[0]).unwrap();
+
+    // A dripping client: one byte of a valid frame every 100 ms would take seconds.
+    let mut drip = fx.raw_hello();
+    let mut drip_writer = drip.stream.try_clone().unwrap();
+    let dripping = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut body = br#"{"type":"ping"}"#.to_vec();
+        body.resize(200, b' ');
+        let frame = [&(body.len() as u32).to_be_bytes()[..], &body].concat();
+        for byte in frame {
+            if drip_writer.write_all(&[byte]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+
+    // Meanwhile a normal client is served, and the stalled ones are still open.
+    fx.assert_serves();
+    assert!(
+        started.elapsed() < timeout,
+        "serving a normal client took longer than the frame timeout"
+    );
+    assert!(before.is_open_and_quiet(), "closed before the timeout");
+    assert!(after.is_open_and_quiet(), "closed before the timeout");
+
+    for (what, raw) in [
+        ("one byte before hello", &mut before),
+        ("one byte after hello", &mut after),
+        ("silent before hello", &mut silent),
+        ("dripping", &mut drip),
+    ] {
+        raw.expect_closed(timeout + Duration::from_secs(3));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= timeout.mul_f64(0.9),
+            "{what}: closed after {elapsed:?}, before the frame timeout"
+        );
+        assert!(
+            elapsed < timeout + Duration::from_secs(3),
+            "{what}: closed only after {elapsed:?}"
+        );
+    }
+    drop(drip);
+    assert!(
+        dripping.join().unwrap(),
+        "the dripping client could send a whole 200-byte frame at 10 bytes/s"
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn a_connection_flood_gets_busy_and_service_resumes() {
+    let mut settings = hostile_index_settings();
+    settings.max_connections = 8;
+    let mut fx = fixture(settings);
+
+    // The canary holds one connection; fill the other seven.
+    let held: Vec<Raw> = (0..settings.max_connections - 1)
+        .map(|_| fx.raw_hello())
+        .collect();
+    for i in 0..5 {
+        let mut extra = fx.raw();
+        expect_error_then_close(
+            &mut extra,
+            ErrorCode::Busy,
+            fx.close_within(),
+            &format!("extra connection {i}"),
+        );
+    }
+    // Connections already in are still served during the flood.
+    let (hits, _) = smol::block_on(fx.canary.search("canary")).expect("the canary's search");
+    assert_eq!(hits.len(), 1);
+
+    drop(held);
+    wait_until("the index to accept connections again", WAIT, || {
+        let mut client = match index_client(fx.addr) {
+            Ok(client) => client,
+            Err(_) => return false,
+        };
+        smol::block_on(client.search("canary")).is_ok_and(|(hits, _)| hits.len() == 1)
+    });
+    fx.assert_serves();
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions: ownership, leaving, expiry.
+
+fn search_hits(client: &mut IndexClient, pattern: &str) -> Vec<napster::protocol::Hit> {
+    smol::block_on(client.search(pattern)).expect("searching").0
+}
+
+/// Connect a client, retrying while the index is at its connection limit.
+fn connect_when_free(addr: SocketAddr) -> IndexClient {
+    let mut client = None;
+    wait_until("a free connection slot", WAIT, || {
+        client = index_client(addr).ok();
+        client.is_some()
+    });
+    client.unwrap()
+}
+
+#[test]
+fn a_peer_s_files_belong_to_its_token_and_latest_session() {
+    // Three connections at most: the canary plus two. A connection is only accepted once
+    // an earlier one has been completely torn down, which tells when a close took effect.
+    let mut settings = hostile_index_settings();
+    settings.max_connections = 3;
+    let fx = fixture(settings);
+    let ta = token(0xA);
+    let tb = token(0xB);
+
+    let mut a = index_client(fx.addr).unwrap();
+    let pa = smol::block_on(a.register(5001, &ta, &[entry("alpha.txt", 10)])).unwrap();
+
+    // Another peer (token TB) cannot remove or replace A's files.
+    let mut b = index_client(fx.addr).unwrap();
+    let pb = smol::block_on(b.register(5002, &tb, &[entry("beta.txt", 20)])).unwrap();
+    assert_ne!(pa, pb);
+    assert_eq!(
+        smol::block_on(b.remove_files(vec!["alpha.txt".into()])).unwrap(),
+        1,
+        "B's own count"
+    );
+    smol::block_on(b.unregister()).unwrap();
+    let hits = search_hits(&mut a, "alpha");
+    assert_eq!(hits.len(), 1, "B removed A's file: {hits:?}");
+    assert_eq!(hits[0].peer_id, pa);
+    drop(b);
+
+    // A new session with TA takes over with the same Peer ID.
+    let mut c = connect_when_free(fx.addr);
+    let pc =
+        smol::block_on(c.register(5003, &ta, &[entry("alpha.txt", 10), entry("gamma.txt", 30)]))
+            .unwrap();
+    assert_eq!(pc, pa, "the same token must get the same peer id");
+    let hits = search_hits(&mut c, "alpha");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].addr.port(), 5003, "the new session's port is used");
+
+    // The old session no longer owns the files.
+    match smol::block_on(a.remove_files(vec!["alpha.txt".into()])) {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::NotRegistered),
+        other => panic!("the old session removed files: {other:?}"),
+    }
+    match smol::block_on(a.add_files(vec![entry("delta.txt", 40)])) {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::NotRegistered),
+        other => panic!("the old session added files: {other:?}"),
+    }
+    assert_eq!(search_hits(&mut c, "alpha").len(), 1);
+    assert!(search_hits(&mut c, "delta").is_empty());
+
+    // The old session closing afterwards withdraws nothing.
+    drop(a);
+    let mut d = connect_when_free(fx.addr);
+    let hits = search_hits(&mut d, "*a.txt");
+    let names: Vec<_> = hits.iter().map(|h| h.file.name.as_str()).collect();
+    assert_eq!(names, ["alpha.txt", "gamma.txt"], "{hits:?}");
+    assert!(
+        hits.iter()
+            .all(|h| h.peer_id == pa && h.addr.port() == 5003)
+    );
+    drop(c);
+    drop(d);
+    fx.assert_serves();
+}
+
+#[test]
+fn a_peer_that_leaves_leaves_the_search_results() {
+    let fx = Fixture::hostile();
+    let mut peer = index_client(fx.addr).unwrap();
+    smol::block_on(peer.register(5100, &token(0x1ea5e), &[entry("leaving-file.bin", 5)])).unwrap();
+    let mut searcher = index_client(fx.addr).unwrap();
+    assert_eq!(search_hits(&mut searcher, "leaving").len(), 1);
+    drop(peer);
+    wait_until("the departed peer's files to leave", WAIT, || {
+        search_hits(&mut searcher, "leaving").is_empty()
+    });
+    fx.assert_serves();
+}
+
+#[test]
+fn a_connection_that_registers_twice_leaves_nothing_behind_when_it_closes() {
+    // Registering again on the same connection under another token either is refused
+    // or replaces the first registration; either way, once the connection closes,
+    // none of its files may stay in the index.
+    let fx = Fixture::hostile();
+    let mut twice = index_client(fx.addr).unwrap();
+    smol::block_on(twice.register(5400, &token(0x7001), &[entry("first-reg.txt", 1)])).unwrap();
+    let _ = smol::block_on(twice.register(5400, &token(0x7002), &[entry("second-reg.txt", 1)]));
+    drop(twice);
+    let mut searcher = index_client(fx.addr).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let left = loop {
+        let left: Vec<String> = search_hits(&mut searcher, "-reg.txt")
+            .into_iter()
+            .map(|h| h.file.name)
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        left.is_empty(),
+        "{left:?} still shared {WAIT:?} after the connection closed"
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn search_results_larger_than_a_frame_still_reach_the_client() {
+    // Default settings: 1 MiB frames, 1000 results. A peer shares 1000 files with long
+    // (valid) names; a search matching them all must still give the client an answer
+    // it can read (cut short and marked truncated if need be), not an oversized frame.
+    let (addr, _trigger) = start_index(Settings::default());
+    let mut hostile = smol::block_on(IndexClient::connect(addr, protocol::Limits::default()))
+        .expect("connecting");
+    let files: Vec<_> = (0..1000)
+        .map(|i| entry(&format!("{i:04}-{}", "x".repeat(1000)), i))
+        .collect();
+    smol::block_on(hostile.register(5500, &token(0xf111), &files)).expect("registering");
+
+    let mut victim = smol::block_on(IndexClient::connect(addr, protocol::Limits::default()))
+        .expect("connecting");
+    let (hits, truncated) = smol::block_on(victim.search("xxxx"))
+        .expect("a search matching many long names could not be read");
+    assert!(!hits.is_empty());
+    assert!(
+        hits.len() == 1000 || truncated,
+        "{} hits, not marked truncated",
+        hits.len()
+    );
+    smol::block_on(victim.ping()).expect("the client's connection is still usable");
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_session_ttl() {
+    let mut settings = hostile_index_settings();
+    settings.session_ttl = Duration::from_millis(500);
+    let (addr, _trigger) = start_index(settings);
+
+    let mut silent = index_client(addr).unwrap();
+    smol::block_on(silent.register(5200, &token(0x511e), &[entry("silent-file.txt", 1)])).unwrap();
+    let registered = Instant::now();
+    let mut live = index_client(addr).unwrap();
+    smol::block_on(live.register(5201, &token(0x11fe), &[entry("live-file.txt", 1)])).unwrap();
+    let mut searcher = index_client(addr).unwrap();
+    assert_eq!(search_hits(&mut searcher, "silent-file").len(), 1);
+
+    wait_until("the silent peer to be dropped", WAIT, || {
+        smol::block_on(live.ping()).expect("the live peer's ping");
+        assert_eq!(
+            search_hits(&mut searcher, "live-file").len(),
+            1,
+            "a peer that pings was dropped"
+        );
+        search_hits(&mut searcher, "silent-file").is_empty()
+    });
+    assert!(
+        registered.elapsed() >= settings.session_ttl,
+        "dropped after {:?}, before the TTL",
+        registered.elapsed()
+    );
+    // The silent session is over: it can no longer act for its peer.
+    assert!(smol::block_on(silent.ping()).is_err());
+    let mut fresh = index_client(addr).unwrap();
+    assert_eq!(search_hits(&mut fresh, "live-file").len(), 1);
+}
+
+#[test]
+fn a_registered_peer_busy_with_other_requests_is_not_silent() {
+    // "How long a silent connection lives": a peer whose session keeps sending requests
+    // (searches, here) is not silent, and must keep its files.
+    let mut settings = hostile_index_settings();
+    settings.session_ttl = Duration::from_millis(500);
+    let (addr, _trigger) = start_index(settings);
+
+    let mut busy = index_client(addr).unwrap();
+    smol::block_on(busy.register(5300, &token(0xb5e), &[entry("busy-file.txt", 1)])).unwrap();
+    let started = Instant::now();
+    // Long enough for the TTL to pass three times and the reaper to run.
+    while started.elapsed() < Duration::from_millis(1600) {
+        let hits = search_hits(&mut busy, "busy-file");
+        assert_eq!(
+            hits.len(),
+            1,
+            "the peer's files vanished after {:?} although its session never went silent",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
