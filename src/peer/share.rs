@@ -48,32 +48,26 @@ pub fn chunks_root(chunks: &[[u8; 32]]) -> String {
     to_hex(&hasher.finalize())
 }
 
-/// Computes a [`FileDigest`] from blocks fed in order.
-struct DigestBuilder {
+/// The digests of a file's chunks, from blocks fed in order.
+struct ChunkHasher {
     chunk_size: u64,
-    whole: Sha256,
     chunk: Sha256,
     in_chunk: u64,
     chunks: Vec<[u8; 32]>,
-    size: u64,
 }
 
-impl DigestBuilder {
-    /// For a file expected to be `size` bytes (which fixes the chunk size).
+impl ChunkHasher {
+    /// For a file of `size` bytes (which fixes the chunk size).
     fn new(size: u64) -> Self {
-        DigestBuilder {
+        ChunkHasher {
             chunk_size: protocol::chunk_size(size),
-            whole: Sha256::new(),
             chunk: Sha256::new(),
             in_chunk: 0,
             chunks: Vec::with_capacity(protocol::chunk_count(size) as usize),
-            size: 0,
         }
     }
 
     fn update(&mut self, mut block: &[u8]) {
-        self.whole.update(block);
-        self.size += block.len() as u64;
         while !block.is_empty() {
             let take = block.len().min((self.chunk_size - self.in_chunk) as usize);
             self.chunk.update(&block[..take]);
@@ -86,52 +80,98 @@ impl DigestBuilder {
         }
     }
 
-    fn finish(mut self) -> FileDigest {
+    fn finish(mut self) -> Vec<[u8; 32]> {
         if self.in_chunk > 0 {
             self.chunks.push(self.chunk.finalize().into());
         }
-        FileDigest {
-            size: self.size,
-            sha256: to_hex(&self.whole.finalize()),
-            chunks: self.chunks,
-        }
+        self.chunks
     }
 }
 
 /// The digest of bytes in memory, exactly as [`hash_file`] would compute it.
 pub fn digest_bytes(bytes: &[u8]) -> FileDigest {
-    let mut builder = DigestBuilder::new(bytes.len() as u64);
-    builder.update(bytes);
-    builder.finish()
+    let mut chunks = ChunkHasher::new(bytes.len() as u64);
+    chunks.update(bytes);
+    FileDigest {
+        size: bytes.len() as u64,
+        sha256: to_hex(&Sha256::digest(bytes)),
+        chunks: chunks.finish(),
+    }
 }
 
+/// Files at least this large hash their chunks on a second thread.
+const PARALLEL_FROM: u64 = 8 << 20;
+
 /// SHA-256 of a file and of each of its chunks, in one read; `progress` is told of
-/// every block hashed.
+/// every block hashed. The whole-file hash and the chunk hashes of a large file are
+/// computed on two threads at once.
 pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
     let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
     let expected = file
         .metadata()
         .context(|| format!("reading {}", path.display()))?
         .len();
-    let mut builder = DigestBuilder::new(expected);
-    let mut buf = vec![0; IO_BUFFER];
-    loop {
+    let mut whole = Sha256::new();
+    let mut size = 0u64;
+    let mut read = |block: &mut Vec<u8>| -> Result<usize> {
         let n = file
-            .read(&mut buf)
+            .read(block)
             .context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        builder.update(&buf[..n]);
+        whole.update(&block[..n]);
+        size += n as u64;
         progress(n as u64);
-    }
-    if builder.size != expected {
+        Ok(n)
+    };
+    let chunks = if expected < PARALLEL_FROM {
+        let mut chunks = ChunkHasher::new(expected);
+        let mut buf = vec![0; IO_BUFFER];
+        loop {
+            let n = read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            chunks.update(&buf[..n]);
+        }
+        chunks.finish()
+    } else {
+        let (to_chunks, blocks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(8);
+        let (to_reader, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|scope| -> Result<Vec<[u8; 32]>> {
+            let chunker = scope.spawn(move || {
+                let mut chunks = ChunkHasher::new(expected);
+                for (block, n) in blocks {
+                    chunks.update(&block[..n]);
+                    let _ = to_reader.send(block);
+                }
+                chunks.finish()
+            });
+            loop {
+                let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0; IO_BUFFER]);
+                let n = read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                if to_chunks.send((buf, n)).is_err() {
+                    break;
+                }
+            }
+            drop(to_chunks);
+            chunker
+                .join()
+                .map_err(|_| Error::msg("the chunk hashing thread failed"))
+        })?
+    };
+    if size != expected {
         return Err(Error::msg(format!(
             "{} changed while it was being hashed; try again",
             path.display()
         )));
     }
-    Ok(builder.finish())
+    Ok(FileDigest {
+        size,
+        sha256: to_hex(&whole.finalize()),
+        chunks,
+    })
 }
 
 /// Whether a file name is left out of a share: hidden files, editor backups and
@@ -363,5 +403,36 @@ impl Share {
             return Err(format!("{name} is not a regular file"));
         }
         Ok((file, meta.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_hash_as_bytes_do_on_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [
+            0,
+            1,
+            IO_BUFFER + 7,
+            (PARALLEL_FROM + 3 * IO_BUFFER as u64 + 5) as usize,
+        ] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let path = dir.path().join(format!("f{size}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let counted = std::sync::atomic::AtomicU64::new(0);
+            let from_disk = hash_file(&path, &|n| {
+                counted.fetch_add(n, Ordering::Relaxed);
+            })
+            .unwrap();
+            assert_eq!(from_disk, digest_bytes(&bytes), "size {size}");
+            assert_eq!(counted.into_inner(), size as u64);
+            assert_eq!(
+                from_disk.chunks.len() as u64,
+                protocol::chunk_count(size as u64)
+            );
+        }
     }
 }
