@@ -216,8 +216,9 @@ impl Shell {
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
         let sharing = Sharing::start(share, index, &settings).await?;
         println!(
-            "registered as peer {} with the index at {index}: {count} files, {} from {}; serving on {}",
+            "registered as peer {} with the index at {index}: {}, {} from {}; serving on {}",
             sharing.state().peer_id,
+            render::count(count as u64, "file"),
             render::size(bytes),
             root.display(),
             sharing.addr
@@ -254,9 +255,11 @@ impl Shell {
             Default::default()
         };
         println!("{}", render::hits(&hits, rtt.then_some(&rtts)));
-        let files = if hits.len() == 1 { "file" } else { "files" };
-        let sharers = if peers.len() == 1 { "peer" } else { "peers" };
-        println!("{} {files} on {} {sharers}", hits.len(), peers.len());
+        println!(
+            "{} on {}",
+            render::count(hits.len() as u64, "file"),
+            render::count(peers.len() as u64, "peer")
+        );
         if truncated {
             println!(
                 "(the index returns at most {max} results; narrow the pattern to see the rest)"

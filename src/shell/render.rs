@@ -13,6 +13,15 @@ use crate::protocol::{Hit, PeerInfo};
 /// Hex digits of a SHA-256 shown in tables.
 const SHORT_SHA: usize = 12;
 
+/// `1 file`, `2 files`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A size in binary units ("1.50 MiB").
 pub fn size(bytes: u64) -> String {
     HumanBytes(bytes).to_string()

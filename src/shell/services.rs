@@ -70,8 +70,9 @@ impl Services {
         let peers = store.peers().await.unwrap_or_default();
         let files: u64 = peers.iter().map(|p| p.files).sum();
         Some(format!(
-            "listening on {addr} ({} peers, {files} files)",
-            peers.len()
+            "listening on {addr} ({}, {})",
+            super::render::count(peers.len() as u64, "peer"),
+            super::render::count(files, "file")
         ))
     }
 
@@ -82,10 +83,10 @@ impl Services {
         let state = s.state();
         let folder = s.folder().read().unwrap_or_else(|e| e.into_inner());
         Some(format!(
-            "{} as peer {} ({} files, {}) on {} with the index at {} ({})",
+            "{} as peer {} ({}, {}) on {} with the index at {} ({})",
             folder.root().display(),
             state.peer_id,
-            folder.len(),
+            super::render::count(folder.len() as u64, "file"),
             super::render::size(folder.bytes()),
             s.addr,
             s.index,
