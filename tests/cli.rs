@@ -310,3 +310,73 @@ fn malformed_config_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read /nonexistent/napster.toml"));
 }
+
+#[test]
+fn bandwidth_limits_are_set_in_config_and_at_run_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("napster.toml"),
+        "[peer]\nupload_limit = \"2MiB/s\"\n",
+    )
+    .unwrap();
+    let out = run(
+        tmp.path(),
+        "limit\nlimit down 500kB/s\nlimit up 0\nlimit down fast\n",
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "upload limit: 2.0 MiB/s; download limit: unlimited"
+    );
+    assert_eq!(
+        lines[1],
+        "upload limit: 2.0 MiB/s; download limit: 488.3 KiB/s"
+    );
+    assert_eq!(
+        lines[2],
+        "upload limit: unlimited; download limit: 488.3 KiB/s"
+    );
+    assert!(stderr.contains("\"fast\" is not a rate"), "{stderr}");
+
+    std::fs::write(
+        tmp.path().join("napster.toml"),
+        "[peer]\ndownload_limit = \"lots\"\n",
+    )
+    .unwrap();
+    let out = run(tmp.path(), "limit\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("peer.download_limit"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn ping_measures_a_peer_and_search_can_show_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = write_files(&tmp.path().join("share"), &[("p.txt", "pong")]);
+    let out = run(
+        tmp.path(),
+        &format!(
+            "serve 0\nregister {} 0\nping 1\nsearch -r p.txt\nping 9\nquit\n",
+            files.display()
+        ),
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("peer 1 (127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("): rtt "), "{stdout}");
+    assert!(stdout.contains("RTT"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("p.txt") && l.contains(" ms")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("peer 9 is not registered"), "{stderr}");
+}
