@@ -9,6 +9,21 @@ use crate::protocol::{
     self, Connection, FileEntry, Hit, IndexRequest, IndexResponse, Limits, PeerInfo,
 };
 
+/// A search: a name pattern and optional criteria.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Search {
+    /// Substring, or `*`/`?` wildcards; may be empty with `sha256`.
+    pub pattern: String,
+    /// Lowercase hex prefix of the SHA-256.
+    pub sha256: Option<String>,
+    /// Smallest size, inclusive.
+    pub min_size: Option<u64>,
+    /// Largest size, inclusive.
+    pub max_size: Option<u64>,
+    /// Most results wanted.
+    pub limit: Option<u32>,
+}
+
 /// A connection to an index server that has said hello.
 pub struct IndexClient {
     conn: Connection,
@@ -87,10 +102,31 @@ impl IndexClient {
 
     /// Files whose names match `pattern`, and whether the list was cut at the limit.
     pub async fn search(&mut self, pattern: &str) -> Result<(Vec<Hit>, bool)> {
-        let request = IndexRequest::Search {
+        self.find(&Search {
             pattern: pattern.into(),
+            ..Search::default()
+        })
+        .await
+    }
+
+    /// Files matching every criterion of `search`.
+    pub async fn find(&mut self, search: &Search) -> Result<(Vec<Hit>, bool)> {
+        let request = IndexRequest::Search {
+            pattern: search.pattern.clone(),
+            sha256: search.sha256.clone(),
+            min_size: search.min_size,
+            max_size: search.max_size,
+            limit: search.limit,
         };
         results(self.request(&request).await?)
+    }
+
+    /// Every file of one peer, at most `limit` (or the server's limit).
+    pub async fn browse(&mut self, peer_id: u64, limit: Option<u32>) -> Result<(Vec<Hit>, bool)> {
+        results(
+            self.request(&IndexRequest::Browse { peer_id, limit })
+                .await?,
+        )
     }
 
     /// Files named exactly `name`.

@@ -48,6 +48,8 @@ pub struct IndexConfig {
     pub max_files_per_peer: usize,
     /// Longest file name (relative path) accepted, in bytes.
     pub max_name_len: usize,
+    /// Fewest characters (besides `*` and `?`) a search pattern must have.
+    pub min_pattern_len: usize,
 }
 
 impl Default for IndexConfig {
@@ -61,6 +63,7 @@ impl Default for IndexConfig {
             max_results: 1000,
             max_files_per_peer: 200_000,
             max_name_len: crate::protocol::MAX_NAME,
+            min_pattern_len: 2,
         }
     }
 }

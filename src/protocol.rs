@@ -151,10 +151,31 @@ pub enum IndexRequest {
     },
     /// Withdraw every file of this session's peer; the session stays open.
     Unregister {},
-    /// Files whose names match a pattern (substring, or `*`/`?` wildcards).
+    /// Files whose names match a pattern (substring, or `*`/`?` wildcards), narrowed by
+    /// the optional criteria.
     Search {
-        /// The pattern.
+        /// The pattern; empty means any name (then `sha256` is required).
         pattern: String,
+        /// A lowercase hex prefix of the SHA-256.
+        #[serde(default)]
+        sha256: Option<String>,
+        /// Smallest size, inclusive.
+        #[serde(default)]
+        min_size: Option<u64>,
+        /// Largest size, inclusive.
+        #[serde(default)]
+        max_size: Option<u64>,
+        /// Most results wanted (the server caps it at its own limit).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Every file of one peer (Napster's browse).
+    Browse {
+        /// The peer.
+        peer_id: u64,
+        /// Most results wanted (the server caps it at its own limit).
+        #[serde(default)]
+        limit: Option<u32>,
     },
     /// Files with exactly this name.
     Lookup {

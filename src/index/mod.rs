@@ -19,7 +19,7 @@ use crate::protocol::{
     self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, MAX_PATTERN, TOKEN_HEX,
 };
 use crate::runtime::{self, Shutdown};
-pub use store::{MemoryStore, Query, Registration, Store};
+pub use store::{MemoryStore, NameMatch, Query, Registration, Store};
 
 /// How often the reaper looks for peers whose sessions went silent.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -42,6 +42,8 @@ pub struct Settings {
     pub max_files_per_peer: usize,
     /// Longest file name accepted, in bytes.
     pub max_name_len: usize,
+    /// Fewest characters (besides `*` and `?`) a search pattern must have.
+    pub min_pattern_len: usize,
 }
 
 impl Settings {
@@ -54,6 +56,7 @@ impl Settings {
             max_results: config.index.max_results,
             max_files_per_peer: config.index.max_files_per_peer,
             max_name_len: config.index.max_name_len,
+            min_pattern_len: config.index.min_pattern_len,
         }
     }
 }
@@ -317,25 +320,98 @@ impl<S: Store> Server<S> {
                 info!("peer {peer} at {} unregistered", session.from);
                 IndexResponse::Done { files: 0 }
             }
-            IndexRequest::Search { pattern } => {
-                check_pattern(&pattern)?;
-                let found = self
-                    .store
-                    .search(&Query::pattern(&pattern), max_results)
-                    .await?;
+            IndexRequest::Search {
+                pattern,
+                sha256,
+                min_size,
+                max_size,
+                limit,
+            } => {
+                let mut query = self.search_query(&pattern, sha256)?;
+                if let (Some(min), Some(max)) = (min_size, max_size)
+                    && min > max
+                {
+                    return Err(bad(format!("no size is at least {min} and at most {max}")));
+                }
+                query.min_size = min_size;
+                query.max_size = max_size;
+                let limit = limit.map_or(max_results, |l| (l as usize).clamp(1, max_results));
+                let found = self.store.search(&query, limit).await?;
+                self.results(found)
+            }
+            IndexRequest::Browse { peer_id, limit } => {
+                let mut query = Query::by(NameMatch::Any);
+                query.peer = Some(peer_id);
+                let limit = limit.map_or(max_results, |l| (l as usize).clamp(1, max_results));
+                let found = self.store.search(&query, limit).await?;
+                if found.0.is_empty()
+                    && !self
+                        .store
+                        .peers()
+                        .await?
+                        .iter()
+                        .any(|p| p.peer_id == peer_id)
+                {
+                    return Err(Error::Remote {
+                        code: ErrorCode::NotFound,
+                        message: format!("peer {peer_id} is not registered"),
+                    });
+                }
                 self.results(found)
             }
             IndexRequest::Lookup { name } => {
                 if let Some(problem) = protocol::name_problem(&name) {
                     return Err(bad(format!("file name {problem}")));
                 }
-                let found = self.store.search(&Query::Exact(name), max_results).await?;
+                let query = Query::by(NameMatch::Exact(name));
+                let found = self.store.search(&query, max_results).await?;
                 self.results(found)
             }
             IndexRequest::Peers {} => IndexResponse::Peers {
                 peers: self.store.peers().await?,
             },
         })
+    }
+
+    /// The query a search asks for, or why it is refused: a pattern too short to be
+    /// selective (it would return half the index), or nothing to search by at all.
+    fn search_query(&self, pattern: &str, sha256: Option<String>) -> Result<Query> {
+        if pattern.len() > MAX_PATTERN {
+            return Err(bad(format!(
+                "the search pattern is longer than {MAX_PATTERN} bytes"
+            )));
+        }
+        if pattern.chars().any(char::is_control) {
+            return Err(bad("the search pattern contains control characters"));
+        }
+        if let Some(prefix) = &sha256
+            && (prefix.len() < 4
+                || prefix.len() > 64
+                || !prefix
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        {
+            return Err(bad("sha256: takes 4 to 64 lowercase hex digits"));
+        }
+        let pattern = pattern.trim();
+        let literal = pattern.chars().filter(|c| !matches!(c, '*' | '?')).count();
+        let min = self.settings.min_pattern_len;
+        if literal == 0 && sha256.is_none() {
+            return Err(bad(if pattern.is_empty() {
+                "the search pattern is empty".to_owned()
+            } else {
+                format!("the pattern needs at least {min} characters besides * and ?")
+            }));
+        }
+        if literal > 0 && literal < min {
+            return Err(bad(format!(
+                "the pattern needs at least {min} characters besides * and ?, so that one search \
+                 cannot list the whole index"
+            )));
+        }
+        let mut query = Query::pattern(if literal == 0 { "" } else { pattern });
+        query.sha256_prefix = sha256;
+        Ok(query)
     }
 
     /// A results message cut to what one frame can carry.
@@ -385,19 +461,4 @@ fn registered(session: &Session) -> Result<u64> {
         code: ErrorCode::NotRegistered,
         message: "register first".into(),
     })
-}
-
-fn check_pattern(pattern: &str) -> Result<()> {
-    if pattern.trim().is_empty() {
-        return Err(bad("the search pattern is empty"));
-    }
-    if pattern.len() > MAX_PATTERN {
-        return Err(bad(format!(
-            "the search pattern is longer than {MAX_PATTERN} bytes"
-        )));
-    }
-    if pattern.chars().any(char::is_control) {
-        return Err(bad("the search pattern contains control characters"));
-    }
-    Ok(())
 }

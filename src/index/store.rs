@@ -4,48 +4,77 @@
 //! A peer's files belong to the session (connection) that registered them: only that
 //! session may change or withdraw them, and a newer session of the same peer (same token)
 //! takes them over, so a stale connection closing late withdraws nothing.
+//!
+//! The in-memory store is built for a million files on a small machine: file records are
+//! fixed-size (hashes as bytes, not hex), exact names are found through a hash table with
+//! chains threaded through the records, and substring search runs `memmem` over one
+//! contiguous arena of lowercase names rather than over a million strings.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use memchr::memmem;
 use wildmatch::WildMatch;
 
 use crate::error::{Error, Result};
+use crate::peer::share::to_hex;
 use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
 
-/// A search pattern, parsed once.
-#[derive(Debug, Clone)]
-pub enum Query {
-    /// Case-insensitive substring of the name.
+/// How a file's name must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameMatch {
+    /// Any name (other criteria decide).
+    Any,
+    /// Case-insensitive substring; the pattern is lowercase.
     Substring(String),
-    /// Case-insensitive `*`/`?` wildcard match of the whole name.
+    /// Case-insensitive `*`/`?` wildcard match of the whole name; lowercase.
     Wildcard(String),
-    /// Exactly this name.
+    /// Exactly this name (case-sensitive).
     Exact(String),
 }
 
+/// A search, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// The name criterion.
+    pub name: NameMatch,
+    /// Lowercase hex prefix of the SHA-256.
+    pub sha256_prefix: Option<String>,
+    /// Smallest size, inclusive.
+    pub min_size: Option<u64>,
+    /// Largest size, inclusive.
+    pub max_size: Option<u64>,
+    /// Only this peer's files.
+    pub peer: Option<u64>,
+}
+
 impl Query {
-    /// Parse a user's pattern: wildcards when it has `*` or `?`, else a substring.
+    /// A query on the name alone: wildcards when it has `*` or `?`, else a substring.
     pub fn pattern(pattern: &str) -> Query {
-        if pattern.contains(['*', '?']) {
-            Query::Wildcard(pattern.to_lowercase())
+        let lower = pattern.to_lowercase();
+        let name = if pattern.is_empty() {
+            NameMatch::Any
+        } else if pattern.contains(['*', '?']) {
+            NameMatch::Wildcard(lower)
         } else {
-            Query::Substring(pattern.to_lowercase())
-        }
+            NameMatch::Substring(lower)
+        };
+        Query::by(name)
     }
 
-    fn matcher(&self) -> impl Fn(&str, &str) -> bool + '_ {
-        let wild = match self {
-            Query::Wildcard(p) => Some(WildMatch::new(p)),
-            _ => None,
-        };
-        move |name: &str, lower: &str| match self {
-            Query::Substring(s) => lower.contains(s.as_str()),
-            Query::Wildcard(_) => wild.as_ref().is_some_and(|w| w.matches(lower)),
-            Query::Exact(s) => name == s,
+    /// A query on `name` and nothing else.
+    pub fn by(name: NameMatch) -> Query {
+        Query {
+            name,
+            sha256_prefix: None,
+            min_size: None,
+            max_size: None,
+            peer: None,
         }
     }
 }
@@ -100,23 +129,50 @@ pub trait Store: Send + Sync + 'static {
 /// How many departed peers' tokens are remembered so that they get their ID back.
 const REMEMBERED_TOKENS: usize = 100_000;
 
+/// Marks the end of a chain, or a record not in the arena.
+const NONE: u32 = u32::MAX;
+
+/// One shared file: fixed size, the name the only allocation.
 #[derive(Debug)]
-struct PeerEntry {
+struct FileRec {
+    name: Box<str>,
+    peer: u32,
+    /// Next record with the same name hash.
+    next: u32,
+    /// Where its lowercase name starts in the arena; `NONE` when the slot is free.
+    at: u32,
+    size: u64,
+    sha256: [u8; 32],
+    chunks: [u8; 32],
+}
+
+#[derive(Debug)]
+struct PeerRec {
     token: String,
     session: u64,
     addr: SocketAddr,
     shared_at: i64,
     last_seen: Instant,
-    /// By name: the entry and its lowercase form for matching.
-    files: BTreeMap<String, (FileEntry, String)>,
+    files: HashSet<u32>,
+    bytes: u64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     next_id: u64,
-    peers: BTreeMap<u64, PeerEntry>,
+    peers: BTreeMap<u64, PeerRec>,
     tokens: HashMap<String, u64>,
     departed: VecDeque<String>,
+    files: Vec<FileRec>,
+    free: Vec<u32>,
+    /// Name hash → first record with that hash.
+    by_name: HashMap<u64, u32>,
+    /// Lowercase names, each followed by `\n` (which names cannot contain).
+    arena: Vec<u8>,
+    /// (arena offset, record), in offset order.
+    starts: Vec<(u32, u32)>,
+    /// Arena bytes of records since removed.
+    dead_bytes: usize,
 }
 
 /// The index in memory: the default store.
@@ -133,8 +189,25 @@ fn not_owner() -> Error {
     }
 }
 
+fn name_hash(name: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn from_hex(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
 impl Inner {
-    fn owned(&mut self, peer: u64, session: u64) -> Result<&mut PeerEntry> {
+    fn owned(&mut self, peer: u64, session: u64) -> Result<&mut PeerRec> {
         match self.peers.get_mut(&peer) {
             Some(entry) if entry.session == session => Ok(entry),
             _ => Err(not_owner()),
@@ -145,6 +218,9 @@ impl Inner {
         let Some(entry) = self.peers.remove(&peer) else {
             return;
         };
+        for file in entry.files {
+            self.unlink(file);
+        }
         self.departed.push_back(entry.token);
         while self.departed.len() > REMEMBERED_TOKENS {
             let Some(old) = self.departed.pop_front() else {
@@ -156,13 +232,256 @@ impl Inner {
                 self.tokens.remove(&old);
             }
         }
+        self.compact_if_sparse();
     }
-}
 
-fn insert_files(entry: &mut PeerEntry, files: Vec<FileEntry>) {
-    for file in files {
-        let lower = file.name.to_lowercase();
-        entry.files.insert(file.name.clone(), (file, lower));
+    /// The record of `peer`'s file named `name`.
+    fn find(&self, peer: u32, name: &str) -> Option<u32> {
+        let mut at = *self.by_name.get(&name_hash(name))?;
+        while at != NONE {
+            let rec = &self.files[at as usize];
+            if rec.peer == peer && &*rec.name == name {
+                return Some(at);
+            }
+            at = rec.next;
+        }
+        None
+    }
+
+    /// Add or replace `peer`'s file; returns its record.
+    fn insert(&mut self, peer: u64, file: FileEntry) -> u32 {
+        let peer32 = peer as u32;
+        let sha256 = from_hex(&file.sha256);
+        let chunks = from_hex(&file.chunks);
+        if let Some(existing) = self.find(peer32, &file.name) {
+            let rec = &mut self.files[existing as usize];
+            let old = std::mem::replace(&mut rec.size, file.size);
+            rec.sha256 = sha256;
+            rec.chunks = chunks;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.bytes = p.bytes - old + file.size;
+            }
+            return existing;
+        }
+        let at = self.arena.len() as u32;
+        self.arena.extend(file.name.to_lowercase().bytes());
+        self.arena.push(b'\n');
+        let hash = name_hash(&file.name);
+        let head = self.by_name.get(&hash).copied().unwrap_or(NONE);
+        let rec = FileRec {
+            name: file.name.into_boxed_str(),
+            peer: peer32,
+            next: head,
+            at,
+            size: file.size,
+            sha256,
+            chunks,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.files[slot as usize] = rec;
+                slot
+            }
+            None => {
+                self.files.push(rec);
+                (self.files.len() - 1) as u32
+            }
+        };
+        self.by_name.insert(hash, slot);
+        self.starts.push((at, slot));
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.files.insert(slot);
+            p.bytes += self.files[slot as usize].size;
+        }
+        slot
+    }
+
+    /// Take a record out of the name chains and the arena, and free its slot.
+    fn unlink(&mut self, slot: u32) {
+        let hash = name_hash(&self.files[slot as usize].name);
+        let next = self.files[slot as usize].next;
+        match self.by_name.get(&hash).copied() {
+            Some(head) if head == slot => {
+                if next == NONE {
+                    self.by_name.remove(&hash);
+                } else {
+                    self.by_name.insert(hash, next);
+                }
+            }
+            Some(mut at) => {
+                while at != NONE {
+                    let following = self.files[at as usize].next;
+                    if following == slot {
+                        self.files[at as usize].next = next;
+                        break;
+                    }
+                    at = following;
+                }
+            }
+            None => {}
+        }
+        let rec = &mut self.files[slot as usize];
+        self.dead_bytes += rec.name.len() + 1;
+        rec.at = NONE;
+        rec.name = Box::from("");
+        self.free.push(slot);
+    }
+
+    /// Rebuild the arena once most of it belongs to removed files.
+    fn compact_if_sparse(&mut self) {
+        if self.dead_bytes < 1 << 20 || self.dead_bytes * 2 < self.arena.len() {
+            return;
+        }
+        let mut arena = Vec::with_capacity(self.arena.len() - self.dead_bytes);
+        let mut starts = Vec::with_capacity(self.starts.len());
+        for &(at, slot) in &self.starts {
+            let rec = &mut self.files[slot as usize];
+            if rec.at != at {
+                continue;
+            }
+            let end = at as usize + rec.name.len() + 1;
+            let new_at = arena.len() as u32;
+            arena.extend_from_slice(&self.arena[at as usize..end]);
+            rec.at = new_at;
+            starts.push((new_at, slot));
+        }
+        self.arena = arena;
+        self.starts = starts;
+        self.dead_bytes = 0;
+    }
+
+    fn hit(&self, slot: u32) -> Option<Hit> {
+        let rec = &self.files[slot as usize];
+        let peer = self.peers.get(&u64::from(rec.peer))?;
+        Some(Hit {
+            peer_id: u64::from(rec.peer),
+            addr: peer.addr,
+            file: FileEntry {
+                name: rec.name.to_string(),
+                size: rec.size,
+                sha256: to_hex(&rec.sha256),
+                chunks: to_hex(&rec.chunks),
+            },
+            shared_at: peer.shared_at,
+        })
+    }
+
+    /// Whether the live record `slot` meets the criteria other than the name.
+    fn passes(&self, slot: u32, query: &Query) -> bool {
+        let rec = &self.files[slot as usize];
+        if rec.at == NONE {
+            return false;
+        }
+        if query.peer.is_some_and(|p| p != u64::from(rec.peer)) {
+            return false;
+        }
+        if query.min_size.is_some_and(|min| rec.size < min)
+            || query.max_size.is_some_and(|max| rec.size > max)
+        {
+            return false;
+        }
+        match &query.sha256_prefix {
+            Some(prefix) => to_hex(&rec.sha256).starts_with(prefix.as_str()),
+            None => true,
+        }
+    }
+
+    /// The lowercase name of a live record, from the arena.
+    fn lower(&self, slot: u32) -> &[u8] {
+        let rec = &self.files[slot as usize];
+        let at = rec.at as usize;
+        &self.arena[at..at
+            + self.arena[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(0)]
+    }
+
+    /// Records whose lowercase name contains `needle`, in arena order, each once.
+    fn containing<'a>(&'a self, needle: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
+        let mut last = NONE;
+        memmem::find_iter(&self.arena, needle).filter_map(move |pos| {
+            let i = self.starts.partition_point(|&(at, _)| at as usize <= pos) - 1;
+            let (at, slot) = self.starts[i];
+            if self.files[slot as usize].at != at || slot == last {
+                return None;
+            }
+            last = slot;
+            Some(slot)
+        })
+    }
+
+    fn search(&self, query: &Query, limit: usize) -> (Vec<Hit>, bool) {
+        let mut hits = Vec::new();
+        let mut take = |slot: u32| -> bool {
+            if !self.passes(slot, query) {
+                return true;
+            }
+            if hits.len() == limit {
+                return false;
+            }
+            hits.extend(self.hit(slot));
+            true
+        };
+        let complete = match &query.name {
+            NameMatch::Exact(name) => {
+                let mut at = self.by_name.get(&name_hash(name)).copied().unwrap_or(NONE);
+                let mut chain = Vec::new();
+                while at != NONE {
+                    if &*self.files[at as usize].name == name.as_str() {
+                        chain.push(at);
+                    }
+                    at = self.files[at as usize].next;
+                }
+                // Chains grow at the head: oldest registration first.
+                chain.into_iter().rev().all(&mut take)
+            }
+            NameMatch::Substring(needle) => self.containing(needle.as_bytes()).all(&mut take),
+            NameMatch::Wildcard(pattern) => {
+                let wild = WildMatch::new(pattern);
+                let literal = pattern
+                    .split(['*', '?'])
+                    .max_by_key(|s| s.len())
+                    .unwrap_or_default();
+                let matches = |slot: u32| {
+                    std::str::from_utf8(self.lower(slot)).is_ok_and(|name| wild.matches(name))
+                };
+                if literal.is_empty() {
+                    self.starts
+                        .iter()
+                        .filter(|&&(at, slot)| self.files[slot as usize].at == at)
+                        .map(|&(_, slot)| slot)
+                        .filter(|&slot| matches(slot))
+                        .all(&mut take)
+                } else {
+                    self.containing(literal.as_bytes())
+                        .filter(|&slot| matches(slot))
+                        .all(&mut take)
+                }
+            }
+            NameMatch::Any => match query.peer {
+                Some(peer) => {
+                    let mut files: Vec<u32> = self
+                        .peers
+                        .get(&peer)
+                        .map(|p| p.files.iter().copied().collect())
+                        .unwrap_or_default();
+                    files.sort_by(|a, b| {
+                        self.files[*a as usize]
+                            .name
+                            .cmp(&self.files[*b as usize].name)
+                    });
+                    files.into_iter().all(&mut take)
+                }
+                None => self
+                    .starts
+                    .iter()
+                    .filter(|&&(at, slot)| self.files[slot as usize].at == at)
+                    .map(|&(_, slot)| slot)
+                    .all(&mut take),
+            },
+        };
+        (hits, !complete)
     }
 }
 
@@ -191,35 +510,52 @@ impl Store for MemoryStore {
                 id
             }
         };
-        let mut entry = PeerEntry {
+        if let Some(old) = inner.peers.remove(&id) {
+            for file in old.files {
+                inner.unlink(file);
+            }
+        }
+        let peer = PeerRec {
             token: registration.token,
             session: registration.session,
             addr: registration.addr,
             shared_at: chrono::Utc::now().timestamp(),
             last_seen: Instant::now(),
-            files: BTreeMap::new(),
+            files: HashSet::with_capacity(registration.files.len()),
+            bytes: 0,
         };
-        insert_files(&mut entry, registration.files);
-        inner.peers.insert(id, entry);
+        inner.peers.insert(id, peer);
+        for file in registration.files {
+            inner.insert(id, file);
+        }
+        inner.compact_if_sparse();
         Ok(id)
     }
 
     async fn add_files(&self, peer: u64, session: u64, files: Vec<FileEntry>) -> Result<u64> {
         let mut inner = self.lock();
-        let entry = inner.owned(peer, session)?;
-        insert_files(entry, files);
-        entry.last_seen = Instant::now();
-        Ok(entry.files.len() as u64)
+        inner.owned(peer, session)?.last_seen = Instant::now();
+        for file in files {
+            inner.insert(peer, file);
+        }
+        Ok(inner.owned(peer, session)?.files.len() as u64)
     }
 
     async fn remove_files(&self, peer: u64, session: u64, names: Vec<String>) -> Result<u64> {
         let mut inner = self.lock();
-        let entry = inner.owned(peer, session)?;
+        inner.owned(peer, session)?.last_seen = Instant::now();
         for name in names {
-            entry.files.remove(&name);
+            if let Some(slot) = inner.find(peer as u32, &name) {
+                let size = inner.files[slot as usize].size;
+                if let Some(p) = inner.peers.get_mut(&peer) {
+                    p.files.remove(&slot);
+                    p.bytes -= size;
+                }
+                inner.unlink(slot);
+            }
         }
-        entry.last_seen = Instant::now();
-        Ok(entry.files.len() as u64)
+        inner.compact_if_sparse();
+        Ok(inner.owned(peer, session)?.files.len() as u64)
     }
 
     async fn unregister(&self, peer: u64, session: u64) -> Result<()> {
@@ -237,25 +573,7 @@ impl Store for MemoryStore {
     }
 
     async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
-        let inner = self.lock();
-        let matches = query.matcher();
-        let mut hits = Vec::new();
-        for (&peer_id, peer) in &inner.peers {
-            for (name, (file, lower)) in &peer.files {
-                if matches(name, lower) {
-                    if hits.len() == limit {
-                        return Ok((hits, true));
-                    }
-                    hits.push(Hit {
-                        peer_id,
-                        addr: peer.addr,
-                        file: file.clone(),
-                        shared_at: peer.shared_at,
-                    });
-                }
-            }
-        }
-        Ok((hits, false))
+        Ok(self.lock().search(query, limit))
     }
 
     async fn peers(&self) -> Result<Vec<PeerInfo>> {
@@ -267,7 +585,7 @@ impl Store for MemoryStore {
                 peer_id,
                 addr: peer.addr,
                 files: peer.files.len() as u64,
-                bytes: peer.files.values().map(|(f, _)| f.size).sum(),
+                bytes: peer.bytes,
                 shared_at: peer.shared_at,
             })
             .collect())
@@ -286,5 +604,206 @@ impl Store for MemoryStore {
             inner.remove_peer(id);
         }
         Ok(stale.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn entry(name: &str, size: u64) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            size,
+            sha256: format!("{size:064x}"),
+            chunks: format!("{:064x}", size + 1),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Register(u8, Vec<(u8, u64)>),
+        Add(u8, Vec<(u8, u64)>),
+        Remove(u8, Vec<u8>),
+        Leave(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let files = || prop::collection::vec((0u8..40, 0u64..5), 0..12);
+        prop_oneof![
+            (0u8..6, files()).prop_map(|(p, f)| Op::Register(p, f)),
+            (0u8..6, files()).prop_map(|(p, f)| Op::Add(p, f)),
+            (0u8..6, prop::collection::vec(0u8..40, 0..8)).prop_map(|(p, n)| Op::Remove(p, n)),
+            (0u8..6).prop_map(Op::Leave),
+        ]
+    }
+
+    /// Names that share substrings and differ in case, so that matching is exercised.
+    fn name(n: u8) -> String {
+        format!(
+            "{}Song-{:02}.{}",
+            if n % 3 == 0 { "Best" } else { "best" },
+            n % 17,
+            ["mp3", "OGG"][usize::from(n % 2)]
+        )
+    }
+
+    #[test]
+    fn the_arena_is_compacted_when_mostly_dead_and_search_still_works() {
+        smol::block_on(async {
+            let store = MemoryStore::new();
+            let many = |tag: &str| -> Vec<FileEntry> {
+                (0..20_000)
+                    .map(|i| entry(&format!("{tag}-{i:05}-{}", "x".repeat(50)), i))
+                    .collect()
+            };
+            let register = |token: &str, session, files| Registration {
+                token: token.repeat(32),
+                session,
+                addr: ([127, 0, 0, 1], 9).into(),
+                files,
+            };
+            let a = store
+                .register(register("a", 1, many("alpha")))
+                .await
+                .unwrap();
+            let b = store
+                .register(register("b", 2, many("beta")))
+                .await
+                .unwrap();
+            let before = store.lock().arena.len();
+            store.unregister(a, 1).await.unwrap();
+            {
+                let inner = store.lock();
+                assert!(inner.arena.len() < before, "the arena was not compacted");
+                assert_eq!(inner.dead_bytes, 0);
+            }
+            assert!(
+                store
+                    .search(&Query::pattern("alpha"), 10)
+                    .await
+                    .unwrap()
+                    .0
+                    .is_empty()
+            );
+            let (hits, truncated) = store
+                .search(&Query::pattern("beta-1999"), 100)
+                .await
+                .unwrap();
+            assert_eq!(hits.len(), 10);
+            assert!(!truncated);
+            assert!(hits.iter().all(|h| h.peer_id == b));
+            // Freed slots are reused without confusing the arena.
+            let c = store
+                .register(register("c", 3, many("gamma")))
+                .await
+                .unwrap();
+            let (hits, _) = store
+                .search(&Query::pattern("gamma-00042"), 10)
+                .await
+                .unwrap();
+            assert_eq!(hits.len(), 1);
+            assert_eq!(hits[0].peer_id, c);
+            assert_eq!(hits[0].file.size, 42);
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The store agrees with a plain map after any sequence of changes, for every
+        /// kind of query.
+        #[test]
+        fn the_store_agrees_with_a_plain_model(ops in prop::collection::vec(op(), 1..60)) {
+            smol::block_on(async {
+                let store = MemoryStore::new();
+                // peer number → (id, session, files by name)
+                let mut model: BTreeMap<u8, (u64, u64, BTreeMap<String, u64>)> = BTreeMap::new();
+                let mut session = 0;
+                for op in ops {
+                    match op {
+                        Op::Register(p, files) => {
+                            session += 1;
+                            let files: Vec<FileEntry> = files.iter().map(|&(n, s)| entry(&name(n), s)).collect();
+                            let id = store.register(Registration {
+                                token: format!("{p:032}"),
+                                session,
+                                addr: ([127, 0, 0, 1], 1000 + u16::from(p)).into(),
+                                files: files.clone(),
+                            }).await.unwrap();
+                            let map = files.into_iter().map(|f| (f.name, f.size)).collect();
+                            model.insert(p, (id, session, map));
+                        }
+                        Op::Add(p, files) => {
+                            if let Some((id, s, map)) = model.get_mut(&p) {
+                                let files: Vec<FileEntry> = files.iter().map(|&(n, s)| entry(&name(n), s)).collect();
+                                for f in &files {
+                                    map.insert(f.name.clone(), f.size);
+                                }
+                                let count = store.add_files(*id, *s, files).await.unwrap();
+                                prop_assert_eq!(count, map.len() as u64);
+                            }
+                        }
+                        Op::Remove(p, names) => {
+                            if let Some((id, s, map)) = model.get_mut(&p) {
+                                let names: Vec<String> = names.iter().map(|&n| name(n)).collect();
+                                for n in &names {
+                                    map.remove(n);
+                                }
+                                let count = store.remove_files(*id, *s, names).await.unwrap();
+                                prop_assert_eq!(count, map.len() as u64);
+                            }
+                        }
+                        Op::Leave(p) => {
+                            if let Some((id, s, _)) = model.remove(&p) {
+                                store.unregister(id, s).await.unwrap();
+                            }
+                        }
+                    }
+                }
+                let truth = |keep: &dyn Fn(&str, u64) -> bool| -> BTreeSet<(u64, String)> {
+                    model.values()
+                        .flat_map(|(id, _, map)| map.iter().filter(|(n, s)| keep(n, **s)).map(move |(n, _)| (*id, n.clone())))
+                        .collect()
+                };
+                let found = |hits: Vec<Hit>| -> BTreeSet<(u64, String)> {
+                    hits.into_iter().map(|h| (h.peer_id, h.file.name)).collect()
+                };
+                let substring = store.search(&Query::pattern("SONG-0"), 10_000).await.unwrap().0;
+                prop_assert_eq!(found(substring), truth(&|n, _| n.to_lowercase().contains("song-0")));
+                let wild = store.search(&Query::pattern("best*.mp?"), 10_000).await.unwrap().0;
+                prop_assert_eq!(found(wild), truth(&|n, _| n.to_lowercase().starts_with("best") && n.ends_with(".mp3")));
+                let exact = store.search(&Query::by(NameMatch::Exact(name(3))), 10_000).await.unwrap().0;
+                prop_assert_eq!(found(exact), truth(&|n, _| n == name(3)));
+                let mut sized = Query::pattern("song");
+                sized.min_size = Some(2);
+                sized.max_size = Some(3);
+                let sized = store.search(&sized, 10_000).await.unwrap().0;
+                prop_assert_eq!(found(sized), truth(&|n, s| n.to_lowercase().contains("song") && (2..=3).contains(&s)));
+                let mut by_hash = Query::by(NameMatch::Any);
+                by_hash.sha256_prefix = Some(format!("{:063x}", 0) );
+                let by_hash = store.search(&by_hash, 10_000).await.unwrap().0;
+                prop_assert_eq!(found(by_hash), truth(&|_, s| s < 16));
+                let peers = store.peers().await.unwrap();
+                prop_assert_eq!(peers.len(), model.len());
+                for (id, _, map) in model.values() {
+                    let mut browse = Query::by(NameMatch::Any);
+                    browse.peer = Some(*id);
+                    let listed = store.search(&browse, 10_000).await.unwrap().0;
+                    prop_assert_eq!(listed.len(), map.len());
+                    let info = peers.iter().find(|p| p.peer_id == *id).unwrap();
+                    prop_assert_eq!(info.bytes, map.values().sum::<u64>());
+                }
+                let (limited, truncated) = store.search(&Query::pattern("song"), 1).await.unwrap();
+                let all = truth(&|n, _| n.to_lowercase().contains("song")).len();
+                prop_assert_eq!(limited.len(), all.min(1));
+                prop_assert_eq!(truncated, all > 1);
+                Ok(())
+            })?;
+        }
     }
 }
