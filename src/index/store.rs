@@ -646,7 +646,7 @@ mod tests {
     fn name(n: u8) -> String {
         format!(
             "{}Song-{:02}.{}",
-            if n % 3 == 0 { "Best" } else { "best" },
+            if n.is_multiple_of(3) { "Best" } else { "best" },
             n % 17,
             ["mp3", "OGG"][usize::from(n % 2)]
         )
