@@ -411,16 +411,49 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| Error::Malformed(clean_text(&e.to_string())))
 }
 
+/// Bytes read from the socket at a time (more when a frame needs more, up to
+/// [`MAX_READ`]).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Most bytes read at once, so that a frame's claimed length is never allocated before
+/// its bytes arrive.
+const MAX_READ: usize = 64 * 1024;
+
 /// A connection speaking frames, with the limits it enforces.
+///
+/// Reads are buffered: one `read` usually brings a whole request, and bytes that arrive
+/// beyond a frame (a raw transfer right behind its `sending` frame) are kept for what
+/// comes next, [`Connection::into_blocking`] included.
 pub struct Connection {
     stream: Async<TcpStream>,
     peer: SocketAddr,
     limits: Limits,
+    /// Received bytes; `inbox[consumed..]` are not used yet.
+    inbox: Vec<u8>,
+    consumed: usize,
+}
+
+/// Truncates a buffer grown for a read back to what the read delivered, also when the
+/// read is cancelled (a timeout), so that no zeros pass for data.
+struct Grown<'a> {
+    buf: &'a mut Vec<u8>,
+    keep: usize,
+}
+
+impl Drop for Grown<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.keep);
+    }
 }
 
 impl Connection {
     /// Wrap an accepted or connected stream.
     pub fn new(stream: Async<TcpStream>, limits: Limits) -> Result<Self> {
+        Connection::with_received(stream, limits, Vec::new())
+    }
+
+    /// Wrap a stream from which `received` was already read and not yet used.
+    pub fn with_received(stream: Async<TcpStream>, limits: Limits, received: Vec<u8>) -> Result<Self> {
         let peer = stream
             .get_ref()
             .peer_addr()
@@ -430,6 +463,8 @@ impl Connection {
             stream,
             peer,
             limits,
+            inbox: received,
+            consumed: 0,
         })
     }
 
@@ -468,30 +503,56 @@ impl Connection {
         self.send_raw(&encode(message)).await
     }
 
+    fn buffered(&self) -> usize {
+        self.inbox.len() - self.consumed
+    }
+
+    /// Read more bytes (about `want`, within bounds); 0 means the other side closed.
+    async fn fill(&mut self, want: usize) -> std::io::Result<usize> {
+        if self.consumed > 0 {
+            self.inbox.drain(..self.consumed);
+            self.consumed = 0;
+        }
+        let start = self.inbox.len();
+        self.inbox.resize(start + want.clamp(READ_CHUNK, MAX_READ), 0);
+        let grown = Grown {
+            buf: &mut self.inbox,
+            keep: start,
+        };
+        let n = self.stream.read(&mut grown.buf[start..]).await?;
+        let mut grown = grown;
+        grown.keep = start + n;
+        Ok(n)
+    }
+
     /// Receive one message, waiting up to `idle` for it to begin.
     ///
     /// `Ok(None)` is a clean end of the connection between messages.
     pub async fn recv<T: DeserializeOwned>(&mut self, idle: Duration) -> Result<Option<T>> {
-        let mut first = [0u8; 1];
-        let got = self
-            .stream
-            .read(&mut first)
-            .or(async {
-                smol::Timer::after(idle).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await;
-        match got {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(Error::Timeout(format!("waiting for {}", self.peer)));
+        if self.buffered() == 0 {
+            // Wait without a buffer: idle connections (thousands of peer sessions) hold
+            // no memory for reading.
+            let got = async {
+                self.stream.readable().await?;
+                self.fill(READ_CHUNK).await
             }
-            Err(e) => return Err(Error::io(format!("receiving from {}", self.peer), e)),
+            .or(async {
+                    smol::Timer::after(idle).await;
+                    Err(std::io::ErrorKind::TimedOut.into())
+                })
+                .await;
+            match got {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(Error::Timeout(format!("waiting for {}", self.peer)));
+                }
+                Err(e) => return Err(Error::io(format!("receiving from {}", self.peer), e)),
+            }
         }
         let timeout = self.limits.timeout;
         let peer = self.peer;
-        self.rest_of_frame(first[0])
+        self.frame()
             .or(async {
                 smol::Timer::after(timeout).await;
                 Err(Error::Timeout(format!("receiving a message from {peer}")))
@@ -508,9 +569,29 @@ impl Connection {
         }
     }
 
-    async fn rest_of_frame<T: DeserializeOwned>(&mut self, first: u8) -> Result<T> {
-        let mut header = [first, 0, 0, 0];
-        self.read_exact(&mut header[1..]).await?;
+    /// Make sure `len` bytes are buffered.
+    async fn buffer(&mut self, len: usize) -> Result<()> {
+        while self.buffered() < len {
+            let want = len - self.buffered();
+            match self.fill(want).await {
+                Ok(0) => {
+                    return Err(Error::Closed(format!(
+                        "{} in the middle of a message",
+                        self.peer
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Error::io(format!("receiving from {}", self.peer), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn frame<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.buffer(4).await?;
+        let header: [u8; 4] = self.inbox[self.consumed..self.consumed + 4]
+            .try_into()
+            .expect("four bytes");
         let len = u32::from_be_bytes(header);
         if len > self.limits.max_frame {
             return Err(Error::FrameTooLarge {
@@ -518,31 +599,16 @@ impl Connection {
                 max: self.limits.max_frame.into(),
             });
         }
-        // Grow with what actually arrives, not with what the header claims.
-        let mut body = Vec::with_capacity((len as usize).min(64 * 1024));
-        let read = (&mut self.stream)
-            .take(len.into())
-            .read_to_end(&mut body)
-            .await
-            .context(|| format!("receiving from {}", self.peer))?;
-        if read < len as usize {
-            return Err(Error::Closed(format!(
-                "{} in the middle of a message",
-                self.peer
-            )));
+        let total = 4 + len as usize;
+        self.buffer(total).await?;
+        let decoded = decode(&self.inbox[self.consumed + 4..self.consumed + total]);
+        self.consumed += total;
+        if self.consumed == self.inbox.len() {
+            // Idle connections hold no buffer.
+            self.inbox = Vec::new();
+            self.consumed = 0;
         }
-        decode(&body)
-    }
-
-    async fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
-        match self.stream.read_exact(buf).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Closed(format!(
-                "{} in the middle of a message",
-                self.peer
-            ))),
-            Err(e) => Err(Error::io(format!("receiving from {}", self.peer), e)),
-        }
+        decoded
     }
 
     /// Send raw bytes: a frame, or a chunk list after the frame that announced it.
@@ -560,27 +626,38 @@ impl Connection {
 
     /// Receive exactly `len` raw bytes announced by a frame.
     pub async fn recv_raw(&mut self, len: usize) -> Result<Vec<u8>> {
-        let mut bytes = vec![0; len];
         let timeout = self.limits.timeout;
         let peer = self.peer;
-        self.read_exact(&mut bytes)
-            .or(async {
-                smol::Timer::after(timeout).await;
-                Err(Error::Timeout(format!("receiving from {peer}")))
-            })
-            .await?;
+        let mut bytes = Vec::with_capacity(len.min(MAX_READ));
+        while bytes.len() < len {
+            if self.buffered() == 0 {
+                self.buffer(1)
+                    .or(async {
+                        smol::Timer::after(timeout).await;
+                        Err(Error::Timeout(format!("receiving from {peer}")))
+                    })
+                    .await?;
+            }
+            let take = self.buffered().min(len - bytes.len());
+            bytes.extend_from_slice(&self.inbox[self.consumed..self.consumed + take]);
+            self.consumed += take;
+        }
         Ok(bytes)
     }
 
     /// Resolves when the other side has sent something or closed the connection; on a
     /// request/response connection where we spoke last, that means it is gone.
     pub async fn readable(&self) {
-        let _ = self.stream.readable().await;
+        if self.buffered() == 0 {
+            let _ = self.stream.readable().await;
+        }
     }
 
     /// Hand the socket over to blocking code for a raw transfer, with `timeout` on
-    /// every read and write.
-    pub fn into_blocking(self) -> Result<TcpStream> {
+    /// every read and write, together with the bytes already received and not used
+    /// (read them first).
+    pub fn into_blocking(self) -> Result<(TcpStream, Vec<u8>)> {
+        let received = self.inbox[self.consumed..].to_vec();
         let stream = self
             .stream
             .into_inner()
@@ -590,6 +667,6 @@ impl Connection {
             .context(|| "making the socket blocking".into())?;
         stream.set_read_timeout(Some(self.limits.timeout)).ok();
         stream.set_write_timeout(Some(self.limits.timeout)).ok();
-        Ok(stream)
+        Ok((stream, received))
     }
 }

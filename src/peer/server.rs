@@ -188,7 +188,7 @@ async fn serve(
         })
         .await?;
         let limits = conn.limits();
-        let socket = conn.into_blocking()?;
+        let (socket, received) = conn.into_blocking()?;
         let started = std::time::Instant::now();
         let limit = settings.upload.clone();
         let socket =
@@ -197,9 +197,11 @@ async fn serve(
             "sent {name} ({length} bytes from offset {offset}) to {from} in {:.3}s",
             started.elapsed().as_secs_f64()
         );
-        conn = Connection::new(
+        // Whatever the downloader sent meanwhile is its next request.
+        conn = Connection::with_received(
             Async::new(socket).context(|| "resuming the connection".into())?,
             limits,
+            received,
         )?;
     }
 }

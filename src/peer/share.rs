@@ -19,13 +19,7 @@ pub const IO_BUFFER: usize = 256 * 1024;
 
 /// Lowercase hex of bytes.
 pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex::encode(bytes)
 }
 
 /// What hashing a file yields.

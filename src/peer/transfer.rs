@@ -556,7 +556,9 @@ fn work(
             }
         }
         let limits = conn.limits();
-        let mut socket = conn.into_blocking()?;
+        // Bytes of the run may already have arrived with its `sending` frame.
+        let (socket, received) = conn.into_blocking()?;
+        let mut socket = std::io::Cursor::new(received).chain(socket);
         let mut stopped_early = false;
         for i in run.clone() {
             if shared.job.cancel.is_cancelled() || shared.scheduler().is_done(i) {
@@ -619,9 +621,12 @@ fn work(
             }
             conn = smol::block_on(hello(hit, limits))?;
         } else {
-            conn = Connection::new(
+            let (rest, socket) = socket.into_inner();
+            let unread = rest.get_ref()[rest.position() as usize..].to_vec();
+            conn = Connection::with_received(
                 Async::new(socket).context(|| "resuming the connection".into())?,
                 limits,
+                unread,
             )?;
         }
     }
@@ -639,7 +644,7 @@ fn write_chunk(part: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
 }
 
 /// Fill `buf` from the socket, within the bandwidth limit.
-fn receive(socket: &mut std::net::TcpStream, buf: &mut [u8], shared: &Shared) -> Result<()> {
+fn receive(socket: &mut impl Read, buf: &mut [u8], shared: &Shared) -> Result<()> {
     let limit = &shared.job.bandwidth;
     let mut filled = 0;
     while filled < buf.len() {

@@ -1,0 +1,324 @@
+//! The index at scale: 1 000 000 files from 10 000 peers, against redis as the reference
+//! ceiling for a request/response server on this machine.
+//!
+//! Reports, from one run: index memory per file (the index's RSS growth, it runs as the
+//! real binary in another process), registration rate, exact-name and substring search
+//! latency (p50/p99) and throughput with 50 concurrent clients, and
+//! `redis-benchmark -t get -c 50` against a redis-server this benchmark starts on
+//! loopback (skipped, with a note, where redis is not installed).
+//!
+//! `cargo bench --bench scale`; `NAPSTER_SCALE_PEERS` (10000), `NAPSTER_SCALE_FILES`
+//! (per peer, 100), `NAPSTER_SCALE_SECS` (per search phase, 5).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use napster::client::{IndexClient, Search};
+use napster::protocol::{FileEntry, Limits};
+use napster::runtime;
+
+const CLIENTS: usize = 50;
+
+const WORDS: &[&str] = &[
+    "love", "night", "river", "dance", "blue", "fire", "dream", "heart", "city", "rain", "golden",
+    "shadow", "summer", "winter", "electric", "silver", "wild", "ocean", "storm", "paper", "moon",
+    "road", "home", "light", "echo", "velvet", "glass", "thunder", "honey", "northern", "broken",
+    "secret",
+];
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A realistic, deterministic file name for file `k` of peer `p`.
+fn name(p: u64, k: u64) -> String {
+    let mut x = (p * 1_000_003 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut word = || {
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        WORDS[(x % WORDS.len() as u64) as usize]
+    };
+    let (a, b, c, d) = (word(), word(), word(), word());
+    format!("{a} {b} - {c} {d} {p:05}-{k:03}.mp3")
+}
+
+fn entry(p: u64, k: u64) -> FileEntry {
+    FileEntry {
+        name: name(p, k),
+        size: 3_000_000 + p * 100 + k,
+        sha256: format!("{:064x}", p * 1000 + k),
+        chunks: format!("{:064x}", p * 1000 + k + 7),
+    }
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_index(dir: &std::path::Path) -> (Process, SocketAddr) {
+    std::fs::write(
+        dir.join("napster.toml"),
+        "[index]\nmax_connections = 30000\nsession_ttl = 600\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
+    let mut child = Process(
+        Command::new(env!("CARGO_BIN_EXE_napster"))
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting napster"),
+    );
+    child
+        .0
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"serve 0\n")
+        .unwrap();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+/// Run `CLIENTS` clients doing `request` for `secs`; returns (requests/s, sorted µs).
+fn hammer<F, Fut>(addr: SocketAddr, secs: u64, request: F) -> (f64, Vec<u32>)
+where
+    F: Fn(IndexClient, u64) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = (IndexClient, bool)> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..CLIENTS as u64)
+        .map(|c| {
+            let (stop, errors, request) = (stop.clone(), errors.clone(), request.clone());
+            runtime::spawn(async move {
+                let mut client = IndexClient::connect(addr, Limits::default()).await.unwrap();
+                let mut latencies = Vec::new();
+                let mut i = c * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let (back, ok) = request(client, i).await;
+                    client = back;
+                    if !ok {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    latencies.push(started.elapsed().as_micros() as u32);
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<u32> = smol::block_on(async {
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await);
+        }
+        all
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "requests failed");
+    all.sort_unstable();
+    (all.len() as f64 / elapsed, all)
+}
+
+/// `redis-benchmark -t get -c 50` against a redis-server started here, in requests/s.
+fn redis_get_rate() -> Option<f64> {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    let port = free.local_addr().ok()?.port();
+    drop(free);
+    let _server = Process(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    // Wait until it answers (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "get",
+            "-c",
+            "50",
+            "-n",
+            "300000",
+            "-q",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Progress lines, then "GET: 81234.56 requests per second, p50=0.311 msec".
+    text.split("GET:")
+        .last()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn main() {
+    let peers = env_or("NAPSTER_SCALE_PEERS", 10_000);
+    let per_peer = env_or("NAPSTER_SCALE_FILES", 100);
+    let secs = env_or("NAPSTER_SCALE_SECS", 5);
+    let total = peers * per_peer;
+    let dir = tempfile::tempdir().unwrap();
+    let (index, addr) = start_index(dir.path());
+    let pid = index.0.id();
+    let rss_before = rss_kib(pid);
+    println!(
+        "index (separate process) at {addr}: {peers} peers × {per_peer} files = {total} files"
+    );
+
+    // Registration: every peer keeps its session open, 50 registering at once.
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let next = next.clone();
+            runtime::spawn(async move {
+                let mut sessions = Vec::new();
+                loop {
+                    let p = next.fetch_add(1, Ordering::Relaxed);
+                    if p >= peers {
+                        return sessions;
+                    }
+                    let mut client = IndexClient::connect(addr, Limits::default()).await.unwrap();
+                    let files: Vec<FileEntry> = (0..per_peer).map(|k| entry(p, k)).collect();
+                    client
+                        .register(
+                            40000 + (p % 20000) as u16,
+                            &format!("{:032x}", p + 1),
+                            &files,
+                        )
+                        .await
+                        .unwrap();
+                    sessions.push(client);
+                }
+            })
+        })
+        .collect();
+    let sessions: Vec<Vec<IndexClient>> = smol::block_on(async {
+        let mut all = Vec::new();
+        for w in workers {
+            all.push(w.await);
+        }
+        all
+    });
+    let registering = started.elapsed().as_secs_f64();
+    let rss_after = rss_kib(pid);
+    let names: u64 = (0..peers)
+        .step_by(97)
+        .flat_map(|p| (0..per_peer).map(move |k| name(p, k).len() as u64))
+        .sum::<u64>()
+        / ((0..peers).step_by(97).count() as u64 * per_peer);
+    let per_file = (rss_after - rss_before) as f64 * 1024.0 / total as f64;
+    println!(
+        "registration:    {total} files in {registering:.1} s = {:.0} files/s ({:.0} peers/s)",
+        total as f64 / registering,
+        peers as f64 / registering
+    );
+    println!(
+        "index memory:    {:.0} MiB more RSS = {per_file:.0} B per file; names average {names} B, kept twice \
+         (as given and lowercased for search): {:.0} B per file beyond its name",
+        (rss_after - rss_before) as f64 / 1024.0,
+        per_file - 2.0 * names as f64
+    );
+
+    let (exact_rate, exact) = hammer(addr, secs, move |mut c, i| async move {
+        let p = (i * 31) % peers;
+        let k = i % per_peer;
+        let ok = c.lookup(&name(p, k)).await.is_ok_and(|h| h.len() == 1);
+        (c, ok)
+    });
+    println!(
+        "exact-name:      {exact_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms",
+        percentile(&exact, 0.5),
+        percentile(&exact, 0.99)
+    );
+    let (sub_rate, sub) = hammer(addr, secs, move |mut c, i| async move {
+        // A tag found in exactly one name: the whole arena of names is scanned.
+        let p = (i * 37) % peers;
+        let search = Search {
+            pattern: format!("{p:05}-{:03}", i % per_peer),
+            limit: Some(100),
+            ..Search::default()
+        };
+        let ok = c.find(&search).await.is_ok_and(|(h, _)| h.len() == 1);
+        (c, ok)
+    });
+    println!(
+        "substring:       {sub_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms (each scans all {total} names)",
+        percentile(&sub, 0.5),
+        percentile(&sub, 0.99)
+    );
+    match redis_get_rate() {
+        Some(redis) => {
+            println!(
+                "redis GET:       {redis:.0} req/s (redis-benchmark -t get -c 50, same machine, same run)"
+            );
+            println!(
+                "RESULT bytes_per_file_beyond_name={:.0} exact/redis={:.2} substring_p99_ms={:.2} registration_files_per_s={:.0}",
+                per_file - 2.0 * names as f64,
+                exact_rate / redis,
+                percentile(&sub, 0.99),
+                total as f64 / registering
+            );
+        }
+        None => println!(
+            "redis GET:       skipped: redis-server and redis-benchmark are not installed (apt-get install redis-server)"
+        ),
+    }
+    drop(sessions);
+}
