@@ -453,7 +453,11 @@ impl Connection {
     }
 
     /// Wrap a stream from which `received` was already read and not yet used.
-    pub fn with_received(stream: Async<TcpStream>, limits: Limits, received: Vec<u8>) -> Result<Self> {
+    pub fn with_received(
+        stream: Async<TcpStream>,
+        limits: Limits,
+        received: Vec<u8>,
+    ) -> Result<Self> {
         let peer = stream
             .get_ref()
             .peer_addr()
@@ -514,7 +518,8 @@ impl Connection {
             self.consumed = 0;
         }
         let start = self.inbox.len();
-        self.inbox.resize(start + want.clamp(READ_CHUNK, MAX_READ), 0);
+        self.inbox
+            .resize(start + want.clamp(READ_CHUNK, MAX_READ), 0);
         let grown = Grown {
             buf: &mut self.inbox,
             keep: start,
@@ -537,10 +542,10 @@ impl Connection {
                 self.fill(READ_CHUNK).await
             }
             .or(async {
-                    smol::Timer::after(idle).await;
-                    Err(std::io::ErrorKind::TimedOut.into())
-                })
-                .await;
+                smol::Timer::after(idle).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await;
             match got {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}

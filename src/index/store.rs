@@ -132,15 +132,17 @@ const REMEMBERED_TOKENS: usize = 100_000;
 /// Marks the end of a chain, or a record not in the arena.
 const NONE: u32 = u32::MAX;
 
-/// One shared file: fixed size, the name the only allocation.
+/// One shared file, in a fixed-size record: its name lives in the names arena.
 #[derive(Debug)]
 struct FileRec {
-    name: Box<str>,
     peer: u32,
     /// Next record with the same name hash.
     next: u32,
     /// Where its lowercase name starts in the arena; `NONE` when the slot is free.
     at: u32,
+    /// Where its name, as given, starts in the names arena, and its length.
+    name_at: u32,
+    name_len: u16,
     size: u64,
     sha256: [u8; 32],
     chunks: [u8; 32],
@@ -169,10 +171,18 @@ struct Inner {
     by_name: HashMap<u64, u32>,
     /// Lowercase names, each followed by `\n` (which names cannot contain).
     arena: Vec<u8>,
+    /// Names as given, back to back.
+    names: Vec<u8>,
     /// (arena offset, record), in offset order.
     starts: Vec<(u32, u32)>,
     /// Arena bytes of records since removed.
     dead_bytes: usize,
+}
+
+/// A record's name as given.
+fn name_of<'a>(names: &'a [u8], rec: &FileRec) -> &'a str {
+    let at = rec.name_at as usize;
+    std::str::from_utf8(&names[at..at + usize::from(rec.name_len)]).unwrap_or_default()
 }
 
 /// The index in memory: the default store. Searches share a read lock, so they run
@@ -237,7 +247,7 @@ impl Inner {
         let mut at = *self.by_name.get(&name_hash(name))?;
         while at != NONE {
             let rec = &self.files[at as usize];
-            if rec.peer == peer && &*rec.name == name {
+            if rec.peer == peer && name_of(&self.names, rec) == name {
                 return Some(at);
             }
             at = rec.next;
@@ -265,8 +275,11 @@ impl Inner {
         self.arena.push(b'\n');
         let hash = name_hash(&file.name);
         let head = self.by_name.get(&hash).copied().unwrap_or(NONE);
+        let name_at = self.names.len() as u32;
+        self.names.extend_from_slice(file.name.as_bytes());
         let rec = FileRec {
-            name: file.name.into_boxed_str(),
+            name_at,
+            name_len: file.name.len() as u16,
             peer: peer32,
             next: head,
             at,
@@ -295,7 +308,7 @@ impl Inner {
 
     /// Take a record out of the name chains and the arena, and free its slot.
     fn unlink(&mut self, slot: u32) {
-        let hash = name_hash(&self.files[slot as usize].name);
+        let hash = name_hash(name_of(&self.names, &self.files[slot as usize]));
         let next = self.files[slot as usize].next;
         match self.by_name.get(&hash).copied() {
             Some(head) if head == slot => {
@@ -317,32 +330,40 @@ impl Inner {
             }
             None => {}
         }
+        let lower = self.lower(slot).len();
         let rec = &mut self.files[slot as usize];
-        self.dead_bytes += rec.name.len() + 1;
+        self.dead_bytes += lower + 1 + usize::from(rec.name_len);
         rec.at = NONE;
-        rec.name = Box::from("");
         self.free.push(slot);
     }
 
     /// Rebuild the arena once most of it belongs to removed files.
     fn compact_if_sparse(&mut self) {
-        if self.dead_bytes < 1 << 20 || self.dead_bytes * 2 < self.arena.len() {
+        let size = self.arena.len() + self.names.len();
+        if self.dead_bytes < 1 << 20 || self.dead_bytes * 2 < size {
             return;
         }
-        let mut arena = Vec::with_capacity(self.arena.len() - self.dead_bytes);
+        let mut arena = Vec::with_capacity(self.arena.len());
+        let mut names = Vec::with_capacity(self.names.len());
         let mut starts = Vec::with_capacity(self.starts.len());
         for &(at, slot) in &self.starts {
-            let rec = &mut self.files[slot as usize];
-            if rec.at != at {
+            if self.files[slot as usize].at != at {
                 continue;
             }
-            let end = at as usize + rec.name.len() + 1;
+            let lower_len = self.lower(slot).len() + 1;
+            let rec = &mut self.files[slot as usize];
             let new_at = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[at as usize..end]);
+            arena.extend_from_slice(&self.arena[at as usize..at as usize + lower_len]);
+            let name = rec.name_at as usize..rec.name_at as usize + usize::from(rec.name_len);
+            rec.name_at = names.len() as u32;
+            names.extend_from_slice(&self.names[name]);
             rec.at = new_at;
             starts.push((new_at, slot));
         }
+        arena.shrink_to_fit();
+        names.shrink_to_fit();
         self.arena = arena;
+        self.names = names;
         self.starts = starts;
         self.dead_bytes = 0;
     }
@@ -354,7 +375,7 @@ impl Inner {
             peer_id: u64::from(rec.peer),
             addr: peer.addr,
             file: FileEntry {
-                name: rec.name.to_string(),
+                name: name_of(&self.names, rec).to_owned(),
                 size: rec.size,
                 sha256: to_hex(&rec.sha256),
                 chunks: to_hex(&rec.chunks),
@@ -425,7 +446,7 @@ impl Inner {
                 let mut at = self.by_name.get(&name_hash(name)).copied().unwrap_or(NONE);
                 let mut chain = Vec::new();
                 while at != NONE {
-                    if &*self.files[at as usize].name == name.as_str() {
+                    if name_of(&self.names, &self.files[at as usize]) == name.as_str() {
                         chain.push(at);
                     }
                     at = self.files[at as usize].next;
@@ -463,11 +484,7 @@ impl Inner {
                         .get(&peer)
                         .map(|p| p.files.iter().copied().collect())
                         .unwrap_or_default();
-                    files.sort_by(|a, b| {
-                        self.files[*a as usize]
-                            .name
-                            .cmp(&self.files[*b as usize].name)
-                    });
+                    files.sort_by_key(|&slot| name_of(&self.names, &self.files[slot as usize]));
                     files.into_iter().all(&mut take)
                 }
                 None => self
