@@ -132,6 +132,45 @@ const REMEMBERED_TOKENS: usize = 100_000;
 /// Marks the end of a chain, or a record not in the arena.
 const NONE: u32 = u32::MAX;
 
+/// Names per trigram filter.
+const GROUP: usize = 64;
+
+/// 64-bit words in a group's trigram filter (4096 bits).
+const BLOOM_WORDS: usize = 64;
+
+/// A group's trigram filter.
+type Bloom = [u64; BLOOM_WORDS];
+
+/// The filter bits of a needle's trigrams.
+struct Trigrams(Vec<usize>);
+
+impl Trigrams {
+    fn bit(window: &[u8]) -> usize {
+        let h = u32::from(window[0])
+            .wrapping_mul(0x9E37_79B1)
+            .wrapping_add(u32::from(window[1]).wrapping_mul(0x85EB_CA77))
+            .wrapping_add(u32::from(window[2]).wrapping_mul(0xC2B2_AE3D));
+        ((h ^ (h >> 15)) as usize) % (BLOOM_WORDS * 64)
+    }
+
+    /// `None` for needles too short to have a trigram (they scan everything).
+    fn of(needle: &[u8]) -> Option<Trigrams> {
+        (needle.len() >= 3).then(|| Trigrams(needle.windows(3).map(Trigrams::bit).collect()))
+    }
+
+    fn add(bloom: &mut Bloom, name: &[u8]) {
+        for bit in name.windows(3).map(Trigrams::bit) {
+            bloom[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    fn within(&self, bloom: &Bloom) -> bool {
+        self.0
+            .iter()
+            .all(|&bit| bloom[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+}
+
 /// One shared file, in a fixed-size record: its name lives in the names arena.
 #[derive(Debug)]
 struct FileRec {
@@ -175,6 +214,8 @@ struct Inner {
     names: Vec<u8>,
     /// (arena offset, record), in offset order.
     starts: Vec<(u32, u32)>,
+    /// Trigram filters of `starts`, [`GROUP`] entries each.
+    blooms: Vec<Bloom>,
     /// Arena bytes of records since removed.
     dead_bytes: usize,
 }
@@ -299,6 +340,12 @@ impl Inner {
         };
         self.by_name.insert(hash, slot);
         self.starts.push((at, slot));
+        let group = (self.starts.len() - 1) / GROUP;
+        if group == self.blooms.len() {
+            self.blooms.push([0; BLOOM_WORDS]);
+        }
+        let end = self.arena.len() - 1;
+        Trigrams::add(&mut self.blooms[group], &self.arena[at as usize..end]);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.files.insert(slot);
             p.bytes += self.files[slot as usize].size;
@@ -364,7 +411,13 @@ impl Inner {
         names.shrink_to_fit();
         self.arena = arena;
         self.names = names;
-        self.starts = starts;
+        self.starts = Vec::with_capacity(starts.len());
+        self.blooms = Vec::with_capacity(starts.len() / GROUP + 1);
+        for (at, slot) in starts {
+            self.starts.push((at, slot));
+            let lower = self.lower(slot).to_vec();
+            self.index_trigrams(&lower);
+        }
         self.dead_bytes = 0;
     }
 
@@ -416,17 +469,42 @@ impl Inner {
     }
 
     /// Records whose lowercase name contains `needle`, in arena order, each once.
+    /// Records whose lowercase name contains `needle`, in arena order, each once.
+    ///
+    /// Names are grouped [`GROUP`] at a time, each group with a Bloom filter of its
+    /// trigrams: only groups that may hold every trigram of the needle are scanned.
     fn containing<'a>(&'a self, needle: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
-        let mut last = NONE;
-        memmem::find_iter(&self.arena, needle).filter_map(move |pos| {
-            let i = self.starts.partition_point(|&(at, _)| at as usize <= pos) - 1;
-            let (at, slot) = self.starts[i];
-            if self.files[slot as usize].at != at || slot == last {
-                return None;
-            }
-            last = slot;
-            Some(slot)
-        })
+        let probe = Trigrams::of(needle);
+        let groups = self.blooms.len();
+        (0..groups)
+            .filter(move |&g| probe.as_ref().is_none_or(|p| p.within(&self.blooms[g])))
+            .flat_map(move |g| {
+                let from = self.starts[g * GROUP].0 as usize;
+                let to = self
+                    .starts
+                    .get((g + 1) * GROUP)
+                    .map_or(self.arena.len(), |&(at, _)| at as usize);
+                let mut last = NONE;
+                memmem::find_iter(&self.arena[from..to], needle).filter_map(move |pos| {
+                    let pos = from + pos;
+                    let i = self.starts.partition_point(|&(at, _)| at as usize <= pos) - 1;
+                    let (at, slot) = self.starts[i];
+                    if self.files[slot as usize].at != at || slot == last {
+                        return None;
+                    }
+                    last = slot;
+                    Some(slot)
+                })
+            })
+    }
+
+    /// Record a new arena entry's trigrams in its group's filter.
+    fn index_trigrams(&mut self, lower: &[u8]) {
+        let group = (self.starts.len() - 1) / GROUP;
+        if group == self.blooms.len() {
+            self.blooms.push([0; BLOOM_WORDS]);
+        }
+        Trigrams::add(&mut self.blooms[group], lower);
     }
 
     fn search(&self, query: &Query, limit: usize) -> (Vec<Hit>, bool) {
