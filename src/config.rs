@@ -130,6 +130,8 @@ pub struct ShellConfig {
     pub history: PathBuf,
     /// Most history entries kept.
     pub history_size: usize,
+    /// Rows `search` asks for unless told otherwise (`-n`).
+    pub results: u32,
 }
 
 impl Default for ShellConfig {
@@ -137,6 +139,7 @@ impl Default for ShellConfig {
         ShellConfig {
             history: ".napster_history".into(),
             history_size: 1000,
+            results: 100,
         }
     }
 }

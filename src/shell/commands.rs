@@ -49,10 +49,21 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "search",
-        args: "[-r] <pattern>",
-        summary: "find files by name (substring, or * and ? wildcards)",
-        details: "Case-insensitive. Every peer sharing a match gets a row with its Peer ID, \
-                  which `get` takes. With -r, each peer is pinged and its round-trip time shown.",
+        args: "[-r] [-c] [-n N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]",
+        summary: "find files by name (substring, or * and ? wildcards), hash and size",
+        details: "Case-insensitive; the pattern needs at least 2 characters besides * and ?. \
+                  sha256:HEX matches a hash prefix (then the pattern may be left out); >10MB, \
+                  >=1GiB, <700MB, <=2MiB filter by size. Every peer sharing a match gets a row \
+                  with its Peer ID, which `get` takes. -c collapses rows of the same contents \
+                  into one with its peer count; -n N asks for at most N rows (default \
+                  [shell] results, capped by the index's [index] max_results); -r pings each \
+                  peer and shows its round-trip time.",
+    },
+    Spec {
+        name: "files",
+        args: "<peer>",
+        summary: "list every file a peer shares (browse)",
+        details: "The peer is a Peer ID from `search` or `peers`.",
     },
     Spec {
         name: "get",
@@ -121,8 +132,10 @@ pub enum Command {
     Register(Option<PathBuf>, Option<u16>),
     /// `unregister`
     Unregister,
-    /// `search [-r] <pattern>`
-    Search(String, bool),
+    /// `search [-r] [-c] [-n N] <terms>`
+    Search(SearchArgs),
+    /// `files <peer>`
+    Files(u64),
     /// `get [-b] <file> [peer]`
     Get(String, Option<u64>, bool),
     /// `transfers`
@@ -139,6 +152,65 @@ pub enum Command {
     Help(Option<String>),
     /// `quit`
     Quit,
+}
+
+/// What `search` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchArgs {
+    /// The query for the index.
+    pub search: crate::client::Search,
+    /// Ping each peer.
+    pub rtt: bool,
+    /// One row per distinct contents.
+    pub collapse: bool,
+}
+
+/// Parse `search`'s words: flags first, then name words, `sha256:` and size terms.
+fn search_args(args: &[String]) -> Result<SearchArgs> {
+    let mut parsed = SearchArgs::default();
+    let mut words = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let size = |text: &str| {
+            text.trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|_| Error::Usage(format!("{text:?} is not a size (like 10MB or 1GiB)")))
+        };
+        match arg.as_str() {
+            "-r" if words.is_empty() => parsed.rtt = true,
+            "-c" if words.is_empty() => parsed.collapse = true,
+            "-n" if words.is_empty() => {
+                let n = args
+                    .next()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .filter(|&n| n > 0);
+                parsed.search.limit =
+                    Some(n.ok_or_else(|| Error::Usage("-n takes a number of rows".into()))?);
+            }
+            term if term.to_lowercase().starts_with("sha256:") => {
+                let hex = term[7..].to_lowercase();
+                if hex.len() < 4 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::Usage("sha256: takes 4 to 64 hex digits".into()));
+                }
+                parsed.search.sha256 = Some(hex);
+            }
+            term if term.starts_with(">=") => parsed.search.min_size = Some(size(&term[2..])?),
+            term if term.starts_with('>') => {
+                parsed.search.min_size = Some(size(&term[1..])?.saturating_add(1));
+            }
+            term if term.starts_with("<=") => parsed.search.max_size = Some(size(&term[2..])?),
+            term if term.starts_with('<') => {
+                parsed.search.max_size = Some(size(&term[1..])?.saturating_sub(1));
+            }
+            word => words.push(word.to_owned()),
+        }
+    }
+    parsed.search.pattern = words.join(" ");
+    if parsed.search.pattern.is_empty() && parsed.search.sha256.is_none() {
+        return Err(usage("search"));
+    }
+    Ok(parsed)
 }
 
 /// Which way a bandwidth limit applies.
@@ -212,12 +284,10 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
             arity(0, 0)?;
             Command::Unregister
         }
-        "search" => {
-            let (rtt, args) = flag(args, "-r");
-            if args.is_empty() {
-                return Err(usage(&name));
-            }
-            Command::Search(args.join(" "), rtt)
+        "search" => Command::Search(search_args(args)?),
+        "files" | "browse" => {
+            arity(1, 1)?;
+            Command::Files(peer_id(&args[0])?)
         }
         "get" => {
             let (background, args) = flag(args, "-b");

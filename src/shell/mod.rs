@@ -103,7 +103,8 @@ impl Shell {
             Command::Connect(addr) => self.connect(addr).await?,
             Command::Register(dir, port) => self.register(dir, port).await?,
             Command::Unregister => self.unregister().await?,
-            Command::Search(pattern, rtt) => self.search(&pattern, rtt).await?,
+            Command::Search(args) => self.search(args).await?,
+            Command::Files(peer) => self.files(peer).await?,
             Command::Get(name, peer, background) => {
                 self.get(&name, peer, background, cancel).await?
             }
@@ -239,32 +240,64 @@ impl Shell {
         }
     }
 
-    async fn search(&mut self, pattern: &str, rtt: bool) -> Result<()> {
+    async fn search(&mut self, mut args: commands::SearchArgs) -> Result<()> {
         let max = self.config.index.max_results;
-        let (hits, truncated) = self.client().await?.search(pattern).await?;
+        if args.search.limit.is_none() {
+            args.search.limit = Some(self.config.shell.results);
+        }
+        let (hits, truncated) = self.client().await?.find(&args.search).await?;
         *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
             hits.iter().map(|h| h.file.name.clone()).collect();
+        let what = match (&args.search.pattern, &args.search.sha256) {
+            (p, Some(h)) if p.is_empty() => format!("sha256:{h}"),
+            (p, _) => format!("{p:?}"),
+        };
         if hits.is_empty() {
-            println!("no file matches {pattern:?}");
+            println!("no file matches {what}");
             return Ok(());
         }
         let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
-        let rtts = if rtt {
-            self.ping_all(&hits).await
+        if args.collapse {
+            println!("{}", render::collapsed(&hits));
         } else {
-            Default::default()
-        };
-        println!("{}", render::hits(&hits, rtt.then_some(&rtts)));
+            let rtts = if args.rtt {
+                self.ping_all(&hits).await
+            } else {
+                Default::default()
+            };
+            println!("{}", render::hits(&hits, args.rtt.then_some(&rtts)));
+        }
         println!(
             "{} on {}",
             render::count(hits.len() as u64, "file"),
             render::count(peers.len() as u64, "peer")
         );
         if truncated {
+            let shown = hits.len();
             println!(
-                "(the index returns at most {max} results; narrow the pattern to see the rest)"
+                "(more match: showing the first {shown}; narrow the search, or ask for more with -n (up to {max}))"
             );
         }
+        Ok(())
+    }
+
+    async fn files(&mut self, peer: u64) -> Result<()> {
+        let limit = Some(self.config.index.max_results as u32);
+        let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
+        *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
+            hits.iter().map(|h| h.file.name.clone()).collect();
+        if hits.is_empty() {
+            println!("peer {peer} shares no files");
+            return Ok(());
+        }
+        println!("{}", render::hits(&hits, None));
+        let total: u64 = hits.iter().map(|h| h.file.size).sum();
+        println!(
+            "peer {peer} shares {}{} ({})",
+            if truncated { "more than " } else { "" },
+            render::count(hits.len() as u64, "file"),
+            render::size(total)
+        );
         Ok(())
     }
 

@@ -88,6 +88,32 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
     t.to_string()
 }
 
+/// Search results with one row per distinct contents and its peers.
+pub fn collapsed(hits: &[Hit]) -> String {
+    let mut groups: BTreeMap<(&str, &str), (u64, Vec<u64>)> = BTreeMap::new();
+    for hit in hits {
+        let entry = groups
+            .entry((hit.file.name.as_str(), hit.file.sha256.as_str()))
+            .or_insert((hit.file.size, Vec::new()));
+        entry.1.push(hit.peer_id);
+    }
+    let mut t = table(&["File", "Size", "SHA-256", "Peers", "Peer IDs"], &[1, 3]);
+    for ((name, sha), (bytes, ids)) in groups {
+        let mut list: Vec<String> = ids.iter().take(8).map(u64::to_string).collect();
+        if ids.len() > 8 {
+            list.push("…".into());
+        }
+        t.add_row(vec![
+            name.to_owned(),
+            size(bytes),
+            sha.chars().take(SHORT_SHA).collect(),
+            ids.len().to_string(),
+            list.join(", "),
+        ]);
+    }
+    t.to_string()
+}
+
 /// Registered peers.
 pub fn peers(peers: &[PeerInfo]) -> String {
     let mut t = table(

@@ -1,0 +1,240 @@
+//! Every search form through the real shell: substring, wildcards, `sha256:`, sizes,
+//! limits, collapsing, browsing, and the refusals that keep one search from flooding the
+//! index.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn run(cwd: &Path, script: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_napster"))
+        .current_dir(cwd)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+/// Rows of the result table(s) in `stdout` (lines that start with the table border).
+fn rows(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.starts_with('│')).collect()
+}
+
+/// A folder of files with chosen sizes, shared twice (two peers) in one process each.
+fn library(dir: &Path) {
+    let files: &[(&str, usize)] = &[
+        ("Blue Moon.mp3", 3_000_000),
+        ("blue river.ogg", 12_000_000),
+        ("red moon.mp3", 500_000),
+        ("Notes.txt", 1_000),
+        ("sub/blue moon (live).mp3", 7_000_000),
+    ];
+    for (name, size) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let bytes: Vec<u8> = (0..*size)
+            .map(|i| (i % 251) as u8 ^ name.len() as u8)
+            .collect();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+fn script(tmp: &Path, searches: &str) -> Output {
+    let share = tmp.join("share");
+    library(&share);
+    run(
+        tmp,
+        &format!("serve 0\nregister {} 0\n{searches}quit\n", share.display()),
+    )
+}
+
+#[test]
+fn substring_wildcards_and_subfolders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = script(tmp.path(), "search blue\nsearch *MOON*.mp3\nsearch ?ed*\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sections: Vec<&str> = stdout.split(" on 1 peer").collect();
+    let names = |section: &str| rows(section).iter().skip(1).count();
+    assert_eq!(names(sections[0]), 3, "blue: {stdout}");
+    assert!(sections[0].contains("sub/blue moon (live).mp3"), "{stdout}");
+    assert_eq!(names(sections[1]), 3, "*moon*.mp3: {stdout}");
+    assert_eq!(names(sections[2]), 1, "?ed*: {stdout}");
+}
+
+#[test]
+fn hash_prefix_and_size_filters() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Find the SHA-256 of one file first.
+    let out = script(tmp.path(), "search notes\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = rows(&stdout)
+        .into_iter()
+        .find(|r| r.contains("Notes.txt"))
+        .unwrap()
+        .to_owned();
+    let sha: String = row
+        .split('┆')
+        .nth(5)
+        .unwrap()
+        .trim()
+        .chars()
+        .take(8)
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = script(
+        tmp.path(),
+        &format!(
+            "search sha256:{sha}\nsearch moon >1MB\nsearch moon <=3MB >=3MB\nsearch blue <1KiB\n"
+        ),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sections: Vec<&str> = stdout.split(" peer\n").collect();
+    assert!(
+        sections[0].contains("Notes.txt") && rows(sections[0]).len() == 2,
+        "{stdout}"
+    );
+    // >1MB: Blue Moon (3 MB) and the live one (7 MB), not red moon (0.5 MB).
+    assert_eq!(rows(sections[1]).len(), 3, "{stdout}");
+    assert!(!sections[1].contains("red moon"), "{stdout}");
+    assert_eq!(rows(sections[2]).len(), 2, "exactly 3 MB: {stdout}");
+    assert!(stdout.contains("no file matches \"blue\""), "{stdout}");
+}
+
+#[test]
+fn limits_collapsing_and_browsing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    library(&share);
+    let out = run(
+        tmp.path(),
+        &format!(
+            "serve 0\nregister {} 0\nsearch -n 2 o\nsearch -n 2 moon\nsearch -c moon\nfiles 1\n\
+             search m\nsearch **\nsearch sha256:zz\nsearch -n 0 moon\nfiles 42\nquit\n",
+            share.display()
+        ),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("(more match: showing the first 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("│ File"), "collapsed table: {stdout}");
+    assert!(stdout.contains("peer 1 shares 5 files"), "{stdout}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    // One-character patterns ("o", "m") and "**" would list most of the index.
+    assert!(
+        errors.iter().any(|e| e.contains("at least 2 characters")),
+        "{stderr}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("sha256: takes 4 to 64 hex digits")),
+        "{stderr}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("-n takes a number of rows")),
+        "{stderr}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("peer 42 is not registered")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn collapsed_rows_count_the_peers_sharing_the_same_contents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    library(&a);
+    library(&b);
+    let index = run_serving_index(tmp.path(), &[&a, &b]);
+    let out = run(
+        tmp.path(),
+        &format!("connect {index}\nsearch -c moon.mp3\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let blue = rows(&stdout)
+        .into_iter()
+        .find(|r| r.contains("Blue Moon.mp3"))
+        .unwrap();
+    let cells: Vec<&str> = blue.split('┆').map(str::trim).collect();
+    assert_eq!(cells[3], "2", "{stdout}");
+    assert!(stdout.contains("4 files on 2 peers"), "{stdout}");
+}
+
+/// An index and one sharing process per folder; returns the index address. The
+/// processes end with the test (their stdin closes, their parent reaps them on drop).
+fn run_serving_index(tmp: &Path, folders: &[&Path]) -> String {
+    use std::io::{BufRead, BufReader};
+    let start = |script: String, needle: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_napster"))
+            .current_dir(tmp)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains(needle))
+            .unwrap();
+        KEEP.with(|k| k.borrow_mut().push(Reaped(child)));
+        line
+    };
+    let line = start("serve 0\n".into(), "listening on");
+    let index = line.rsplit(' ').next().unwrap().to_owned();
+    for folder in folders {
+        start(
+            format!("connect {index}\nregister {} 0\n", folder.display()),
+            "registered",
+        );
+    }
+    index
+}
+
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+thread_local! {
+    static KEEP: std::cell::RefCell<Vec<Reaped>> = const { std::cell::RefCell::new(Vec::new()) };
+}
