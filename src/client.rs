@@ -163,6 +163,22 @@ impl IndexClient {
         Ok(peer_id)
     }
 
+    /// Tell the index what changed in this session's share, in as many messages as the
+    /// frame limit needs; returns how many files the peer now shares.
+    pub async fn apply(&mut self, changes: &crate::peer::share::Changes) -> Result<u64> {
+        let max_frame = self.conn.limits().max_frame as usize;
+        let mut files = 0;
+        for batch in batches(&changes.upsert, max_frame) {
+            files = self.add_files(batch).await?;
+        }
+        // Names are at most MAX_NAME bytes: a frame carries a few hundred at least.
+        let per_frame = (max_frame / (2 * protocol::MAX_NAME * 6)).max(1);
+        for names in changes.removed.chunks(per_frame) {
+            files = self.remove_files(names.to_vec()).await?;
+        }
+        Ok(files)
+    }
+
     /// Add files to this session's peer; returns how many it now shares.
     pub async fn add_files(&mut self, files: Vec<FileEntry>) -> Result<u64> {
         done(self.request(&IndexRequest::AddFiles { files }).await?)

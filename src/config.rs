@@ -86,6 +86,16 @@ pub struct PeerConfig {
     pub upload_limit: String,
     /// Download bandwidth limit (`10MB/s`; `0` = none).
     pub download_limit: String,
+    /// File and folder names left out of a share (`*`/`?` patterns).
+    pub ignore: Vec<String>,
+    /// File the hash cache is kept in; empty keeps it in memory only.
+    pub hash_cache: PathBuf,
+    /// Watch shared folders for changes.
+    pub watch: bool,
+    /// Seconds between full rescans of the shared folders.
+    pub rescan: f64,
+    /// Seconds a file must stay unchanged before it is announced.
+    pub settle: f64,
 }
 
 impl Default for PeerConfig {
@@ -98,6 +108,14 @@ impl Default for PeerConfig {
             max_uploads: 256,
             upload_limit: "0".into(),
             download_limit: "0".into(),
+            ignore: crate::peer::share::DEFAULT_IGNORE
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            hash_cache: ".napster-hashes".into(),
+            watch: true,
+            rescan: 60.0,
+            settle: 1.0,
         }
     }
 }
@@ -218,6 +236,12 @@ impl Config {
             if let Err(e) = crate::peer::limit::parse_rate(value) {
                 return bad(key, &format!("is wrong: {e}"));
             }
+        }
+        if !(self.peer.rescan >= 1.0 && self.peer.rescan <= 86_400.0) {
+            return bad("peer.rescan", "must be between 1 and 86400 seconds");
+        }
+        if !(self.peer.settle >= 0.0 && self.peer.settle <= 3_600.0) {
+            return bad("peer.settle", "must be between 0 and 3600 seconds");
         }
         if self.peer.max_uploads == 0 {
             return bad("peer.max_uploads", "must be at least 1");

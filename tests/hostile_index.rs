@@ -1001,7 +1001,11 @@ fn a_peer_s_files_belong_to_its_token_and_latest_session() {
     );
     drop(c);
     drop(d);
-    fx.assert_serves();
+    // With three connections at most, wait until the closes above took effect.
+    let mut e = connect_when_free(fx.addr);
+    smol::block_on(e.ping()).expect("the index still answers");
+    // C owned the files; its close withdrew them.
+    assert!(search_hits(&mut e, "gamma").is_empty());
 }
 
 #[test]

@@ -42,6 +42,7 @@ async fn share_folder(dir: &std::path::Path, index: SocketAddr, ttl: Duration) -
             upload: Arc::new(napster::peer::limit::RateLimit::new(0)),
         },
         session_ttl: ttl,
+        living: Default::default(),
     };
     Sharing::start(share, index, &settings).await.unwrap()
 }

@@ -67,6 +67,7 @@ async fn share_bytes(
             upload: Arc::new(RateLimit::new(0)),
         },
         session_ttl: Duration::from_secs(30),
+        living: Default::default(),
     };
     (Sharing::start(share, index, &settings).await.unwrap(), dir)
 }

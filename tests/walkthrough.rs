@@ -49,6 +49,7 @@ async fn share_folder(dir: &Path, index: SocketAddr) -> Sharing {
             upload: Arc::new(napster::peer::limit::RateLimit::new(0)),
         },
         session_ttl: Duration::from_secs(30),
+        living: Default::default(),
     };
     Sharing::start(share, index, &settings).await.unwrap()
 }

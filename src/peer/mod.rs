@@ -1,7 +1,9 @@
-//! The peer: the folder it shares ([`share`]), the file server that serves it
-//! ([`server`]), its session with the index ([`session`]) and the downloader
-//! ([`download`]).
+//! The peer: the folders it shares ([`share`], kept in step with the disk by [`Sharing`]),
+//! the file server that serves them ([`server`]), its session with the index
+//! ([`session`]) and the downloader ([`download`], [`transfer`]).
 
+pub mod cache;
+pub mod digest;
 pub mod download;
 pub mod limit;
 pub mod resume;
@@ -10,18 +12,23 @@ pub mod session;
 pub mod share;
 pub mod transfer;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use smol::future::FutureExt;
 use smol::{Async, Task};
+use tracing::{info, warn};
 
 use crate::client::IndexClient;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::runtime::{self, ShutdownTrigger};
+use cache::HashCache;
 use server::SharedFolder;
 use session::{Session, SessionConfig, SessionState};
-use share::Share;
+use share::{Changes, HashStats, Ignore, Share};
 
 /// Round-trip time of a ping to the file server at `addr` (after connecting).
 pub async fn ping(addr: SocketAddr, limits: crate::protocol::Limits) -> Result<Duration> {
@@ -59,18 +66,166 @@ pub struct SharingSettings {
     pub server: server::Settings,
     /// The index's session TTL, which sets how often we send heartbeats.
     pub session_ttl: Duration,
+    /// How the share follows its folders.
+    pub living: Living,
 }
 
-/// A folder being shared: file server running, registered with the index.
+/// How a share follows its folders after registering.
+#[derive(Debug, Clone)]
+pub struct Living {
+    /// Names left out.
+    pub ignore: Ignore,
+    /// Digests already computed, and where they are saved.
+    pub cache: Arc<Mutex<HashCache>>,
+    /// Watch the folders for changes (else only rescans and `refresh`).
+    pub watch: bool,
+    /// Interval between full rescans, the fallback for missed notifications.
+    pub rescan: Duration,
+    /// How long a file must stay unchanged before it is announced.
+    pub settle: Duration,
+}
+
+impl Default for Living {
+    fn default() -> Self {
+        Living {
+            ignore: Ignore::default(),
+            cache: Arc::new(Mutex::new(HashCache::in_memory())),
+            watch: true,
+            rescan: Duration::from_secs(60),
+            settle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Quiet time after a change notification before the folders are scanned again, so
+/// that a burst of events is one scan.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What a refresh did.
+#[derive(Debug, Clone, Default)]
+pub struct Refreshed {
+    /// What the index was told.
+    pub changes: Changes,
+    /// What hashing read.
+    pub stats: HashStats,
+    /// Files left out for now because they are still changing.
+    pub unsettled: usize,
+}
+
+/// What the sharing peer and its background refresher share.
+struct Shared {
+    folder: SharedFolder,
+    roots: Mutex<Vec<PathBuf>>,
+    excluded: Mutex<BTreeSet<String>>,
+    living: Living,
+    updates: session::Updater,
+    /// One refresh at a time.
+    refreshing: smol::lock::Mutex<()>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Scan the folders again and tell the index what changed.
+    async fn refresh(self: &Arc<Self>) -> Result<Refreshed> {
+        let _one = self.refreshing.lock().await;
+        let me = self.clone();
+        smol::unblock(move || me.refresh_now()).await
+    }
+
+    fn refresh_now(&self) -> Result<Refreshed> {
+        let roots = locked(&self.roots).clone();
+        let excluded = locked(&self.excluded).clone();
+        let listing = share::scan_roots(&roots, &self.living.ignore, Some(self.living.settle))?;
+        let unsettled = listing.unsettled;
+        let (share, stats) = listing.hash_with(&self.living.cache, &|_| {})?;
+        let share = share.without(|f| {
+            excluded.contains(&f.entry.name)
+                || excluded.contains(&f.path.to_string_lossy().into_owned())
+        });
+        let changes = self
+            .folder
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .changes_to(&share);
+        if stats.hashed_files > 0 || !changes.removed.is_empty() {
+            let mut cache = locked(&self.living.cache);
+            for root in share.roots() {
+                cache.prune(root, |path| path.exists());
+            }
+            cache.save();
+        }
+        *self.folder.write().unwrap_or_else(|e| e.into_inner()) = share;
+        if !changes.is_empty() {
+            self.updates.update(changes.clone());
+        }
+        Ok(Refreshed {
+            changes,
+            stats,
+            unsettled,
+        })
+    }
+}
+
+/// Keep the share in step with its folders: after change notifications (debounced), every
+/// `rescan` interval, and again after `settle` while files are still being written.
+async fn follow(shared: Arc<Shared>, events: smol::channel::Receiver<()>) {
+    let mut wait = shared.living.rescan;
+    loop {
+        let woke = async { events.recv().await.is_ok() }
+            .or(async {
+                smol::Timer::after(wait).await;
+                true
+            })
+            .await;
+        if !woke {
+            return;
+        }
+        // Let a burst of notifications end.
+        while async { events.recv().await.is_ok() }
+            .or(async {
+                smol::Timer::after(DEBOUNCE).await;
+                false
+            })
+            .await
+        {}
+        match shared.refresh().await {
+            Ok(done) => {
+                if !done.changes.is_empty() {
+                    info!(
+                        "share changed: {} new or changed, {} removed",
+                        done.changes.upsert.len(),
+                        done.changes.removed.len()
+                    );
+                }
+                wait = if done.unsettled > 0 {
+                    shared.living.settle
+                } else {
+                    shared.living.rescan
+                };
+            }
+            Err(e) => {
+                warn!("rescanning the shared folders: {e}");
+                wait = shared.living.rescan;
+            }
+        }
+    }
+}
+
+/// A share being served and registered with the index.
 pub struct Sharing {
     /// Where the file server listens.
     pub addr: SocketAddr,
     /// The index we are registered with.
     pub index: SocketAddr,
-    folder: SharedFolder,
+    shared: Arc<Shared>,
     session: Session,
     server: Task<Result<()>>,
     stop_server: ShutdownTrigger,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    follower: Task<()>,
 }
 
 impl Sharing {
@@ -95,6 +250,7 @@ impl Sharing {
         let token = session::new_token();
         let files = share.entries();
         let peer_id = client.register(addr.port(), &token, &files).await?;
+        let roots = share.roots().to_vec();
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
         let server = runtime::spawn(server::run(
@@ -111,13 +267,41 @@ impl Sharing {
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };
         let session = Session::spawn(client, peer_id, config, folder.clone());
+        let shared = Arc::new(Shared {
+            folder,
+            roots: Mutex::new(roots.clone()),
+            excluded: Mutex::default(),
+            living: settings.living.clone(),
+            updates: session.updater(),
+            refreshing: smol::lock::Mutex::new(()),
+        });
+        let (notify_tx, events) = smol::channel::bounded(1);
+        let watcher = if settings.living.watch {
+            let mut watcher =
+                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                    if event.is_ok() {
+                        let _ = notify_tx.try_send(());
+                    }
+                })
+                .map_err(|e| Error::msg(format!("cannot watch the shared folders: {e}")))?;
+            for root in &roots {
+                watch(&mut watcher, root)?;
+            }
+            Some(watcher)
+        } else {
+            drop(notify_tx);
+            None
+        };
+        let follower = runtime::spawn(follow(shared.clone(), events));
         Ok(Sharing {
             addr,
             index,
-            folder,
+            shared,
             session,
             server,
             stop_server,
+            watcher: Mutex::new(watcher),
+            follower,
         })
     }
 
@@ -126,15 +310,98 @@ impl Sharing {
         self.session.state()
     }
 
-    /// The shared folder.
+    /// The shared files.
     pub fn folder(&self) -> &SharedFolder {
-        &self.folder
+        &self.shared.folder
+    }
+
+    /// Scan the folders now and tell the index what changed.
+    pub async fn refresh(&self) -> Result<Refreshed> {
+        self.shared.refresh().await
+    }
+
+    /// Share another folder too.
+    pub async fn share_dir(&self, dir: &Path) -> Result<Refreshed> {
+        let root = dir
+            .canonicalize()
+            .context(|| format!("cannot share {}", dir.display()))?;
+        if !root.is_dir() {
+            return Err(Error::msg(format!(
+                "cannot share {}: not a folder",
+                dir.display()
+            )));
+        }
+        {
+            let mut roots = locked(&self.shared.roots);
+            if let Some(other) = roots
+                .iter()
+                .find(|r| root.starts_with(r) || r.starts_with(&root))
+            {
+                return Err(Error::msg(format!(
+                    "{} overlaps {}, which is already shared",
+                    root.display(),
+                    other.display()
+                )));
+            }
+            roots.push(root.clone());
+        }
+        if let Some(watcher) = locked(&self.watcher).as_mut() {
+            watch(watcher, &root)?;
+        }
+        self.refresh().await
+    }
+
+    /// Stop sharing a folder (one of the roots) or a single file (by its shared name or
+    /// its path).
+    pub async fn unshare(&self, target: &str) -> Result<Refreshed> {
+        let real = Path::new(target).canonicalize().ok();
+        let removed_root = {
+            let mut roots = locked(&self.shared.roots);
+            match real
+                .as_ref()
+                .and_then(|r| roots.iter().position(|root| root == r))
+            {
+                Some(i) => Some(roots.remove(i)),
+                None => None,
+            }
+        };
+        match removed_root {
+            Some(root) => {
+                if let Some(watcher) = locked(&self.watcher).as_mut() {
+                    let _ = notify::Watcher::unwatch(watcher, &root);
+                }
+            }
+            None => {
+                let folder = self.shared.folder.read().unwrap_or_else(|e| e.into_inner());
+                let by_name = folder.entries().iter().any(|e| e.name == target);
+                let by_path = real.as_ref().is_some_and(|r| folder.contains_path(r));
+                drop(folder);
+                let key = match (by_name, &real) {
+                    (true, _) => target.to_owned(),
+                    (false, Some(real)) if by_path => real.to_string_lossy().into_owned(),
+                    _ => {
+                        return Err(Error::msg(format!(
+                            "{target:?} is neither a shared folder nor a shared file (see `status` and `files`)"
+                        )));
+                    }
+                };
+                locked(&self.shared.excluded).insert(key);
+            }
+        }
+        self.refresh().await
     }
 
     /// Withdraw the files from the index and stop serving them.
     pub async fn stop(self) {
+        self.follower.cancel().await;
+        drop(locked(&self.watcher).take());
         self.session.stop().await;
         self.stop_server.trigger();
         let _ = self.server.await;
     }
+}
+
+fn watch(watcher: &mut notify::RecommendedWatcher, root: &Path) -> Result<()> {
+    notify::Watcher::watch(watcher, root, notify::RecursiveMode::Recursive)
+        .map_err(|e| Error::msg(format!("cannot watch {}: {e}", root.display())))
 }

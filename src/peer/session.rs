@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::client::IndexClient;
 use crate::error::Result;
 use crate::peer::server::SharedFolder;
+use crate::peer::share::Changes;
 use crate::protocol::Limits;
 use crate::runtime;
 
@@ -51,7 +52,20 @@ pub struct SessionState {
 pub struct Session {
     state: Arc<Mutex<SessionState>>,
     stop: Sender<()>,
+    updates: Sender<Changes>,
     task: Task<()>,
+}
+
+/// Tells a session what changed in the share.
+#[derive(Debug, Clone)]
+pub struct Updater(Sender<Changes>);
+
+impl Updater {
+    /// Tell the index what changed (when the index is away, the session registers the
+    /// whole share again when it is back).
+    pub fn update(&self, changes: Changes) {
+        let _ = self.0.try_send(changes);
+    }
 }
 
 /// A new random token.
@@ -72,13 +86,25 @@ impl Session {
             connected: true,
         }));
         let (stop, stopped) = smol::channel::bounded(1);
-        let task = runtime::spawn(keep_alive(client, config, folder, state.clone(), stopped));
-        Session { state, stop, task }
+        let (updates, changes) = smol::channel::unbounded();
+        let channels = Channels { stopped, changes };
+        let task = runtime::spawn(keep_alive(client, config, folder, state.clone(), channels));
+        Session {
+            state,
+            stop,
+            updates,
+            task,
+        }
     }
 
     /// The session's current state.
     pub fn state(&self) -> SessionState {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A handle that tells the session what changed in the share.
+    pub fn updater(&self) -> Updater {
+        Updater(self.updates.clone())
     }
 
     /// Withdraw this peer's files from the index (if it is reachable) and end the session.
@@ -88,13 +114,28 @@ impl Session {
     }
 }
 
+/// What the session task is told.
+struct Channels {
+    stopped: Receiver<()>,
+    changes: Receiver<Changes>,
+}
+
+/// Why the session task woke up.
+enum Wake {
+    Stop,
+    Beat,
+    Closed,
+    Changed(Changes),
+}
+
 async fn keep_alive(
     client: IndexClient,
     config: SessionConfig,
     folder: SharedFolder,
     state: Arc<Mutex<SessionState>>,
-    stopped: Receiver<()>,
+    channels: Channels,
 ) {
+    let Channels { stopped, changes } = channels;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
     let set = |connected: bool, peer_id: Option<u64>| {
@@ -109,24 +150,34 @@ async fn keep_alive(
             Some(c) => {
                 let stop = async {
                     let _ = stopped.recv().await;
-                    true
+                    Wake::Stop
                 };
                 let beat = async {
                     smol::Timer::after(config.heartbeat).await;
-                    false
+                    Wake::Beat
                 };
                 // The index never speaks first: anything readable is its goodbye.
                 let closed = async {
                     c.readable().await;
-                    false
+                    Wake::Closed
                 };
-                if stop.or(beat.or(closed)).await {
-                    if let Err(e) = c.unregister().await {
-                        warn!("withdrawing our files from the index: {e}");
+                let changed = async {
+                    match changes.recv().await {
+                        Ok(change) => Wake::Changed(change),
+                        Err(_) => smol::future::pending().await,
                     }
-                    return;
-                }
-                if let Err(e) = c.ping().await {
+                };
+                let outcome = match stop.or(changed).or(beat.or(closed)).await {
+                    Wake::Stop => {
+                        if let Err(e) = c.unregister().await {
+                            warn!("withdrawing our files from the index: {e}");
+                        }
+                        return;
+                    }
+                    Wake::Changed(change) => c.apply(&change).await.map(drop),
+                    Wake::Beat | Wake::Closed => c.ping().await.map(drop),
+                };
+                if let Err(e) = outcome {
                     warn!("lost the index at {}: {e}; reconnecting", config.index);
                     set(false, None);
                     client = None;
@@ -146,6 +197,8 @@ async fn keep_alive(
                 if stop.or(wait).await {
                     return;
                 }
+                // Changes queued while away are in the folder already.
+                while changes.try_recv().is_ok() {}
                 match reregister(&config, &folder).await {
                     Ok((c, peer_id)) => {
                         info!(

@@ -1,177 +1,60 @@
-//! The folder a peer shares: scanning it, hashing its files, and opening a file for a
-//! downloader only when it was registered and really lies inside the folder.
+//! The folders a peer shares: scanning them (with the ignore rule), hashing what changed
+//! (through the hash cache), telling what changed since the last scan, and opening a
+//! file for a downloader only when it was registered and really lies inside its folder.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tracing::warn;
+use wildmatch::WildMatch;
+
+pub use crate::peer::digest::{
+    FileDigest, IO_BUFFER, chunks_root, digest_bytes, hash_file, to_hex,
+};
 
 use crate::error::{Error, IoContext, Result};
+use crate::peer::cache::{HashCache, Stamp};
 use crate::protocol::{self, FileEntry};
 
-/// Size of the buffer files are hashed and sent with.
-pub const IO_BUFFER: usize = 256 * 1024;
+/// Ignore patterns used when `napster.toml` gives none: hidden files and folders, editor
+/// backups, temporary and partial downloads (napster's own included).
+pub const DEFAULT_IGNORE: &[&str] = &[".*", "*~", "*.tmp", "*.part", "*.crdownload", "*.swp"];
 
-/// Lowercase hex of bytes.
-pub fn to_hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
+/// Which file and folder names are left out of a share: `*`/`?` patterns matched against
+/// each base name, case-sensitively. napster's own part files are always left out.
+#[derive(Debug, Clone)]
+pub struct Ignore(Vec<WildMatch>);
 
-/// What hashing a file yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileDigest {
-    /// Bytes hashed.
-    pub size: u64,
-    /// SHA-256 of the whole file, hex.
-    pub sha256: String,
-    /// SHA-256 of each chunk (see [`protocol::chunk_size`]).
-    pub chunks: Vec<[u8; 32]>,
-}
-
-/// The hex SHA-256 of a chunk list: what the index records as a file's `chunks`.
-pub fn chunks_root(chunks: &[[u8; 32]]) -> String {
-    let mut hasher = Sha256::new();
-    for chunk in chunks {
-        hasher.update(chunk);
-    }
-    to_hex(&hasher.finalize())
-}
-
-/// The digests of a file's chunks, from blocks fed in order.
-struct ChunkHasher {
-    chunk_size: u64,
-    chunk: Sha256,
-    in_chunk: u64,
-    chunks: Vec<[u8; 32]>,
-}
-
-impl ChunkHasher {
-    /// For a file of `size` bytes (which fixes the chunk size).
-    fn new(size: u64) -> Self {
-        ChunkHasher {
-            chunk_size: protocol::chunk_size(size),
-            chunk: Sha256::new(),
-            in_chunk: 0,
-            chunks: Vec::with_capacity(protocol::chunk_count(size) as usize),
-        }
+impl Ignore {
+    /// The rule made of these patterns.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Ignore {
+        Ignore(
+            patterns
+                .iter()
+                .map(|p| WildMatch::new(p.as_ref()))
+                .collect(),
+        )
     }
 
-    fn update(&mut self, mut block: &[u8]) {
-        while !block.is_empty() {
-            let take = block.len().min((self.chunk_size - self.in_chunk) as usize);
-            self.chunk.update(&block[..take]);
-            self.in_chunk += take as u64;
-            if self.in_chunk == self.chunk_size {
-                self.chunks.push(self.chunk.finalize_reset().into());
-                self.in_chunk = 0;
-            }
-            block = &block[take..];
-        }
-    }
-
-    fn finish(mut self) -> Vec<[u8; 32]> {
-        if self.in_chunk > 0 {
-            self.chunks.push(self.chunk.finalize().into());
-        }
-        self.chunks
+    /// Whether a base name is left out.
+    pub fn matches(&self, name: &str) -> bool {
+        name.contains(crate::peer::download::PART_SUFFIX) || self.0.iter().any(|w| w.matches(name))
     }
 }
 
-/// The digest of bytes in memory, exactly as [`hash_file`] would compute it.
-pub fn digest_bytes(bytes: &[u8]) -> FileDigest {
-    let mut chunks = ChunkHasher::new(bytes.len() as u64);
-    chunks.update(bytes);
-    FileDigest {
-        size: bytes.len() as u64,
-        sha256: to_hex(&Sha256::digest(bytes)),
-        chunks: chunks.finish(),
+impl Default for Ignore {
+    fn default() -> Self {
+        Ignore::new(DEFAULT_IGNORE)
     }
 }
 
-/// Files at least this large hash their chunks on a second thread.
-const PARALLEL_FROM: u64 = 8 << 20;
-
-/// SHA-256 of a file and of each of its chunks, in one read; `progress` is told of
-/// every block hashed. The whole-file hash and the chunk hashes of a large file are
-/// computed on two threads at once.
-pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
-    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
-    let expected = file
-        .metadata()
-        .context(|| format!("reading {}", path.display()))?
-        .len();
-    let mut whole = Sha256::new();
-    let mut size = 0u64;
-    let mut read = |block: &mut Vec<u8>| -> Result<usize> {
-        let n = file
-            .read(block)
-            .context(|| format!("reading {}", path.display()))?;
-        whole.update(&block[..n]);
-        size += n as u64;
-        progress(n as u64);
-        Ok(n)
-    };
-    let chunks = if expected < PARALLEL_FROM {
-        let mut chunks = ChunkHasher::new(expected);
-        let mut buf = vec![0; IO_BUFFER];
-        loop {
-            let n = read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            chunks.update(&buf[..n]);
-        }
-        chunks.finish()
-    } else {
-        let (to_chunks, blocks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(8);
-        let (to_reader, spare) = std::sync::mpsc::channel::<Vec<u8>>();
-        std::thread::scope(|scope| -> Result<Vec<[u8; 32]>> {
-            let chunker = scope.spawn(move || {
-                let mut chunks = ChunkHasher::new(expected);
-                for (block, n) in blocks {
-                    chunks.update(&block[..n]);
-                    let _ = to_reader.send(block);
-                }
-                chunks.finish()
-            });
-            loop {
-                let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0; IO_BUFFER]);
-                let n = read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                if to_chunks.send((buf, n)).is_err() {
-                    break;
-                }
-            }
-            drop(to_chunks);
-            chunker
-                .join()
-                .map_err(|_| Error::msg("the chunk hashing thread failed"))
-        })?
-    };
-    if size != expected {
-        return Err(Error::msg(format!(
-            "{} changed while it was being hashed; try again",
-            path.display()
-        )));
-    }
-    Ok(FileDigest {
-        size,
-        sha256: to_hex(&whole.finalize()),
-        chunks,
-    })
-}
-
-/// Whether a file name is left out of a share: hidden files, editor backups and
-/// napster's own partial downloads.
+/// Whether a file name is left out of a share by the default rule.
 pub fn is_ignored(file_name: &str) -> bool {
-    file_name.starts_with('.') || file_name.ends_with('~') || file_name.ends_with(".napster-part")
+    Ignore::default().matches(file_name)
 }
 
 /// One shared file.
@@ -183,19 +66,45 @@ pub struct SharedFile {
     pub path: PathBuf,
     /// SHA-256 of each chunk, as computed when the file was hashed.
     pub chunks: Vec<[u8; 32]>,
+    /// What the file looked like when it was hashed.
+    pub stamp: Stamp,
+    /// Which shared folder it is in.
+    pub root: usize,
 }
 
-/// A shared folder and the files registered from it.
+/// Shared folders and the files registered from them.
 #[derive(Debug)]
 pub struct Share {
-    root: PathBuf,
+    roots: Vec<PathBuf>,
     files: BTreeMap<String, SharedFile>,
+}
+
+/// One file found by a scan.
+#[derive(Debug, Clone)]
+struct Found {
+    name: String,
+    path: PathBuf,
+    stamp: Stamp,
+    root: usize,
 }
 
 /// Files found by a scan, before hashing.
 pub struct Listing {
-    root: PathBuf,
-    found: Vec<(String, PathBuf, u64)>,
+    roots: Vec<PathBuf>,
+    found: Vec<Found>,
+    /// Files left out because they changed too recently to be complete.
+    pub unsettled: usize,
+}
+
+/// What a hashing pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashStats {
+    /// Files whose contents were read and hashed.
+    pub hashed_files: usize,
+    /// Bytes read to hash them.
+    pub hashed_bytes: u64,
+    /// Files whose digests came from the hash cache, unread.
+    pub cached_files: usize,
 }
 
 impl Listing {
@@ -204,20 +113,40 @@ impl Listing {
         self.found.len()
     }
 
-    /// Whether the folder has no shareable file.
+    /// Whether the folders have no shareable file.
     pub fn is_empty(&self) -> bool {
         self.found.is_empty()
     }
 
     /// Sum of their sizes.
     pub fn bytes(&self) -> u64 {
-        self.found.iter().map(|(_, _, size)| size).sum()
+        self.found.iter().map(|f| f.stamp.size()).sum()
+    }
+
+    /// Sum of the sizes of the files the cache does not know: what hashing will read.
+    pub fn bytes_to_hash(&self, cache: &HashCache) -> u64 {
+        self.found
+            .iter()
+            .filter(|f| cache.get(&f.path, &f.stamp).is_none())
+            .map(|f| f.stamp.size())
+            .sum()
     }
 
     /// Hash every file, on every core; `progress` is told of bytes hashed.
     pub fn hash(self, progress: &(dyn Fn(u64) + Sync)) -> Result<Share> {
+        let cache = Mutex::new(HashCache::in_memory());
+        Ok(self.hash_with(&cache, progress)?.0)
+    }
+
+    /// Hash the files the cache does not know, on every core, and remember them in it.
+    pub fn hash_with(
+        self,
+        cache: &Mutex<HashCache>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Share, HashStats)> {
         let next = AtomicU64::new(0);
         let results = Mutex::new(Vec::with_capacity(self.found.len()));
+        let stats = Mutex::new(HashStats::default());
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let first_error = Mutex::new(None);
         std::thread::scope(|scope| {
@@ -225,30 +154,45 @@ impl Listing {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some((name, path, _)) = self.found.get(i) else {
+                        let Some(found) = self.found.get(i) else {
                             break;
                         };
-                        match hash_file(path, progress) {
-                            Ok(digest) => {
-                                let entry = FileEntry {
-                                    name: name.clone(),
-                                    size: digest.size,
-                                    sha256: digest.sha256,
-                                    chunks: chunks_root(&digest.chunks),
-                                };
-                                let file = SharedFile {
-                                    entry,
-                                    path: path.clone(),
-                                    chunks: digest.chunks,
-                                };
-                                results.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+                        let known = locked(&cache).get(&found.path, &found.stamp);
+                        let digest = match known {
+                            Some(digest) => {
+                                locked(&stats).cached_files += 1;
+                                digest
                             }
-                            Err(e) => {
-                                let mut slot =
-                                    first_error.lock().unwrap_or_else(|e| e.into_inner());
-                                slot.get_or_insert(e);
-                            }
-                        }
+                            None => match hash_unchanged(found, progress) {
+                                Ok(Some(digest)) => {
+                                    let mut s = locked(&stats);
+                                    s.hashed_files += 1;
+                                    s.hashed_bytes += digest.size;
+                                    drop(s);
+                                    locked(&cache).put(found.path.clone(), found.stamp, &digest);
+                                    digest
+                                }
+                                // Changed while we read it: the next scan takes it.
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    locked(&first_error).get_or_insert(e);
+                                    continue;
+                                }
+                            },
+                        };
+                        let entry = FileEntry {
+                            name: found.name.clone(),
+                            size: digest.size,
+                            sha256: digest.sha256,
+                            chunks: chunks_root(&digest.chunks),
+                        };
+                        locked(&results).push(SharedFile {
+                            entry,
+                            path: found.path.clone(),
+                            chunks: digest.chunks,
+                            stamp: found.stamp,
+                            root: found.root,
+                        });
                     }
                 });
             }
@@ -262,29 +206,101 @@ impl Listing {
             .into_iter()
             .map(|f| (f.entry.name.clone(), f))
             .collect();
-        Ok(Share {
-            root: self.root,
-            files,
-        })
+        let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok((
+            Share {
+                roots: self.roots,
+                files,
+            },
+            stats,
+        ))
     }
 }
 
-/// List the regular files under `dir`, recursively, with `/`-separated relative names.
-///
-/// Symlinks are followed only when they lead to a file inside the folder; names the
-/// protocol cannot carry are skipped with a warning.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hash a found file, or `None` if it changed while it was being read.
+fn hash_unchanged(found: &Found, progress: &(dyn Fn(u64) + Sync)) -> Result<Option<FileDigest>> {
+    let digest = match hash_file(&found.path, progress) {
+        Ok(digest) => digest,
+        Err(Error::Other(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let now = std::fs::metadata(&found.path).map(|m| Stamp::of(&m)).ok();
+    Ok((now == Some(found.stamp)).then_some(digest))
+}
+
+/// List the regular files under `dir`, recursively, with `/`-separated relative names,
+/// leaving out what the default ignore rule names.
 pub fn scan(dir: &Path) -> Result<Listing> {
-    let root = dir
-        .canonicalize()
-        .context(|| format!("cannot share {}", dir.display()))?;
-    if !root.is_dir() {
-        return Err(Error::msg(format!(
-            "cannot share {}: not a folder",
-            dir.display()
-        )));
+    scan_roots(&[dir.to_owned()], &Ignore::default(), None)
+}
+
+/// List the regular files under every folder of `roots`, recursively, with names
+/// relative to their folder (`/`-separated); the first folder wins a name clash.
+///
+/// Symlinks are followed only when they lead inside their shared folder; names the
+/// protocol cannot carry are skipped with a warning; with `settle`, files changed more
+/// recently than that are left out (counted in [`Listing::unsettled`]), so that a file
+/// still being written is not announced.
+pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore, settle: Option<Duration>) -> Result<Listing> {
+    let mut canonical = Vec::with_capacity(roots.len());
+    for dir in roots {
+        let root = dir
+            .canonicalize()
+            .context(|| format!("cannot share {}", dir.display()))?;
+        if !root.is_dir() {
+            return Err(Error::msg(format!(
+                "cannot share {}: not a folder",
+                dir.display()
+            )));
+        }
+        canonical.push(root);
     }
-    let mut found = Vec::new();
-    let mut pending = vec![root.clone()];
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    let mut found: Vec<Found> = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let mut unsettled = 0;
+    for (index, root) in canonical.iter().enumerate() {
+        let mut here = Vec::new();
+        walk(root, ignore, &mut here)?;
+        here.sort_by(|a: &(String, PathBuf, Stamp), b| a.0.cmp(&b.0));
+        for (name, path, stamp) in here {
+            if let Some(settle) = settle
+                && now_ns - stamp.changed_ns() < settle.as_nanos() as i128
+            {
+                unsettled += 1;
+                continue;
+            }
+            if !names.insert(name.clone()) {
+                warn!(
+                    "skipping {}: another shared folder has {name}",
+                    path.display()
+                );
+                continue;
+            }
+            found.push(Found {
+                name,
+                path,
+                stamp,
+                root: index,
+            });
+        }
+    }
+    Ok(Listing {
+        roots: canonical,
+        found,
+        unsettled,
+    })
+}
+
+/// The files under `root`: (name, path, stamp).
+fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<(String, PathBuf, Stamp)>) -> Result<()> {
+    let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
         let entries =
             std::fs::read_dir(&folder).context(|| format!("reading {}", folder.display()))?;
@@ -295,13 +311,13 @@ pub fn scan(dir: &Path) -> Result<Listing> {
                 warn!("skipping {}: the name is not UTF-8", path.display());
                 continue;
             };
-            if is_ignored(&file_name) {
+            if ignore.matches(&file_name) {
                 continue;
             }
             let Ok(real) = path.canonicalize() else {
                 continue;
             };
-            if !real.starts_with(&root) {
+            if !real.starts_with(root) {
                 warn!(
                     "skipping {}: it leads outside the shared folder",
                     path.display()
@@ -320,7 +336,7 @@ pub fn scan(dir: &Path) -> Result<Listing> {
             if !meta.is_file() {
                 continue;
             }
-            let relative = path.strip_prefix(&root).unwrap_or(&path);
+            let relative = path.strip_prefix(root).unwrap_or(&path);
             let name = relative
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy())
@@ -330,17 +346,37 @@ pub fn scan(dir: &Path) -> Result<Listing> {
                 warn!("skipping {}: the name {problem}", path.display());
                 continue;
             }
-            found.push((name, path, meta.len()));
+            found.push((name, path, Stamp::of(&meta)));
         }
     }
-    found.sort();
-    Ok(Listing { root, found })
+    Ok(())
+}
+
+/// What changed between two scans of a share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// New files and files whose contents changed.
+    pub upsert: Vec<FileEntry>,
+    /// Names no longer shared.
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.removed.is_empty()
+    }
 }
 
 impl Share {
-    /// The canonical path of the shared folder.
+    /// The canonical path of the first shared folder.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.roots[0]
+    }
+
+    /// Every shared folder, canonical.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
     }
 
     /// What the index is told.
@@ -363,6 +399,38 @@ impl Share {
         self.files.values().map(|f| f.entry.size).sum()
     }
 
+    /// Leave out the files `drop` names (by name or by path).
+    pub fn without(mut self, drop: impl Fn(&SharedFile) -> bool) -> Share {
+        self.files.retain(|_, f| !drop(f));
+        self
+    }
+
+    /// What the index must be told to go from `self` to `newer`.
+    pub fn changes_to(&self, newer: &Share) -> Changes {
+        let upsert = newer
+            .files
+            .values()
+            .filter(|f| {
+                self.files
+                    .get(&f.entry.name)
+                    .is_none_or(|old| old.entry != f.entry)
+            })
+            .map(|f| f.entry.clone())
+            .collect();
+        let removed = self
+            .files
+            .keys()
+            .filter(|name| !newer.files.contains_key(*name))
+            .cloned()
+            .collect();
+        Changes { upsert, removed }
+    }
+
+    /// Whether a shared file lies at `path`.
+    pub fn contains_path(&self, path: &Path) -> bool {
+        self.files.values().any(|f| f.path == path)
+    }
+
     /// The chunk digests of a registered file, as raw bytes, with its registered size.
     pub fn chunk_list(&self, name: &str) -> Option<(u64, Vec<u8>)> {
         let shared = self.files.get(name)?;
@@ -372,7 +440,7 @@ impl Share {
     /// Open a registered file for sending, with its current size.
     ///
     /// Refuses names the protocol forbids, names never registered, and files that now
-    /// resolve outside the folder (a symlink swapped in after registering).
+    /// resolve outside their folder (a symlink swapped in after registering).
     pub fn open(&self, name: &str) -> std::result::Result<(File, u64), String> {
         if let Some(problem) = protocol::name_problem(name) {
             return Err(format!("the file name {problem}"));
@@ -385,7 +453,7 @@ impl Share {
             .path
             .canonicalize()
             .map_err(|_| format!("{name} is no longer on disk"))?;
-        if !real.starts_with(&self.root) {
+        if !real.starts_with(&self.roots[shared.root]) {
             warn!("refusing {name}: it now leads outside the shared folder");
             return Err(format!("{name} is not shared here"));
         }
@@ -397,36 +465,5 @@ impl Share {
             return Err(format!("{name} is not a regular file"));
         }
         Ok((file, meta.len()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn files_hash_as_bytes_do_on_both_paths() {
-        let dir = tempfile::tempdir().unwrap();
-        for size in [
-            0,
-            1,
-            IO_BUFFER + 7,
-            (PARALLEL_FROM + 3 * IO_BUFFER as u64 + 5) as usize,
-        ] {
-            let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-            let path = dir.path().join(format!("f{size}"));
-            std::fs::write(&path, &bytes).unwrap();
-            let counted = std::sync::atomic::AtomicU64::new(0);
-            let from_disk = hash_file(&path, &|n| {
-                counted.fetch_add(n, Ordering::Relaxed);
-            })
-            .unwrap();
-            assert_eq!(from_disk, digest_bytes(&bytes), "size {size}");
-            assert_eq!(counted.into_inner(), size as u64);
-            assert_eq!(
-                from_disk.chunks.len() as u64,
-                protocol::chunk_count(size as u64)
-            );
-        }
     }
 }

@@ -42,6 +42,27 @@ pub const COMMANDS: &[Spec] = &[
                   this process runs.",
     },
     Spec {
+        name: "share",
+        args: "<dir>",
+        summary: "share another folder too",
+        details: "Its files appear with names relative to it. Shared folders are watched: added, \
+                  changed, renamed and deleted files reach the index by themselves.",
+    },
+    Spec {
+        name: "unshare",
+        args: "<dir|file>",
+        summary: "withdraw a shared folder, or one file (by its shared name or path)",
+        details: "",
+    },
+    Spec {
+        name: "refresh",
+        args: "",
+        summary: "scan the shared folders now and tell the index what changed",
+        details: "Shares follow their folders by themselves (notifications, and a rescan every \
+                  [peer] rescan seconds); refresh forces it. Only new or changed files are read; \
+                  the rest come from the hash cache.",
+    },
+    Spec {
         name: "unregister",
         args: "",
         summary: "withdraw this peer's files and stop serving them",
@@ -132,6 +153,12 @@ pub enum Command {
     Register(Option<PathBuf>, Option<u16>),
     /// `unregister`
     Unregister,
+    /// `refresh`
+    Refresh,
+    /// `share <dir>`
+    Share(PathBuf),
+    /// `unshare <dir|file>`
+    Unshare(String),
     /// `search [-r] [-c] [-n N] <terms>`
     Search(SearchArgs),
     /// `files <peer>`
@@ -279,6 +306,18 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
                 args.first().map(PathBuf::from),
                 args.get(1).map(|p| port(p)).transpose()?,
             )
+        }
+        "refresh" | "rescan" => {
+            arity(0, 0)?;
+            Command::Refresh
+        }
+        "share" => {
+            arity(1, 1)?;
+            Command::Share(PathBuf::from(&args[0]))
+        }
+        "unshare" => {
+            arity(1, 1)?;
+            Command::Unshare(args[0].clone())
         }
         "unregister" => {
             arity(0, 0)?;

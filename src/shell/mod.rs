@@ -1,6 +1,15 @@
 //! The shell: runs commands typed at a `rustyline` prompt or piped on stdin, and owns the
 //! background services (index server, sharing) this process runs.
 
+/// Print a line of results to stdout; a closed stdout (`napster | head -1`) is not an
+/// error worth dying for, so it is ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod commands;
 pub mod editor;
 pub mod render;
@@ -67,6 +76,14 @@ pub struct Shell {
     upload: Arc<RateLimit>,
     download: Arc<RateLimit>,
     transfers: Arc<Transfers>,
+    cache: Option<Arc<Mutex<peer::cache::HashCache>>>,
+}
+
+/// What `refresh`, `share` and `unshare` ask of the share.
+enum Refresh {
+    All,
+    Share(PathBuf),
+    Unshare(String),
 }
 
 impl Shell {
@@ -77,6 +94,7 @@ impl Shell {
             upload: Arc::new(RateLimit::new(up)),
             download: Arc::new(RateLimit::new(down)),
             transfers: Arc::default(),
+            cache: None,
             config,
             services,
             index: None,
@@ -103,20 +121,23 @@ impl Shell {
             Command::Connect(addr) => self.connect(addr).await?,
             Command::Register(dir, port) => self.register(dir, port).await?,
             Command::Unregister => self.unregister().await?,
+            Command::Refresh => self.refresh(Refresh::All).await?,
+            Command::Share(dir) => self.refresh(Refresh::Share(dir)).await?,
+            Command::Unshare(what) => self.refresh(Refresh::Unshare(what)).await?,
             Command::Search(args) => self.search(args).await?,
             Command::Files(peer) => self.files(peer).await?,
             Command::Get(name, peer, background) => {
                 self.get(&name, peer, background, cancel).await?
             }
             Command::Transfers => match self.transfers.render() {
-                Some(table) => println!("{table}"),
-                None => println!("no background downloads (`get -b <file>` starts one)"),
+                Some(table) => say!("{table}"),
+                None => say!("no background downloads (`get -b <file>` starts one)"),
             },
             Command::Limit(direction, rate) => self.limit(direction, rate),
             Command::Ping(peer) => self.ping(peer).await?,
             Command::Peers => self.peers().await?,
             Command::Status => self.status().await?,
-            Command::Help(topic) => println!("{}", commands::help(topic.as_deref())?),
+            Command::Help(topic) => say!("{}", commands::help(topic.as_deref())?),
             Command::Quit => return Ok(Flow::Quit),
         }
         Ok(Flow::Continue)
@@ -147,7 +168,7 @@ impl Shell {
             trigger,
             store,
         });
-        println!("index server listening on {addr}");
+        say!("index server listening on {addr}");
         self.index = Some(reachable(addr));
         self.client = None;
         Ok(())
@@ -158,7 +179,7 @@ impl Shell {
         let addr = parse_addr(&text, self.config.index.port)?;
         let mut client = IndexClient::connect(addr, self.config.limits()).await?;
         let rtt = client.ping().await?;
-        println!(
+        say!(
             "connected to the index at {addr} (rtt {:.2} ms)",
             rtt.as_secs_f64() * 1e3
         );
@@ -195,12 +216,23 @@ impl Shell {
         }
         let dir = dir.unwrap_or_else(|| self.config.peer.dir.clone());
         let index = self.index_addr()?;
-        let listing = share::scan(&dir)?;
-        let total = listing.bytes();
+        let living = self.living();
+        let ignore = living.ignore.clone();
+        let listing = smol::unblock(move || share::scan_roots(&[dir], &ignore, None)).await?;
+        let total = listing.bytes_to_hash(&living.cache.lock().unwrap_or_else(|e| e.into_inner()));
         let bar = self.progress_bar(total, "hashing");
         let progress = bar.clone();
-        let share = smol::unblock(move || listing.hash(&move |n| progress.inc(n))).await?;
+        let cache = living.cache.clone();
+        let (share, stats) =
+            smol::unblock(move || listing.hash_with(&cache, &move |n| progress.inc(n))).await?;
         drop(bar);
+        if stats.hashed_files > 0 {
+            living
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .save();
+        }
         let settings = SharingSettings {
             host: match self.config.peer.host.as_str() {
                 "" => None,
@@ -213,10 +245,11 @@ impl Shell {
                 upload: self.upload.clone(),
             },
             session_ttl: self.config.session_ttl(),
+            living,
         };
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
         let sharing = Sharing::start(share, index, &settings).await?;
-        println!(
+        say!(
             "registered as peer {} with the index at {index}: {}, {} from {}; serving on {}",
             sharing.state().peer_id,
             render::count(count as u64, "file"),
@@ -224,7 +257,62 @@ impl Shell {
             root.display(),
             sharing.addr
         );
+        say!(
+            "hashed {} ({}); {} unchanged since last time, from the hash cache",
+            render::count(stats.hashed_files as u64, "file"),
+            render::size(stats.hashed_bytes),
+            render::count(stats.cached_files as u64, "file")
+        );
         self.services.set_sharing(sharing);
+        Ok(())
+    }
+
+    /// How shares follow their folders, from the config; the hash cache is loaded once.
+    fn living(&mut self) -> peer::Living {
+        if self.cache.is_none() {
+            let cache = match self.config.peer.hash_cache.as_os_str().is_empty() {
+                true => peer::cache::HashCache::in_memory(),
+                false => peer::cache::HashCache::load(&self.config.peer.hash_cache),
+            };
+            self.cache = Some(Arc::new(Mutex::new(cache)));
+        }
+        peer::Living {
+            ignore: peer::share::Ignore::new(&self.config.peer.ignore),
+            cache: self.cache.clone().expect("loaded just above"),
+            watch: self.config.peer.watch,
+            rescan: std::time::Duration::from_secs_f64(self.config.peer.rescan),
+            settle: std::time::Duration::from_secs_f64(self.config.peer.settle),
+        }
+    }
+
+    async fn refresh(&mut self, target: Refresh) -> Result<()> {
+        let Some(sharing) = self.services.take_sharing() else {
+            return Err(Error::msg("not sharing anything; `register` first"));
+        };
+        let done = match &target {
+            Refresh::All => sharing.refresh().await,
+            Refresh::Share(dir) => sharing.share_dir(dir).await,
+            Refresh::Unshare(what) => sharing.unshare(what).await,
+        };
+        let summary = self.services.set_sharing_and_summarize(sharing);
+        let done = done?;
+        let upserted = done.changes.upsert.len() as u64;
+        say!(
+            "{}: {} new or changed, {} withdrawn; hashed {} ({}){}",
+            summary,
+            render::count(upserted, "file"),
+            render::count(done.changes.removed.len() as u64, "file"),
+            render::count(done.stats.hashed_files as u64, "file"),
+            render::size(done.stats.hashed_bytes),
+            if done.unsettled > 0 {
+                format!(
+                    "; {} still being written, announced once settled",
+                    render::count(done.unsettled as u64, "file")
+                )
+            } else {
+                String::new()
+            }
+        );
         Ok(())
     }
 
@@ -233,7 +321,7 @@ impl Shell {
             Some(sharing) => {
                 let id = sharing.state().peer_id;
                 sharing.stop().await;
-                println!("peer {id} unregistered; its files left the index");
+                say!("peer {id} unregistered; its files left the index");
                 Ok(())
             }
             None => Err(Error::msg("not sharing anything; `register` first")),
@@ -253,28 +341,28 @@ impl Shell {
             (p, _) => format!("{p:?}"),
         };
         if hits.is_empty() {
-            println!("no file matches {what}");
+            say!("no file matches {what}");
             return Ok(());
         }
         let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
         if args.collapse {
-            println!("{}", render::collapsed(&hits));
+            say!("{}", render::collapsed(&hits));
         } else {
             let rtts = if args.rtt {
                 self.ping_all(&hits).await
             } else {
                 Default::default()
             };
-            println!("{}", render::hits(&hits, args.rtt.then_some(&rtts)));
+            say!("{}", render::hits(&hits, args.rtt.then_some(&rtts)));
         }
-        println!(
+        say!(
             "{} on {}",
             render::count(hits.len() as u64, "file"),
             render::count(peers.len() as u64, "peer")
         );
         if truncated {
             let shown = hits.len();
-            println!(
+            say!(
                 "(more match: showing the first {shown}; narrow the search, or ask for more with -n (up to {max}))"
             );
         }
@@ -287,12 +375,12 @@ impl Shell {
         *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
             hits.iter().map(|h| h.file.name.clone()).collect();
         if hits.is_empty() {
-            println!("peer {peer} shares no files");
+            say!("peer {peer} shares no files");
             return Ok(());
         }
-        println!("{}", render::hits(&hits, None));
+        say!("{}", render::hits(&hits, None));
         let total: u64 = hits.iter().map(|h| h.file.size).sum();
-        println!(
+        say!(
             "peer {peer} shares {}{} ({})",
             if truncated { "more than " } else { "" },
             render::count(hits.len() as u64, "file"),
@@ -325,7 +413,7 @@ impl Shell {
         if background {
             job.cancel = Cancel::default();
             let id = self.transfers.start(job);
-            println!("download {id} of {name} runs in the background; `transfers` shows it");
+            say!("download {id} of {name} runs in the background; `transfers` shows it");
             return Ok(());
         }
         let bar = self.progress_bar(file.size, &file.name);
@@ -345,7 +433,7 @@ impl Shell {
         let done = download::fetch(job).await?;
         drop(bar);
         if done.already_there {
-            println!(
+            say!(
                 "{} is already there with the same contents (sha256 ok); nothing to do",
                 done.path.display()
             );
@@ -372,7 +460,7 @@ impl Shell {
                     .join(", ")
             ),
         };
-        println!(
+        say!(
             "saved {} ({}, sha256 ok, {} {from}{extras})",
             done.path.display(),
             render::size(done.size),
@@ -387,7 +475,7 @@ impl Shell {
             (Some(Direction::Down), Some(rate)) => self.download.set(rate),
             _ => {}
         }
-        println!(
+        say!(
             "upload limit: {}; download limit: {}",
             show_rate(self.upload.rate()),
             show_rate(self.download.rate())
@@ -401,7 +489,7 @@ impl Shell {
             .find(|p| p.peer_id == peer)
             .ok_or_else(|| Error::msg(format!("peer {peer} is not registered (see `peers`)")))?;
         let rtt = peer::ping(info.addr, self.config.limits()).await?;
-        println!(
+        say!(
             "peer {peer} ({}): rtt {:.2} ms",
             info.addr,
             rtt.as_secs_f64() * 1e3
@@ -434,31 +522,31 @@ impl Shell {
     async fn peers(&mut self) -> Result<()> {
         let peers = self.client().await?.peers().await?;
         if peers.is_empty() {
-            println!("no peer is registered with the index");
+            say!("no peer is registered with the index");
         } else {
-            println!("{}", render::peers(&peers));
+            say!("{}", render::peers(&peers));
         }
         Ok(())
     }
 
     async fn status(&mut self) -> Result<()> {
         match self.services.serving_summary().await {
-            Some(summary) => println!("index server: {summary}"),
-            None => println!("index server: not running here (`serve` starts one)"),
+            Some(summary) => say!("index server: {summary}"),
+            None => say!("index server: not running here (`serve` starts one)"),
         }
         let addr = self.index_addr()?;
         match self.client().await {
             Ok(client) => {
                 let rtt = client.ping().await?;
-                println!("index: {addr} (rtt {:.2} ms)", rtt.as_secs_f64() * 1e3);
+                say!("index: {addr} (rtt {:.2} ms)", rtt.as_secs_f64() * 1e3);
             }
-            Err(e) => println!("index: {addr} unreachable ({e})"),
+            Err(e) => say!("index: {addr} unreachable ({e})"),
         }
         match self.services.sharing_summary() {
-            Some(summary) => println!("sharing: {summary}"),
-            None => println!("sharing: nothing (`register` shares a folder)"),
+            Some(summary) => say!("sharing: {summary}"),
+            None => say!("sharing: nothing (`register` shares a folder)"),
         }
-        println!("downloads: {}", self.config.peer.downloads.display());
+        say!("downloads: {}", self.config.peer.downloads.display());
         Ok(())
     }
 

@@ -211,7 +211,7 @@ fn interactive_loop(
     if let Err(e) = logging::init(&config.log, printer) {
         eprintln!("error: {e}");
     }
-    println!(
+    say!(
         "napster {} — type `help` for commands, `quit` to leave",
         env!("CARGO_PKG_VERSION")
     );
@@ -225,7 +225,7 @@ fn interactive_loop(
                     break;
                 }
             }
-            Err(ReadlineError::Interrupted) => println!("^C (type `quit` to leave)"),
+            Err(ReadlineError::Interrupted) => say!("^C (type `quit` to leave)"),
             Err(ReadlineError::Eof) => break,
             Err(e) => {
                 eprintln!("error: reading the command line: {e}");

@@ -60,6 +60,22 @@ impl Services {
         lock(&self.sharing).take()
     }
 
+    /// Put the sharing peer back and describe it in a few words.
+    pub fn set_sharing_and_summarize(&self, sharing: Sharing) -> String {
+        let state = sharing.state();
+        let files = sharing
+            .folder()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        self.set_sharing(sharing);
+        format!(
+            "peer {} shares {}",
+            state.peer_id,
+            super::render::count(files as u64, "file")
+        )
+    }
+
     /// One line about the index server.
     pub async fn serving_summary(&self) -> Option<String> {
         let (addr, store) = {
@@ -82,9 +98,14 @@ impl Services {
         let s = sharing.as_ref()?;
         let state = s.state();
         let folder = s.folder().read().unwrap_or_else(|e| e.into_inner());
+        let roots: Vec<String> = folder
+            .roots()
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
         Some(format!(
             "{} as peer {} ({}, {}) on {} with the index at {} ({})",
-            folder.root().display(),
+            roots.join(", "),
             state.peer_id,
             super::render::count(folder.len() as u64, "file"),
             super::render::size(folder.bytes()),
