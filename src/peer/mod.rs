@@ -357,13 +357,9 @@ impl Sharing {
         let real = Path::new(target).canonicalize().ok();
         let removed_root = {
             let mut roots = locked(&self.shared.roots);
-            match real
-                .as_ref()
+            real.as_ref()
                 .and_then(|r| roots.iter().position(|root| root == r))
-            {
-                Some(i) => Some(roots.remove(i)),
-                None => None,
-            }
+                .map(|i| roots.remove(i))
         };
         match removed_root {
             Some(root) => {

@@ -157,7 +157,7 @@ impl Listing {
                         let Some(found) = self.found.get(i) else {
                             break;
                         };
-                        let known = locked(&cache).get(&found.path, &found.stamp);
+                        let known = locked(cache).get(&found.path, &found.stamp);
                         let digest = match known {
                             Some(digest) => {
                                 locked(&stats).cached_files += 1;
@@ -169,7 +169,7 @@ impl Listing {
                                     s.hashed_files += 1;
                                     s.hashed_bytes += digest.size;
                                     drop(s);
-                                    locked(&cache).put(found.path.clone(), found.stamp, &digest);
+                                    locked(cache).put(found.path.clone(), found.stamp, &digest);
                                     digest
                                 }
                                 // Changed while we read it: the next scan takes it.
