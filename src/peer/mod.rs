@@ -138,8 +138,13 @@ impl Shared {
     fn refresh_now(&self) -> Result<Refreshed> {
         let roots = locked(&self.roots).clone();
         let excluded = locked(&self.excluded).clone();
-        let listing = share::scan_roots(&roots, &self.living.ignore, Some(self.living.settle))?;
-        let unsettled = listing.unsettled;
+        let mut listing = share::scan_roots(&roots, &self.living.ignore, None)?;
+        // Files shared as they are now are settled whatever their age; new or changed
+        // ones must have stopped changing first.
+        let unsettled = {
+            let current = self.folder.read().unwrap_or_else(|e| e.into_inner());
+            listing.settle(self.living.settle, |name, stamp| current.has(name, stamp))
+        };
         let (share, stats) = listing.hash_with(&self.living.cache, &|_| {})?;
         let share = share.without(|f| {
             excluded.contains(&f.entry.name)
@@ -174,15 +179,16 @@ impl Shared {
 async fn follow(shared: Arc<Shared>, events: smol::channel::Receiver<()>) {
     let mut wait = shared.living.rescan;
     loop {
-        let woke = async { events.recv().await.is_ok() }
-            .or(async {
-                smol::Timer::after(wait).await;
-                true
-            })
-            .await;
-        if !woke {
-            return;
+        // Without a watcher the channel is closed: only the timer wakes us.
+        async {
+            if events.recv().await.is_err() {
+                smol::future::pending::<()>().await;
+            }
         }
+        .or(async {
+            smol::Timer::after(wait).await;
+        })
+        .await;
         // Let a burst of notifications end.
         while async { events.recv().await.is_ok() }
             .or(async {

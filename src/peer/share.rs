@@ -123,6 +123,21 @@ impl Listing {
         self.found.iter().map(|f| f.stamp.size()).sum()
     }
 
+    /// Leave out the files that changed less than `settle` ago, except those `known`
+    /// (already shared as they are); returns how many were left out.
+    pub fn settle(&mut self, settle: Duration, known: impl Fn(&str, &Stamp) -> bool) -> usize {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let before = self.found.len();
+        self.found.retain(|f| {
+            known(&f.name, &f.stamp) || now_ns - f.stamp.changed_ns() >= settle.as_nanos() as i128
+        });
+        let left_out = before - self.found.len();
+        self.unsettled += left_out;
+        left_out
+    }
+
     /// Sum of the sizes of the files the cache does not know: what hashing will read.
     pub fn bytes_to_hash(&self, cache: &HashCache) -> u64 {
         self.found
@@ -424,6 +439,11 @@ impl Share {
             .cloned()
             .collect();
         Changes { upsert, removed }
+    }
+
+    /// Whether `name` is shared as the file with this stamp.
+    pub fn has(&self, name: &str, stamp: &Stamp) -> bool {
+        self.files.get(name).is_some_and(|f| f.stamp == *stamp)
     }
 
     /// Whether a shared file lies at `path`.
