@@ -50,6 +50,8 @@ pub struct IndexConfig {
     pub max_name_len: usize,
     /// Fewest characters (besides `*` and `?`) a search pattern must have.
     pub min_pattern_len: usize,
+    /// PostgreSQL URL of a shared index; empty keeps the index in memory.
+    pub database: String,
 }
 
 impl Default for IndexConfig {
@@ -64,6 +66,7 @@ impl Default for IndexConfig {
             max_files_per_peer: 200_000,
             max_name_len: crate::protocol::MAX_NAME,
             min_pattern_len: 2,
+            database: String::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! them. A connection that registers becomes its peer's session: the peer's files live
 //! exactly as long as it does (closed, timed out or replaced by a newer session).
 
+pub mod postgres;
 pub mod store;
 
 use std::net::{SocketAddr, TcpListener};
@@ -195,8 +196,12 @@ impl<S: Store> Server<S> {
             peer: None,
             from,
         };
-        let result = self.requests(&mut conn, &mut session, shutdown).await;
-        if let Some(peer) = session.peer {
+        let result = self.requests(&mut conn, &mut session, &shutdown).await;
+        // A server shutting down leaves its peers' files to the store: with a shared
+        // database the peers register again on another server, keeping their rows.
+        if let Some(peer) = session.peer
+            && !shutdown.is_triggered()
+        {
             self.store.unregister(peer, session.id).await?;
             info!("peer {peer} at {from} left");
         }
@@ -207,7 +212,7 @@ impl<S: Store> Server<S> {
         &self,
         conn: &mut Connection,
         session: &mut Session,
-        shutdown: Shutdown,
+        shutdown: &Shutdown,
     ) -> Result<()> {
         loop {
             let received = conn

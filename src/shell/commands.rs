@@ -21,10 +21,12 @@ pub struct Spec {
 pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "serve",
-        args: "[port]",
+        args: "[port] [postgres://…]",
         summary: "start the index server in this process",
         details: "Binds [index] host from napster.toml on the given port (default [index] port; \
-                  0 takes any free port and prints it). This shell then uses it as its index.",
+                  0 takes any free port and prints it). This shell then uses it as its index. \
+                  The index lives in memory, or in PostgreSQL when a database URL is given (or \
+                  [index] database is set): then any number of index servers share one index.",
     },
     Spec {
         name: "connect",
@@ -145,8 +147,8 @@ pub const COMMANDS: &[Spec] = &[
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `serve [port]`
-    Serve(Option<u16>),
+    /// `serve [port] [database-url]`
+    Serve(Option<u16>, Option<String>),
     /// `connect [host:port]`
     Connect(Option<String>),
     /// `register [dir] [port]`
@@ -293,8 +295,15 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
     };
     let command = match name.as_str() {
         "serve" => {
-            arity(0, 1)?;
-            Command::Serve(args.first().map(|p| port(p)).transpose()?)
+            arity(0, 2)?;
+            let (port_arg, database) = match args {
+                [] => (None, None),
+                [one] if one.contains("://") => (None, Some(one.clone())),
+                [one] => (Some(one), None),
+                [one, two] => (Some(one), Some(two.clone())),
+                _ => return Err(usage(&name)),
+            };
+            Command::Serve(port_arg.map(|p| port(p)).transpose()?, database)
         }
         "connect" => {
             arity(0, 1)?;

@@ -27,6 +27,7 @@ use smol::Async;
 use crate::client::IndexClient;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
+use crate::index::postgres::PgStore;
 use crate::index::{self, MemoryStore};
 use crate::peer::download::{self, Cancel};
 use crate::peer::limit::{RateLimit, show_rate};
@@ -36,7 +37,7 @@ use crate::peer::{self, Sharing, SharingSettings};
 use crate::protocol::Hit;
 use crate::runtime;
 use commands::{Command, Direction};
-use services::{Services, Serving};
+use services::{Backend, Services, Serving};
 use transfers::Transfers;
 
 /// A progress bar that disappears when dropped, however its command ends.
@@ -117,7 +118,7 @@ impl Shell {
     /// Run one parsed command, printing its results to stdout.
     pub async fn execute(&mut self, command: Command, cancel: Cancel) -> Result<Flow> {
         match command {
-            Command::Serve(port) => self.serve(port).await?,
+            Command::Serve(port, database) => self.serve(port, database).await?,
             Command::Connect(addr) => self.connect(addr).await?,
             Command::Register(dir, port) => self.register(dir, port).await?,
             Command::Unregister => self.unregister().await?,
@@ -143,7 +144,7 @@ impl Shell {
         Ok(Flow::Continue)
     }
 
-    async fn serve(&mut self, port: Option<u16>) -> Result<()> {
+    async fn serve(&mut self, port: Option<u16>, database: Option<String>) -> Result<()> {
         if let Some(addr) = self.services.index_addr() {
             return Err(Error::msg(format!(
                 "already serving the index on {addr}; quit to stop it"
@@ -158,17 +159,33 @@ impl Shell {
             .get_ref()
             .local_addr()
             .context(|| "reading the bound address".into())?;
-        let store = Arc::new(MemoryStore::new());
+        let database = database.unwrap_or_else(|| self.config.index.database.clone());
         let (trigger, shutdown) = runtime::shutdown_pair();
         let settings = index::Settings::from_config(&self.config);
-        let task = runtime::spawn(index::run(listener, store.clone(), settings, shutdown));
+        let (task, backend) = if database.is_empty() {
+            let store = Arc::new(MemoryStore::new());
+            let task = runtime::spawn(index::run(listener, store.clone(), settings, shutdown));
+            (task, Backend::Memory(store))
+        } else {
+            let store = Arc::new(PgStore::connect(&database).await?);
+            let task = runtime::spawn(index::run(listener, store.clone(), settings, shutdown));
+            (task, Backend::Postgres(store))
+        };
+        let kind = backend.name();
         self.services.set_serving(Serving {
             addr,
             task,
             trigger,
-            store,
+            backend,
         });
         say!("index server listening on {addr}");
+        if kind != "in memory" {
+            say!(
+                "the index is kept {kind} (schema version {}): every index server using this \
+                 database shares it",
+                PgStore::schema_version()
+            );
+        }
         self.index = Some(reachable(addr));
         self.client = None;
         Ok(())

@@ -7,9 +7,36 @@ use std::sync::{Arc, Mutex};
 use smol::Task;
 
 use crate::error::Result;
+use crate::index::postgres::PgStore;
 use crate::index::{MemoryStore, Store};
 use crate::peer::Sharing;
 use crate::runtime::ShutdownTrigger;
+
+/// Where a running index server keeps the index.
+#[derive(Clone)]
+pub enum Backend {
+    /// In memory.
+    Memory(Arc<MemoryStore>),
+    /// In PostgreSQL.
+    Postgres(Arc<PgStore>),
+}
+
+impl Backend {
+    async fn peers(&self) -> Result<Vec<crate::protocol::PeerInfo>> {
+        match self {
+            Backend::Memory(store) => store.peers().await,
+            Backend::Postgres(store) => store.peers().await,
+        }
+    }
+
+    /// Where the index is, in a few words.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory(_) => "in memory",
+            Backend::Postgres(_) => "in PostgreSQL",
+        }
+    }
+}
 
 /// A running index server.
 pub struct Serving {
@@ -20,7 +47,7 @@ pub struct Serving {
     /// Stops it.
     pub trigger: ShutdownTrigger,
     /// Its store, for `status`.
-    pub store: Arc<MemoryStore>,
+    pub backend: Backend,
 }
 
 /// The background services of this process.
@@ -78,15 +105,16 @@ impl Services {
 
     /// One line about the index server.
     pub async fn serving_summary(&self) -> Option<String> {
-        let (addr, store) = {
+        let (addr, backend) = {
             let serving = lock(&self.serving);
             let s = serving.as_ref()?;
-            (s.addr, s.store.clone())
+            (s.addr, s.backend.clone())
         };
-        let peers = store.peers().await.unwrap_or_default();
+        let peers = backend.peers().await.unwrap_or_default();
         let files: u64 = peers.iter().map(|p| p.files).sum();
         Some(format!(
-            "listening on {addr} ({}, {})",
+            "listening on {addr}, index {} ({}, {})",
+            backend.name(),
             super::render::count(peers.len() as u64, "peer"),
             super::render::count(files, "file")
         ))

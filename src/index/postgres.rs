@@ -1,0 +1,401 @@
+//! The index in PostgreSQL, so that any number of stateless index servers share one
+//! index: a peer registered on one is found by a search on another.
+//!
+//! The schema is napster's own, created and migrated by napster itself (`migrations/`,
+//! embedded at build time). A registration is one transaction, so a search never sees a
+//! half-registered peer. Peers are keyed by their token: a peer that registers again on
+//! another server takes its row over and never appears twice. Sessions are owned by
+//! (server, session): each index process has its own random server ID.
+//!
+//! Substring and wildcard searches are `LIKE` queries on the lowercase name, served by
+//! a `pg_trgm` GIN index; exact names and hash prefixes use B-tree indexes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use crate::error::{Error, Result};
+use crate::index::store::{NameMatch, Query, Registration, Store};
+use crate::peer::share::to_hex;
+use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
+
+/// Connections each index server keeps to the database.
+const POOL_SIZE: u32 = 16;
+
+/// How long a request waits for a database connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The index in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    server: String,
+}
+
+/// A database error, worded for the user.
+fn db(e: sqlx::Error) -> Error {
+    Error::msg(format!("database: {e}"))
+}
+
+fn not_owner() -> Error {
+    Error::Remote {
+        code: ErrorCode::NotRegistered,
+        message: "this session no longer owns the peer's files (it registered again elsewhere)"
+            .into(),
+    }
+}
+
+/// `url` with any password replaced, for messages.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) => {
+                let user = user.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl PgStore {
+    /// Connect to the database at `url` and bring its schema up to date.
+    pub async fn connect(url: &str) -> Result<PgStore> {
+        let shown = redacted(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("the database URL {shown} is malformed: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::msg(format!("cannot use the database at {shown}: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(version) => Error::msg(format!(
+                "the database at {shown} has schema version {version}, newer than this napster \
+                 knows: it was set up by a newer napster; upgrade this one"
+            )),
+            other => Error::msg(format!("cannot set up the schema in {shown}: {other}")),
+        })?;
+        let server = format!("{:016x}", rand::random::<u64>());
+        Ok(PgStore { pool, server })
+    }
+
+    /// The schema version napster created (the highest migration applied).
+    pub fn schema_version() -> i64 {
+        MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Mark the peer's session alive, if `session` still owns it; inside `tx`.
+    async fn own(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        peer: u64,
+        session: u64,
+    ) -> Result<()> {
+        let owned = sqlx::query(
+            "UPDATE peers SET last_seen = now() \
+             WHERE id = $1 AND server = $2 AND session = $3 AND live",
+        )
+        .bind(peer as i64)
+        .bind(&self.server)
+        .bind(session as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        if owned.rows_affected() == 0 {
+            return Err(not_owner());
+        }
+        Ok(())
+    }
+
+    async fn insert_files(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        peer: u64,
+        files: &[FileEntry],
+    ) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        let lower: Vec<String> = files.iter().map(|f| f.name.to_lowercase()).collect();
+        let sizes: Vec<i64> = files.iter().map(|f| f.size as i64).collect();
+        let hashes: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| hex::decode(&f.sha256).unwrap_or_default())
+            .collect();
+        let chunks: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| hex::decode(&f.chunks).unwrap_or_default())
+            .collect();
+        sqlx::query(
+            "INSERT INTO files (peer_id, name, lower_name, size, sha256, chunks) \
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[]) \
+             ON CONFLICT (peer_id, name) DO UPDATE \
+             SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, chunks = EXCLUDED.chunks",
+        )
+        .bind(peer as i64)
+        .bind(&names)
+        .bind(&lower)
+        .bind(&sizes)
+        .bind(&hashes)
+        .bind(&chunks)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn count(tx: &mut sqlx::Transaction<'_, Postgres>, peer: u64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM files WHERE peer_id = $1")
+            .bind(peer as i64)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok(n as u64)
+    }
+}
+
+/// `LIKE` pattern of a literal substring.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// `LIKE` pattern of a `*`/`?` wildcard pattern.
+fn like_wildcard(pattern: &str) -> String {
+    like_escape(pattern).replace('*', "%").replace('?', "_")
+}
+
+/// Inclusive bounds of the hashes starting with a hex prefix.
+fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let pad = |c: char| {
+        let mut hex: String = prefix.to_owned();
+        while hex.len() < 64 {
+            hex.push(c);
+        }
+        hex::decode(hex).unwrap_or_default()
+    };
+    (pad('0'), pad('f'))
+}
+
+impl Store for PgStore {
+    async fn register(&self, registration: Registration) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO peers (token, server, session, host, port, shared_at, last_seen, live) \
+             VALUES ($1, $2, $3, $4, $5, $6, now(), true) \
+             ON CONFLICT (token) DO UPDATE SET server = EXCLUDED.server, \
+             session = EXCLUDED.session, host = EXCLUDED.host, port = EXCLUDED.port, \
+             shared_at = EXCLUDED.shared_at, last_seen = now(), live = true \
+             RETURNING id",
+        )
+        .bind(&registration.token)
+        .bind(&self.server)
+        .bind(registration.session as i64)
+        .bind(registration.addr.ip().to_string())
+        .bind(i32::from(registration.addr.port()))
+        .bind(chrono::Utc::now().timestamp())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM files WHERE peer_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        PgStore::insert_files(&mut tx, id as u64, &registration.files).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(id as u64)
+    }
+
+    async fn add_files(&self, peer: u64, session: u64, files: Vec<FileEntry>) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.own(&mut tx, peer, session).await?;
+        PgStore::insert_files(&mut tx, peer, &files).await?;
+        let count = PgStore::count(&mut tx, peer).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(count)
+    }
+
+    async fn remove_files(&self, peer: u64, session: u64, names: Vec<String>) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.own(&mut tx, peer, session).await?;
+        sqlx::query("DELETE FROM files WHERE peer_id = $1 AND name = ANY($2)")
+            .bind(peer as i64)
+            .bind(&names)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let count = PgStore::count(&mut tx, peer).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(count)
+    }
+
+    async fn unregister(&self, peer: u64, session: u64) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let left = sqlx::query(
+            "UPDATE peers SET live = false WHERE id = $1 AND server = $2 AND session = $3",
+        )
+        .bind(peer as i64)
+        .bind(&self.server)
+        .bind(session as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if left.rows_affected() > 0 {
+            sqlx::query("DELETE FROM files WHERE peer_id = $1")
+                .bind(peer as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn touch(&self, peer: u64, session: u64) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.own(&mut tx, peer, session).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
+        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at \
+             FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
+        );
+        match &query.name {
+            NameMatch::Any => {}
+            NameMatch::Exact(name) => {
+                sql.push(" AND f.name = ").push_bind(name.clone());
+            }
+            NameMatch::Substring(needle) => {
+                sql.push(" AND f.lower_name LIKE ")
+                    .push_bind(format!("%{}%", like_escape(needle)));
+            }
+            NameMatch::Wildcard(pattern) => {
+                sql.push(" AND f.lower_name LIKE ")
+                    .push_bind(like_wildcard(pattern));
+            }
+        }
+        if let Some(prefix) = &query.sha256_prefix {
+            let (low, high) = hash_range(prefix);
+            sql.push(" AND f.sha256 BETWEEN ")
+                .push_bind(low)
+                .push(" AND ")
+                .push_bind(high);
+        }
+        if let Some(min) = query.min_size {
+            sql.push(" AND f.size >= ")
+                .push_bind(min.min(i64::MAX as u64) as i64);
+        }
+        if let Some(max) = query.max_size {
+            sql.push(" AND f.size <= ")
+                .push_bind(max.min(i64::MAX as u64) as i64);
+        }
+        if let Some(peer) = query.peer {
+            sql.push(" AND f.peer_id = ").push_bind(peer as i64);
+            sql.push(" ORDER BY f.name");
+        }
+        sql.push(" LIMIT ")
+            .push_bind((limit as i64).saturating_add(1));
+        let rows = sql.build().fetch_all(&self.pool).await.map_err(db)?;
+        let truncated = rows.len() > limit;
+        let hits = rows
+            .into_iter()
+            .take(limit)
+            .filter_map(|row| {
+                let host: String = row.get(1);
+                let port: i32 = row.get(2);
+                let sha256: Vec<u8> = row.get(5);
+                let chunks: Vec<u8> = row.get(6);
+                Some(Hit {
+                    peer_id: row.get::<i64, _>(0) as u64,
+                    addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
+                    file: FileEntry {
+                        name: row.get(3),
+                        size: row.get::<i64, _>(4) as u64,
+                        sha256: to_hex(&sha256),
+                        chunks: to_hex(&chunks),
+                    },
+                    shared_at: row.get(7),
+                })
+            })
+            .collect();
+        Ok((hits, truncated))
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerInfo>> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.host, p.port, p.shared_at, count(f.name), \
+             coalesce(sum(f.size), 0)::bigint \
+             FROM peers p LEFT JOIN files f ON f.peer_id = p.id \
+             WHERE p.live GROUP BY p.id ORDER BY p.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let host: String = row.get(1);
+                let port: i32 = row.get(2);
+                Some(PeerInfo {
+                    peer_id: row.get::<i64, _>(0) as u64,
+                    addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
+                    shared_at: row.get(3),
+                    files: row.get::<i64, _>(4) as u64,
+                    bytes: row.get::<i64, _>(5) as u64,
+                })
+            })
+            .collect())
+    }
+
+    async fn expire(&self, ttl: Duration) -> Result<usize> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let gone: Vec<i64> = sqlx::query_scalar(
+            "UPDATE peers SET live = false \
+             WHERE live AND last_seen < now() - make_interval(secs => $1) RETURNING id",
+        )
+        .bind(ttl.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM files WHERE peer_id = ANY($1)")
+                .bind(&gone)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(gone.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_and_ranges() {
+        assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
+        assert_eq!(like_wildcard("a*b?.mp3"), "a%b_.mp3");
+        let (low, high) = hash_range("ab");
+        assert_eq!(low[0], 0xab);
+        assert_eq!(high[0], 0xab);
+        assert_eq!(low[1], 0x00);
+        assert_eq!(high[31], 0xff);
+        assert_eq!(
+            redacted("postgres://me:secret@db/napster"),
+            "postgres://me:***@db/napster"
+        );
+    }
+}

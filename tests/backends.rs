@@ -1,0 +1,303 @@
+//! One behaviour, two backends: the same suite runs against the in-memory index and the
+//! PostgreSQL one (a throwaway server, a fresh database per case), so that they cannot
+//! drift apart.
+
+mod pg;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use napster::Error;
+use napster::index::postgres::PgStore;
+use napster::index::{MemoryStore, NameMatch, Query, Registration, Store};
+use napster::protocol::{ErrorCode, FileEntry, Hit};
+
+fn entry(name: &str, size: u64) -> FileEntry {
+    FileEntry {
+        name: name.into(),
+        size,
+        sha256: format!("{:02x}{}", size % 256, "a".repeat(62)),
+        chunks: "c".repeat(64),
+    }
+}
+
+fn registration(token: char, session: u64, port: u16, files: &[(&str, u64)]) -> Registration {
+    Registration {
+        token: token.to_string().repeat(32),
+        session,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        files: files.iter().map(|&(n, s)| entry(n, s)).collect(),
+    }
+}
+
+fn names(hits: &[Hit]) -> BTreeSet<String> {
+    hits.iter().map(|h| h.file.name.clone()).collect()
+}
+
+async fn find<S: Store>(store: &S, query: Query) -> BTreeSet<String> {
+    names(&store.search(&query, 1000).await.unwrap().0)
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn registers_and_searches<S: Store>(store: Arc<S>) {
+    let files = [
+        ("Blue Moon.mp3", 3_000),
+        ("blue river.ogg", 12_000),
+        ("red moon.mp3", 500),
+        ("x/notes.txt", 10),
+    ];
+    let id = store
+        .register(registration('a', 1, 5000, &files))
+        .await
+        .unwrap();
+    assert_eq!(
+        find(&*store, Query::pattern("MOON")).await,
+        set(&["Blue Moon.mp3", "red moon.mp3"])
+    );
+    assert_eq!(
+        find(&*store, Query::pattern("b*.mp?")).await,
+        set(&["Blue Moon.mp3"])
+    );
+    assert_eq!(
+        find(&*store, Query::pattern("r?d*")).await,
+        set(&["red moon.mp3"])
+    );
+    assert_eq!(
+        find(&*store, Query::by(NameMatch::Exact("x/notes.txt".into()))).await,
+        set(&["x/notes.txt"])
+    );
+    assert!(
+        find(&*store, Query::by(NameMatch::Exact("X/NOTES.TXT".into())))
+            .await
+            .is_empty()
+    );
+    // Characters LIKE would take for wildcards are literal in a substring.
+    assert!(find(&*store, Query::pattern("b_ue")).await.is_empty());
+    let mut sized = Query::pattern("blue");
+    sized.min_size = Some(5_000);
+    assert_eq!(find(&*store, sized).await, set(&["blue river.ogg"]));
+    let mut small = Query::pattern("moon");
+    small.max_size = Some(3_000);
+    small.min_size = Some(3_000);
+    assert_eq!(find(&*store, small).await, set(&["Blue Moon.mp3"]));
+    let mut by_hash = Query::by(NameMatch::Any);
+    by_hash.sha256_prefix = Some(format!("{:02x}aa", 500 % 256));
+    assert_eq!(find(&*store, by_hash).await, set(&["red moon.mp3"]));
+    let (hits, _) = store.search(&Query::pattern("notes"), 10).await.unwrap();
+    assert_eq!(hits[0].peer_id, id);
+    assert_eq!(hits[0].addr, SocketAddr::from(([127, 0, 0, 1], 5000)));
+    assert_eq!(hits[0].file, entry("x/notes.txt", 10));
+    let (limited, truncated) = store.search(&Query::pattern("o"), 2).await.unwrap();
+    assert_eq!(limited.len(), 2);
+    assert!(truncated);
+}
+
+async fn browses_and_lists_peers<S: Store>(store: Arc<S>) {
+    let a = store
+        .register(registration('a', 1, 5001, &[("b.txt", 2), ("a.txt", 1)]))
+        .await
+        .unwrap();
+    let b = store
+        .register(registration('b', 2, 5002, &[("c.txt", 3)]))
+        .await
+        .unwrap();
+    let mut browse = Query::by(NameMatch::Any);
+    browse.peer = Some(a);
+    let (hits, _) = store.search(&browse, 100).await.unwrap();
+    let listed: Vec<&str> = hits.iter().map(|h| h.file.name.as_str()).collect();
+    assert_eq!(listed, ["a.txt", "b.txt"], "browse lists by name");
+    let peers = store.peers().await.unwrap();
+    assert_eq!(peers.len(), 2);
+    let pa = peers.iter().find(|p| p.peer_id == a).unwrap();
+    assert_eq!((pa.files, pa.bytes), (2, 3));
+    assert!(peers.iter().any(|p| p.peer_id == b && p.files == 1));
+}
+
+async fn changes_files_and_unregisters<S: Store>(store: Arc<S>) {
+    let id = store
+        .register(registration(
+            'a',
+            1,
+            5000,
+            &[("one.txt", 1), ("two.txt", 2)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .add_files(id, 1, vec![entry("three.txt", 3), entry("one.txt", 11)])
+            .await
+            .unwrap(),
+        3
+    );
+    let (hits, _) = store.search(&Query::pattern("one.txt"), 10).await.unwrap();
+    assert_eq!(
+        hits.len(),
+        1,
+        "a file added again under its name replaces it"
+    );
+    assert_eq!(hits[0].file.size, 11);
+    assert_eq!(
+        store
+            .remove_files(id, 1, vec!["two.txt".into(), "absent".into()])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        find(&*store, Query::pattern(".txt")).await,
+        set(&["one.txt", "three.txt"])
+    );
+    store.unregister(id, 1).await.unwrap();
+    assert!(find(&*store, Query::pattern(".txt")).await.is_empty());
+    assert!(store.peers().await.unwrap().is_empty());
+    // The same token gets the same Peer ID back.
+    let again = store
+        .register(registration('a', 2, 5000, &[("one.txt", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+}
+
+async fn only_the_owning_session_changes_a_peer<S: Store>(store: Arc<S>) {
+    let id = store
+        .register(registration('a', 1, 5000, &[("mine.txt", 1)]))
+        .await
+        .unwrap();
+    let other = store
+        .register(registration('b', 2, 5001, &[("theirs.txt", 1)]))
+        .await
+        .unwrap();
+    for wrong in [2, 99] {
+        let refused = store.remove_files(id, wrong, vec!["mine.txt".into()]).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Remote {
+                    code: ErrorCode::NotRegistered,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert!(
+            store
+                .add_files(id, wrong, vec![entry("evil.txt", 1)])
+                .await
+                .is_err()
+        );
+        assert!(store.touch(id, wrong).await.is_err());
+        store.unregister(id, wrong).await.unwrap();
+    }
+    assert_eq!(
+        find(&*store, Query::pattern("mine")).await,
+        set(&["mine.txt"])
+    );
+    // A newer session of the same peer takes over; the old one can no longer act.
+    let same = store
+        .register(registration(
+            'a',
+            3,
+            5003,
+            &[("mine.txt", 1), ("new.txt", 2)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(same, id);
+    assert!(
+        store
+            .add_files(id, 1, vec![entry("late.txt", 1)])
+            .await
+            .is_err()
+    );
+    store.unregister(id, 1).await.unwrap();
+    assert_eq!(
+        find(&*store, Query::pattern(".txt")).await,
+        set(&["mine.txt", "new.txt", "theirs.txt"])
+    );
+    let (hits, _) = store.search(&Query::pattern("new"), 10).await.unwrap();
+    assert_eq!(hits[0].addr.port(), 5003);
+    assert_ne!(other, id);
+    // The peer appears once.
+    assert_eq!(store.peers().await.unwrap().len(), 2);
+}
+
+async fn silent_peers_expire<S: Store>(store: Arc<S>) {
+    let quiet = store
+        .register(registration('a', 1, 5000, &[("quiet.txt", 1)]))
+        .await
+        .unwrap();
+    let busy = store
+        .register(registration('b', 2, 5001, &[("busy.txt", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(store.expire(Duration::from_secs(60)).await.unwrap(), 0);
+    smol::Timer::after(Duration::from_millis(300)).await;
+    store.touch(busy, 2).await.unwrap();
+    assert_eq!(store.expire(Duration::from_millis(200)).await.unwrap(), 1);
+    assert_eq!(
+        find(&*store, Query::pattern(".txt")).await,
+        set(&["busy.txt"])
+    );
+    assert!(
+        store.touch(quiet, 1).await.is_err(),
+        "an expired session is gone"
+    );
+    // Expired, it registers again under the same ID.
+    let back = store
+        .register(registration('a', 3, 5000, &[("quiet.txt", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(back, quiet);
+}
+
+type Case<S> = fn(Arc<S>) -> Pin<Box<dyn Future<Output = ()>>>;
+
+macro_rules! cases {
+    ($store:ty) => {{
+        let cases: Vec<(&str, Case<$store>)> = vec![
+            ("registers_and_searches", |s| {
+                Box::pin(registers_and_searches(s))
+            }),
+            ("browses_and_lists_peers", |s| {
+                Box::pin(browses_and_lists_peers(s))
+            }),
+            ("changes_files_and_unregisters", |s| {
+                Box::pin(changes_files_and_unregisters(s))
+            }),
+            ("only_the_owning_session_changes_a_peer", |s| {
+                Box::pin(only_the_owning_session_changes_a_peer(s))
+            }),
+            ("silent_peers_expire", |s| Box::pin(silent_peers_expire(s))),
+        ];
+        cases
+    }};
+}
+
+#[test]
+fn the_in_memory_index_behaves() {
+    for (name, case) in cases!(MemoryStore) {
+        eprintln!("memory: {name}");
+        smol::block_on(case(Arc::new(MemoryStore::new())));
+    }
+}
+
+#[test]
+fn the_postgresql_index_behaves_the_same() {
+    let pg = pg::Postgres::start();
+    for (name, case) in cases!(PgStore) {
+        eprintln!("postgres: {name}");
+        let url = pg.fresh_database();
+        smol::block_on(async {
+            let store = PgStore::connect(&url).await.unwrap();
+            case(Arc::new(store)).await;
+        });
+    }
+}
