@@ -64,6 +64,25 @@ impl IndexClient {
         Ok(IndexClient { conn })
     }
 
+    /// Connect to the first of `addrs` that answers (trying them in order).
+    pub async fn connect_any(addrs: &[SocketAddr], limits: Limits) -> Result<Self> {
+        let mut failures = Vec::new();
+        for &addr in addrs {
+            match IndexClient::connect(addr, limits).await {
+                Ok(client) => return Ok(client),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        match failures.len() {
+            0 => Err(Error::msg("no index server address is configured")),
+            1 => Err(Error::msg(failures.remove(0))),
+            _ => Err(Error::msg(format!(
+                "no index server answers: {}",
+                failures.join("; ")
+            ))),
+        }
+    }
+
     /// Address of the index.
     pub fn addr(&self) -> SocketAddr {
         self.conn.peer_addr()

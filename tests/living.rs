@@ -47,7 +47,7 @@ async fn share_with(dir: &Path, index: SocketAddr, living: Living) -> Sharing {
         session_ttl: Duration::from_secs(30),
         living,
     };
-    Sharing::start(share, index, &settings).await.unwrap()
+    Sharing::start(share, &[index], &settings).await.unwrap()
 }
 
 fn living(watch: bool, rescan_ms: u64, settle_ms: u64) -> Living {

@@ -44,7 +44,7 @@ async fn share_folder(dir: &std::path::Path, index: SocketAddr, ttl: Duration) -
         session_ttl: ttl,
         living: Default::default(),
     };
-    Sharing::start(share, index, &settings).await.unwrap()
+    Sharing::start(share, &[index], &settings).await.unwrap()
 }
 
 /// Poll the index until `pattern` finds `count` files, or fail after a deadline.

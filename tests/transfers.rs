@@ -69,7 +69,10 @@ async fn share_bytes(
         session_ttl: Duration::from_secs(30),
         living: Default::default(),
     };
-    (Sharing::start(share, index, &settings).await.unwrap(), dir)
+    (
+        Sharing::start(share, &[index], &settings).await.unwrap(),
+        dir,
+    )
 }
 
 fn job(

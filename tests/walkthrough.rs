@@ -51,7 +51,7 @@ async fn share_folder(dir: &Path, index: SocketAddr) -> Sharing {
         session_ttl: Duration::from_secs(30),
         living: Default::default(),
     };
-    Sharing::start(share, index, &settings).await.unwrap()
+    Sharing::start(share, &[index], &settings).await.unwrap()
 }
 
 async fn get(hit: &Hit, into: &Path) -> napster::Result<download::Downloaded> {

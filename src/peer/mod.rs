@@ -224,8 +224,6 @@ async fn follow(shared: Arc<Shared>, events: smol::channel::Receiver<()>) {
 pub struct Sharing {
     /// Where the file server listens.
     pub addr: SocketAddr,
-    /// The index we are registered with.
-    pub index: SocketAddr,
     shared: Arc<Shared>,
     session: Session,
     server: Task<Result<()>>,
@@ -235,14 +233,15 @@ pub struct Sharing {
 }
 
 impl Sharing {
-    /// Start serving `share` and register it with the index at `index`.
+    /// Start serving `share` and register it with the first of the index servers
+    /// `index` that answers (the session fails over to the others later).
     pub async fn start(
         share: Share,
-        index: SocketAddr,
+        index: &[SocketAddr],
         settings: &SharingSettings,
     ) -> Result<Sharing> {
         let limits = settings.server.limits;
-        let mut client = IndexClient::connect(index, limits).await?;
+        let mut client = IndexClient::connect_any(index, limits).await?;
         let host = match settings.host {
             Some(host) => host,
             None => client.local_addr()?.ip(),
@@ -266,7 +265,7 @@ impl Sharing {
             shutdown,
         ));
         let config = SessionConfig {
-            index,
+            index: index.to_vec(),
             port: addr.port(),
             token,
             limits,
@@ -301,7 +300,6 @@ impl Sharing {
         let follower = runtime::spawn(follow(shared.clone(), events));
         Ok(Sharing {
             addr,
-            index,
             shared,
             session,
             server,

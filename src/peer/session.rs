@@ -27,8 +27,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// What a session needs to (re-)register.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// The index.
-    pub index: SocketAddr,
+    /// The index servers, in order of preference; the session moves to the next when
+    /// its server goes away.
+    pub index: Vec<SocketAddr>,
     /// Port of this peer's file server.
     pub port: u16,
     /// This peer's secret, which keeps its Peer ID across reconnections.
@@ -46,6 +47,8 @@ pub struct SessionState {
     pub peer_id: u64,
     /// Whether the session is up.
     pub connected: bool,
+    /// The index server the session is (or was last) with.
+    pub index: SocketAddr,
 }
 
 /// A running session; [`Session::stop`] withdraws the files and ends it.
@@ -84,6 +87,7 @@ impl Session {
         let state = Arc::new(Mutex::new(SessionState {
             peer_id,
             connected: true,
+            index: client.addr(),
         }));
         let (stop, stopped) = smol::channel::bounded(1);
         let (updates, changes) = smol::channel::unbounded();
@@ -138,13 +142,17 @@ async fn keep_alive(
     let Channels { stopped, changes } = channels;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
-    let set = |connected: bool, peer_id: Option<u64>| {
+    let set = |connected: bool, peer_id: Option<u64>, index: Option<SocketAddr>| {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.connected = connected;
         if let Some(id) = peer_id {
             s.peer_id = id;
         }
+        if let Some(index) = index {
+            s.index = index;
+        }
     };
+    let current = || state.lock().unwrap_or_else(|e| e.into_inner()).index;
     loop {
         match client.as_mut() {
             Some(c) => {
@@ -178,8 +186,8 @@ async fn keep_alive(
                     Wake::Beat | Wake::Closed => c.ping().await.map(drop),
                 };
                 if let Err(e) = outcome {
-                    warn!("lost the index at {}: {e}; reconnecting", config.index);
-                    set(false, None);
+                    warn!("lost the index at {}: {e}; reconnecting", current());
+                    set(false, None, None);
                     client = None;
                 }
             }
@@ -199,18 +207,18 @@ async fn keep_alive(
                 }
                 // Changes queued while away are in the folder already.
                 while changes.try_recv().is_ok() {}
-                match reregister(&config, &folder).await {
+                match reregister(&config, current(), &folder).await {
                     Ok((c, peer_id)) => {
                         info!(
                             "registered again with the index at {} as peer {peer_id}",
-                            config.index
+                            c.addr()
                         );
-                        set(true, Some(peer_id));
+                        set(true, Some(peer_id), Some(c.addr()));
                         client = Some(c);
                         backoff = FIRST_BACKOFF;
                     }
                     Err(e) => {
-                        warn!("the index at {} is still unreachable: {e}", config.index);
+                        warn!("no index server takes us back yet: {e}");
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
@@ -219,8 +227,15 @@ async fn keep_alive(
     }
 }
 
-async fn reregister(config: &SessionConfig, folder: &SharedFolder) -> Result<(IndexClient, u64)> {
-    let mut client = IndexClient::connect(config.index, config.limits).await?;
+/// Register again: with the server we were with, else the others in order.
+async fn reregister(
+    config: &SessionConfig,
+    last: SocketAddr,
+    folder: &SharedFolder,
+) -> Result<(IndexClient, u64)> {
+    let mut order = vec![last];
+    order.extend(config.index.iter().copied().filter(|&a| a != last));
+    let mut client = IndexClient::connect_any(&order, config.limits).await?;
     let files = folder.read().unwrap_or_else(|e| e.into_inner()).entries();
     let peer_id = client.register(config.port, &config.token, &files).await?;
     Ok((client, peer_id))

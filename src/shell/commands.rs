@@ -30,10 +30,12 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "connect",
-        args: "[host:port]",
-        summary: "choose the index server and check that it answers",
+        args: "[host:port ...]",
+        summary: "choose the index server(s) and check that one answers",
         details: "Without an address, uses [index] server from napster.toml. \
-                  IPv6 addresses go in brackets: connect [::1]:45000.",
+                  IPv6 addresses go in brackets: connect [::1]:45000. With several index \
+                  servers sharing one database, give them all: a peer moves to the next when \
+                  its server goes away, and registers again there by itself.",
     },
     Spec {
         name: "register",
@@ -306,8 +308,8 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
             Command::Serve(port_arg.map(|p| port(p)).transpose()?, database)
         }
         "connect" => {
-            arity(0, 1)?;
-            Command::Connect(args.first().cloned())
+            arity(0, 8)?;
+            Command::Connect((!args.is_empty()).then(|| args.join(",")))
         }
         "register" => {
             arity(0, 2)?;

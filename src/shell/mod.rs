@@ -70,7 +70,7 @@ pub enum Flow {
 pub struct Shell {
     config: Config,
     services: Arc<Services>,
-    index: Option<SocketAddr>,
+    index: Option<Vec<SocketAddr>>,
     client: Option<IndexClient>,
     last_names: Arc<Mutex<Vec<String>>>,
     show_progress: bool,
@@ -186,41 +186,59 @@ impl Shell {
                 PgStore::schema_version()
             );
         }
-        self.index = Some(reachable(addr));
+        self.index = Some(vec![reachable(addr)]);
         self.client = None;
         Ok(())
     }
 
     async fn connect(&mut self, addr: Option<String>) -> Result<()> {
         let text = addr.unwrap_or_else(|| self.config.index.server.clone());
-        let addr = parse_addr(&text, self.config.index.port)?;
-        let mut client = IndexClient::connect(addr, self.config.limits()).await?;
+        let addrs = parse_addrs(&text, self.config.index.port)?;
+        let mut client = IndexClient::connect_any(&addrs, self.config.limits()).await?;
         let rtt = client.ping().await?;
+        let others = addrs.len() - 1;
         say!(
-            "connected to the index at {addr} (rtt {:.2} ms)",
-            rtt.as_secs_f64() * 1e3
+            "connected to the index at {} (rtt {:.2} ms){}",
+            client.addr(),
+            rtt.as_secs_f64() * 1e3,
+            if others > 0 {
+                format!(
+                    "; {} more to fail over to",
+                    render::count(others as u64, "server")
+                )
+            } else {
+                String::new()
+            }
         );
-        self.index = Some(addr);
+        self.index = Some(addrs);
         self.client = Some(client);
         Ok(())
     }
 
-    fn index_addr(&self) -> Result<SocketAddr> {
-        match self.index {
-            Some(addr) => Ok(addr),
-            None => parse_addr(&self.config.index.server, self.config.index.port),
+    /// The index servers to use, in order of preference.
+    fn index_addrs(&self) -> Result<Vec<SocketAddr>> {
+        match &self.index {
+            Some(addrs) => Ok(addrs.clone()),
+            None => parse_addrs(&self.config.index.server, self.config.index.port),
         }
     }
 
-    /// The index client, connected on first use and again if the index dropped us.
+    /// The index client, connected on first use and again (to the next server if need
+    /// be) if the index dropped us.
     async fn client(&mut self) -> Result<&mut IndexClient> {
-        let addr = self.index_addr()?;
+        let mut addrs = self.index_addrs()?;
         let healthy = match self.client.as_mut() {
             Some(c) => c.ping().await.is_ok(),
             None => false,
         };
         if !healthy {
-            self.client = Some(IndexClient::connect(addr, self.config.limits()).await?);
+            if let Some(last) = self.client.as_ref().map(IndexClient::addr) {
+                // The server that just failed is tried last.
+                addrs.retain(|&a| a != last);
+                addrs.push(last);
+            }
+            self.client = None;
+            self.client = Some(IndexClient::connect_any(&addrs, self.config.limits()).await?);
         }
         Ok(self.client.as_mut().expect("connected just above"))
     }
@@ -232,7 +250,7 @@ impl Shell {
             )));
         }
         let dir = dir.unwrap_or_else(|| self.config.peer.dir.clone());
-        let index = self.index_addr()?;
+        let index = self.index_addrs()?;
         let living = self.living();
         let ignore = living.ignore.clone();
         let listing = smol::unblock(move || share::scan_roots(&[dir], &ignore, None)).await?;
@@ -265,7 +283,8 @@ impl Shell {
             living,
         };
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
-        let sharing = Sharing::start(share, index, &settings).await?;
+        let sharing = Sharing::start(share, &index, &settings).await?;
+        let index = sharing.state().index;
         say!(
             "registered as peer {} with the index at {index}: {}, {} from {}; serving on {}",
             sharing.state().peer_id,
@@ -551,13 +570,16 @@ impl Shell {
             Some(summary) => say!("index server: {summary}"),
             None => say!("index server: not running here (`serve` starts one)"),
         }
-        let addr = self.index_addr()?;
         match self.client().await {
             Ok(client) => {
                 let rtt = client.ping().await?;
-                say!("index: {addr} (rtt {:.2} ms)", rtt.as_secs_f64() * 1e3);
+                say!(
+                    "index: {} (rtt {:.2} ms)",
+                    client.addr(),
+                    rtt.as_secs_f64() * 1e3
+                );
             }
-            Err(e) => say!("index: {addr} unreachable ({e})"),
+            Err(e) => say!("index: unreachable ({e})"),
         }
         match self.services.sharing_summary() {
             Some(summary) => say!("sharing: {summary}"),
@@ -614,6 +636,14 @@ pub fn parse_addr(text: &str, default_port: u16) -> Result<SocketAddr> {
         _ => (text, default_port),
     };
     resolve(host, port)
+}
+
+/// Parse a comma-separated list of index addresses.
+pub fn parse_addrs(text: &str, default_port: u16) -> Result<Vec<SocketAddr>> {
+    text.split([',', ' '])
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| parse_addr(part.trim(), default_port))
+        .collect()
 }
 
 /// The address to reach a server bound to `addr` from this machine.

@@ -138,7 +138,7 @@ impl Services {
             super::render::count(folder.len() as u64, "file"),
             super::render::size(folder.bytes()),
             s.addr,
-            s.index,
+            state.index,
             if state.connected {
                 "connected"
             } else {
