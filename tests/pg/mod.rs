@@ -96,6 +96,66 @@ impl Postgres {
         pg
     }
 
+    /// Stop the server (as if the database went away); [`Postgres::resume`] restarts it.
+    pub fn pause(&self) {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &["-w", "-D", data.to_str().unwrap(), "-m", "fast", "stop"],
+        );
+    }
+
+    /// Start the server again after [`Postgres::pause`].
+    pub fn resume(&self) {
+        let data = self.data();
+        let options = format!(
+            "-k {} -p {PORT} -c listen_addresses='' -c fsync=off",
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-w",
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+
+    /// Run SQL in database `name` as the superuser.
+    pub fn sql(&self, name: &str, sql: &str) {
+        let socket = self.dir.path().to_str().unwrap().to_owned();
+        let psql = self.bin.join("psql");
+        let psql = if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
+        let status = Command::new(psql)
+            .args([
+                "-h",
+                &socket,
+                "-p",
+                &PORT.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                name,
+                "-q",
+                "-c",
+                sql,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "psql failed: {sql}");
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -128,37 +188,16 @@ impl Postgres {
 
     /// A new, empty database; returns its URL.
     pub fn fresh_database(&self) -> String {
+        self.url(&self.fresh_database_name())
+    }
+
+    /// A new, empty database; returns its name.
+    pub fn fresh_database_name(&self) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let socket = self.dir.path().to_str().unwrap().to_owned();
-        let psql = self.bin.join("psql");
-        let psql = if psql.exists() {
-            psql
-        } else {
-            PathBuf::from("psql")
-        };
-        let status = Command::new(psql)
-            .args([
-                "-h",
-                &socket,
-                "-p",
-                &PORT.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-q",
-                "-c",
-            ])
-            .arg(format!("CREATE DATABASE {name}"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "CREATE DATABASE failed");
-        self.url(&name)
+        let id = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t{}_{id}", std::process::id());
+        self.sql("postgres", &format!("CREATE DATABASE {name}"));
+        name
     }
 
     /// The folder holding the socket, for URLs written by hand.
