@@ -7,8 +7,12 @@
 //! `redis-benchmark -t get -c 50` against a redis-server this benchmark starts on
 //! loopback (skipped, with a note, where redis is not installed).
 //!
+//! Then the same through two index servers sharing one PostgreSQL database (a throwaway
+//! server the benchmark starts), next to the in-memory figures.
+//!
 //! `cargo bench --bench scale`; `NAPSTER_SCALE_PEERS` (10000), `NAPSTER_SCALE_FILES`
-//! (per peer, 100), `NAPSTER_SCALE_SECS` (per search phase, 5).
+//! (per peer, 100), `NAPSTER_SCALE_SECS` (per search phase, 5), `NAPSTER_SCALE_BACKENDS`
+//! (`memory,postgres`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -20,6 +24,9 @@ use std::time::{Duration, Instant};
 use napster::client::{IndexClient, Search};
 use napster::protocol::{FileEntry, Limits};
 use napster::runtime;
+
+#[path = "../tests/pg/mod.rs"]
+mod pg;
 
 const CLIENTS: usize = 50;
 
@@ -76,10 +83,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_index(dir: &std::path::Path) -> (Process, SocketAddr) {
+fn start_index(dir: &std::path::Path, database: Option<&str>) -> (Process, SocketAddr) {
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("napster.toml"),
-        "[index]\nmax_connections = 30000\nsession_ttl = 600\n[log]\nlevel = \"warn\"\n",
+        format!(
+            "[index]\nmax_connections = 30000\nsession_ttl = 600\ndatabase = \"{}\"\n[log]\nlevel = \"warn\"\n",
+            database.unwrap_or_default()
+        ),
     )
     .unwrap();
     let mut child = Process(
@@ -111,7 +122,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// Run `clients` clients doing `request` for `secs`; returns (requests/s, sorted µs).
-fn hammer<F, Fut>(addr: SocketAddr, clients: usize, secs: u64, request: F) -> (f64, Vec<u32>)
+fn hammer<F, Fut>(addrs: &[SocketAddr], clients: usize, secs: u64, request: F) -> (f64, Vec<u32>)
 where
     F: Fn(IndexClient, u64) -> Fut + Send + Sync + 'static + Clone,
     Fut: std::future::Future<Output = (IndexClient, bool)> + Send,
@@ -121,6 +132,8 @@ where
     let tasks: Vec<_> = (0..clients as u64)
         .map(|c| {
             let (stop, errors, request) = (stop.clone(), errors.clone(), request.clone());
+            // Clients are spread over the servers.
+            let addr = addrs[c as usize % addrs.len()];
             runtime::spawn(async move {
                 let mut client = IndexClient::connect(addr, Limits::default()).await.unwrap();
                 let mut latencies = Vec::new();
@@ -208,25 +221,44 @@ fn redis_get_rate() -> Option<f64> {
         .ok()
 }
 
-fn main() {
-    let peers = env_or("NAPSTER_SCALE_PEERS", 10_000);
-    let per_peer = env_or("NAPSTER_SCALE_FILES", 100);
-    let secs = env_or("NAPSTER_SCALE_SECS", 5);
-    let total = peers * per_peer;
-    let dir = tempfile::tempdir().unwrap();
-    let (index, addr) = start_index(dir.path());
-    let pid = index.0.id();
-    let rss_before = rss_kib(pid);
-    println!(
-        "index (separate process) at {addr}: {peers} peers × {per_peer} files = {total} files"
-    );
+/// Figures of one backend.
+struct Figures {
+    registration: f64,
+    exact: (f64, f64, f64),
+    substring: (f64, f64, f64),
+    one: (f64, f64),
+}
 
+fn summary(latencies: &[u32], rate: f64) -> (f64, f64, f64) {
+    (
+        rate,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+    )
+}
+
+/// Register, then search, through the index servers at `addrs`.
+fn measure(
+    label: &str,
+    addrs: &[SocketAddr],
+    rss_pid: Option<u32>,
+    peers: u64,
+    per_peer: u64,
+    secs: u64,
+) -> Figures {
+    let total = peers * per_peer;
+    println!(
+        "{label}: {} index server(s); {peers} peers × {per_peer} files = {total} files",
+        addrs.len()
+    );
+    let rss_before = rss_pid.map(rss_kib);
     // Registration: every peer keeps its session open, 50 registering at once.
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..CLIENTS)
-        .map(|_| {
+        .map(|w| {
             let next = next.clone();
+            let addr = addrs[w % addrs.len()];
             runtime::spawn(async move {
                 let mut sessions = Vec::new();
                 loop {
@@ -257,38 +289,39 @@ fn main() {
         all
     });
     let registering = started.elapsed().as_secs_f64();
-    let rss_after = rss_kib(pid);
-    let names: u64 = (0..peers)
-        .step_by(97)
-        .flat_map(|p| (0..per_peer).map(move |k| name(p, k).len() as u64))
-        .sum::<u64>()
-        / ((0..peers).step_by(97).count() as u64 * per_peer);
-    let per_file = (rss_after - rss_before) as f64 * 1024.0 / total as f64;
     println!(
-        "registration:    {total} files in {registering:.1} s = {:.0} files/s ({:.0} peers/s)",
+        "  registration:  {total} files in {registering:.1} s = {:.0} files/s ({:.0} peers/s)",
         total as f64 / registering,
         peers as f64 / registering
     );
-    println!(
-        "index memory:    {:.0} MiB more RSS = {per_file:.0} B per file; names average {names} B, kept twice \
-         (as given and lowercased for search): {:.0} B per file beyond its name",
-        (rss_after - rss_before) as f64 / 1024.0,
-        per_file - 2.0 * names as f64
-    );
-
-    let (exact_rate, exact) = hammer(addr, CLIENTS, secs, move |mut c, i| async move {
+    if let (Some(pid), Some(before)) = (rss_pid, rss_before) {
+        let rss_after = rss_kib(pid);
+        let names: u64 = (0..peers)
+            .step_by(97)
+            .flat_map(|p| (0..per_peer).map(move |k| name(p, k).len() as u64))
+            .sum::<u64>()
+            / ((0..peers).step_by(97).count() as u64 * per_peer);
+        let per_file = (rss_after - before) as f64 * 1024.0 / total as f64;
+        println!(
+            "  index memory:  {:.0} MiB more RSS = {per_file:.0} B per file; names average {names} B, kept twice \
+             (as given and lowercased for search): {:.0} B per file beyond its name",
+            (rss_after - before) as f64 / 1024.0,
+            per_file - 2.0 * names as f64
+        );
+    }
+    let (exact_rate, exact) = hammer(addrs, CLIENTS, secs, move |mut c, i| async move {
         let p = (i * 31) % peers;
         let k = i % per_peer;
         let ok = c.lookup(&name(p, k)).await.is_ok_and(|h| h.len() == 1);
         (c, ok)
     });
     println!(
-        "exact-name:      {exact_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms",
+        "  exact-name:    {exact_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms",
         percentile(&exact, 0.5),
         percentile(&exact, 0.99)
     );
     let substring = move |mut c: IndexClient, i: u64| async move {
-        // A tag found in exactly one name: the whole arena of names is scanned.
+        // A tag found in exactly one name of them all.
         let p = (i * 37) % peers;
         let search = Search {
             pattern: format!("{p:05}-{:03}", i % per_peer),
@@ -298,35 +331,87 @@ fn main() {
         let ok = c.find(&search).await.is_ok_and(|(h, _)| h.len() == 1);
         (c, ok)
     };
-    let (sub_rate, sub) = hammer(addr, CLIENTS, secs, substring);
+    let (sub_rate, sub) = hammer(addrs, CLIENTS, secs, substring);
     println!(
-        "substring:       {sub_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms (a tag found in one name of {total})",
+        "  substring:     {sub_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms (a tag found in one name of {total})",
         percentile(&sub, 0.5),
         percentile(&sub, 0.99)
     );
-    let (one_rate, one) = hammer(addr, 1, secs, substring);
+    let (one_rate, one) = hammer(addrs, 1, secs, substring);
     println!(
-        "substring:       {one_rate:.0} req/s with 1 client;  p50 {:.3} ms, p99 {:.3} ms (one search at a time)",
+        "  substring:     {one_rate:.0} req/s with 1 client;  p50 {:.3} ms, p99 {:.3} ms (one search at a time)",
         percentile(&one, 0.5),
         percentile(&one, 0.99)
     );
-    match redis_get_rate() {
-        Some(redis) => {
-            println!(
-                "redis GET:       {redis:.0} req/s (redis-benchmark -t get -c 50, same machine, same run)"
-            );
-            println!(
-                "RESULT bytes_per_file_beyond_name={:.0} exact/redis={:.2} substring_p99_ms={:.2} (50 clients) {:.2} (1 client) registration_files_per_s={:.0}",
-                per_file - 2.0 * names as f64,
-                exact_rate / redis,
-                percentile(&sub, 0.99),
-                percentile(&one, 0.99),
-                total as f64 / registering
-            );
-        }
-        None => println!(
-            "redis GET:       skipped: redis-server and redis-benchmark are not installed (apt-get install redis-server)"
-        ),
-    }
     drop(sessions);
+    Figures {
+        registration: total as f64 / registering,
+        exact: summary(&exact, exact_rate),
+        substring: summary(&sub, sub_rate),
+        one: (percentile(&one, 0.5), percentile(&one, 0.99)),
+    }
+}
+
+fn main() {
+    let peers = env_or("NAPSTER_SCALE_PEERS", 10_000);
+    let per_peer = env_or("NAPSTER_SCALE_FILES", 100);
+    let secs = env_or("NAPSTER_SCALE_SECS", 5);
+    let backends =
+        std::env::var("NAPSTER_SCALE_BACKENDS").unwrap_or_else(|_| "memory,postgres".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    if backends.contains("memory") {
+        let (index, addr) = start_index(&dir.path().join("memory"), None);
+        let figures = measure(
+            "in memory",
+            &[addr],
+            Some(index.0.id()),
+            peers,
+            per_peer,
+            secs,
+        );
+        drop(index);
+        match redis_get_rate() {
+            Some(redis) => {
+                println!(
+                    "  redis GET:     {redis:.0} req/s (redis-benchmark -t get -c 50, same machine, same run)"
+                );
+                println!(
+                    "  RESULT exact/redis={:.2} substring_p99_ms={:.2} (50 clients) {:.2} (1 client)",
+                    figures.exact.0 / redis,
+                    figures.substring.2,
+                    figures.one.1
+                );
+            }
+            None => println!(
+                "  redis GET:     skipped: redis-server and redis-benchmark are not installed (apt-get install redis-server)"
+            ),
+        }
+        rows.push(("in memory, 1 server", figures));
+    }
+    if backends.contains("postgres") {
+        let pg = pg::Postgres::start();
+        let url = pg.fresh_database();
+        let (a, addr_a) = start_index(&dir.path().join("a"), Some(&url));
+        let (b, addr_b) = start_index(&dir.path().join("b"), Some(&url));
+        let figures = measure("PostgreSQL", &[addr_a, addr_b], None, peers, per_peer, secs);
+        drop((a, b));
+        rows.push(("PostgreSQL, 2 servers", figures));
+    }
+    println!();
+    println!(
+        "backend                 register files/s   exact req/s  p50 ms  p99 ms   substring req/s  p50 ms  p99 ms"
+    );
+    for (label, f) in &rows {
+        println!(
+            "{label:<23} {:>16.0} {:>13.0} {:>7.2} {:>7.2} {:>17.0} {:>7.2} {:>7.2}",
+            f.registration,
+            f.exact.0,
+            f.exact.1,
+            f.exact.2,
+            f.substring.0,
+            f.substring.1,
+            f.substring.2
+        );
+    }
 }
