@@ -196,18 +196,19 @@ impl Shell {
         let addrs = parse_addrs(&text, self.config.index.port)?;
         let mut client = IndexClient::connect_any(&addrs, self.config.limits()).await?;
         let rtt = client.ping().await?;
-        let others = addrs.len() - 1;
+        let others: Vec<String> = addrs
+            .iter()
+            .filter(|&&a| a != client.addr())
+            .map(SocketAddr::to_string)
+            .collect();
         say!(
             "connected to the index at {} (rtt {:.2} ms){}",
             client.addr(),
             rtt.as_secs_f64() * 1e3,
-            if others > 0 {
-                format!(
-                    "; {} more to fail over to",
-                    render::count(others as u64, "server")
-                )
-            } else {
+            if others.is_empty() {
                 String::new()
+            } else {
+                format!("; fails over to {}", others.join(", "))
             }
         );
         self.index = Some(addrs);
