@@ -30,11 +30,16 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Rows registered between two `ANALYZE`s: after a burst of registrations the planner
+/// must know the table grew, or it scans a million rows for an exact name.
+const ANALYZE_EVERY: u64 = 50_000;
+
 /// The index in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
     server: String,
+    inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A database error, worded for the user.
@@ -84,7 +89,11 @@ impl PgStore {
             other => Error::msg(format!("cannot set up the schema in {shown}: {other}")),
         })?;
         let server = format!("{:016x}", rand::random::<u64>());
-        Ok(PgStore { pool, server })
+        Ok(PgStore {
+            pool,
+            server,
+            inserted: Default::default(),
+        })
     }
 
     /// The schema version napster created (the highest migration applied).
@@ -152,6 +161,24 @@ impl PgStore {
         Ok(())
     }
 
+    /// Note `rows` new rows; refresh the planner's statistics (in the background) once
+    /// enough have arrived since the last time.
+    fn inserted(&self, rows: usize) {
+        use std::sync::atomic::Ordering;
+        let before = self.inserted.fetch_add(rows as u64, Ordering::Relaxed);
+        if before < ANALYZE_EVERY && before + rows as u64 >= ANALYZE_EVERY {
+            let pool = self.pool.clone();
+            let inserted = self.inserted.clone();
+            crate::runtime::spawn(async move {
+                if let Err(e) = sqlx::query("ANALYZE files, peers").execute(&pool).await {
+                    tracing::warn!("refreshing the database's statistics: {e}");
+                }
+                inserted.store(0, Ordering::Relaxed);
+            })
+            .detach();
+        }
+    }
+
     async fn count(tx: &mut sqlx::Transaction<'_, Postgres>, peer: u64) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM files WHERE peer_id = $1")
             .bind(peer as i64)
@@ -213,6 +240,7 @@ impl Store for PgStore {
             .map_err(db)?;
         PgStore::insert_files(&mut tx, id as u64, &registration.files).await?;
         tx.commit().await.map_err(db)?;
+        self.inserted(registration.files.len());
         Ok(id as u64)
     }
 
@@ -222,6 +250,7 @@ impl Store for PgStore {
         PgStore::insert_files(&mut tx, peer, &files).await?;
         let count = PgStore::count(&mut tx, peer).await?;
         tx.commit().await.map_err(db)?;
+        self.inserted(files.len());
         Ok(count)
     }
 
