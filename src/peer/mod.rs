@@ -326,15 +326,7 @@ impl Sharing {
 
     /// Share another folder too.
     pub async fn share_dir(&self, dir: &Path) -> Result<Refreshed> {
-        let root = dir
-            .canonicalize()
-            .context(|| format!("cannot share {}", dir.display()))?;
-        if !root.is_dir() {
-            return Err(Error::msg(format!(
-                "cannot share {}: not a folder",
-                dir.display()
-            )));
-        }
+        let root = share::shareable_folder(dir)?;
         {
             let mut roots = locked(&self.shared.roots);
             if let Some(other) = roots

@@ -247,6 +247,20 @@ fn hash_unchanged(found: &Found, progress: &(dyn Fn(u64) + Sync)) -> Result<Opti
     Ok((now == Some(found.stamp)).then_some(digest))
 }
 
+/// The canonical path of a folder that can be shared, or why it cannot.
+pub fn shareable_folder(dir: &Path) -> Result<PathBuf> {
+    let root = dir
+        .canonicalize()
+        .context(|| format!("cannot share {}", dir.display()))?;
+    if !root.is_dir() {
+        return Err(Error::msg(format!(
+            "cannot share {}: not a folder",
+            dir.display()
+        )));
+    }
+    Ok(root)
+}
+
 /// List the regular files under `dir`, recursively, with `/`-separated relative names,
 /// leaving out what the default ignore rule names.
 pub fn scan(dir: &Path) -> Result<Listing> {
@@ -261,19 +275,10 @@ pub fn scan(dir: &Path) -> Result<Listing> {
 /// recently than that are left out (counted in [`Listing::unsettled`]), so that a file
 /// still being written is not announced.
 pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore, settle: Option<Duration>) -> Result<Listing> {
-    let mut canonical = Vec::with_capacity(roots.len());
-    for dir in roots {
-        let root = dir
-            .canonicalize()
-            .context(|| format!("cannot share {}", dir.display()))?;
-        if !root.is_dir() {
-            return Err(Error::msg(format!(
-                "cannot share {}: not a folder",
-                dir.display()
-            )));
-        }
-        canonical.push(root);
-    }
+    let canonical = roots
+        .iter()
+        .map(|dir| shareable_folder(dir))
+        .collect::<Result<Vec<_>>>()?;
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);

@@ -685,6 +685,15 @@ fn sequence(
     let mut next = resume.hashed;
     let mut stash: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
     let mut stashed = 0u64;
+    let save = |resume: &mut ResumeState, hashed: u64, hasher: &Sha256| {
+        resume.save(
+            state_path,
+            &shared.part,
+            shared.scheduler().received(),
+            hashed,
+            hasher,
+        );
+    };
     let mut last_save = Instant::now();
     let mut dirty = false;
     let mut scratch = Vec::new();
@@ -719,13 +728,7 @@ fn sequence(
             next += 1;
         }
         if dirty && last_save.elapsed() >= SAVE_EVERY {
-            resume.save(
-                state_path,
-                &shared.part,
-                shared.scheduler().received(),
-                next,
-                &hasher,
-            );
+            save(&mut resume, next, &hasher);
             last_save = Instant::now();
             dirty = false;
         }
@@ -743,13 +746,7 @@ fn sequence(
         }
         stash.insert(i, keep);
     }
-    resume.save(
-        state_path,
-        &shared.part,
-        shared.scheduler().received(),
-        next,
-        &hasher,
-    );
+    save(&mut resume, next, &hasher);
     let digest = (next == count).then(|| to_hex(&hasher.finalize()));
     debug!(
         "hashed {next} of {count} chunks of {}",
