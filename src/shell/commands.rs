@@ -407,10 +407,16 @@ fn flag<'a>(args: &'a [String], flag: &str) -> (bool, &'a [String]) {
 pub fn help(command: Option<&str>) -> Result<String> {
     match command {
         None => {
+            // Heads longer than the column get their summary on the next line.
+            const COLUMN: usize = 28;
             let mut text = String::from("commands:\n");
             for c in COMMANDS {
                 let head = format!("{} {}", c.name, c.args);
-                text.push_str(&format!("  {head:<26} {}\n", c.summary));
+                if head.chars().count() > COLUMN {
+                    text.push_str(&format!("  {head}\n  {:COLUMN$} {}\n", "", c.summary));
+                } else {
+                    text.push_str(&format!("  {head:<COLUMN$} {}\n", c.summary));
+                }
             }
             text.push_str("type `help <command>` for more");
             Ok(text)
