@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 use napster::client::IndexClient;
 use napster::protocol::{FileEntry, Limits};
 use napster::runtime;
+use process::{BIN, Killed};
+
+#[path = "../tests/common/process.rs"]
+mod process;
 
 const FILES_PER_PEER: usize = 20;
 
@@ -28,23 +32,15 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The index as a separate process; killed when dropped.
-struct IndexProcess(Child);
-
-impl Drop for IndexProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_index(dir: &std::path::Path) -> (IndexProcess, SocketAddr) {
+/// Start the index as a separate process in `dir`; the process (killed when dropped)
+/// and the address it listens on.
+fn start_index(dir: &std::path::Path) -> (Killed, SocketAddr) {
     std::fs::write(
         dir.join("napster.toml"),
         "[index]\nmax_connections = 16384\nmax_results = 100000\n[log]\nlevel = \"warn\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_napster"))
+    let mut child = Command::new(BIN)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -59,7 +55,7 @@ fn start_index(dir: &std::path::Path) -> (IndexProcess, SocketAddr) {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .unwrap();
-    (IndexProcess(child), addr)
+    (Killed(child), addr)
 }
 
 fn files(peer: usize, generation: u64) -> Vec<FileEntry> {

@@ -16,7 +16,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 use napster::client::{IndexClient, Search};
 use napster::protocol::{FileEntry, Limits};
 use napster::runtime;
+use process::{BIN, Killed, last_word};
 
 #[path = "../tests/pg/mod.rs"]
 mod pg;
+#[path = "../tests/common/process.rs"]
+mod process;
 
 const CLIENTS: usize = 50;
 
@@ -65,15 +68,6 @@ fn entry(p: u64, k: u64) -> FileEntry {
     }
 }
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -83,7 +77,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_index(dir: &std::path::Path, database: Option<&str>) -> (Process, SocketAddr) {
+fn start_index(dir: &std::path::Path, database: Option<&str>) -> (Killed, SocketAddr) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("napster.toml"),
@@ -93,8 +87,8 @@ fn start_index(dir: &std::path::Path, database: Option<&str>) -> (Process, Socke
         ),
     )
     .unwrap();
-    let mut child = Process(
-        Command::new(env!("CARGO_BIN_EXE_napster"))
+    let mut child = Killed(
+        Command::new(BIN)
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -110,7 +104,7 @@ fn start_index(dir: &std::path::Path, database: Option<&str>) -> (Process, Socke
         .unwrap();
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let line = lines.next().unwrap().unwrap();
-    let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let addr = last_word(&line).parse().unwrap();
     (child, addr)
 }
 
@@ -173,7 +167,7 @@ fn redis_get_rate() -> Option<f64> {
     let free = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
     let port = free.local_addr().ok()?.port();
     drop(free);
-    let _server = Process(
+    let _server = Killed(
         Command::new("redis-server")
             .args([
                 "--port",

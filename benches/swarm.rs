@@ -7,10 +7,9 @@
 //! `cargo bench --bench swarm`; `NAPSTER_SWARM_RATE` (R in MiB/s, default 16) and
 //! `NAPSTER_SWARM_SECS` (seconds each transfer should take, default 10).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +18,10 @@ use napster::peer::download::{self, Cancel};
 use napster::peer::limit::RateLimit;
 use napster::peer::transfer::{Job, Status};
 use napster::protocol::{Hit, Limits};
+use process::{Napster, Running, last_word};
+
+#[path = "../tests/common/process.rs"]
+mod process;
 
 const MIB: u64 = 1 << 20;
 
@@ -29,45 +32,21 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A napster process; killed when dropped.
-struct Process(Child);
+/// The peers and the index log errors only; their lines are awaited without a limit.
+const NAPSTER: Napster = Napster {
+    log: "error",
+    patience: None,
+};
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start napster in `dir` with `config`, feed it `script`, and return the first stdout
-/// line containing `needle`.
-fn start(dir: &Path, config: &str, script: &str, needle: &str) -> (Process, String) {
+/// Start napster in `dir` with `config`, feed it `script` and close its input; the
+/// process (killed when dropped) and its first stdout line containing `needle`.
+fn start(dir: &Path, config: &str, script: &str, needle: &str) -> (Running, String) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("napster.toml"), config).unwrap();
-    let mut process = Process(
-        Command::new(env!("CARGO_BIN_EXE_napster"))
-            .current_dir(dir)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting napster"),
-    );
-    let child = &mut process.0;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines {
-        let line = line.unwrap();
-        if line.contains(needle) {
-            return (process, line);
-        }
-    }
-    panic!("napster in {} never printed {needle:?}", dir.display());
+    let mut process = NAPSTER.start(dir, script);
+    process.end_input();
+    let line = process.wait_for(needle);
+    (process, line)
 }
 
 fn write_noise(path: &Path, len: u64) {
@@ -117,7 +96,7 @@ fn main() {
     write_noise(&original, size);
 
     let (_index, line) = start(&root.join("index"), "", "serve 0\n", "listening on");
-    let index: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let index: SocketAddr = last_word(&line).parse().unwrap();
     let config = format!("[peer]\nupload_limit = \"{rate}\"\n");
     let mut peers = Vec::new();
     let mut folders: Vec<PathBuf> = Vec::new();

@@ -1,116 +1,19 @@
 //! The real binary, scripted on stdin, several processes at once: what a user piping
 //! commands into `napster` sees on stdout, stderr and in the exit status.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_napster");
+use common::process::{BIN, Napster, last_word, text};
 
-/// How long a process may take to print an expected line.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A napster process kept running (serving) with its stdout read line by line.
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    /// Start napster in `cwd` and feed it `script`, leaving stdin open.
-    fn start(cwd: &Path, script: &str) -> Running {
-        let mut child = Command::new(BIN)
-            .current_dir(cwd)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("napster starts");
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(script.as_bytes()).unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            stdin: Some(stdin),
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first stdout line containing `needle`.
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(PATIENCE) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Close stdin: a serving process keeps serving.
-    fn end_input(&mut self) {
-        self.stdin.take();
-    }
-
-    /// Send SIGTERM and wait for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Run a script to completion in `cwd`.
-fn run(cwd: &Path, script: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A process that refuses to start may close its input before reading it.
-    let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The address at the end of a line like `... listening on 127.0.0.1:4321`.
-fn last_word(line: &str) -> String {
-    line.split_whitespace().last().unwrap().to_owned()
-}
+/// These processes log warnings, and may take 20 s to print an expected line.
+const NAPSTER: Napster = Napster {
+    log: "warn",
+    patience: Some(Duration::from_secs(20)),
+};
 
 fn peer_id(line: &str) -> u64 {
     let after = line.split("registered as peer ").nth(1).unwrap();
@@ -129,7 +32,7 @@ fn write_files(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 #[test]
 fn walk_through_in_separate_processes() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut index = Running::start(tmp.path(), "serve 0\n");
+    let mut index = NAPSTER.start(tmp.path(), "serve 0\n");
     let addr = last_word(&index.wait_for("index server listening on"));
     index.end_input();
 
@@ -141,12 +44,12 @@ fn walk_through_in_separate_processes() {
         &tmp.path().join("two"),
         &[("6.txt", "sixth file"), ("7.txt", "seventh")],
     );
-    let mut peer1 = Running::start(
+    let mut peer1 = NAPSTER.start(
         tmp.path(),
         &format!("connect {addr}\nregister {} 0\n", one.display()),
     );
     let id1 = peer_id(&peer1.wait_for("registered as peer"));
-    let mut peer2 = Running::start(
+    let mut peer2 = NAPSTER.start(
         tmp.path(),
         &format!("connect {addr}\nregister {} 0\n", two.display()),
     );
@@ -156,7 +59,7 @@ fn walk_through_in_separate_processes() {
 
     let downloader = tmp.path().join("downloader");
     std::fs::create_dir_all(&downloader).unwrap();
-    let out = run(
+    let out = NAPSTER.run(
         &downloader,
         &format!("connect {addr}\nsearch 6.txt\nget 6.txt {id1}\nget 6.txt {id2}\nget 7.txt\n"),
     );
@@ -193,7 +96,7 @@ fn walk_through_in_separate_processes() {
 
     // SIGTERM: the peer withdraws its files at once and exits cleanly.
     assert!(peer1.terminate().success());
-    let out = run(&downloader, &format!("connect {addr}\nsearch 6.txt\n"));
+    let out = NAPSTER.run(&downloader, &format!("connect {addr}\nsearch 6.txt\n"));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("1 file on 1 peer"), "{stdout}");
     assert!(!stdout.contains(&format!(" {id1} ┆")), "{stdout}");
@@ -204,9 +107,9 @@ fn walk_through_in_separate_processes() {
 #[test]
 fn failures_go_to_stderr_and_set_the_exit_status() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut index = Running::start(tmp.path(), "serve 0\n");
+    let mut index = NAPSTER.start(tmp.path(), "serve 0\n");
     let addr = last_word(&index.wait_for("index server listening on"));
-    let out = run(
+    let out = NAPSTER.run(
         tmp.path(),
         &format!(
             "connect {addr}\nbogus\nsearch nothing-like-this\nget missing.txt\nget x notanumber\nserve 70000\npeers\n"
@@ -241,14 +144,14 @@ fn failures_go_to_stderr_and_set_the_exit_status() {
 #[test]
 fn a_script_that_succeeds_exits_zero_and_one_without_an_index_fails() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(tmp.path(), "help\nhelp get\n# a comment\n\nquit\n");
+    let out = NAPSTER.run(tmp.path(), "help\nhelp get\n# a comment\n\nquit\n");
     assert!(out.status.success());
     let stdout = text(&out.stdout);
     assert!(stdout.contains("usage: get [-b] <file> [peer]"), "{stdout}");
     assert!(stdout.contains("register [dir] [port]"), "{stdout}");
 
     // Port 1 on loopback has no index: a clear error, not a hang.
-    let out = run(tmp.path(), "connect 127.0.0.1:1\n");
+    let out = NAPSTER.run(tmp.path(), "connect 127.0.0.1:1\n");
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
@@ -260,7 +163,7 @@ fn a_script_that_succeeds_exits_zero_and_one_without_an_index_fails() {
 #[test]
 fn quit_stops_a_serving_process() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(tmp.path(), "serve 0\nquit\n");
+    let out = NAPSTER.run(tmp.path(), "serve 0\nquit\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("index server listening on 127.0.0.1:"));
 }
@@ -269,17 +172,17 @@ fn quit_stops_a_serving_process() {
 fn ipv6_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("napster.toml"), "[index]\nhost = \"::1\"\n").unwrap();
-    let mut index = Running::start(tmp.path(), "serve 0\n");
+    let mut index = NAPSTER.start(tmp.path(), "serve 0\n");
     let addr = last_word(&index.wait_for("index server listening on"));
     assert!(addr.starts_with("[::1]:"), "{addr}");
     let files = write_files(&tmp.path().join("share"), &[("v6.txt", "over ipv6")]);
-    let mut peer = Running::start(
+    let mut peer = NAPSTER.start(
         tmp.path(),
         &format!("connect {addr}\nregister {} 0\n", files.display()),
     );
     let line = peer.wait_for("registered as peer");
     assert!(line.contains("serving on [::1]:"), "{line}");
-    let out = run(
+    let out = NAPSTER.run(
         tmp.path(),
         &format!("connect {addr}\nsearch v6\nget v6.txt\n"),
     );
@@ -296,7 +199,7 @@ fn ipv6_end_to_end() {
 fn malformed_config_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("napster.toml"), "[peer]\nport = \"many\"\n").unwrap();
-    let out = run(tmp.path(), "status\n");
+    let out = NAPSTER.run(tmp.path(), "status\n");
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("napster.toml"), "{stderr}");
@@ -319,7 +222,7 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
         "[peer]\nupload_limit = \"2MiB/s\"\n",
     )
     .unwrap();
-    let out = run(
+    let out = NAPSTER.run(
         tmp.path(),
         "limit\nlimit down 500kB/s\nlimit up 0\nlimit down fast\n",
     );
@@ -346,7 +249,7 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
         "[peer]\ndownload_limit = \"lots\"\n",
     )
     .unwrap();
-    let out = run(tmp.path(), "limit\n");
+    let out = NAPSTER.run(tmp.path(), "limit\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("peer.download_limit"),
@@ -359,7 +262,7 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
 fn ping_measures_a_peer_and_search_can_show_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let files = write_files(&tmp.path().join("share"), &[("p.txt", "pong")]);
-    let out = run(
+    let out = NAPSTER.run(
         tmp.path(),
         &format!(
             "serve 0\nregister {} 0\nping 1\nsearch -r p.txt\nping 9\nquit\n",

@@ -2,68 +2,33 @@
 //! process killed mid-download, a downloads folder that cannot be used. Nothing
 //! half-written ever appears under the final name.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::process::{Killed, Napster, kill9, last_word};
+use common::{noise_words, start_index};
 use napster::client::IndexClient;
-use napster::index::{self, MemoryStore};
+use napster::index;
 use napster::peer::download::{self, Cancel, PART_SUFFIX};
 use napster::peer::share::{chunks_root, digest_bytes, hash_file};
 use napster::protocol::{self, FileEntry, Limits, PeerRequest, PeerResponse};
-use napster::runtime::{self, ShutdownTrigger};
-use smol::Async;
 
-const BIN: &str = env!("CARGO_BIN_EXE_napster");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kill9(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn start_index() -> (SocketAddr, ShutdownTrigger) {
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-    let addr = listener.get_ref().local_addr().unwrap();
-    let (trigger, shutdown) = runtime::shutdown_pair();
-    let store = Arc::new(MemoryStore::new());
-    runtime::spawn(index::run(
-        listener,
-        store,
-        index::Settings::default(),
-        shutdown,
-    ))
-    .detach();
-    (addr, trigger)
-}
+/// The processes here log warnings; their lines are awaited without a limit.
+const NAPSTER: Napster = Napster {
+    log: "warn",
+    patience: None,
+};
 
 /// Pseudo-random bytes, so that a wrong offset cannot hash right by accident.
 fn noise(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    noise_words(1, len)
 }
 
 /// Part files and their resume states.
@@ -86,27 +51,14 @@ fn serving_peer_killed_mid_download() {
     std::fs::create_dir(&share).unwrap();
     std::fs::write(share.join("big.bin"), noise(96 << 20)).unwrap();
     // Index and sharing peer in one separate process.
-    let mut child = Command::new(BIN)
-        .current_dir(tmp.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let script = format!("serve 0\nregister {} 0\n", share.display());
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let index: SocketAddr = first.rsplit(' ').next().unwrap().parse().unwrap();
-    let registered = lines.next().unwrap().unwrap();
+    let mut child = NAPSTER.start(tmp.path(), &script);
+    child.end_input();
+    let first = child.next_line();
+    let index: SocketAddr = last_word(&first).parse().unwrap();
+    let registered = child.next_line();
     assert!(registered.contains("registered as peer"), "{registered}");
     let pid = child.id();
-    let _guard = Killed(child);
 
     smol::block_on(async {
         let mut client = IndexClient::connect(index, Limits::default())
@@ -212,7 +164,7 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
     let contents = Arc::new(noise(8 << 20));
     let sha256 = digest_bytes(&contents).sha256;
     let peer = stalling_peer(contents.clone(), 3 << 20);
-    let (index, _stop) = start_index();
+    let (index, _stop) = start_index(index::Settings::default());
     // Register the hand-written peer's file with the real index; keep the session.
     let _session = smol::block_on(async {
         let mut session = IndexClient::connect(index, Limits::default())
@@ -232,10 +184,8 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
     });
 
     let downloads = tmp.path().join("downloads");
-    let mut child = Command::new(BIN)
-        .current_dir(tmp.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
+    let mut child = NAPSTER
+        .command(tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -278,21 +228,7 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
     );
 
     // The next get resumes: the peer is asked only for what is missing.
-    let out = Command::new(BIN)
-        .current_dir(tmp.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("connect {index}\nget stall.bin\n").as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = NAPSTER.run(tmp.path(), &format!("connect {index}\nget stall.bin\n"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -313,31 +249,17 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
 #[test]
 fn an_unusable_downloads_folder_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let (index, _stop) = start_index();
+    let (index, _stop) = start_index(index::Settings::default());
     let share = tmp.path().join("share");
     std::fs::create_dir(&share).unwrap();
     std::fs::write(share.join("x.txt"), "x").unwrap();
     // `downloads` is a file, not a folder.
     std::fs::write(tmp.path().join("downloads"), "in the way").unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(tmp.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let script = format!(
         "connect {index}\nregister {} 0\nget x.txt\nquit\n",
         share.display()
     );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = NAPSTER.run(tmp.path(), &script);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -382,30 +304,16 @@ fn a_full_downloads_folder_is_a_clear_error() {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let (index, _stop) = start_index();
+    let (index, _stop) = start_index(index::Settings::default());
     let share = tmp.path().join("share");
     std::fs::create_dir(&share).unwrap();
     let contents = noise(8 << 20);
     std::fs::write(share.join("big.bin"), &contents).unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(tmp.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let script = format!(
         "connect {index}\nregister {} 0\nget big.bin\nquit\n",
         share.display()
     );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = NAPSTER.run(tmp.path(), &script);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");

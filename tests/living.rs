@@ -1,34 +1,18 @@
 //! Shares that follow their folders: added, changed, renamed and deleted files reach the
 //! index by themselves; the ignore rule; several folders; files still being written wait.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{sharing_settings, start_index};
 use napster::client::IndexClient;
-use napster::index::{self, MemoryStore};
-use napster::peer::limit::RateLimit;
+use napster::index;
 use napster::peer::share::digest_bytes;
-use napster::peer::{Living, Sharing, SharingSettings, server, share};
+use napster::peer::{Living, Sharing, SharingSettings, share};
 use napster::protocol::{Hit, Limits};
-use napster::runtime::{self, ShutdownTrigger};
-use smol::Async;
-
-fn start_index() -> (SocketAddr, ShutdownTrigger) {
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-    let addr = listener.get_ref().local_addr().unwrap();
-    let (trigger, shutdown) = runtime::shutdown_pair();
-    let store = Arc::new(MemoryStore::new());
-    runtime::spawn(index::run(
-        listener,
-        store,
-        index::Settings::default(),
-        shutdown,
-    ))
-    .detach();
-    (addr, trigger)
-}
 
 async fn share_with(dir: &Path, index: SocketAddr, living: Living) -> Sharing {
     // As `register` does: through the cache the share keeps using.
@@ -37,15 +21,8 @@ async fn share_with(dir: &Path, index: SocketAddr, living: Living) -> Sharing {
         .hash_with(&living.cache, &|_| {})
         .unwrap();
     let settings = SharingSettings {
-        host: None,
-        port: 0,
-        server: server::Settings {
-            limits: Limits::default(),
-            max_uploads: 4,
-            upload: Arc::new(RateLimit::new(0)),
-        },
-        session_ttl: Duration::from_secs(30),
         living,
+        ..sharing_settings(4, Duration::from_secs(30))
     };
     Sharing::start(share, &[index], &settings).await.unwrap()
 }
@@ -85,7 +62,7 @@ async fn until(index: SocketAddr, pattern: &str, what: &str, check: impl Fn(&[Hi
 #[test]
 fn changes_reach_the_index_by_themselves() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("alpha.txt"), "first version").unwrap();
         // Notifications only: the rescan is far away.
@@ -127,7 +104,7 @@ fn changes_reach_the_index_by_themselves() {
 #[test]
 fn rescans_catch_what_notifications_miss_and_refresh_forces_one() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let polled = tempfile::tempdir().unwrap();
         std::fs::write(polled.path().join("seed-a.txt"), "a").unwrap();
         let _a = share_with(polled.path(), index, living(false, 200, 0)).await;
@@ -155,7 +132,7 @@ fn rescans_catch_what_notifications_miss_and_refresh_forces_one() {
 #[test]
 fn the_ignore_rule_and_files_still_being_written() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keep.txt"), "k").unwrap();
         let peer = share_with(dir.path(), index, living(false, 600_000, 60_000)).await;
@@ -187,7 +164,7 @@ fn the_ignore_rule_and_files_still_being_written() {
 #[test]
 fn several_folders_and_unsharing() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let music = tempfile::tempdir().unwrap();
         let films = tempfile::tempdir().unwrap();
         std::fs::write(music.path().join("song.ogg"), "la la").unwrap();

@@ -1,95 +1,23 @@
 //! Two index servers on one PostgreSQL database behave as one index, with real
 //! processes and a real (throwaway) PostgreSQL; and the database's failures are clear.
 
+mod common;
 mod pg;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_napster");
+use common::process::{Napster, last_word, text};
 
-/// A napster process, killed when dropped.
-struct Process {
-    child: Child,
-    _stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Process {
-    fn start(cwd: &Path, script: &str) -> Process {
-        let mut child = Command::new(BIN)
-            .current_dir(cwd)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(script.as_bytes()).unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Process {
-            child,
-            _stdin: stdin,
-            lines,
-        }
-    }
-
-    fn wait_for(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn run(cwd: &Path, script: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .current_dir(cwd)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+/// The processes log errors only, and may take 30 s to print an expected line.
+const NAPSTER: Napster = Napster {
+    log: "error",
+    patience: Some(Duration::from_secs(30)),
+};
 
 /// Rows of `search` for `pattern` through the index at `index`: (peer id, port).
 fn rows(cwd: &Path, index: &str, pattern: &str) -> Vec<(u64, u16)> {
-    let out = run(cwd, &format!("connect {index}\nsearch {pattern}\n"));
+    let out = NAPSTER.run(cwd, &format!("connect {index}\nsearch {pattern}\n"));
     text(&out.stdout)
         .lines()
         .filter(|l| l.starts_with('│') && l.contains(pattern))
@@ -119,26 +47,16 @@ fn two_index_servers_on_one_database_are_one_index() {
         "[index]\nsession_ttl = 2\n[log]\nlevel = \"error\"\n",
     )
     .unwrap();
-    let mut a = Process::start(cwd, &format!("serve 0 {url}\n"));
-    let index_a = a
-        .wait_for("listening on")
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
-    let b = Process::start(cwd, &format!("serve 0 {url}\n"));
-    let index_b = b
-        .wait_for("listening on")
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let mut a = NAPSTER.start(cwd, &format!("serve 0 {url}\n"));
+    let index_a = last_word(&a.wait_for("listening on"));
+    let mut b = NAPSTER.start(cwd, &format!("serve 0 {url}\n"));
+    let index_b = last_word(&b.wait_for("listening on"));
 
     // P1 knows both servers and starts on A; P2 knows only A.
     let one = cwd.join("one");
     std::fs::create_dir(&one).unwrap();
     std::fs::write(one.join("shared-by-one.txt"), "from peer one").unwrap();
-    let p1 = Process::start(
+    let mut p1 = NAPSTER.start(
         cwd,
         &format!(
             "connect {index_a} {index_b}\nregister {} 0\n",
@@ -153,7 +71,7 @@ fn two_index_servers_on_one_database_are_one_index() {
     let two = cwd.join("two");
     std::fs::create_dir(&two).unwrap();
     std::fs::write(two.join("shared-by-two.txt"), "from peer two").unwrap();
-    let p2 = Process::start(
+    let mut p2 = NAPSTER.start(
         cwd,
         &format!("connect {index_a}\nregister {} 0\n", two.display()),
     );
@@ -163,7 +81,7 @@ fn two_index_servers_on_one_database_are_one_index() {
     let found = rows(cwd, &index_b, "shared-by-one");
     assert_eq!(found.len(), 1, "{found:?}");
     let (p1_id, _) = found[0];
-    let out = run(cwd, &format!("connect {index_b}\nget shared-by-one.txt\n"));
+    let out = NAPSTER.run(cwd, &format!("connect {index_b}\nget shared-by-one.txt\n"));
     assert!(
         out.status.success(),
         "{}{}",
@@ -182,7 +100,7 @@ fn two_index_servers_on_one_database_are_one_index() {
         rows(cwd, &index_b, "shared-by-two").is_empty()
     });
     until("P1 is registered on B", || {
-        let out = run(cwd, &format!("connect {index_b}\npeers\n"));
+        let out = NAPSTER.run(cwd, &format!("connect {index_b}\npeers\n"));
         text(&out.stdout)
             .lines()
             .filter(|l| l.starts_with('│'))
@@ -207,7 +125,7 @@ fn database_failures_are_clear() {
     let cwd = tmp.path();
 
     // Unreachable at start.
-    let out = run(
+    let out = NAPSTER.run(
         cwd,
         "serve 0 postgres://postgres@%2Fnonexistent-napster-socket/db\n",
     );
@@ -221,7 +139,7 @@ fn database_failures_are_clear() {
     // Wrong credentials: a role that does not exist.
     let name = pg.fresh_database_name();
     let wrong = pg.url(&name).replace("postgres@", "nobody@");
-    let out = run(cwd, &format!("serve 0 {wrong}\n"));
+    let out = NAPSTER.run(cwd, &format!("serve 0 {wrong}\n"));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("role \"nobody\" does not exist"),
@@ -230,14 +148,14 @@ fn database_failures_are_clear() {
 
     // A schema from a newer napster.
     let url = pg.url(&name);
-    let out = run(cwd, &format!("serve 0 {url}\nquit\n"));
+    let out = NAPSTER.run(cwd, &format!("serve 0 {url}\nquit\n"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     pg.sql(
         &name,
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (9999, 'from the future', true, '\\x00', 0)",
     );
-    let out = run(cwd, &format!("serve 0 {url}\n"));
+    let out = NAPSTER.run(cwd, &format!("serve 0 {url}\n"));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("schema version 9999, newer than this napster knows"),
@@ -246,20 +164,15 @@ fn database_failures_are_clear() {
 
     // Lost mid-run: the server keeps answering, with an error, and recovers by itself.
     let url = pg.fresh_database();
-    let index = Process::start(cwd, &format!("serve 0 {url}\n"));
-    let addr = index
-        .wait_for("listening on")
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let mut index = NAPSTER.start(cwd, &format!("serve 0 {url}\n"));
+    let addr = last_word(&index.wait_for("listening on"));
     pg.pause();
-    let out = run(cwd, &format!("connect {addr}\nsearch anything\n"));
+    let out = NAPSTER.run(cwd, &format!("connect {addr}\nsearch anything\n"));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("error: database:"), "{stderr}");
     pg.resume();
     until("the index works again", || {
-        let out = run(cwd, &format!("connect {addr}\nsearch anything\n"));
+        let out = NAPSTER.run(cwd, &format!("connect {addr}\nsearch anything\n"));
         out.status.success() && text(&out.stdout).contains("no file matches")
     });
 }

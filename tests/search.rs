@@ -2,22 +2,18 @@
 //! limits, collapsing, browsing, and the refusals that keep one search from flooding the
 //! index.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn run(cwd: &Path, script: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_napster"))
-        .current_dir(cwd)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
-    child.wait_with_output().unwrap()
-}
+use std::path::Path;
+use std::process::Output;
+
+use common::process::{Napster, Running, last_word};
+
+/// The shell logs errors only; its lines are awaited without a limit.
+const NAPSTER: Napster = Napster {
+    log: "error",
+    patience: None,
+};
 
 /// Rows of the result table(s) in `stdout` (lines that start with the table border).
 fn rows(stdout: &str) -> Vec<&str> {
@@ -46,7 +42,7 @@ fn library(dir: &Path) {
 fn script(tmp: &Path, searches: &str) -> Output {
     let share = tmp.join("share");
     library(&share);
-    run(
+    NAPSTER.run(
         tmp,
         &format!("serve 0\nregister {} 0\n{searches}quit\n", share.display()),
     )
@@ -119,7 +115,7 @@ fn limits_collapsing_and_browsing() {
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
     library(&share);
-    let out = run(
+    let out = NAPSTER.run(
         tmp.path(),
         &format!(
             "serve 0\nregister {} 0\nsearch -n 2 o\nsearch -n 2 moon\nsearch -c moon\nfiles 1\n\
@@ -172,8 +168,8 @@ fn collapsed_rows_count_the_peers_sharing_the_same_contents() {
     let b = tmp.path().join("b");
     library(&a);
     library(&b);
-    let index = run_serving_index(tmp.path(), &[&a, &b]);
-    let out = run(
+    let (index, _serving) = run_serving_index(tmp.path(), &[&a, &b]);
+    let out = NAPSTER.run(
         tmp.path(),
         &format!("connect {index}\nsearch -c moon.mp3\n"),
     );
@@ -188,53 +184,24 @@ fn collapsed_rows_count_the_peers_sharing_the_same_contents() {
     assert!(stdout.contains("4 files on 2 peers"), "{stdout}");
 }
 
-/// An index and one sharing process per folder; returns the index address. The
-/// processes end with the test (their stdin closes, their parent reaps them on drop).
-fn run_serving_index(tmp: &Path, folders: &[&Path]) -> String {
-    use std::io::{BufRead, BufReader};
+/// An index and one sharing process per folder, their stdin closed; returns the index
+/// address and the processes, which are killed when dropped.
+fn run_serving_index(tmp: &Path, folders: &[&Path]) -> (String, Vec<Running>) {
     let start = |script: String, needle: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_napster"))
-            .current_dir(tmp)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains(needle))
-            .unwrap();
-        KEEP.with(|k| k.borrow_mut().push(Reaped(child)));
-        line
+        let mut process = NAPSTER.start(tmp, &script);
+        process.end_input();
+        let line = process.wait_for(needle);
+        (process, line)
     };
-    let line = start("serve 0\n".into(), "listening on");
-    let index = line.rsplit(' ').next().unwrap().to_owned();
+    let (index_process, line) = start("serve 0\n".into(), "listening on");
+    let index = last_word(&line);
+    let mut processes = vec![index_process];
     for folder in folders {
-        start(
+        let (peer, _) = start(
             format!("connect {index}\nregister {} 0\n", folder.display()),
             "registered",
         );
+        processes.push(peer);
     }
-    index
-}
-
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-thread_local! {
-    static KEEP: std::cell::RefCell<Vec<Reaped>> = const { std::cell::RefCell::new(Vec::new()) };
+    (index, processes)
 }

@@ -1,50 +1,21 @@
 //! Liveness: a peer's files live exactly as long as its session, and a peer whose index
 //! restarts registers again by itself.
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+mod common;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{share_folder, sharing_settings, start_index_at};
 use napster::client::IndexClient;
-use napster::index::{self, MemoryStore};
-use napster::peer::{Sharing, SharingSettings, server, share};
+use napster::index;
 use napster::protocol::Limits;
-use napster::runtime::{self, ShutdownTrigger};
-use smol::{Async, Task};
 
 fn settings(ttl: Duration) -> index::Settings {
     index::Settings {
         session_ttl: ttl,
         ..index::Settings::default()
     }
-}
-
-fn start_index_on(
-    addr: SocketAddr,
-    ttl: Duration,
-) -> (SocketAddr, ShutdownTrigger, Task<napster::Result<()>>) {
-    let listener = Async::<TcpListener>::bind(addr).unwrap();
-    let addr = listener.get_ref().local_addr().unwrap();
-    let (trigger, shutdown) = runtime::shutdown_pair();
-    let store = Arc::new(MemoryStore::new());
-    let task = runtime::spawn(index::run(listener, store, settings(ttl), shutdown));
-    (addr, trigger, task)
-}
-
-async fn share_folder(dir: &std::path::Path, index: SocketAddr, ttl: Duration) -> Sharing {
-    let share = share::scan(dir).unwrap().hash(&|_| {}).unwrap();
-    let settings = SharingSettings {
-        host: None,
-        port: 0,
-        server: server::Settings {
-            limits: Limits::default(),
-            max_uploads: 4,
-            upload: Arc::new(napster::peer::limit::RateLimit::new(0)),
-        },
-        session_ttl: ttl,
-        living: Default::default(),
-    };
-    Sharing::start(share, &[index], &settings).await.unwrap()
 }
 
 /// Poll the index until `pattern` finds `count` files, or fail after a deadline.
@@ -69,16 +40,16 @@ async fn wait_for_hits(index: SocketAddr, pattern: &str, count: usize) -> Durati
 fn peers_register_again_by_themselves_when_the_index_restarts() {
     smol::block_on(async {
         let ttl = Duration::from_secs(30);
-        let (addr, trigger, task) = start_index_on(([127, 0, 0, 1], 0).into(), ttl);
+        let (addr, trigger, task) = start_index_at(([127, 0, 0, 1], 0).into(), settings(ttl));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("survivor.txt"), "still here").unwrap();
-        let peer = share_folder(dir.path(), addr, ttl).await;
+        let peer = share_folder(dir.path(), addr, &sharing_settings(4, ttl)).await;
         wait_for_hits(addr, "survivor", 1).await;
 
         // The index goes away: everything it knew is lost.
         trigger.trigger();
         task.await.unwrap();
-        let (again, _trigger2, _task2) = start_index_on(addr, ttl);
+        let (again, _trigger2, _task2) = start_index_at(addr, settings(ttl));
         assert_eq!(again, addr);
         // The session notices the closed connection at once (not at its next heartbeat,
         // 10 s away) and registers again after a short backoff.
@@ -95,7 +66,7 @@ fn peers_register_again_by_themselves_when_the_index_restarts() {
 fn a_silent_session_expires_after_the_ttl() {
     smol::block_on(async {
         let ttl = Duration::from_millis(600);
-        let (addr, _trigger, _task) = start_index_on(([127, 0, 0, 1], 0).into(), ttl);
+        let (addr, _trigger, _task) = start_index_at(([127, 0, 0, 1], 0).into(), settings(ttl));
         // A raw client registers and then says nothing at all.
         let mut silent = IndexClient::connect(addr, Limits::default()).await.unwrap();
         let file = napster::protocol::FileEntry {
@@ -121,10 +92,10 @@ fn a_silent_session_expires_after_the_ttl() {
 fn a_live_peer_with_heartbeats_outlives_the_ttl() {
     smol::block_on(async {
         let ttl = Duration::from_millis(600);
-        let (addr, _trigger, _task) = start_index_on(([127, 0, 0, 1], 0).into(), ttl);
+        let (addr, _trigger, _task) = start_index_at(([127, 0, 0, 1], 0).into(), settings(ttl));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("alive.txt"), "beating").unwrap();
-        let peer = share_folder(dir.path(), addr, ttl).await;
+        let peer = share_folder(dir.path(), addr, &sharing_settings(4, ttl)).await;
         let id = peer.state().peer_id;
         // Several TTLs later the files are still there, under the same Peer ID.
         smol::Timer::after(ttl * 4).await;

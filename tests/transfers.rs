@@ -1,54 +1,31 @@
 //! The transfer engine end to end: several peers at once, a corrupt peer, a dying peer,
 //! and resuming a cancelled download.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::process::{Napster, signal};
+use common::{noise_words, share_folder, sharing_settings, start_index};
 use napster::client::IndexClient;
-use napster::index::{self, MemoryStore};
+use napster::index;
+use napster::peer::Sharing;
 use napster::peer::download::{self, Cancel, Downloaded};
 use napster::peer::limit::RateLimit;
 use napster::peer::transfer::{Job, Status};
-use napster::peer::{Sharing, SharingSettings, server, share};
 use napster::protocol::{Hit, Limits};
-use napster::runtime::{self, ShutdownTrigger};
-use smol::Async;
 
 const MIB: usize = 1 << 20;
 
-fn start_index() -> (SocketAddr, ShutdownTrigger) {
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-    let addr = listener.get_ref().local_addr().unwrap();
-    let (trigger, shutdown) = runtime::shutdown_pair();
-    let store = Arc::new(MemoryStore::new());
-    runtime::spawn(index::run(
-        listener,
-        store,
-        index::Settings::default(),
-        shutdown,
-    ))
-    .detach();
-    (addr, trigger)
-}
-
-/// Pseudo-random bytes: every chunk differs from every other.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+/// The peer process that dies logs errors only; its lines are awaited without a limit.
+const NAPSTER: Napster = Napster {
+    log: "error",
+    patience: None,
+};
 
 async fn share_bytes(
     index: SocketAddr,
@@ -57,22 +34,8 @@ async fn share_bytes(
 ) -> (Sharing, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(name), contents).unwrap();
-    let share = share::scan(dir.path()).unwrap().hash(&|_| {}).unwrap();
-    let settings = SharingSettings {
-        host: None,
-        port: 0,
-        server: server::Settings {
-            limits: Limits::default(),
-            max_uploads: 8,
-            upload: Arc::new(RateLimit::new(0)),
-        },
-        session_ttl: Duration::from_secs(30),
-        living: Default::default(),
-    };
-    (
-        Sharing::start(share, &[index], &settings).await.unwrap(),
-        dir,
-    )
+    let settings = sharing_settings(8, Duration::from_secs(30));
+    (share_folder(dir.path(), index, &settings).await, dir)
 }
 
 fn job(
@@ -117,8 +80,8 @@ fn assert_saved(done: &Downloaded, contents: &[u8]) {
 #[test]
 fn chunks_come_from_every_peer_that_has_the_file() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
-        let contents = noise(1, 24 * MIB + 12345);
+        let (index, _stop) = start_index(index::Settings::default());
+        let contents = noise_words(1, 24 * MIB + 12345);
         let mut peers = Vec::new();
         for _ in 0..3 {
             peers.push(share_bytes(index, "album.flac", &contents).await);
@@ -145,13 +108,17 @@ fn chunks_come_from_every_peer_that_has_the_file() {
 #[test]
 fn a_corrupt_peer_is_dropped_and_its_chunks_fetched_elsewhere() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
-        let contents = noise(2, 16 * MIB);
+        let (index, _stop) = start_index(index::Settings::default());
+        let contents = noise_words(2, 16 * MIB);
         let (good1, _d1) = share_bytes(index, "movie.mkv", &contents).await;
         let (bad, bad_dir) = share_bytes(index, "movie.mkv", &contents).await;
         let (good2, _d2) = share_bytes(index, "movie.mkv", &contents).await;
         // The bad peer's file rots after it registered: same size, other bytes.
-        std::fs::write(bad_dir.path().join("movie.mkv"), noise(99, contents.len())).unwrap();
+        std::fs::write(
+            bad_dir.path().join("movie.mkv"),
+            noise_words(99, contents.len()),
+        )
+        .unwrap();
         let sources = lookup(index, "movie.mkv").await;
         let into = tempfile::tempdir().unwrap();
         let done = download::fetch(job(
@@ -177,43 +144,20 @@ fn a_corrupt_peer_is_dropped_and_its_chunks_fetched_elsewhere() {
     });
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_peer_that_dies_mid_download_hands_its_chunks_to_the_others() {
     let tmp = tempfile::tempdir().unwrap();
-    let contents = noise(3, 48 * MIB);
-    let (index, _stop) = start_index();
+    let contents = noise_words(3, 48 * MIB);
+    let (index, _stop) = start_index(index::Settings::default());
     // The peer that will die is a separate process, so that it can really be killed.
     let share_dir = tmp.path().join("share");
     std::fs::create_dir(&share_dir).unwrap();
     std::fs::write(share_dir.join("big.iso"), &contents).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_napster"))
-        .current_dir(tmp.path())
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let script = format!("connect {index}\nregister {} 0\n", share_dir.display());
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let registered = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("registered as peer")));
-    assert!(registered.is_some());
+    let mut child = NAPSTER.start(tmp.path(), &script);
+    child.end_input();
+    child.wait_for("registered as peer");
     let pid = child.id();
-    let _child = Killed(child);
 
     smol::block_on(async {
         let (survivor, _dir) = share_bytes(index, "big.iso", &contents).await;
@@ -228,9 +172,7 @@ fn a_peer_that_dies_mid_download_hands_its_chunks_to_the_others() {
                 if received.fetch_add(n, Ordering::SeqCst) + n >= 8 << 20
                     && !killed.swap(true, Ordering::SeqCst)
                 {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
+                    let _ = signal(pid, "KILL");
                 }
             })
         };
@@ -246,8 +188,8 @@ fn a_peer_that_dies_mid_download_hands_its_chunks_to_the_others() {
 #[test]
 fn a_cancelled_download_resumes_without_fetching_again() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
-        let contents = noise(4, 20 * MIB + 7);
+        let (index, _stop) = start_index(index::Settings::default());
+        let contents = noise_words(4, 20 * MIB + 7);
         let (_peer, _dir) = share_bytes(index, "talk.ogg", &contents).await;
         let sources = lookup(index, "talk.ogg").await;
         let into = tempfile::tempdir().unwrap();

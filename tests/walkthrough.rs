@@ -1,34 +1,19 @@
 //! The seed's walk-through, in-process: an index, two peers whose folders overlap, and a
 //! downloader, all on port 0.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{share_folder, sharing_settings, start_index};
 use napster::Error;
 use napster::client::IndexClient;
-use napster::index::{self, MemoryStore};
+use napster::index;
+use napster::peer::SharingSettings;
 use napster::peer::download::{self, Cancel};
-use napster::peer::{Sharing, SharingSettings, server, share};
 use napster::protocol::{Hit, Limits};
-use napster::runtime::{self, ShutdownTrigger};
-use smol::Async;
-
-fn start_index() -> (SocketAddr, ShutdownTrigger) {
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-    let addr = listener.get_ref().local_addr().unwrap();
-    let (trigger, shutdown) = runtime::shutdown_pair();
-    let store = Arc::new(MemoryStore::new());
-    runtime::spawn(index::run(
-        listener,
-        store,
-        index::Settings::default(),
-        shutdown,
-    ))
-    .detach();
-    (addr, trigger)
-}
 
 fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -38,20 +23,9 @@ fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-async fn share_folder(dir: &Path, index: SocketAddr) -> Sharing {
-    let share = share::scan(dir).unwrap().hash(&|_| {}).unwrap();
-    let settings = SharingSettings {
-        host: None,
-        port: 0,
-        server: server::Settings {
-            limits: Limits::default(),
-            max_uploads: 16,
-            upload: Arc::new(napster::peer::limit::RateLimit::new(0)),
-        },
-        session_ttl: Duration::from_secs(30),
-        living: Default::default(),
-    };
-    Sharing::start(share, &[index], &settings).await.unwrap()
+/// How these tests' peers share: up to 16 uploads at once, a 30 s session TTL.
+fn peer_settings() -> SharingSettings {
+    sharing_settings(16, Duration::from_secs(30))
 }
 
 async fn get(hit: &Hit, into: &Path) -> napster::Result<download::Downloaded> {
@@ -77,11 +51,11 @@ async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
 #[test]
 fn seed_walk_through_with_two_overlapping_peers() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let one = folder(&[("1.txt", "one"), ("6.txt", "six, the shared one")]);
         let two = folder(&[("6.txt", "six, the shared one"), ("7.txt", "seven")]);
-        let peer1 = share_folder(one.path(), index).await;
-        let peer2 = share_folder(two.path(), index).await;
+        let peer1 = share_folder(one.path(), index, &peer_settings()).await;
+        let peer2 = share_folder(two.path(), index, &peer_settings()).await;
         let (id1, id2) = (peer1.state().peer_id, peer2.state().peer_id);
         assert_ne!(id1, id2);
 
@@ -116,9 +90,9 @@ fn seed_walk_through_with_two_overlapping_peers() {
 #[test]
 fn unknown_file_and_unknown_peer_are_clear_errors() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let dir = folder(&[("6.txt", "six")]);
-        let peer = share_folder(dir.path(), index).await;
+        let peer = share_folder(dir.path(), index, &peer_settings()).await;
         let mut client = IndexClient::connect(index, Limits::default())
             .await
             .unwrap();
@@ -145,11 +119,11 @@ fn unknown_file_and_unknown_peer_are_clear_errors() {
 #[test]
 fn different_contents_under_one_name_ask_which_peer() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let a = folder(&[("song.mp3", "version a")]);
         let b = folder(&[("song.mp3", "version b")]);
-        let _pa = share_folder(a.path(), index).await;
-        let _pb = share_folder(b.path(), index).await;
+        let _pa = share_folder(a.path(), index, &peer_settings()).await;
+        let _pb = share_folder(b.path(), index, &peer_settings()).await;
         let mut client = IndexClient::connect(index, Limits::default())
             .await
             .unwrap();
@@ -171,9 +145,9 @@ fn different_contents_under_one_name_ask_which_peer() {
 #[test]
 fn file_changed_after_registering_is_never_kept() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let dir = folder(&[("same-size.txt", "original!"), ("grown.txt", "short")]);
-        let _peer = share_folder(dir.path(), index).await;
+        let _peer = share_folder(dir.path(), index, &peer_settings()).await;
         std::fs::write(dir.path().join("same-size.txt"), "tampered!").unwrap();
         std::fs::write(dir.path().join("grown.txt"), "much longer now").unwrap();
         let mut client = IndexClient::connect(index, Limits::default())
@@ -209,9 +183,9 @@ fn file_changed_after_registering_is_never_kept() {
 #[test]
 fn existing_identical_file_is_kept_and_different_one_is_not_overwritten() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let dir = folder(&[("a.txt", "peer's contents")]);
-        let _peer = share_folder(dir.path(), index).await;
+        let _peer = share_folder(dir.path(), index, &peer_settings()).await;
         let mut client = IndexClient::connect(index, Limits::default())
             .await
             .unwrap();
@@ -234,11 +208,11 @@ fn existing_identical_file_is_kept_and_different_one_is_not_overwritten() {
 #[test]
 fn a_peer_that_leaves_leaves_search_results() {
     smol::block_on(async {
-        let (index, _stop) = start_index();
+        let (index, _stop) = start_index(index::Settings::default());
         let a = folder(&[("shared.txt", "x")]);
         let b = folder(&[("shared.txt", "x")]);
-        let pa = share_folder(a.path(), index).await;
-        let pb = share_folder(b.path(), index).await;
+        let pa = share_folder(a.path(), index, &peer_settings()).await;
+        let pb = share_folder(b.path(), index, &peer_settings()).await;
         let gone = pa.state().peer_id;
         let stays = pb.state().peer_id;
         let mut client = IndexClient::connect(index, Limits::default())

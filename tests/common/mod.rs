@@ -1,7 +1,11 @@
-//! Helpers shared by the hostile-input tests: servers started in-process on port 0, a
-//! raw socket that speaks frames by hand, and a bounded wait for a condition.
+//! Helpers shared by the integration tests: index servers and sharing peers started
+//! in-process on port 0, a raw socket that speaks frames by hand, a bounded wait for a
+//! condition, deterministic file contents; and, in [`process`], the real binary run
+//! from a script.
 
 #![allow(dead_code)]
+
+pub mod process;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
@@ -13,14 +17,14 @@ use napster::client::IndexClient;
 use napster::index::{self, MemoryStore, Settings};
 use napster::peer::limit::RateLimit;
 use napster::peer::server::{self as file_server, SharedFolder};
-use napster::peer::share;
+use napster::peer::{Sharing, SharingSettings, share};
 use napster::protocol::{
     self, ErrorCode, FileEntry, IndexRequest, IndexResponse, Limits, PeerRequest, PeerResponse,
 };
 use napster::runtime::{self, ShutdownTrigger};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use smol::Async;
+use smol::{Async, Task};
 
 /// Longest any single wait in these tests may take before it counts as a hang.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -56,15 +60,48 @@ pub fn hostile_index_settings() -> Settings {
 /// Start an index server with `settings` on 127.0.0.1, any port. Dropping (or
 /// triggering) the returned trigger stops it.
 pub fn start_index(settings: Settings) -> (SocketAddr, ShutdownTrigger) {
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("binding the index");
+    let (addr, trigger, task) = start_index_at(([127, 0, 0, 1], 0).into(), settings);
+    task.detach();
+    (addr, trigger)
+}
+
+/// Start an in-memory index server with `settings` listening on `addr` (port 0: any);
+/// its address, the trigger that stops it, and its task, which ends once it stopped.
+pub fn start_index_at(
+    addr: SocketAddr,
+    settings: Settings,
+) -> (SocketAddr, ShutdownTrigger, Task<napster::Result<()>>) {
+    let listener = Async::<TcpListener>::bind(addr).expect("binding the index");
     let addr = listener
         .get_ref()
         .local_addr()
         .expect("the index's address");
     let (trigger, shutdown) = runtime::shutdown_pair();
     let store = Arc::new(MemoryStore::new());
-    runtime::spawn(index::run(listener, store, settings, shutdown)).detach();
-    (addr, trigger)
+    let task = runtime::spawn(index::run(listener, store, settings, shutdown));
+    (addr, trigger, task)
+}
+
+/// Settings for a sharing peer: any port, default frame limits, no upload limit, at
+/// most `max_uploads` at once, heartbeats for `session_ttl`, default living share.
+pub fn sharing_settings(max_uploads: usize, session_ttl: Duration) -> SharingSettings {
+    SharingSettings {
+        host: None,
+        port: 0,
+        server: file_server::Settings {
+            limits: Limits::default(),
+            max_uploads,
+            upload: Arc::new(RateLimit::new(0)),
+        },
+        session_ttl,
+        living: Default::default(),
+    }
+}
+
+/// Scan and hash `dir`, then share it with the index at `index` under `settings`.
+pub async fn share_folder(dir: &Path, index: SocketAddr, settings: &SharingSettings) -> Sharing {
+    let share = share::scan(dir).unwrap().hash(&|_| {}).unwrap();
+    Sharing::start(share, &[index], settings).await.unwrap()
 }
 
 /// Connect a well-behaved index client.
@@ -540,17 +577,41 @@ impl FileServer {
     }
 }
 
+/// The xorshift64 generator behind [`noise`] and [`noise_words`].
+struct Xorshift(u64);
+
+impl Xorshift {
+    /// A generator seeded from `seed` (any value, zero included).
+    fn new(seed: u64) -> Xorshift {
+        Xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next state.
+    fn step(&mut self) -> u64 {
+        let x = &mut self.0;
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), for file contents and noise.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut rng = Xorshift::new(seed);
+    (0..len).map(|_| (rng.step() >> 24) as u8).collect()
+}
+
+/// Deterministic pseudo-random bytes, eight per xorshift step: quick for large files,
+/// and every chunk differs from every other.
+pub fn noise_words(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Xorshift::new(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.step().to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// Every path under `dir` (recursively, symlinks not followed) with the contents of the

@@ -75,24 +75,7 @@ impl Postgres {
                 data.to_str().unwrap(),
             ],
         );
-        let options = format!(
-            "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            pg.dir.path().display()
-        );
-        let log = pg.dir.path().join("postgres.log");
-        pg.run(
-            "pg_ctl",
-            &[
-                "-w",
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &options,
-                "start",
-            ],
-        );
+        pg.pg_ctl_start();
         pg
     }
 
@@ -107,9 +90,17 @@ impl Postgres {
 
     /// Start the server again after [`Postgres::pause`].
     pub fn resume(&self) {
+        self.pg_ctl_start();
+    }
+
+    /// Start the server with `pg_ctl`, waiting until it accepts connections: on the
+    /// socket in the temporary folder only, logging to `postgres.log` there, and not
+    /// waiting for the disk (a throwaway database needs no durability).
+    fn pg_ctl_start(&self) {
         let data = self.data();
         let options = format!(
-            "-k {} -p {PORT} -c listen_addresses='' -c fsync=off",
+            "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off",
             self.dir.path().display()
         );
         let log = self.dir.path().join("postgres.log");
@@ -160,18 +151,26 @@ impl Postgres {
         self.dir.path().join("data")
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// A command running the server binary `tool`, as the `postgres` user when we are
+    /// root.
+    fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
-        let output = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
         } else {
-            Command::new(&program).args(args).output()
+            Command::new(program)
         }
-        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    }
+
+    /// Run the server binary `tool` with `args`, asserting that it succeeds.
+    fn run(&self, tool: &str, args: &[&str]) {
+        let output = self
+            .command(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.join(tool).display()));
         assert!(
             output.status.success(),
             "{tool} failed: {}{}",
@@ -209,16 +208,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data();
-        let program = self.bin.join("pg_ctl");
         let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
-        let _ = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
+        let _ = self.command("pg_ctl").args(args).output();
     }
 }

@@ -1,0 +1,166 @@
+//! The real `napster` binary driven from tests: a script piped to its stdin, run to
+//! completion or kept running with its stdout read line by line; every child is killed
+//! when its handle is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The napster binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_napster");
+
+/// How a test file runs napster: the log level it sets (`RUST_LOG`), and how long a
+/// [`Running`] process may take to print each awaited line (`None`: no limit).
+#[derive(Debug, Clone, Copy)]
+pub struct Napster {
+    /// The value of `RUST_LOG`.
+    pub log: &'static str,
+    /// The longest wait for one line of stdout, if any.
+    pub patience: Option<Duration>,
+}
+
+impl Napster {
+    /// A command that runs napster in `cwd` with `RUST_LOG` set, stdin and stdout
+    /// piped.
+    pub fn command(&self, cwd: &Path) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(cwd)
+            .env("RUST_LOG", self.log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        command
+    }
+
+    /// Run `script` in `cwd` to completion; its exit status, stdout and stderr.
+    pub fn run(&self, cwd: &Path, script: &str) -> Output {
+        let mut child = self.command(cwd).stderr(Stdio::piped()).spawn().unwrap();
+        // A process that refuses to start may close its input before reading it.
+        let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Start napster in `cwd` and feed it `script`, leaving stdin open (see
+    /// [`Running::end_input`]); stderr goes to the test's.
+    pub fn start(&self, cwd: &Path, script: &str) -> Running {
+        let mut child = self.command(cwd).spawn().expect("napster starts");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(script.as_bytes()).unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child: Killed(child),
+            stdin: Some(stdin),
+            lines,
+            seen: Vec::new(),
+            patience: self.patience,
+        }
+    }
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A napster process kept running with its stdout read line by line; killed when
+/// dropped.
+pub struct Running {
+    child: Killed,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    patience: Option<Duration>,
+}
+
+impl Running {
+    /// The next line of stdout, or `None` once stdout closed or the patience ran out.
+    fn recv(&mut self) -> Option<String> {
+        let line = match self.patience {
+            Some(patience) => self.lines.recv_timeout(patience).ok(),
+            None => self.lines.recv().ok(),
+        }?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// The next stdout line.
+    pub fn next_line(&mut self) -> String {
+        self.recv()
+            .unwrap_or_else(|| panic!("no more lines; saw {:#?}", self.seen))
+    }
+
+    /// The first stdout line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.recv() {
+                Some(line) if line.contains(needle) => return line,
+                Some(_) => {}
+                None => panic!("no line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The process ID.
+    pub fn id(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Close stdin: a serving process keeps serving.
+    pub fn end_input(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        assert!(signal(self.id(), "TERM"), "kill -TERM failed");
+        self.child.0.wait().unwrap()
+    }
+
+    /// Kill the process and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+}
+
+/// Send the signal `name` (`"TERM"`, `"KILL"`, ...) to process `pid` with kill(1);
+/// whether kill succeeded.
+pub fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Kill process `pid` with SIGKILL, asserting that kill(1) succeeded.
+pub fn kill9(pid: u32) {
+    assert!(signal(pid, "KILL"), "kill -KILL {pid} failed");
+}
+
+/// The last word of a line, such as the address in `... listening on 127.0.0.1:4321`.
+pub fn last_word(line: &str) -> String {
+    line.split_whitespace().last().unwrap().to_owned()
+}
+
+/// Bytes from a process's stdout or stderr as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
