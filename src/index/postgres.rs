@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::error::{Error, Result};
-use crate::index::store::{NameMatch, Query, Registration, Store};
+use crate::index::store::{NameMatch, Query, Registration, Store, not_owner};
 use crate::peer::share::to_hex;
 use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
 
@@ -47,13 +47,6 @@ fn db(e: sqlx::Error) -> Error {
     Error::msg(format!("database: {e}"))
 }
 
-fn not_owner() -> Error {
-    Error::Remote {
-        code: ErrorCode::NotRegistered,
-        message: "this session no longer owns the peer's files (it registered again elsewhere)"
-            .into(),
-    }
-}
 
 /// `url` with any password replaced, for messages.
 fn redacted(url: &str) -> String {

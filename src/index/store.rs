@@ -233,7 +233,8 @@ pub struct MemoryStore {
     inner: RwLock<Inner>,
 }
 
-fn not_owner() -> Error {
+/// The error for a session that no longer owns its peer's files.
+pub(crate) fn not_owner() -> Error {
     Error::Remote {
         code: ErrorCode::NotRegistered,
         message: "this session no longer owns the peer's files (it registered again elsewhere)"
