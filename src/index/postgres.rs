@@ -20,7 +20,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use crate::error::{Error, Result};
 use crate::index::store::{NameMatch, Query, Registration, Store, not_owner};
 use crate::peer::share::to_hex;
-use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Hit, PeerInfo};
 
 /// Connections each index server keeps to the database.
 const POOL_SIZE: u32 = 16;
@@ -46,7 +46,6 @@ pub struct PgStore {
 fn db(e: sqlx::Error) -> Error {
     Error::msg(format!("database: {e}"))
 }
-
 
 /// `url` with any password replaced, for messages.
 fn redacted(url: &str) -> String {
