@@ -158,6 +158,16 @@ fn the_ignore_rule_and_files_still_being_written() {
             .map(|h| h.file.name)
             .collect();
         assert_eq!(names, ["keep.txt"]);
+
+        // A shared file being rewritten (or only re-linked, or chmodded) stays announced
+        // as it was until it settles: it does not vanish from the index meanwhile.
+        let before = hits(index, "keep.txt").await;
+        std::fs::write(dir.path().join("keep.txt"), "k, being rewritten").unwrap();
+        std::fs::hard_link(dir.path().join("keep.txt"), dir.path().join(".link")).unwrap();
+        let done = peer.refresh().await.unwrap();
+        assert!(done.changes.is_empty(), "{:?}", done.changes);
+        assert_eq!(done.unsettled, 2);
+        assert_eq!(hits(index, "keep.txt").await, before);
     });
 }
 

@@ -140,12 +140,19 @@ impl Shared {
         let excluded = locked(&self.excluded).clone();
         let mut listing = share::scan_roots(&roots, &self.living.ignore, None)?;
         // Files shared as they are now are settled whatever their age; new or changed
-        // ones must have stopped changing first.
+        // ones must have stopped changing first. A shared file that is changing (or
+        // whose metadata alone changed: a chmod, a new hard link) stays announced as it
+        // was until it settles; a downloader catches any difference by its hash.
         let unsettled = {
             let current = self.folder.read().unwrap_or_else(|e| e.into_inner());
             listing.settle(self.living.settle, |name, stamp| current.has(name, stamp))
         };
-        let (share, stats) = listing.hash_with(&self.living.cache, &|_| {})?;
+        let (mut share, stats) = listing.hash_with(&self.living.cache, &|_| {})?;
+        share.carry_over(
+            &self.folder.read().unwrap_or_else(|e| e.into_inner()),
+            &unsettled,
+        );
+        let unsettled = unsettled.len();
         let share = share.without(|f| {
             excluded.contains(&f.entry.name)
                 || excluded.contains(&f.path.to_string_lossy().into_owned())

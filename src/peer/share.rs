@@ -124,17 +124,25 @@ impl Listing {
     }
 
     /// Leave out the files that changed less than `settle` ago, except those `known`
-    /// (already shared as they are); returns how many were left out.
-    pub fn settle(&mut self, settle: Duration, known: impl Fn(&str, &Stamp) -> bool) -> usize {
+    /// (already shared as they are); returns the names left out.
+    pub fn settle(
+        &mut self,
+        settle: Duration,
+        known: impl Fn(&str, &Stamp) -> bool,
+    ) -> Vec<String> {
         let now_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
-        let before = self.found.len();
+        let mut left_out = Vec::new();
         self.found.retain(|f| {
-            known(&f.name, &f.stamp) || now_ns - f.stamp.changed_ns() >= settle.as_nanos() as i128
+            let settled = known(&f.name, &f.stamp)
+                || now_ns - f.stamp.changed_ns() >= settle.as_nanos() as i128;
+            if !settled {
+                left_out.push(f.name.clone());
+            }
+            settled
         });
-        let left_out = before - self.found.len();
-        self.unsettled += left_out;
+        self.unsettled += left_out.len();
         left_out
     }
 
@@ -417,6 +425,18 @@ impl Share {
     /// Sum of the files' sizes.
     pub fn bytes(&self) -> u64 {
         self.files.values().map(|f| f.entry.size).sum()
+    }
+
+    /// Keep sharing `older`'s entries for `names` (files changing on disk right now:
+    /// until they settle, what was announced stays announced).
+    pub fn carry_over(&mut self, older: &Share, names: &[String]) {
+        for name in names {
+            if let Some(file) = older.files.get(name)
+                && older.roots.get(file.root) == self.roots.get(file.root)
+            {
+                self.files.insert(name.clone(), file.clone());
+            }
+        }
     }
 
     /// Leave out the files `drop` names (by name or by path).
