@@ -239,9 +239,9 @@ async fn silent_peers_expire<S: Store>(store: Arc<S>) {
         .await
         .unwrap();
     assert_eq!(store.expire(Duration::from_secs(60)).await.unwrap(), 0);
-    smol::Timer::after(Duration::from_millis(300)).await;
+    smol::Timer::after(Duration::from_millis(1000)).await;
     store.touch(busy, 2).await.unwrap();
-    assert_eq!(store.expire(Duration::from_millis(200)).await.unwrap(), 1);
+    assert_eq!(store.expire(Duration::from_millis(500)).await.unwrap(), 1);
     assert_eq!(
         find(&*store, Query::pattern(".txt")).await,
         set(&["busy.txt"])
