@@ -295,7 +295,7 @@ impl Shell {
             sharing.addr
         );
         say!(
-            "hashed {} ({}); {} unchanged since last time, from the hash cache",
+            "read and hashed {} ({}); {} known from the hash cache, unread",
             render::count(stats.hashed_files as u64, "file"),
             render::size(stats.hashed_bytes),
             render::count(stats.cached_files as u64, "file")
