@@ -158,6 +158,8 @@ fn error(code: ErrorCode, message: impl Into<String>) -> IndexResponse {
 struct Session {
     id: u64,
     peer: Option<u64>,
+    /// How many files the peer shares, as the store last said.
+    files: u64,
     from: SocketAddr,
 }
 
@@ -194,6 +196,7 @@ impl<S: Store> Server<S> {
         let mut session = Session {
             id: self.next_session.fetch_add(1, Ordering::SeqCst),
             peer: None,
+            files: 0,
             from,
         };
         let result = self.requests(&mut conn, &mut session, &shutdown).await;
@@ -296,6 +299,7 @@ impl<S: Store> Server<S> {
                     self.store.unregister(old, session.id).await?;
                 }
                 session.peer = Some(peer_id);
+                session.files = count;
                 info!("peer {peer_id} registered {count} file(s), serving at {addr}");
                 IndexResponse::Registered {
                     peer_id,
@@ -304,18 +308,15 @@ impl<S: Store> Server<S> {
             }
             IndexRequest::AddFiles { files } => {
                 let peer = registered(session)?;
-                let current = self.store.peers().await?;
-                let have = current
-                    .iter()
-                    .find(|p| p.peer_id == peer)
-                    .map_or(0, |p| p.files as usize);
-                self.check_files(&files, have)?;
+                self.check_files(&files, session.files as usize)?;
                 let files = self.store.add_files(peer, session.id, files).await?;
+                session.files = files;
                 IndexResponse::Done { files }
             }
             IndexRequest::RemoveFiles { names } => {
                 let peer = registered(session)?;
                 let files = self.store.remove_files(peer, session.id, names).await?;
+                session.files = files;
                 IndexResponse::Done { files }
             }
             IndexRequest::Unregister {} => {
