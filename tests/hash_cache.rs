@@ -21,7 +21,7 @@ fn bytes_read() -> u64 {
 
 fn register(dir: &Path, cache_file: &Path) -> (share::Share, share::HashStats) {
     let cache = Mutex::new(HashCache::load(cache_file));
-    let listing = share::scan_roots(&[dir.to_owned()], &Ignore::default(), None).unwrap();
+    let listing = share::scan_roots(&[dir.to_owned()], &Ignore::default()).unwrap();
     let result = listing.hash_with(&cache, &|_| {}).unwrap();
     cache.into_inner().unwrap().save();
     result

@@ -138,7 +138,7 @@ impl Shared {
     fn refresh_now(&self) -> Result<Refreshed> {
         let roots = locked(&self.roots).clone();
         let excluded = locked(&self.excluded).clone();
-        let mut listing = share::scan_roots(&roots, &self.living.ignore, None)?;
+        let mut listing = share::scan_roots(&roots, &self.living.ignore)?;
         // Files shared as they are now are settled whatever their age; new or changed
         // ones must have stopped changing first. A shared file that is changing (or
         // whose metadata alone changed: a chmod, a new hard link) stays announced as it

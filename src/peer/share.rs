@@ -92,8 +92,6 @@ struct Found {
 pub struct Listing {
     roots: Vec<PathBuf>,
     found: Vec<Found>,
-    /// Files left out because they changed too recently to be complete.
-    pub unsettled: usize,
 }
 
 /// What a hashing pass did.
@@ -142,7 +140,6 @@ impl Listing {
             }
             settled
         });
-        self.unsettled += left_out.len();
         left_out
     }
 
@@ -272,38 +269,27 @@ pub fn shareable_folder(dir: &Path) -> Result<PathBuf> {
 /// List the regular files under `dir`, recursively, with `/`-separated relative names,
 /// leaving out what the default ignore rule names.
 pub fn scan(dir: &Path) -> Result<Listing> {
-    scan_roots(&[dir.to_owned()], &Ignore::default(), None)
+    scan_roots(&[dir.to_owned()], &Ignore::default())
 }
 
 /// List the regular files under every folder of `roots`, recursively, with names
 /// relative to their folder (`/`-separated); the first folder wins a name clash.
 ///
 /// Symlinks are followed only when they lead inside their shared folder; names the
-/// protocol cannot carry are skipped with a warning; with `settle`, files changed more
-/// recently than that are left out (counted in [`Listing::unsettled`]), so that a file
-/// still being written is not announced.
-pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore, settle: Option<Duration>) -> Result<Listing> {
+/// protocol cannot carry are skipped with a warning. Files still being written are left
+/// out afterwards, by [`Listing::settle`].
+pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
     let canonical = roots
         .iter()
         .map(|dir| shareable_folder(dir))
         .collect::<Result<Vec<_>>>()?;
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
     let mut found: Vec<Found> = Vec::new();
     let mut names = std::collections::HashSet::new();
-    let mut unsettled = 0;
     for (index, root) in canonical.iter().enumerate() {
         let mut here = Vec::new();
         walk(root, ignore, &mut here)?;
         here.sort_by(|a: &(String, PathBuf, Stamp), b| a.0.cmp(&b.0));
         for (name, path, stamp) in here {
-            if let Some(settle) = settle
-                && now_ns - stamp.changed_ns() < settle.as_nanos() as i128
-            {
-                unsettled += 1;
-                continue;
-            }
             if !names.insert(name.clone()) {
                 warn!(
                     "skipping {}: another shared folder has {name}",
@@ -322,7 +308,6 @@ pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore, settle: Option<Duration>) 
     Ok(Listing {
         roots: canonical,
         found,
-        unsettled,
     })
 }
 

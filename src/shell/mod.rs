@@ -254,7 +254,7 @@ impl Shell {
         let index = self.index_addrs()?;
         let living = self.living();
         let ignore = living.ignore.clone();
-        let listing = smol::unblock(move || share::scan_roots(&[dir], &ignore, None)).await?;
+        let listing = smol::unblock(move || share::scan_roots(&[dir], &ignore)).await?;
         let total = listing.bytes_to_hash(&living.cache.lock().unwrap_or_else(|e| e.into_inner()));
         let bar = self.progress_bar(total, "hashing");
         let progress = bar.clone();
