@@ -397,6 +397,22 @@ pub fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
+/// JSON bytes a hit's fields other than the name can take at most: keys, an IPv6 address
+/// with port, three 20-digit numbers and the two 64-digit hashes.
+const HIT_JSON_FIXED: usize = 360;
+
+/// An upper bound of a hit's JSON length, without encoding it. Names hold no control
+/// characters (they are checked on the way in), so only `"` and `\` grow when escaped.
+pub fn hit_json_bound(hit: &Hit) -> usize {
+    let escaped = hit
+        .file
+        .name
+        .bytes()
+        .filter(|b| matches!(b, b'"' | b'\\'))
+        .count();
+    hit.file.name.len() + escaped + HIT_JSON_FIXED
+}
+
 /// Encode a message as one frame: length then JSON.
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     let mut frame = vec![0; 4];

@@ -98,6 +98,18 @@ proptest! {
     }
 
     #[test]
+    fn a_hit_never_encodes_longer_than_its_bound(name in "[^\\p{Cc}]{1,200}") {
+        let hit = protocol::Hit {
+            peer_id: u64::MAX,
+            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap(),
+            file: FileEntry { name, size: u64::MAX, sha256: "f".repeat(64), chunks: "e".repeat(64) },
+            shared_at: i64::MIN,
+        };
+        let encoded = serde_json::to_vec(&hit).unwrap().len();
+        prop_assert!(encoded <= protocol::hit_json_bound(&hit), "{} > {}", encoded, protocol::hit_json_bound(&hit));
+    }
+
+    #[test]
     fn entries_round_trip(name in "[a-z0-9 ._-]{1,30}(/[a-z0-9._-]{1,10}){0,2}", size in 0u64..=i64::MAX as u64, sha in "[0-9a-f]{64}", chunks in "[0-9a-f]{64}") {
         let entry = FileEntry { name, size, sha256: sha, chunks };
         let message = IndexRequest::AddFiles { files: vec![entry] };

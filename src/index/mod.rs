@@ -422,12 +422,13 @@ impl<S: Store> Server<S> {
 
     /// A results message cut to what one frame can carry.
     fn results(&self, (mut hits, mut truncated): (Vec<protocol::Hit>, bool)) -> IndexResponse {
-        // Room for the envelope; each hit costs its JSON plus a comma.
+        // Room for the envelope; each hit costs at most its bound plus a comma. The
+        // bound spares encoding every hit twice on the search path.
         let mut room = (self.settings.limits.max_frame as usize).saturating_sub(256);
         let fits = hits
             .iter()
             .take_while(|hit| {
-                let cost = serde_json::to_vec(hit).map_or(usize::MAX, |v| v.len() + 1);
+                let cost = protocol::hit_json_bound(hit) + 1;
                 room = room.saturating_sub(cost);
                 room > 0
             })
