@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use napster::client::{IndexClient, Search};
+use napster::client::IndexClient;
+use napster::protocol::SearchQuery as Search;
 use napster::protocol::{FileEntry, Limits};
 use napster::runtime;
 use process::{BIN, Killed, last_word};

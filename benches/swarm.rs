@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use napster::client::IndexClient;
-use napster::peer::download::{self, Cancel};
-use napster::peer::limit::RateLimit;
-use napster::peer::transfer::{Job, Status};
+use napster::download::{self, Cancel};
+use napster::download::{Job, Status};
+use napster::limit::RateLimit;
 use napster::protocol::{Hit, Limits};
 use process::{Napster, Running, last_word};
 

@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use napster::client::IndexClient;
-use napster::peer::download::{self, Cancel};
+use napster::download::{self, Cancel};
 use napster::protocol::Limits;
 use sha2::{Digest, Sha256};
 

@@ -9,6 +9,10 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::protocol::Limits;
 
+/// Ignore patterns used when `napster.toml` gives none: hidden files and folders, editor
+/// backups, temporary and partial downloads (napster's own are always left out too).
+pub const DEFAULT_IGNORE: &[&str] = &[".*", "*~", "*.tmp", "*.part", "*.crdownload", "*.swp"];
+
 /// Name of the config file looked for in the working directory.
 pub const DEFAULT_FILE: &str = "napster.toml";
 
@@ -111,10 +115,7 @@ impl Default for PeerConfig {
             max_uploads: 256,
             upload_limit: "0".into(),
             download_limit: "0".into(),
-            ignore: crate::peer::share::DEFAULT_IGNORE
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
+            ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
             hash_cache: ".napster-hashes".into(),
             watch: true,
             rescan: 60.0,
@@ -236,7 +237,7 @@ impl Config {
             ("peer.upload_limit", &self.peer.upload_limit),
             ("peer.download_limit", &self.peer.download_limit),
         ] {
-            if let Err(e) = crate::peer::limit::parse_rate(value) {
+            if let Err(e) = crate::limit::parse_rate(value) {
                 return bad(key, &format!("is wrong: {e}"));
             }
         }
@@ -262,7 +263,7 @@ impl Config {
 
     /// The upload and download limits, in bytes per second (0 = none).
     pub fn rate_limits(&self) -> (u64, u64) {
-        let rate = |text: &str| crate::peer::limit::parse_rate(text).unwrap_or(0);
+        let rate = |text: &str| crate::limit::parse_rate(text).unwrap_or(0);
         (
             rate(&self.peer.upload_limit),
             rate(&self.peer.download_limit),

@@ -1,9 +1,12 @@
-//! The one error type of napster: every failure a user or a peer can meet, worded so that
-//! the message alone says what went wrong and, where there is one, what to do.
+//! The one error type of napster above the wire: every failure a user or a peer can
+//! meet, worded so that the message alone says what went wrong and, where there is one,
+//! what to do. Variants a caller decides on are typed; [`Error::Other`] is only ever
+//! shown, never matched.
 
 use std::io;
+use std::path::PathBuf;
 
-use crate::protocol::ErrorCode;
+use crate::protocol::{self, ErrorCode};
 
 /// Result with napster's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -19,39 +22,20 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
-    /// The other side did not answer within the protocol's time limit.
-    #[error("timed out {0}")]
-    Timeout(String),
-    /// A frame announced a length above the configured limit.
-    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
-    FrameTooLarge {
-        /// Length the frame claimed.
-        len: u64,
-        /// The configured maximum.
-        max: u64,
-    },
-    /// A frame that is not a valid message of the protocol.
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    /// The connection ended in the middle of a message or before an answer.
-    #[error("connection closed by {0}")]
-    Closed(String),
-    /// The other side speaks another protocol version.
-    #[error("protocol version mismatch: we speak version {ours}, the other side version {theirs}")]
-    Version {
-        /// Our version.
-        ours: u32,
-        /// Theirs.
-        theirs: u32,
-    },
-    /// The other side answered with an error message.
+    /// A connection failed to carry a message (timeout, bad frame, closed, version).
+    #[error(transparent)]
+    Protocol(#[from] protocol::Error),
+    /// The other side (an index or a file server) refused our request.
     #[error("{message}")]
-    Remote {
-        /// The machine-readable kind of error.
+    Refused {
+        /// The machine-readable kind of refusal.
         code: ErrorCode,
-        /// The text the other side sent.
+        /// The text the other side sent, cleaned for display.
         message: String,
     },
+    /// A file changed while it was being read to hash it; the next scan takes it.
+    #[error("{} changed while it was being hashed; try again", .0.display())]
+    ChangedWhileReading(PathBuf),
     /// A malformed or invalid `napster.toml`.
     #[error("config: {0}")]
     Config(String),
@@ -94,6 +78,19 @@ impl Error {
     /// An error worded for the user.
     pub fn msg(text: impl Into<String>) -> Self {
         Error::Other(text.into())
+    }
+
+    /// A message that breaks the protocol (out of turn, or with a bad field).
+    pub fn malformed(text: impl Into<String>) -> Self {
+        Error::Protocol(protocol::Error::Malformed(text.into()))
+    }
+
+    /// The other side's error reply, its text cleaned for display.
+    pub fn refused(code: ErrorCode, message: &str) -> Self {
+        Error::Refused {
+            code,
+            message: protocol::clean_text(message),
+        }
     }
 }
 

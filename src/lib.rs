@@ -7,9 +7,13 @@
 
 pub mod client;
 pub mod config;
+pub mod digest;
+pub mod download;
 pub mod error;
 pub mod index;
+pub mod limit;
 pub mod logging;
+pub mod net;
 pub mod peer;
 pub mod protocol;
 pub mod runtime;

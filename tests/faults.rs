@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use common::process::{Killed, Napster, kill9, last_word};
 use common::{noise_words, start_index};
 use napster::client::IndexClient;
+use napster::digest::{digest_bytes, hash_file};
+use napster::download::{self, Cancel, PART_SUFFIX};
 use napster::index;
-use napster::peer::download::{self, Cancel, PART_SUFFIX};
-use napster::peer::share::{chunks_root, digest_bytes, hash_file};
+use napster::protocol::chunks_root;
 use napster::protocol::{self, FileEntry, Limits, PeerRequest, PeerResponse};
 
 /// The processes here log warnings; their lines are awaited without a limit.

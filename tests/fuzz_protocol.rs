@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use napster::peer::download::safe_file_name;
+use napster::download::safe_file_name;
 use napster::protocol::{
     self, FileEntry, IndexRequest, IndexResponse, PeerRequest, PeerResponse, decode, encode,
 };

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
+use napster::digest::digest_bytes;
 use napster::peer::cache::HashCache;
-use napster::peer::share::{self, Ignore, digest_bytes};
+use napster::peer::share::{self, Ignore};
 
 /// Bytes this process has read through `read` and friends, from `/proc/self/io`.
 fn bytes_read() -> u64 {

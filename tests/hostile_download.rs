@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use napster::Error;
-use napster::peer::download::{self, Cancel, Downloaded};
-use napster::peer::share::to_hex;
+use napster::download::{self, Cancel, Downloaded};
+
 use napster::protocol::{self, ErrorCode, Hit, PeerRequest, PeerResponse};
 use sha2::{Digest, Sha256};
 
@@ -34,7 +34,7 @@ fn two_chunks(seed: u64) -> Vec<u8> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    to_hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -961,7 +961,7 @@ fn forged_state(contents: &[u8]) -> Vec<u8> {
     let count = protocol::chunk_count(entry.size);
     let mut hasher = Sha256::new();
     hasher.update(contents);
-    let midstate = to_hex(SerializableState::serialize(&hasher).as_slice());
+    let midstate = hex::encode(SerializableState::serialize(&hasher).as_slice());
     serde_json::json!({
         "size": entry.size,
         "sha256": entry.sha256,

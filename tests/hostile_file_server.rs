@@ -9,7 +9,6 @@ use std::os::unix::fs::symlink;
 use std::time::Duration;
 
 use common::*;
-use napster::peer::share;
 use napster::protocol::{self, ErrorCode, PeerRequest, PeerResponse};
 
 const HELLO: &[u8] = b"hello, world\n";
@@ -325,7 +324,7 @@ fn multi_chunk() -> Vec<u8> {
 /// Assert that `got` is the true chunk list of `contents`.
 fn assert_chunk_list_of(got: Chunked, contents: &[u8], what: &str) {
     let size = contents.len() as u64;
-    let want = share::digest_bytes(contents).chunks;
+    let want = napster::digest::digest_bytes(contents).chunks;
     match got {
         Chunked::List {
             size: s,

@@ -14,7 +14,7 @@ use common::*;
 use napster::Error;
 use napster::client::IndexClient;
 use napster::index::Settings;
-use napster::protocol::{self, ErrorCode, IndexRequest, IndexResponse};
+use napster::protocol::{self, ErrorCode, IndexRequest, IndexResponse, SearchQuery};
 use napster::runtime::ShutdownTrigger;
 use serde_json::json;
 
@@ -359,13 +359,7 @@ fn a_message_before_hello_is_refused() {
     let fx = Fixture::hostile();
     let requests = [
         IndexRequest::Ping {},
-        IndexRequest::Search {
-            pattern: "canary".into(),
-            sha256: None,
-            min_size: None,
-            max_size: None,
-            limit: None,
-        },
+        IndexRequest::Search(SearchQuery::pattern("canary")),
         IndexRequest::Peers {},
         IndexRequest::Register {
             port: 4000,
@@ -735,13 +729,7 @@ fn searches_with_absurd_patterns_are_refused() {
         "canary\u{7f}",
     ];
     for pattern in patterns {
-        let reply = raw.index_request(&IndexRequest::Search {
-            pattern: pattern.into(),
-            sha256: None,
-            min_size: None,
-            max_size: None,
-            limit: None,
-        });
+        let reply = raw.index_request(&IndexRequest::Search(SearchQuery::pattern(pattern)));
         assert_eq!(
             index_error_code(&reply),
             ErrorCode::BadRequest,
@@ -751,13 +739,7 @@ fn searches_with_absurd_patterns_are_refused() {
     }
     // At the limit is fine.
     let at_limit = "a".repeat(protocol::MAX_PATTERN);
-    match raw.index_request(&IndexRequest::Search {
-        pattern: at_limit,
-        sha256: None,
-        min_size: None,
-        max_size: None,
-        limit: None,
-    }) {
+    match raw.index_request(&IndexRequest::Search(SearchQuery::pattern(at_limit))) {
         IndexResponse::Results { hits, .. } => assert!(hits.is_empty()),
         other => panic!("a pattern at the limit: {other:?}"),
     }
@@ -979,11 +961,11 @@ fn a_peer_s_files_belong_to_its_token_and_latest_session() {
 
     // The old session no longer owns the files.
     match smol::block_on(a.remove_files(vec!["alpha.txt".into()])) {
-        Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::NotRegistered),
+        Err(Error::Refused { code, .. }) => assert_eq!(code, ErrorCode::NotRegistered),
         other => panic!("the old session removed files: {other:?}"),
     }
     match smol::block_on(a.add_files(vec![entry("delta.txt", 40)])) {
-        Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::NotRegistered),
+        Err(Error::Refused { code, .. }) => assert_eq!(code, ErrorCode::NotRegistered),
         other => panic!("the old session added files: {other:?}"),
     }
     assert_eq!(search_hits(&mut c, "alpha").len(), 1);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{sharing_settings, start_index};
 use napster::client::IndexClient;
+use napster::digest::digest_bytes;
 use napster::index;
-use napster::peer::share::digest_bytes;
 use napster::peer::{Living, Sharing, SharingSettings, share};
 use napster::protocol::{Hit, Limits};
 

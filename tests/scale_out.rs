@@ -169,7 +169,11 @@ fn database_failures_are_clear() {
     pg.pause();
     let out = NAPSTER.run(cwd, &format!("connect {addr}\nsearch anything\n"));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("error: database:"), "{stderr}");
+    assert!(stderr.contains("error: database unavailable"), "{stderr}");
+    assert!(
+        !stderr.contains("sqlx") && !stderr.contains("pool"),
+        "no raw database text: {stderr}"
+    );
     pg.resume();
     until("the index works again", || {
         let out = NAPSTER.run(cwd, &format!("connect {addr}\nsearch anything\n"));

@@ -12,11 +12,11 @@ use std::time::Duration;
 use common::process::{Napster, signal};
 use common::{noise_words, share_folder, sharing_settings, start_index};
 use napster::client::IndexClient;
+use napster::download::{self, Cancel, Downloaded};
+use napster::download::{Job, Status};
 use napster::index;
+use napster::limit::RateLimit;
 use napster::peer::Sharing;
-use napster::peer::download::{self, Cancel, Downloaded};
-use napster::peer::limit::RateLimit;
-use napster::peer::transfer::{Job, Status};
 use napster::protocol::{Hit, Limits};
 
 const MIB: usize = 1 << 20;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use common::{share_folder, sharing_settings, start_index};
 use napster::Error;
 use napster::client::IndexClient;
+use napster::download::{self, Cancel};
 use napster::index;
 use napster::peer::SharingSettings;
-use napster::peer::download::{self, Cancel};
 use napster::protocol::{Hit, Limits};
 
 fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {

@@ -1,32 +1,30 @@
-//! The index server: an accept loop, one task per connection, and the [`Store`] behind
-//! them. A connection that registers becomes its peer's session: the peer's files live
-//! exactly as long as it does (closed, timed out or replaced by a newer session).
+//! The index server: the shared accept loop, one task per connection, and the
+//! [`Store`] behind them. A connection that registers becomes its peer's session: the
+//! peer's files live exactly as long as it does (closed, timed out or replaced by a
+//! newer session). What each request does is [`handler`]'s.
 
-pub mod postgres;
+pub mod handler;
 pub mod store;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use smol::Async;
 use smol::future::FutureExt;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::protocol::{
-    self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, MAX_PATTERN, TOKEN_HEX,
-};
+use crate::error::Result;
+use crate::net::{self, Admission};
+use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
-pub use store::{MemoryStore, NameMatch, Query, Registration, Store};
+use handler::Session;
+pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, StoreError};
 
 /// How often the reaper looks for peers whose sessions went silent.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
-
-/// Pause after a failed `accept` (say, out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What an index server enforces.
 #[derive(Debug, Clone, Copy)]
@@ -68,11 +66,22 @@ impl Default for Settings {
     }
 }
 
-struct Server<S> {
+/// One index server: its store and settings, shared by every connection.
+pub struct Server<S> {
     store: Arc<S>,
     settings: Settings,
-    connections: AtomicUsize,
     next_session: AtomicU64,
+}
+
+impl<S: Store> Server<S> {
+    /// A server over `store`.
+    pub fn new(store: Arc<S>, settings: Settings) -> Self {
+        Server {
+            store,
+            settings,
+            next_session: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Serve the index on `listener` until `shutdown` fires.
@@ -82,12 +91,7 @@ pub async fn run<S: Store>(
     settings: Settings,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let server = Arc::new(Server {
-        store,
-        settings,
-        connections: AtomicUsize::new(0),
-        next_session: AtomicU64::new(0),
-    });
+    let server = Arc::new(Server::new(store, settings));
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move {
@@ -101,112 +105,39 @@ pub async fn run<S: Store>(
             }
         })
     };
-    loop {
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                shutdown.wait().await;
-                None
-            })
-            .await;
-        let (stream, addr) = match accepted {
-            None => break,
-            Some(Ok(pair)) => pair,
-            Some(Err(e)) => {
-                warn!("accept failed: {e}");
-                smol::Timer::after(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let server = server.clone();
-        let shutdown = shutdown.clone();
-        runtime::spawn(async move {
-            let count = server.connections.fetch_add(1, Ordering::SeqCst) + 1;
-            let result = if count > server.settings.max_connections {
-                refuse_busy(stream, server.settings.limits).await
-            } else {
-                server.serve(stream, addr, shutdown).await
-            };
-            server.connections.fetch_sub(1, Ordering::SeqCst);
-            if let Err(e) = result {
-                debug!("connection from {addr} ended: {e}");
-            }
-        })
-        .detach();
-    }
+    let admission = Admission {
+        limits: settings.limits,
+        max_connections: settings.max_connections,
+    };
+    net::accept_loop::<IndexRequest, IndexResponse, _, _>(
+        listener,
+        admission,
+        shutdown,
+        move |conn, shutdown| {
+            let server = server.clone();
+            async move { server.serve(conn, shutdown).await }
+        },
+    )
+    .await;
     reaper.cancel().await;
     Ok(())
 }
 
-async fn refuse_busy(stream: Async<std::net::TcpStream>, limits: Limits) -> Result<()> {
-    warn!("refusing a connection: at the connection limit");
-    let mut conn = Connection::new(stream, limits)?;
-    conn.send(&IndexResponse::Error {
-        code: ErrorCode::Busy,
-        message: "the index is at its connection limit; try again shortly".into(),
-    })
-    .await
-}
-
-fn error(code: ErrorCode, message: impl Into<String>) -> IndexResponse {
-    IndexResponse::Error {
-        code,
-        message: message.into(),
-    }
-}
-
-/// What a connection is: a plain client, or the session of a registered peer.
-struct Session {
-    id: u64,
-    peer: Option<u64>,
-    /// How many files the peer shares, as the store last said.
-    files: u64,
-    from: SocketAddr,
-}
-
 impl<S: Store> Server<S> {
-    async fn serve(
-        &self,
-        stream: Async<std::net::TcpStream>,
-        from: SocketAddr,
-        shutdown: Shutdown,
-    ) -> Result<()> {
-        let mut conn = Connection::new(stream, self.settings.limits)?;
-        debug!("connection from {from}");
-        match conn.recv_reply::<IndexRequest>().await {
-            Ok(IndexRequest::Hello { version }) if version == protocol::VERSION => {
-                conn.send(&IndexResponse::Welcome {
-                    version: protocol::VERSION,
-                })
-                .await?;
-            }
-            Ok(IndexRequest::Hello { version }) => {
-                warn!("refusing {from}: protocol version {version}");
-                let message = format!(
-                    "this index speaks protocol version {}, not {version}",
-                    protocol::VERSION
-                );
-                return conn.send(&error(ErrorCode::Version, message)).await;
-            }
-            Ok(_) => {
-                let message = "the first message must be hello";
-                return conn.send(&error(ErrorCode::Version, message)).await;
-            }
-            Err(e) => return self.reply_to_bad_frame(&mut conn, e).await,
-        }
-        let mut session = Session {
-            id: self.next_session.fetch_add(1, Ordering::SeqCst),
-            peer: None,
-            files: 0,
-            from,
-        };
+    /// Serve one connection after its handshake, and withdraw its peer when it ends.
+    async fn serve(&self, mut conn: Connection, shutdown: Shutdown) -> Result<()> {
+        let id = self.next_session.fetch_add(1, Ordering::SeqCst);
+        let mut session = Session::new(id, conn.peer_addr());
         let result = self.requests(&mut conn, &mut session, &shutdown).await;
         // A server shutting down leaves its peers' files to the store: with a shared
         // database the peers register again on another server, keeping their rows.
         if let Some(peer) = session.peer
             && !shutdown.is_triggered()
         {
-            self.store.unregister(peer, session.id).await?;
-            info!("peer {peer} at {from} left");
+            if let Err(e) = self.store.unregister(peer, session.id).await {
+                warn!("withdrawing peer {peer}: {e}");
+            }
+            info!("peer {peer} at {} left", session.from);
         }
         result
     }
@@ -228,244 +159,27 @@ impl<S: Store> Server<S> {
             let request = match received {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ok(()),
-                Err(e @ Error::Malformed(_)) => {
+                Err(e @ protocol::Error::Malformed(_)) => {
                     warn!("bad request from {}: {e}", session.from);
-                    conn.send(&error(ErrorCode::BadRequest, e.to_string()))
+                    conn.send(&IndexResponse::error(ErrorCode::BadRequest, e.to_string()))
                         .await?;
                     continue;
                 }
-                Err(e) => return self.reply_to_bad_frame(conn, e).await,
+                Err(e @ protocol::Error::FrameTooLarge { .. }) => {
+                    warn!("closing {}: {e}", session.from);
+                    conn.send(&IndexResponse::error(ErrorCode::BadRequest, e.to_string()))
+                        .await
+                        .ok();
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
             };
             // Any request is a sign of life, not only heartbeats.
             if let Some(peer) = session.peer {
                 let _ = self.store.touch(peer, session.id).await;
             }
-            let response = match self.handle(session, request).await {
-                Ok(response) => response,
-                Err(Error::Remote { code, message }) => error(code, message),
-                Err(e @ Error::Malformed(_)) => error(ErrorCode::BadRequest, e.to_string()),
-                Err(e) => {
-                    warn!("request from {} failed: {e}", session.from);
-                    error(ErrorCode::Internal, e.to_string())
-                }
-            };
+            let response = self.handle(session, request).await;
             conn.send(&response).await?;
         }
     }
-
-    /// Answer a frame that could not be read, where the stream allows an answer at all.
-    async fn reply_to_bad_frame(&self, conn: &mut Connection, e: Error) -> Result<()> {
-        if let Error::FrameTooLarge { .. } | Error::Malformed(_) = e {
-            warn!("closing {}: {e}", conn.peer_addr());
-            conn.send(&error(ErrorCode::BadRequest, e.to_string()))
-                .await
-                .ok();
-        }
-        Err(e)
-    }
-
-    async fn handle(&self, session: &mut Session, request: IndexRequest) -> Result<IndexResponse> {
-        let max_results = self.settings.max_results;
-        Ok(match request {
-            IndexRequest::Hello { .. } => error(ErrorCode::BadRequest, "hello was already said"),
-            IndexRequest::Ping {} => {
-                if let Some(peer) = session.peer {
-                    self.store.touch(peer, session.id).await?;
-                }
-                IndexResponse::Pong {}
-            }
-            IndexRequest::Register { port, token, files } => {
-                if port == 0 {
-                    return Err(bad(
-                        "port 0 cannot be reached; register the port you listen on",
-                    ));
-                }
-                if token.len() != TOKEN_HEX || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad(format!("token must be {TOKEN_HEX} hex digits")));
-                }
-                self.check_files(&files, 0)?;
-                let count = files.len() as u64;
-                // The peer's host is the one this connection comes from, never a claim.
-                let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
-                let registration = Registration {
-                    token,
-                    session: session.id,
-                    addr,
-                    files,
-                };
-                let peer_id = self.store.register(registration).await?;
-                // Registering again under another token replaces the first registration.
-                if let Some(old) = session.peer.filter(|&old| old != peer_id) {
-                    self.store.unregister(old, session.id).await?;
-                }
-                session.peer = Some(peer_id);
-                session.files = count;
-                info!("peer {peer_id} registered {count} file(s), serving at {addr}");
-                IndexResponse::Registered {
-                    peer_id,
-                    files: count,
-                }
-            }
-            IndexRequest::AddFiles { files } => {
-                let peer = registered(session)?;
-                self.check_files(&files, session.files as usize)?;
-                let files = self.store.add_files(peer, session.id, files).await?;
-                session.files = files;
-                IndexResponse::Done { files }
-            }
-            IndexRequest::RemoveFiles { names } => {
-                let peer = registered(session)?;
-                let files = self.store.remove_files(peer, session.id, names).await?;
-                session.files = files;
-                IndexResponse::Done { files }
-            }
-            IndexRequest::Unregister {} => {
-                let peer = registered(session)?;
-                self.store.unregister(peer, session.id).await?;
-                session.peer = None;
-                info!("peer {peer} at {} unregistered", session.from);
-                IndexResponse::Done { files: 0 }
-            }
-            IndexRequest::Search {
-                pattern,
-                sha256,
-                min_size,
-                max_size,
-                limit,
-            } => {
-                let mut query = self.search_query(&pattern, sha256)?;
-                if let (Some(min), Some(max)) = (min_size, max_size)
-                    && min > max
-                {
-                    return Err(bad(format!("no size is at least {min} and at most {max}")));
-                }
-                query.min_size = min_size;
-                query.max_size = max_size;
-                let limit = limit.map_or(max_results, |l| (l as usize).clamp(1, max_results));
-                let found = self.store.search(&query, limit).await?;
-                self.results(found)
-            }
-            IndexRequest::Browse { peer_id, limit } => {
-                let mut query = Query::by(NameMatch::Any);
-                query.peer = Some(peer_id);
-                let limit = limit.map_or(max_results, |l| (l as usize).clamp(1, max_results));
-                let found = self.store.search(&query, limit).await?;
-                if found.0.is_empty()
-                    && !self
-                        .store
-                        .peers()
-                        .await?
-                        .iter()
-                        .any(|p| p.peer_id == peer_id)
-                {
-                    return Err(Error::Remote {
-                        code: ErrorCode::NotFound,
-                        message: format!("peer {peer_id} is not registered"),
-                    });
-                }
-                self.results(found)
-            }
-            IndexRequest::Lookup { name } => {
-                if let Some(problem) = protocol::name_problem(&name) {
-                    return Err(bad(format!("file name {problem}")));
-                }
-                let query = Query::by(NameMatch::Exact(name));
-                let found = self.store.search(&query, max_results).await?;
-                self.results(found)
-            }
-            IndexRequest::Peers {} => IndexResponse::Peers {
-                peers: self.store.peers().await?,
-            },
-        })
-    }
-
-    /// The query a search asks for, or why it is refused: a pattern too short to be
-    /// selective (it would return half the index), or nothing to search by at all.
-    fn search_query(&self, pattern: &str, sha256: Option<String>) -> Result<Query> {
-        if pattern.len() > MAX_PATTERN {
-            return Err(bad(format!(
-                "the search pattern is longer than {MAX_PATTERN} bytes"
-            )));
-        }
-        if pattern.chars().any(char::is_control) {
-            return Err(bad("the search pattern contains control characters"));
-        }
-        if let Some(prefix) = &sha256
-            && (prefix.len() < 4
-                || prefix.len() > 64
-                || !prefix
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        {
-            return Err(bad("sha256: takes 4 to 64 lowercase hex digits"));
-        }
-        let pattern = pattern.trim();
-        let literal = pattern.chars().filter(|c| !matches!(c, '*' | '?')).count();
-        let min = self.settings.min_pattern_len;
-        if literal == 0 && sha256.is_none() {
-            return Err(bad(if pattern.is_empty() {
-                "the search pattern is empty".to_owned()
-            } else {
-                format!("the pattern needs at least {min} characters besides * and ?")
-            }));
-        }
-        if literal > 0 && literal < min {
-            return Err(bad(format!(
-                "the pattern needs at least {min} characters besides * and ?, so that one search \
-                 cannot list the whole index"
-            )));
-        }
-        let mut query = Query::pattern(if literal == 0 { "" } else { pattern });
-        query.sha256_prefix = sha256;
-        Ok(query)
-    }
-
-    /// A results message cut to what one frame can carry.
-    fn results(&self, (mut hits, mut truncated): (Vec<protocol::Hit>, bool)) -> IndexResponse {
-        // Room for the envelope; each hit costs at most its bound plus a comma. The
-        // bound spares encoding every hit twice on the search path.
-        let mut room = (self.settings.limits.max_frame as usize).saturating_sub(256);
-        let fits = hits
-            .iter()
-            .take_while(|hit| {
-                let cost = protocol::hit_json_bound(hit) + 1;
-                room = room.saturating_sub(cost);
-                room > 0
-            })
-            .count();
-        if fits < hits.len() {
-            hits.truncate(fits);
-            truncated = true;
-        }
-        IndexResponse::Results { hits, truncated }
-    }
-
-    fn check_files(&self, files: &[protocol::FileEntry], already: usize) -> Result<()> {
-        let max = self.settings.max_files_per_peer;
-        if files.len().saturating_add(already) > max {
-            return Err(bad(format!("a peer may share at most {max} files")));
-        }
-        let longest = self.settings.max_name_len;
-        if let Some(long) = files.iter().find(|f| f.name.len() > longest) {
-            return Err(bad(format!(
-                "file name {:?}... is longer than {longest} bytes",
-                protocol::truncate(&long.name)
-            )));
-        }
-        files.iter().try_for_each(protocol::check_entry)
-    }
-}
-
-fn bad(message: impl Into<String>) -> Error {
-    Error::Remote {
-        code: ErrorCode::BadRequest,
-        message: message.into(),
-    }
-}
-
-fn registered(session: &Session) -> Result<u64> {
-    session.peer.ok_or_else(|| Error::Remote {
-        code: ErrorCode::NotRegistered,
-        message: "register first".into(),
-    })
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::peer::digest::{FileDigest, to_hex};
+use crate::digest::FileDigest;
 
 /// Version of the cache file's format.
 const FORMAT: u32 = 1;
@@ -127,7 +127,7 @@ impl HashCache {
         let cached = Cached {
             stamp,
             sha256: digest.sha256.clone(),
-            chunks: to_hex(&digest.chunks.concat()),
+            chunks: hex::encode(digest.chunks.concat()),
         };
         self.entries.insert(path, cached);
     }

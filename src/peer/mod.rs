@@ -1,16 +1,12 @@
-//! The peer: the folders it shares ([`share`], kept in step with the disk by [`Sharing`]),
-//! the file server that serves them ([`server`]), its session with the index
-//! ([`session`]) and the downloader ([`download`], [`transfer`]).
+//! The sharing peer: the folders it shares ([`share`], kept in step with the disk by
+//! [`Sharing`]), the hash cache that spares re-reading them ([`cache`]), the file server
+//! that serves them ([`serve`]) and its session with the index ([`session`]).
+//! Downloading is [`crate::download`]'s, which never imports this module.
 
 pub mod cache;
-pub mod digest;
-pub mod download;
-pub mod limit;
-pub mod resume;
-pub mod server;
+pub mod serve;
 pub mod session;
 pub mod share;
-pub mod transfer;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -22,35 +18,14 @@ use smol::future::FutureExt;
 use smol::{Async, Task};
 use tracing::{info, warn};
 
+use crate::client::Changes;
 use crate::client::IndexClient;
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::{self, ShutdownTrigger};
 use cache::HashCache;
-use server::SharedFolder;
+use serve::SharedFolder;
 use session::{Session, SessionConfig, SessionState};
-use share::{Changes, HashStats, Ignore, Share};
-
-/// Round-trip time of a ping to the file server at `addr` (after connecting).
-pub async fn ping(addr: SocketAddr, limits: crate::protocol::Limits) -> Result<Duration> {
-    use crate::error::Error;
-    use crate::protocol::{self, Connection, PeerRequest, PeerResponse};
-    let mut conn = Connection::connect(addr, limits).await?;
-    conn.send(&PeerRequest::Hello {
-        version: protocol::VERSION,
-    })
-    .await?;
-    if !matches!(conn.recv_reply().await?, PeerResponse::Welcome { .. }) {
-        return Err(Error::msg(format!("{addr} did not say hello")));
-    }
-    let started = std::time::Instant::now();
-    conn.send(&PeerRequest::Ping {}).await?;
-    match conn.recv_reply().await? {
-        PeerResponse::Pong {} => Ok(started.elapsed()),
-        other => Err(Error::Malformed(format!(
-            "{addr} answered a ping with {other:?}"
-        ))),
-    }
-}
+use share::{HashStats, Ignore, Share};
 
 /// Longest interval between heartbeats, whatever the session TTL.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
@@ -63,7 +38,7 @@ pub struct SharingSettings {
     /// Port to serve files on (0 = any).
     pub port: u16,
     /// The file server's bounds.
-    pub server: server::Settings,
+    pub server: serve::Settings,
     /// The index's session TTL, which sets how often we send heartbeats.
     pub session_ttl: Duration,
     /// How the share follows its folders.
@@ -265,7 +240,7 @@ impl Sharing {
         let roots = share.roots().to_vec();
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
-        let server = runtime::spawn(server::run(
+        let server = runtime::spawn(serve::run(
             listener,
             folder.clone(),
             settings.server.clone(),

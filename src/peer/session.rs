@@ -11,10 +11,9 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::IndexClient;
+use crate::client::{Changes, IndexClient};
 use crate::error::Result;
-use crate::peer::server::SharedFolder;
-use crate::peer::share::Changes;
+use crate::peer::serve::SharedFolder;
 use crate::protocol::Limits;
 use crate::runtime;
 

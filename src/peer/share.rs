@@ -12,17 +12,13 @@ use std::time::Duration;
 use tracing::warn;
 use wildmatch::WildMatch;
 
-pub use crate::peer::digest::{
-    FileDigest, IO_BUFFER, chunks_root, digest_bytes, hash_file, to_hex,
-};
-
+use crate::client::Changes;
+use crate::config::DEFAULT_IGNORE;
+use crate::digest::{FileDigest, hash_file};
+use crate::download::PART_SUFFIX;
 use crate::error::{Error, IoContext, Result};
 use crate::peer::cache::{HashCache, Stamp};
 use crate::protocol::{self, FileEntry};
-
-/// Ignore patterns used when `napster.toml` gives none: hidden files and folders, editor
-/// backups, temporary and partial downloads (napster's own included).
-pub const DEFAULT_IGNORE: &[&str] = &[".*", "*~", "*.tmp", "*.part", "*.crdownload", "*.swp"];
 
 /// Which file and folder names are left out of a share: `*`/`?` patterns matched against
 /// each base name, case-sensitively. napster's own part files are always left out.
@@ -42,7 +38,7 @@ impl Ignore {
 
     /// Whether a base name is left out.
     pub fn matches(&self, name: &str) -> bool {
-        name.contains(crate::peer::download::PART_SUFFIX) || self.0.iter().any(|w| w.matches(name))
+        name.contains(PART_SUFFIX) || self.0.iter().any(|w| w.matches(name))
     }
 }
 
@@ -50,11 +46,6 @@ impl Default for Ignore {
     fn default() -> Self {
         Ignore::new(DEFAULT_IGNORE)
     }
-}
-
-/// Whether a file name is left out of a share by the default rule.
-pub fn is_ignored(file_name: &str) -> bool {
-    Ignore::default().matches(file_name)
 }
 
 /// One shared file.
@@ -204,7 +195,7 @@ impl Listing {
                             name: found.name.clone(),
                             size: digest.size,
                             sha256: digest.sha256,
-                            chunks: chunks_root(&digest.chunks),
+                            chunks: protocol::chunks_root(&digest.chunks),
                         };
                         locked(&results).push(SharedFile {
                             entry,
@@ -245,7 +236,7 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn hash_unchanged(found: &Found, progress: &(dyn Fn(u64) + Sync)) -> Result<Option<FileDigest>> {
     let digest = match hash_file(&found.path, progress) {
         Ok(digest) => digest,
-        Err(Error::Other(_)) => return Ok(None),
+        Err(Error::ChangedWhileReading(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
     let now = std::fs::metadata(&found.path).map(|m| Stamp::of(&m)).ok();
@@ -363,22 +354,6 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<(String, PathBuf, Stamp)>)
         }
     }
     Ok(())
-}
-
-/// What changed between two scans of a share.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// New files and files whose contents changed.
-    pub upsert: Vec<FileEntry>,
-    /// Names no longer shared.
-    pub removed: Vec<String>,
-}
-
-impl Changes {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.upsert.is_empty() && self.removed.is_empty()
-    }
 }
 
 impl Share {

@@ -189,7 +189,7 @@ pub enum Command {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchArgs {
     /// The query for the index.
-    pub search: crate::client::Search,
+    pub search: crate::protocol::SearchQuery,
     /// Ping each peer.
     pub rtt: bool,
     /// One row per distinct contents.
@@ -221,8 +221,8 @@ fn search_args(args: &[String]) -> Result<SearchArgs> {
             }
             term if term.to_lowercase().starts_with("sha256:") => {
                 let hex = term[7..].to_lowercase();
-                if hex.len() < 4 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(Error::Usage("sha256: takes 4 to 64 hex digits".into()));
+                if let Some(problem) = crate::protocol::sha256_prefix_problem(&hex) {
+                    return Err(Error::Usage(problem.into()));
                 }
                 parsed.search.sha256 = Some(hex);
             }
@@ -361,7 +361,7 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
             };
             let rate = args
                 .get(1)
-                .map(|r| crate::peer::limit::parse_rate(r).map_err(Error::Usage))
+                .map(|r| crate::limit::parse_rate(r).map_err(|e| Error::Usage(e.to_string())))
                 .transpose()?;
             Command::Limit(direction, rate)
         }

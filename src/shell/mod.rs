@@ -25,14 +25,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use smol::Async;
 
 use crate::client::IndexClient;
+use crate::client::PeerClient;
 use crate::config::Config;
+use crate::download::{self, Cancel, Job, Status};
 use crate::error::{Error, IoContext, Result};
-use crate::index::postgres::PgStore;
-use crate::index::{self, MemoryStore};
-use crate::peer::download::{self, Cancel};
-use crate::peer::limit::{RateLimit, show_rate};
+use crate::index::{self, MemoryStore, PgStore};
+use crate::limit::{RateLimit, show_rate};
 use crate::peer::share;
-use crate::peer::transfer::{Job, Status};
 use crate::peer::{self, Sharing, SharingSettings};
 use crate::protocol::Hit;
 use crate::runtime;
@@ -275,7 +274,7 @@ impl Shell {
                 host => Some(resolve(host, 0)?.ip()),
             },
             port: port.unwrap_or(self.config.peer.port),
-            server: peer::server::Settings {
+            server: peer::serve::Settings {
                 limits: self.config.limits(),
                 max_uploads: self.config.peer.max_uploads,
                 upload: self.upload.clone(),
@@ -525,7 +524,7 @@ impl Shell {
             .iter()
             .find(|p| p.peer_id == peer)
             .ok_or_else(|| Error::msg(format!("peer {peer} is not registered (see `peers`)")))?;
-        let rtt = peer::ping(info.addr, self.config.limits()).await?;
+        let rtt = ping(info.addr, self.config.limits()).await?;
         say!(
             "peer {peer} ({}): rtt {:.2} ms",
             info.addr,
@@ -543,7 +542,7 @@ impl Shell {
         let limits = self.config.limits();
         let pings: Vec<_> = seen
             .into_iter()
-            .map(|(id, addr)| (id, runtime::spawn(peer::ping(addr, limits))))
+            .map(|(id, addr)| (id, runtime::spawn(ping(addr, limits))))
             .collect();
         let mut rtts = std::collections::BTreeMap::new();
         for (id, ping) in pings {
@@ -605,6 +604,11 @@ impl Shell {
         bar.set_message(what.to_owned());
         Bar(bar)
     }
+}
+
+/// Round-trip time of a ping to the file server at `addr`.
+async fn ping(addr: SocketAddr, limits: crate::protocol::Limits) -> Result<std::time::Duration> {
+    PeerClient::connect(addr, limits).await?.ping().await
 }
 
 /// Resolve `host` (a name or an address) with `port`.

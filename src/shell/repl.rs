@@ -18,9 +18,9 @@ use super::editor::NapsterHelper;
 use super::services::Services;
 use super::{Flow, Shell};
 use crate::config::Config;
+use crate::download::Cancel;
 use crate::error::{Error, Result};
 use crate::logging;
-use crate::peer::download::Cancel;
 
 /// The prompt.
 const PROMPT: &str = "napster> ";

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use smol::Task;
 
 use crate::error::Result;
-use crate::index::postgres::PgStore;
-use crate::index::{MemoryStore, Store};
+use crate::index::{MemoryStore, PgStore, Store};
 use crate::peer::Sharing;
 use crate::runtime::ShutdownTrigger;
 
@@ -27,6 +26,7 @@ impl Backend {
             Backend::Memory(store) => store.peers().await,
             Backend::Postgres(store) => store.peers().await,
         }
+        .map_err(|e| crate::error::Error::msg(e.to_string()))
     }
 
     /// Where the index is, in a few words.

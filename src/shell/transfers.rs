@@ -9,8 +9,7 @@ use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use tracing::{info, warn};
 
-use crate::peer::download::{self, Cancel};
-use crate::peer::transfer::{Job, Status};
+use crate::download::{self, Cancel, Job, Status};
 use crate::runtime;
 
 use super::render;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use napster::client::IndexClient;
 use napster::index::{self, MemoryStore, Settings};
-use napster::peer::limit::RateLimit;
-use napster::peer::server::{self as file_server, SharedFolder};
+use napster::limit::RateLimit;
+use napster::peer::serve::{self as file_server, SharedFolder};
 use napster::peer::{Sharing, SharingSettings, share};
 use napster::protocol::{
     self, ErrorCode, FileEntry, IndexRequest, IndexResponse, Limits, PeerRequest, PeerResponse,
@@ -122,18 +122,18 @@ pub fn entry(name: &str, size: u64) -> FileEntry {
 /// The true file entry of `contents` shared under `name`: its size, SHA-256 and
 /// chunk-list root, computed the way a peer computes them.
 pub fn real_entry(name: &str, contents: &[u8]) -> FileEntry {
-    let digest = share::digest_bytes(contents);
+    let digest = napster::digest::digest_bytes(contents);
     FileEntry {
         name: name.into(),
         size: digest.size,
         sha256: digest.sha256,
-        chunks: share::chunks_root(&digest.chunks),
+        chunks: napster::protocol::chunks_root(&digest.chunks),
     }
 }
 
 /// The chunk digests of `contents`, concatenated as they travel after a `ChunkList`.
 pub fn chunk_bytes(contents: &[u8]) -> Vec<u8> {
-    share::digest_bytes(contents).chunks.concat()
+    napster::digest::digest_bytes(contents).chunks.concat()
 }
 
 /// A token of the right shape, distinct per `n`.

@@ -1,13 +1,17 @@
-//! What an interrupted download leaves beside its part file: which chunks arrived, and
-//! the SHA-256 state over the chunks already hashed in order, so that a resume neither
-//! fetches nor hashes them again.
+//! The part file of a download, from creation to its end, in one owner ([`PartFile`]):
+//! a hidden file named after the download and its contents, locked while in use, and
+//! beside it the resume state ([`ResumeState`]): which chunks arrived, and the SHA-256
+//! state over the chunks already hashed in order, so that a resume neither fetches nor
+//! hashes them again. A part file is either kept for a resume or removed with its state
+//! ([`PartFile::discard`]); the verified file gets its final name through
+//! [`PartFile::finish`].
 //!
 //! The hash state is trusted only while the part file is exactly as it was when the
 //! state was saved (same length and modification time): after a crash, or if anything
 //! else touched the file, the chunks that arrived are kept but hashed again from disk,
 //! so the whole-file SHA-256 always covers the bytes that take the final name.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +19,138 @@ use sha2::Sha256;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use tracing::warn;
 
-use crate::peer::share::to_hex;
+use super::place::{PART_SUFFIX, same_content};
+use crate::error::{Error, IoContext, Result};
 use crate::protocol::{self, FileEntry};
+
+/// Longest file name kept in a part file's name, so that the part file and its state
+/// file stay within the usual 255-byte limit.
+const PART_NAME_KEEP: usize = 192;
+
+/// The hidden part file of a download: named after the file and its content, so that a
+/// later `get` of the same content finds and resumes it.
+fn part_name(file_name: &str, sha256: &str) -> String {
+    let mut keep = file_name.len().min(PART_NAME_KEEP);
+    while !file_name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(".{}.{}{PART_SUFFIX}", &file_name[..keep], &sha256[..16])
+}
+
+/// A download's part file, open and locked, with the resume state beside it.
+pub struct PartFile {
+    file: File,
+    path: PathBuf,
+    state_path: PathBuf,
+}
+
+impl PartFile {
+    /// Open (creating it if need be) the part file for `entry` saved as `file_name` in
+    /// `dir`, sized to the file, locked against another napster; with the saved resume
+    /// state when there is one that describes this very file.
+    pub fn open(dir: &Path, file_name: &str, entry: &FileEntry) -> Result<(PartFile, ResumeState)> {
+        let path = dir.join(part_name(file_name, &entry.sha256));
+        let state_path = ResumeState::path_for(&path);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .context(|| format!("creating {}", path.display()))?;
+        if file.try_lock().is_err() {
+            return Err(Error::msg(format!(
+                "another napster is downloading {file_name} into {} right now",
+                dir.display()
+            )));
+        }
+        file.set_len(entry.size)
+            .context(|| format!("making room for {file_name}"))?;
+        // A state without its part file describes nothing that exists: never trust it.
+        let saved = existed
+            .then(|| ResumeState::load(&state_path, entry, &file))
+            .flatten();
+        let state = saved.unwrap_or_else(|| ResumeState::fresh(entry));
+        let part = PartFile {
+            file,
+            path,
+            state_path,
+        };
+        Ok((part, state))
+    }
+
+    /// The open part file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Record progress in the resume state.
+    pub fn save(&self, state: &mut ResumeState, received: Vec<bool>, hashed: u64, hasher: &Sha256) {
+        state.save(&self.state_path, &self.file, received, hashed, hasher);
+    }
+
+    /// Nothing here is worth resuming: remove the part file and its state.
+    pub fn discard(self) {
+        drop(self.file.unlock());
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.state_path);
+    }
+
+    /// The verified part file takes its final name in `dir` (see [`place`]);
+    /// returns the path and whether an identical file was already there.
+    pub fn finish(self, dir: &Path, file_name: &str, entry: &FileEntry) -> Result<(PathBuf, bool)> {
+        drop(self.file.unlock());
+        let placed = place(&self.path, dir, file_name, &entry.sha256, entry.size)?;
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.state_path);
+        Ok(placed)
+    }
+}
+
+/// Give the verified `temp` its final name without ever replacing a different file:
+/// an identical file already there is kept, a different one makes `name (1).ext`.
+fn place(
+    temp: &Path,
+    dir: &Path,
+    file_name: &str,
+    sha256: &str,
+    size: u64,
+) -> Result<(PathBuf, bool)> {
+    let (stem, ext) = match file_name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
+        _ => (file_name.to_owned(), String::new()),
+    };
+    for n in 0..1000 {
+        let candidate = if n == 0 {
+            dir.join(file_name)
+        } else {
+            dir.join(format!("{stem} ({n}){ext}"))
+        };
+        // A hard link fails rather than replace an existing file, atomically.
+        match std::fs::hard_link(temp, &candidate) {
+            Ok(()) => return Ok((candidate, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if same_content(&candidate, sha256, size) {
+                    return Ok((candidate, true));
+                }
+            }
+            Err(_) if !candidate.exists() => {
+                // File systems without hard links: rename, checked just above.
+                std::fs::rename(temp, &candidate)
+                    .context(|| format!("moving the download to {}", candidate.display()))?;
+                return Ok((candidate, false));
+            }
+            Err(e) => {
+                return Err(Error::io(format!("saving {}", candidate.display()), e));
+            }
+        }
+    }
+    Err(Error::msg(format!(
+        "too many different files named like {file_name} in {}",
+        dir.display()
+    )))
+}
 
 /// The saved state of a part file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,7 +202,7 @@ mod bits {
 
 impl ResumeState {
     /// Where the state of `part` is kept.
-    pub fn path_for(part: &Path) -> PathBuf {
+    fn path_for(part: &Path) -> PathBuf {
         let mut name = part.as_os_str().to_owned();
         name.push(".state");
         PathBuf::from(name)
@@ -82,14 +216,14 @@ impl ResumeState {
             chunks: file.chunks.clone(),
             received: vec![false; protocol::chunk_count(file.size) as usize],
             hashed: 0,
-            midstate: to_hex(SerializableState::serialize(&Sha256::default()).as_slice()),
+            midstate: hex::encode(SerializableState::serialize(&Sha256::default()).as_slice()),
             stamp: String::new(),
         }
     }
 
     /// The saved state for `file` and its part file `part`, if there is one and it
     /// describes this very file.
-    pub fn load(path: &Path, file: &FileEntry, part: &File) -> Option<Self> {
+    fn load(path: &Path, file: &FileEntry, part: &File) -> Option<Self> {
         let text = std::fs::read_to_string(path).ok()?;
         let mut state: ResumeState = serde_json::from_str(&text).ok()?;
         let fits = state.size == file.size
@@ -126,7 +260,7 @@ impl ResumeState {
 
     /// Record progress; written to a temporary file and renamed, so a crash leaves the
     /// old state or the new one, never half of one.
-    pub fn save(
+    fn save(
         &mut self,
         path: &Path,
         part: &File,
@@ -137,7 +271,7 @@ impl ResumeState {
         self.stamp = stamp(part);
         self.received = received;
         self.hashed = hashed;
-        self.midstate = to_hex(SerializableState::serialize(hasher).as_slice());
+        self.midstate = hex::encode(SerializableState::serialize(hasher).as_slice());
         let temp = {
             let mut name = path.as_os_str().to_owned();
             name.push(".tmp");
@@ -156,6 +290,14 @@ mod tests {
     use sha2::Digest;
 
     use super::*;
+
+    #[test]
+    fn part_names_stay_short() {
+        let long = "é".repeat(120);
+        let name = part_name(&long, &"a".repeat(64));
+        assert!(name.len() + ".state.tmp".len() <= 255, "{}", name.len());
+        assert!(name.ends_with(".aaaaaaaaaaaaaaaa.napster-part"));
+    }
 
     fn entry(size: u64) -> FileEntry {
         FileEntry {

@@ -17,9 +17,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::error::{Error, Result};
-use crate::index::store::{NameMatch, Query, Registration, Store, not_owner};
-use crate::peer::share::to_hex;
+use super::{NameMatch, Query, Registration, Result, Store, StoreError};
+use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 
 /// Connections each index server keeps to the database.
@@ -42,9 +41,9 @@ pub struct PgStore {
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// A database error, worded for the user.
-fn db(e: sqlx::Error) -> Error {
-    Error::msg(format!("database: {e}"))
+/// A database error, for the server's log.
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
 }
 
 /// `url` with any password replaced, for messages.
@@ -63,7 +62,7 @@ fn redacted(url: &str) -> String {
 
 impl PgStore {
     /// Connect to the database at `url` and bring its schema up to date.
-    pub async fn connect(url: &str) -> Result<PgStore> {
+    pub async fn connect(url: &str) -> crate::Result<PgStore> {
         let shown = redacted(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("the database URL {shown} is malformed: {e}")))?;
@@ -111,7 +110,7 @@ impl PgStore {
         .await
         .map_err(db)?;
         if owned.rows_affected() == 0 {
-            return Err(not_owner());
+            return Err(StoreError::NotOwner);
         }
         Ok(())
     }
@@ -343,8 +342,8 @@ impl Store for PgStore {
                     file: FileEntry {
                         name: row.get(3),
                         size: row.get::<i64, _>(4) as u64,
-                        sha256: to_hex(&sha256),
-                        chunks: to_hex(&chunks),
+                        sha256: hex::encode(sha256),
+                        chunks: hex::encode(chunks),
                     },
                     shared_at: row.get(7),
                 })

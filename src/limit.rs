@@ -1,4 +1,5 @@
-//! Bandwidth limits: a token bucket shared by every transfer in one direction.
+//! Bandwidth limits: a token bucket shared by every transfer in one direction (uploads
+//! by the file server, downloads by the transfer engine).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ const MIN_BLOCK: usize = 16 * 1024;
 
 /// Parse a rate as users write it: `2MiB/s`, `500 kB/s`, `1000000` (bytes per second),
 /// or `0`, `none`, `unlimited`. Returns bytes per second, 0 meaning no limit.
-pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
+pub fn parse_rate(text: &str) -> Result<u64, BadRate> {
     let text = text.trim();
     if matches!(
         text.to_lowercase().as_str(),
@@ -24,8 +25,13 @@ pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
     amount
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|_| format!("{text:?} is not a rate; write it like 2MiB/s, 500kB/s or 0 for none"))
+        .map_err(|_| BadRate(text.to_owned()))
 }
+
+/// A rate that could not be read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a rate; write it like 2MiB/s, 500kB/s or 0 for none")]
+pub struct BadRate(pub String);
 
 /// A rate for people: `2.0 MiB/s`, or `unlimited`.
 pub fn show_rate(rate: u64) -> String {
@@ -122,7 +128,12 @@ mod tests {
         assert_eq!(parse_rate("500kB/s"), Ok(500_000));
         assert_eq!(parse_rate("1000"), Ok(1000));
         assert_eq!(parse_rate("unlimited"), Ok(0));
-        assert!(parse_rate("fast").unwrap_err().contains("2MiB/s"));
+        assert!(
+            parse_rate("fast")
+                .unwrap_err()
+                .to_string()
+                .contains("2MiB/s")
+        );
         assert_eq!(show_rate(2 << 20), "2.0 MiB/s");
         assert_eq!(show_rate(0), "unlimited");
     }

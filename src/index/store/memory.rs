@@ -1,10 +1,3 @@
-//! What the index knows, behind one narrow interface ([`Store`]) so that the in-memory
-//! store here and a database-backed one are interchangeable.
-//!
-//! A peer's files belong to the session (connection) that registered them: only that
-//! session may change or withdraw them, and a newer session of the same peer (same token)
-//! takes them over, so a stale connection closing late withdraws nothing.
-//!
 //! The in-memory store is built for a million files on a small machine: file records are
 //! fixed-size (hashes as bytes, not hex), exact names are found through a hash table with
 //! chains threaded through the records, and substring search runs `memmem` over one
@@ -12,7 +5,6 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -21,110 +13,11 @@ use std::time::{Duration, Instant};
 use memchr::memmem;
 use wildmatch::WildMatch;
 
-use crate::error::{Error, Result};
-use crate::peer::share::to_hex;
-use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
+use super::{NameMatch, Query, Registration, Store, StoreError};
+use crate::protocol::{FileEntry, Hit, PeerInfo};
 
-/// How a file's name must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NameMatch {
-    /// Any name (other criteria decide).
-    Any,
-    /// Case-insensitive substring; the pattern is lowercase.
-    Substring(String),
-    /// Case-insensitive `*`/`?` wildcard match of the whole name; lowercase.
-    Wildcard(String),
-    /// Exactly this name (case-sensitive).
-    Exact(String),
-}
-
-/// A search, parsed once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
-    /// The name criterion.
-    pub name: NameMatch,
-    /// Lowercase hex prefix of the SHA-256.
-    pub sha256_prefix: Option<String>,
-    /// Smallest size, inclusive.
-    pub min_size: Option<u64>,
-    /// Largest size, inclusive.
-    pub max_size: Option<u64>,
-    /// Only this peer's files.
-    pub peer: Option<u64>,
-}
-
-impl Query {
-    /// A query on the name alone: wildcards when it has `*` or `?`, else a substring.
-    pub fn pattern(pattern: &str) -> Query {
-        let lower = pattern.to_lowercase();
-        let name = if pattern.is_empty() {
-            NameMatch::Any
-        } else if pattern.contains(['*', '?']) {
-            NameMatch::Wildcard(lower)
-        } else {
-            NameMatch::Substring(lower)
-        };
-        Query::by(name)
-    }
-
-    /// A query on `name` and nothing else.
-    pub fn by(name: NameMatch) -> Query {
-        Query {
-            name,
-            sha256_prefix: None,
-            min_size: None,
-            max_size: None,
-            peer: None,
-        }
-    }
-}
-
-/// A peer session registering its files.
-#[derive(Debug, Clone)]
-pub struct Registration {
-    /// The peer's secret, stable across its reconnections.
-    pub token: String,
-    /// The connection registering, unique for the life of the server.
-    pub session: u64,
-    /// Where downloaders reach the peer's file server.
-    pub addr: SocketAddr,
-    /// The files.
-    pub files: Vec<FileEntry>,
-}
-
-/// The index's storage. Every method is one atomic step.
-pub trait Store: Send + Sync + 'static {
-    /// Register a peer (or re-register it), replacing its files; returns its Peer ID.
-    fn register(&self, registration: Registration) -> impl Future<Output = Result<u64>> + Send;
-    /// Add or replace files of a peer; returns how many it now shares.
-    fn add_files(
-        &self,
-        peer: u64,
-        session: u64,
-        files: Vec<FileEntry>,
-    ) -> impl Future<Output = Result<u64>> + Send;
-    /// Withdraw files of a peer by name; returns how many it now shares.
-    fn remove_files(
-        &self,
-        peer: u64,
-        session: u64,
-        names: Vec<String>,
-    ) -> impl Future<Output = Result<u64>> + Send;
-    /// Withdraw a peer, if `session` still owns it.
-    fn unregister(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
-    /// Note that a peer's session is alive.
-    fn touch(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
-    /// Files matching `query`, at most `limit`; the flag says whether more matched.
-    fn search(
-        &self,
-        query: &Query,
-        limit: usize,
-    ) -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
-    /// Every peer.
-    fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>>> + Send;
-    /// Withdraw peers not touched within `ttl`; returns how many.
-    fn expire(&self, ttl: Duration) -> impl Future<Output = Result<usize>> + Send;
-}
+/// What a store operation returns.
+type Result<T> = std::result::Result<T, StoreError>;
 
 /// How many departed peers' tokens are remembered so that they get their ID back.
 const REMEMBERED_TOKENS: usize = 100_000;
@@ -174,7 +67,8 @@ impl Trigrams {
 /// One shared file, in a fixed-size record: its name lives in the names arena.
 #[derive(Debug)]
 struct FileRec {
-    peer: u32,
+    /// The Peer ID, whole: the record is no larger for it (alignment pads it anyway).
+    peer: u64,
     /// Next record with the same name hash.
     next: u32,
     /// Where its lowercase name starts in the arena; `NONE` when the slot is free.
@@ -233,15 +127,6 @@ pub struct MemoryStore {
     inner: RwLock<Inner>,
 }
 
-/// The error for a session that no longer owns its peer's files.
-pub(crate) fn not_owner() -> Error {
-    Error::Remote {
-        code: ErrorCode::NotRegistered,
-        message: "this session no longer owns the peer's files (it registered again elsewhere)"
-            .into(),
-    }
-}
-
 fn name_hash(name: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     name.hash(&mut hasher);
@@ -259,7 +144,7 @@ impl Inner {
     fn owned(&mut self, peer: u64, session: u64) -> Result<&mut PeerRec> {
         match self.peers.get_mut(&peer) {
             Some(entry) if entry.session == session => Ok(entry),
-            _ => Err(not_owner()),
+            _ => Err(StoreError::NotOwner),
         }
     }
 
@@ -285,7 +170,7 @@ impl Inner {
     }
 
     /// The record of `peer`'s file named `name`.
-    fn find(&self, peer: u32, name: &str) -> Option<u32> {
+    fn find(&self, peer: u64, name: &str) -> Option<u32> {
         let mut at = *self.by_name.get(&name_hash(name))?;
         while at != NONE {
             let rec = &self.files[at as usize];
@@ -299,10 +184,9 @@ impl Inner {
 
     /// Add or replace `peer`'s file; returns its record.
     fn insert(&mut self, peer: u64, file: FileEntry) -> u32 {
-        let peer32 = peer as u32;
         let sha256 = from_hex(&file.sha256);
         let chunks = from_hex(&file.chunks);
-        if let Some(existing) = self.find(peer32, &file.name) {
+        if let Some(existing) = self.find(peer, &file.name) {
             let rec = &mut self.files[existing as usize];
             let old = std::mem::replace(&mut rec.size, file.size);
             rec.sha256 = sha256;
@@ -322,7 +206,7 @@ impl Inner {
         let rec = FileRec {
             name_at,
             name_len: file.name.len() as u16,
-            peer: peer32,
+            peer,
             next: head,
             at,
             size: file.size,
@@ -424,15 +308,15 @@ impl Inner {
 
     fn hit(&self, slot: u32) -> Option<Hit> {
         let rec = &self.files[slot as usize];
-        let peer = self.peers.get(&u64::from(rec.peer))?;
+        let peer = self.peers.get(&rec.peer)?;
         Some(Hit {
-            peer_id: u64::from(rec.peer),
+            peer_id: rec.peer,
             addr: peer.addr,
             file: FileEntry {
                 name: name_of(&self.names, rec).to_owned(),
                 size: rec.size,
-                sha256: to_hex(&rec.sha256),
-                chunks: to_hex(&rec.chunks),
+                sha256: hex::encode(rec.sha256),
+                chunks: hex::encode(rec.chunks),
             },
             shared_at: peer.shared_at,
         })
@@ -444,7 +328,7 @@ impl Inner {
         if rec.at == NONE {
             return false;
         }
-        if query.peer.is_some_and(|p| p != u64::from(rec.peer)) {
+        if query.peer.is_some_and(|p| p != rec.peer) {
             return false;
         }
         if query.min_size.is_some_and(|min| rec.size < min)
@@ -453,7 +337,7 @@ impl Inner {
             return false;
         }
         match &query.sha256_prefix {
-            Some(prefix) => to_hex(&rec.sha256).starts_with(prefix.as_str()),
+            Some(prefix) => hex::encode(rec.sha256).starts_with(prefix.as_str()),
             None => true,
         }
     }
@@ -642,7 +526,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         inner.owned(peer, session)?.last_seen = Instant::now();
         for name in names {
-            if let Some(slot) = inner.find(peer as u32, &name) {
+            if let Some(slot) = inner.find(peer, &name) {
                 let size = inner.files[slot as usize].size;
                 if let Some(p) = inner.peers.get_mut(&peer) {
                     p.files.remove(&slot);
@@ -747,6 +631,29 @@ mod tests {
             n % 17,
             ["mp3", "OGG"][usize::from(n % 2)]
         )
+    }
+
+    /// Peer IDs past 2^32 stay distinct: two peers whose IDs agree in their low 32 bits
+    /// keep their own files of the same name.
+    #[test]
+    fn peer_ids_past_four_billion_are_not_truncated() {
+        let store = MemoryStore::new();
+        let register = |token: &str, session: u64| Registration {
+            token: token.into(),
+            session,
+            addr: ([127, 0, 0, 1], 5000 + session as u16).into(),
+            files: vec![entry("same.txt", session)],
+        };
+        let first = smol::block_on(store.register(register("a", 1))).unwrap();
+        store.lock().next_id = (1 << 32) + first - 1;
+        let second = smol::block_on(store.register(register("b", 2))).unwrap();
+        assert_eq!(second, (1 << 32) + first);
+        let (hits, _) =
+            smol::block_on(store.search(&Query::by(NameMatch::Exact("same.txt".into())), 10))
+                .unwrap();
+        let mut owners: Vec<(u64, u64)> = hits.iter().map(|h| (h.peer_id, h.file.size)).collect();
+        owners.sort();
+        assert_eq!(owners, vec![(first, 1), (second, 2)]);
     }
 
     #[test]

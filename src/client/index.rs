@@ -1,66 +1,48 @@
-//! A typed client for the index protocol, used by the shell, the peer's session and the
-//! tests.
+//! [`IndexClient`]: the typed client of the index protocol, used by the shell, the peer's
+//! session and the tests.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::net;
 use crate::protocol::{
-    self, Connection, FileEntry, Hit, IndexRequest, IndexResponse, Limits, PeerInfo,
+    self, FileEntry, Hit, IndexRequest, IndexResponse, Limits, PeerInfo, SearchQuery,
 };
 
-/// A search: a name pattern and optional criteria.
+/// What changed in a share since the index was last told: sent as `add_files` and
+/// `remove_files`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Search {
-    /// Substring, or `*`/`?` wildcards; may be empty with `sha256`.
-    pub pattern: String,
-    /// Lowercase hex prefix of the SHA-256.
-    pub sha256: Option<String>,
-    /// Smallest size, inclusive.
-    pub min_size: Option<u64>,
-    /// Largest size, inclusive.
-    pub max_size: Option<u64>,
-    /// Most results wanted.
-    pub limit: Option<u32>,
+pub struct Changes {
+    /// New files and files whose contents changed.
+    pub upsert: Vec<FileEntry>,
+    /// Names no longer shared.
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// A connection to an index server that has said hello.
 pub struct IndexClient {
-    conn: Connection,
+    conn: protocol::Connection,
 }
 
 impl IndexClient {
     /// Connect to the index at `addr` and exchange versions.
     pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self> {
-        let mut conn = Connection::connect(addr, limits).await.map_err(|e| {
-            Error::msg(format!(
-                "cannot reach the index at {addr}: {e}; is `serve` running there?"
-            ))
-        })?;
-        conn.send(&IndexRequest::Hello {
-            version: protocol::VERSION,
-        })
-        .await?;
-        match conn.recv_reply().await? {
-            IndexResponse::Welcome { version } if version == protocol::VERSION => {}
-            IndexResponse::Welcome { version } => {
-                return Err(Error::Version {
-                    ours: protocol::VERSION,
-                    theirs: version,
-                });
-            }
-            IndexResponse::Error { code, message } => {
-                return Err(Error::Remote {
-                    code,
-                    message: protocol::clean_text(&message),
-                });
-            }
-            other => {
-                return Err(Error::Malformed(format!(
-                    "unexpected answer to hello: {other:?}"
-                )));
-            }
-        }
+        let mut conn = protocol::Connection::connect(addr, limits)
+            .await
+            .map_err(|e| {
+                Error::msg(format!(
+                    "cannot reach the index at {addr}: {e}; is `serve` running there?"
+                ))
+            })?;
+        net::greet::<IndexRequest, IndexResponse>(&mut conn).await?;
         Ok(IndexClient { conn })
     }
 
@@ -90,7 +72,7 @@ impl IndexClient {
 
     /// Our address as the index sees it (modulo NAT).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.conn.local_addr()
+        Ok(self.conn.local_addr()?)
     }
 
     /// Resolves when the index sent something unasked for or closed the connection.
@@ -98,14 +80,11 @@ impl IndexClient {
         self.conn.readable().await;
     }
 
-    /// Send a request and wait for its answer; error replies become [`Error::Remote`].
+    /// Send a request and wait for its answer; error replies become [`Error::Refused`].
     pub async fn request(&mut self, request: &IndexRequest) -> Result<IndexResponse> {
         self.conn.send(request).await?;
         match self.conn.recv_reply().await? {
-            IndexResponse::Error { code, message } => Err(Error::Remote {
-                code,
-                message: protocol::clean_text(&message),
-            }),
+            IndexResponse::Error { code, message } => Err(Error::refused(code, &message)),
             response => Ok(response),
         }
     }
@@ -121,23 +100,12 @@ impl IndexClient {
 
     /// Files whose names match `pattern`, and whether the list was cut at the limit.
     pub async fn search(&mut self, pattern: &str) -> Result<(Vec<Hit>, bool)> {
-        self.find(&Search {
-            pattern: pattern.into(),
-            ..Search::default()
-        })
-        .await
+        self.find(&SearchQuery::pattern(pattern)).await
     }
 
-    /// Files matching every criterion of `search`.
-    pub async fn find(&mut self, search: &Search) -> Result<(Vec<Hit>, bool)> {
-        let request = IndexRequest::Search {
-            pattern: search.pattern.clone(),
-            sha256: search.sha256.clone(),
-            min_size: search.min_size,
-            max_size: search.max_size,
-            limit: search.limit,
-        };
-        results(self.request(&request).await?)
+    /// Files matching every criterion of `query`.
+    pub async fn find(&mut self, query: &SearchQuery) -> Result<(Vec<Hit>, bool)> {
+        results(self.request(&IndexRequest::Search(query.clone())).await?)
     }
 
     /// Every file of one peer, at most `limit` (or the server's limit).
@@ -165,8 +133,9 @@ impl IndexClient {
     /// Make this connection the session of a peer serving `files` on `port`; returns
     /// the Peer ID. Files are sent in as many messages as the frame limit needs.
     pub async fn register(&mut self, port: u16, token: &str, files: &[FileEntry]) -> Result<u64> {
-        let mut batches = batches(files, self.conn.limits().max_frame as usize);
-        let first = batches.next().unwrap_or_default();
+        let max_frame = self.conn.limits().max_frame;
+        let mut batches = protocol::batches(files, max_frame, protocol::entry_json_bound);
+        let first = batches.next().unwrap_or_default().to_vec();
         let request = IndexRequest::Register {
             port,
             token: token.into(),
@@ -177,22 +146,22 @@ impl IndexClient {
             other => return Err(unexpected(other)),
         };
         for files in batches {
-            self.add_files(files).await?;
+            self.add_files(files.to_vec()).await?;
         }
         Ok(peer_id)
     }
 
     /// Tell the index what changed in this session's share, in as many messages as the
     /// frame limit needs; returns how many files the peer now shares.
-    pub async fn apply(&mut self, changes: &crate::peer::share::Changes) -> Result<u64> {
-        let max_frame = self.conn.limits().max_frame as usize;
+    pub async fn apply(&mut self, changes: &Changes) -> Result<u64> {
+        let max_frame = self.conn.limits().max_frame;
         let mut files = 0;
-        for batch in batches(&changes.upsert, max_frame) {
-            files = self.add_files(batch).await?;
+        for batch in protocol::batches(&changes.upsert, max_frame, protocol::entry_json_bound) {
+            files = self.add_files(batch.to_vec()).await?;
         }
-        // Names are at most MAX_NAME bytes: a frame carries a few hundred at least.
-        let per_frame = (max_frame / (2 * protocol::MAX_NAME * 6)).max(1);
-        for names in changes.removed.chunks(per_frame) {
+        for names in protocol::batches(&changes.removed, max_frame, |n| {
+            protocol::name_json_bound(n)
+        }) {
             files = self.remove_files(names.to_vec()).await?;
         }
         Ok(files)
@@ -215,7 +184,7 @@ impl IndexClient {
 }
 
 fn unexpected(response: IndexResponse) -> Error {
-    Error::Malformed(format!("unexpected answer from the index: {response:?}"))
+    Error::malformed(format!("unexpected answer from the index: {response:?}"))
 }
 
 fn results(response: IndexResponse) -> Result<(Vec<Hit>, bool)> {
@@ -230,29 +199,4 @@ fn done(response: IndexResponse) -> Result<u64> {
         IndexResponse::Done { files } => Ok(files),
         other => Err(unexpected(other)),
     }
-}
-
-/// Split `files` into batches whose messages stay well inside `max_frame` bytes.
-fn batches(files: &[FileEntry], max_frame: usize) -> impl Iterator<Item = Vec<FileEntry>> + '_ {
-    let budget = max_frame / 2;
-    let mut rest = files;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut used = 0;
-        let mut take = 0;
-        for file in rest {
-            // JSON escaping can at most sextuple a name; the rest of an entry is < 128 bytes.
-            let cost = file.name.len() * 6 + 128;
-            if take > 0 && used + cost > budget {
-                break;
-            }
-            used += cost;
-            take += 1;
-        }
-        let (batch, tail) = rest.split_at(take);
-        rest = tail;
-        Some(batch.to_vec())
-    })
 }

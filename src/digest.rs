@@ -1,5 +1,6 @@
-//! Hashing: a file's SHA-256 and its chunk list, in one read, on two threads for a large
-//! file.
+//! Content hashing: a file's SHA-256 and its chunk list, in one read, on two threads for
+//! a large file. Used by the sharing side to announce files and by the downloader to
+//! recognise a file it already has.
 
 use std::fs::File;
 use std::io::Read;
@@ -13,11 +14,6 @@ use crate::protocol;
 /// Size of the buffer files are hashed and sent with.
 pub const IO_BUFFER: usize = 256 * 1024;
 
-/// Lowercase hex of bytes.
-pub fn to_hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 /// What hashing a file yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
@@ -27,15 +23,6 @@ pub struct FileDigest {
     pub sha256: String,
     /// SHA-256 of each chunk (see [`protocol::chunk_size`]).
     pub chunks: Vec<[u8; 32]>,
-}
-
-/// The hex SHA-256 of a chunk list: what the index records as a file's `chunks`.
-pub fn chunks_root(chunks: &[[u8; 32]]) -> String {
-    let mut hasher = Sha256::new();
-    for chunk in chunks {
-        hasher.update(chunk);
-    }
-    to_hex(&hasher.finalize())
 }
 
 /// The digests of a file's chunks, from blocks fed in order.
@@ -84,7 +71,7 @@ pub fn digest_bytes(bytes: &[u8]) -> FileDigest {
     chunks.update(bytes);
     FileDigest {
         size: bytes.len() as u64,
-        sha256: to_hex(&Sha256::digest(bytes)),
+        sha256: hex::encode(Sha256::digest(bytes)),
         chunks: chunks.finish(),
     }
 }
@@ -152,14 +139,11 @@ pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
         })?
     };
     if size != expected {
-        return Err(Error::msg(format!(
-            "{} changed while it was being hashed; try again",
-            path.display()
-        )));
+        return Err(Error::ChangedWhileReading(path.to_owned()));
     }
     Ok(FileDigest {
         size,
-        sha256: to_hex(&whole.finalize()),
+        sha256: hex::encode(whole.finalize()),
         chunks,
     })
 }

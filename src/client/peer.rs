@@ -1,0 +1,167 @@
+//! [`PeerClient`]: the downloader's side of the peer protocol — the handshake, a file's
+//! chunk list (checked against the index's), a range of its bytes, and ping.
+
+use std::io::{Cursor, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use smol::Async;
+
+use crate::error::{Error, Result};
+use crate::net;
+use crate::protocol::{self, Connection, FileEntry, Limits, PeerRequest, PeerResponse};
+
+/// A connection to a peer's file server that has said hello.
+pub struct PeerClient {
+    conn: Connection,
+}
+
+impl PeerClient {
+    /// Connect to the file server at `addr` and exchange versions.
+    pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self> {
+        let mut conn = Connection::connect(addr, limits)
+            .await
+            .map_err(|e| Error::msg(format!("unreachable: {e}")))?;
+        net::greet::<PeerRequest, PeerResponse>(&mut conn)
+            .await
+            .map_err(|e| match e {
+                Error::Refused { message, .. } => Error::msg(format!("refused us: {message}")),
+                other => other,
+            })?;
+        Ok(PeerClient { conn })
+    }
+
+    /// Address of the file server.
+    pub fn addr(&self) -> SocketAddr {
+        self.conn.peer_addr()
+    }
+
+    /// Round-trip time of a ping.
+    pub async fn ping(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.conn.send(&PeerRequest::Ping {}).await?;
+        match self.conn.recv_reply().await? {
+            PeerResponse::Pong {} => Ok(started.elapsed()),
+            other => Err(Error::malformed(format!(
+                "{} answered a ping with {other:?}",
+                self.addr()
+            ))),
+        }
+    }
+
+    /// The peer's chunk list for `file`, checked against the chunk-list root the index
+    /// recorded.
+    pub async fn chunk_list(&mut self, file: &FileEntry) -> Result<Vec<[u8; 32]>> {
+        self.conn
+            .send(&PeerRequest::Chunks {
+                name: file.name.clone(),
+            })
+            .await?;
+        let expected = protocol::chunk_count(file.size);
+        let count = match self.conn.recv_reply().await? {
+            PeerResponse::ChunkList { size, count } if size == file.size && count == expected => {
+                count
+            }
+            PeerResponse::ChunkList { size, .. } if size != file.size => {
+                return Err(Error::msg(format!(
+                    "its copy of {} is {size} bytes but the index says {}: it changed after it was registered",
+                    file.name, file.size
+                )));
+            }
+            PeerResponse::ChunkList { count, .. } => {
+                return Err(Error::msg(format!(
+                    "it announced a chunk list of {count} entries for {}, which has {expected}",
+                    file.name
+                )));
+            }
+            PeerResponse::Error { message, .. } => {
+                return Err(Error::msg(format!(
+                    "refused: {}",
+                    protocol::clean_text(&message)
+                )));
+            }
+            other => return Err(Error::malformed(format!("answered out of turn: {other:?}"))),
+        };
+        let raw = self.conn.recv_raw(count as usize * 32).await?;
+        let digests: Vec<[u8; 32]> = raw
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32-byte chunks"))
+            .collect();
+        if protocol::chunks_root(&digests) != file.chunks {
+            return Err(Error::msg("its chunk list does not match the index's"));
+        }
+        Ok(digests)
+    }
+
+    /// Ask for `length` bytes of `file` at `offset`, and check that the peer announces
+    /// exactly those; the bytes themselves are read from [`PeerClient::into_range`].
+    pub async fn request_range(
+        &mut self,
+        file: &FileEntry,
+        offset: u64,
+        length: u64,
+    ) -> Result<()> {
+        let request = PeerRequest::Get {
+            name: file.name.clone(),
+            offset,
+            length: Some(length),
+        };
+        self.conn.send(&request).await?;
+        let size = file.size;
+        match self.conn.recv_reply::<PeerResponse>().await? {
+            PeerResponse::Sending {
+                size: now,
+                offset: o,
+                length: l,
+            } if now == size && o == offset && l == length => Ok(()),
+            PeerResponse::Sending { size: now, .. } if now != size => Err(Error::msg(format!(
+                "its copy is now {now} bytes but the index says {size}: it changed after it \
+                 was registered; try another peer"
+            ))),
+            PeerResponse::Sending {
+                offset: o,
+                length: l,
+                ..
+            } => Err(Error::msg(format!(
+                "it offered {l} bytes at offset {o} when asked for {length} at {offset}"
+            ))),
+            PeerResponse::Error { message, .. } => Err(Error::msg(protocol::clean_text(&message))),
+            other => Err(Error::malformed(format!("answered out of turn: {other:?}"))),
+        }
+    }
+
+    /// Hand the connection to a blocking thread to read an announced range: the bytes
+    /// already received come first. [`RangeReader::into_client`] gives it back.
+    pub fn into_range(self) -> Result<RangeReader> {
+        let limits = self.conn.limits();
+        let (socket, received) = self.conn.into_blocking()?;
+        Ok(RangeReader {
+            inner: Cursor::new(received).chain(socket),
+            limits,
+        })
+    }
+}
+
+/// A range of a file arriving on a blocking socket, every read under the timeout.
+pub struct RangeReader {
+    inner: std::io::Chain<Cursor<Vec<u8>>, TcpStream>,
+    limits: Limits,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl RangeReader {
+    /// The connection back, for the next request, once the whole range was read.
+    pub fn into_client(self) -> Result<PeerClient> {
+        let (rest, socket) = self.inner.into_inner();
+        let unread = rest.get_ref()[rest.position() as usize..].to_vec();
+        let stream = Async::new(socket).map_err(|e| Error::io("resuming the connection", e))?;
+        Ok(PeerClient {
+            conn: Connection::with_received(stream, self.limits, unread)?,
+        })
+    }
+}

@@ -1,0 +1,438 @@
+//! The transfer engine: one file from every peer that has it, chunk by chunk.
+//!
+//! One worker thread per peer asks the [`Scheduler`] for runs of chunks and writes what
+//! it receives at their offsets in the [`PartFile`]. A sequencer thread feeds the chunks
+//! to the whole-file SHA-256 in order (from memory when it can, from the page cache when
+//! a slow peer holds the line back). With several peers each chunk is checked against
+//! the peer's chunk list (itself checked against the index) as it arrives: a bad chunk
+//! is fetched again elsewhere and its sender dropped. With one peer the streaming
+//! whole-file hash is the check, and the chunk list only locates damage.
+//!
+//! Why plain threads, not tasks: the bytes of a transfer are received, hashed and
+//! written at GiB/s, all of it CPU-bound work that would hold an executor thread for
+//! the whole download (starving the file server and the index session that share the
+//! executor) or yield every 64 KiB. A blocking socket with a read timeout, a positioned
+//! write and a hasher on their own threads is the simplest code that reaches the
+//! single-core SHA-256 rate (README, Figures). Only the short request/answer exchanges
+//! between runs use the async [`PeerClient`]; a worker drives them with
+//! `smol::block_on`, which is sound because its thread belongs to no executor.
+
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+use super::part_file::{PartFile, ResumeState};
+use super::place::{safe_file_name, same_content};
+use super::scheduler::{RUN, Scheduler};
+use super::sequencer::sequence;
+use super::shared::{Delivery, Shared, lock};
+use super::{Downloaded, Job};
+use crate::client::{PeerClient, RangeReader};
+use crate::error::{Error, IoContext, Result};
+use crate::protocol::{self, Hit};
+use crate::runtime;
+
+/// Largest single write to the part file: on this kind of virtual machine, writes of a
+/// megabyte and more into the page cache cost several times what smaller ones do.
+const WRITE_PIECE: usize = 256 * 1024;
+
+fn peer_name(hit: &Hit) -> String {
+    format!("peer {} ({})", hit.peer_id, hit.addr)
+}
+
+/// Run a download to the end (blocking); see the module's description.
+pub fn run(job: Job) -> Result<Downloaded> {
+    let started = Instant::now();
+    let file_name = safe_file_name(&job.file.name)?;
+    std::fs::create_dir_all(&job.dir)
+        .context(|| format!("cannot use the downloads folder {}", job.dir.display()))?;
+    let size = job.file.size;
+    let final_path = job.dir.join(&file_name);
+    if same_content(&final_path, &job.file.sha256, size) {
+        return Ok(Downloaded {
+            path: final_path,
+            size,
+            elapsed: started.elapsed(),
+            already_there: true,
+            resumed: 0,
+            peers: Vec::new(),
+            refetched: 0,
+        });
+    }
+    let (part, resume) = PartFile::open(&job.dir, &file_name, &job.file)?;
+    let chunk_size = protocol::chunk_size(size);
+    let resumed: u64 = (0..protocol::chunk_count(size))
+        .filter(|&i| resume.received[i as usize])
+        .map(|i| (size - i * chunk_size).min(chunk_size))
+        .sum();
+    job.status.total.store(size, Ordering::Relaxed);
+    job.status.done.store(resumed, Ordering::Relaxed);
+    job.status.resumed.store(resumed, Ordering::Relaxed);
+    (job.progress)(resumed);
+
+    let (peers, digests) = match connect_all(&job) {
+        Ok(found) => found,
+        Err(e) => {
+            if resumed == 0 {
+                part.discard();
+            }
+            return Err(e);
+        }
+    };
+    let verify_chunks = peers.len() > 1;
+    let shared = Arc::new(Shared {
+        part,
+        chunk_size,
+        digests,
+        verify_chunks,
+        scheduler: Mutex::new(Scheduler::new(
+            &resume.received,
+            if verify_chunks { RUN } else { u64::MAX },
+        )),
+        pool: Mutex::new(Vec::new()),
+        contributors: Mutex::default(),
+        job,
+    });
+    let (digest, failures) = transfer(&shared, resume, peers);
+    let shared = Arc::into_inner(shared).expect("every thread of the transfer has ended");
+    let mut done = conclude(shared, digest?, &failures, &file_name)?;
+    done.elapsed = started.elapsed();
+    done.resumed = resumed;
+    Ok(done)
+}
+
+/// Peers said hello to, best round-trip first, and the verified chunk list.
+type Connected = (Vec<(Hit, PeerClient)>, Vec<[u8; 32]>);
+
+/// Connect to every source at once and fetch a chunk list that matches the index's.
+fn connect_all(job: &Job) -> Result<Connected> {
+    let attempts: Vec<_> = job
+        .sources
+        .iter()
+        .cloned()
+        .map(|hit| {
+            let limits = job.limits;
+            runtime::spawn(async move {
+                let started = Instant::now();
+                let client = PeerClient::connect(hit.addr, limits).await;
+                (hit, client, started.elapsed())
+            })
+        })
+        .collect();
+    let mut connected = Vec::new();
+    let mut errors = Vec::new();
+    for attempt in attempts {
+        match smol::block_on(attempt) {
+            (hit, Ok(client), rtt) => connected.push((rtt, hit, client)),
+            (hit, Err(e), _) => errors.push(format!("{}: {e}", peer_name(&hit))),
+        }
+    }
+    connected.sort_by_key(|(rtt, _, _)| *rtt);
+    let mut digests = None;
+    for (_, hit, client) in connected.iter_mut() {
+        match smol::block_on(client.chunk_list(&job.file)) {
+            Ok(list) => {
+                digests = Some(list);
+                break;
+            }
+            Err(e) => errors.push(format!("{}: {e}", peer_name(hit))),
+        }
+    }
+    let peers = connected.into_iter().map(|(_, hit, c)| (hit, c)).collect();
+    match digests {
+        Some(digests) => Ok((peers, digests)),
+        None if errors.len() == 1 && job.sources.len() == 1 => Err(Error::msg(errors.remove(0))),
+        None => Err(Error::msg(format!(
+            "no peer sharing {} could be used: {}",
+            job.file.name,
+            errors.join("; ")
+        ))),
+    }
+}
+
+/// Run the workers and the sequencer until every chunk is in place, every peer has
+/// failed, or the download is cancelled; returns the whole-file digest (when every
+/// chunk was hashed) and what went wrong with each peer that failed.
+fn transfer(
+    shared: &Arc<Shared>,
+    resume: ResumeState,
+    peers: Vec<(Hit, PeerClient)>,
+) -> (Result<Option<String>>, Vec<String>) {
+    let (to_sequencer, from_workers) = mpsc::channel::<Delivery>();
+    let sequencer = {
+        let shared = shared.clone();
+        std::thread::spawn(move || sequence(&shared, resume, from_workers))
+    };
+    let workers: Vec<_> = peers
+        .into_iter()
+        .map(|(hit, client)| {
+            let shared = shared.clone();
+            let to_sequencer = to_sequencer.clone();
+            std::thread::spawn(move || {
+                let status = &shared.job.status;
+                status.peers.fetch_add(1, Ordering::Relaxed);
+                let result = work(&shared, &hit, client, &to_sequencer);
+                status.peers.fetch_sub(1, Ordering::Relaxed);
+                result.err().map(|e| format!("{}: {e}", peer_name(&hit)))
+            })
+        })
+        .collect();
+    drop(to_sequencer);
+    let failures = workers
+        .into_iter()
+        .filter_map(|w| w.join().unwrap_or_else(|_| Some("a worker failed".into())))
+        .collect();
+    let digest = sequencer
+        .join()
+        .unwrap_or_else(|_| Err(Error::msg("the hashing thread failed")));
+    (digest, failures)
+}
+
+/// The end of a transfer: the verified file takes its final name, or the part file is
+/// kept for a resume (or discarded when nothing in it is worth keeping).
+fn conclude(
+    shared: Shared,
+    digest: Option<String>,
+    failures: &[String],
+    file_name: &str,
+) -> Result<Downloaded> {
+    if shared.cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let status = &shared.job.status;
+    let size = shared.job.file.size;
+    if !shared.scheduler().all_done() {
+        let failures = failures.join("; ");
+        let done = status.done.load(Ordering::Relaxed);
+        let name = shared.job.file.name.clone();
+        if done == 0 {
+            shared.part.discard();
+            return Err(Error::msg(format!("cannot download {name}: {failures}")));
+        }
+        return Err(Error::msg(format!(
+            "{name} stopped at {} of {} ({failures}); what arrived is kept: run get again to resume",
+            indicatif::HumanBytes(done),
+            indicatif::HumanBytes(size)
+        )));
+    }
+    let digest = digest.expect("a complete transfer is fully hashed");
+    if digest != shared.job.file.sha256 {
+        return Err(locate_damage(shared, &digest));
+    }
+    let refetched = status.refetched.load(Ordering::Relaxed);
+    let peers = lock(&shared.contributors).iter().copied().collect();
+    let Shared { job, part, .. } = shared;
+    let (path, already_there) = part.finish(&job.dir, file_name, &job.file)?;
+    Ok(Downloaded {
+        path,
+        size,
+        elapsed: Duration::ZERO,
+        already_there,
+        resumed: 0,
+        peers,
+        refetched,
+    })
+}
+
+/// How a run of chunks ended.
+enum RunEnd {
+    /// Every chunk arrived; the connection can take the next request.
+    Whole,
+    /// The rest of the run is unwanted (another peer won a chunk, or we are stopping):
+    /// the connection, with bytes still in flight, is dropped.
+    Stopped,
+}
+
+/// One peer's worker: fetch runs until none are left or the peer fails.
+fn work(
+    shared: &Shared,
+    hit: &Hit,
+    mut peer: PeerClient,
+    to_sequencer: &mpsc::Sender<Delivery>,
+) -> Result<()> {
+    let size = shared.job.file.size;
+    loop {
+        if shared.cancelled() {
+            return Ok(());
+        }
+        let Some(run) = shared.scheduler().next_run() else {
+            return Ok(());
+        };
+        let offset = run.start * shared.chunk_size;
+        let length = (run.end * shared.chunk_size).min(size) - offset;
+        let mut range = smol::block_on(peer.request_range(&shared.job.file, offset, length))
+            .and_then(|()| peer.into_range())
+            .inspect_err(|_| shared.scheduler().give_back(run.clone()))?;
+        peer = match receive_run(shared, hit, &mut range, run, to_sequencer)? {
+            RunEnd::Whole => range.into_client()?,
+            RunEnd::Stopped if shared.cancelled() => return Ok(()),
+            RunEnd::Stopped => smol::block_on(PeerClient::connect(hit.addr, shared.job.limits))?,
+        };
+    }
+}
+
+/// Receive the chunks of `run`, check them (with several peers), write them in place
+/// and pass them to the sequencer.
+fn receive_run(
+    shared: &Shared,
+    hit: &Hit,
+    range: &mut RangeReader,
+    run: Range<u64>,
+    to_sequencer: &mpsc::Sender<Delivery>,
+) -> Result<RunEnd> {
+    for i in run.clone() {
+        if shared.cancelled() || shared.scheduler().is_done(i) {
+            shared.scheduler().give_back(i..run.end);
+            return Ok(RunEnd::Stopped);
+        }
+        let mut buf = shared.buffer();
+        let len = shared.chunk_len(i) as usize;
+        if let Err(e) = receive(range, &mut buf[..len], shared) {
+            shared.recycle(buf);
+            shared.scheduler().give_back(i..run.end);
+            return Err(e);
+        }
+        if shared.verify_chunks
+            && Sha256::digest(&buf[..len]).as_slice() != shared.digests[i as usize]
+        {
+            shared.recycle(buf);
+            let status = &shared.job.status;
+            status.refetched.fetch_add(len as u64, Ordering::Relaxed);
+            shared.scheduler().give_back(i..run.end);
+            warn!(
+                "{} sent a bad chunk {i} of {}; dropping it",
+                peer_name(hit),
+                shared.job.file.name
+            );
+            return Err(Error::msg(format!("sent a corrupt chunk ({i})")));
+        }
+        write_chunk(shared.part.file(), &buf[..len], i * shared.chunk_size)
+            .context(|| format!("writing {}", shared.job.file.name))?;
+        deliver(shared, hit, i, buf, to_sequencer);
+    }
+    Ok(RunEnd::Whole)
+}
+
+/// Record chunk `i` as in place and pass it on, unless another peer was first.
+fn deliver(
+    shared: &Shared,
+    hit: &Hit,
+    i: u64,
+    buf: Vec<u8>,
+    to_sequencer: &mpsc::Sender<Delivery>,
+) {
+    let len = shared.chunk_len(i);
+    let status = &shared.job.status;
+    if shared.scheduler().complete(i) {
+        status.done.fetch_add(len, Ordering::Relaxed);
+        lock(&shared.contributors).insert(hit.peer_id);
+        let _ = to_sequencer.send((i, Some(buf)));
+    } else {
+        status.duplicated.fetch_add(len, Ordering::Relaxed);
+        shared.recycle(buf);
+    }
+}
+
+fn write_chunk(part: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    for (i, piece) in data.chunks(WRITE_PIECE).enumerate() {
+        part.write_all_at(piece, offset + (i * WRITE_PIECE) as u64)?;
+    }
+    Ok(())
+}
+
+/// Fill `buf` from the socket, within the bandwidth limit.
+fn receive(socket: &mut impl Read, buf: &mut [u8], shared: &Shared) -> Result<()> {
+    let limit = &shared.job.bandwidth;
+    let mut filled = 0;
+    while filled < buf.len() {
+        let end = buf.len().min(filled + limit.block(buf.len()));
+        match socket.read(&mut buf[filled..end]) {
+            Ok(0) => return Err(protocol::Error::Closed("the peer part-way through".into()).into()),
+            Ok(n) => {
+                filled += n;
+                (shared.job.progress)(n as u64);
+                limit.throttle(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let stalled = "waiting for data: the peer stalled".into();
+                return Err(protocol::Error::Timeout(stalled).into());
+            }
+            Err(e) => return Err(Error::io("receiving", e)),
+        }
+    }
+    Ok(())
+}
+
+/// The whole file arrived but its SHA-256 is wrong: find the bad chunks with the chunk
+/// list, forget them (keeping the good ones for a resume), and say so.
+fn locate_damage(shared: Shared, digest: &str) -> Error {
+    let count = protocol::chunk_count(shared.job.file.size);
+    let mut buf = vec![0; shared.chunk_size as usize];
+    let mut received = vec![true; count as usize];
+    let mut bad = 0;
+    for i in 0..count {
+        let len = shared.chunk_len(i) as usize;
+        let ok = shared
+            .part
+            .file()
+            .read_exact_at(&mut buf[..len], i * shared.chunk_size)
+            .is_ok()
+            && Sha256::digest(&buf[..len]).as_slice() == shared.digests[i as usize];
+        if !ok {
+            received[i as usize] = false;
+            bad += 1;
+        }
+    }
+    let Shared { job, part, .. } = shared;
+    if bad == 0 {
+        // The index lied about the contents: nothing here is worth resuming.
+        part.discard();
+    } else {
+        let mut resume = ResumeState::fresh(&job.file);
+        part.save(&mut resume, received, 0, &Sha256::new());
+    }
+    let peers: Vec<String> = job.sources.iter().map(peer_name).collect();
+    let outcome = match bad {
+        0 => "every chunk matches the peer's chunk list, so the index's checksum is wrong; nothing was kept".to_owned(),
+        bad if bad == count => format!("all {count} chunks were corrupt and were discarded"),
+        bad => format!(
+            "{bad} of {count} chunks were corrupt and were discarded; the good ones are kept, so `get` again (from another peer) fetches only those"
+        ),
+    };
+    Error::ChecksumMismatch {
+        name: job.file.name,
+        peer: peers.join(", "),
+        expected: job.file.sha256,
+        actual: digest.to_owned(),
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_arithmetic_holds_past_four_gib() {
+        let size = (6u64 << 30) + 3;
+        let chunk = protocol::chunk_size(size);
+        let count = protocol::chunk_count(size);
+        assert!(count <= protocol::MAX_CHUNKS);
+        assert_eq!((count - 1) * chunk + (size - (count - 1) * chunk), size);
+        // The last chunk starts past 4 GiB and is the short remainder.
+        assert!((count - 1) * chunk > u32::MAX as u64);
+        assert_eq!(size - (count - 1) * chunk, 3);
+    }
+}

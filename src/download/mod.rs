@@ -1,0 +1,151 @@
+//! Downloading: one file from every peer that has the same contents, verified by SHA-256,
+//! resumable, written where nothing half-done is ever visible under its final name.
+//!
+//! - [`sources`]: which peers to fetch from.
+//! - [`scheduler`]: which chunk goes to which peer.
+//! - [`engine`]: the transfer itself (worker threads, damage); its sequencer feeds
+//!   the whole-file hash in order.
+//! - [`part_file`]: the part file and its resume state, from creation to removal.
+//! - [`place`]: a safe name on disk, and the final name without replacing anything.
+//!
+//! A download stopped by [`Cancel`] (Ctrl-C, `quit`) keeps what arrived for a resume:
+//! `get` the same file again and only the missing chunks are fetched.
+
+pub mod engine;
+pub mod part_file;
+pub mod place;
+pub mod scheduler;
+mod sequencer;
+mod shared;
+pub mod sources;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tracing::debug;
+
+use crate::error::Result;
+use crate::limit::RateLimit;
+use crate::protocol::{FileEntry, Hit, Limits};
+
+pub use place::{PART_SUFFIX, safe_file_name};
+pub use sources::sources;
+
+/// One download to run.
+pub struct Job {
+    /// The file as the index describes it.
+    pub file: FileEntry,
+    /// Peers that share exactly this content, best first.
+    pub sources: Vec<Hit>,
+    /// Downloads folder.
+    pub dir: PathBuf,
+    /// Wire limits; the timeout also bounds every read of a transfer.
+    pub limits: Limits,
+    /// Set to stop; what was received is kept for a resume.
+    pub cancel: Cancel,
+    /// Download bandwidth shared by every transfer.
+    pub bandwidth: Arc<RateLimit>,
+    /// Live figures.
+    pub status: Arc<Status>,
+    /// Told of every block received.
+    pub progress: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Job {
+    /// A job for `file` from `sources` into `dir`, with no bandwidth limit, a fresh
+    /// status and no progress callback.
+    pub fn new(file: FileEntry, sources: Vec<Hit>, dir: &Path, limits: Limits) -> Self {
+        Job {
+            file,
+            sources,
+            dir: dir.to_owned(),
+            limits,
+            cancel: Cancel::default(),
+            bandwidth: Arc::new(RateLimit::new(0)),
+            status: Arc::default(),
+            progress: Arc::new(|_| {}),
+        }
+    }
+}
+
+/// Live figures of a transfer, for progress bars and `transfers`.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Size of the file.
+    pub total: AtomicU64,
+    /// Bytes in place (resumed ones included).
+    pub done: AtomicU64,
+    /// Peers sending right now.
+    pub peers: AtomicUsize,
+    /// Bytes that failed their chunk check and were fetched again from another peer.
+    pub refetched: AtomicU64,
+    /// Bytes fetched twice in the end game (a slow peer's chunk also asked of a fast one).
+    pub duplicated: AtomicU64,
+    /// Bytes an earlier, interrupted download had already fetched.
+    pub resumed: AtomicU64,
+}
+
+/// A finished download.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// How long the transfer took.
+    pub elapsed: Duration,
+    /// True when an identical file was already there and nothing was written.
+    pub already_there: bool,
+    /// Bytes an earlier, interrupted download had already fetched.
+    pub resumed: u64,
+    /// Peer IDs of the peers that sent data.
+    pub peers: Vec<u64>,
+    /// Bytes fetched twice: bad chunks, and end-game duplicates.
+    pub refetched: u64,
+}
+
+/// Set to stop a download; what arrived is kept for a resume.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Ask the download to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Download `hit` into `dir` from that one peer, telling `progress` of every block.
+pub async fn download(
+    hit: &Hit,
+    dir: &Path,
+    limits: Limits,
+    cancel: Cancel,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Downloaded> {
+    let mut job = Job::new(hit.file.clone(), vec![hit.clone()], dir, limits);
+    job.cancel = cancel;
+    job.progress = progress;
+    fetch(job).await
+}
+
+/// Run a download job to its end on a blocking thread (see [`engine`] for why).
+pub async fn fetch(job: Job) -> Result<Downloaded> {
+    let name = job.file.name.clone();
+    let downloaded = smol::unblock(move || engine::run(job)).await?;
+    debug!(
+        "downloaded {name} ({} bytes, {} resumed) from {} peer(s) in {:.3}s",
+        downloaded.size,
+        downloaded.resumed,
+        downloaded.peers.len(),
+        downloaded.elapsed.as_secs_f64()
+    );
+    Ok(downloaded)
+}

@@ -1,0 +1,302 @@
+//! What the index does with each request: one function per request, dispatched from one
+//! `match` ([`Server::handle`]). A handler answers with a response, or with a [`Reject`]:
+//! the error reply the client gets, its connection left open.
+
+use std::net::SocketAddr;
+
+use tracing::{info, warn};
+
+use super::Server;
+use super::store::{NameMatch, Query, Registration, Store, StoreError};
+use crate::protocol::{
+    self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
+    TOKEN_HEX,
+};
+
+/// What a connection is: a plain client, or the session of a registered peer.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique for the life of the server.
+    pub id: u64,
+    /// The Peer ID this connection registered, if it did.
+    pub peer: Option<u64>,
+    /// How many files the peer shares, as the store last said.
+    pub files: u64,
+    /// The address the connection comes from: the peer's host, whatever it claims.
+    pub from: SocketAddr,
+}
+
+impl Session {
+    /// A connection from `from` that has not registered.
+    pub fn new(id: u64, from: SocketAddr) -> Self {
+        Session {
+            id,
+            peer: None,
+            files: 0,
+            from,
+        }
+    }
+}
+
+/// Why the index refuses a request: the error reply it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// The kind of refusal.
+    pub code: ErrorCode,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+impl Reject {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Reject {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Reject::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<StoreError> for Reject {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotOwner => Reject::new(ErrorCode::NotRegistered, e.to_string()),
+            StoreError::Database(_) => {
+                warn!("{e}");
+                Reject::new(
+                    ErrorCode::Internal,
+                    "database unavailable: the index cannot use its database right now; try again shortly",
+                )
+            }
+        }
+    }
+}
+
+/// What a handler returns.
+type Handled = Result<IndexResponse, Reject>;
+
+fn registered(session: &Session) -> Result<u64, Reject> {
+    session
+        .peer
+        .ok_or_else(|| Reject::new(ErrorCode::NotRegistered, "register first"))
+}
+
+impl<S: Store> Server<S> {
+    /// Answer one request of `session` (after the handshake).
+    pub async fn handle(&self, session: &mut Session, request: IndexRequest) -> IndexResponse {
+        let handled = match request {
+            IndexRequest::Hello { .. } => Err(Reject::bad("hello was already said")),
+            IndexRequest::Ping {} => self.ping(session).await,
+            IndexRequest::Register { port, token, files } => {
+                self.register(session, port, token, files).await
+            }
+            IndexRequest::AddFiles { files } => self.add_files(session, files).await,
+            IndexRequest::RemoveFiles { names } => self.remove_files(session, names).await,
+            IndexRequest::Unregister {} => self.unregister(session).await,
+            IndexRequest::Search(query) => self.search(query).await,
+            IndexRequest::Browse { peer_id, limit } => self.browse(peer_id, limit).await,
+            IndexRequest::Lookup { name } => self.lookup(name).await,
+            IndexRequest::Peers {} => self.peers().await,
+        };
+        handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message))
+    }
+
+    async fn peers(&self) -> Handled {
+        let peers = self.store.peers().await?;
+        Ok(IndexResponse::Peers { peers })
+    }
+
+    async fn ping(&self, session: &Session) -> Handled {
+        if let Some(peer) = session.peer {
+            self.store.touch(peer, session.id).await?;
+        }
+        Ok(IndexResponse::Pong {})
+    }
+
+    async fn register(
+        &self,
+        session: &mut Session,
+        port: u16,
+        token: String,
+        files: Vec<FileEntry>,
+    ) -> Handled {
+        if port == 0 {
+            return Err(Reject::bad(
+                "port 0 cannot be reached; register the port you listen on",
+            ));
+        }
+        if token.len() != TOKEN_HEX || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Reject::bad(format!("token must be {TOKEN_HEX} hex digits")));
+        }
+        self.check_files(&files, 0)?;
+        let count = files.len() as u64;
+        // The peer's host is the one this connection comes from, never a claim.
+        let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
+        let registration = Registration {
+            token,
+            session: session.id,
+            addr,
+            files,
+        };
+        let peer_id = self.store.register(registration).await?;
+        // Registering again under another token replaces the first registration.
+        if let Some(old) = session.peer.filter(|&old| old != peer_id) {
+            self.store.unregister(old, session.id).await?;
+        }
+        session.peer = Some(peer_id);
+        session.files = count;
+        info!("peer {peer_id} registered {count} file(s), serving at {addr}");
+        Ok(IndexResponse::Registered {
+            peer_id,
+            files: count,
+        })
+    }
+
+    async fn add_files(&self, session: &mut Session, files: Vec<FileEntry>) -> Handled {
+        let peer = registered(session)?;
+        self.check_files(&files, session.files as usize)?;
+        let files = self.store.add_files(peer, session.id, files).await?;
+        session.files = files;
+        Ok(IndexResponse::Done { files })
+    }
+
+    async fn remove_files(&self, session: &mut Session, names: Vec<String>) -> Handled {
+        let peer = registered(session)?;
+        let files = self.store.remove_files(peer, session.id, names).await?;
+        session.files = files;
+        Ok(IndexResponse::Done { files })
+    }
+
+    async fn unregister(&self, session: &mut Session) -> Handled {
+        let peer = registered(session)?;
+        self.store.unregister(peer, session.id).await?;
+        session.peer = None;
+        info!("peer {peer} at {} unregistered", session.from);
+        Ok(IndexResponse::Done { files: 0 })
+    }
+
+    async fn search(&self, query: SearchQuery) -> Handled {
+        let compiled = self.compile(&query)?;
+        let found = self
+            .store
+            .search(&compiled, self.limit(query.limit))
+            .await?;
+        Ok(self.results(found))
+    }
+
+    async fn browse(&self, peer_id: u64, limit: Option<u32>) -> Handled {
+        let mut query = Query::by(NameMatch::Any);
+        query.peer = Some(peer_id);
+        let found = self.store.search(&query, self.limit(limit)).await?;
+        if found.0.is_empty()
+            && !self
+                .store
+                .peers()
+                .await?
+                .iter()
+                .any(|p| p.peer_id == peer_id)
+        {
+            let message = format!("peer {peer_id} is not registered");
+            return Err(Reject::new(ErrorCode::NotFound, message));
+        }
+        Ok(self.results(found))
+    }
+
+    async fn lookup(&self, name: String) -> Handled {
+        if let Some(problem) = protocol::name_problem(&name) {
+            return Err(Reject::bad(format!("file name {problem}")));
+        }
+        let query = Query::by(NameMatch::Exact(name));
+        let found = self.store.search(&query, self.settings.max_results).await?;
+        Ok(self.results(found))
+    }
+
+    /// The result limit a client asked for, within the server's.
+    fn limit(&self, asked: Option<u32>) -> usize {
+        let max = self.settings.max_results;
+        asked.map_or(max, |l| (l as usize).clamp(1, max))
+    }
+
+    /// The store query a search asks for, or why it is refused: a pattern too short to
+    /// be selective (it would return half the index), or nothing to search by at all.
+    fn compile(&self, search: &SearchQuery) -> Result<Query, Reject> {
+        let pattern = &search.pattern;
+        if pattern.len() > MAX_PATTERN {
+            return Err(Reject::bad(format!(
+                "the search pattern is longer than {MAX_PATTERN} bytes"
+            )));
+        }
+        if pattern.chars().any(char::is_control) {
+            return Err(Reject::bad(
+                "the search pattern contains control characters",
+            ));
+        }
+        if let Some(problem) = search
+            .sha256
+            .as_deref()
+            .and_then(protocol::sha256_prefix_problem)
+        {
+            return Err(Reject::bad(problem));
+        }
+        if let (Some(min), Some(max)) = (search.min_size, search.max_size)
+            && min > max
+        {
+            return Err(Reject::bad(format!(
+                "no size is at least {min} and at most {max}"
+            )));
+        }
+        let pattern = pattern.trim();
+        let literal = pattern.chars().filter(|c| !matches!(c, '*' | '?')).count();
+        let min = self.settings.min_pattern_len;
+        if literal == 0 && search.sha256.is_none() {
+            return Err(Reject::bad(if pattern.is_empty() {
+                "the search pattern is empty".to_owned()
+            } else {
+                format!("the pattern needs at least {min} characters besides * and ?")
+            }));
+        }
+        if literal > 0 && literal < min {
+            return Err(Reject::bad(format!(
+                "the pattern needs at least {min} characters besides * and ?, so that one search \
+                 cannot list the whole index"
+            )));
+        }
+        let mut query = Query::pattern(if literal == 0 { "" } else { pattern });
+        query.sha256_prefix = search.sha256.clone();
+        query.min_size = search.min_size;
+        query.max_size = search.max_size;
+        Ok(query)
+    }
+
+    /// A results message cut to what one frame can carry.
+    fn results(&self, (mut hits, mut truncated): (Vec<Hit>, bool)) -> IndexResponse {
+        let max_frame = self.settings.limits.max_frame;
+        let fits = protocol::fitting(&hits, max_frame, protocol::hit_json_bound);
+        if fits < hits.len() {
+            hits.truncate(fits);
+            truncated = true;
+        }
+        IndexResponse::Results { hits, truncated }
+    }
+
+    fn check_files(&self, files: &[FileEntry], already: usize) -> Result<(), Reject> {
+        let max = self.settings.max_files_per_peer;
+        if files.len().saturating_add(already) > max {
+            return Err(Reject::bad(format!("a peer may share at most {max} files")));
+        }
+        let longest = self.settings.max_name_len;
+        if let Some(long) = files.iter().find(|f| f.name.len() > longest) {
+            return Err(Reject::bad(format!(
+                "file name {:?}... is longer than {longest} bytes",
+                protocol::truncate(&long.name)
+            )));
+        }
+        files
+            .iter()
+            .try_for_each(protocol::check_entry)
+            .map_err(|problem| Reject::bad(format!("malformed message: {problem}")))
+    }
+}

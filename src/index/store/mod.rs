@@ -1,0 +1,134 @@
+//! What the index knows, behind one narrow interface ([`Store`]) so that the in-memory
+//! store ([`memory`]) and the PostgreSQL one ([`postgres`]) are interchangeable.
+//!
+//! A peer's files belong to the session (connection) that registered them: only that
+//! session may change or withdraw them, and a newer session of the same peer (same token)
+//! takes them over, so a stale connection closing late withdraws nothing.
+
+pub mod memory;
+pub mod postgres;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::protocol::{FileEntry, Hit, PeerInfo};
+
+pub use memory::MemoryStore;
+pub use postgres::PgStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The session no longer owns the peer's files: it registered again elsewhere.
+    #[error("this session no longer owns the peer's files (it registered again elsewhere)")]
+    NotOwner,
+    /// The database failed; the text is for the server's log, not for clients.
+    #[error("database: {0}")]
+    Database(String),
+}
+
+/// What a store operation returns.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// How a file's name must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameMatch {
+    /// Any name (other criteria decide).
+    Any,
+    /// Case-insensitive substring; the pattern is lowercase.
+    Substring(String),
+    /// Case-insensitive `*`/`?` wildcard match of the whole name; lowercase.
+    Wildcard(String),
+    /// Exactly this name (case-sensitive).
+    Exact(String),
+}
+
+/// A search compiled for a store: the name criterion parsed once, and the peer whose
+/// files are browsed. Built by the index from a checked [`crate::protocol::SearchQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// The name criterion.
+    pub name: NameMatch,
+    /// Lowercase hex prefix of the SHA-256.
+    pub sha256_prefix: Option<String>,
+    /// Smallest size, inclusive.
+    pub min_size: Option<u64>,
+    /// Largest size, inclusive.
+    pub max_size: Option<u64>,
+    /// Only this peer's files.
+    pub peer: Option<u64>,
+}
+
+impl Query {
+    /// A query on the name alone: wildcards when it has `*` or `?`, else a substring.
+    pub fn pattern(pattern: &str) -> Query {
+        let lower = pattern.to_lowercase();
+        let name = if pattern.is_empty() {
+            NameMatch::Any
+        } else if pattern.contains(['*', '?']) {
+            NameMatch::Wildcard(lower)
+        } else {
+            NameMatch::Substring(lower)
+        };
+        Query::by(name)
+    }
+
+    /// A query on `name` and nothing else.
+    pub fn by(name: NameMatch) -> Query {
+        Query {
+            name,
+            sha256_prefix: None,
+            min_size: None,
+            max_size: None,
+            peer: None,
+        }
+    }
+}
+
+/// A peer session registering its files.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The peer's secret, stable across its reconnections.
+    pub token: String,
+    /// The connection registering, unique for the life of the server.
+    pub session: u64,
+    /// Where downloaders reach the peer's file server.
+    pub addr: SocketAddr,
+    /// The files.
+    pub files: Vec<FileEntry>,
+}
+
+/// The index's storage. Every method is one atomic step.
+pub trait Store: Send + Sync + 'static {
+    /// Register a peer (or re-register it), replacing its files; returns its Peer ID.
+    fn register(&self, registration: Registration) -> impl Future<Output = Result<u64>> + Send;
+    /// Add or replace files of a peer; returns how many it now shares.
+    fn add_files(
+        &self,
+        peer: u64,
+        session: u64,
+        files: Vec<FileEntry>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Withdraw files of a peer by name; returns how many it now shares.
+    fn remove_files(
+        &self,
+        peer: u64,
+        session: u64,
+        names: Vec<String>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Withdraw a peer, if `session` still owns it.
+    fn unregister(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
+    /// Note that a peer's session is alive.
+    fn touch(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
+    /// Files matching `query`, at most `limit`; the flag says whether more matched.
+    fn search(
+        &self,
+        query: &Query,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
+    /// Every peer.
+    fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>>> + Send;
+    /// Withdraw peers not touched within `ttl`; returns how many.
+    fn expire(&self, ttl: Duration) -> impl Future<Output = Result<usize>> + Send;
+}

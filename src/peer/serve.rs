@@ -1,0 +1,268 @@
+//! The peer's file server: answers downloaders with the bytes of registered files,
+//! streamed raw after a `Sending` frame, and with their chunk lists.
+//!
+//! The request/answer exchange is async; the bytes of a range are copied by a blocking
+//! thread (`smol::unblock`) that owns the socket for the copy, because a copy from the
+//! page cache to a socket at GiB/s would otherwise hold an executor thread for the whole
+//! transfer. The connection is handed over and taken back in [`send`].
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use smol::Async;
+use smol::lock::Semaphore;
+use tracing::{info, warn};
+
+use crate::digest::IO_BUFFER;
+use crate::error::{Error, IoContext, Result};
+use crate::limit::RateLimit;
+use crate::net::{self, Admission};
+use crate::peer::share::Share;
+use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse, Reply};
+use crate::runtime::Shutdown;
+
+/// The folder being served; replaced or changed while serving.
+pub type SharedFolder = Arc<RwLock<Share>>;
+
+/// What a file server enforces.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Wire limits; the timeout also bounds every write of a transfer.
+    pub limits: Limits,
+    /// Most transfers at once; further requests wait their turn.
+    pub max_uploads: usize,
+    /// Upload bandwidth shared by every transfer.
+    pub upload: Arc<RateLimit>,
+}
+
+/// How long a downloader may stay silent between requests.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Most downloader connections at once; the next ones are told `busy`.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// What every connection of one file server shares.
+struct Server {
+    folder: SharedFolder,
+    settings: Settings,
+    uploads: Semaphore,
+}
+
+/// Serve `folder` on `listener` until `shutdown` fires.
+pub async fn run(
+    listener: Async<TcpListener>,
+    folder: SharedFolder,
+    settings: Settings,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let admission = Admission {
+        limits: settings.limits,
+        max_connections: MAX_CONNECTIONS,
+    };
+    let server = Arc::new(Server {
+        uploads: Semaphore::new(settings.max_uploads),
+        folder,
+        settings,
+    });
+    net::accept_loop::<PeerRequest, PeerResponse, _, _>(
+        listener,
+        admission,
+        shutdown,
+        move |conn, shutdown| {
+            let server = server.clone();
+            async move {
+                smol::future::or(server.requests(conn), async {
+                    shutdown.wait().await;
+                    Ok(())
+                })
+                .await
+            }
+        },
+    )
+    .await;
+    Ok(())
+}
+
+impl Server {
+    /// Answer one downloader's requests until it leaves or breaks the protocol.
+    async fn requests(&self, mut conn: Connection) -> Result<()> {
+        let from = conn.peer_addr();
+        loop {
+            let request = match conn.recv::<PeerRequest>(IDLE).await {
+                Ok(Some(request)) => request,
+                Ok(None) => return Ok(()),
+                Err(e @ protocol::Error::Malformed(_)) => {
+                    warn!("bad request from {from}: {e}");
+                    conn.send(&PeerResponse::error(ErrorCode::BadRequest, e.to_string()))
+                        .await?;
+                    continue;
+                }
+                Err(e @ protocol::Error::FrameTooLarge { .. }) => {
+                    warn!("closing {from}: {e}");
+                    conn.send(&PeerResponse::error(ErrorCode::BadRequest, e.to_string()))
+                        .await
+                        .ok();
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            conn = match request {
+                PeerRequest::Ping {} => reply(conn, PeerResponse::Pong {}).await?,
+                PeerRequest::Hello { .. } => {
+                    let again =
+                        PeerResponse::error(ErrorCode::BadRequest, "hello was already said");
+                    reply(conn, again).await?
+                }
+                PeerRequest::Chunks { name } => self.chunks(conn, &name).await?,
+                PeerRequest::Get {
+                    name,
+                    offset,
+                    length,
+                } => self.get(conn, from, &name, offset, length).await?,
+            };
+        }
+    }
+
+    /// Answer `chunks`: the chunk list follows its frame raw.
+    async fn chunks(&self, mut conn: Connection, name: &str) -> Result<Connection> {
+        let list = self
+            .folder
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .chunk_list(name);
+        match list {
+            Some((size, digests)) => {
+                let count = (digests.len() / 32) as u64;
+                conn.send(&PeerResponse::ChunkList { size, count }).await?;
+                conn.send_raw(&digests).await?;
+                Ok(conn)
+            }
+            None => {
+                let message = format!("{:?} is not shared here", protocol::truncate(name));
+                reply(conn, PeerResponse::error(ErrorCode::NotFound, message)).await
+            }
+        }
+    }
+
+    /// Answer `get`: a `sending` frame, then the bytes, once an upload slot is free.
+    async fn get(
+        &self,
+        conn: Connection,
+        from: SocketAddr,
+        name: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Connection> {
+        let opened = self
+            .folder
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .open(name);
+        let (file, size) = match opened {
+            Ok(pair) => pair,
+            Err(message) => {
+                warn!("refused {from}: {message}");
+                return reply(conn, PeerResponse::error(ErrorCode::NotFound, message)).await;
+            }
+        };
+        if offset > size {
+            let message = format!("offset {offset} is past the end of {name} ({size} bytes)");
+            return reply(conn, PeerResponse::error(ErrorCode::Range, message)).await;
+        }
+        let length = length.map_or(size - offset, |l| l.min(size - offset));
+        let _slot = self.uploads.acquire().await;
+        let started = std::time::Instant::now();
+        let upload = self.settings.upload.clone();
+        let conn = send(conn, (file, size), (offset, length), upload).await?;
+        info!(
+            "sent {name} ({length} bytes from offset {offset}) to {from} in {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(conn)
+    }
+}
+
+/// Send one answer and hand the connection back for the next request.
+async fn reply(mut conn: Connection, response: PeerResponse) -> Result<Connection> {
+    conn.send(&response).await?;
+    Ok(conn)
+}
+
+/// Announce a range and copy it on a blocking thread; whatever the downloader sent
+/// meanwhile stays buffered for its next request.
+async fn send(
+    mut conn: Connection,
+    (file, size): (File, u64),
+    (offset, length): (u64, u64),
+    limit: Arc<RateLimit>,
+) -> Result<Connection> {
+    conn.send(&PeerResponse::Sending {
+        size,
+        offset,
+        length,
+    })
+    .await?;
+    let limits = conn.limits();
+    let (socket, received) = conn.into_blocking()?;
+    let socket = smol::unblock(move || send_range(file, socket, offset, length, &limit)).await?;
+    let socket = Async::new(socket).context(|| "resuming the connection".into())?;
+    Ok(Connection::with_received(socket, limits, received)?)
+}
+
+/// Copy `length` bytes of `file` from `offset` to `socket`, and give the socket back.
+fn send_range(
+    mut file: File,
+    mut socket: TcpStream,
+    offset: u64,
+    length: u64,
+    limit: &RateLimit,
+) -> Result<TcpStream> {
+    file.seek(SeekFrom::Start(offset))
+        .context(|| "seeking in the file".into())?;
+    let mut buf = vec![0; IO_BUFFER];
+    let mut left = length;
+    while left > 0 {
+        let want = (left.min(limit.block(IO_BUFFER) as u64)) as usize;
+        let n = file
+            .read(&mut buf[..want])
+            .context(|| "reading the file".into())?;
+        if n == 0 {
+            return Err(Error::msg("the file shrank while it was being sent"));
+        }
+        socket
+            .write_all(&buf[..n])
+            .context(|| "sending the file".into())?;
+        left -= n as u64;
+        limit.throttle(n);
+    }
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sparse file past 4 GiB: the bytes at a 64-bit offset arrive intact.
+    #[test]
+    fn ranges_beyond_four_gib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.bin");
+        let file = File::create(&path).unwrap();
+        let offset = (5u64 << 30) + 12345;
+        file.set_len(offset + 4096).unwrap();
+        let marker: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        std::os::unix::fs::FileExt::write_all_at(&file, &marker, offset).unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut receiver, _) = listener.accept().unwrap();
+        let file = File::open(&path).unwrap();
+        let limit = RateLimit::new(0);
+        send_range(file, sender, offset, 4096, &limit).unwrap();
+        let mut got = vec![0; 4096];
+        receiver.read_exact(&mut got).unwrap();
+        assert_eq!(got, marker);
+    }
+}

@@ -1,0 +1,23 @@
+//! The wire protocol: messages in each direction ([`message`]), the rules every field
+//! obeys ([`rules`]), framing on a socket ([`connection`]) and what can go wrong there
+//! ([`error`]). This module is a leaf: it imports nothing else from napster, and nothing
+//! else in napster touches raw bytes of a connection.
+//!
+//! Every message is a frame: a 4-byte big-endian length followed by that many bytes of
+//! JSON. A frame longer than [`Limits::max_frame`] is refused before anything is
+//! allocated for it. The only bytes that are not frames are a file's contents and a chunk
+//! list, which follow a [`PeerResponse::Sending`] or [`PeerResponse::ChunkList`] raw and
+//! exactly as long as announced. `docs/PROTOCOL.md` is the prose version of this module.
+
+pub mod connection;
+pub mod error;
+pub mod message;
+pub mod rules;
+
+pub use connection::{Connection, decode, encode};
+pub use error::Error;
+pub use message::{
+    ErrorCode, FileEntry, Handshake, Hit, IndexRequest, IndexResponse, PeerInfo, PeerRequest,
+    PeerResponse, Reply, SearchQuery,
+};
+pub use rules::*;

@@ -1,0 +1,254 @@
+//! The rules every field obeys, whoever sends it: limits, names, hashes, chunk maths,
+//! and what fits in one frame. Pure functions, no I/O.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::message::{FileEntry, Hit};
+
+/// Protocol version, exchanged in the first message of every connection.
+pub const VERSION: u32 = 1;
+
+/// Default largest frame, in bytes.
+pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+
+/// Default time allowed for connecting, and for a message to arrive once it has begun.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest file name (a relative path with `/` separators), in bytes.
+pub const MAX_NAME: usize = 1024;
+
+/// Longest search pattern, in bytes.
+pub const MAX_PATTERN: usize = 256;
+
+/// Longest free-text field (agent names, error messages), in bytes.
+pub const MAX_TEXT: usize = 256;
+
+/// Length of a session token in hex digits.
+pub const TOKEN_HEX: usize = 32;
+
+/// Bounds every connection enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes.
+    pub max_frame: u32,
+    /// Time allowed to connect, and for a started message to arrive whole.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Smallest chunk a file is verified in, in bytes.
+pub const MIN_CHUNK: u64 = 1 << 20;
+
+/// Most chunks a file is cut into; larger files get larger chunks.
+pub const MAX_CHUNKS: u64 = 8192;
+
+/// The chunk size of a file of `size` bytes: a power of two, at least [`MIN_CHUNK`],
+/// large enough that the file has at most [`MAX_CHUNKS`] chunks.
+pub fn chunk_size(size: u64) -> u64 {
+    size.div_ceil(MAX_CHUNKS).next_power_of_two().max(MIN_CHUNK)
+}
+
+/// How many chunks a file of `size` bytes has (the last one may be short).
+pub fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(chunk_size(size))
+}
+
+/// Why a name may not travel in the protocol, or `None` when it may.
+///
+/// A name is a relative path: non-empty `/`-separated components, none of them `.` or
+/// `..`, no backslash, no control characters, at most [`MAX_NAME`] bytes.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("is empty");
+    }
+    if name.len() > MAX_NAME {
+        return Some("is too long");
+    }
+    if name.chars().any(char::is_control) {
+        return Some("contains control characters");
+    }
+    if name.contains('\\') {
+        return Some("contains a backslash");
+    }
+    if name.starts_with('/') {
+        return Some("is an absolute path");
+    }
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Some("has an empty, `.` or `..` component");
+    }
+    None
+}
+
+/// Whether `hex` is a SHA-256 in lowercase hex.
+pub fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Check a file entry received from the network; the error says what is wrong with it.
+pub fn check_entry(entry: &FileEntry) -> Result<(), String> {
+    if let Some(problem) = name_problem(&entry.name) {
+        return Err(format!("file name {:?} {problem}", truncate(&entry.name)));
+    }
+    if !is_sha256_hex(&entry.sha256) {
+        return Err(format!(
+            "sha256 of {:?} is not 64 lowercase hex digits",
+            truncate(&entry.name)
+        ));
+    }
+    if !is_sha256_hex(&entry.chunks) {
+        return Err(format!(
+            "chunks of {:?} is not 64 lowercase hex digits",
+            truncate(&entry.name)
+        ));
+    }
+    if entry.size > i64::MAX as u64 {
+        return Err(format!(
+            "size of {:?} is out of range",
+            truncate(&entry.name)
+        ));
+    }
+    Ok(())
+}
+
+/// Untrusted text (an error message from the other side) made safe to print: control
+/// characters (terminal escapes) removed, at most [`MAX_TEXT`] bytes.
+pub fn clean_text(text: &str) -> String {
+    let mut clean = String::new();
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if clean.len() + c.len_utf8() > MAX_TEXT {
+            clean.push('…');
+            break;
+        }
+        clean.push(c);
+    }
+    clean
+}
+
+/// A prefix of untrusted text short enough to quote in a message.
+pub fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Whether `prefix` is a SHA-256 prefix a search may use, or why not: 4 to 64 lowercase
+/// hex digits (shorter would match a large part of the index).
+pub fn sha256_prefix_problem(prefix: &str) -> Option<&'static str> {
+    let hex = prefix
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (!(4..=64).contains(&prefix.len()) || !hex).then_some("sha256: takes 4 to 64 hex digits")
+}
+
+/// The hex SHA-256 of a chunk list (the chunks' raw SHA-256 digests, concatenated): what
+/// the index records as a file's `chunks`.
+pub fn chunks_root(chunks: &[[u8; 32]]) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in chunks {
+        hasher.update(chunk);
+    }
+    hex::encode(hasher.finalize())
+}
+
+// What fits in one frame. Every list that travels (files registered, names withdrawn,
+// search hits) is cut with the same bounds, so no message is ever encoded twice to
+// measure it.
+
+/// Bytes of a frame kept for everything but the list it carries.
+const ENVELOPE: usize = 256;
+
+/// JSON bytes of a file entry other than its name: keys, a 20-digit size and the two
+/// 64-digit hashes.
+const ENTRY_JSON_FIXED: usize = 224;
+
+/// JSON bytes of a hit beyond its file entry: keys, an IPv6 address with port and two
+/// 20-digit numbers.
+const HIT_JSON_EXTRA: usize = 136;
+
+/// An upper bound of a name's JSON length, quotes and separating comma included. Names
+/// hold no control characters (they are checked on the way in), so only `"` and `\`
+/// grow when escaped.
+pub fn name_json_bound(name: &str) -> usize {
+    let escaped = name.bytes().filter(|b| matches!(b, b'"' | b'\\')).count();
+    name.len() + escaped + 3
+}
+
+/// An upper bound of a file entry's JSON length.
+pub fn entry_json_bound(entry: &FileEntry) -> usize {
+    name_json_bound(&entry.name) + ENTRY_JSON_FIXED
+}
+
+/// An upper bound of a hit's JSON length.
+pub fn hit_json_bound(hit: &Hit) -> usize {
+    entry_json_bound(&hit.file) + HIT_JSON_EXTRA
+}
+
+/// How many of `items`, from the first, fit in one frame of `max_frame` bytes (at least
+/// one, so that a list always moves).
+pub fn fitting<T>(items: &[T], max_frame: u32, bound: impl Fn(&T) -> usize) -> usize {
+    let mut room = (max_frame as usize).saturating_sub(ENVELOPE);
+    let fits = items
+        .iter()
+        .take_while(|item| {
+            let cost = bound(item);
+            let fits = cost <= room;
+            room = room.saturating_sub(cost);
+            fits
+        })
+        .count();
+    fits.max(1).min(items.len())
+}
+
+/// `items` cut into runs that each fit in one frame of `max_frame` bytes.
+pub fn batches<T, F: Fn(&T) -> usize>(
+    items: &[T],
+    max_frame: u32,
+    bound: F,
+) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (batch, tail) = rest.split_at(fitting(rest, max_frame, &bound));
+        rest = tail;
+        Some(batch)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_everything_and_fit() {
+        let names: Vec<String> = (0..5000).map(|i| format!("dir/\\\"{i}.ogg")).collect();
+        let mut seen = 0;
+        for batch in batches(&names, 4096, |n| name_json_bound(n)) {
+            let json = serde_json::to_vec(batch).unwrap();
+            assert!(json.len() + ENVELOPE <= 4096, "{}", json.len());
+            seen += batch.len();
+        }
+        assert_eq!(seen, names.len());
+    }
+
+    #[test]
+    fn a_sha256_prefix_is_4_to_64_lowercase_hex_digits() {
+        assert!(sha256_prefix_problem("0ac7").is_none());
+        assert!(sha256_prefix_problem(&"f".repeat(64)).is_none());
+        for bad in ["0ac", "0AC7", "0acg", "", &"f".repeat(65)] {
+            assert!(sha256_prefix_problem(bad).is_some(), "{bad}");
+        }
+    }
+}
