@@ -283,3 +283,53 @@ fn ping_measures_a_peer_and_search_can_show_round_trips() {
     );
     assert!(stderr.contains("peer 9 is not registered"), "{stderr}");
 }
+
+/// `quit` with a background download running stops it, says so, and keeps what arrived
+/// for a resume: nothing appears under the final name.
+#[test]
+fn quit_stops_background_downloads_and_keeps_them_for_a_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut index = NAPSTER.start(tmp.path(), "serve 0\n");
+    let addr = last_word(&index.wait_for("index server listening on"));
+    index.end_input();
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(shared.join("big.bin"), &big).unwrap();
+    // A sharer slow enough that the download is still running when the script quits.
+    let mut sharer = NAPSTER.start(
+        tmp.path(),
+        &format!(
+            "connect {addr}\nlimit up 256kB/s\nregister {} 0\n",
+            shared.display()
+        ),
+    );
+    sharer.wait_for("registered as peer");
+    sharer.end_input();
+
+    let downloader = tmp.path().join("downloader");
+    std::fs::create_dir_all(&downloader).unwrap();
+    let out = NAPSTER.run(
+        &downloader,
+        &format!("connect {addr}\nget -b big.bin\nquit\n"),
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stopped 1 background download"),
+        "quit says what it stopped: {stderr}"
+    );
+    let downloads = downloader.join("downloads");
+    assert!(
+        !downloads.join("big.bin").exists(),
+        "nothing half-done under the final name"
+    );
+    let kept: Vec<String> = std::fs::read_dir(&downloads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        kept.iter().any(|n| n.ends_with(".napster-part")),
+        "the part file is kept for a resume: {kept:?}"
+    );
+}

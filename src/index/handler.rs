@@ -300,3 +300,211 @@ impl<S: Store> Server<S> {
             .map_err(|problem| Reject::bad(format!("malformed message: {problem}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::index::{MemoryStore, Settings};
+
+    fn server() -> Server<MemoryStore> {
+        Server::new(Arc::new(MemoryStore::new()), Settings::default())
+    }
+
+    fn session(id: u64) -> Session {
+        Session::new(id, ([192, 0, 2, 7], 40000).into())
+    }
+
+    fn entry(name: &str) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            size: 5,
+            sha256: "a".repeat(64),
+            chunks: "b".repeat(64),
+        }
+    }
+
+    fn register(name: &str) -> IndexRequest {
+        IndexRequest::Register {
+            port: 25000,
+            token: "c".repeat(TOKEN_HEX),
+            files: vec![entry(name)],
+        }
+    }
+
+    fn code(response: IndexResponse) -> ErrorCode {
+        match response {
+            IndexResponse::Error { code, .. } => code,
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn register_takes_the_host_from_the_socket_and_search_finds_it() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            let reply = server.handle(&mut s, register("song.ogg")).await;
+            assert_eq!(
+                reply,
+                IndexResponse::Registered {
+                    peer_id: 1,
+                    files: 1
+                }
+            );
+            let IndexResponse::Results { hits, truncated } = server
+                .handle(&mut s, IndexRequest::Search(SearchQuery::pattern("SONG")))
+                .await
+            else {
+                panic!("no results");
+            };
+            assert!(!truncated);
+            assert_eq!(hits.len(), 1);
+            assert_eq!(hits[0].addr, ([192, 0, 2, 7], 25000).into());
+        });
+    }
+
+    #[test]
+    fn requests_of_a_peer_need_a_registration() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            for request in [
+                IndexRequest::AddFiles { files: vec![] },
+                IndexRequest::RemoveFiles { names: vec![] },
+                IndexRequest::Unregister {},
+            ] {
+                assert_eq!(
+                    code(server.handle(&mut s, request).await),
+                    ErrorCode::NotRegistered
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn add_remove_and_unregister_keep_the_count() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            server.handle(&mut s, register("a.txt")).await;
+            let added = IndexRequest::AddFiles {
+                files: vec![entry("b.txt"), entry("c.txt")],
+            };
+            assert_eq!(
+                server.handle(&mut s, added).await,
+                IndexResponse::Done { files: 3 }
+            );
+            let removed = IndexRequest::RemoveFiles {
+                names: vec!["a.txt".into()],
+            };
+            assert_eq!(
+                server.handle(&mut s, removed).await,
+                IndexResponse::Done { files: 2 }
+            );
+            let gone = server.handle(&mut s, IndexRequest::Unregister {}).await;
+            assert_eq!(gone, IndexResponse::Done { files: 0 });
+            assert_eq!(s.peer, None);
+        });
+    }
+
+    #[test]
+    fn bad_registrations_and_searches_are_refused() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            let port0 = IndexRequest::Register {
+                port: 0,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![],
+            };
+            let short_token = IndexRequest::Register {
+                port: 1,
+                token: "c".into(),
+                files: vec![],
+            };
+            let mut bad_hash = entry("x");
+            bad_hash.sha256 = "short".into();
+            let bad_entry = IndexRequest::Register {
+                port: 1,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![bad_hash],
+            };
+            let too_short = IndexRequest::Search(SearchQuery::pattern("a*"));
+            let bad_prefix = IndexRequest::Search(SearchQuery {
+                sha256: Some("XYZ".into()),
+                ..SearchQuery::default()
+            });
+            let hello = IndexRequest::Hello { version: 1 };
+            for request in [port0, short_token, bad_entry, too_short, bad_prefix, hello] {
+                assert_eq!(
+                    code(server.handle(&mut s, request).await),
+                    ErrorCode::BadRequest
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn browse_lookup_peers_and_ping() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            server.handle(&mut s, register("dir/a.txt")).await;
+            let browse = IndexRequest::Browse {
+                peer_id: 1,
+                limit: None,
+            };
+            let IndexResponse::Results { hits, .. } = server.handle(&mut s, browse).await else {
+                panic!("no results");
+            };
+            assert_eq!(hits[0].file.name, "dir/a.txt");
+            let unknown = IndexRequest::Browse {
+                peer_id: 9,
+                limit: None,
+            };
+            assert_eq!(
+                code(server.handle(&mut s, unknown).await),
+                ErrorCode::NotFound
+            );
+            let lookup = IndexRequest::Lookup {
+                name: "dir/a.txt".into(),
+            };
+            let IndexResponse::Results { hits, .. } = server.handle(&mut s, lookup).await else {
+                panic!("no results");
+            };
+            assert_eq!(hits.len(), 1);
+            let IndexResponse::Peers { peers } =
+                server.handle(&mut s, IndexRequest::Peers {}).await
+            else {
+                panic!("no peers");
+            };
+            assert_eq!((peers.len(), peers[0].files), (1, 1));
+            assert_eq!(
+                server.handle(&mut s, IndexRequest::Ping {}).await,
+                IndexResponse::Pong {}
+            );
+        });
+    }
+
+    #[test]
+    fn results_are_cut_to_one_frame() {
+        let mut settings = Settings::default();
+        settings.limits.max_frame = 4096;
+        let server = Server::new(Arc::new(MemoryStore::new()), settings);
+        let hit = Hit {
+            peer_id: 1,
+            addr: ([127, 0, 0, 1], 1).into(),
+            file: entry(&"n".repeat(500)),
+            shared_at: 0,
+        };
+        let IndexResponse::Results { hits, truncated } = server.results((vec![hit; 50], false))
+        else {
+            panic!("no results");
+        };
+        assert!(truncated && hits.len() < 50);
+        let reply = IndexResponse::Results { hits, truncated };
+        assert!(protocol::encode(&reply).len() <= 4096);
+    }
+}

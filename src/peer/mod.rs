@@ -156,6 +156,24 @@ impl Shared {
     }
 }
 
+/// The first scan of a share: list `dir`, tell `total` how many bytes hashing will read,
+/// hash what the cache does not know (telling `progress` of each block) and save the
+/// cache when anything was hashed.
+pub fn scan_and_hash(
+    dir: &Path,
+    living: &Living,
+    total: impl FnOnce(u64),
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Share, HashStats)> {
+    let listing = share::scan_roots(&[dir.to_owned()], &living.ignore)?;
+    total(listing.bytes_to_hash(&locked(&living.cache)));
+    let (share, stats) = listing.hash_with(&living.cache, progress)?;
+    if stats.hashed_files > 0 {
+        locked(&living.cache).save();
+    }
+    Ok((share, stats))
+}
+
 /// Keep the share in step with its folders: after change notifications (debounced), every
 /// `rescan` interval, and again after `settle` while files are still being written.
 async fn follow(shared: Arc<Shared>, events: smol::channel::Receiver<()>) {
@@ -208,10 +226,10 @@ pub struct Sharing {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     session: Session,
-    server: Task<Result<()>>,
+    server: Mutex<Option<Task<Result<()>>>>,
     stop_server: ShutdownTrigger,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    follower: Task<()>,
+    follower: Mutex<Option<Task<()>>>,
 }
 
 impl Sharing {
@@ -284,10 +302,10 @@ impl Sharing {
             addr,
             shared,
             session,
-            server,
+            server: Mutex::new(Some(server)),
             stop_server,
             watcher: Mutex::new(watcher),
-            follower,
+            follower: Mutex::new(Some(follower)),
         })
     }
 
@@ -365,13 +383,20 @@ impl Sharing {
         self.refresh().await
     }
 
-    /// Withdraw the files from the index and stop serving them.
-    pub async fn stop(self) {
-        self.follower.cancel().await;
+    /// Withdraw the files from the index and stop serving them. Takes `&self` so that a
+    /// signal can stop a share while a command (a long `refresh`) is still using it.
+    pub async fn stop(&self) {
+        let follower = locked(&self.follower).take();
+        if let Some(follower) = follower {
+            follower.cancel().await;
+        }
         drop(locked(&self.watcher).take());
         self.session.stop().await;
         self.stop_server.trigger();
-        let _ = self.server.await;
+        let server = locked(&self.server).take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
     }
 }
 

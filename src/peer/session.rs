@@ -55,7 +55,7 @@ pub struct Session {
     state: Arc<Mutex<SessionState>>,
     stop: Sender<()>,
     updates: Sender<Changes>,
-    task: Task<()>,
+    task: Mutex<Option<Task<()>>>,
 }
 
 /// Tells a session what changed in the share.
@@ -96,7 +96,7 @@ impl Session {
             state,
             stop,
             updates,
-            task,
+            task: Mutex::new(Some(task)),
         }
     }
 
@@ -111,9 +111,13 @@ impl Session {
     }
 
     /// Withdraw this peer's files from the index (if it is reachable) and end the session.
-    pub async fn stop(self) {
+    /// Stopping twice (a signal during `unregister`) waits for nothing the second time.
+    pub async fn stop(&self) {
         self.stop.close();
-        self.task.await;
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.await;
+        }
     }
 }
 

@@ -294,3 +294,86 @@ impl Connection {
         Ok((stream, received))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::protocol::{IndexRequest, IndexResponse};
+
+    /// A connected pair: ours (a [`Connection`]) and a plain socket for the other side.
+    fn pair(limits: Limits) -> (Connection, TcpStream) {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let other = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let conn = Connection::new(Async::new(ours).unwrap(), limits).unwrap();
+        (conn, other)
+    }
+
+    #[test]
+    fn frames_split_across_writes_and_packed_in_one_arrive_whole() {
+        use std::io::Write;
+        let (mut conn, mut other) = pair(Limits::default());
+        let mut bytes = encode(&IndexRequest::Ping {});
+        bytes.extend(encode(&IndexRequest::Peers {}));
+        other.write_all(&bytes[..3]).unwrap();
+        let reader = std::thread::spawn(move || {
+            other.write_all(&bytes[3..]).unwrap();
+            other
+        });
+        smol::block_on(async {
+            let first: IndexRequest = conn.recv_reply().await.unwrap();
+            assert_eq!(first, IndexRequest::Ping {});
+            let second: IndexRequest = conn.recv_reply().await.unwrap();
+            assert_eq!(second, IndexRequest::Peers {});
+        });
+        drop(reader.join().unwrap());
+        let end = smol::block_on(conn.recv::<IndexRequest>(Duration::from_secs(5)));
+        assert!(
+            matches!(end, Ok(None)),
+            "a clean close between frames: {end:?}"
+        );
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_it_is_read() {
+        use std::io::Write;
+        let limits = Limits {
+            max_frame: 4096,
+            ..Limits::default()
+        };
+        let (mut conn, mut other) = pair(limits);
+        other.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
+        let got = smol::block_on(conn.recv_reply::<IndexRequest>());
+        assert!(matches!(got, Err(Error::FrameTooLarge { len, max: 4096 }) if len == 1 << 30));
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_a_cut_frame_is_closed() {
+        use std::io::Write;
+        let (mut conn, mut other) = pair(Limits::default());
+        other.write_all(&5u32.to_be_bytes()).unwrap();
+        other.write_all(b"{nope").unwrap();
+        let got = smol::block_on(conn.recv_reply::<IndexResponse>());
+        assert!(matches!(got, Err(Error::Malformed(_))), "{got:?}");
+        other.write_all(&100u32.to_be_bytes()).unwrap();
+        other.write_all(b"{\"type\"").unwrap();
+        drop(other);
+        let got = smol::block_on(conn.recv_reply::<IndexResponse>());
+        assert!(matches!(got, Err(Error::Closed(_))), "{got:?}");
+    }
+
+    #[test]
+    fn a_begun_frame_that_stalls_times_out() {
+        use std::io::Write;
+        let limits = Limits {
+            timeout: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let (mut conn, mut other) = pair(limits);
+        other.write_all(&100u32.to_be_bytes()).unwrap();
+        let got = smol::block_on(conn.recv::<IndexRequest>(Duration::from_secs(5)));
+        assert!(matches!(got, Err(Error::Timeout(_))), "{got:?}");
+    }
+}

@@ -112,12 +112,16 @@ fn run_line(
     let cancel = Cancel::default();
     control.busy.store(true, Ordering::SeqCst);
     let mut running = Box::pin(shell.execute(command, cancel.clone()));
+    // The text of a command that finished is printed; one cut short prints nothing.
     let first = smol::block_on(async { (&mut running).await.map(Some) }.or(async {
         let _ = interrupted.recv().await;
         Ok(None)
     }));
     let result = match first {
-        Ok(Some(flow)) => Ok(flow),
+        Ok(Some(reply)) => {
+            say!("{}", reply.text);
+            Ok(reply.flow)
+        }
         Err(e) => Err(e),
         // Ctrl-C: ask the command to stop, and give it a moment to put things in order
         // (a download saves what arrived) before the prompt comes back.
@@ -127,7 +131,7 @@ fn run_line(
                 smol::Timer::after(CANCEL_GRACE).await;
                 Err(Error::Cancelled)
             }))
-            .and(Err(Error::Cancelled))
+            .and(Err::<Flow, _>(Error::Cancelled))
         }
     };
     control.busy.store(false, Ordering::SeqCst);
@@ -162,6 +166,8 @@ fn script_loop(shell: &mut Shell, control: &Control, interrupted: &Receiver<()>)
             break;
         }
     }
+    // Background downloads stop with the script (they resume at the next `get`); only
+    // servers keep the process alive.
     if quit || !control.services.is_serving() {
         smol::block_on(control.services.shutdown());
         return;
@@ -212,7 +218,7 @@ fn interactive_loop(
         eprintln!("error: {e}");
     }
     say!(
-        "napster {} — type `help` for commands, `quit` to leave",
+        "napster {} — type `help` for commands, `quit` to leave\n",
         env!("CARGO_PKG_VERSION")
     );
     loop {
@@ -225,7 +231,7 @@ fn interactive_loop(
                     break;
                 }
             }
-            Err(ReadlineError::Interrupted) => say!("^C (type `quit` to leave)"),
+            Err(ReadlineError::Interrupted) => say!("^C (type `quit` to leave)\n"),
             Err(ReadlineError::Eof) => break,
             Err(e) => {
                 eprintln!("error: reading the command line: {e}");

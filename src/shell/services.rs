@@ -1,5 +1,6 @@
-//! What this process serves in the background, reachable both from the shell and from the
-//! signal handler that shuts it down.
+//! What this process runs in the background (the index server, the share, background
+//! downloads), reachable both from the shell and from the signal handler that shuts it
+//! down.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,8 @@ use crate::error::Result;
 use crate::index::{MemoryStore, PgStore, Store};
 use crate::peer::Sharing;
 use crate::runtime::ShutdownTrigger;
+
+use super::transfers::Transfers;
 
 /// Where a running index server keeps the index.
 #[derive(Clone)]
@@ -54,7 +57,8 @@ pub struct Serving {
 #[derive(Default)]
 pub struct Services {
     serving: Mutex<Option<Serving>>,
-    sharing: Mutex<Option<Sharing>>,
+    sharing: Mutex<Option<Arc<Sharing>>>,
+    transfers: Arc<Transfers>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -65,6 +69,11 @@ impl Services {
     /// Whether anything is served (so the process must not exit at end of input).
     pub fn is_serving(&self) -> bool {
         lock(&self.serving).is_some() || lock(&self.sharing).is_some()
+    }
+
+    /// Whether anything is served or downloading in the background.
+    pub fn is_busy(&self) -> bool {
+        self.is_serving() || self.transfers.running() > 0
     }
 
     /// Where the index server listens, if it runs.
@@ -79,28 +88,22 @@ impl Services {
 
     /// Record the sharing peer.
     pub fn set_sharing(&self, sharing: Sharing) {
-        *lock(&self.sharing) = Some(sharing);
+        *lock(&self.sharing) = Some(Arc::new(sharing));
+    }
+
+    /// The sharing peer, left in place (a signal can still stop it meanwhile).
+    pub fn sharing(&self) -> Option<Arc<Sharing>> {
+        lock(&self.sharing).clone()
     }
 
     /// Take the sharing peer out, to stop it.
-    pub fn take_sharing(&self) -> Option<Sharing> {
+    pub fn take_sharing(&self) -> Option<Arc<Sharing>> {
         lock(&self.sharing).take()
     }
 
-    /// Put the sharing peer back and describe it in a few words.
-    pub fn set_sharing_and_summarize(&self, sharing: Sharing) -> String {
-        let state = sharing.state();
-        let files = sharing
-            .folder()
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        self.set_sharing(sharing);
-        format!(
-            "peer {} shares {}",
-            state.peer_id,
-            super::render::count(files as u64, "file")
-        )
+    /// The background downloads.
+    pub fn transfers(&self) -> &Arc<Transfers> {
+        &self.transfers
     }
 
     /// One line about the index server.
@@ -147,8 +150,16 @@ impl Services {
         ))
     }
 
-    /// Withdraw shared files from the index and stop every server.
+    /// Stop background downloads (keeping what arrived), withdraw shared files from the
+    /// index and stop every server.
     pub async fn shutdown(&self) {
+        let stopped = self.transfers.stop_all().await;
+        if stopped > 0 {
+            eprintln!(
+                "napster: stopped {}; what arrived is kept: `get` again resumes",
+                super::render::count(stopped as u64, "background download")
+            );
+        }
         let sharing = lock(&self.sharing).take();
         if let Some(sharing) = sharing {
             sharing.stop().await;
@@ -159,4 +170,18 @@ impl Services {
             let _ = serving.task.await;
         }
     }
+}
+
+/// A share in a few words.
+pub fn sharing_line(sharing: &Sharing) -> String {
+    let files = sharing
+        .folder()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
+    format!(
+        "peer {} shares {}",
+        sharing.state().peer_id,
+        super::render::count(files as u64, "file")
+    )
 }

@@ -11,6 +11,8 @@ use tracing::{info, warn};
 
 use crate::download::{self, Cancel, Job, Status};
 use crate::runtime;
+use smol::Task;
+use smol::future::FutureExt;
 
 use super::render;
 
@@ -22,7 +24,11 @@ struct Entry {
     cancel: Cancel,
     started: Instant,
     outcome: Arc<Mutex<Option<String>>>,
+    task: Option<Task<()>>,
 }
+
+/// How long stopping the background downloads may take: each saves what arrived.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The background downloads of this shell.
 #[derive(Default)]
@@ -37,15 +43,11 @@ impl Transfers {
         let id = entries.len() + 1;
         let outcome = Arc::new(Mutex::new(None));
         let name = job.file.name.clone();
-        entries.push(Entry {
-            id,
-            name: name.clone(),
-            status: job.status.clone(),
-            cancel: job.cancel.clone(),
-            started: Instant::now(),
-            outcome: outcome.clone(),
-        });
-        runtime::spawn(async move {
+        let status = job.status.clone();
+        let cancel = job.cancel.clone();
+        let done = outcome.clone();
+        let entry_name = name.clone();
+        let task = runtime::spawn(async move {
             let text = match download::fetch(job).await {
                 Ok(done) => {
                     info!("background download {id} finished: {}", done.path.display());
@@ -56,22 +58,64 @@ impl Transfers {
                     format!("failed: {e}")
                 }
             };
-            *outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
-        })
-        .detach();
+            *done.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+        });
+        entries.push(Entry {
+            id,
+            name: entry_name,
+            status,
+            cancel,
+            started: Instant::now(),
+            outcome,
+            task: Some(task),
+        });
         id
     }
 
-    /// Stop every background download (keeping what arrived, for a resume).
-    pub fn cancel_all(&self) {
-        for entry in self
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// How many background downloads are still running.
+    pub fn running(&self) -> usize {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
             .iter()
-        {
-            entry.cancel.cancel();
+            .filter(|e| {
+                e.outcome
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none()
+            })
+            .count()
+    }
+
+    /// Stop every running background download, keeping what arrived for a resume, and
+    /// wait (a moment at most) for each to save its state; returns how many were stopped.
+    pub async fn stop_all(&self) -> usize {
+        let tasks: Vec<Task<()>> = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries
+                .iter_mut()
+                .filter(|e| {
+                    e.outcome
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_none()
+                })
+                .filter_map(|e| {
+                    e.cancel.cancel();
+                    e.task.take()
+                })
+                .collect()
+        };
+        let stopped = tasks.len();
+        async {
+            for task in tasks {
+                task.await;
+            }
         }
+        .or(async {
+            smol::Timer::after(STOP_GRACE).await;
+        })
+        .await;
+        stopped
     }
 
     /// The `transfers` table, or `None` when there were none.

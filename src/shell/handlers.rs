@@ -1,0 +1,486 @@
+//! One function per command, each returning the text it prints: the repl prints it,
+//! tests read it. How results look is [`super::render`]'s.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::commands::{self, Direction};
+use super::services::sharing_line;
+use super::{Refresh, Shell, render};
+use crate::client::IndexClient;
+use crate::download::{self, Cancel, Job, Status};
+use crate::error::{Error, Result};
+use crate::index::PgStore;
+use crate::limit::show_rate;
+use crate::peer::{self, Sharing};
+use crate::protocol::Hit;
+use crate::runtime;
+
+use super::app::{parse_addrs, ping, reachable};
+
+impl Shell {
+    pub(super) async fn serve(
+        &mut self,
+        port: Option<u16>,
+        database: Option<String>,
+    ) -> Result<String> {
+        let mut out = String::new();
+        if let Some(addr) = self.services.index_addr() {
+            return Err(Error::msg(format!(
+                "already serving the index on {addr}; quit to stop it"
+            )));
+        }
+        let serving = self.start_index(port, database).await?;
+        let (addr, kind) = (serving.addr, serving.backend.name());
+        self.services.set_serving(serving);
+        put!(out, "index server listening on {addr}");
+        if kind != "in memory" {
+            put!(
+                out,
+                "the index is kept {kind} (schema version {}): every index server using this \
+                 database shares it",
+                PgStore::schema_version()
+            );
+        }
+        self.index = Some(vec![reachable(addr)]);
+        self.client = None;
+        Ok(out)
+    }
+
+    pub(super) async fn connect(&mut self, addr: Option<String>) -> Result<String> {
+        let mut out = String::new();
+        let text = addr.unwrap_or_else(|| self.config.index.server.clone());
+        let addrs = parse_addrs(&text, self.config.index.port)?;
+        let mut client = IndexClient::connect_any(&addrs, self.config.limits()).await?;
+        let rtt = client.ping().await?;
+        let others: Vec<String> = addrs
+            .iter()
+            .filter(|&&a| a != client.addr())
+            .map(SocketAddr::to_string)
+            .collect();
+        put!(
+            out,
+            "connected to the index at {} (rtt {:.2} ms){}",
+            client.addr(),
+            rtt.as_secs_f64() * 1e3,
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!("; fails over to {}", others.join(", "))
+            }
+        );
+        self.index = Some(addrs);
+        self.client = Some(client);
+        Ok(out)
+    }
+
+    pub(super) async fn register(
+        &mut self,
+        dir: Option<PathBuf>,
+        port: Option<u16>,
+    ) -> Result<String> {
+        let mut out = String::new();
+        if let Some(state) = self.services.sharing_summary() {
+            return Err(Error::msg(format!(
+                "already sharing: {state}; unregister first"
+            )));
+        }
+        let dir = dir.unwrap_or_else(|| self.config.peer.dir.clone());
+        let index = self.index_addrs()?;
+        let living = self.living();
+        let bar = self.progress_bar(0, "hashing");
+        let (total, progress) = (bar.clone(), bar.clone());
+        let scan_living = living.clone();
+        let (share, stats) = smol::unblock(move || {
+            peer::scan_and_hash(
+                &dir,
+                &scan_living,
+                |bytes| total.set_length(bytes),
+                &move |n| progress.inc(n),
+            )
+        })
+        .await?;
+        drop(bar);
+        let settings = self.sharing_settings(port, living)?;
+        let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
+        let sharing = Sharing::start(share, &index, &settings).await?;
+        let index = sharing.state().index;
+        put!(
+            out,
+            "registered as peer {} with the index at {index}: {}, {} from {}; serving on {}",
+            sharing.state().peer_id,
+            render::count(count as u64, "file"),
+            render::size(bytes),
+            root.display(),
+            sharing.addr
+        );
+        put!(
+            out,
+            "read and hashed {} ({}); {} known from the hash cache, unread",
+            render::count(stats.hashed_files as u64, "file"),
+            render::size(stats.hashed_bytes),
+            render::count(stats.cached_files as u64, "file")
+        );
+        self.services.set_sharing(sharing);
+        Ok(out)
+    }
+
+    pub(super) async fn refresh(&mut self, target: Refresh) -> Result<String> {
+        let mut out = String::new();
+        let Some(sharing) = self.services.sharing() else {
+            return Err(Error::msg("not sharing anything; `register` first"));
+        };
+        let done = match &target {
+            Refresh::All => sharing.refresh().await,
+            Refresh::Share(dir) => sharing.share_dir(dir).await,
+            Refresh::Unshare(what) => sharing.unshare(what).await,
+        };
+        let summary = sharing_line(&sharing);
+        let done = done?;
+        let upserted = done.changes.upsert.len() as u64;
+        put!(
+            out,
+            "{}: {} new or changed, {} withdrawn; hashed {} ({}){}",
+            summary,
+            render::count(upserted, "file"),
+            render::count(done.changes.removed.len() as u64, "file"),
+            render::count(done.stats.hashed_files as u64, "file"),
+            render::size(done.stats.hashed_bytes),
+            if done.unsettled > 0 {
+                format!(
+                    "; {} still being written, announced once settled",
+                    render::count(done.unsettled as u64, "file")
+                )
+            } else {
+                String::new()
+            }
+        );
+        Ok(out)
+    }
+
+    pub(super) async fn unregister(&mut self) -> Result<String> {
+        let mut out = String::new();
+        match self.services.take_sharing() {
+            Some(sharing) => {
+                let id = sharing.state().peer_id;
+                sharing.stop().await;
+                put!(out, "peer {id} unregistered; its files left the index");
+                Ok(out)
+            }
+            None => Err(Error::msg("not sharing anything; `register` first")),
+        }
+    }
+
+    pub(super) async fn search(&mut self, mut args: commands::SearchArgs) -> Result<String> {
+        let mut out = String::new();
+        let max = self.config.index.max_results;
+        if args.search.limit.is_none() {
+            args.search.limit = Some(self.config.shell.results);
+        }
+        let (hits, truncated) = self.client().await?.find(&args.search).await?;
+        *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
+            hits.iter().map(|h| h.file.name.clone()).collect();
+        let what = match (&args.search.pattern, &args.search.sha256) {
+            (p, Some(h)) if p.is_empty() => format!("sha256:{h}"),
+            (p, _) => format!("{p:?}"),
+        };
+        if hits.is_empty() {
+            put!(out, "no file matches {what}");
+            return Ok(out);
+        }
+        let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
+        if args.collapse {
+            put!(out, "{}", render::collapsed(&hits));
+        } else {
+            let rtts = if args.rtt {
+                self.ping_all(&hits).await
+            } else {
+                Default::default()
+            };
+            put!(out, "{}", render::hits(&hits, args.rtt.then_some(&rtts)));
+        }
+        put!(
+            out,
+            "{} on {}",
+            render::count(hits.len() as u64, "file"),
+            render::count(peers.len() as u64, "peer")
+        );
+        if truncated {
+            let shown = hits.len();
+            put!(
+                out,
+                "(more match: showing the first {shown}; narrow the search, or ask for more with -n (up to {max}))"
+            );
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn files(&mut self, peer: u64) -> Result<String> {
+        let mut out = String::new();
+        let limit = Some(self.config.index.max_results as u32);
+        let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
+        *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
+            hits.iter().map(|h| h.file.name.clone()).collect();
+        if hits.is_empty() {
+            put!(out, "peer {peer} shares no files");
+            return Ok(out);
+        }
+        put!(out, "{}", render::hits(&hits, None));
+        let total: u64 = hits.iter().map(|h| h.file.size).sum();
+        put!(
+            out,
+            "peer {peer} shares {}{} ({})",
+            if truncated { "more than " } else { "" },
+            render::count(hits.len() as u64, "file"),
+            render::size(total)
+        );
+        Ok(out)
+    }
+
+    pub(super) async fn get(
+        &mut self,
+        name: &str,
+        peer: Option<u64>,
+        background: bool,
+        cancel: Cancel,
+    ) -> Result<String> {
+        let mut out = String::new();
+        let hits = self.client().await?.lookup(name).await?;
+        let sources = download::sources(name, peer, hits)?;
+        let status = Arc::new(Status::default());
+        let file = sources[0].file.clone();
+        let mut job = Job {
+            file: file.clone(),
+            sources,
+            dir: self.config.peer.downloads.clone(),
+            limits: self.config.limits(),
+            cancel,
+            bandwidth: self.download.clone(),
+            status: status.clone(),
+            progress: Arc::new(|_| {}),
+        };
+        if background {
+            job.cancel = Cancel::default();
+            let id = self.services.transfers().start(job);
+            put!(
+                out,
+                "download {id} of {name} runs in the background; `transfers` shows it"
+            );
+            return Ok(out);
+        }
+        let bar = self.progress_bar(file.size, &file.name);
+        job.progress = {
+            let bar = bar.clone();
+            let shown = std::sync::atomic::AtomicUsize::new(usize::MAX);
+            let name = file.name.clone();
+            Arc::new(move |n: u64| {
+                bar.inc(n);
+                let peers = status.peers.load(std::sync::atomic::Ordering::Relaxed);
+                if shown.swap(peers, std::sync::atomic::Ordering::Relaxed) != peers {
+                    let s = if peers == 1 { "" } else { "s" };
+                    bar.set_message(format!("{name} from {peers} peer{s}"));
+                }
+            })
+        };
+        let done = download::fetch(job).await?;
+        drop(bar);
+        if done.already_there {
+            put!(
+                out,
+                "{} is already there with the same contents (sha256 ok); nothing to do",
+                done.path.display()
+            );
+            return Ok(out);
+        }
+        let mut extras = String::new();
+        if done.resumed > 0 {
+            extras.push_str(&format!(", resumed {}", render::size(done.resumed)));
+        }
+        if done.refetched > 0 {
+            extras.push_str(&format!(
+                ", {} failed their check and were fetched again",
+                render::size(done.refetched)
+            ));
+        }
+        let from = match done.peers.as_slice() {
+            [] => "nothing new".to_owned(),
+            [one] => format!("from peer {one}"),
+            many => format!(
+                "from peers {}",
+                many.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        put!(
+            out,
+            "saved {} ({}, sha256 ok, {} {from}{extras})",
+            done.path.display(),
+            render::size(done.size),
+            render::rate(done.size - done.resumed, done.elapsed),
+        );
+        Ok(out)
+    }
+
+    pub(super) fn limit(&mut self, direction: Option<Direction>, rate: Option<u64>) -> String {
+        let mut out = String::new();
+        match (direction, rate) {
+            (Some(Direction::Up), Some(rate)) => self.upload.set(rate),
+            (Some(Direction::Down), Some(rate)) => self.download.set(rate),
+            _ => {}
+        }
+        put!(
+            out,
+            "upload limit: {}; download limit: {}",
+            show_rate(self.upload.rate()),
+            show_rate(self.download.rate())
+        );
+        out
+    }
+
+    pub(super) async fn ping(&mut self, peer: u64) -> Result<String> {
+        let mut out = String::new();
+        let peers = self.client().await?.peers().await?;
+        let info = peers
+            .iter()
+            .find(|p| p.peer_id == peer)
+            .ok_or_else(|| Error::msg(format!("peer {peer} is not registered (see `peers`)")))?;
+        let rtt = ping(info.addr, self.config.limits()).await?;
+        put!(
+            out,
+            "peer {peer} ({}): rtt {:.2} ms",
+            info.addr,
+            rtt.as_secs_f64() * 1e3
+        );
+        Ok(out)
+    }
+
+    /// Round-trip times of the peers in `hits`, pinged at once.
+    async fn ping_all(&self, hits: &[Hit]) -> std::collections::BTreeMap<u64, String> {
+        let mut seen = std::collections::BTreeMap::new();
+        for hit in hits {
+            seen.entry(hit.peer_id).or_insert(hit.addr);
+        }
+        let limits = self.config.limits();
+        let pings: Vec<_> = seen
+            .into_iter()
+            .map(|(id, addr)| (id, runtime::spawn(ping(addr, limits))))
+            .collect();
+        let mut rtts = std::collections::BTreeMap::new();
+        for (id, ping) in pings {
+            let text = match ping.await {
+                Ok(rtt) => format!("{:.2} ms", rtt.as_secs_f64() * 1e3),
+                Err(_) => "unreachable".into(),
+            };
+            rtts.insert(id, text);
+        }
+        rtts
+    }
+
+    pub(super) async fn peers(&mut self) -> Result<String> {
+        let mut out = String::new();
+        let peers = self.client().await?.peers().await?;
+        if peers.is_empty() {
+            put!(out, "no peer is registered with the index");
+        } else {
+            put!(out, "{}", render::peers(&peers));
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn status(&mut self) -> Result<String> {
+        let mut out = String::new();
+        match self.services.serving_summary().await {
+            Some(summary) => put!(out, "index server: {summary}"),
+            None => put!(out, "index server: not running here (`serve` starts one)"),
+        }
+        match self.client().await {
+            Ok(client) => {
+                let rtt = client.ping().await?;
+                put!(
+                    out,
+                    "index: {} (rtt {:.2} ms)",
+                    client.addr(),
+                    rtt.as_secs_f64() * 1e3
+                );
+            }
+            Err(e) => put!(out, "index: unreachable ({e})"),
+        }
+        match self.services.sharing_summary() {
+            Some(summary) => put!(out, "sharing: {summary}"),
+            None => put!(out, "sharing: nothing (`register` shares a folder)"),
+        }
+        put!(out, "downloads: {}", self.config.peer.downloads.display());
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::shell::services::Services;
+    use crate::shell::{Flow, commands};
+
+    fn run(shell: &mut Shell, line: &str) -> Result<String> {
+        let command = commands::parse(line)?.expect("a command");
+        let reply = smol::block_on(shell.execute(command, Cancel::default()))?;
+        assert_eq!(reply.flow, Flow::Continue);
+        Ok(reply.text)
+    }
+
+    /// Handlers return what they print: serve, share, search, get, limit and status are
+    /// read here without a binary or a terminal.
+    #[test]
+    fn handlers_return_their_text() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join("song.ogg"), b"la la la").unwrap();
+        let mut config = Config::default();
+        config.peer.downloads = tmp.path().join("downloads");
+        config.peer.hash_cache = Default::default();
+        config.peer.watch = false;
+        let services = Arc::new(Services::default());
+        let mut shell = Shell::new(config, services.clone(), false);
+
+        let served = run(&mut shell, "serve 0").unwrap();
+        assert!(
+            served.starts_with("index server listening on 127.0.0.1:"),
+            "{served}"
+        );
+        let registered = run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
+        assert!(registered.contains("registered as peer 1"), "{registered}");
+        let found = run(&mut shell, "search song").unwrap();
+        assert!(
+            found.contains("song.ogg") && found.ends_with("1 file on 1 peer\n"),
+            "{found}"
+        );
+        assert_eq!(
+            run(&mut shell, "search nothing").unwrap(),
+            "no file matches \"nothing\"\n"
+        );
+        let saved = run(&mut shell, "get song.ogg").unwrap();
+        assert!(saved.starts_with("saved "), "{saved}");
+        assert_eq!(
+            std::fs::read(tmp.path().join("downloads/song.ogg")).unwrap(),
+            b"la la la"
+        );
+        assert_eq!(
+            run(&mut shell, "limit up 2MiB/s").unwrap(),
+            "upload limit: 2.0 MiB/s; download limit: unlimited\n"
+        );
+        let status = run(&mut shell, "status").unwrap();
+        assert!(
+            status.contains("sharing: ") && status.contains("as peer 1"),
+            "{status}"
+        );
+        let missing = run(&mut shell, "get nope.txt").unwrap_err().to_string();
+        assert!(missing.contains("no peer shares \"nope.txt\""), "{missing}");
+        smol::block_on(services.shutdown());
+    }
+}
