@@ -3,7 +3,7 @@
 //! the handshake (`hello` with the protocol version, answered by `welcome`).
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,23 +153,18 @@ where
     }
 }
 
-/// Connect to `addr` and say the handshake as a client speaking `Req`/`Resp`.
-pub async fn connect<Req, Resp>(addr: SocketAddr, limits: Limits) -> Result<Connection>
-where
-    Req: Handshake + serde::Serialize,
-    Resp: Reply + serde::de::DeserializeOwned,
-{
-    let mut conn = Connection::connect(addr, limits).await?;
-    greet::<Req, Resp>(&mut conn).await?;
-    Ok(conn)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
     use crate::protocol::{IndexRequest, IndexResponse};
+
+    async fn client(addr: std::net::SocketAddr) -> Result<Connection> {
+        let mut conn = Connection::connect(addr, Limits::default()).await?;
+        greet::<IndexRequest, IndexResponse>(&mut conn).await?;
+        Ok(conn)
+    }
 
     /// A handler that panics must still give its connection slot back: with two slots
     /// and three panicking connections, a fourth is served, not told `busy`.
@@ -200,9 +195,7 @@ mod tests {
         .detach();
         smol::block_on(async {
             for _ in 0..3 {
-                let mut conn = connect::<IndexRequest, IndexResponse>(addr, Limits::default())
-                    .await
-                    .unwrap();
+                let mut conn = client(addr).await.unwrap();
                 // The handler panicked: the connection just closes.
                 assert!(
                     conn.recv::<IndexResponse>(Duration::from_secs(5))
@@ -211,9 +204,7 @@ mod tests {
                         .is_none()
                 );
             }
-            let mut conn = connect::<IndexRequest, IndexResponse>(addr, Limits::default())
-                .await
-                .expect("a slot is free again");
+            let mut conn = client(addr).await.expect("a slot is free again");
             assert_eq!(
                 conn.recv_reply::<IndexResponse>().await.unwrap(),
                 IndexResponse::Pong {}

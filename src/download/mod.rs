@@ -1,7 +1,7 @@
 //! Downloading: one file from every peer that has the same contents, verified by SHA-256,
 //! resumable, written where nothing half-done is ever visible under its final name.
 //!
-//! - [`sources`]: which peers to fetch from.
+//! - [`sources`](mod@sources): which peers to fetch from.
 //! - [`scheduler`]: which chunk goes to which peer.
 //! - [`engine`]: the transfer itself (worker threads, damage); its sequencer feeds
 //!   the whole-file hash in order.

@@ -97,7 +97,7 @@ impl PartFile {
         let _ = std::fs::remove_file(&self.state_path);
     }
 
-    /// The verified part file takes its final name in `dir` (see [`place`]);
+    /// The verified part file takes its final name in `dir` (see `place`);
     /// returns the path and whether an identical file was already there.
     pub fn finish(self, dir: &Path, file_name: &str, entry: &FileEntry) -> Result<(PathBuf, bool)> {
         drop(self.file.unlock());

@@ -4,7 +4,7 @@
 //! The request/answer exchange is async; the bytes of a range are copied by a blocking
 //! thread (`smol::unblock`) that owns the socket for the copy, because a copy from the
 //! page cache to a socket at GiB/s would otherwise hold an executor thread for the whole
-//! transfer. The connection is handed over and taken back in [`send`].
+//! transfer. The connection is handed over and taken back in `send`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};

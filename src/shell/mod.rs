@@ -1,8 +1,8 @@
 //! The shell: runs commands typed at a `rustyline` prompt or piped on stdin, and owns the
 //! background services (index server, sharing, background downloads) of this process.
 //!
-//! A command is its table entry ([`commands`]: parsing, `help`, completion), its handler
-//! ([`handlers`], returning the text to print) and its README line. [`app`] builds
+//! A command is its table entry (`commands`: parsing, `help`, completion), its handler
+//! (`handlers`, returning the text to print) and its README line. `app` builds
 //! what the handlers use from `napster.toml`; [`repl`] reads lines and prints.
 
 /// Append a line to a handler's output.
@@ -22,14 +22,14 @@ macro_rules! say {
     }};
 }
 
-pub mod app;
-pub mod commands;
-pub mod editor;
-pub mod handlers;
-pub mod render;
+mod app;
+mod commands;
+mod editor;
+mod handlers;
+mod render;
 pub mod repl;
-pub mod services;
-pub mod transfers;
+mod services;
+mod transfers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use memchr::memmem;
-use wildmatch::WildMatch;
+mod search;
 
-use super::{NameMatch, Query, Registration, Store, StoreError};
+use super::{Query, Registration, Store, StoreError};
 use crate::protocol::{FileEntry, Hit, PeerInfo};
+use search::{BLOOM_WORDS, Bloom, GROUP, Trigrams};
 
 /// What a store operation returns.
 type Result<T> = std::result::Result<T, StoreError>;
@@ -24,45 +24,6 @@ const REMEMBERED_TOKENS: usize = 100_000;
 
 /// Marks the end of a chain, or a record not in the arena.
 const NONE: u32 = u32::MAX;
-
-/// Names per trigram filter.
-const GROUP: usize = 64;
-
-/// 64-bit words in a group's trigram filter (4096 bits).
-const BLOOM_WORDS: usize = 64;
-
-/// A group's trigram filter.
-type Bloom = [u64; BLOOM_WORDS];
-
-/// The filter bits of a needle's trigrams.
-struct Trigrams(Vec<usize>);
-
-impl Trigrams {
-    fn bit(window: &[u8]) -> usize {
-        let h = u32::from(window[0])
-            .wrapping_mul(0x9E37_79B1)
-            .wrapping_add(u32::from(window[1]).wrapping_mul(0x85EB_CA77))
-            .wrapping_add(u32::from(window[2]).wrapping_mul(0xC2B2_AE3D));
-        ((h ^ (h >> 15)) as usize) % (BLOOM_WORDS * 64)
-    }
-
-    /// `None` for needles too short to have a trigram (they scan everything).
-    fn of(needle: &[u8]) -> Option<Trigrams> {
-        (needle.len() >= 3).then(|| Trigrams(needle.windows(3).map(Trigrams::bit).collect()))
-    }
-
-    fn add(bloom: &mut Bloom, name: &[u8]) {
-        for bit in name.windows(3).map(Trigrams::bit) {
-            bloom[bit / 64] |= 1 << (bit % 64);
-        }
-    }
-
-    fn within(&self, bloom: &Bloom) -> bool {
-        self.0
-            .iter()
-            .all(|&bit| bloom[bit / 64] & (1 << (bit % 64)) != 0)
-    }
-}
 
 /// One shared file, in a fixed-size record: its name lives in the names arena.
 #[derive(Debug)]
@@ -305,161 +266,6 @@ impl Inner {
         }
         self.dead_bytes = 0;
     }
-
-    fn hit(&self, slot: u32) -> Option<Hit> {
-        let rec = &self.files[slot as usize];
-        let peer = self.peers.get(&rec.peer)?;
-        Some(Hit {
-            peer_id: rec.peer,
-            addr: peer.addr,
-            file: FileEntry {
-                name: name_of(&self.names, rec).to_owned(),
-                size: rec.size,
-                sha256: hex::encode(rec.sha256),
-                chunks: hex::encode(rec.chunks),
-            },
-            shared_at: peer.shared_at,
-        })
-    }
-
-    /// Whether the live record `slot` meets the criteria other than the name.
-    fn passes(&self, slot: u32, query: &Query) -> bool {
-        let rec = &self.files[slot as usize];
-        if rec.at == NONE {
-            return false;
-        }
-        if query.peer.is_some_and(|p| p != rec.peer) {
-            return false;
-        }
-        if query.min_size.is_some_and(|min| rec.size < min)
-            || query.max_size.is_some_and(|max| rec.size > max)
-        {
-            return false;
-        }
-        match &query.sha256_prefix {
-            Some(prefix) => hex::encode(rec.sha256).starts_with(prefix.as_str()),
-            None => true,
-        }
-    }
-
-    /// The lowercase name of a live record, from the arena.
-    fn lower(&self, slot: u32) -> &[u8] {
-        let rec = &self.files[slot as usize];
-        let at = rec.at as usize;
-        &self.arena[at..at
-            + self.arena[at..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .unwrap_or(0)]
-    }
-
-    /// Records whose lowercase name contains `needle`, in arena order, each once.
-    /// Records whose lowercase name contains `needle`, in arena order, each once.
-    ///
-    /// Names are grouped [`GROUP`] at a time, each group with a Bloom filter of its
-    /// trigrams: only groups that may hold every trigram of the needle are scanned.
-    fn containing<'a>(&'a self, needle: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
-        let probe = Trigrams::of(needle);
-        let groups = self.blooms.len();
-        (0..groups)
-            .filter(move |&g| probe.as_ref().is_none_or(|p| p.within(&self.blooms[g])))
-            .flat_map(move |g| {
-                let from = self.starts[g * GROUP].0 as usize;
-                let to = self
-                    .starts
-                    .get((g + 1) * GROUP)
-                    .map_or(self.arena.len(), |&(at, _)| at as usize);
-                let mut last = NONE;
-                memmem::find_iter(&self.arena[from..to], needle).filter_map(move |pos| {
-                    let pos = from + pos;
-                    let i = self.starts.partition_point(|&(at, _)| at as usize <= pos) - 1;
-                    let (at, slot) = self.starts[i];
-                    if self.files[slot as usize].at != at || slot == last {
-                        return None;
-                    }
-                    last = slot;
-                    Some(slot)
-                })
-            })
-    }
-
-    /// Record a new arena entry's trigrams in its group's filter.
-    fn index_trigrams(&mut self, lower: &[u8]) {
-        let group = (self.starts.len() - 1) / GROUP;
-        if group == self.blooms.len() {
-            self.blooms.push([0; BLOOM_WORDS]);
-        }
-        Trigrams::add(&mut self.blooms[group], lower);
-    }
-
-    fn search(&self, query: &Query, limit: usize) -> (Vec<Hit>, bool) {
-        let mut hits = Vec::new();
-        let mut take = |slot: u32| -> bool {
-            if !self.passes(slot, query) {
-                return true;
-            }
-            if hits.len() == limit {
-                return false;
-            }
-            hits.extend(self.hit(slot));
-            true
-        };
-        let complete = match &query.name {
-            NameMatch::Exact(name) => {
-                let mut at = self.by_name.get(&name_hash(name)).copied().unwrap_or(NONE);
-                let mut chain = Vec::new();
-                while at != NONE {
-                    if name_of(&self.names, &self.files[at as usize]) == name.as_str() {
-                        chain.push(at);
-                    }
-                    at = self.files[at as usize].next;
-                }
-                // Chains grow at the head: oldest registration first.
-                chain.into_iter().rev().all(&mut take)
-            }
-            NameMatch::Substring(needle) => self.containing(needle.as_bytes()).all(&mut take),
-            NameMatch::Wildcard(pattern) => {
-                let wild = WildMatch::new(pattern);
-                let literal = pattern
-                    .split(['*', '?'])
-                    .max_by_key(|s| s.len())
-                    .unwrap_or_default();
-                let matches = |slot: u32| {
-                    std::str::from_utf8(self.lower(slot)).is_ok_and(|name| wild.matches(name))
-                };
-                if literal.is_empty() {
-                    self.starts
-                        .iter()
-                        .filter(|&&(at, slot)| self.files[slot as usize].at == at)
-                        .map(|&(_, slot)| slot)
-                        .filter(|&slot| matches(slot))
-                        .all(&mut take)
-                } else {
-                    self.containing(literal.as_bytes())
-                        .filter(|&slot| matches(slot))
-                        .all(&mut take)
-                }
-            }
-            NameMatch::Any => match query.peer {
-                Some(peer) => {
-                    let mut files: Vec<u32> = self
-                        .peers
-                        .get(&peer)
-                        .map(|p| p.files.iter().copied().collect())
-                        .unwrap_or_default();
-                    files.sort_by_key(|&slot| name_of(&self.names, &self.files[slot as usize]));
-                    files.into_iter().all(&mut take)
-                }
-                None => self
-                    .starts
-                    .iter()
-                    .filter(|&&(at, slot)| self.files[slot as usize].at == at)
-                    .map(|&(_, slot)| slot)
-                    .all(&mut take),
-            },
-        };
-        (hits, !complete)
-    }
 }
 
 impl MemoryStore {
@@ -590,6 +396,7 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use crate::index::store::NameMatch;
     use std::collections::BTreeSet;
 
     use proptest::prelude::*;
