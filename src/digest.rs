@@ -8,6 +8,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::disk;
 use crate::error::{Error, IoContext, Result};
 use crate::protocol;
 
@@ -82,8 +83,17 @@ const PARALLEL_FROM: u64 = 8 << 20;
 /// SHA-256 of a file and of each of its chunks, in one read; `progress` is told of
 /// every block hashed. The whole-file hash and the chunk hashes of a large file are
 /// computed on two threads at once.
+///
+/// Only a regular file is hashed: the open neither blocks on a FIFO nor follows a
+/// symlink in the path's last component (see [`disk::open_regular`]).
 pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
-    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+    let file = disk::open_regular(path).context(|| format!("opening {}", path.display()))?;
+    hash_open(&file, path, progress)
+}
+
+/// [`hash_file`] of a file already open (`path` only names it in errors).
+pub fn hash_open(file: &File, path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
+    let mut file = file;
     let expected = file
         .metadata()
         .context(|| format!("reading {}", path.display()))?
