@@ -187,4 +187,24 @@ mod tests {
             );
         }
     }
+
+    /// A FIFO (or a symlink) at the path is refused at once, never waited on.
+    #[test]
+    fn a_fifo_or_a_symlink_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let mode = rustix::fs::Mode::from_raw_mode(0o600);
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, mode).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(hash_file(&path, &|_| {}).map_err(|e| e.to_string())));
+        let got = rx.recv_timeout(std::time::Duration::from_secs(2));
+        let e = got.expect("hashing a FIFO blocked").unwrap_err();
+        assert!(e.contains("FIFO"), "{e}");
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("file"), &link).unwrap();
+        let e = hash_file(&link, &|_| {}).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
 }

@@ -637,3 +637,29 @@ fn a_fifo_swapped_in_for_a_shared_file_is_refused_and_the_server_keeps_serving()
     }
     server.assert_serves("hello.txt", HELLO);
 }
+
+#[test]
+fn a_fifo_or_a_symlink_swapped_in_between_scan_and_hashing_is_skipped_at_once() {
+    let (tmp, root) = prepare_folder(&[
+        ("hello.txt", HELLO),
+        ("fifo.txt", b"soon a FIFO"),
+        ("link.txt", b"soon a link"),
+    ]);
+    let listing = napster::peer::share::scan(&root).unwrap();
+    std::fs::remove_file(root.join("fifo.txt")).unwrap();
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mkfifoat(rustix::fs::CWD, root.join("fifo.txt"), mode).unwrap();
+    std::fs::remove_file(root.join("link.txt")).unwrap();
+    symlink(tmp.path().join("secret"), root.join("link.txt")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let share = listing.hash(&|_| {}).map_err(|e| e.to_string());
+        tx.send(share.map(|s| s.entries())).unwrap();
+    });
+    let entries = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("hashing waited on the FIFO")
+        .unwrap();
+    let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["hello.txt"]);
+}
