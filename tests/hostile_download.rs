@@ -1089,3 +1089,27 @@ fn a_symlink_at_the_final_name_is_not_taken_for_the_download() {
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert_eq!(home.outside(), before);
 }
+
+#[test]
+fn a_part_file_swapped_for_a_symlink_before_taking_its_final_name_is_not_saved() {
+    use napster::download::part_file::PartFile;
+    let home = home();
+    let before = home.outside();
+    let contents = noise(24, 5000);
+    let entry = real_entry("swapped.bin", &contents);
+    let (part, _) = PartFile::open(&home.downloads, "swapped.bin", &entry).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(part.file(), &contents, 0).unwrap();
+    // Verified; then, before the final name is given, the part file's name becomes a
+    // link out.
+    let name = home.part("swapped.bin", &contents);
+    std::fs::remove_file(&name).unwrap();
+    std::os::unix::fs::symlink(home.tmp.path().join("a/.bashrc"), &name).unwrap();
+    let result = part.finish(&home.downloads, "swapped.bin", &entry);
+    let message = match result {
+        Ok(placed) => panic!("saved: {placed:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("replaced the part file"), "{message}");
+    assert!(std::fs::symlink_metadata(home.downloads.join("swapped.bin")).is_err());
+    assert_eq!(home.outside(), before);
+}
