@@ -103,7 +103,12 @@ fn main() {
     for i in 0..4 {
         let folder = root.join(format!("peer{i}/share"));
         std::fs::create_dir_all(&folder).unwrap();
-        std::fs::hard_link(&original, folder.join("swarm.bin")).unwrap();
+        // The fourth peer's copy is its own (it rots below); the others share one.
+        if i == 3 {
+            std::fs::copy(&original, folder.join("swarm.bin")).unwrap();
+        } else {
+            std::fs::hard_link(&original, folder.join("swarm.bin")).unwrap();
+        }
         let script = format!("connect {index}\nregister share 0\n");
         peers.push(
             start(
@@ -168,17 +173,21 @@ fn main() {
         refetched / MIB
     );
 
-    // 3. The fourth peer's copy rots after registering (a new file renamed over its
-    //    path, so the other peers' hard links keep the good bytes).
-    let rotten = root.join("rotten.bin");
+    // 3. The fourth peer's copy rots after registering, in place (a file renamed over
+    //    it would be another file, which its file server refuses until it rescans).
     {
-        let mut bytes = std::fs::read(&original).unwrap();
-        for b in bytes.iter_mut().step_by(4096) {
-            *b ^= 0xFF;
+        use std::os::unix::fs::FileExt;
+        let copy = std::fs::OpenOptions::new()
+            .write(true)
+            .open(folders[3].join("swarm.bin"))
+            .unwrap();
+        let good = std::fs::File::open(&original).unwrap();
+        let mut byte = [0u8; 1];
+        for offset in (0..size).step_by(4096) {
+            good.read_exact_at(&mut byte, offset).unwrap();
+            copy.write_all_at(&[byte[0] ^ 0xFF], offset).unwrap();
         }
-        std::fs::write(&rotten, bytes).unwrap();
     }
-    std::fs::rename(&rotten, folders[3].join("swarm.bin")).unwrap();
     let (bad_rate, refetched, used) = fetch(sources, &into);
     println!(
         "1 of 4 peers corrupt:      {:7.2} MiB/s = {:.3} × 4R; verified; {} MiB refetched; {used} peers contributed",

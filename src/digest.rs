@@ -8,6 +8,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::disk;
 use crate::error::{Error, IoContext, Result};
 use crate::protocol;
 
@@ -82,8 +83,17 @@ const PARALLEL_FROM: u64 = 8 << 20;
 /// SHA-256 of a file and of each of its chunks, in one read; `progress` is told of
 /// every block hashed. The whole-file hash and the chunk hashes of a large file are
 /// computed on two threads at once.
+///
+/// Only a regular file is hashed: the open neither blocks on a FIFO nor follows a
+/// symlink in the path's last component (see [`disk::open_regular`]).
 pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
-    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+    let file = disk::open_regular(path).context(|| format!("opening {}", path.display()))?;
+    hash_open(&file, path, progress)
+}
+
+/// [`hash_file`] of a file already open (`path` only names it in errors).
+pub fn hash_open(file: &File, path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
+    let mut file = file;
     let expected = file
         .metadata()
         .context(|| format!("reading {}", path.display()))?
@@ -176,5 +186,25 @@ mod tests {
                 protocol::chunk_count(size as u64)
             );
         }
+    }
+
+    /// A FIFO (or a symlink) at the path is refused at once, never waited on.
+    #[test]
+    fn a_fifo_or_a_symlink_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let mode = rustix::fs::Mode::from_raw_mode(0o600);
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, mode).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(hash_file(&path, &|_| {}).map_err(|e| e.to_string())));
+        let got = rx.recv_timeout(std::time::Duration::from_secs(2));
+        let e = got.expect("hashing a FIFO blocked").unwrap_err();
+        assert!(e.contains("FIFO"), "{e}");
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("file"), &link).unwrap();
+        let e = hash_file(&link, &|_| {}).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
     }
 }

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod digest;
+pub mod disk;
 pub mod download;
 pub mod error;
 pub mod index;

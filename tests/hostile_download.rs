@@ -1007,3 +1007,109 @@ fn a_download_named_like_a_resume_state_cannot_fake_a_later_download() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Symlinks planted in the downloads folder (a local attacker who can write there).
+
+#[test]
+fn a_symlink_planted_at_the_part_file_name_is_refused_not_written_through() {
+    let home = home();
+    let contents = noise(21, 5000);
+    // One link to an existing file outside, one to a name outside that does not exist.
+    for (target, exists) in [("a/b/notes.txt", true), ("a/planted.bin", false)] {
+        let before = home.outside();
+        let part = home.part("planted.bin", &contents);
+        std::os::unix::fs::symlink(home.tmp.path().join(target), &part).unwrap();
+        let (addr, _peer) = honest_peer("planted.bin", &contents);
+        let (result, _) = fetch(&hit(addr, "planted.bin", &contents), &home.downloads);
+        let message = message(&result);
+        assert!(
+            message.contains("symbolic link") && message.contains("remove it"),
+            "{target}: {message}"
+        );
+        assert_eq!(home.outside(), before, "{target}: written through the link");
+        assert_eq!(home.tmp.path().join(target).exists(), exists);
+        assert!(!home.downloads.join("planted.bin").exists());
+        std::fs::remove_file(&part).unwrap();
+    }
+}
+
+#[test]
+fn symlinks_planted_at_the_state_names_are_replaced_not_written_through() {
+    let home = home();
+    let before = home.outside();
+    let contents = two_chunks(22);
+    let n = contents.len() as u64;
+    let part = home.part("state.bin", &contents);
+    let state = format!("{}.state", part.display());
+    let temp = format!("{state}.tmp");
+    std::os::unix::fs::symlink(home.tmp.path().join("a/.bashrc"), &temp).unwrap();
+    std::os::unix::fs::symlink(home.tmp.path().join("a/state-target"), &state).unwrap();
+    // The peer hangs up after the first chunk: the resume state is saved.
+    let (addr, _peer) = lying_peer(
+        "state.bin",
+        &contents,
+        (n, 0, n),
+        contents[..CHUNK + 10].to_vec(),
+    );
+    let (result, _) = fetch(&hit(addr, "state.bin", &contents), &home.downloads);
+    assert!(message(&result).contains("run get again to resume"));
+    assert_eq!(home.outside(), before, "written through a link");
+    let meta = std::fs::symlink_metadata(&state).unwrap();
+    assert!(meta.is_file(), "the state is not a regular file: {meta:?}");
+
+    // And the state is good: a resume asks only for the missing chunk.
+    let (addr, peer) = honest_peer("state.bin", &contents);
+    let (result, _) = fetch(&hit(addr, "state.bin", &contents), &home.downloads);
+    let downloaded = result.unwrap_or_else(|e| panic!("resuming: {e}"));
+    assert_eq!(peer.join().unwrap(), [(CHUNK as u64, n - CHUNK as u64)]);
+    assert!(std::fs::read(&downloaded.path).unwrap() == contents);
+    assert_eq!(entries_of(&home.downloads), ["state.bin"]);
+    assert_eq!(home.outside(), before);
+}
+
+#[test]
+fn a_symlink_at_the_final_name_is_not_taken_for_the_download() {
+    let home = home();
+    let contents = noise(23, 5000);
+    // The link leads to an outside file with the very contents: following it would
+    // declare the download "already there" and leave the final name a link out.
+    write_files(home.tmp.path(), &[("a/same.bin", &contents)]);
+    let before = home.outside();
+    let link = home.downloads.join("same.bin");
+    std::os::unix::fs::symlink(home.tmp.path().join("a/same.bin"), &link).unwrap();
+    let (addr, _peer) = honest_peer("same.bin", &contents);
+    let (result, _) = fetch(&hit(addr, "same.bin", &contents), &home.downloads);
+    let downloaded = result.unwrap_or_else(|e| panic!("downloading: {e}"));
+    assert!(!downloaded.already_there, "{downloaded:?}");
+    assert_eq!(downloaded.path, home.downloads.join("same (1).bin"));
+    let meta = std::fs::symlink_metadata(&downloaded.path).unwrap();
+    assert!(meta.is_file(), "saved as something else: {meta:?}");
+    assert!(std::fs::read(&downloaded.path).unwrap() == contents);
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(home.outside(), before);
+}
+
+#[test]
+fn a_part_file_swapped_for_a_symlink_before_taking_its_final_name_is_not_saved() {
+    use napster::download::part_file::PartFile;
+    let home = home();
+    let before = home.outside();
+    let contents = noise(24, 5000);
+    let entry = real_entry("swapped.bin", &contents);
+    let (part, _) = PartFile::open(&home.downloads, "swapped.bin", &entry).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(part.file(), &contents, 0).unwrap();
+    // Verified; then, before the final name is given, the part file's name becomes a
+    // link out.
+    let name = home.part("swapped.bin", &contents);
+    std::fs::remove_file(&name).unwrap();
+    std::os::unix::fs::symlink(home.tmp.path().join("a/.bashrc"), &name).unwrap();
+    let result = part.finish(&home.downloads, "swapped.bin", &entry);
+    let message = match result {
+        Ok(placed) => panic!("saved: {placed:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("replaced the part file"), "{message}");
+    assert!(std::fs::symlink_metadata(home.downloads.join("swapped.bin")).is_err());
+    assert_eq!(home.outside(), before);
+}

@@ -493,3 +493,173 @@ fn a_thousand_concurrent_gets_all_get_the_right_bytes() {
     assert_eq!(failures, 0, "{failures} of 1000 concurrent gets failed");
     server.assert_serves("hello.txt", HELLO);
 }
+
+// ---------------------------------------------------------------------------------------
+// Swaps on disk while serving (a local attacker who can write in the shared folder).
+
+/// Whether a `Get` returned the secret kept outside the shared folder.
+fn leaked(got: &Got) -> bool {
+    matches!(got, Got::Data { bytes, .. } if bytes.windows(10).any(|w| w == &SECRET[..10]))
+}
+
+#[test]
+fn a_symlink_exchanged_in_while_downloading_never_leaks_the_outside_file() {
+    let server = start_file_server(&[("hello.txt", HELLO), ("victim.txt", b"harmless")]);
+    // A link out, beside the registered file; a thread swaps the two names atomically,
+    // again and again, while the file is asked for.
+    let link = server.root.join("swap");
+    symlink(server.tmp.path().join("secret"), &link).unwrap();
+    let victim = server.root.join("victim.txt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && swaps < 10_000_000 {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &victim,
+                    rustix::fs::CWD,
+                    &link,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut raw = server.connect();
+    let (mut served, mut refused, mut leaks) = (0, 0, 0);
+    for _ in 0..300 {
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        let got = get_on(&mut raw, "victim.txt", 0, None);
+        if leaked(&got) {
+            leaks += 1;
+        } else if matches!(got, Got::Data { .. }) {
+            assert_eq!(
+                got,
+                Got::Data {
+                    size: 8,
+                    offset: 0,
+                    bytes: b"harmless".to_vec()
+                }
+            );
+            served += 1;
+        } else {
+            assert!(is_name_refusal(&got), "{got:?}");
+            refused += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert_eq!(
+        leaks, 0,
+        "the outside file was sent {leaks} times ({served} served, {refused} refused, {swaps} swaps)"
+    );
+    assert!(swaps > 0 && served + refused > 0);
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn a_registered_file_replaced_by_another_file_is_refused_until_rescanned() {
+    let server = start_file_server(&[("hello.txt", HELLO), ("victim.txt", b"harmless")]);
+    // Another file renamed over the registered one: not the file that was hashed.
+    write_files(server.tmp.path(), &[("other.txt", b"something else")]);
+    std::fs::rename(
+        server.tmp.path().join("other.txt"),
+        server.root.join("victim.txt"),
+    )
+    .unwrap();
+    assert_eq!(
+        server.get("victim.txt", 0, None),
+        Got::Error(ErrorCode::NotFound)
+    );
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn a_symlink_inside_the_folder_is_served_as_the_file_it_led_to_at_scan_time() {
+    let (tmp, root) = prepare_folder(&[("hello.txt", HELLO), ("sub/inner.txt", INNER)]);
+    symlink("sub/inner.txt", root.join("alias.txt")).unwrap();
+    let server = start_file_server_on(tmp, root);
+    server.assert_serves("alias.txt", INNER);
+    // Re-pointed out of the folder after the scan: still the file that was scanned.
+    std::fs::remove_file(server.root.join("alias.txt")).unwrap();
+    symlink(
+        server.tmp.path().join("secret"),
+        server.root.join("alias.txt"),
+    )
+    .unwrap();
+    server.assert_serves("alias.txt", INNER);
+}
+
+#[test]
+fn a_fifo_swapped_in_for_a_shared_file_is_refused_and_the_server_keeps_serving() {
+    let server = start_file_server(&[("hello.txt", HELLO), ("victim.txt", b"harmless")]);
+    std::fs::remove_file(server.root.join("victim.txt")).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        server.root.join("victim.txt"),
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    // More requests at once than the executor has threads: a blocking open of the FIFO
+    // on an executor thread would freeze every one of them, and the whole peer with it.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 2;
+    let mut conns: Vec<Raw> = (0..threads).map(|_| server.connect()).collect();
+    for raw in &mut conns {
+        raw.send(&PeerRequest::Get {
+            name: "victim.txt".into(),
+            offset: 0,
+            length: None,
+        });
+    }
+    let started = std::time::Instant::now();
+    for raw in &mut conns {
+        raw.read_timeout(Duration::from_secs(2));
+        match raw.recv::<PeerResponse>() {
+            PeerResponse::Error { code, message } => {
+                assert_eq!(code, ErrorCode::NotFound);
+                assert!(message.contains("FIFO"), "{message}");
+            }
+            other => panic!("a FIFO was answered with {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The same connections and the same server go on answering.
+    for raw in &mut conns {
+        raw.send(&PeerRequest::Ping {});
+        assert!(matches!(raw.recv::<PeerResponse>(), PeerResponse::Pong {}));
+    }
+    server.assert_serves("hello.txt", HELLO);
+}
+
+#[test]
+fn a_fifo_or_a_symlink_swapped_in_between_scan_and_hashing_is_skipped_at_once() {
+    let (tmp, root) = prepare_folder(&[
+        ("hello.txt", HELLO),
+        ("fifo.txt", b"soon a FIFO"),
+        ("link.txt", b"soon a link"),
+    ]);
+    let listing = napster::peer::share::scan(&root).unwrap();
+    std::fs::remove_file(root.join("fifo.txt")).unwrap();
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mkfifoat(rustix::fs::CWD, root.join("fifo.txt"), mode).unwrap();
+    std::fs::remove_file(root.join("link.txt")).unwrap();
+    symlink(tmp.path().join("secret"), root.join("link.txt")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let share = listing.hash(&|_| {}).map_err(|e| e.to_string());
+        tx.send(share.map(|s| s.entries())).unwrap();
+    });
+    let entries = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("hashing waited on the FIFO")
+        .unwrap();
+    let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["hello.txt"]);
+}

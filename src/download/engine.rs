@@ -54,7 +54,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
         .context(|| format!("cannot use the downloads folder {}", job.dir.display()))?;
     let size = job.file.size;
     let final_path = job.dir.join(&file_name);
-    if same_content(&final_path, &job.file.sha256, size) {
+    if same_content(&job.dir, &file_name, &job.file.sha256, size) {
         return Ok(Downloaded {
             path: final_path,
             size,

@@ -11,7 +11,8 @@
 //! else touched the file, the chunks that arrived are kept but hashed again from disk,
 //! so the whole-file SHA-256 always covers the bytes that take the final name.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -20,12 +21,17 @@ use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use tracing::warn;
 
 use super::place::{PART_SUFFIX, same_content};
+use crate::disk::{self, Dir};
 use crate::error::{Error, IoContext, Result};
 use crate::protocol::{self, FileEntry};
 
 /// Longest file name kept in a part file's name, so that the part file and its state
 /// file stay within the usual 255-byte limit.
 const PART_NAME_KEEP: usize = 192;
+
+/// Most bytes of a resume state read: one character per chunk and the fixed fields, with
+/// room to spare; a larger file at the state's name is no state of ours.
+const MAX_STATE_BYTES: u64 = protocol::MAX_CHUNKS + 4096;
 
 /// The hidden part file of a download: named after the file and its content, so that a
 /// later `get` of the same content finds and resumes it.
@@ -38,10 +44,16 @@ fn part_name(file_name: &str, sha256: &str) -> String {
 }
 
 /// A download's part file, open and locked, with the resume state beside it.
+///
+/// Everything is opened, created, renamed and removed relative to a handle on the
+/// downloads folder, through no symlink ([`Dir`]): a symlink planted at the part file's
+/// name is refused with an error, one planted at the state's names is replaced, never
+/// written through.
 pub struct PartFile {
     file: File,
-    path: PathBuf,
-    state_path: PathBuf,
+    dir: Dir,
+    name: String,
+    state_name: String,
 }
 
 impl PartFile {
@@ -49,16 +61,18 @@ impl PartFile {
     /// `dir`, sized to the file, locked against another napster; with the saved resume
     /// state when there is one that describes this very file.
     pub fn open(dir: &Path, file_name: &str, entry: &FileEntry) -> Result<(PartFile, ResumeState)> {
-        let path = dir.join(part_name(file_name, &entry.sha256));
-        let state_path = ResumeState::path_for(&path);
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .context(|| format!("creating {}", path.display()))?;
+        let folder = Dir::open(dir)
+            .context(|| format!("cannot use the downloads folder {}", dir.display()))?;
+        let name = part_name(file_name, &entry.sha256);
+        let state_name = format!("{name}.state");
+        let path = dir.join(&name);
+        let existed = folder.identity(&name).is_ok();
+        let file = folder.create(&name).map_err(|e| {
+            Error::msg(format!(
+                "cannot use the part file {}: {e}; remove it and run get again",
+                path.display()
+            ))
+        })?;
         if file.try_lock().is_err() {
             return Err(Error::msg(format!(
                 "another napster is downloading {file_name} into {} right now",
@@ -69,13 +83,14 @@ impl PartFile {
             .context(|| format!("making room for {file_name}"))?;
         // A state without its part file describes nothing that exists: never trust it.
         let saved = existed
-            .then(|| ResumeState::load(&state_path, entry, &file))
+            .then(|| ResumeState::load(&folder, &state_name, entry, &file))
             .flatten();
         let state = saved.unwrap_or_else(|| ResumeState::fresh(entry));
         let part = PartFile {
             file,
-            path,
-            state_path,
+            dir: folder,
+            name,
+            state_name,
         };
         Ok((part, state))
     }
@@ -87,31 +102,40 @@ impl PartFile {
 
     /// Record progress in the resume state.
     pub fn save(&self, state: &mut ResumeState, received: Vec<bool>, hashed: u64, hasher: &Sha256) {
-        state.save(&self.state_path, &self.file, received, hashed, hasher);
+        state.save(
+            &self.dir,
+            &self.state_name,
+            &self.file,
+            received,
+            hashed,
+            hasher,
+        );
     }
 
     /// Nothing here is worth resuming: remove the part file and its state.
     pub fn discard(self) {
         drop(self.file.unlock());
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(&self.state_path);
+        let _ = self.dir.remove(&self.name);
+        let _ = self.dir.remove(&self.state_name);
     }
 
     /// The verified part file takes its final name in `dir` (see `place`);
     /// returns the path and whether an identical file was already there.
     pub fn finish(self, dir: &Path, file_name: &str, entry: &FileEntry) -> Result<(PathBuf, bool)> {
         drop(self.file.unlock());
-        let placed = place(&self.path, dir, file_name, &entry.sha256, entry.size)?;
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(&self.state_path);
+        let placed = place(&self, dir, file_name, &entry.sha256, entry.size)?;
+        let _ = self.dir.remove(&self.name);
+        let _ = self.dir.remove(&self.state_name);
         Ok(placed)
     }
 }
 
-/// Give the verified `temp` its final name without ever replacing a different file:
+/// Give the verified part file its final name without ever replacing a different file:
 /// an identical file already there is kept, a different one makes `name (1).ext`.
+/// The final name must end up being the very file that was verified: if something else
+/// took the part file's name meanwhile (a symlink), the name is taken back and refused.
 fn place(
-    temp: &Path,
+    part: &PartFile,
     dir: &Path,
     file_name: &str,
     sha256: &str,
@@ -121,30 +145,47 @@ fn place(
         Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
         _ => (file_name.to_owned(), String::new()),
     };
+    let verified = part
+        .file
+        .metadata()
+        .map(|m| disk::identity(&m))
+        .context(|| format!("reading {}", part.name))?;
+    let folder = &part.dir;
     for n in 0..1000 {
-        let candidate = if n == 0 {
-            dir.join(file_name)
+        let name = if n == 0 {
+            file_name.to_owned()
         } else {
-            dir.join(format!("{stem} ({n}){ext}"))
+            format!("{stem} ({n}){ext}")
         };
+        let candidate = dir.join(&name);
         // A hard link fails rather than replace an existing file, atomically.
-        match std::fs::hard_link(temp, &candidate) {
-            Ok(()) => return Ok((candidate, false)),
+        match folder.hard_link(&part.name, &name) {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if same_content(&candidate, sha256, size) {
+                if same_content(dir, &name, sha256, size) {
                     return Ok((candidate, true));
                 }
+                continue;
             }
-            Err(_) if !candidate.exists() => {
+            Err(_) if folder.identity(&name).is_err() => {
                 // File systems without hard links: rename, checked just above.
-                std::fs::rename(temp, &candidate)
+                folder
+                    .rename(&part.name, &name)
                     .context(|| format!("moving the download to {}", candidate.display()))?;
-                return Ok((candidate, false));
             }
             Err(e) => {
                 return Err(Error::io(format!("saving {}", candidate.display()), e));
             }
         }
+        if folder.identity(&name).ok() != Some(verified) {
+            let _ = folder.remove(&name);
+            return Err(Error::msg(format!(
+                "something replaced the part file {} in {} while it was downloaded; nothing was saved: run get again",
+                part.name,
+                dir.display()
+            )));
+        }
+        return Ok((candidate, false));
     }
     Err(Error::msg(format!(
         "too many different files named like {file_name} in {}",
@@ -201,13 +242,6 @@ mod bits {
 }
 
 impl ResumeState {
-    /// Where the state of `part` is kept.
-    fn path_for(part: &Path) -> PathBuf {
-        let mut name = part.as_os_str().to_owned();
-        name.push(".state");
-        PathBuf::from(name)
-    }
-
     /// Nothing received yet.
     pub fn fresh(file: &FileEntry) -> Self {
         ResumeState {
@@ -222,9 +256,21 @@ impl ResumeState {
     }
 
     /// The saved state for `file` and its part file `part`, if there is one and it
-    /// describes this very file.
-    fn load(path: &Path, file: &FileEntry, part: &File) -> Option<Self> {
-        let text = std::fs::read_to_string(path).ok()?;
+    /// describes this very file (a symlink or anything but a regular file at the state's
+    /// name is not read).
+    fn load(dir: &Dir, name: &str, file: &FileEntry, part: &File) -> Option<Self> {
+        let mut text = String::new();
+        let opened = dir.open_file(name);
+        if let Err(e) = &opened
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!("ignoring the resume state {name}: {e}");
+        }
+        opened
+            .ok()?
+            .take(MAX_STATE_BYTES)
+            .read_to_string(&mut text)
+            .ok()?;
         let mut state: ResumeState = serde_json::from_str(&text).ok()?;
         let fits = state.size == file.size
             && state.sha256 == file.sha256
@@ -259,10 +305,12 @@ impl ResumeState {
     }
 
     /// Record progress; written to a temporary file and renamed, so a crash leaves the
-    /// old state or the new one, never half of one.
+    /// old state or the new one, never half of one. Whatever had the temporary name is
+    /// replaced (a symlink there is removed, never written through).
     fn save(
         &mut self,
-        path: &Path,
+        dir: &Dir,
+        name: &str,
         part: &File,
         received: Vec<bool>,
         hashed: u64,
@@ -272,15 +320,14 @@ impl ResumeState {
         self.received = received;
         self.hashed = hashed;
         self.midstate = hex::encode(SerializableState::serialize(hasher).as_slice());
-        let temp = {
-            let mut name = path.as_os_str().to_owned();
-            name.push(".tmp");
-            PathBuf::from(name)
-        };
+        let temp = format!("{name}.tmp");
         let text = serde_json::to_string(self).expect("the state serializes");
-        let saved = std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, path));
+        let saved = dir
+            .create_new(&temp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .and_then(|()| dir.rename(&temp, name));
         if let Err(e) = saved {
-            warn!("cannot save the resume state {}: {e}", path.display());
+            warn!("cannot save the resume state {name}: {e}");
         }
     }
 }
@@ -311,7 +358,7 @@ mod tests {
     #[test]
     fn the_hash_state_continues_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.state");
+        let folder = Dir::open(dir.path()).unwrap();
         let file = entry(5 << 30);
         let part = File::create(dir.path().join("x.part")).unwrap();
         let mut state = ResumeState::fresh(&file);
@@ -319,9 +366,10 @@ mod tests {
         hasher.update(b"first half, ");
         let mut received = vec![false; state.received.len()];
         received[0] = true;
-        state.save(&path, &part, received.clone(), 1, &hasher);
+        state.save(&folder, "x.state", &part, received.clone(), 1, &hasher);
 
-        let loaded = ResumeState::load(&path, &file, &part).expect("the state fits the file");
+        let loaded =
+            ResumeState::load(&folder, "x.state", &file, &part).expect("the state fits the file");
         assert_eq!(loaded.hashed, 1);
         assert!(loaded.received[0] && !loaded.received[1]);
         let mut resumed = loaded.hasher();
@@ -335,15 +383,22 @@ mod tests {
     #[test]
     fn a_state_for_other_contents_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.state");
+        let folder = Dir::open(dir.path()).unwrap();
         let file = entry(10 << 20);
         let part = File::create(dir.path().join("x.part")).unwrap();
         let mut state = ResumeState::fresh(&file);
-        state.save(&path, &part, vec![true; 10], 10, &Sha256::new());
+        state.save(
+            &folder,
+            "x.state",
+            &part,
+            vec![true; 10],
+            10,
+            &Sha256::new(),
+        );
         let mut other = file.clone();
         other.sha256 = "3".repeat(64);
-        assert!(ResumeState::load(&path, &other, &part).is_none());
-        std::fs::write(&path, "{ not json").unwrap();
-        assert!(ResumeState::load(&path, &file, &part).is_none());
+        assert!(ResumeState::load(&folder, "x.state", &other, &part).is_none());
+        std::fs::write(dir.path().join("x.state"), "{ not json").unwrap();
+        assert!(ResumeState::load(&folder, "x.state", &file, &part).is_none());
     }
 }

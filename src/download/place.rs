@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::digest::hash_file;
+use crate::digest::hash_open;
+use crate::disk::Dir;
 use crate::error::{Error, Result};
 use crate::protocol;
 
@@ -31,8 +32,13 @@ pub fn safe_file_name(name: &str) -> Result<String> {
     Ok(clean)
 }
 
-/// Whether `path` is a file with exactly this size and SHA-256.
-pub fn same_content(path: &Path, sha256: &str, size: u64) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
-        && hash_file(path, &|_| {}).is_ok_and(|d| d.sha256 == sha256)
+/// Whether `name` in the folder `dir` is a regular file with exactly this size and
+/// SHA-256. A symlink there is not followed (an outside file hashed through it would
+/// make napster declare the download "already there"), nor a FIFO waited on.
+pub fn same_content(dir: &Path, name: &str, sha256: &str, size: u64) -> bool {
+    let Ok(file) = Dir::open(dir).and_then(|d| d.open_file(name)) else {
+        return false;
+    };
+    file.metadata().is_ok_and(|m| m.len() == size)
+        && hash_open(&file, &dir.join(name), &|_| {}).is_ok_and(|d| d.sha256 == sha256)
 }

@@ -40,6 +40,11 @@ impl Stamp {
         }
     }
 
+    /// Which file it is: device and inode.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
     /// The file's size.
     pub fn size(&self) -> u64 {
         self.size

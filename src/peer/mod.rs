@@ -4,6 +4,7 @@
 //! Downloading is [`crate::download`]'s, which never imports this module.
 
 pub mod cache;
+mod ignore;
 pub mod serve;
 pub mod session;
 pub mod share;

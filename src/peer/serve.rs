@@ -156,11 +156,15 @@ impl Server {
         offset: u64,
         length: Option<u64>,
     ) -> Result<Connection> {
-        let opened = self
-            .folder
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .open(name);
+        // Opening touches the disk (and another user's files): off the executor.
+        let (folder, wanted) = (self.folder.clone(), name.to_owned());
+        let opened = smol::unblock(move || {
+            folder
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .open(&wanted)
+        })
+        .await;
         let (file, size) = match opened {
             Ok(pair) => pair,
             Err(message) => {

@@ -1,52 +1,32 @@
 //! The folders a peer shares: scanning them (with the ignore rule), hashing what changed
 //! (through the hash cache), telling what changed since the last scan, and opening a
 //! file for a downloader only when it was registered and really lies inside its folder.
+//!
+//! The rule for symlinks: a scan follows a symlink only when it leads inside its folder,
+//! and records the path it resolved to. Hashing and every request then open that
+//! resolved path beneath the folder's handle through no symlink at all ([`Dir`]), and
+//! take only the very file (device and inode) the scan saw. Whatever is swapped in
+//! afterwards (a symlink out, a FIFO, another file) is refused until a scan looks at it;
+//! a symlink re-pointed inside the folder keeps serving the file it led to at scan time.
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tracing::warn;
-use wildmatch::WildMatch;
 
 use crate::client::Changes;
-use crate::config::DEFAULT_IGNORE;
-use crate::digest::{FileDigest, hash_file};
-use crate::download::PART_SUFFIX;
+use crate::digest::{FileDigest, hash_open};
+use crate::disk::{self, Dir};
 use crate::error::{Error, IoContext, Result};
 use crate::peer::cache::{HashCache, Stamp};
 use crate::protocol::{self, FileEntry};
 
-/// Which file and folder names are left out of a share: `*`/`?` patterns matched against
-/// each base name, case-sensitively. napster's own part files are always left out.
-#[derive(Debug, Clone)]
-pub struct Ignore(Vec<WildMatch>);
-
-impl Ignore {
-    /// The rule made of these patterns.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Ignore {
-        Ignore(
-            patterns
-                .iter()
-                .map(|p| WildMatch::new(p.as_ref()))
-                .collect(),
-        )
-    }
-
-    /// Whether a base name is left out.
-    pub fn matches(&self, name: &str) -> bool {
-        name.contains(PART_SUFFIX) || self.0.iter().any(|w| w.matches(name))
-    }
-}
-
-impl Default for Ignore {
-    fn default() -> Self {
-        Ignore::new(DEFAULT_IGNORE)
-    }
-}
+pub use super::ignore::Ignore;
 
 /// One shared file.
 #[derive(Debug, Clone)]
@@ -55,6 +35,9 @@ pub struct SharedFile {
     pub entry: FileEntry,
     /// Where it lies on disk.
     pub path: PathBuf,
+    /// Where it really lies, relative to its shared folder, with every symlink resolved
+    /// (at scan time): what a request opens, through no symlink at all.
+    pub resolved: PathBuf,
     /// SHA-256 of each chunk, as computed when the file was hashed.
     pub chunks: Vec<[u8; 32]>,
     /// What the file looked like when it was hashed.
@@ -75,6 +58,7 @@ pub struct Share {
 struct Found {
     name: String,
     path: PathBuf,
+    resolved: PathBuf,
     stamp: Stamp,
     root: usize,
 }
@@ -174,7 +158,7 @@ impl Listing {
                                 locked(&stats).cached_files += 1;
                                 digest
                             }
-                            None => match hash_unchanged(found, progress) {
+                            None => match hash_unchanged(found, &self.roots, progress) {
                                 Ok(Some(digest)) => {
                                     let mut s = locked(&stats);
                                     s.hashed_files += 1;
@@ -200,6 +184,7 @@ impl Listing {
                         locked(&results).push(SharedFile {
                             entry,
                             path: found.path.clone(),
+                            resolved: found.resolved.clone(),
                             chunks: digest.chunks,
                             stamp: found.stamp,
                             root: found.root,
@@ -232,15 +217,37 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Hash a found file, or `None` if it changed while it was being read.
-fn hash_unchanged(found: &Found, progress: &(dyn Fn(u64) + Sync)) -> Result<Option<FileDigest>> {
-    let digest = match hash_file(&found.path, progress) {
+/// Hash a found file, or `None` if it changed since the scan or while it was being read.
+///
+/// The file is opened as a request opens it (its resolved path beneath its folder,
+/// through no symlink, see [`Dir::open_beneath`]) and must be the very file the scan
+/// saw: a symlink or a FIFO swapped in since is skipped, never read.
+fn hash_unchanged(
+    found: &Found,
+    roots: &[PathBuf],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Option<FileDigest>> {
+    let root = &roots[found.root];
+    let opened = Dir::open(root).and_then(|dir| dir.open_beneath(&found.resolved));
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::InvalidInput => {
+            warn!("skipping {}: {e}", found.path.display());
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io(format!("opening {}", found.path.display()), e)),
+    };
+    let stamp = |file: &File| file.metadata().map(|m| Stamp::of(&m)).ok();
+    if stamp(&file) != Some(found.stamp) {
+        return Ok(None);
+    }
+    let digest = match hash_open(&file, &found.path, progress) {
         Ok(digest) => digest,
         Err(Error::ChangedWhileReading(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let now = std::fs::metadata(&found.path).map(|m| Stamp::of(&m)).ok();
-    Ok((now == Some(found.stamp)).then_some(digest))
+    Ok((stamp(&file) == Some(found.stamp)).then_some(digest))
 }
 
 /// The canonical path of a folder that can be shared, or why it cannot.
@@ -279,8 +286,8 @@ pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
     for (index, root) in canonical.iter().enumerate() {
         let mut here = Vec::new();
         walk(root, ignore, &mut here)?;
-        here.sort_by(|a: &(String, PathBuf, Stamp), b| a.0.cmp(&b.0));
-        for (name, path, stamp) in here {
+        here.sort_by(|a: &Walked, b| a.0.cmp(&b.0));
+        for (name, path, resolved, stamp) in here {
             if !names.insert(name.clone()) {
                 warn!(
                     "skipping {}: another shared folder has {name}",
@@ -291,6 +298,7 @@ pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
             found.push(Found {
                 name,
                 path,
+                resolved,
                 stamp,
                 root: index,
             });
@@ -302,8 +310,11 @@ pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
     })
 }
 
-/// The files under `root`: (name, path, stamp).
-fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<(String, PathBuf, Stamp)>) -> Result<()> {
+/// A file found under a root: name, path, resolved path relative to the root, stamp.
+type Walked = (String, PathBuf, PathBuf, Stamp);
+
+/// The files under `root`.
+fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
         let entries =
@@ -350,7 +361,8 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<(String, PathBuf, Stamp)>)
                 warn!("skipping {}: the name {problem}", path.display());
                 continue;
             }
-            found.push((name, path, Stamp::of(&meta)));
+            let resolved = real.strip_prefix(root).unwrap_or(&real).to_owned();
+            found.push((name, path, resolved, Stamp::of(&meta)));
         }
     }
     Ok(())
@@ -444,8 +456,13 @@ impl Share {
 
     /// Open a registered file for sending, with its current size.
     ///
-    /// Refuses names the protocol forbids, names never registered, and files that now
-    /// resolve outside their folder (a symlink swapped in after registering).
+    /// Refuses names the protocol forbids and names never registered. The file is opened
+    /// at the path it resolved to when it was scanned, beneath its folder's handle,
+    /// through no symlink at all and without blocking (see [`Dir::open_beneath`]); and the
+    /// opened handle must be a regular file and the very file (device and inode) that
+    /// was hashed. So a symlink, FIFO or other file swapped in after registering is
+    /// refused until the next scan looks at it, whatever the timing. Blocking: call it
+    /// off the executor's threads.
     pub fn open(&self, name: &str) -> std::result::Result<(File, u64), String> {
         if let Some(problem) = protocol::name_problem(name) {
             return Err(format!("the file name {problem}"));
@@ -454,20 +471,26 @@ impl Share {
             .files
             .get(name)
             .ok_or_else(|| format!("{:?} is not shared here", protocol::truncate(name)))?;
-        let real = shared
-            .path
-            .canonicalize()
-            .map_err(|_| format!("{name} is no longer on disk"))?;
-        if !real.starts_with(&self.roots[shared.root]) {
-            warn!("refusing {name}: it now leads outside the shared folder");
-            return Err(format!("{name} is not shared here"));
-        }
-        let file = File::open(&real).map_err(|e| format!("cannot open {name}: {e}"))?;
+        let opened =
+            Dir::open(&self.roots[shared.root]).and_then(|dir| dir.open_beneath(&shared.resolved));
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(format!("{name} is no longer on disk"));
+            }
+            Err(e) => {
+                warn!("refusing {name}: {e}");
+                return Err(format!("{name} cannot be sent: {e}"));
+            }
+        };
         let meta = file
             .metadata()
             .map_err(|e| format!("cannot read {name}: {e}"))?;
-        if !meta.is_file() {
-            return Err(format!("{name} is not a regular file"));
+        if disk::identity(&meta) != shared.stamp.identity() {
+            warn!("refusing {name}: another file took its place after it was shared");
+            return Err(format!(
+                "{name} was replaced on disk since it was shared; ask again after its owner rescans"
+            ));
         }
         Ok((file, meta.len()))
     }
