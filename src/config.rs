@@ -46,6 +46,8 @@ pub struct IndexConfig {
     pub session_ttl: f64,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections served at once from one source address.
+    pub max_connections_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
@@ -66,6 +68,7 @@ impl Default for IndexConfig {
             server: "127.0.0.1:45000".into(),
             session_ttl: 30.0,
             max_connections: 4096,
+            max_connections_per_address: 64,
             max_results: 1000,
             max_files_per_peer: 200_000,
             max_name_len: crate::protocol::MAX_NAME,
@@ -223,6 +226,9 @@ impl Config {
         }
         if self.index.max_connections == 0 {
             return bad("index.max_connections", "must be at least 1");
+        }
+        if self.index.max_connections_per_address == 0 {
+            return bad("index.max_connections_per_address", "must be at least 1");
         }
         if self.index.max_name_len == 0 || self.index.max_name_len > crate::protocol::MAX_NAME {
             return bad(

@@ -52,6 +52,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Connections are bounded by the configured limits, not by a low default `ulimit -n`.
+    napster::net::raise_fd_limit();
     ExitCode::from(napster::shell::repl::run(config) as u8)
 }
 

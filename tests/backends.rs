@@ -248,6 +248,61 @@ async fn silent_peers_expire<S: Store>(store: Arc<S>) {
     assert_eq!(back, quiet);
 }
 
+async fn counts_stay_right<S: Store>(store: Arc<S>) {
+    let counts = |peers: Vec<napster::protocol::PeerInfo>| -> Vec<(u64, u64, u64)> {
+        peers
+            .iter()
+            .map(|p| (p.peer_id, p.files, p.bytes))
+            .collect()
+    };
+    let id = store
+        .register(registration('a', 1, 5000, &[("x", 1), ("y", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 2, 3)]);
+    store
+        .add_files(id, 1, vec![entry("z", 4), entry("x", 10)])
+        .await
+        .unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 3, 16)]);
+    store.remove_files(id, 1, vec!["y".into()]).await.unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 2, 14)]);
+    store
+        .register(registration('a', 2, 5000, &[("w", 5)]))
+        .await
+        .unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 1, 5)]);
+    assert!(store.is_live(id).await.unwrap());
+    store.unregister(id, 2).await.unwrap();
+    assert!(store.peers().await.unwrap().is_empty());
+    assert!(!store.is_live(id).await.unwrap());
+    assert!(!store.is_live(id + 1000).await.unwrap());
+}
+
+/// A newer session of a peer is never withdrawn by the old one: not by its late
+/// unregister, not by the old session going silent.
+async fn an_old_session_never_removes_a_newer_one<S: Store>(store: Arc<S>) {
+    let id = store
+        .register(registration('a', 1, 5000, &[("kept.txt", 1)]))
+        .await
+        .unwrap();
+    smol::Timer::after(Duration::from_millis(600)).await;
+    assert_eq!(
+        store
+            .register(registration('a', 2, 5000, &[("kept.txt", 1)]))
+            .await
+            .unwrap(),
+        id
+    );
+    store.unregister(id, 1).await.unwrap();
+    assert_eq!(store.expire(Duration::from_millis(500)).await.unwrap(), 0);
+    assert_eq!(
+        find(&*store, Query::pattern("kept")).await,
+        set(&["kept.txt"])
+    );
+    assert!(store.is_live(id).await.unwrap());
+}
+
 type Case<S> = fn(Arc<S>) -> Pin<Box<dyn Future<Output = ()>>>;
 
 macro_rules! cases {
@@ -266,6 +321,10 @@ macro_rules! cases {
                 Box::pin(only_the_owning_session_changes_a_peer(s))
             }),
             ("silent_peers_expire", |s| Box::pin(silent_peers_expire(s))),
+            ("counts_stay_right", |s| Box::pin(counts_stay_right(s))),
+            ("an_old_session_never_removes_a_newer_one", |s| {
+                Box::pin(an_old_session_never_removes_a_newer_one(s))
+            }),
         ];
         cases
     }};
@@ -290,4 +349,34 @@ fn the_postgresql_index_behaves_the_same() {
             case(Arc::new(store)).await;
         });
     }
+}
+
+/// Departed peers' rows are deleted beyond the most recent ones remembered: the tables
+/// stay bounded by the live peers however many have come and gone.
+#[test]
+fn departed_peers_rows_are_reaped() {
+    let pg = pg::Postgres::start();
+    let url = pg.fresh_database();
+    smol::block_on(async {
+        let store = PgStore::connect(&url).await.unwrap().remember_departed(10);
+        let live = store
+            .register(registration('z', 1, 5000, &[("stays.txt", 1)]))
+            .await
+            .unwrap();
+        for n in 0..200u64 {
+            let mut departing = registration('a', 100 + n, 5001, &[("gone.txt", 1)]);
+            departing.token = format!("{n:032x}");
+            let id = store.register(departing).await.unwrap();
+            store.unregister(id, 100 + n).await.unwrap();
+        }
+        store.reap_departed().await.unwrap();
+        let (peers, files) = store.row_counts().await.unwrap();
+        assert!(peers <= 11, "{peers} peer rows after 200 departures");
+        assert_eq!(files, 1);
+        assert!(store.is_live(live).await.unwrap());
+        assert_eq!(
+            find(&store, Query::pattern("stays")).await,
+            set(&["stays.txt"])
+        );
+    });
 }

@@ -904,6 +904,80 @@ fn a_connection_flood_gets_busy_and_service_resumes() {
     fx.assert_serves();
 }
 
+#[test]
+fn duplicate_names_in_one_registration_are_refused() {
+    let fx = Fixture::hostile();
+    let mut client = index_client(fx.addr).unwrap();
+    let twice = [
+        entry("same.txt", 1),
+        entry("other.txt", 2),
+        entry("same.txt", 3),
+    ];
+    let refused = smol::block_on(client.register(5400, &token(0xd0b), &twice));
+    match refused {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("same.txt"), "{message}");
+        }
+        other => panic!("a registration naming a file twice was accepted: {other:?}"),
+    }
+    smol::block_on(client.register(5400, &token(0xd0b), &[entry("same.txt", 1)])).unwrap();
+    let added = smol::block_on(client.add_files(vec![entry("b.txt", 1), entry("b.txt", 2)]));
+    assert!(
+        matches!(
+            added,
+            Err(Error::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ),
+        "{added:?}"
+    );
+    fx.assert_serves();
+}
+
+/// A raw connection to `addr` from the loopback address `from` (Linux routes all of
+/// 127/8 to the loopback interface, so 127.0.0.2 is another host as the index sees it).
+fn raw_from(from: [u8; 4], addr: SocketAddr) -> Raw {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("a socket");
+    bind(&fd, &SocketAddr::from((from, 0))).expect("binding the client's address");
+    connect(&fd, &addr).expect("connecting");
+    Raw::from_stream(std::net::TcpStream::from(fd))
+}
+
+#[test]
+fn one_address_cannot_hold_every_connection() {
+    let mut settings = hostile_index_settings();
+    settings.max_connections = 16;
+    settings.max_connections_per_address = 4;
+    let fx = fixture(settings);
+
+    // The canary holds one connection from 127.0.0.1; three more fill its share.
+    let held: Vec<Raw> = (0..3).map(|_| fx.raw_hello()).collect();
+    for i in 0..5 {
+        let mut extra = fx.raw();
+        expect_error_then_close(
+            &mut extra,
+            ErrorCode::Busy,
+            fx.close_within(),
+            &format!("extra connection {i} from 127.0.0.1"),
+        );
+    }
+    // Another address is served while 127.0.0.1 is at its share.
+    let mut other = raw_from([127, 0, 0, 2], fx.addr);
+    other.index_hello();
+    other.send(&IndexRequest::Ping {});
+    assert_eq!(other.recv::<IndexResponse>(), IndexResponse::Pong {});
+
+    // Closing one gives 127.0.0.1 its slot back.
+    drop(held);
+    wait_until("127.0.0.1 to be served again", WAIT, || {
+        index_client(fx.addr).is_ok_and(|mut c| smol::block_on(c.ping()).is_ok())
+    });
+    fx.assert_serves();
+}
+
 // ---------------------------------------------------------------------------------------
 // Sessions: ownership, leaving, expiry.
 

@@ -188,20 +188,13 @@ impl<S: Store> Server<S> {
     }
 
     async fn browse(&self, peer_id: u64, limit: Option<u32>) -> Handled {
-        let mut query = Query::by(NameMatch::Any);
-        query.peer = Some(peer_id);
-        let found = self.store.search(&query, self.limit(limit)).await?;
-        if found.0.is_empty()
-            && !self
-                .store
-                .peers()
-                .await?
-                .iter()
-                .any(|p| p.peer_id == peer_id)
-        {
+        if !self.store.is_live(peer_id).await? {
             let message = format!("peer {peer_id} is not registered");
             return Err(Reject::new(ErrorCode::NotFound, message));
         }
+        let mut query = Query::by(NameMatch::Any);
+        query.peer = Some(peer_id);
+        let found = self.store.search(&query, self.limit(limit)).await?;
         Ok(self.results(found))
     }
 
@@ -297,6 +290,16 @@ impl<S: Store> Server<S> {
         files
             .iter()
             .try_for_each(protocol::check_entry)
-            .map_err(|problem| Reject::bad(format!("malformed message: {problem}")))
+            .map_err(|problem| Reject::bad(format!("malformed message: {problem}")))?;
+        // Decided here, not by the stores: they would disagree (one keeps the last, the
+        // other refuses the whole transaction).
+        let mut seen = std::collections::HashSet::with_capacity(files.len());
+        if let Some(twice) = files.iter().find(|f| !seen.insert(f.name.as_str())) {
+            return Err(Reject::bad(format!(
+                "file name {:?} is listed twice; list each file once",
+                protocol::truncate(&twice.name)
+            )));
+        }
+        Ok(())
     }
 }

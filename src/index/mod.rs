@@ -35,6 +35,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections served at once from one source address.
+    pub max_connections_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
@@ -52,6 +54,7 @@ impl Settings {
             limits: config.limits(),
             session_ttl: config.session_ttl(),
             max_connections: config.index.max_connections,
+            max_connections_per_address: config.index.max_connections_per_address,
             max_results: config.index.max_results,
             max_files_per_peer: config.index.max_files_per_peer,
             max_name_len: config.index.max_name_len,
@@ -107,7 +110,8 @@ pub async fn run<S: Store>(
     };
     let admission = Admission {
         limits: settings.limits,
-        max_connections: settings.max_connections,
+        max_connections: net::fit_connections(settings.max_connections, "index server"),
+        max_per_address: settings.max_connections_per_address,
     };
     net::accept_loop::<IndexRequest, IndexResponse, _, _>(
         listener,

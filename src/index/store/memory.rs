@@ -557,6 +557,10 @@ impl Store for MemoryStore {
         Ok(self.read().search(query, limit))
     }
 
+    async fn is_live(&self, peer: u64) -> Result<bool> {
+        Ok(self.read().peers.contains_key(&peer))
+    }
+
     async fn peers(&self) -> Result<Vec<PeerInfo>> {
         let inner = self.read();
         Ok(inner

@@ -127,6 +127,8 @@ pub trait Store: Send + Sync + 'static {
         query: &Query,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
+    /// Whether `peer` is registered now.
+    fn is_live(&self, peer: u64) -> impl Future<Output = Result<bool>> + Send;
     /// Every peer.
     fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>>> + Send;
     /// Withdraw peers not touched within `ttl`; returns how many.
