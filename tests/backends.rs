@@ -380,3 +380,120 @@ fn departed_peers_rows_are_reaped() {
         );
     });
 }
+
+/// Poll `condition` every 20 ms until it holds; panic naming `what` after `within`.
+fn wait_for(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// While the database is down a request fails fast, saying so; and after an outage
+/// longer than the session TTL, a peer whose connection stayed open is never missing
+/// from the results (neither the reaper nor a late message removes it).
+#[test]
+fn a_database_outage_fails_fast_and_live_peers_stay() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use napster::client::IndexClient;
+    use napster::index::Settings;
+    use napster::protocol::{ErrorCode, Limits};
+
+    let pg = pg::Postgres::start();
+    let url = pg.fresh_database();
+    let store = Arc::new(smol::block_on(PgStore::connect(&url)).unwrap());
+    let listener = smol::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+    let addr = listener.get_ref().local_addr().unwrap();
+    let (_trigger, shutdown) = napster::runtime::shutdown_pair();
+    let ttl = Duration::from_secs(3);
+    let settings = Settings {
+        session_ttl: ttl,
+        ..Settings::default()
+    };
+    napster::runtime::spawn(napster::index::run(listener, store, settings, shutdown)).detach();
+    let limits = Limits {
+        timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+
+    // The peer: registered once, then pinging on its open connection (errors or not)
+    // until `quiet`, holding the connection open until `stop`. It goes quiet as the
+    // database comes back, so only the server can note it alive before the reaper runs.
+    let registered = Arc::new(AtomicBool::new(false));
+    let quiet = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let (registered, quiet, stop) = (registered.clone(), quiet.clone(), stop.clone());
+        std::thread::spawn(move || {
+            smol::block_on(async {
+                let mut peer = IndexClient::connect(addr, limits).await.unwrap();
+                peer.register(5000, &"ab".repeat(16), &[entry("live.txt", 1)])
+                    .await
+                    .unwrap();
+                registered.store(true, Ordering::SeqCst);
+                while !stop.load(Ordering::SeqCst) {
+                    if !quiet.load(Ordering::SeqCst) {
+                        let _ = peer.ping().await;
+                    }
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                }
+            })
+        })
+    };
+    wait_for("the peer to register", Duration::from_secs(10), || {
+        registered.load(Ordering::SeqCst)
+    });
+    // A new client each time: a silent client connection is closed after a TTL too.
+    let found = || {
+        smol::block_on(async {
+            let mut client = IndexClient::connect(addr, limits).await?;
+            client.search("live").await.map(|(hits, _)| hits.len())
+        })
+    };
+    assert_eq!(found().unwrap(), 1);
+    let mut client = smol::block_on(IndexClient::connect(addr, limits)).unwrap();
+
+    pg.pause();
+    let asked = std::time::Instant::now();
+    match smol::block_on(client.search("live")) {
+        Err(napster::Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(message.contains("database unavailable"), "{message}");
+        }
+        other => panic!("a search while the database is down: {other:?}"),
+    }
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "failed only after {waited:?}"
+    );
+    // The outage itself: longer than the session TTL.
+    std::thread::sleep(ttl + Duration::from_millis(300));
+    quiet.store(true, Ordering::SeqCst);
+    pg.resume();
+
+    wait_for(
+        "the database to answer again",
+        Duration::from_secs(10),
+        || found().is_ok(),
+    );
+    // Through the reaper's next ticks (one a second), every search finds the live peer,
+    // whose connection is open and within its TTL.
+    let watch = std::time::Instant::now();
+    while watch.elapsed() < Duration::from_millis(1300) {
+        assert_eq!(
+            found().unwrap(),
+            1,
+            "the live peer vanished {:?} after the database came back",
+            watch.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    pinger.join().unwrap();
+}

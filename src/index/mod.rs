@@ -6,10 +6,11 @@
 pub mod handler;
 pub mod store;
 
+use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use smol::Async;
 use smol::future::FutureExt;
@@ -74,6 +75,8 @@ pub struct Server<S> {
     store: Arc<S>,
     settings: Settings,
     next_session: AtomicU64,
+    /// Registered sessions with an open connection: session → peer.
+    open: Mutex<HashMap<u64, u64>>,
 }
 
 impl<S: Store> Server<S> {
@@ -83,6 +86,70 @@ impl<S: Store> Server<S> {
             store,
             settings,
             next_session: AtomicU64::new(0),
+            open: Mutex::default(),
+        }
+    }
+
+    /// Note which peer `session` holds now (none once it unregistered or closed).
+    fn note(&self, session: u64, peer: Option<u64>) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        match peer {
+            Some(peer) => open.insert(session, peer),
+            None => open.remove(&session),
+        };
+    }
+
+    /// The (peer, session) pairs of the open, registered connections.
+    fn open_sessions(&self) -> Vec<(u64, u64)> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.iter()
+            .map(|(&session, &peer)| (peer, session))
+            .collect()
+    }
+
+    /// Withdraw silent peers, every [`EXPIRE_EVERY`], until cancelled.
+    ///
+    /// A session with an open connection is not silent (its connection closes after a
+    /// TTL of silence), so every quarter TTL the reaper first marks this server's open
+    /// sessions alive. After the store failed (say, the database was down for longer than
+    /// a TTL, so no sign of life could be noted), nothing is expired for one TTL after it
+    /// answers again: every server then has the time to mark its sessions alive, and live
+    /// peers do not vanish from results.
+    async fn reap(&self) {
+        let ttl = self.settings.session_ttl;
+        let mut refreshed: Option<Instant> = None;
+        let mut grace_until: Option<Instant> = None;
+        let mut failing = false;
+        loop {
+            smol::Timer::after(EXPIRE_EVERY).await;
+            if refreshed.is_none_or(|at| at.elapsed() >= ttl / 4) {
+                match self.store.keep_alive(&self.open_sessions()).await {
+                    Ok(()) => refreshed = Some(Instant::now()),
+                    Err(e) => {
+                        warn!("noting open sessions alive: {e}");
+                        refreshed = None;
+                        failing = true;
+                        continue;
+                    }
+                }
+            }
+            if failing {
+                failing = false;
+                grace_until = Some(Instant::now() + ttl);
+                info!("the store answers again: expiring nothing for {ttl:?}");
+            }
+            if grace_until.is_some_and(|until| Instant::now() < until) {
+                continue;
+            }
+            match self.store.expire(ttl).await {
+                Ok(0) => {}
+                Ok(n) => info!("expired {n} silent peer(s)"),
+                Err(e) => {
+                    warn!("expiring peers: {e}");
+                    refreshed = None;
+                    failing = true;
+                }
+            }
         }
     }
 }
@@ -97,16 +164,7 @@ pub async fn run<S: Store>(
     let server = Arc::new(Server::new(store, settings));
     let reaper = {
         let server = server.clone();
-        runtime::spawn(async move {
-            loop {
-                smol::Timer::after(EXPIRE_EVERY).await;
-                match server.store.expire(server.settings.session_ttl).await {
-                    Ok(0) => {}
-                    Ok(n) => info!("expired {n} silent peer(s)"),
-                    Err(e) => warn!("expiring peers: {e}"),
-                }
-            }
-        })
+        runtime::spawn(async move { server.reap().await })
     };
     let admission = Admission {
         limits: settings.limits,
@@ -133,6 +191,7 @@ impl<S: Store> Server<S> {
         let id = self.next_session.fetch_add(1, Ordering::SeqCst);
         let mut session = Session::new(id, conn.peer_addr());
         let result = self.requests(&mut conn, &mut session, &shutdown).await;
+        self.note(session.id, None);
         // A server shutting down leaves its peers' files to the store: with a shared
         // database the peers register again on another server, keeping their rows.
         if let Some(peer) = session.peer
@@ -183,6 +242,7 @@ impl<S: Store> Server<S> {
                 let _ = self.store.touch(peer, session.id).await;
             }
             let response = self.handle(session, request).await;
+            self.note(session.id, session.peer);
             conn.send(&response).await?;
         }
     }

@@ -557,6 +557,17 @@ impl Store for MemoryStore {
         Ok(self.read().search(query, limit))
     }
 
+    async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        for &(peer, session) in sessions {
+            if let Ok(entry) = inner.owned(peer, session) {
+                entry.last_seen = now;
+            }
+        }
+        Ok(())
+    }
+
     async fn is_live(&self, peer: u64) -> Result<bool> {
         Ok(self.read().peers.contains_key(&peer))
     }

@@ -121,6 +121,9 @@ pub trait Store: Send + Sync + 'static {
     fn unregister(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
     /// Note that a peer's session is alive.
     fn touch(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
+    /// Note that these (peer, session) pairs, the server's open sessions, are alive: a
+    /// session is only silent once its connection is gone.
+    fn keep_alive(&self, sessions: &[(u64, u64)]) -> impl Future<Output = Result<()>> + Send;
     /// Files matching `query`, at most `limit`; the flag says whether more matched.
     fn search(
         &self,

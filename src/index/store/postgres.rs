@@ -405,6 +405,27 @@ impl Store for PgStore {
         Ok((hits, truncated))
     }
 
+    async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let peers: Vec<i64> = sessions.iter().map(|&(p, _)| p as i64).collect();
+        let ids: Vec<i64> = sessions.iter().map(|&(_, s)| s as i64).collect();
+        sqlx::query(
+            "UPDATE peers SET last_seen = now() \
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS s(id, session) \
+             WHERE peers.id = s.id AND peers.server = $3 AND peers.session = s.session \
+             AND peers.live",
+        )
+        .bind(&peers)
+        .bind(&ids)
+        .bind(&self.server)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn is_live(&self, peer: u64) -> Result<bool> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM peers WHERE id = $1 AND live)")
             .bind(peer as i64)
