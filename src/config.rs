@@ -52,6 +52,12 @@ pub struct IndexConfig {
     pub max_results: usize,
     /// Most files one peer may share.
     pub max_files_per_peer: usize,
+    /// Most files the peers at one address may share together.
+    pub max_files_per_address: usize,
+    /// Most files the whole index holds.
+    pub max_index_files: usize,
+    /// Most bytes of file names the whole index holds.
+    pub max_index_name_bytes: usize,
     /// Longest file name (relative path) accepted, in bytes.
     pub max_name_len: usize,
     /// Fewest characters (besides `*` and `?`) a search pattern must have.
@@ -71,6 +77,9 @@ impl Default for IndexConfig {
             max_connections_per_address: 64,
             max_results: 1000,
             max_files_per_peer: 200_000,
+            max_files_per_address: 400_000,
+            max_index_files: 2_000_000,
+            max_index_name_bytes: 128 << 20,
             max_name_len: crate::protocol::MAX_NAME,
             min_pattern_len: 2,
             database: String::new(),
@@ -226,6 +235,16 @@ impl Config {
         }
         if self.index.max_connections == 0 {
             return bad("index.max_connections", "must be at least 1");
+        }
+        if self.index.max_files_per_address == 0
+            || self.index.max_index_files == 0
+            || self.index.max_index_name_bytes == 0
+        {
+            return bad(
+                "index.max_files_per_address, index.max_index_files and \
+                 index.max_index_name_bytes",
+                "must be at least 1",
+            );
         }
         if self.index.max_connections_per_address == 0 {
             return bad("index.max_connections_per_address", "must be at least 1");

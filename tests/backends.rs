@@ -303,6 +303,42 @@ async fn an_old_session_never_removes_a_newer_one<S: Store>(store: Arc<S>) {
     assert!(store.is_live(id).await.unwrap());
 }
 
+/// What the index's capacity limits are checked against, the same on both backends.
+async fn usage_is_counted<S: Store>(store: Arc<S>) {
+    use napster::index::Usage;
+    let here: std::net::IpAddr = [127, 0, 0, 1].into();
+    let there: std::net::IpAddr = [127, 0, 0, 2].into();
+    let a = "a".repeat(32);
+    let id = store
+        .register(registration('a', 1, 5000, &[("x", 1), ("yy", 2)]))
+        .await
+        .unwrap();
+    store
+        .register(registration('b', 2, 5001, &[("zzz", 1)]))
+        .await
+        .unwrap();
+    let usage = store.usage(here, Some(&a)).await.unwrap();
+    let expected = Usage {
+        files: 3,
+        name_bytes: 6,
+        files_from: 3,
+        own_files: 2,
+        own_name_bytes: 3,
+    };
+    assert_eq!(usage, expected);
+    store.remove_files(id, 1, vec!["x".into()]).await.unwrap();
+    let usage = store.usage(there, None).await.unwrap();
+    let expected = Usage {
+        files: 2,
+        name_bytes: 5,
+        ..Usage::default()
+    };
+    assert_eq!(usage, expected);
+    store.unregister(id, 1).await.unwrap();
+    assert_eq!(store.usage(here, Some(&a)).await.unwrap().own_files, 0);
+    assert_eq!(store.usage(here, None).await.unwrap().files, 1);
+}
+
 type Case<S> = fn(Arc<S>) -> Pin<Box<dyn Future<Output = ()>>>;
 
 macro_rules! cases {
@@ -322,6 +358,7 @@ macro_rules! cases {
             }),
             ("silent_peers_expire", |s| Box::pin(silent_peers_expire(s))),
             ("counts_stay_right", |s| Box::pin(counts_stay_right(s))),
+            ("usage_is_counted", |s| Box::pin(usage_is_counted(s))),
             ("an_old_session_never_removes_a_newer_one", |s| {
                 Box::pin(an_old_session_never_removes_a_newer_one(s))
             }),

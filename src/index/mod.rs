@@ -22,7 +22,7 @@ use crate::net::{self, Admission};
 use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
 use handler::Session;
-pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, StoreError};
+pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, StoreError, Usage};
 
 /// How often the reaper looks for peers whose sessions went silent.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -42,6 +42,12 @@ pub struct Settings {
     pub max_results: usize,
     /// Most files one peer may share.
     pub max_files_per_peer: usize,
+    /// Most files the peers at one address may share together.
+    pub max_files_per_address: usize,
+    /// Most files the whole index holds.
+    pub max_index_files: usize,
+    /// Most bytes of file names the whole index holds.
+    pub max_index_name_bytes: usize,
     /// Longest file name accepted, in bytes.
     pub max_name_len: usize,
     /// Fewest characters (besides `*` and `?`) a search pattern must have.
@@ -58,6 +64,9 @@ impl Settings {
             max_connections_per_address: config.index.max_connections_per_address,
             max_results: config.index.max_results,
             max_files_per_peer: config.index.max_files_per_peer,
+            max_files_per_address: config.index.max_files_per_address,
+            max_index_files: config.index.max_index_files,
+            max_index_name_bytes: config.index.max_index_name_bytes,
             max_name_len: config.index.max_name_len,
             min_pattern_len: config.index.min_pattern_len,
         }
@@ -75,6 +84,9 @@ pub struct Server<S> {
     store: Arc<S>,
     settings: Settings,
     next_session: AtomicU64,
+    /// Held from checking the capacity limits to storing, so that two writes cannot both
+    /// pass the check and together exceed them.
+    admit: smol::lock::Mutex<()>,
     /// Registered sessions with an open connection: session → peer.
     open: Mutex<HashMap<u64, u64>>,
 }
@@ -86,6 +98,7 @@ impl<S: Store> Server<S> {
             store,
             settings,
             next_session: AtomicU64::new(0),
+            admit: smol::lock::Mutex::new(()),
             open: Mutex::default(),
         }
     }

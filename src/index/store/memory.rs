@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use memchr::memmem;
 use wildmatch::WildMatch;
 
-use super::{NameMatch, Query, Registration, Store, StoreError};
+use super::trigram::{BLOOM_WORDS, Bloom, Trigrams};
+use super::{NameMatch, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 
 /// What a store operation returns.
@@ -27,42 +28,6 @@ const NONE: u32 = u32::MAX;
 
 /// Names per trigram filter.
 const GROUP: usize = 64;
-
-/// 64-bit words in a group's trigram filter (4096 bits).
-const BLOOM_WORDS: usize = 64;
-
-/// A group's trigram filter.
-type Bloom = [u64; BLOOM_WORDS];
-
-/// The filter bits of a needle's trigrams.
-struct Trigrams(Vec<usize>);
-
-impl Trigrams {
-    fn bit(window: &[u8]) -> usize {
-        let h = u32::from(window[0])
-            .wrapping_mul(0x9E37_79B1)
-            .wrapping_add(u32::from(window[1]).wrapping_mul(0x85EB_CA77))
-            .wrapping_add(u32::from(window[2]).wrapping_mul(0xC2B2_AE3D));
-        ((h ^ (h >> 15)) as usize) % (BLOOM_WORDS * 64)
-    }
-
-    /// `None` for needles too short to have a trigram (they scan everything).
-    fn of(needle: &[u8]) -> Option<Trigrams> {
-        (needle.len() >= 3).then(|| Trigrams(needle.windows(3).map(Trigrams::bit).collect()))
-    }
-
-    fn add(bloom: &mut Bloom, name: &[u8]) {
-        for bit in name.windows(3).map(Trigrams::bit) {
-            bloom[bit / 64] |= 1 << (bit % 64);
-        }
-    }
-
-    fn within(&self, bloom: &Bloom) -> bool {
-        self.0
-            .iter()
-            .all(|&bit| bloom[bit / 64] & (1 << (bit % 64)) != 0)
-    }
-}
 
 /// One shared file, in a fixed-size record: its name lives in the names arena.
 #[derive(Debug)]
@@ -90,6 +55,8 @@ struct PeerRec {
     last_seen: Instant,
     files: HashSet<u32>,
     bytes: u64,
+    /// Bytes of its files' names.
+    name_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +79,8 @@ struct Inner {
     blooms: Vec<Bloom>,
     /// Arena bytes of records since removed.
     dead_bytes: usize,
+    /// Bytes of the live records' names, as given.
+    name_bytes: u64,
 }
 
 /// A record's name as given.
@@ -231,9 +200,12 @@ impl Inner {
         }
         let end = self.arena.len() - 1;
         Trigrams::add(&mut self.blooms[group], &self.arena[at as usize..end]);
+        let name_len = file.name.len() as u64;
+        self.name_bytes += name_len;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.files.insert(slot);
             p.bytes += self.files[slot as usize].size;
+            p.name_bytes += name_len;
         }
         slot
     }
@@ -263,6 +235,14 @@ impl Inner {
             None => {}
         }
         let lower = self.lower(slot).len();
+        let (owner, name_len) = {
+            let rec = &self.files[slot as usize];
+            (rec.peer, u64::from(rec.name_len))
+        };
+        self.name_bytes -= name_len;
+        if let Some(p) = self.peers.get_mut(&owner) {
+            p.name_bytes -= name_len;
+        }
         let rec = &mut self.files[slot as usize];
         self.dead_bytes += lower + 1 + usize::from(rec.name_len);
         rec.at = NONE;
@@ -504,6 +484,7 @@ impl Store for MemoryStore {
             last_seen: Instant::now(),
             files: HashSet::with_capacity(registration.files.len()),
             bytes: 0,
+            name_bytes: 0,
         };
         inner.peers.insert(id, peer);
         for file in registration.files {
@@ -566,6 +547,25 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn usage(&self, from: std::net::IpAddr, token: Option<&str>) -> Result<Usage> {
+        let inner = self.read();
+        let own = token
+            .and_then(|t| inner.tokens.get(t))
+            .and_then(|id| inner.peers.get(id));
+        Ok(Usage {
+            files: (inner.files.len() - inner.free.len()) as u64,
+            name_bytes: inner.name_bytes,
+            files_from: inner
+                .peers
+                .values()
+                .filter(|p| p.addr.ip() == from)
+                .map(|p| p.files.len() as u64)
+                .sum(),
+            own_files: own.map_or(0, |p| p.files.len() as u64),
+            own_name_bytes: own.map_or(0, |p| p.name_bytes),
+        })
     }
 
     async fn is_live(&self, peer: u64) -> Result<bool> {

@@ -7,6 +7,8 @@
 
 pub mod memory;
 pub mod postgres;
+mod sql;
+mod trigram;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -99,6 +101,21 @@ pub struct Registration {
     pub files: Vec<FileEntry>,
 }
 
+/// What the index holds, for its capacity limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Files of every live peer.
+    pub files: u64,
+    /// Bytes of their names.
+    pub name_bytes: u64,
+    /// Files of the live peers at the address asked about.
+    pub files_from: u64,
+    /// Files of the live peer with the token asked about (a registration replaces them).
+    pub own_files: u64,
+    /// Bytes of their names.
+    pub own_name_bytes: u64,
+}
+
 /// The index's storage. Every method is one atomic step.
 pub trait Store: Send + Sync + 'static {
     /// Register a peer (or re-register it), replacing its files; returns its Peer ID.
@@ -130,6 +147,12 @@ pub trait Store: Send + Sync + 'static {
         query: &Query,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
+    /// What the index holds in all, from `from`, and under `token`.
+    fn usage(
+        &self,
+        from: std::net::IpAddr,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<Usage>> + Send;
     /// Whether `peer` is registered now.
     fn is_live(&self, peer: u64) -> impl Future<Output = Result<bool>> + Send;
     /// Every peer.

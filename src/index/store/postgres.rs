@@ -17,7 +17,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::{NameMatch, Query, Registration, Result, Store, StoreError};
+use super::sql::{hash_range, like_escape, like_wildcard, redacted};
+use super::{NameMatch, Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 
@@ -55,20 +56,6 @@ pub struct PgStore {
 /// A database error, for the server's log.
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
-}
-
-/// `url` with any password replaced, for messages.
-fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) => {
-                let user = user.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 impl PgStore {
@@ -229,30 +216,6 @@ impl PgStore {
         .map_err(db)?;
         Ok(n as u64)
     }
-}
-
-/// `LIKE` pattern of a literal substring.
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
-}
-
-/// `LIKE` pattern of a `*`/`?` wildcard pattern.
-fn like_wildcard(pattern: &str) -> String {
-    like_escape(pattern).replace('*', "%").replace('?', "_")
-}
-
-/// Inclusive bounds of the hashes starting with a hex prefix.
-fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-    let pad = |c: char| {
-        let mut hex: String = prefix.to_owned();
-        while hex.len() < 64 {
-            hex.push(c);
-        }
-        hex::decode(hex).unwrap_or_default()
-    };
-    (pad('0'), pad('f'))
 }
 
 impl Store for PgStore {
@@ -426,6 +389,29 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn usage(&self, from: IpAddr, token: Option<&str>) -> Result<Usage> {
+        let row = sqlx::query(
+            "SELECT coalesce(sum(files), 0)::bigint, coalesce(sum(name_bytes), 0)::bigint, \
+             coalesce(sum(files) FILTER (WHERE host = $1), 0)::bigint, \
+             coalesce(sum(files) FILTER (WHERE token = $2), 0)::bigint, \
+             coalesce(sum(name_bytes) FILTER (WHERE token = $2), 0)::bigint \
+             FROM peers WHERE live",
+        )
+        .bind(from.to_string())
+        .bind(token)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let get = |i: usize| row.get::<i64, _>(i) as u64;
+        Ok(Usage {
+            files: get(0),
+            name_bytes: get(1),
+            files_from: get(2),
+            own_files: get(3),
+            own_name_bytes: get(4),
+        })
+    }
+
     async fn is_live(&self, peer: u64) -> Result<bool> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM peers WHERE id = $1 AND live)")
             .bind(peer as i64)
@@ -491,25 +477,5 @@ impl Store for PgStore {
             }
         }
         Ok(gone.len())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns_and_ranges() {
-        assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
-        assert_eq!(like_wildcard("a*b?.mp3"), "a%b_.mp3");
-        let (low, high) = hash_range("ab");
-        assert_eq!(low[0], 0xab);
-        assert_eq!(high[0], 0xab);
-        assert_eq!(low[1], 0x00);
-        assert_eq!(high[31], 0xff);
-        assert_eq!(
-            redacted("postgres://me:secret@db/napster"),
-            "postgres://me:***@db/napster"
-        );
     }
 }
