@@ -46,10 +46,18 @@ pub struct IndexConfig {
     pub session_ttl: f64,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections served at once from one source address.
+    pub max_connections_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
     pub max_files_per_peer: usize,
+    /// Most files the peers at one address may share together.
+    pub max_files_per_address: usize,
+    /// Most files the whole index holds.
+    pub max_index_files: usize,
+    /// Most bytes of file names the whole index holds.
+    pub max_index_name_bytes: usize,
     /// Longest file name (relative path) accepted, in bytes.
     pub max_name_len: usize,
     /// Fewest characters (besides `*` and `?`) a search pattern must have.
@@ -66,8 +74,12 @@ impl Default for IndexConfig {
             server: "127.0.0.1:45000".into(),
             session_ttl: 30.0,
             max_connections: 4096,
+            max_connections_per_address: 64,
             max_results: 1000,
             max_files_per_peer: 200_000,
+            max_files_per_address: 400_000,
+            max_index_files: 2_000_000,
+            max_index_name_bytes: 128 << 20,
             max_name_len: crate::protocol::MAX_NAME,
             min_pattern_len: 2,
             database: String::new(),
@@ -223,6 +235,19 @@ impl Config {
         }
         if self.index.max_connections == 0 {
             return bad("index.max_connections", "must be at least 1");
+        }
+        if self.index.max_files_per_address == 0
+            || self.index.max_index_files == 0
+            || self.index.max_index_name_bytes == 0
+        {
+            return bad(
+                "index.max_files_per_address, index.max_index_files and \
+                 index.max_index_name_bytes",
+                "must be at least 1",
+            );
+        }
+        if self.index.max_connections_per_address == 0 {
+            return bad("index.max_connections_per_address", "must be at least 1");
         }
         if self.index.max_name_len == 0 || self.index.max_name_len > crate::protocol::MAX_NAME {
             return bad(

@@ -1,10 +1,12 @@
 //! Connection set-up, written once for both servers and every client: the accept loop
 //! (a connection permit owned by its task, backoff when `accept` fails, shutdown) and
-//! the handshake (`hello` with the protocol version, answered by `welcome`).
+//! the handshake (`hello` with the protocol version, answered by `welcome`). Also the
+//! process's file-descriptor budget, which bounds how many connections can be served.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::TcpListener;
-use std::sync::Arc;
+use std::net::{IpAddr, TcpListener};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smol::Async;
@@ -19,6 +21,10 @@ use crate::runtime::{self, Shutdown};
 /// Pause after a failed `accept` (say, out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// File descriptors kept back from connections: the listeners, the database pool, shared
+/// files being read, log files, downloads.
+pub const FD_RESERVE: u64 = 256;
+
 /// What an accept loop enforces on every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Admission {
@@ -26,6 +32,81 @@ pub struct Admission {
     pub limits: Limits,
     /// Most connections served at once; the next ones are told `busy` and closed.
     pub max_connections: usize,
+    /// Most connections served at once from one source address; the next ones from
+    /// that address are told `busy`, while other addresses are still served.
+    pub max_per_address: usize,
+}
+
+/// Raise the soft limit on open files to the hard limit, so that the connection limits
+/// are what bounds connections rather than `accept` failing; returns the soft limit now
+/// in force (`None` when it is unlimited or cannot be read).
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            warn!("cannot raise the limit on open files: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// `wanted` connections, or fewer when the process cannot open that many files (its
+/// soft limit minus [`FD_RESERVE`]), so that the extra clients are told `busy` instead of
+/// hanging on an `accept` that fails.
+pub fn fit_connections(wanted: usize, what: &str) -> usize {
+    let Some(files) = raise_fd_limit() else {
+        return wanted;
+    };
+    let available = files.saturating_sub(FD_RESERVE).max(1);
+    if (wanted as u64) <= available {
+        return wanted;
+    }
+    let fitted = available as usize;
+    warn!(
+        "{what}: serving at most {fitted} connections instead of {wanted}: this process may open \
+         {files} files and keeps {FD_RESERVE} for other uses (raise `ulimit -n` to serve more)"
+    );
+    fitted
+}
+
+/// Connections currently served per source address.
+type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection counted against its source address, for as long as its task owns it
+/// (a panic drops it too).
+struct AddressSlot {
+    counts: PerAddress,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// A slot for `ip`, unless it already holds `max`.
+    fn take(counts: &PerAddress, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let held = map.entry(ip).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Accept connections on `listener` until `shutdown` fires. Each one gets its own task,
@@ -43,6 +124,7 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(admission.max_connections));
+    let per_address = PerAddress::default();
     let serve = Arc::new(serve);
     loop {
         let accepted = async { Some(listener.accept().await) }
@@ -60,12 +142,27 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
                 continue;
             }
         };
-        let permit = permits.try_acquire_arc();
+        let ip = addr.ip().to_canonical();
+        // Counted before the global permit, so one address cannot take it from others.
+        let slot = AddressSlot::take(&per_address, ip, admission.max_per_address);
+        let permit = slot.as_ref().and_then(|_| permits.try_acquire_arc());
         let serve = serve.clone();
         let shutdown = shutdown.clone();
         runtime::spawn(async move {
             let result = async {
                 let mut conn = Connection::new(stream, admission.limits)?;
+                let Some(_slot) = slot else {
+                    warn!("refusing {addr}: at the connection limit of {ip}");
+                    let busy = Resp::error(
+                        ErrorCode::Busy,
+                        format!(
+                            "{ip} already has {} connections open, the most one address may \
+                             have; close some and try again",
+                            admission.max_per_address
+                        ),
+                    );
+                    return Ok(conn.send(&busy).await?);
+                };
                 let Some(_permit) = permit else {
                     warn!("refusing {addr}: at the connection limit");
                     let busy = Resp::error(
@@ -177,6 +274,7 @@ mod tests {
         let admission = Admission {
             limits: Limits::default(),
             max_connections: 2,
+            max_per_address: 2,
         };
         let count = served.clone();
         runtime::spawn(accept_loop::<IndexRequest, IndexResponse, _, _>(

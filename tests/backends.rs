@@ -248,6 +248,97 @@ async fn silent_peers_expire<S: Store>(store: Arc<S>) {
     assert_eq!(back, quiet);
 }
 
+async fn counts_stay_right<S: Store>(store: Arc<S>) {
+    let counts = |peers: Vec<napster::protocol::PeerInfo>| -> Vec<(u64, u64, u64)> {
+        peers
+            .iter()
+            .map(|p| (p.peer_id, p.files, p.bytes))
+            .collect()
+    };
+    let id = store
+        .register(registration('a', 1, 5000, &[("x", 1), ("y", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 2, 3)]);
+    store
+        .add_files(id, 1, vec![entry("z", 4), entry("x", 10)])
+        .await
+        .unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 3, 16)]);
+    store.remove_files(id, 1, vec!["y".into()]).await.unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 2, 14)]);
+    store
+        .register(registration('a', 2, 5000, &[("w", 5)]))
+        .await
+        .unwrap();
+    assert_eq!(counts(store.peers().await.unwrap()), [(id, 1, 5)]);
+    assert!(store.is_live(id).await.unwrap());
+    store.unregister(id, 2).await.unwrap();
+    assert!(store.peers().await.unwrap().is_empty());
+    assert!(!store.is_live(id).await.unwrap());
+    assert!(!store.is_live(id + 1000).await.unwrap());
+}
+
+/// A newer session of a peer is never withdrawn by the old one: not by its late
+/// unregister, not by the old session going silent.
+async fn an_old_session_never_removes_a_newer_one<S: Store>(store: Arc<S>) {
+    let id = store
+        .register(registration('a', 1, 5000, &[("kept.txt", 1)]))
+        .await
+        .unwrap();
+    smol::Timer::after(Duration::from_millis(600)).await;
+    assert_eq!(
+        store
+            .register(registration('a', 2, 5000, &[("kept.txt", 1)]))
+            .await
+            .unwrap(),
+        id
+    );
+    store.unregister(id, 1).await.unwrap();
+    assert_eq!(store.expire(Duration::from_millis(500)).await.unwrap(), 0);
+    assert_eq!(
+        find(&*store, Query::pattern("kept")).await,
+        set(&["kept.txt"])
+    );
+    assert!(store.is_live(id).await.unwrap());
+}
+
+/// What the index's capacity limits are checked against, the same on both backends.
+async fn usage_is_counted<S: Store>(store: Arc<S>) {
+    use napster::index::Usage;
+    let here: std::net::IpAddr = [127, 0, 0, 1].into();
+    let there: std::net::IpAddr = [127, 0, 0, 2].into();
+    let a = "a".repeat(32);
+    let id = store
+        .register(registration('a', 1, 5000, &[("x", 1), ("yy", 2)]))
+        .await
+        .unwrap();
+    store
+        .register(registration('b', 2, 5001, &[("zzz", 1)]))
+        .await
+        .unwrap();
+    let usage = store.usage(here, Some(&a)).await.unwrap();
+    let expected = Usage {
+        files: 3,
+        name_bytes: 6,
+        files_from: 3,
+        own_files: 2,
+        own_name_bytes: 3,
+    };
+    assert_eq!(usage, expected);
+    store.remove_files(id, 1, vec!["x".into()]).await.unwrap();
+    let usage = store.usage(there, None).await.unwrap();
+    let expected = Usage {
+        files: 2,
+        name_bytes: 5,
+        ..Usage::default()
+    };
+    assert_eq!(usage, expected);
+    store.unregister(id, 1).await.unwrap();
+    assert_eq!(store.usage(here, Some(&a)).await.unwrap().own_files, 0);
+    assert_eq!(store.usage(here, None).await.unwrap().files, 1);
+}
+
 type Case<S> = fn(Arc<S>) -> Pin<Box<dyn Future<Output = ()>>>;
 
 macro_rules! cases {
@@ -266,6 +357,11 @@ macro_rules! cases {
                 Box::pin(only_the_owning_session_changes_a_peer(s))
             }),
             ("silent_peers_expire", |s| Box::pin(silent_peers_expire(s))),
+            ("counts_stay_right", |s| Box::pin(counts_stay_right(s))),
+            ("usage_is_counted", |s| Box::pin(usage_is_counted(s))),
+            ("an_old_session_never_removes_a_newer_one", |s| {
+                Box::pin(an_old_session_never_removes_a_newer_one(s))
+            }),
         ];
         cases
     }};
@@ -290,4 +386,151 @@ fn the_postgresql_index_behaves_the_same() {
             case(Arc::new(store)).await;
         });
     }
+}
+
+/// Departed peers' rows are deleted beyond the most recent ones remembered: the tables
+/// stay bounded by the live peers however many have come and gone.
+#[test]
+fn departed_peers_rows_are_reaped() {
+    let pg = pg::Postgres::start();
+    let url = pg.fresh_database();
+    smol::block_on(async {
+        let store = PgStore::connect(&url).await.unwrap().remember_departed(10);
+        let live = store
+            .register(registration('z', 1, 5000, &[("stays.txt", 1)]))
+            .await
+            .unwrap();
+        for n in 0..200u64 {
+            let mut departing = registration('a', 100 + n, 5001, &[("gone.txt", 1)]);
+            departing.token = format!("{n:032x}");
+            let id = store.register(departing).await.unwrap();
+            store.unregister(id, 100 + n).await.unwrap();
+        }
+        store.reap_departed().await.unwrap();
+        let (peers, files) = store.row_counts().await.unwrap();
+        assert!(peers <= 11, "{peers} peer rows after 200 departures");
+        assert_eq!(files, 1);
+        assert!(store.is_live(live).await.unwrap());
+        assert_eq!(
+            find(&store, Query::pattern("stays")).await,
+            set(&["stays.txt"])
+        );
+    });
+}
+
+/// Poll `condition` every 20 ms until it holds; panic naming `what` after `within`.
+fn wait_for(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// While the database is down a request fails fast, saying so; and after an outage
+/// longer than the session TTL, a peer whose connection stayed open is never missing
+/// from the results (neither the reaper nor a late message removes it).
+#[test]
+fn a_database_outage_fails_fast_and_live_peers_stay() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use napster::client::IndexClient;
+    use napster::index::Settings;
+    use napster::protocol::{ErrorCode, Limits};
+
+    let pg = pg::Postgres::start();
+    let url = pg.fresh_database();
+    let store = Arc::new(smol::block_on(PgStore::connect(&url)).unwrap());
+    let listener = smol::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+    let addr = listener.get_ref().local_addr().unwrap();
+    let (_trigger, shutdown) = napster::runtime::shutdown_pair();
+    let ttl = Duration::from_secs(3);
+    let settings = Settings {
+        session_ttl: ttl,
+        ..Settings::default()
+    };
+    napster::runtime::spawn(napster::index::run(listener, store, settings, shutdown)).detach();
+    let limits = Limits {
+        timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+
+    // The peer: registered once, then pinging on its open connection (errors or not)
+    // until `quiet`, holding the connection open until `stop`. It goes quiet as the
+    // database comes back, so only the server can note it alive before the reaper runs.
+    let registered = Arc::new(AtomicBool::new(false));
+    let quiet = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let (registered, quiet, stop) = (registered.clone(), quiet.clone(), stop.clone());
+        std::thread::spawn(move || {
+            smol::block_on(async {
+                let mut peer = IndexClient::connect(addr, limits).await.unwrap();
+                peer.register(5000, &"ab".repeat(16), &[entry("live.txt", 1)])
+                    .await
+                    .unwrap();
+                registered.store(true, Ordering::SeqCst);
+                while !stop.load(Ordering::SeqCst) {
+                    if !quiet.load(Ordering::SeqCst) {
+                        let _ = peer.ping().await;
+                    }
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                }
+            })
+        })
+    };
+    wait_for("the peer to register", Duration::from_secs(10), || {
+        registered.load(Ordering::SeqCst)
+    });
+    // A new client each time: a silent client connection is closed after a TTL too.
+    let found = || {
+        smol::block_on(async {
+            let mut client = IndexClient::connect(addr, limits).await?;
+            client.search("live").await.map(|(hits, _)| hits.len())
+        })
+    };
+    assert_eq!(found().unwrap(), 1);
+    let mut client = smol::block_on(IndexClient::connect(addr, limits)).unwrap();
+
+    pg.pause();
+    let asked = std::time::Instant::now();
+    match smol::block_on(client.search("live")) {
+        Err(napster::Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(message.contains("database unavailable"), "{message}");
+        }
+        other => panic!("a search while the database is down: {other:?}"),
+    }
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "failed only after {waited:?}"
+    );
+    // The outage itself: longer than the session TTL.
+    std::thread::sleep(ttl + Duration::from_millis(300));
+    quiet.store(true, Ordering::SeqCst);
+    pg.resume();
+
+    wait_for(
+        "the database to answer again",
+        Duration::from_secs(10),
+        || found().is_ok(),
+    );
+    // Through the reaper's next ticks (one a second), every search finds the live peer,
+    // whose connection is open and within its TTL.
+    let watch = std::time::Instant::now();
+    while watch.elapsed() < Duration::from_millis(1300) {
+        assert_eq!(
+            found().unwrap(),
+            1,
+            "the live peer vanished {:?} after the database came back",
+            watch.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    pinger.join().unwrap();
 }

@@ -908,6 +908,159 @@ fn a_connection_flood_gets_busy_and_service_resumes() {
     fx.assert_serves();
 }
 
+#[test]
+fn duplicate_names_in_one_registration_are_refused() {
+    let fx = Fixture::hostile();
+    let mut client = index_client(fx.addr).unwrap();
+    let twice = [
+        entry("same.txt", 1),
+        entry("other.txt", 2),
+        entry("same.txt", 3),
+    ];
+    let refused = smol::block_on(client.register(5400, &token(0xd0b), &twice));
+    match refused {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("same.txt"), "{message}");
+        }
+        other => panic!("a registration naming a file twice was accepted: {other:?}"),
+    }
+    smol::block_on(client.register(5400, &token(0xd0b), &[entry("same.txt", 1)])).unwrap();
+    let added = smol::block_on(client.add_files(vec![entry("b.txt", 1), entry("b.txt", 2)]));
+    assert!(
+        matches!(
+            added,
+            Err(Error::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ),
+        "{added:?}"
+    );
+    fx.assert_serves();
+}
+
+/// Register `files` on a raw connection from `from`; the reply.
+fn register_from(
+    from: [u8; 4],
+    addr: SocketAddr,
+    n: u128,
+    files: Vec<protocol::FileEntry>,
+) -> IndexResponse {
+    let mut raw = raw_from(from, addr);
+    raw.index_hello();
+    raw.send(&IndexRequest::Register {
+        port: 5500,
+        token: token(n),
+        files,
+    });
+    let reply = raw.recv::<IndexResponse>();
+    // Keep the session (and its files) for the rest of the test.
+    std::mem::forget(raw);
+    reply
+}
+
+fn files(prefix: &str, n: usize, name_len: usize) -> Vec<protocol::FileEntry> {
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}-{i:03}-");
+            let pad = "x".repeat(name_len.saturating_sub(name.len()));
+            entry(&format!("{name}{pad}"), 1)
+        })
+        .collect()
+}
+
+fn assert_full(reply: &IndexResponse, what: &str, says: &str) {
+    match reply {
+        IndexResponse::Error { code, message } => {
+            assert_eq!(*code, ErrorCode::Full, "{what}: {message}");
+            assert!(message.contains(says), "{what}: {message}");
+        }
+        other => panic!("{what}: accepted beyond the index's capacity: {other:?}"),
+    }
+}
+
+#[test]
+fn the_index_has_a_capacity_in_all_and_per_address() {
+    let mut settings = hostile_index_settings();
+    settings.max_files_per_address = 10;
+    settings.max_index_files = 16;
+    settings.max_index_name_bytes = 1000;
+    let fx = fixture(settings);
+    let local = [127, 0, 0, 1];
+    let other = [127, 0, 0, 2];
+
+    // 127.0.0.1: the canary's 1 file and 8 more; 5 more would pass its 10.
+    let eight = register_from(local, fx.addr, 0xa1, files("a", 8, 10));
+    assert!(
+        matches!(eight, IndexResponse::Registered { files: 8, .. }),
+        "{eight:?}"
+    );
+    let too_many = register_from(local, fx.addr, 0xa2, files("b", 5, 10));
+    assert_full(&too_many, "a 10th file from one address", "your address");
+    // Another address still has room: 14 files in all.
+    let five = register_from(other, fx.addr, 0xb1, files("c", 5, 10));
+    assert!(
+        matches!(five, IndexResponse::Registered { files: 5, .. }),
+        "{five:?}"
+    );
+    // The index holds 16 at most.
+    let beyond = register_from(other, fx.addr, 0xb2, files("d", 3, 10));
+    assert_full(&beyond, "a 17th file in the index", "at most 16 files");
+    // ... and 1000 bytes of names at most (14 files hold about 150 now).
+    let long = register_from(other, fx.addr, 0xb3, files("e", 2, 500));
+    assert_full(&long, "1000 bytes of names", "bytes of file names");
+    // A peer registering again replaces its own files: they are not counted twice
+    // (127.0.0.1 is exactly at its 10).
+    let mut client = index_client(fx.addr).unwrap();
+    smol::block_on(client.register(5501, &token(0xc1), &files("f", 1, 10))).unwrap();
+    smol::block_on(client.register(5501, &token(0xc1), &files("f", 1, 10)))
+        .expect("registering the same file again");
+    fx.assert_serves();
+}
+
+/// A raw connection to `addr` from the loopback address `from` (Linux routes all of
+/// 127/8 to the loopback interface, so 127.0.0.2 is another host as the index sees it).
+fn raw_from(from: [u8; 4], addr: SocketAddr) -> Raw {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("a socket");
+    bind(&fd, &SocketAddr::from((from, 0))).expect("binding the client's address");
+    connect(&fd, &addr).expect("connecting");
+    Raw::from_stream(std::net::TcpStream::from(fd))
+}
+
+#[test]
+fn one_address_cannot_hold_every_connection() {
+    let mut settings = hostile_index_settings();
+    settings.max_connections = 16;
+    settings.max_connections_per_address = 4;
+    let fx = fixture(settings);
+
+    // The canary holds one connection from 127.0.0.1; three more fill its share.
+    let held: Vec<Raw> = (0..3).map(|_| fx.raw_hello()).collect();
+    for i in 0..5 {
+        let mut extra = fx.raw();
+        expect_error_then_close(
+            &mut extra,
+            ErrorCode::Busy,
+            fx.close_within(),
+            &format!("extra connection {i} from 127.0.0.1"),
+        );
+    }
+    // Another address is served while 127.0.0.1 is at its share.
+    let mut other = raw_from([127, 0, 0, 2], fx.addr);
+    other.index_hello();
+    other.send(&IndexRequest::Ping {});
+    assert_eq!(other.recv::<IndexResponse>(), IndexResponse::Pong {});
+
+    // Closing one gives 127.0.0.1 its slot back.
+    drop(held);
+    wait_until("127.0.0.1 to be served again", WAIT, || {
+        index_client(fx.addr).is_ok_and(|mut c| smol::block_on(c.ping()).is_ok())
+    });
+    fx.assert_serves();
+}
+
 // ---------------------------------------------------------------------------------------
 // Sessions: ownership, leaving, expiry.
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tracing::{info, warn};
 
 use super::Server;
-use super::store::{NameMatch, Query, Registration, Store, StoreError};
+use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
     TOKEN_HEX,
@@ -132,6 +132,11 @@ impl<S: Store> Server<S> {
             return Err(Reject::bad(format!("token must be {TOKEN_HEX} hex digits")));
         }
         self.check_files(&files, 0)?;
+        let _admitted = self.admit.lock().await;
+        let usage = self
+            .store
+            .usage(session.from.ip().to_canonical(), Some(&token));
+        self.check_room(usage.await?, &files, true)?;
         let count = files.len() as u64;
         // The peer's host is the one this connection comes from, never a claim.
         let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
@@ -158,6 +163,9 @@ impl<S: Store> Server<S> {
     async fn add_files(&self, session: &mut Session, files: Vec<FileEntry>) -> Handled {
         let peer = registered(session)?;
         self.check_files(&files, session.files as usize)?;
+        let _admitted = self.admit.lock().await;
+        let usage = self.store.usage(session.from.ip().to_canonical(), None);
+        self.check_room(usage.await?, &files, false)?;
         let files = self.store.add_files(peer, session.id, files).await?;
         session.files = files;
         Ok(IndexResponse::Done { files })
@@ -188,20 +196,13 @@ impl<S: Store> Server<S> {
     }
 
     async fn browse(&self, peer_id: u64, limit: Option<u32>) -> Handled {
-        let mut query = Query::by(NameMatch::Any);
-        query.peer = Some(peer_id);
-        let found = self.store.search(&query, self.limit(limit)).await?;
-        if found.0.is_empty()
-            && !self
-                .store
-                .peers()
-                .await?
-                .iter()
-                .any(|p| p.peer_id == peer_id)
-        {
+        if !self.store.is_live(peer_id).await? {
             let message = format!("peer {peer_id} is not registered");
             return Err(Reject::new(ErrorCode::NotFound, message));
         }
+        let mut query = Query::by(NameMatch::Any);
+        query.peer = Some(peer_id);
+        let found = self.store.search(&query, self.limit(limit)).await?;
         Ok(self.results(found))
     }
 
@@ -282,6 +283,39 @@ impl<S: Store> Server<S> {
         IndexResponse::Results { hits, truncated }
     }
 
+    /// Refuse `files` with `full` when they would take the index past a capacity limit;
+    /// a registration replaces its peer's files, so those do not count.
+    fn check_room(&self, usage: Usage, files: &[FileEntry], replaces: bool) -> Result<(), Reject> {
+        let (own_files, own_bytes) = match replaces {
+            true => (usage.own_files, usage.own_name_bytes),
+            false => (0, 0),
+        };
+        let adding = files.len() as u64;
+        let adding_bytes: u64 = files.iter().map(|f| f.name.len() as u64).sum();
+        let full = |message: String| Err(Reject::new(ErrorCode::Full, message));
+        let max = self.settings.max_index_files as u64;
+        if usage.files.saturating_sub(own_files) + adding > max {
+            return full(format!(
+                "the index is full: it holds at most {max} files; try again later"
+            ));
+        }
+        let max = self.settings.max_index_name_bytes as u64;
+        if usage.name_bytes.saturating_sub(own_bytes) + adding_bytes > max {
+            return full(format!(
+                "the index is full: it holds at most {max} bytes of file names; try again later"
+            ));
+        }
+        let max = self.settings.max_files_per_address as u64;
+        if usage.files_from.saturating_sub(own_files) + adding > max {
+            return full(format!(
+                "the peers at your address already share {} files; one address may share at \
+                 most {max}",
+                usage.files_from
+            ));
+        }
+        Ok(())
+    }
+
     fn check_files(&self, files: &[FileEntry], already: usize) -> Result<(), Reject> {
         let max = self.settings.max_files_per_peer;
         if files.len().saturating_add(already) > max {
@@ -297,7 +331,17 @@ impl<S: Store> Server<S> {
         files
             .iter()
             .try_for_each(protocol::check_entry)
-            .map_err(|problem| Reject::bad(format!("malformed message: {problem}")))
+            .map_err(|problem| Reject::bad(format!("malformed message: {problem}")))?;
+        // Decided here, not by the stores: they would disagree (one keeps the last, the
+        // other refuses the whole transaction).
+        let mut seen = std::collections::HashSet::with_capacity(files.len());
+        if let Some(twice) = files.iter().find(|f| !seen.insert(f.name.as_str())) {
+            return Err(Reject::bad(format!(
+                "file name {:?} is listed twice; list each file once",
+                protocol::truncate(&twice.name)
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -6,10 +6,11 @@
 pub mod handler;
 pub mod store;
 
+use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use smol::Async;
 use smol::future::FutureExt;
@@ -21,7 +22,7 @@ use crate::net::{self, Admission};
 use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
 use handler::Session;
-pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, StoreError};
+pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, StoreError, Usage};
 
 /// How often the reaper looks for peers whose sessions went silent.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -35,10 +36,18 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections served at once from one source address.
+    pub max_connections_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
     pub max_files_per_peer: usize,
+    /// Most files the peers at one address may share together.
+    pub max_files_per_address: usize,
+    /// Most files the whole index holds.
+    pub max_index_files: usize,
+    /// Most bytes of file names the whole index holds.
+    pub max_index_name_bytes: usize,
     /// Longest file name accepted, in bytes.
     pub max_name_len: usize,
     /// Fewest characters (besides `*` and `?`) a search pattern must have.
@@ -52,8 +61,12 @@ impl Settings {
             limits: config.limits(),
             session_ttl: config.session_ttl(),
             max_connections: config.index.max_connections,
+            max_connections_per_address: config.index.max_connections_per_address,
             max_results: config.index.max_results,
             max_files_per_peer: config.index.max_files_per_peer,
+            max_files_per_address: config.index.max_files_per_address,
+            max_index_files: config.index.max_index_files,
+            max_index_name_bytes: config.index.max_index_name_bytes,
             max_name_len: config.index.max_name_len,
             min_pattern_len: config.index.min_pattern_len,
         }
@@ -71,6 +84,11 @@ pub struct Server<S> {
     store: Arc<S>,
     settings: Settings,
     next_session: AtomicU64,
+    /// Held from checking the capacity limits to storing, so that two writes cannot both
+    /// pass the check and together exceed them.
+    admit: smol::lock::Mutex<()>,
+    /// Registered sessions with an open connection: session → peer.
+    open: Mutex<HashMap<u64, u64>>,
 }
 
 impl<S: Store> Server<S> {
@@ -80,6 +98,71 @@ impl<S: Store> Server<S> {
             store,
             settings,
             next_session: AtomicU64::new(0),
+            admit: smol::lock::Mutex::new(()),
+            open: Mutex::default(),
+        }
+    }
+
+    /// Note which peer `session` holds now (none once it unregistered or closed).
+    fn note(&self, session: u64, peer: Option<u64>) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        match peer {
+            Some(peer) => open.insert(session, peer),
+            None => open.remove(&session),
+        };
+    }
+
+    /// The (peer, session) pairs of the open, registered connections.
+    fn open_sessions(&self) -> Vec<(u64, u64)> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.iter()
+            .map(|(&session, &peer)| (peer, session))
+            .collect()
+    }
+
+    /// Withdraw silent peers, every [`EXPIRE_EVERY`], until cancelled.
+    ///
+    /// A session with an open connection is not silent (its connection closes after a
+    /// TTL of silence), so every quarter TTL the reaper first marks this server's open
+    /// sessions alive. After the store failed (say, the database was down for longer than
+    /// a TTL, so no sign of life could be noted), nothing is expired for one TTL after it
+    /// answers again: every server then has the time to mark its sessions alive, and live
+    /// peers do not vanish from results.
+    async fn reap(&self) {
+        let ttl = self.settings.session_ttl;
+        let mut refreshed: Option<Instant> = None;
+        let mut grace_until: Option<Instant> = None;
+        let mut failing = false;
+        loop {
+            smol::Timer::after(EXPIRE_EVERY).await;
+            if refreshed.is_none_or(|at| at.elapsed() >= ttl / 4) {
+                match self.store.keep_alive(&self.open_sessions()).await {
+                    Ok(()) => refreshed = Some(Instant::now()),
+                    Err(e) => {
+                        warn!("noting open sessions alive: {e}");
+                        refreshed = None;
+                        failing = true;
+                        continue;
+                    }
+                }
+            }
+            if failing {
+                failing = false;
+                grace_until = Some(Instant::now() + ttl);
+                info!("the store answers again: expiring nothing for {ttl:?}");
+            }
+            if grace_until.is_some_and(|until| Instant::now() < until) {
+                continue;
+            }
+            match self.store.expire(ttl).await {
+                Ok(0) => {}
+                Ok(n) => info!("expired {n} silent peer(s)"),
+                Err(e) => {
+                    warn!("expiring peers: {e}");
+                    refreshed = None;
+                    failing = true;
+                }
+            }
         }
     }
 }
@@ -94,20 +177,12 @@ pub async fn run<S: Store>(
     let server = Arc::new(Server::new(store, settings));
     let reaper = {
         let server = server.clone();
-        runtime::spawn(async move {
-            loop {
-                smol::Timer::after(EXPIRE_EVERY).await;
-                match server.store.expire(server.settings.session_ttl).await {
-                    Ok(0) => {}
-                    Ok(n) => info!("expired {n} silent peer(s)"),
-                    Err(e) => warn!("expiring peers: {e}"),
-                }
-            }
-        })
+        runtime::spawn(async move { server.reap().await })
     };
     let admission = Admission {
         limits: settings.limits,
-        max_connections: settings.max_connections,
+        max_connections: net::fit_connections(settings.max_connections, "index server"),
+        max_per_address: settings.max_connections_per_address,
     };
     net::accept_loop::<IndexRequest, IndexResponse, _, _>(
         listener,
@@ -129,6 +204,7 @@ impl<S: Store> Server<S> {
         let id = self.next_session.fetch_add(1, Ordering::SeqCst);
         let mut session = Session::new(id, conn.peer_addr());
         let result = self.requests(&mut conn, &mut session, &shutdown).await;
+        self.note(session.id, None);
         // A server shutting down leaves its peers' files to the store: with a shared
         // database the peers register again on another server, keeping their rows.
         if let Some(peer) = session.peer
@@ -179,6 +255,7 @@ impl<S: Store> Server<S> {
                 let _ = self.store.touch(peer, session.id).await;
             }
             let response = self.handle(session, request).await;
+            self.note(session.id, session.peer);
             conn.send(&response).await?;
         }
     }

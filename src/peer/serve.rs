@@ -60,7 +60,8 @@ pub async fn run(
 ) -> Result<()> {
     let admission = Admission {
         limits: settings.limits,
-        max_connections: MAX_CONNECTIONS,
+        max_connections: net::fit_connections(MAX_CONNECTIONS, "file server"),
+        max_per_address: MAX_CONNECTIONS,
     };
     let server = Arc::new(Server {
         uploads: Semaphore::new(settings.max_uploads),

@@ -258,6 +258,9 @@ pub enum ErrorCode {
     Range,
     /// The server is at its connection limit.
     Busy,
+    /// The index is at a capacity limit (files or name bytes in all, or files from one
+    /// address); more files are refused until some leave.
+    Full,
     /// Something failed on the server's side.
     Internal,
 }

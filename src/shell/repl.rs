@@ -45,6 +45,8 @@ impl Control {
 
 /// Run the shell on stdin until `quit`, end of input or a signal; returns the exit code.
 pub fn run(config: Config) -> i32 {
+    // Connections are bounded by the configured limits, not by a low default `ulimit -n`.
+    crate::net::raise_fd_limit();
     let interactive = std::io::stdin().is_terminal();
     let services = Arc::new(Services::default());
     let (interrupts, interrupted) = smol::channel::unbounded();

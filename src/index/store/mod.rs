@@ -7,6 +7,7 @@
 
 pub mod memory;
 pub mod postgres;
+mod sql;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -99,6 +100,21 @@ pub struct Registration {
     pub files: Vec<FileEntry>,
 }
 
+/// What the index holds, for its capacity limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Files of every live peer.
+    pub files: u64,
+    /// Bytes of their names.
+    pub name_bytes: u64,
+    /// Files of the live peers at the address asked about.
+    pub files_from: u64,
+    /// Files of the live peer with the token asked about (a registration replaces them).
+    pub own_files: u64,
+    /// Bytes of their names.
+    pub own_name_bytes: u64,
+}
+
 /// The index's storage. Every method is one atomic step.
 pub trait Store: Send + Sync + 'static {
     /// Register a peer (or re-register it), replacing its files; returns its Peer ID.
@@ -121,12 +137,23 @@ pub trait Store: Send + Sync + 'static {
     fn unregister(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
     /// Note that a peer's session is alive.
     fn touch(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
+    /// Note that these (peer, session) pairs, the server's open sessions, are alive: a
+    /// session is only silent once its connection is gone.
+    fn keep_alive(&self, sessions: &[(u64, u64)]) -> impl Future<Output = Result<()>> + Send;
     /// Files matching `query`, at most `limit`; the flag says whether more matched.
     fn search(
         &self,
         query: &Query,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
+    /// What the index holds in all, from `from`, and under `token`.
+    fn usage(
+        &self,
+        from: std::net::IpAddr,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<Usage>> + Send;
+    /// Whether `peer` is registered now.
+    fn is_live(&self, peer: u64) -> impl Future<Output = Result<bool>> + Send;
     /// Every peer.
     fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>>> + Send;
     /// Withdraw peers not touched within `ttl`; returns how many.

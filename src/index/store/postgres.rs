@@ -17,15 +17,25 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::{NameMatch, Query, Registration, Result, Store, StoreError};
+use super::sql::{hash_range, like_escape, like_wildcard, redacted};
+use super::{NameMatch, Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 
 /// Connections each index server keeps to the database.
 const POOL_SIZE: u32 = 16;
 
-/// How long a request waits for a database connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a database connection: short, so that while the
+/// database is down a request fails fast with "database unavailable".
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many departed peers keep their row (token → Peer ID, so that they get their ID
+/// back), as the in-memory store remembers their tokens; older ones are deleted.
+const REMEMBERED_DEPARTED: i64 = 100_000;
+
+/// How often [`Store::expire`] also deletes the rows of departed peers beyond
+/// [`REMEMBERED_DEPARTED`].
+const REAP_DEPARTED_EVERY: Duration = Duration::from_secs(60);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -39,25 +49,13 @@ pub struct PgStore {
     pool: PgPool,
     server: String,
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    remembered: i64,
+    reaped_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// A database error, for the server's log.
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
-}
-
-/// `url` with any password replaced, for messages.
-fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) => {
-                let user = user.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 impl PgStore {
@@ -84,7 +82,39 @@ impl PgStore {
             pool,
             server,
             inserted: Default::default(),
+            remembered: REMEMBERED_DEPARTED,
+            reaped_at: Default::default(),
         })
+    }
+
+    /// Keep the rows of only the `n` most recently departed peers (default 100 000).
+    pub fn remember_departed(mut self, n: u32) -> Self {
+        self.remembered = i64::from(n);
+        self
+    }
+
+    /// Delete the rows of departed peers beyond the most recent ones remembered, so that
+    /// the tables are bounded by the live peers; returns how many were deleted.
+    pub async fn reap_departed(&self) -> Result<u64> {
+        let reaped = sqlx::query(
+            "DELETE FROM peers WHERE NOT live AND id IN \
+             (SELECT id FROM peers WHERE NOT live ORDER BY last_seen DESC OFFSET $1)",
+        )
+        .bind(self.remembered)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(reaped.rows_affected())
+    }
+
+    /// Rows in the peers and files tables, for operators and tests.
+    pub async fn row_counts(&self) -> Result<(u64, u64)> {
+        let (peers, files): (i64, i64) =
+            sqlx::query_as("SELECT (SELECT count(*) FROM peers), (SELECT count(*) FROM files)")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok((peers as u64, files as u64))
     }
 
     /// The schema version napster created (the highest migration applied).
@@ -170,38 +200,22 @@ impl PgStore {
         }
     }
 
+    /// Bring the peer's counts up to date from its own files (its rows only, through
+    /// the primary key); returns how many files it shares.
     async fn count(tx: &mut sqlx::Transaction<'_, Postgres>, peer: u64) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM files WHERE peer_id = $1")
-            .bind(peer as i64)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db)?;
+        let n: i64 = sqlx::query_scalar(
+            "UPDATE peers p SET files = c.n, bytes = c.b, name_bytes = c.nb \
+             FROM (SELECT count(*) AS n, coalesce(sum(size), 0)::bigint AS b, \
+                   coalesce(sum(octet_length(name)), 0)::bigint AS nb \
+                   FROM files WHERE peer_id = $1) c \
+             WHERE p.id = $1 RETURNING p.files",
+        )
+        .bind(peer as i64)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
         Ok(n as u64)
     }
-}
-
-/// `LIKE` pattern of a literal substring.
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
-}
-
-/// `LIKE` pattern of a `*`/`?` wildcard pattern.
-fn like_wildcard(pattern: &str) -> String {
-    like_escape(pattern).replace('*', "%").replace('?', "_")
-}
-
-/// Inclusive bounds of the hashes starting with a hex prefix.
-fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-    let pad = |c: char| {
-        let mut hex: String = prefix.to_owned();
-        while hex.len() < 64 {
-            hex.push(c);
-        }
-        hex::decode(hex).unwrap_or_default()
-    };
-    (pad('0'), pad('f'))
 }
 
 impl Store for PgStore {
@@ -230,6 +244,7 @@ impl Store for PgStore {
             .await
             .map_err(db)?;
         PgStore::insert_files(&mut tx, id as u64, &registration.files).await?;
+        PgStore::count(&mut tx, id as u64).await?;
         tx.commit().await.map_err(db)?;
         self.inserted(registration.files.len());
         Ok(id as u64)
@@ -262,7 +277,8 @@ impl Store for PgStore {
     async fn unregister(&self, peer: u64, session: u64) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let left = sqlx::query(
-            "UPDATE peers SET live = false WHERE id = $1 AND server = $2 AND session = $3",
+            "UPDATE peers SET live = false, files = 0, bytes = 0, name_bytes = 0, \
+             last_seen = now() WHERE id = $1 AND server = $2 AND session = $3 AND live",
         )
         .bind(peer as i64)
         .bind(&self.server)
@@ -352,12 +368,62 @@ impl Store for PgStore {
         Ok((hits, truncated))
     }
 
+    async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let peers: Vec<i64> = sessions.iter().map(|&(p, _)| p as i64).collect();
+        let ids: Vec<i64> = sessions.iter().map(|&(_, s)| s as i64).collect();
+        sqlx::query(
+            "UPDATE peers SET last_seen = now() \
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS s(id, session) \
+             WHERE peers.id = s.id AND peers.server = $3 AND peers.session = s.session \
+             AND peers.live",
+        )
+        .bind(&peers)
+        .bind(&ids)
+        .bind(&self.server)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn usage(&self, from: IpAddr, token: Option<&str>) -> Result<Usage> {
+        let row = sqlx::query(
+            "SELECT coalesce(sum(files), 0)::bigint, coalesce(sum(name_bytes), 0)::bigint, \
+             coalesce(sum(files) FILTER (WHERE host = $1), 0)::bigint, \
+             coalesce(sum(files) FILTER (WHERE token = $2), 0)::bigint, \
+             coalesce(sum(name_bytes) FILTER (WHERE token = $2), 0)::bigint \
+             FROM peers WHERE live",
+        )
+        .bind(from.to_string())
+        .bind(token)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let get = |i: usize| row.get::<i64, _>(i) as u64;
+        Ok(Usage {
+            files: get(0),
+            name_bytes: get(1),
+            files_from: get(2),
+            own_files: get(3),
+            own_name_bytes: get(4),
+        })
+    }
+
+    async fn is_live(&self, peer: u64) -> Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM peers WHERE id = $1 AND live)")
+            .bind(peer as i64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
     async fn peers(&self) -> Result<Vec<PeerInfo>> {
         let rows = sqlx::query(
-            "SELECT p.id, p.host, p.port, p.shared_at, count(f.name), \
-             coalesce(sum(f.size), 0)::bigint \
-             FROM peers p LEFT JOIN files f ON f.peer_id = p.id \
-             WHERE p.live GROUP BY p.id ORDER BY p.id",
+            "SELECT id, host, port, shared_at, files, bytes \
+             FROM peers WHERE live ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await
@@ -381,7 +447,7 @@ impl Store for PgStore {
     async fn expire(&self, ttl: Duration) -> Result<usize> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let gone: Vec<i64> = sqlx::query_scalar(
-            "UPDATE peers SET live = false \
+            "UPDATE peers SET live = false, files = 0, bytes = 0, name_bytes = 0 \
              WHERE live AND last_seen < now() - make_interval(secs => $1) RETURNING id",
         )
         .bind(ttl.as_secs_f64())
@@ -396,26 +462,20 @@ impl Store for PgStore {
                 .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
+        let due = {
+            let mut at = self.reaped_at.lock().unwrap_or_else(|e| e.into_inner());
+            let due = at.is_none_or(|t| t.elapsed() >= REAP_DEPARTED_EVERY);
+            if due {
+                *at = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            let reaped = self.reap_departed().await?;
+            if reaped > 0 {
+                tracing::info!("deleted the rows of {reaped} long-departed peer(s)");
+            }
+        }
         Ok(gone.len())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns_and_ranges() {
-        assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
-        assert_eq!(like_wildcard("a*b?.mp3"), "a%b_.mp3");
-        let (low, high) = hash_range("ab");
-        assert_eq!(low[0], 0xab);
-        assert_eq!(high[0], 0xab);
-        assert_eq!(low[1], 0x00);
-        assert_eq!(high[31], 0xff);
-        assert_eq!(
-            redacted("postgres://me:secret@db/napster"),
-            "postgres://me:***@db/napster"
-        );
     }
 }

@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 
 mod search;
 
-use super::{Query, Registration, Store, StoreError};
+mod trigram;
+
+use super::{Query, Registration, Store, StoreError, Usage};
 use crate::protocol::{FileEntry, Hit, PeerInfo};
-use search::{BLOOM_WORDS, Bloom, GROUP, Trigrams};
+use search::GROUP;
+use trigram::{BLOOM_WORDS, Bloom, Trigrams};
 
 /// What a store operation returns.
 type Result<T> = std::result::Result<T, StoreError>;
@@ -51,6 +54,8 @@ struct PeerRec {
     last_seen: Instant,
     files: HashSet<u32>,
     bytes: u64,
+    /// Bytes of its files' names.
+    name_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +78,8 @@ struct Inner {
     blooms: Vec<Bloom>,
     /// Arena bytes of records since removed.
     dead_bytes: usize,
+    /// Bytes of the live records' names, as given.
+    name_bytes: u64,
 }
 
 /// A record's name as given.
@@ -192,9 +199,12 @@ impl Inner {
         }
         let end = self.arena.len() - 1;
         Trigrams::add(&mut self.blooms[group], &self.arena[at as usize..end]);
+        let name_len = file.name.len() as u64;
+        self.name_bytes += name_len;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.files.insert(slot);
             p.bytes += self.files[slot as usize].size;
+            p.name_bytes += name_len;
         }
         slot
     }
@@ -224,6 +234,14 @@ impl Inner {
             None => {}
         }
         let lower = self.lower(slot).len();
+        let (owner, name_len) = {
+            let rec = &self.files[slot as usize];
+            (rec.peer, u64::from(rec.name_len))
+        };
+        self.name_bytes -= name_len;
+        if let Some(p) = self.peers.get_mut(&owner) {
+            p.name_bytes -= name_len;
+        }
         let rec = &mut self.files[slot as usize];
         self.dead_bytes += lower + 1 + usize::from(rec.name_len);
         rec.at = NONE;
@@ -310,6 +328,7 @@ impl Store for MemoryStore {
             last_seen: Instant::now(),
             files: HashSet::with_capacity(registration.files.len()),
             bytes: 0,
+            name_bytes: 0,
         };
         inner.peers.insert(id, peer);
         for file in registration.files {
@@ -361,6 +380,40 @@ impl Store for MemoryStore {
 
     async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
         Ok(self.read().search(query, limit))
+    }
+
+    async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        for &(peer, session) in sessions {
+            if let Ok(entry) = inner.owned(peer, session) {
+                entry.last_seen = now;
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, from: std::net::IpAddr, token: Option<&str>) -> Result<Usage> {
+        let inner = self.read();
+        let own = token
+            .and_then(|t| inner.tokens.get(t))
+            .and_then(|id| inner.peers.get(id));
+        Ok(Usage {
+            files: (inner.files.len() - inner.free.len()) as u64,
+            name_bytes: inner.name_bytes,
+            files_from: inner
+                .peers
+                .values()
+                .filter(|p| p.addr.ip() == from)
+                .map(|p| p.files.len() as u64)
+                .sum(),
+            own_files: own.map_or(0, |p| p.files.len() as u64),
+            own_name_bytes: own.map_or(0, |p| p.name_bytes),
+        })
+    }
+
+    async fn is_live(&self, peer: u64) -> Result<bool> {
+        Ok(self.read().peers.contains_key(&peer))
     }
 
     async fn peers(&self) -> Result<Vec<PeerInfo>> {
