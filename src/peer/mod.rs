@@ -7,6 +7,7 @@ pub mod cache;
 pub mod serve;
 pub mod session;
 pub mod share;
+pub mod slots;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};

@@ -277,6 +277,7 @@ impl Shell {
             server: peer::serve::Settings {
                 limits: self.config.limits(),
                 max_uploads: self.config.peer.max_uploads,
+                max_uploads_per_address: self.config.peer.max_uploads_per_address,
                 upload: self.upload.clone(),
             },
             session_ttl: self.config.session_ttl(),
