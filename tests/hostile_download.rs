@@ -116,10 +116,23 @@ fn rest_until_hang_up(raw: &mut Raw) -> Vec<PeerRequest> {
 /// served exactly, until the downloader hangs up. Returns the `(offset, length)` of
 /// each `Get`.
 fn honest_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<Vec<(u64, u64)>>) {
+    honest_peer_after(name, contents, None)
+}
+
+/// [`honest_peer`], but its first answer to a `Get` waits for `gate` (within [`WAIT`]).
+fn honest_peer_after(
+    name: &str,
+    contents: &[u8],
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> (SocketAddr, JoinHandle<Vec<(u64, u64)>>) {
     let name = name.to_owned();
     let contents = contents.to_vec();
     fake_peer(move |raw| {
-        true_chunk_list(raw, &name, &contents);
+        // Only the source asked first is asked for the chunk list: a gated peer (one of
+        // several) may not be.
+        if gate.is_none() {
+            true_chunk_list(raw, &name, &contents);
+        }
         let size = contents.len() as u64;
         let mut gets = Vec::new();
         loop {
@@ -129,6 +142,11 @@ fn honest_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<Vec<(u64,
                 Frame::TimedOut => panic!("the downloader neither asked nor hung up"),
             };
             let (offset, length) = match serde_json::from_slice(&body).unwrap() {
+                PeerRequest::Chunks { .. } if gate.is_some() && gets.is_empty() => {
+                    let digests = chunk_bytes(&contents);
+                    send_chunk_list(raw, size, protocol::chunk_count(size), &digests);
+                    continue;
+                }
                 PeerRequest::Get {
                     name: asked,
                     offset,
@@ -147,6 +165,9 @@ fn honest_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<Vec<(u64,
                 "asked past the end: {offset}+{length}"
             );
             gets.push((offset, length));
+            if let Some(gate) = gate.as_ref().filter(|_| gets.len() == 1) {
+                let _ = gate.recv_timeout(WAIT);
+            }
             raw.send(&PeerResponse::Sending {
                 size,
                 offset,
@@ -765,6 +786,15 @@ fn a_stalling_peer_times_out_and_keeps_only_a_hidden_part() {
 /// trickles the bytes one every 100 ms, each read well within the timeout, until the
 /// downloader hangs up. Returns how many bytes it got out.
 fn trickling_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<u64>) {
+    trickling_peer_telling(name, contents, std::sync::mpsc::channel().0)
+}
+
+/// [`trickling_peer`], telling `asked` once it has answered the `Get`.
+fn trickling_peer_telling(
+    name: &str,
+    contents: &[u8],
+    asked: std::sync::mpsc::Sender<()>,
+) -> (SocketAddr, JoinHandle<u64>) {
     let name = name.to_owned();
     let contents = contents.to_vec();
     fake_peer(move |raw| {
@@ -784,6 +814,7 @@ fn trickling_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<u64>) 
             offset,
             length,
         });
+        let _ = asked.send(());
         let mut sent = 0;
         while sent < length {
             let at = (offset + sent) as usize;
@@ -845,8 +876,10 @@ fn a_peer_trickling_a_byte_at_a_time_is_dropped_for_its_slowness() {
 fn a_trickling_source_s_chunks_go_to_the_others() {
     let home = home();
     let contents = noise(22, 3 * CHUNK + 1000);
-    let (slow, trickler) = trickling_peer("shared.bin", &contents);
-    let (fast, honest) = honest_peer("shared.bin", &contents);
+    // The honest peer answers only once the trickler holds a chunk.
+    let (asked, gate) = std::sync::mpsc::channel();
+    let (slow, trickler) = trickling_peer_telling("shared.bin", &contents, asked);
+    let (fast, honest) = honest_peer_after("shared.bin", &contents, Some(gate));
     let mut slow_hit = hit(slow, "shared.bin", &contents);
     slow_hit.peer_id = 1;
     let mut fast_hit = hit(fast, "shared.bin", &contents);
