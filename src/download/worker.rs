@@ -266,7 +266,9 @@ fn receive(socket: &mut impl Read, buf: &mut [u8], shared: &Shared, pace: &mut P
                 filled += n;
                 (shared.job.progress)(n as u64);
                 pace.record(asked.elapsed(), n).map_err(|slow| {
-                    protocol::Error::Timeout(format!("the peer is too slow: {slow}"))
+                    protocol::Error::Timeout(format!(
+                        "waiting for data: the peer is too slow: {slow}"
+                    ))
                 })?;
                 limit.throttle(n);
             }
