@@ -101,6 +101,8 @@ pub struct PeerConfig {
     pub downloads: PathBuf,
     /// Most downloads served at once.
     pub max_uploads: usize,
+    /// Most downloads served or waiting at once for one IP address.
+    pub max_uploads_per_address: usize,
     /// Upload bandwidth limit (`2MiB/s`; `0` = none).
     pub upload_limit: String,
     /// Download bandwidth limit (`10MB/s`; `0` = none).
@@ -125,6 +127,7 @@ impl Default for PeerConfig {
             dir: "testing_files".into(),
             downloads: "downloads".into(),
             max_uploads: 256,
+            max_uploads_per_address: 16,
             upload_limit: "0".into(),
             download_limit: "0".into(),
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
@@ -144,6 +147,8 @@ pub struct ProtocolConfig {
     pub max_frame: u32,
     /// Seconds allowed to connect, for a begun message to arrive, or for a transfer to move.
     pub timeout: f64,
+    /// Slowest a transfer may move (`4KiB/s`; `0` = no minimum), measured over `timeout`.
+    pub min_rate: String,
 }
 
 impl Default for ProtocolConfig {
@@ -152,6 +157,7 @@ impl Default for ProtocolConfig {
         ProtocolConfig {
             max_frame: limits.max_frame,
             timeout: limits.timeout.as_secs_f64(),
+            min_rate: "4KiB/s".into(),
         }
     }
 }
@@ -261,6 +267,7 @@ impl Config {
         for (key, value) in [
             ("peer.upload_limit", &self.peer.upload_limit),
             ("peer.download_limit", &self.peer.download_limit),
+            ("protocol.min_rate", &self.protocol.min_rate),
         ] {
             if let Err(e) = crate::limit::parse_rate(value) {
                 return bad(key, &format!("is wrong: {e}"));
@@ -275,6 +282,9 @@ impl Config {
         if self.peer.max_uploads == 0 {
             return bad("peer.max_uploads", "must be at least 1");
         }
+        if self.peer.max_uploads_per_address == 0 {
+            return bad("peer.max_uploads_per_address", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -283,6 +293,7 @@ impl Config {
         Limits {
             max_frame: self.protocol.max_frame,
             timeout: Duration::from_secs_f64(self.protocol.timeout),
+            min_rate: crate::limit::parse_rate(&self.protocol.min_rate).unwrap_or(0),
         }
     }
 

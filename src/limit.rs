@@ -117,9 +117,97 @@ impl RateLimit {
     }
 }
 
+/// The slowest a transfer may move: a peer must move at least `min_rate` bytes per
+/// second, counted over every `window` of time spent waiting on it (time spent
+/// throttled, hashing or writing on our side does not count). One byte every few
+/// seconds passes every single read's timeout; it does not pass this.
+#[derive(Debug)]
+pub struct Pace {
+    min_rate: u64,
+    window: Duration,
+    waited: Duration,
+    moved: u64,
+}
+
+/// A transfer slower than its [`Pace`] allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooSlow {
+    /// Bytes moved in the window.
+    pub moved: u64,
+    /// The window.
+    pub window: Duration,
+    /// The least it had to move.
+    pub needed: u64,
+}
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "only {} bytes moved in {:.1}s, below the minimum of {} (protocol.min_rate)",
+            self.moved,
+            self.window.as_secs_f64(),
+            show_rate((self.needed as f64 / self.window.as_secs_f64().max(1e-3)) as u64)
+        )
+    }
+}
+
+impl Pace {
+    /// At least `min_rate` bytes per second (0 = no minimum) over every `window`.
+    pub fn new(min_rate: u64, window: Duration) -> Self {
+        Pace {
+            min_rate,
+            window,
+            waited: Duration::ZERO,
+            moved: 0,
+        }
+    }
+
+    /// Record `moved` bytes after `waited` spent waiting on the peer.
+    pub fn record(&mut self, waited: Duration, moved: usize) -> Result<(), TooSlow> {
+        self.waited += waited;
+        self.moved += moved as u64;
+        if self.waited < self.window {
+            return Ok(());
+        }
+        let needed = (self.min_rate as f64 * self.waited.as_secs_f64()) as u64;
+        let window = self.waited;
+        let got = self.moved;
+        self.waited = Duration::ZERO;
+        self.moved = 0;
+        if got < needed {
+            return Err(TooSlow {
+                moved: got,
+                window,
+                needed,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trickle_fails_its_pace_and_a_flow_passes() {
+        let mut pace = Pace::new(1000, Duration::from_secs(1));
+        for _ in 0..3 {
+            assert!(pace.record(Duration::from_millis(300), 1).is_ok());
+        }
+        let slow = pace.record(Duration::from_millis(300), 1).unwrap_err();
+        assert_eq!(slow.moved, 4);
+        let mut pace = Pace::new(1000, Duration::from_secs(1));
+        for _ in 0..10 {
+            assert!(pace.record(Duration::from_millis(300), 400).is_ok());
+        }
+        assert!(
+            Pace::new(0, Duration::ZERO)
+                .record(Duration::ZERO, 0)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn rates_parse_as_users_write_them() {

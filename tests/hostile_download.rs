@@ -116,10 +116,23 @@ fn rest_until_hang_up(raw: &mut Raw) -> Vec<PeerRequest> {
 /// served exactly, until the downloader hangs up. Returns the `(offset, length)` of
 /// each `Get`.
 fn honest_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<Vec<(u64, u64)>>) {
+    honest_peer_after(name, contents, None)
+}
+
+/// [`honest_peer`], but its first answer to a `Get` waits for `gate` (within [`WAIT`]).
+fn honest_peer_after(
+    name: &str,
+    contents: &[u8],
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> (SocketAddr, JoinHandle<Vec<(u64, u64)>>) {
     let name = name.to_owned();
     let contents = contents.to_vec();
     fake_peer(move |raw| {
-        true_chunk_list(raw, &name, &contents);
+        // Only the source asked first is asked for the chunk list: a gated peer (one of
+        // several) may not be.
+        if gate.is_none() {
+            true_chunk_list(raw, &name, &contents);
+        }
         let size = contents.len() as u64;
         let mut gets = Vec::new();
         loop {
@@ -129,6 +142,11 @@ fn honest_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<Vec<(u64,
                 Frame::TimedOut => panic!("the downloader neither asked nor hung up"),
             };
             let (offset, length) = match serde_json::from_slice(&body).unwrap() {
+                PeerRequest::Chunks { .. } if gate.is_some() && gets.is_empty() => {
+                    let digests = chunk_bytes(&contents);
+                    send_chunk_list(raw, size, protocol::chunk_count(size), &digests);
+                    continue;
+                }
                 PeerRequest::Get {
                     name: asked,
                     offset,
@@ -147,6 +165,9 @@ fn honest_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<Vec<(u64,
                 "asked past the end: {offset}+{length}"
             );
             gets.push((offset, length));
+            if let Some(gate) = gate.as_ref().filter(|_| gets.len() == 1) {
+                let _ = gate.recv_timeout(WAIT);
+            }
             raw.send(&PeerResponse::Sending {
                 size,
                 offset,
@@ -708,6 +729,7 @@ fn a_stalling_peer_times_out_and_keeps_only_a_hidden_part() {
     let limits = protocol::Limits {
         max_frame: protocol::DEFAULT_MAX_FRAME,
         timeout: Duration::from_millis(500),
+        ..Default::default()
     };
     // Stalls before its welcome, before the chunk list, half-way through the digests,
     // after announcing the bytes, half-way through them.
@@ -758,6 +780,236 @@ fn a_stalling_peer_times_out_and_keeps_only_a_hidden_part() {
         peer.join().unwrap();
         assert_only_resume_files(&home.downloads, "stall.bin", stall_at);
     }
+}
+
+/// A peer that answers `Chunks` truthfully (if asked) and a `Get` with `Sending`, then
+/// trickles the bytes one every 100 ms, each read well within the timeout, until the
+/// downloader hangs up. Returns how many bytes it got out.
+fn trickling_peer(name: &str, contents: &[u8]) -> (SocketAddr, JoinHandle<u64>) {
+    trickling_peer_telling(name, contents, std::sync::mpsc::channel().0)
+}
+
+/// [`trickling_peer`], telling `asked` once it has answered the `Get`.
+fn trickling_peer_telling(
+    name: &str,
+    contents: &[u8],
+    asked: std::sync::mpsc::Sender<()>,
+) -> (SocketAddr, JoinHandle<u64>) {
+    let name = name.to_owned();
+    let contents = contents.to_vec();
+    fake_peer(move |raw| {
+        let size = contents.len() as u64;
+        let mut request = raw.recv::<PeerRequest>();
+        if let PeerRequest::Chunks { .. } = request {
+            let digests = chunk_bytes(&contents);
+            send_chunk_list(raw, size, protocol::chunk_count(size), &digests);
+            request = raw.recv::<PeerRequest>();
+        }
+        let PeerRequest::Get { offset, length, .. } = request else {
+            panic!("expected a get, got {request:?}");
+        };
+        let length = length.unwrap_or(size - offset);
+        raw.send(&PeerResponse::Sending {
+            size,
+            offset,
+            length,
+        });
+        let _ = asked.send(());
+        let mut sent = 0;
+        while sent < length {
+            let at = (offset + sent) as usize;
+            if raw.send_bytes(&contents[at..at + 1]).is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = name;
+        sent
+    })
+}
+
+/// Limits with a short timeout, and so a short window for the minimum rate.
+fn impatient() -> protocol::Limits {
+    protocol::Limits {
+        timeout: Duration::from_millis(500),
+        ..client_limits()
+    }
+}
+
+/// Run `job` on a thread and wait for its end, failing the test after `within`.
+fn fetch_within(job: download::Job, within: Duration) -> napster::Result<Downloaded> {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(smol::block_on(download::fetch(job)));
+    });
+    result
+        .recv_timeout(within)
+        .unwrap_or_else(|_| panic!("the download was still running after {within:?}"))
+}
+
+#[test]
+fn a_peer_trickling_a_byte_at_a_time_is_dropped_for_its_slowness() {
+    let home = home();
+    let contents = two_chunks(21);
+    let (addr, peer) = trickling_peer("slow.bin", &contents);
+    let job = download::Job::new(
+        real_entry("slow.bin", &contents),
+        vec![hit(addr, "slow.bin", &contents)],
+        &home.downloads,
+        impatient(),
+    );
+    let started = Instant::now();
+    let result = fetch_within(job, Duration::from_secs(5));
+    let message = message(&result);
+    assert!(message.contains("too slow"), "{message}");
+    assert!(message.contains("protocol.min_rate"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(peer.join().unwrap() < 64, "the trickle was cut short");
+}
+
+#[test]
+fn a_trickling_source_s_chunks_go_to_the_others() {
+    let home = home();
+    let contents = noise(22, 3 * CHUNK + 1000);
+    // The honest peer answers only once the trickler holds a chunk.
+    let (asked, gate) = std::sync::mpsc::channel();
+    let (slow, trickler) = trickling_peer_telling("shared.bin", &contents, asked);
+    let (fast, honest) = honest_peer_after("shared.bin", &contents, Some(gate));
+    let mut slow_hit = hit(slow, "shared.bin", &contents);
+    slow_hit.peer_id = 1;
+    let mut fast_hit = hit(fast, "shared.bin", &contents);
+    fast_hit.peer_id = 2;
+    let entry = real_entry("shared.bin", &contents);
+    let job = download::Job::new(
+        entry,
+        vec![slow_hit, fast_hit],
+        &home.downloads,
+        impatient(),
+    );
+    let done = fetch_within(job, Duration::from_secs(5)).expect("the honest peer delivers");
+    assert_eq!(std::fs::read(&done.path).unwrap(), contents);
+    assert_eq!(done.peers, vec![2]);
+    assert!(trickler.join().unwrap() < 64);
+    assert!(!honest.join().unwrap().is_empty());
+}
+
+/// This process's resident memory, in bytes.
+fn resident() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/self/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+#[test]
+fn a_huge_file_from_several_sources_holds_bounded_memory() {
+    // "1 TiB" (128 MiB chunks) from three sources, each sending 48 MiB of its first
+    // chunk and then waiting: memory must stay within the documented bound, not grow
+    // by a chunk per source.
+    const SOURCES: usize = 3;
+    const SENT: usize = 48 << 20;
+    let home = home();
+    let size = 1u64 << 40;
+    let count = protocol::chunk_count(size);
+    let digests: Vec<[u8; 32]> = (0..count)
+        .map(|i| Sha256::digest(i.to_be_bytes()).into())
+        .collect();
+    let entry = protocol::FileEntry {
+        name: "huge.bin".into(),
+        size,
+        sha256: "ab".repeat(32),
+        chunks: protocol::chunks_root(&digests),
+    };
+    let raw_digests: Vec<u8> = digests.concat();
+    let (measured, measured_rx) = std::sync::mpsc::channel::<()>();
+    let measured_rx = Arc::new(std::sync::Mutex::new(measured_rx));
+    let mut hits = Vec::new();
+    let mut peers = Vec::new();
+    for id in 0..SOURCES {
+        let raw_digests = raw_digests.clone();
+        let measured_rx = measured_rx.clone();
+        let (addr, peer) = fake_peer(move |raw| {
+            let mut request = raw.recv::<PeerRequest>();
+            if let PeerRequest::Chunks { .. } = request {
+                send_chunk_list(raw, size, count, &raw_digests);
+                request = raw.recv::<PeerRequest>();
+            }
+            let PeerRequest::Get { offset, length, .. } = request else {
+                panic!("expected a get, got {request:?}");
+            };
+            raw.send(&PeerResponse::Sending {
+                size,
+                offset,
+                length: length.unwrap(),
+            });
+            let block = vec![0x5a; 1 << 20];
+            for _ in 0..SENT >> 20 {
+                if raw.send_bytes(&block).is_err() {
+                    return;
+                }
+            }
+            // Hold the connection until the memory was measured.
+            let _ = measured_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(20));
+        });
+        hits.push(Hit {
+            peer_id: id as u64,
+            addr,
+            file: entry.clone(),
+            shared_at: 0,
+        });
+        peers.push(peer);
+    }
+    let before = resident();
+    let limits = protocol::Limits {
+        timeout: Duration::from_secs(10),
+        min_rate: 0,
+        ..client_limits()
+    };
+    let mut job = download::Job::new(entry, hits, &home.downloads, limits);
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    job.progress = Arc::new(move |n| {
+        counter.fetch_add(n, Ordering::SeqCst);
+    });
+    let cancel = job.cancel.clone();
+    let download = std::thread::spawn(move || smol::block_on(download::fetch(job)));
+    wait_until(
+        "every source's bytes received",
+        Duration::from_secs(20),
+        || received.load(Ordering::SeqCst) >= (SOURCES * SENT) as u64,
+    );
+    let grown = resident().saturating_sub(before);
+    cancel.cancel();
+    for _ in 0..SOURCES {
+        let _ = measured.send(());
+    }
+    for peer in peers {
+        peer.join().unwrap();
+    }
+    assert!(download.join().unwrap().is_err());
+    let bound = download::memory_bound(SOURCES);
+    assert!(
+        grown < bound,
+        "receiving {} MiB grew memory by {} MiB, past the bound of {} MiB",
+        (SOURCES * SENT) >> 20,
+        grown >> 20,
+        bound >> 20
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -663,3 +663,184 @@ fn a_fifo_or_a_symlink_swapped_in_between_scan_and_hashing_is_skipped_at_once() 
     let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["hello.txt"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Upload slots: slow readers, one address, the line.
+
+/// A file larger than what the socket buffers of a connection hold, so that a
+/// downloader that does not read holds its upload slot.
+const SLOW_FILE: usize = 24 << 20;
+
+/// A file server with `max_uploads` slots, `per_address` per address, the `timeout`
+/// and `min_rate` given, serving `big.bin` (of [`SLOW_FILE`] bytes) on `ip`.
+fn slot_server(
+    max_uploads: usize,
+    per_address: usize,
+    timeout: Duration,
+    min_rate: u64,
+    ip: std::net::IpAddr,
+) -> (
+    std::net::SocketAddr,
+    tempfile::TempDir,
+    napster::runtime::ShutdownTrigger,
+) {
+    let (tmp, root) = prepare_folder(&[("big.bin", &noise(9, SLOW_FILE))]);
+    let mut settings = file_server_settings();
+    settings.max_uploads = max_uploads;
+    settings.max_uploads_per_address = per_address;
+    settings.limits.timeout = timeout;
+    settings.limits.min_rate = min_rate;
+    let (addr, _folder, trigger) = serve_folder_with(&root, settings, ip);
+    (addr, tmp, trigger)
+}
+
+/// Ask for the whole of `big.bin` on a new connection to `addr` and return the first
+/// answer, without reading any of the bytes.
+fn get_without_reading(addr: std::net::SocketAddr) -> (Raw, PeerResponse) {
+    let mut raw = Raw::connect(addr);
+    raw.peer_hello();
+    raw.send(&PeerRequest::Get {
+        name: "big.bin".into(),
+        offset: 0,
+        length: None,
+    });
+    let answer = raw.recv::<PeerResponse>();
+    (raw, answer)
+}
+
+/// The first answer that is not a (repeated) `queued`.
+fn after_the_line(raw: &mut Raw) -> PeerResponse {
+    loop {
+        match raw.recv::<PeerResponse>() {
+            PeerResponse::Queued { .. } => {}
+            answer => return answer,
+        }
+    }
+}
+
+/// Read the bytes after a `sending` and check there are `SLOW_FILE` of them.
+fn read_all_of_big(raw: &mut Raw) {
+    let mut bytes = vec![0; SLOW_FILE];
+    raw.read_exact(&mut bytes).expect("the whole file");
+}
+
+#[test]
+fn slow_readers_from_one_address_cannot_take_every_upload_slot() {
+    // Listening on every address of both families, so that 127.0.0.1 and ::1 are two
+    // different downloaders.
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    drop(probe);
+    let (addr, _tmp, _trigger) = slot_server(
+        4,
+        2,
+        Duration::from_secs(10),
+        0,
+        std::net::Ipv6Addr::UNSPECIFIED.into(),
+    );
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()));
+    // One address asks for four uploads and reads none of them.
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let (raw, answer) = get_without_reading(v4);
+        assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+        hogs.push(raw);
+    }
+    for _ in 0..2 {
+        let (_raw, answer) = get_without_reading(v4);
+        match answer {
+            PeerResponse::Error { code, message } => {
+                assert_eq!(code, ErrorCode::Busy);
+                assert!(message.contains("finish one first"), "{message}");
+            }
+            other => panic!("a third upload to one address: {other:?}"),
+        }
+    }
+    // Another address is served at once.
+    let (mut other, answer) = get_without_reading(v6);
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    read_all_of_big(&mut other);
+}
+
+#[test]
+fn a_waiting_downloader_is_told_its_place_in_line() {
+    let (addr, _tmp, _trigger) =
+        slot_server(1, 8, Duration::from_secs(10), 0, [127, 0, 0, 1].into());
+    let (mut first, answer) = get_without_reading(addr);
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    let (mut second, answer) = get_without_reading(addr);
+    assert_eq!(answer, PeerResponse::Queued { position: 1 });
+    let (mut third, answer) = get_without_reading(addr);
+    assert_eq!(answer, PeerResponse::Queued { position: 2 });
+    // The first finishes: the second is sent the file, the third moves up.
+    read_all_of_big(&mut first);
+    assert!(matches!(
+        after_the_line(&mut second),
+        PeerResponse::Sending { .. }
+    ));
+    assert_eq!(
+        third.recv::<PeerResponse>(),
+        PeerResponse::Queued { position: 1 }
+    );
+    read_all_of_big(&mut second);
+    assert!(matches!(
+        after_the_line(&mut third),
+        PeerResponse::Sending { .. }
+    ));
+    read_all_of_big(&mut third);
+}
+
+#[test]
+fn a_reader_that_stops_is_dropped_after_the_write_timeout_and_frees_its_slot() {
+    let timeout = Duration::from_millis(500);
+    let (addr, _tmp, _trigger) = slot_server(1, 8, timeout, 0, [127, 0, 0, 1].into());
+    let (_stopped, answer) = get_without_reading(addr);
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    let started = std::time::Instant::now();
+    let (mut waiting, answer) = get_without_reading(addr);
+    assert_eq!(answer, PeerResponse::Queued { position: 1 });
+    let answer = after_the_line(&mut waiting);
+    let waited = started.elapsed();
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    read_all_of_big(&mut waiting);
+    assert!(
+        waited < Duration::from_secs(3),
+        "the slot was freed only after {waited:?}"
+    );
+}
+
+#[test]
+fn a_reader_that_trickles_below_the_minimum_rate_loses_its_slot() {
+    // Reads 64 KiB every 50 ms (about 1.2 MiB/s): every write moves well within the
+    // 2 s timeout, so only the 4 MiB/s minimum rate can free the slot.
+    let timeout = Duration::from_secs(2);
+    let (addr, _tmp, _trigger) = slot_server(1, 8, timeout, 4 << 20, [127, 0, 0, 1].into());
+    let (mut trickler, answer) = get_without_reading(addr);
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    let started = std::time::Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let trickling = std::thread::spawn(move || {
+        let mut buf = vec![0; 64 * 1024];
+        while !stopping.load(std::sync::atomic::Ordering::SeqCst)
+            && trickler.read_exact(&mut buf).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (mut after, answer) = get_without_reading(addr);
+    assert_eq!(answer, PeerResponse::Queued { position: 1 });
+    let answer = after_the_line(&mut after);
+    let waited = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    read_all_of_big(&mut after);
+    trickling.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(8),
+        "the slot was freed only after {waited:?}"
+    );
+}

@@ -17,34 +17,23 @@
 //! between runs use the async [`PeerClient`]; a worker drives them with
 //! `smol::block_on`, which is sound because its thread belongs to no executor.
 
-use std::io::Read;
-use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tracing::warn;
 
 use super::part_file::{PartFile, ResumeState};
 use super::place::{safe_file_name, same_content};
 use super::scheduler::{RUN, Scheduler};
 use super::sequencer::sequence;
-use super::shared::{Delivery, Shared, lock};
+use super::shared::{Delivery, MAX_SOURCES, PIECE, Shared, hash_range, lock, peer_name};
+use super::worker::work;
 use super::{Downloaded, Job};
-use crate::client::{PeerClient, RangeReader};
+use crate::client::PeerClient;
 use crate::error::{Error, IoContext, Result};
 use crate::protocol::{self, Hit};
 use crate::runtime;
-
-/// Largest single write to the part file: on this kind of virtual machine, writes of a
-/// megabyte and more into the page cache cost several times what smaller ones do.
-const WRITE_PIECE: usize = 256 * 1024;
-
-fn peer_name(hit: &Hit) -> String {
-    format!("peer {} ({})", hit.peer_id, hit.addr)
-}
 
 /// Run a download to the end (blocking); see the module's description.
 pub fn run(job: Job) -> Result<Downloaded> {
@@ -95,7 +84,8 @@ pub fn run(job: Job) -> Result<Downloaded> {
             &resume.received,
             if verify_chunks { RUN } else { u64::MAX },
         )),
-        pool: Mutex::new(Vec::new()),
+        changed: Condvar::new(),
+        pool: Mutex::default(),
         contributors: Mutex::default(),
         job,
     });
@@ -115,6 +105,7 @@ fn connect_all(job: &Job) -> Result<Connected> {
     let attempts: Vec<_> = job
         .sources
         .iter()
+        .take(MAX_SOURCES)
         .cloned()
         .map(|hit| {
             let limits = job.limits;
@@ -240,156 +231,24 @@ fn conclude(
     })
 }
 
-/// How a run of chunks ended.
-enum RunEnd {
-    /// Every chunk arrived; the connection can take the next request.
-    Whole,
-    /// The rest of the run is unwanted (another peer won a chunk, or we are stopping):
-    /// the connection, with bytes still in flight, is dropped.
-    Stopped,
-}
-
-/// One peer's worker: fetch runs until none are left or the peer fails.
-fn work(
-    shared: &Shared,
-    hit: &Hit,
-    mut peer: PeerClient,
-    to_sequencer: &mpsc::Sender<Delivery>,
-) -> Result<()> {
-    let size = shared.job.file.size;
-    loop {
-        if shared.cancelled() {
-            return Ok(());
-        }
-        let Some(run) = shared.scheduler().next_run() else {
-            return Ok(());
-        };
-        let offset = run.start * shared.chunk_size;
-        let length = (run.end * shared.chunk_size).min(size) - offset;
-        let mut range = smol::block_on(peer.request_range(&shared.job.file, offset, length))
-            .and_then(|()| peer.into_range())
-            .inspect_err(|_| shared.scheduler().give_back(run.clone()))?;
-        peer = match receive_run(shared, hit, &mut range, run, to_sequencer)? {
-            RunEnd::Whole => range.into_client()?,
-            RunEnd::Stopped if shared.cancelled() => return Ok(()),
-            RunEnd::Stopped => smol::block_on(PeerClient::connect(hit.addr, shared.job.limits))?,
-        };
-    }
-}
-
-/// Receive the chunks of `run`, check them (with several peers), write them in place
-/// and pass them to the sequencer.
-fn receive_run(
-    shared: &Shared,
-    hit: &Hit,
-    range: &mut RangeReader,
-    run: Range<u64>,
-    to_sequencer: &mpsc::Sender<Delivery>,
-) -> Result<RunEnd> {
-    for i in run.clone() {
-        if shared.cancelled() || shared.scheduler().is_done(i) {
-            shared.scheduler().give_back(i..run.end);
-            return Ok(RunEnd::Stopped);
-        }
-        let mut buf = shared.buffer();
-        let len = shared.chunk_len(i) as usize;
-        if let Err(e) = receive(range, &mut buf[..len], shared) {
-            shared.recycle(buf);
-            shared.scheduler().give_back(i..run.end);
-            return Err(e);
-        }
-        if shared.verify_chunks
-            && Sha256::digest(&buf[..len]).as_slice() != shared.digests[i as usize]
-        {
-            shared.recycle(buf);
-            let status = &shared.job.status;
-            status.refetched.fetch_add(len as u64, Ordering::Relaxed);
-            shared.scheduler().give_back(i..run.end);
-            warn!(
-                "{} sent a bad chunk {i} of {}; dropping it",
-                peer_name(hit),
-                shared.job.file.name
-            );
-            return Err(Error::msg(format!("sent a corrupt chunk ({i})")));
-        }
-        write_chunk(shared.part.file(), &buf[..len], i * shared.chunk_size)
-            .context(|| format!("writing {}", shared.job.file.name))?;
-        deliver(shared, hit, i, buf, to_sequencer);
-    }
-    Ok(RunEnd::Whole)
-}
-
-/// Record chunk `i` as in place and pass it on, unless another peer was first.
-fn deliver(
-    shared: &Shared,
-    hit: &Hit,
-    i: u64,
-    buf: Vec<u8>,
-    to_sequencer: &mpsc::Sender<Delivery>,
-) {
-    let len = shared.chunk_len(i);
-    let status = &shared.job.status;
-    if shared.scheduler().complete(i) {
-        status.done.fetch_add(len, Ordering::Relaxed);
-        lock(&shared.contributors).insert(hit.peer_id);
-        let _ = to_sequencer.send((i, Some(buf)));
-    } else {
-        status.duplicated.fetch_add(len, Ordering::Relaxed);
-        shared.recycle(buf);
-    }
-}
-
-fn write_chunk(part: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
-    for (i, piece) in data.chunks(WRITE_PIECE).enumerate() {
-        part.write_all_at(piece, offset + (i * WRITE_PIECE) as u64)?;
-    }
-    Ok(())
-}
-
-/// Fill `buf` from the socket, within the bandwidth limit.
-fn receive(socket: &mut impl Read, buf: &mut [u8], shared: &Shared) -> Result<()> {
-    let limit = &shared.job.bandwidth;
-    let mut filled = 0;
-    while filled < buf.len() {
-        let end = buf.len().min(filled + limit.block(buf.len()));
-        match socket.read(&mut buf[filled..end]) {
-            Ok(0) => return Err(protocol::Error::Closed("the peer part-way through".into()).into()),
-            Ok(n) => {
-                filled += n;
-                (shared.job.progress)(n as u64);
-                limit.throttle(n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                let stalled = "waiting for data: the peer stalled".into();
-                return Err(protocol::Error::Timeout(stalled).into());
-            }
-            Err(e) => return Err(Error::io("receiving", e)),
-        }
-    }
-    Ok(())
-}
-
 /// The whole file arrived but its SHA-256 is wrong: find the bad chunks with the chunk
 /// list, forget them (keeping the good ones for a resume), and say so.
 fn locate_damage(shared: Shared, digest: &str) -> Error {
     let count = protocol::chunk_count(shared.job.file.size);
-    let mut buf = vec![0; shared.chunk_size as usize];
+    let mut buf = vec![0; PIECE];
     let mut received = vec![true; count as usize];
     let mut bad = 0;
     for i in 0..count {
-        let len = shared.chunk_len(i) as usize;
-        let ok = shared
-            .part
-            .file()
-            .read_exact_at(&mut buf[..len], i * shared.chunk_size)
-            .is_ok()
-            && Sha256::digest(&buf[..len]).as_slice() == shared.digests[i as usize];
+        let mut hasher = Sha256::new();
+        let ok = hash_range(
+            shared.part.file(),
+            i * shared.chunk_size,
+            shared.chunk_len(i),
+            &mut buf,
+            &mut hasher,
+        )
+        .is_ok()
+            && hasher.finalize().as_slice() == shared.digests[i as usize];
         if !ok {
             received[i as usize] = false;
             bad += 1;

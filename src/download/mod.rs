@@ -3,8 +3,10 @@
 //!
 //! - [`sources`](mod@sources): which peers to fetch from.
 //! - [`scheduler`]: which chunk goes to which peer.
-//! - [`engine`]: the transfer itself (worker threads, damage); its sequencer feeds
-//!   the whole-file hash in order.
+//! - [`engine`]: the transfer itself (one worker thread per source, damage); its
+//!   sequencer feeds the whole-file hash in order. A download holds at most
+//!   [`memory_bound`] in buffers of received data, whatever the file's size and number
+//!   of sources, and drops a source slower than `protocol.min_rate`.
 //! - [`part_file`]: the part file and its resume state, from creation to removal.
 //! - [`place`]: a safe name on disk, and the final name without replacing anything.
 //!
@@ -18,6 +20,7 @@ pub mod scheduler;
 mod sequencer;
 mod shared;
 pub mod sources;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use crate::limit::RateLimit;
 use crate::protocol::{FileEntry, Hit, Limits};
 
 pub use place::{PART_SUFFIX, safe_file_name};
+pub use shared::{MAX_SOURCES, MEMORY, PIECE, memory_bound};
 pub use sources::sources;
 
 /// One download to run.

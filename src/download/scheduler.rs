@@ -34,9 +34,9 @@ impl Scheduler {
         }
     }
 
-    /// The next chunks for a peer: a run of pending ones, or in the end game one that
-    /// another peer is still fetching.
-    pub fn next_run(&mut self) -> Option<Range<u64>> {
+    /// The next chunks for a peer: a run of pending ones, or in the end game (when
+    /// `duplicate`) one that another peer is still fetching.
+    pub fn next_run(&mut self, duplicate: bool) -> Option<Range<u64>> {
         if let Some(start) = self.chunks.iter().position(|c| *c == Chunk::Pending) {
             let mut end = start;
             while end < self.chunks.len()
@@ -47,6 +47,9 @@ impl Scheduler {
                 end += 1;
             }
             return Some(start as u64..end as u64);
+        }
+        if !duplicate {
+            return None;
         }
         let slow = self.chunks.iter().position(|c| *c == Chunk::InFlight(1))?;
         self.chunks[slow] = Chunk::InFlight(2);
@@ -59,6 +62,11 @@ impl Scheduler {
         let first = *chunk != Chunk::Done;
         *chunk = Chunk::Done;
         first
+    }
+
+    /// Whether chunk `i` is being fetched by one peer only (nobody else may write it).
+    pub fn sole(&self, i: u64) -> bool {
+        self.chunks[i as usize] == Chunk::InFlight(1)
     }
 
     /// Whether chunk `i` is in place.
@@ -96,26 +104,28 @@ mod tests {
     #[test]
     fn the_end_game_duplicates_only_what_is_in_flight() {
         let mut s = Scheduler::new(&[false; 6], 4);
-        assert_eq!(s.next_run(), Some(0..4));
-        assert_eq!(s.next_run(), Some(4..6));
+        assert_eq!(s.next_run(true), Some(0..4));
+        assert_eq!(s.next_run(true), Some(4..6));
+        assert_eq!(s.next_run(false), None, "no end game without a buffer");
+        assert!(s.sole(0));
         // Nothing pending: a second peer duplicates a chunk still in flight.
-        assert_eq!(s.next_run(), Some(0..1));
+        assert_eq!(s.next_run(true), Some(0..1));
         assert!(s.complete(0));
         assert!(!s.complete(0), "the slower copy is not counted twice");
         s.give_back(1..4);
-        assert_eq!(s.next_run(), Some(1..4));
+        assert_eq!(s.next_run(true), Some(1..4));
         for i in 1..6 {
             s.complete(i);
         }
         assert!(s.all_done());
-        assert_eq!(s.next_run(), None);
+        assert_eq!(s.next_run(true), None);
     }
 
     #[test]
     fn chunks_already_received_are_never_scheduled() {
         let mut s = Scheduler::new(&[true, false, true], 4);
-        assert_eq!(s.next_run(), Some(1..2));
-        assert_eq!(s.next_run(), Some(1..2), "end game");
-        assert_eq!(s.next_run(), None);
+        assert_eq!(s.next_run(true), Some(1..2));
+        assert_eq!(s.next_run(true), Some(1..2), "end game");
+        assert_eq!(s.next_run(true), None);
     }
 }

@@ -2,7 +2,6 @@
 //! deliver them out of order, and the resume state saved as it goes.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -10,12 +9,13 @@ use sha2::{Digest, Sha256};
 use tracing::debug;
 
 use super::part_file::ResumeState;
-use super::shared::{Delivery, Shared};
+use super::shared::{Delivery, MEMORY, PIECE, Shared, hash_range};
 use crate::error::{IoContext, Result};
 use crate::protocol;
 
-/// Bytes of out-of-order chunks kept in memory before the page cache holds them instead.
-const STASH: u64 = 64 << 20;
+/// Bytes of out-of-order chunks kept in memory before the page cache holds them instead
+/// (half of the download's [`MEMORY`], so that the workers keep buffers to receive in).
+const STASH: u64 = MEMORY / 2;
 
 /// How often the resume state is saved while data arrives.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
@@ -60,23 +60,32 @@ impl Sequencer<'_> {
     }
 
     fn hash_from_disk(&mut self, i: u64, len: usize) -> Result<()> {
-        self.scratch.resize(len, 0);
-        self.shared
-            .part
-            .file()
-            .read_exact_at(&mut self.scratch, i * self.shared.chunk_size)
-            .context(|| "reading back the part file".into())?;
-        self.hasher.update(&self.scratch);
-        Ok(())
+        self.scratch.resize(PIECE, 0);
+        let shared = self.shared;
+        hash_range(
+            shared.part.file(),
+            i * shared.chunk_size,
+            len as u64,
+            &mut self.scratch,
+            &mut self.hasher,
+        )
+        .context(|| "reading back the part file".into())
     }
 
     /// Take a chunk that arrived: its bytes stay in memory up to [`STASH`].
     fn accept(&mut self, (i, buf): Delivery) {
         let len = self.shared.chunk_len(i);
-        let keep = buf.filter(|_| self.stashed + len <= STASH);
-        if keep.is_some() {
-            self.stashed += len;
-        }
+        let keep = match buf {
+            Some(buf) if self.stashed + len <= STASH => {
+                self.stashed += len;
+                Some(buf)
+            }
+            Some(buf) => {
+                self.shared.recycle(buf);
+                None
+            }
+            None => None,
+        };
         self.stash.insert(i, keep);
     }
 }

@@ -8,6 +8,7 @@ mod ignore;
 pub mod serve;
 pub mod session;
 pub mod share;
+pub mod slots;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};

@@ -10,17 +10,18 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::Async;
-use smol::lock::Semaphore;
+use smol::future::FutureExt;
 use tracing::{info, warn};
 
 use crate::digest::IO_BUFFER;
 use crate::error::{Error, IoContext, Result};
-use crate::limit::RateLimit;
+use crate::limit::{Pace, RateLimit};
 use crate::net::{self, Admission};
 use crate::peer::share::Share;
+use crate::peer::slots::Slots;
 use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse, Reply};
 use crate::runtime::Shutdown;
 
@@ -32,8 +33,10 @@ pub type SharedFolder = Arc<RwLock<Share>>;
 pub struct Settings {
     /// Wire limits; the timeout also bounds every write of a transfer.
     pub limits: Limits,
-    /// Most transfers at once; further requests wait their turn.
+    /// Most transfers at once; further requests wait their turn (told `queued`).
     pub max_uploads: usize,
+    /// Most requests (sending or waiting) from one IP address; more are told `busy`.
+    pub max_uploads_per_address: usize,
     /// Upload bandwidth shared by every transfer.
     pub upload: Arc<RateLimit>,
 }
@@ -48,7 +51,7 @@ const MAX_CONNECTIONS: usize = 1024;
 struct Server {
     folder: SharedFolder,
     settings: Settings,
-    uploads: Semaphore,
+    slots: Arc<Slots>,
 }
 
 /// Serve `folder` on `listener` until `shutdown` fires.
@@ -64,7 +67,7 @@ pub async fn run(
         max_per_address: MAX_CONNECTIONS,
     };
     let server = Arc::new(Server {
-        uploads: Semaphore::new(settings.max_uploads),
+        slots: Slots::new(settings.max_uploads, settings.max_uploads_per_address),
         folder,
         settings,
     });
@@ -148,6 +151,40 @@ impl Server {
         }
     }
 
+    /// Wait for an upload slot, telling the downloader its place in line (`queued`) when
+    /// it changes and at least every half timeout, so that it knows we are alive.
+    async fn wait_turn(
+        &self,
+        mut conn: Connection,
+        slot: &mut crate::peer::slots::Ticket,
+    ) -> Result<Connection> {
+        let every = conn.limits().timeout / 2;
+        let mut told = None;
+        loop {
+            let changed = self.slots.listen();
+            let position = match slot.try_take() {
+                Ok(()) => return Ok(conn),
+                Err(position) => position,
+            };
+            if told != Some(position) {
+                conn.send(&PeerResponse::Queued { position }).await?;
+                told = Some(position);
+            }
+            let timed_out = async {
+                changed.await;
+                false
+            }
+            .or(async {
+                smol::Timer::after(every).await;
+                true
+            })
+            .await;
+            if timed_out {
+                told = None;
+            }
+        }
+    }
+
     /// Answer `get`: a `sending` frame, then the bytes, once an upload slot is free.
     async fn get(
         &self,
@@ -178,8 +215,18 @@ impl Server {
             return reply(conn, PeerResponse::error(ErrorCode::Range, message)).await;
         }
         let length = length.map_or(size - offset, |l| l.min(size - offset));
-        let _slot = self.uploads.acquire().await;
-        let started = std::time::Instant::now();
+        let Some(mut slot) = self.slots.join(from.ip()) else {
+            let message = format!(
+                "{} requests from {} are already sending or waiting here (the most one \
+                 address may have); finish one first",
+                self.slots.per_address(),
+                from.ip()
+            );
+            warn!("refused {from}: {message}");
+            return reply(conn, PeerResponse::error(ErrorCode::Busy, message)).await;
+        };
+        let conn = self.wait_turn(conn, &mut slot).await?;
+        let started = Instant::now();
         let upload = self.settings.upload.clone();
         let conn = send(conn, (file, size), (offset, length), upload).await?;
         info!(
@@ -212,18 +259,24 @@ async fn send(
     .await?;
     let limits = conn.limits();
     let (socket, received) = conn.into_blocking()?;
-    let socket = smol::unblock(move || send_range(file, socket, offset, length, &limit)).await?;
+    let socket = smol::unblock(move || {
+        let pace = Pace::new(limits.min_rate, limits.timeout);
+        send_range(file, socket, (offset, length), &limit, pace)
+    })
+    .await?;
     let socket = Async::new(socket).context(|| "resuming the connection".into())?;
     Ok(Connection::with_received(socket, limits, received)?)
 }
 
 /// Copy `length` bytes of `file` from `offset` to `socket`, and give the socket back.
+/// Every write is bounded by the socket's write timeout, and the downloader must read
+/// at its `pace`: one that stops reading, or reads a trickle, loses its slot.
 fn send_range(
     mut file: File,
     mut socket: TcpStream,
-    offset: u64,
-    length: u64,
+    (offset, length): (u64, u64),
     limit: &RateLimit,
+    mut pace: Pace,
 ) -> Result<TcpStream> {
     file.seek(SeekFrom::Start(offset))
         .context(|| "seeking in the file".into())?;
@@ -237,9 +290,29 @@ fn send_range(
         if n == 0 {
             return Err(Error::msg("the file shrank while it was being sent"));
         }
-        socket
-            .write_all(&buf[..n])
-            .context(|| "sending the file".into())?;
+        let mut sent = 0;
+        while sent < n {
+            let asked = Instant::now();
+            let wrote = match socket.write(&buf[sent..n]) {
+                Ok(0) => return Err(Error::msg("the downloader stopped taking data")),
+                Ok(wrote) => wrote,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(Error::msg(
+                        "the downloader stopped reading for the whole timeout; its slot is freed",
+                    ));
+                }
+                Err(e) => return Err(Error::io("sending the file", e)),
+            };
+            sent += wrote;
+            pace.record(asked.elapsed(), wrote)
+                .map_err(|slow| Error::msg(format!("the downloader reads too slowly: {slow}")))?;
+        }
         left -= n as u64;
         limit.throttle(n);
     }
@@ -265,7 +338,8 @@ mod tests {
         let (mut receiver, _) = listener.accept().unwrap();
         let file = File::open(&path).unwrap();
         let limit = RateLimit::new(0);
-        send_range(file, sender, offset, 4096, &limit).unwrap();
+        let pace = Pace::new(0, Duration::from_secs(1));
+        send_range(file, sender, (offset, 4096), &limit, pace).unwrap();
         let mut got = vec![0; 4096];
         receiver.read_exact(&mut got).unwrap();
         assert_eq!(got, marker);

@@ -215,6 +215,12 @@ pub enum PeerResponse {
         /// Protocol version of the peer.
         version: u32,
     },
+    /// Every upload slot is taken: the `get` waits its turn, `position` in line (1 =
+    /// next). Sent again when the position changes, and at least every half timeout.
+    Queued {
+        /// Place in the line, from 1.
+        position: u64,
+    },
     /// Exactly `length` raw bytes of the file follow this frame.
     Sending {
         /// Current size of the whole file.

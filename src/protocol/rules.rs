@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
 /// Default time allowed for connecting, and for a message to arrive once it has begun.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default slowest a transfer may move, in bytes per second, measured over `timeout`:
+/// a peer that sends (or reads) less in that long is dropped.
+pub const DEFAULT_MIN_RATE: u64 = 4 * 1024;
+
 /// Longest file name (a relative path with `/` separators), in bytes.
 pub const MAX_NAME: usize = 1024;
 
@@ -35,6 +39,8 @@ pub struct Limits {
     pub max_frame: u32,
     /// Time allowed to connect, and for a started message to arrive whole.
     pub timeout: Duration,
+    /// Slowest a transfer may move, in bytes per second, measured over `timeout`.
+    pub min_rate: u64,
 }
 
 impl Default for Limits {
@@ -42,6 +48,7 @@ impl Default for Limits {
         Limits {
             max_frame: DEFAULT_MAX_FRAME,
             timeout: DEFAULT_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
         }
     }
 }

@@ -89,6 +89,7 @@ impl Shell {
             server: peer::serve::Settings {
                 limits: config.limits(),
                 max_uploads: config.peer.max_uploads,
+                max_uploads_per_address: config.peer.max_uploads_per_address,
                 upload: self.upload.clone(),
             },
             session_ttl: config.session_ttl(),

@@ -38,6 +38,7 @@ pub fn client_limits() -> Limits {
     Limits {
         max_frame: protocol::DEFAULT_MAX_FRAME,
         timeout: WAIT,
+        ..Limits::default()
     }
 }
 
@@ -48,6 +49,7 @@ pub fn hostile_index_settings() -> Settings {
         limits: Limits {
             max_frame: 64 * 1024,
             timeout: Duration::from_millis(300),
+            ..Limits::default()
         },
         session_ttl: Duration::from_secs(30),
         max_connections: 64,
@@ -91,6 +93,7 @@ pub fn sharing_settings(max_uploads: usize, session_ttl: Duration) -> SharingSet
         server: file_server::Settings {
             limits: Limits::default(),
             max_uploads,
+            max_uploads_per_address: 64,
             upload: Arc::new(RateLimit::new(0)),
         },
         session_ttl,
@@ -386,8 +389,10 @@ pub fn file_server_settings() -> file_server::Settings {
         limits: Limits {
             max_frame: 64 * 1024,
             timeout: Duration::from_secs(2),
+            ..Limits::default()
         },
         max_uploads: 8,
+        max_uploads_per_address: 1024,
         upload: Arc::new(RateLimit::new(0)),
     }
 }
@@ -424,19 +429,27 @@ pub fn prepare_folder(files: &[(&str, &[u8])]) -> (tempfile::TempDir, PathBuf) {
 
 /// Scan and hash `root` and serve it on 127.0.0.1, any port.
 pub fn serve_folder(root: &Path) -> (SocketAddr, SharedFolder, ShutdownTrigger) {
+    serve_folder_with(root, file_server_settings(), [127, 0, 0, 1].into())
+}
+
+/// Scan and hash `root` and serve it with `settings` on `ip`, any port.
+pub fn serve_folder_with(
+    root: &Path,
+    settings: file_server::Settings,
+    ip: std::net::IpAddr,
+) -> (SocketAddr, SharedFolder, ShutdownTrigger) {
     let share = share::scan(root)
         .expect("scanning the shared folder")
         .hash(&|_| {})
         .expect("hashing the shared folder");
     let folder: SharedFolder = Arc::new(RwLock::new(share));
-    let listener =
-        Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("binding the file server");
+    let listener = Async::<TcpListener>::bind((ip, 0)).expect("binding the file server");
     let addr = listener.get_ref().local_addr().unwrap();
     let (trigger, shutdown) = runtime::shutdown_pair();
     runtime::spawn(file_server::run(
         listener,
         folder.clone(),
-        file_server_settings(),
+        settings,
         shutdown,
     ))
     .detach();
@@ -481,7 +494,11 @@ pub fn get_on(raw: &mut Raw, name: &str, offset: u64, length: Option<u64>) -> Go
         offset,
         length,
     });
-    match raw.recv::<PeerResponse>() {
+    let mut answer = raw.recv::<PeerResponse>();
+    while let PeerResponse::Queued { .. } = answer {
+        answer = raw.recv::<PeerResponse>();
+    }
+    match answer {
         PeerResponse::Sending {
             size,
             offset,
