@@ -22,7 +22,9 @@ use tracing::{info, warn};
 
 use crate::client::Changes;
 use crate::client::IndexClient;
+use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
+use crate::limit::RateLimit;
 use crate::runtime::{self, ShutdownTrigger};
 use cache::HashCache;
 use serve::SharedFolder;
@@ -47,6 +49,36 @@ pub struct SharingSettings {
     pub living: Living,
 }
 
+impl SharingSettings {
+    /// The settings `napster.toml` asks for: the file server on `host` (`None`: the
+    /// address we reach the index from) and `port` (else `[peer] port`), uploads sharing
+    /// `upload`, the share following its folders as `living` says.
+    pub fn from_config(
+        config: &Config,
+        host: Option<IpAddr>,
+        port: Option<u16>,
+        upload: Arc<RateLimit>,
+        living: Living,
+    ) -> Self {
+        SharingSettings {
+            host,
+            port: port.unwrap_or(config.peer.port),
+            server: serve::Settings::from_config(config, upload),
+            session_ttl: config.session_ttl(),
+            living,
+        }
+    }
+}
+
+impl Default for SharingSettings {
+    /// The built-in defaults on any port, with no upload limit and an in-memory hash cache.
+    fn default() -> Self {
+        let config = Config::default();
+        let upload = Arc::new(RateLimit::new(0));
+        SharingSettings::from_config(&config, None, Some(0), upload, Living::default())
+    }
+}
+
 /// How a share follows its folders after registering.
 #[derive(Debug, Clone)]
 pub struct Living {
@@ -60,6 +92,19 @@ pub struct Living {
     pub rescan: Duration,
     /// How long a file must stay unchanged before it is announced.
     pub settle: Duration,
+}
+
+impl Living {
+    /// How `[peer]` says shares follow their folders, with this hash cache.
+    pub fn from_config(config: &Config, cache: Arc<Mutex<HashCache>>) -> Self {
+        Living {
+            ignore: Ignore::new(&config.peer.ignore),
+            cache,
+            watch: config.peer.watch,
+            rescan: Duration::from_secs_f64(config.peer.rescan),
+            settle: Duration::from_secs_f64(config.peer.settle),
+        }
+    }
 }
 
 impl Default for Living {

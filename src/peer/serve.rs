@@ -16,6 +16,7 @@ use smol::Async;
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
+use crate::config::Config;
 use crate::digest::IO_BUFFER;
 use crate::error::{Error, IoContext, Result};
 use crate::limit::{Pace, RateLimit};
@@ -39,6 +40,25 @@ pub struct Settings {
     pub max_uploads_per_address: usize,
     /// Upload bandwidth shared by every transfer.
     pub upload: Arc<RateLimit>,
+}
+
+impl Settings {
+    /// The settings `napster.toml` asks for, sharing `upload` with every transfer.
+    pub fn from_config(config: &Config, upload: Arc<RateLimit>) -> Self {
+        Settings {
+            limits: config.limits(),
+            max_uploads: config.peer.max_uploads,
+            max_uploads_per_address: config.peer.max_uploads_per_address,
+            upload,
+        }
+    }
+}
+
+impl Default for Settings {
+    /// The built-in defaults, with no upload limit.
+    fn default() -> Self {
+        Settings::from_config(&Config::default(), Arc::new(RateLimit::new(0)))
+    }
 }
 
 /// How long a downloader may stay silent between requests.

@@ -79,22 +79,18 @@ impl Shell {
         port: Option<u16>,
         living: peer::Living,
     ) -> Result<SharingSettings> {
-        let config = &self.config;
-        Ok(SharingSettings {
-            host: match config.peer.host.as_str() {
-                "" => None,
-                host => Some(resolve(host, 0)?.ip()),
-            },
-            port: port.unwrap_or(config.peer.port),
-            server: peer::serve::Settings {
-                limits: config.limits(),
-                max_uploads: config.peer.max_uploads,
-                max_uploads_per_address: config.peer.max_uploads_per_address,
-                upload: self.upload.clone(),
-            },
-            session_ttl: config.session_ttl(),
+        let host = match self.config.peer.host.as_str() {
+            "" => None,
+            host => Some(resolve(host, 0)?.ip()),
+        };
+        let upload = self.upload.clone();
+        Ok(SharingSettings::from_config(
+            &self.config,
+            host,
+            port,
+            upload,
             living,
-        })
+        ))
     }
 
     /// How shares follow their folders, from the config; the hash cache is loaded once.
@@ -106,13 +102,8 @@ impl Shell {
             };
             self.cache = Some(Arc::new(Mutex::new(cache)));
         }
-        peer::Living {
-            ignore: peer::share::Ignore::new(&self.config.peer.ignore),
-            cache: self.cache.clone().expect("loaded just above"),
-            watch: self.config.peer.watch,
-            rescan: Duration::from_secs_f64(self.config.peer.rescan),
-            settle: Duration::from_secs_f64(self.config.peer.settle),
-        }
+        let cache = self.cache.clone().expect("loaded just above");
+        peer::Living::from_config(&self.config, cache)
     }
 
     /// The index servers to use, in order of preference.

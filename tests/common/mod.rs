@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use napster::client::IndexClient;
 use napster::index::{self, MemoryStore, Settings};
-use napster::limit::RateLimit;
 use napster::peer::serve::{self as file_server, SharedFolder};
 use napster::peer::{Sharing, SharingSettings, share};
 use napster::protocol::{
@@ -87,18 +86,12 @@ pub fn start_index_at(
 /// Settings for a sharing peer: any port, default frame limits, no upload limit, at
 /// most `max_uploads` at once, heartbeats for `session_ttl`, default living share.
 pub fn sharing_settings(max_uploads: usize, session_ttl: Duration) -> SharingSettings {
-    SharingSettings {
-        host: None,
-        port: 0,
-        server: file_server::Settings {
-            limits: Limits::default(),
-            max_uploads,
-            max_uploads_per_address: 64,
-            upload: Arc::new(RateLimit::new(0)),
-        },
+    let mut settings = SharingSettings {
         session_ttl,
-        living: Default::default(),
-    }
+        ..SharingSettings::default()
+    };
+    settings.server.max_uploads = max_uploads;
+    settings
 }
 
 /// Scan and hash `dir`, then share it with the index at `index` under `settings`.
@@ -393,7 +386,7 @@ pub fn file_server_settings() -> file_server::Settings {
         },
         max_uploads: 8,
         max_uploads_per_address: 1024,
-        upload: Arc::new(RateLimit::new(0)),
+        ..file_server::Settings::default()
     }
 }
 
