@@ -2,7 +2,7 @@
 //! (through the hash cache), telling what changed since the last scan, and opening a
 //! file for a downloader only when it was registered and really lies inside its folder.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -302,6 +302,25 @@ pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
     })
 }
 
+/// Most paths remembered as already warned about; beyond, warnings may repeat.
+const MAX_WARNED: usize = 4096;
+
+/// Paths skipped for their name and already warned about: rescans stay quiet.
+static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Warn, once per path, that a file is skipped because of its name; the path is quoted
+/// with its hidden characters escaped.
+fn warn_skipped(path: &Path, problem: &str) {
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.contains(path) {
+        return;
+    }
+    if warned.len() < MAX_WARNED {
+        warned.insert(path.to_owned());
+    }
+    warn!("skipping {path:?}: the name {problem}");
+}
+
 /// The files under `root`: (name, path, stamp).
 fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<(String, PathBuf, Stamp)>) -> Result<()> {
     let mut pending = vec![root.to_owned()];
@@ -312,7 +331,7 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<(String, PathBuf, Stamp)>)
             let entry = entry.context(|| format!("reading {}", folder.display()))?;
             let path = entry.path();
             let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
-                warn!("skipping {}: the name is not UTF-8", path.display());
+                warn_skipped(&path, "is not UTF-8");
                 continue;
             };
             if ignore.matches(&file_name) {
@@ -347,7 +366,7 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<(String, PathBuf, Stamp)>)
                 .collect::<Vec<_>>()
                 .join("/");
             if let Some(problem) = protocol::name_problem(&name) {
-                warn!("skipping {}: the name {problem}", path.display());
+                warn_skipped(&path, problem);
                 continue;
             }
             found.push((name, path, Stamp::of(&meta)));

@@ -71,6 +71,9 @@ pub struct Shell {
     services: Arc<Services>,
     index: Option<Vec<SocketAddr>>,
     client: Option<IndexClient>,
+    /// Why the last `connect` failed, until one succeeds: nothing then falls back to
+    /// another index.
+    connect_failed: Option<String>,
     last_names: Arc<Mutex<Vec<String>>>,
     show_progress: bool,
     upload: Arc<RateLimit>,
@@ -99,6 +102,7 @@ impl Shell {
             services,
             index: None,
             client: None,
+            connect_failed: None,
             last_names: Arc::default(),
             show_progress,
         }
@@ -187,10 +191,20 @@ impl Shell {
         }
         self.index = Some(vec![reachable(addr)]);
         self.client = None;
+        self.connect_failed = None;
         Ok(())
     }
 
+    /// Connect to the index at `addr`; when that fails, every command that needs the
+    /// index fails too until a `connect` succeeds, rather than quietly using another.
     async fn connect(&mut self, addr: Option<String>) -> Result<()> {
+        self.client = None;
+        let connected = self.try_connect(addr).await;
+        self.connect_failed = connected.as_ref().err().map(ToString::to_string);
+        connected
+    }
+
+    async fn try_connect(&mut self, addr: Option<String>) -> Result<()> {
         let text = addr.unwrap_or_else(|| self.config.index.server.clone());
         let addrs = parse_addrs(&text, self.config.index.port)?;
         let mut client = IndexClient::connect_any(&addrs, self.config.limits()).await?;
@@ -217,6 +231,11 @@ impl Shell {
 
     /// The index servers to use, in order of preference.
     fn index_addrs(&self) -> Result<Vec<SocketAddr>> {
+        if let Some(why) = &self.connect_failed {
+            return Err(Error::msg(format!(
+                "not connected: the last `connect` failed ({why}); run `connect` again"
+            )));
+        }
         match &self.index {
             Some(addrs) => Ok(addrs.clone()),
             None => parse_addrs(&self.config.index.server, self.config.index.port),
