@@ -1272,3 +1272,24 @@ fn after_a_failed_connect_commands_fail_until_a_connect_succeeds() {
     assert!(stderr.contains("run `connect` again"), "{stderr}");
     assert_eq!(stdout.matches("no file matches").count(), 1, "{stdout}");
 }
+
+#[test]
+fn a_sharing_peer_skips_names_with_bidi_overrides_and_warns_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    write_files(
+        &shared,
+        &[("invoice\u{202e}fdp.exe", b"MZ"), ("fine.txt", b"fine")],
+    );
+    let script = format!(
+        "serve 0\nregister {} 0\nrefresh\nrefresh\nquit\n",
+        shared.display()
+    );
+    let out = NAPSTER.run(tmp.path(), &script);
+    let (stdout, stderr) = (process::text(&out.stdout), process::text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains(": 1 file,"), "{stdout}");
+    assert_eq!(stderr.matches("skipping").count(), 1, "{stderr}");
+    assert!(stderr.contains(r"invoice\u{202e}fdp.exe"), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains('\u{202e}'));
+}
