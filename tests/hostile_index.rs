@@ -1273,3 +1273,180 @@ fn a_registered_peer_busy_with_other_requests_is_not_silent() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A hostile index, as the shell (the real binary) sees it.
+
+/// These processes log warnings; none waits for a line.
+const NAPSTER: process::Napster = process::Napster {
+    log: "warn",
+    patience: None,
+};
+
+/// A hit on a fake peer for `name` with `sha256` as the index claims it.
+fn lying_hit(name: &str, sha256: &str) -> napster::protocol::Hit {
+    let mut file = entry(name, 3);
+    file.sha256 = sha256.into();
+    napster::protocol::Hit {
+        peer_id: 9,
+        addr: closed_addr(),
+        file,
+        shared_at: 0,
+    }
+}
+
+/// Run `script` in a fresh folder; exit code, stdout and stderr.
+fn run_script(script: &str) -> (Option<i32>, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = NAPSTER.run(tmp.path(), script);
+    (
+        out.status.code(),
+        process::text(&out.stdout),
+        process::text(&out.stderr),
+    )
+}
+
+#[test]
+fn a_hit_with_a_short_or_cut_sha256_is_a_clear_error_not_a_panic() {
+    // 15 hex digits then `é` (bytes 15 and 16): 64 bytes, but byte 16 is inside a char.
+    let cut = format!("{}é{}", &GOOD_SHA[..15], &GOOD_SHA[..47]);
+    assert_eq!(cut.len(), 64);
+    for sha in ["abc".to_owned(), cut] {
+        let lie = lying_hit("song.mp3", &sha);
+        let index = fake_index(move |_| results(vec![lie.clone()]));
+        let (code, _, stderr) = run_script(&format!("connect {index}\nget song.mp3\n"));
+        assert_eq!(code, Some(1), "sha256 {sha:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "sha256 {sha:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid reply") && stderr.contains("not 64 lowercase hex digits"),
+            "sha256 {sha:?}: {stderr}"
+        );
+    }
+    // The library refuses it as well, whoever calls it.
+    let lie = lying_hit("song.mp3", "abc");
+    let index = fake_index(move |_| results(vec![lie.clone()]));
+    let mut client = index_client(index).unwrap();
+    let refused = smol::block_on(client.lookup("song.mp3")).unwrap_err();
+    assert!(
+        matches!(refused, Error::Protocol(protocol::Error::Malformed(_))),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_peer_list_with_an_unusable_address_is_a_clear_error() {
+    let index = fake_index(|_| IndexResponse::Peers {
+        peers: vec![protocol::PeerInfo {
+            peer_id: 3,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            files: 1,
+            bytes: 1,
+            shared_at: 0,
+        }],
+    });
+    let (code, _, stderr) = run_script(&format!("connect {index}\npeers\nping 3\n"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.matches("unusable address").count(), 2, "{stderr}");
+}
+
+#[test]
+fn hostile_names_from_the_index_never_reach_the_terminal_raw() {
+    let index = fake_index(|request| match request {
+        IndexRequest::Search(query) if query.pattern == "osc" => results(vec![lying_hit(
+            "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mevil.mp3",
+            GOOD_SHA,
+        )]),
+        _ => results(vec![
+            lying_hit("fine.mp3", GOOD_SHA),
+            lying_hit("invoice\u{202e}fdp.exe", GOOD_SHA),
+        ]),
+    });
+    let (code, stdout, stderr) = run_script(&format!(
+        "connect {index}\nsearch osc\nsearch rlo\nfiles 9\n"
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    let all = format!("{stdout}{stderr}");
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(!all.contains(raw), "{raw:?} reached the terminal: {all:?}");
+    }
+    assert!(all.contains(r"invoice\u{202e}fdp.exe"), "{all}");
+    assert!(all.contains(r"\u{1b}]0;pwned"), "{all}");
+}
+
+#[test]
+fn names_with_bidi_overrides_or_invisible_characters_are_refused_at_registration() {
+    let fx = Fixture::hostile();
+    for name in [
+        "invoice\u{202e}fdp.exe",
+        "zero\u{200b}width.mp3",
+        "\u{feff}bom.txt",
+        "isolate\u{2066}.txt",
+    ] {
+        let mut client = index_client(fx.addr).unwrap();
+        let refused = smol::block_on(client.register(4000, &token(0xb1d1), &[entry(name, 3)]))
+            .expect_err(name);
+        assert!(
+            matches!(
+                refused,
+                Error::Refused {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            ),
+            "{name:?}: {refused}"
+        );
+        assert!(refused.to_string().contains("bidi"), "{refused}");
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn after_a_failed_connect_commands_fail_until_a_connect_succeeds() {
+    // The default index in napster.toml is a real one: before the fix, `search`
+    // quietly used it after `connect` to another had failed.
+    let fx = Fixture::hostile();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("napster.toml"),
+        format!("[index]\nserver = \"{}\"\n", fx.addr),
+    )
+    .unwrap();
+    let script = format!(
+        "connect {}\nsearch nothing-here\nconnect {}\nsearch nothing-here\n",
+        closed_addr(),
+        fx.addr
+    );
+    let out = NAPSTER.run(tmp.path(), &script);
+    let (stdout, stderr) = (process::text(&out.stdout), process::text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("not connected: the last `connect` failed")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("run `connect` again"), "{stderr}");
+    assert_eq!(stdout.matches("no file matches").count(), 1, "{stdout}");
+}
+
+#[test]
+fn a_sharing_peer_skips_names_with_bidi_overrides_and_warns_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    write_files(
+        &shared,
+        &[("invoice\u{202e}fdp.exe", b"MZ"), ("fine.txt", b"fine")],
+    );
+    let script = format!(
+        "serve 0\nregister {} 0\nrefresh\nrefresh\nquit\n",
+        shared.display()
+    );
+    let out = NAPSTER.run(tmp.path(), &script);
+    let (stdout, stderr) = (process::text(&out.stdout), process::text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains(": 1 file,"), "{stdout}");
+    assert_eq!(stderr.matches("skipping").count(), 1, "{stderr}");
+    assert!(stderr.contains(r"invoice\u{202e}fdp.exe"), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains('\u{202e}'));
+}

@@ -125,7 +125,12 @@ impl IndexClient {
     /// Every registered peer.
     pub async fn peers(&mut self) -> Result<Vec<PeerInfo>> {
         match self.request(&IndexRequest::Peers {}).await? {
-            IndexResponse::Peers { peers } => Ok(peers),
+            IndexResponse::Peers { peers } => {
+                for peer in &peers {
+                    protocol::check_peer_info(peer).map_err(bad_reply)?;
+                }
+                Ok(peers)
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -187,9 +192,22 @@ fn unexpected(response: IndexResponse) -> Error {
     Error::malformed(format!("unexpected answer from the index: {response:?}"))
 }
 
+/// A reply with a field nothing may use: the index is broken or hostile.
+fn bad_reply(problem: String) -> Error {
+    Error::malformed(format!(
+        "the index sent an invalid reply: {problem}; nothing of it was used"
+    ))
+}
+
+/// Search results, every field of every hit checked before anything uses it.
 fn results(response: IndexResponse) -> Result<(Vec<Hit>, bool)> {
     match response {
-        IndexResponse::Results { hits, truncated } => Ok((hits, truncated)),
+        IndexResponse::Results { hits, truncated } => {
+            for hit in &hits {
+                protocol::check_hit(hit).map_err(bad_reply)?;
+            }
+            Ok((hits, truncated))
+        }
         other => Err(unexpected(other)),
     }
 }

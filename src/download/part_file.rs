@@ -33,6 +33,9 @@ const PART_NAME_KEEP: usize = 192;
 /// room to spare; a larger file at the state's name is no state of ours.
 const MAX_STATE_BYTES: u64 = protocol::MAX_CHUNKS + 4096;
 
+/// Hex digits of the file's SHA-256 in a part file's name.
+const PART_NAME_HASH: usize = 16;
+
 /// The hidden part file of a download: named after the file and its content, so that a
 /// later `get` of the same content finds and resumes it.
 fn part_name(file_name: &str, sha256: &str) -> String {
@@ -40,7 +43,14 @@ fn part_name(file_name: &str, sha256: &str) -> String {
     while !file_name.is_char_boundary(keep) {
         keep -= 1;
     }
-    format!(".{}.{}{PART_SUFFIX}", &file_name[..keep], &sha256[..16])
+    // The hash should be 64 hex digits (replies are checked), but a part file's name
+    // never depends on that: only hex digits are kept, however few there are.
+    let tag: String = sha256
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(PART_NAME_HASH)
+        .collect();
+    format!(".{}.{tag}{PART_SUFFIX}", &file_name[..keep])
 }
 
 /// A download's part file, open and locked, with the resume state beside it.
@@ -337,6 +347,14 @@ mod tests {
     use sha2::Digest;
 
     use super::*;
+
+    #[test]
+    fn part_names_survive_short_or_non_ascii_hashes() {
+        for sha in ["", "ab", "0123456789abcdeé", "é", "\u{202e}/../x"] {
+            let name = part_name("song.mp3", sha);
+            assert!(!name.contains('/') && name.ends_with(PART_SUFFIX), "{name}");
+        }
+    }
 
     #[test]
     fn part_names_stay_short() {

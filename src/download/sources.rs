@@ -2,11 +2,23 @@
 //! or the one the user named.
 
 use crate::error::{Error, Result};
-use crate::protocol::Hit;
+use crate::protocol::{self, Hit};
+
+/// Hex digits of a SHA-256 quoted in messages.
+const SHORT_SHA: usize = 12;
 
 /// The peers to download `name` from (only `peer` when given), best first, or why
-/// there are none: nobody shares it, `peer` does not, or peers share different contents.
+/// there are none: nobody shares it, `peer` does not, peers share different contents, or
+/// the index answered with a file of another name (the download is saved under `name`,
+/// never under a name the index chose).
 pub fn sources(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>> {
+    if let Some(other) = hits.iter().find(|h| h.file.name != name) {
+        return Err(Error::malformed(format!(
+            "the index answered a lookup of {name:?} with a file named {:?}; nothing was \
+             downloaded (is the index trustworthy?)",
+            protocol::truncate(&other.file.name)
+        )));
+    }
     if hits.is_empty() {
         return Err(Error::msg(format!(
             "no peer shares {name:?}; `search` finds names that match part of it"
@@ -31,7 +43,13 @@ pub fn sources(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>
     if hits.iter().any(|h| &h.file.sha256 != first) {
         let versions: Vec<String> = hits
             .iter()
-            .map(|h| format!("peer {} has sha256 {}", h.peer_id, &h.file.sha256[..12]))
+            .map(|h| {
+                format!(
+                    "peer {} has sha256 {}",
+                    h.peer_id,
+                    h.file.sha256.chars().take(SHORT_SHA).collect::<String>()
+                )
+            })
             .collect();
         return Err(Error::msg(format!(
             "peers share different contents under {name:?} ({}); choose one with `get {name} <peer>`",

@@ -9,7 +9,7 @@
 //! afterwards (a symlink out, a FIFO, another file) is refused until a scan looks at it;
 //! a symlink re-pointed inside the folder keeps serving the file it led to at scan time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -310,6 +310,25 @@ pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
     })
 }
 
+/// Most paths remembered as already warned about; beyond, warnings may repeat.
+const MAX_WARNED: usize = 4096;
+
+/// Paths skipped for their name and already warned about: rescans stay quiet.
+static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Warn, once per path, that a file is skipped because of its name; the path is quoted
+/// with its hidden characters escaped.
+fn warn_skipped(path: &Path, problem: &str) {
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.contains(path) {
+        return;
+    }
+    if warned.len() < MAX_WARNED {
+        warned.insert(path.to_owned());
+    }
+    warn!("skipping {path:?}: the name {problem}");
+}
+
 /// A file found under a root: name, path, resolved path relative to the root, stamp.
 type Walked = (String, PathBuf, PathBuf, Stamp);
 
@@ -323,7 +342,7 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
             let entry = entry.context(|| format!("reading {}", folder.display()))?;
             let path = entry.path();
             let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
-                warn!("skipping {}: the name is not UTF-8", path.display());
+                warn_skipped(&path, "is not UTF-8");
                 continue;
             };
             if ignore.matches(&file_name) {
@@ -358,7 +377,7 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join("/");
             if let Some(problem) = protocol::name_problem(&name) {
-                warn!("skipping {}: the name {problem}", path.display());
+                warn_skipped(&path, problem);
                 continue;
             }
             let resolved = real.strip_prefix(root).unwrap_or(&real).to_owned();

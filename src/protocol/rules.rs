@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-use super::message::{FileEntry, Hit};
+use super::message::{FileEntry, Hit, PeerInfo};
 
 /// Protocol version, exchanged in the first message of every connection.
 pub const VERSION: u32 = 1;
@@ -73,7 +74,8 @@ pub fn chunk_count(size: u64) -> u64 {
 /// Why a name may not travel in the protocol, or `None` when it may.
 ///
 /// A name is a relative path: non-empty `/`-separated components, none of them `.` or
-/// `..`, no backslash, no control characters, at most [`MAX_NAME`] bytes.
+/// `..`, no backslash, no control characters, no bidi controls or other invisible
+/// characters (see [`is_hidden`]), at most [`MAX_NAME`] bytes.
 pub fn name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("is empty");
@@ -83,6 +85,11 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     }
     if name.chars().any(char::is_control) {
         return Some("contains control characters");
+    }
+    if name.chars().any(is_hidden) {
+        return Some(
+            "contains bidi controls or invisible characters (such as U+202E or U+200B); rename the file",
+        );
     }
     if name.contains('\\') {
         return Some("contains a backslash");
@@ -130,16 +137,82 @@ pub fn check_entry(entry: &FileEntry) -> Result<(), String> {
     Ok(())
 }
 
-/// Untrusted text (an error message from the other side) made safe to print: control
-/// characters (terminal escapes) removed, at most [`MAX_TEXT`] bytes.
+/// Check a search hit received from the index; the error says what is wrong with it.
+pub fn check_hit(hit: &Hit) -> Result<(), String> {
+    check_entry(&hit.file)?;
+    if hit.addr.port() == 0 || hit.addr.ip().is_unspecified() {
+        return Err(format!(
+            "peer {} sharing {:?} has the unusable address {}",
+            hit.peer_id,
+            truncate(&hit.file.name),
+            hit.addr
+        ));
+    }
+    Ok(())
+}
+
+/// Check a peer's description received from the index; the error says what is wrong.
+pub fn check_peer_info(peer: &PeerInfo) -> Result<(), String> {
+    if peer.addr.port() == 0 || peer.addr.ip().is_unspecified() {
+        return Err(format!(
+            "peer {} has the unusable address {}",
+            peer.peer_id, peer.addr
+        ));
+    }
+    if peer.bytes > i64::MAX as u64 || peer.files > i64::MAX as u64 {
+        return Err(format!(
+            "peer {} has a file count or size out of range",
+            peer.peer_id
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `c` changes how text looks without showing itself: control characters
+/// (terminal escapes), format characters (bidi overrides such as U+202E, zero-width
+/// spaces and joiners, the BOM) and line or paragraph separators.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+}
+
+/// Untrusted text (a name, a hash) made safe to show on a terminal: every character
+/// [`is_hidden`] flags is written as a visible escape (`\u{202e}`), so neither terminal
+/// escapes nor a right-to-left override (`invoice\u{202e}fdp.exe`) can disguise it.
+pub fn visible(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_visible(&mut shown, c);
+    }
+    shown
+}
+
+fn push_visible(shown: &mut String, c: char) {
+    if is_hidden(c) {
+        shown.push_str(&c.escape_unicode().to_string());
+    } else {
+        shown.push(c);
+    }
+}
+
+/// Untrusted text (an error message from the other side) made safe to print: hidden
+/// characters escaped as [`visible`] does, at most [`MAX_TEXT`] bytes.
 pub fn clean_text(text: &str) -> String {
     let mut clean = String::new();
-    for c in text.chars().filter(|c| !c.is_control()) {
-        if clean.len() + c.len_utf8() > MAX_TEXT {
+    let mut one = String::new();
+    for c in text.chars() {
+        one.clear();
+        push_visible(&mut one, c);
+        if clean.len() + one.len() > MAX_TEXT {
             clean.push('…');
             break;
         }
-        clean.push(c);
+        clean.push_str(&one);
     }
     clean
 }
@@ -248,6 +321,27 @@ mod tests {
             seen += batch.len();
         }
         assert_eq!(seen, names.len());
+    }
+
+    #[test]
+    fn hidden_characters_are_refused_in_names_and_escaped_for_display() {
+        for bad in [
+            "invoice\u{202e}fdp.exe",
+            "a\u{200b}b",
+            "\u{feff}bom",
+            "x\u{2066}y",
+            "line\u{2028}sep",
+            "soft\u{ad}hyphen",
+        ] {
+            assert!(name_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(name_problem("café/Ünïcödé 日本.mp3").is_none());
+        assert_eq!(visible("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
+        assert_eq!(visible("\u{1b}]0;x\u{7}"), "\\u{1b}]0;x\\u{7}");
+        assert_eq!(visible("café 日本"), "café 日本");
+        let long = clean_text(&"\u{1b}".repeat(1000));
+        assert!(long.len() <= MAX_TEXT + '…'.len_utf8());
+        assert!(!long.chars().any(is_hidden));
     }
 
     #[test]

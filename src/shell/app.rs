@@ -108,6 +108,11 @@ impl Shell {
 
     /// The index servers to use, in order of preference.
     pub(super) fn index_addrs(&self) -> Result<Vec<SocketAddr>> {
+        if let Some(why) = &self.connect_failed {
+            return Err(Error::msg(format!(
+                "not connected: the last `connect` failed ({why}); run `connect` again"
+            )));
+        }
         match &self.index {
             Some(addrs) => Ok(addrs.clone()),
             None => parse_addrs(&self.config.index.server, self.config.index.port),

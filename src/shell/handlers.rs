@@ -45,10 +45,20 @@ impl Shell {
         }
         self.index = Some(vec![reachable(addr)]);
         self.client = None;
+        self.connect_failed = None;
         Ok(out)
     }
 
+    /// Connect to the index at `addr`; when that fails, every command that needs the
+    /// index fails too until a `connect` succeeds, rather than quietly using another.
     pub(super) async fn connect(&mut self, addr: Option<String>) -> Result<String> {
+        self.client = None;
+        let connected = self.try_connect(addr).await;
+        self.connect_failed = connected.as_ref().err().map(ToString::to_string);
+        connected
+    }
+
+    async fn try_connect(&mut self, addr: Option<String>) -> Result<String> {
         let mut out = String::new();
         let text = addr.unwrap_or_else(|| self.config.index.server.clone());
         let addrs = parse_addrs(&text, self.config.index.port)?;

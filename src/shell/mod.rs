@@ -69,6 +69,9 @@ pub struct Shell {
     services: Arc<Services>,
     index: Option<Vec<SocketAddr>>,
     client: Option<IndexClient>,
+    /// Why the last `connect` failed, until one succeeds: nothing then falls back to
+    /// another index.
+    connect_failed: Option<String>,
     last_names: Arc<Mutex<Vec<String>>>,
     show_progress: bool,
     upload: Arc<RateLimit>,
@@ -95,6 +98,7 @@ impl Shell {
             services,
             index: None,
             client: None,
+            connect_failed: None,
             last_names: Arc::default(),
             show_progress,
         }

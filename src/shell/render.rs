@@ -1,4 +1,6 @@
-//! How results look: comfy-table tables, human sizes, local times.
+//! How results look: comfy-table tables, human sizes, local times. Every string that
+//! came from the network goes through [`shown`] first: no terminal escape, bidi override
+//! or invisible character reaches the terminal as itself.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,10 +10,20 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use indicatif::HumanBytes;
 
-use crate::protocol::{Hit, PeerInfo};
+use crate::protocol::{self, Hit, PeerInfo};
 
 /// Hex digits of a SHA-256 shown in tables.
 const SHORT_SHA: usize = 12;
+
+/// Text from the network as it may be shown: hidden characters escaped (`\u{202e}`).
+pub fn shown(text: &str) -> String {
+    protocol::visible(text)
+}
+
+/// The first digits of a SHA-256 from the network, as it may be shown.
+fn short_sha(sha256: &str) -> String {
+    shown(&sha256.chars().take(SHORT_SHA).collect::<String>())
+}
 
 /// `1 file`, `2 files`.
 pub fn count(n: u64, noun: &str) -> String {
@@ -75,9 +87,9 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
             hit.peer_id.to_string(),
             hit.addr.ip().to_string(),
             hit.addr.port().to_string(),
-            hit.file.name.clone(),
+            shown(&hit.file.name),
             size(hit.file.size),
-            hit.file.sha256.chars().take(SHORT_SHA).collect(),
+            short_sha(&hit.file.sha256),
             local_time(hit.shared_at),
         ];
         if let Some(rtts) = rtts {
@@ -104,9 +116,9 @@ pub fn collapsed(hits: &[Hit]) -> String {
             list.push("…".into());
         }
         t.add_row(vec![
-            name.to_owned(),
+            shown(name),
             size(bytes),
-            sha.chars().take(SHORT_SHA).collect(),
+            short_sha(sha),
             ids.len().to_string(),
             list.join(", "),
         ]);
@@ -131,4 +143,44 @@ pub fn peers(peers: &[PeerInfo]) -> String {
         ]);
     }
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FileEntry;
+
+    fn hostile_hit(name: &str, sha256: &str) -> Hit {
+        Hit {
+            peer_id: 7,
+            addr: "127.0.0.1:4000".parse().unwrap(),
+            file: FileEntry {
+                name: name.into(),
+                size: 3,
+                sha256: sha256.into(),
+                chunks: "0".repeat(64),
+            },
+            shared_at: 0,
+        }
+    }
+
+    #[test]
+    fn tables_show_hostile_names_and_hashes_escaped() {
+        let hits = [
+            hostile_hit("\u{1b}]0;pwned\u{7}\u{1b}[2Jclear", "\u{1b}[31m0123456789"),
+            hostile_hit("invoice\u{202e}fdp.exe", "\u{200b}abc"),
+        ];
+        for table in [hits_table(&hits), collapsed(&hits)] {
+            assert!(
+                !table.contains('\u{1b}') && !table.contains('\u{7}'),
+                "{table}"
+            );
+            assert!(!table.contains('\u{202e}') && !table.contains('\u{200b}'));
+            assert!(table.contains("\\u{202e}"), "{table}");
+        }
+    }
+
+    fn hits_table(h: &[Hit]) -> String {
+        hits(h, None)
+    }
 }

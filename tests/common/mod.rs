@@ -688,3 +688,56 @@ pub fn assert_only_resume_files(dir: &Path, final_name: &str, what: &str) {
         "{what}: the downloads folder should hold only hidden resume files, holds {left:?}"
     );
 }
+
+/// A fake index on port 0 answering every connection on a thread of its own: `Hello`
+/// and `Ping` as an index would, every other request with what `answer` returns (a
+/// hostile index's lies). The threads end with the test process.
+pub fn fake_index(
+    answer: impl Fn(IndexRequest) -> IndexResponse + Send + Sync + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut raw = Raw::from_stream(stream);
+                while let Frame::Body(body) = raw.read_frame() {
+                    let Ok(request) = serde_json::from_slice::<IndexRequest>(&body) else {
+                        break;
+                    };
+                    let response = match request {
+                        IndexRequest::Hello { .. } => IndexResponse::Welcome {
+                            version: protocol::VERSION,
+                        },
+                        IndexRequest::Ping {} => IndexResponse::Pong {},
+                        other => answer(other),
+                    };
+                    let body = serde_json::to_vec(&response).unwrap();
+                    if raw.send_body(&body).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A search or lookup answer of a fake index.
+pub fn results(hits: Vec<napster::protocol::Hit>) -> IndexResponse {
+    IndexResponse::Results {
+        hits,
+        truncated: false,
+    }
+}
+
+/// An address nothing listens on (a port just bound and released).
+pub fn closed_addr() -> SocketAddr {
+    TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
