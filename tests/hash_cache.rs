@@ -20,9 +20,9 @@ fn bytes_read() -> u64 {
         .expect("rchar")
 }
 
-fn register(dir: &Path, cache_file: &Path) -> (share::Share, share::HashStats) {
+fn register(dir: &Path, cache_file: &Path) -> (share::Share, napster::peer::scan::HashStats) {
     let cache = Mutex::new(HashCache::load(cache_file));
-    let listing = share::scan_roots(&[dir.to_owned()], &Ignore::default()).unwrap();
+    let listing = napster::peer::scan::scan_roots(&[dir.to_owned()], &Ignore::default()).unwrap();
     let result = listing.hash_with(&cache, &|_| {}).unwrap();
     cache.into_inner().unwrap().save();
     result

@@ -645,7 +645,7 @@ fn a_fifo_or_a_symlink_swapped_in_between_scan_and_hashing_is_skipped_at_once() 
         ("fifo.txt", b"soon a FIFO"),
         ("link.txt", b"soon a link"),
     ]);
-    let listing = napster::peer::share::scan(&root).unwrap();
+    let listing = napster::peer::scan::scan(&root).unwrap();
     std::fs::remove_file(root.join("fifo.txt")).unwrap();
     let mode = rustix::fs::Mode::from_raw_mode(0o600);
     rustix::fs::mkfifoat(rustix::fs::CWD, root.join("fifo.txt"), mode).unwrap();

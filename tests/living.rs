@@ -11,12 +11,12 @@ use common::{sharing_settings, start_index};
 use napster::client::IndexClient;
 use napster::digest::digest_bytes;
 use napster::index;
-use napster::peer::{Living, Sharing, SharingSettings, share};
+use napster::peer::{Living, Sharing, SharingSettings};
 use napster::protocol::{Hit, Limits};
 
 async fn share_with(dir: &Path, index: SocketAddr, living: Living) -> Sharing {
     // As `register` does: through the cache the share keeps using.
-    let (share, _) = share::scan(dir)
+    let (share, _) = napster::peer::scan::scan(dir)
         .unwrap()
         .hash_with(&living.cache, &|_| {})
         .unwrap();

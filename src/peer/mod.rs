@@ -5,6 +5,7 @@
 
 pub mod cache;
 mod ignore;
+pub mod scan;
 pub mod serve;
 pub mod session;
 pub mod share;
@@ -27,9 +28,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::limit::RateLimit;
 use crate::runtime::{self, ShutdownTrigger};
 use cache::HashCache;
+use scan::HashStats;
 use serve::SharedFolder;
 use session::{Session, SessionConfig, SessionState};
-use share::{HashStats, Ignore, Share};
+use share::{Ignore, Share};
 
 /// Longest interval between heartbeats, whatever the session TTL.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
@@ -160,7 +162,7 @@ impl Shared {
     fn refresh_now(&self) -> Result<Refreshed> {
         let roots = locked(&self.roots).clone();
         let excluded = locked(&self.excluded).clone();
-        let mut listing = share::scan_roots(&roots, &self.living.ignore)?;
+        let mut listing = scan::scan_roots(&roots, &self.living.ignore)?;
         // Files shared as they are now are settled whatever their age; new or changed
         // ones must have stopped changing first. A shared file that is changing (or
         // whose metadata alone changed: a chmod, a new hard link) stays announced as it
@@ -212,7 +214,7 @@ pub fn scan_and_hash(
     total: impl FnOnce(u64),
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Share, HashStats)> {
-    let listing = share::scan_roots(&[dir.to_owned()], &living.ignore)?;
+    let listing = scan::scan_roots(&[dir.to_owned()], &living.ignore)?;
     total(listing.bytes_to_hash(&locked(&living.cache)));
     let (share, stats) = listing.hash_with(&living.cache, progress)?;
     if stats.hashed_files > 0 {
@@ -373,7 +375,7 @@ impl Sharing {
 
     /// Share another folder too.
     pub async fn share_dir(&self, dir: &Path) -> Result<Refreshed> {
-        let root = share::shareable_folder(dir)?;
+        let root = scan::shareable_folder(dir)?;
         {
             let mut roots = locked(&self.shared.roots);
             if let Some(other) = roots

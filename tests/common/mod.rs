@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use napster::client::IndexClient;
 use napster::index::{self, MemoryStore, Settings};
 use napster::peer::serve::{self as file_server, SharedFolder};
-use napster::peer::{Sharing, SharingSettings, share};
+use napster::peer::{Sharing, SharingSettings};
 use napster::protocol::{
     self, ErrorCode, FileEntry, IndexRequest, IndexResponse, Limits, PeerRequest, PeerResponse,
 };
@@ -96,7 +96,10 @@ pub fn sharing_settings(max_uploads: usize, session_ttl: Duration) -> SharingSet
 
 /// Scan and hash `dir`, then share it with the index at `index` under `settings`.
 pub async fn share_folder(dir: &Path, index: SocketAddr, settings: &SharingSettings) -> Sharing {
-    let share = share::scan(dir).unwrap().hash(&|_| {}).unwrap();
+    let share = napster::peer::scan::scan(dir)
+        .unwrap()
+        .hash(&|_| {})
+        .unwrap();
     Sharing::start(share, &[index], settings).await.unwrap()
 }
 
@@ -431,7 +434,7 @@ pub fn serve_folder_with(
     settings: file_server::Settings,
     ip: std::net::IpAddr,
 ) -> (SocketAddr, SharedFolder, ShutdownTrigger) {
-    let share = share::scan(root)
+    let share = napster::peer::scan::scan(root)
         .expect("scanning the shared folder")
         .hash(&|_| {})
         .expect("hashing the shared folder");

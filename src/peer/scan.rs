@@ -1,0 +1,363 @@
+//! Scanning shared folders: every regular file under them (with the ignore rule, and
+//! symlinks followed only when they lead inside their folder), left out while still being
+//! written, then hashed through the hash cache into a [`Share`].
+//!
+//! The rule for symlinks: a scan follows a symlink only when it leads inside its folder,
+//! and records the path it resolved to. Hashing and every request then open that
+//! resolved path beneath the folder's handle through no symlink at all ([`Dir`]), and
+//! take only the very file (device and inode) the scan saw. Whatever is swapped in
+//! afterwards (a symlink out, a FIFO, another file) is refused until a scan looks at it;
+//! a symlink re-pointed inside the folder keeps serving the file it led to at scan time.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::digest::{FileDigest, hash_open};
+use crate::disk::Dir;
+use crate::error::{Error, IoContext, Result};
+use crate::peer::cache::{HashCache, Stamp};
+use crate::protocol::{self, FileEntry};
+
+use super::ignore::Ignore;
+use super::share::{Share, SharedFile};
+
+/// One file found by a scan.
+#[derive(Debug, Clone)]
+struct Found {
+    name: String,
+    path: PathBuf,
+    resolved: PathBuf,
+    stamp: Stamp,
+    root: usize,
+}
+
+/// Files found by a scan, before hashing.
+pub struct Listing {
+    roots: Vec<PathBuf>,
+    found: Vec<Found>,
+}
+
+/// What a hashing pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashStats {
+    /// Files whose contents were read and hashed.
+    pub hashed_files: usize,
+    /// Bytes read to hash them.
+    pub hashed_bytes: u64,
+    /// Files whose digests came from the hash cache, unread.
+    pub cached_files: usize,
+}
+
+impl Listing {
+    /// Number of files found.
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    /// Whether the folders have no shareable file.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// Sum of their sizes.
+    pub fn bytes(&self) -> u64 {
+        self.found.iter().map(|f| f.stamp.size()).sum()
+    }
+
+    /// Leave out the files that changed less than `settle` ago, except those `known`
+    /// (already shared as they are); returns the names left out.
+    pub fn settle(
+        &mut self,
+        settle: Duration,
+        known: impl Fn(&str, &Stamp) -> bool,
+    ) -> Vec<String> {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let mut left_out = Vec::new();
+        self.found.retain(|f| {
+            let settled = known(&f.name, &f.stamp)
+                || now_ns - f.stamp.changed_ns() >= settle.as_nanos() as i128;
+            if !settled {
+                left_out.push(f.name.clone());
+            }
+            settled
+        });
+        left_out
+    }
+
+    /// Sum of the sizes of the files the cache does not know: what hashing will read.
+    pub fn bytes_to_hash(&self, cache: &HashCache) -> u64 {
+        self.found
+            .iter()
+            .filter(|f| cache.get(&f.path, &f.stamp).is_none())
+            .map(|f| f.stamp.size())
+            .sum()
+    }
+
+    /// Hash every file, on every core; `progress` is told of bytes hashed.
+    pub fn hash(self, progress: &(dyn Fn(u64) + Sync)) -> Result<Share> {
+        let cache = Mutex::new(HashCache::in_memory());
+        Ok(self.hash_with(&cache, progress)?.0)
+    }
+
+    /// Hash the files the cache does not know, on every core, and remember them in it.
+    pub fn hash_with(
+        self,
+        cache: &Mutex<HashCache>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Share, HashStats)> {
+        let next = AtomicU64::new(0);
+        let results = Mutex::new(Vec::with_capacity(self.found.len()));
+        let stats = Mutex::new(HashStats::default());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let first_error = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.min(self.found.len()).max(1) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some(found) = self.found.get(i) else {
+                            break;
+                        };
+                        let known = locked(cache).get(&found.path, &found.stamp);
+                        let digest = match known {
+                            Some(digest) => {
+                                locked(&stats).cached_files += 1;
+                                digest
+                            }
+                            None => match hash_unchanged(found, &self.roots, progress) {
+                                Ok(Some(digest)) => {
+                                    let mut s = locked(&stats);
+                                    s.hashed_files += 1;
+                                    s.hashed_bytes += digest.size;
+                                    drop(s);
+                                    locked(cache).put(found.path.clone(), found.stamp, &digest);
+                                    digest
+                                }
+                                // Changed while we read it: the next scan takes it.
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    locked(&first_error).get_or_insert(e);
+                                    continue;
+                                }
+                            },
+                        };
+                        let entry = FileEntry {
+                            name: found.name.clone(),
+                            size: digest.size,
+                            sha256: digest.sha256,
+                            chunks: protocol::chunks_root(&digest.chunks),
+                        };
+                        locked(&results).push(SharedFile {
+                            entry,
+                            path: found.path.clone(),
+                            resolved: found.resolved.clone(),
+                            chunks: digest.chunks,
+                            stamp: found.stamp,
+                            root: found.root,
+                        });
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        let files = results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .map(|f| (f.entry.name.clone(), f))
+            .collect();
+        let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok((
+            Share {
+                roots: self.roots,
+                files,
+            },
+            stats,
+        ))
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hash a found file, or `None` if it changed since the scan or while it was being read.
+///
+/// The file is opened as a request opens it (its resolved path beneath its folder,
+/// through no symlink, see [`Dir::open_beneath`]) and must be the very file the scan
+/// saw: a symlink or a FIFO swapped in since is skipped, never read.
+fn hash_unchanged(
+    found: &Found,
+    roots: &[PathBuf],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Option<FileDigest>> {
+    let root = &roots[found.root];
+    let opened = Dir::open(root).and_then(|dir| dir.open_beneath(&found.resolved));
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::InvalidInput => {
+            warn!("skipping {}: {e}", found.path.display());
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io(format!("opening {}", found.path.display()), e)),
+    };
+    let stamp = |file: &File| file.metadata().map(|m| Stamp::of(&m)).ok();
+    if stamp(&file) != Some(found.stamp) {
+        return Ok(None);
+    }
+    let digest = match hash_open(&file, &found.path, progress) {
+        Ok(digest) => digest,
+        Err(Error::ChangedWhileReading(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok((stamp(&file) == Some(found.stamp)).then_some(digest))
+}
+
+/// The canonical path of a folder that can be shared, or why it cannot.
+pub fn shareable_folder(dir: &Path) -> Result<PathBuf> {
+    let root = dir
+        .canonicalize()
+        .context(|| format!("cannot share {}", dir.display()))?;
+    if !root.is_dir() {
+        return Err(Error::msg(format!(
+            "cannot share {}: not a folder",
+            dir.display()
+        )));
+    }
+    Ok(root)
+}
+
+/// List the regular files under `dir`, recursively, with `/`-separated relative names,
+/// leaving out what the default ignore rule names.
+pub fn scan(dir: &Path) -> Result<Listing> {
+    scan_roots(&[dir.to_owned()], &Ignore::default())
+}
+
+/// List the regular files under every folder of `roots`, recursively, with names
+/// relative to their folder (`/`-separated); the first folder wins a name clash.
+///
+/// Symlinks are followed only when they lead inside their shared folder; names the
+/// protocol cannot carry are skipped with a warning. Files still being written are left
+/// out afterwards, by [`Listing::settle`].
+pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
+    let canonical = roots
+        .iter()
+        .map(|dir| shareable_folder(dir))
+        .collect::<Result<Vec<_>>>()?;
+    let mut found: Vec<Found> = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (index, root) in canonical.iter().enumerate() {
+        let mut here = Vec::new();
+        walk(root, ignore, &mut here)?;
+        here.sort_by(|a: &Walked, b| a.0.cmp(&b.0));
+        for (name, path, resolved, stamp) in here {
+            if !names.insert(name.clone()) {
+                warn!(
+                    "skipping {}: another shared folder has {name}",
+                    path.display()
+                );
+                continue;
+            }
+            found.push(Found {
+                name,
+                path,
+                resolved,
+                stamp,
+                root: index,
+            });
+        }
+    }
+    Ok(Listing {
+        roots: canonical,
+        found,
+    })
+}
+
+/// Most paths remembered as already warned about; beyond, warnings may repeat.
+const MAX_WARNED: usize = 4096;
+
+/// Paths skipped for their name and already warned about: rescans stay quiet.
+static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Warn, once per path, that a file is skipped because of its name; the path is quoted
+/// with its hidden characters escaped.
+fn warn_skipped(path: &Path, problem: &str) {
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.contains(path) {
+        return;
+    }
+    if warned.len() < MAX_WARNED {
+        warned.insert(path.to_owned());
+    }
+    warn!("skipping {path:?}: the name {problem}");
+}
+
+/// A file found under a root: name, path, resolved path relative to the root, stamp.
+type Walked = (String, PathBuf, PathBuf, Stamp);
+
+/// The files under `root`.
+fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
+    let mut pending = vec![root.to_owned()];
+    while let Some(folder) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&folder).context(|| format!("reading {}", folder.display()))?;
+        for entry in entries {
+            let entry = entry.context(|| format!("reading {}", folder.display()))?;
+            let path = entry.path();
+            let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
+                warn_skipped(&path, "is not UTF-8");
+                continue;
+            };
+            if ignore.matches(&file_name) {
+                continue;
+            }
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
+            if !real.starts_with(root) {
+                warn!(
+                    "skipping {}: it leads outside the shared folder",
+                    path.display()
+                );
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&real) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            let name = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            if let Some(problem) = protocol::name_problem(&name) {
+                warn_skipped(&path, problem);
+                continue;
+            }
+            let resolved = real.strip_prefix(root).unwrap_or(&real).to_owned();
+            found.push((name, path, resolved, Stamp::of(&meta)));
+        }
+    }
+    Ok(())
+}
