@@ -1,7 +1,7 @@
 //! Bandwidth limits: a token bucket shared by every transfer in one direction (uploads
 //! by the file server, downloads by the transfer engine).
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,7 @@ impl RateLimit {
     /// Change the limit.
     pub fn set(&self, rate: u64) {
         self.rate.store(rate, Ordering::Relaxed);
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bucket = self.bucket.lock();
         bucket.tokens = 0.0;
         bucket.last = Instant::now();
     }
@@ -95,7 +95,7 @@ impl RateLimit {
             return Duration::ZERO;
         }
         let rate = rate as f64;
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bucket = self.bucket.lock();
         let now = Instant::now();
         let refill = now.duration_since(bucket.last).as_secs_f64() * rate;
         bucket.tokens = (bucket.tokens + refill).min(rate * BURST_SECONDS);

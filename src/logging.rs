@@ -2,9 +2,10 @@
 //! interactive prompt) through rustyline's external printer so that a log line never
 //! breaks the line being typed.
 
+use parking_lot::Mutex;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rustyline::ExternalPrinter;
 use tracing_subscriber::EnvFilter;
@@ -35,7 +36,8 @@ pub fn init(config: &LogConfig, printer: Option<Printer>) -> Result<()> {
             .map_err(|e| Error::Config(format!("`log.file` {}: {e}", config.file.display())))?;
         builder
             .with_ansi(false)
-            .with_writer(Mutex::new(file))
+            // tracing writes through a std Mutex of its own choosing.
+            .with_writer(std::sync::Mutex::new(file))
             .try_init()
     } else if let Some(printer) = printer {
         builder
@@ -88,7 +90,7 @@ impl Drop for Line {
             return;
         }
         let text = String::from_utf8_lossy(&self.buf).into_owned();
-        let mut printer = self.printer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut printer = self.printer.lock();
         if printer.print(text.clone()).is_err() {
             eprint!("{text}");
         }

@@ -3,10 +3,11 @@
 //! the handshake (`hello` with the protocol version, answered by `welcome`). Also the
 //! process's file-descriptor budget, which bounds how many connections can be served.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use smol::Async;
@@ -84,7 +85,7 @@ struct AddressSlot {
 impl AddressSlot {
     /// A slot for `ip`, unless it already holds `max`.
     fn take(counts: &PerAddress, ip: IpAddr, max: usize) -> Option<AddressSlot> {
-        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = counts.lock();
         let held = map.entry(ip).or_insert(0);
         if *held >= max {
             return None;
@@ -99,7 +100,7 @@ impl AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.counts.lock();
         if let Some(held) = map.get_mut(&self.ip) {
             *held -= 1;
             if *held == 0 {

@@ -3,9 +3,9 @@
 //! never taken for its old self. One test in its own binary, so that no other test's
 //! reads are counted.
 
+use parking_lot::Mutex;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
 use napster::digest::digest_bytes;
 use napster::peer::cache::HashCache;
@@ -24,7 +24,7 @@ fn register(dir: &Path, cache_file: &Path) -> (share::Share, napster::peer::scan
     let cache = Mutex::new(HashCache::load(cache_file));
     let listing = napster::peer::scan::scan_roots(&[dir.to_owned()], &Ignore::default()).unwrap();
     let result = listing.hash_with(&cache, &|_| {}).unwrap();
-    cache.into_inner().unwrap().save();
+    cache.into_inner().save();
     result
 }
 

@@ -17,8 +17,9 @@
 //! between runs use the async [`PeerClient`]; a worker drives them with
 //! `smol::block_on`, which is sound because its thread belongs to no executor.
 
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -27,7 +28,7 @@ use super::part_file::{PartFile, ResumeState};
 use super::place::{safe_file_name, same_content};
 use super::scheduler::{RUN, Scheduler};
 use super::sequencer::sequence;
-use super::shared::{Delivery, MAX_SOURCES, PIECE, Shared, hash_range, lock, peer_name};
+use super::shared::{Delivery, MAX_SOURCES, PIECE, Shared, hash_range, peer_name};
 use super::worker::work;
 use super::{Downloaded, Job};
 use crate::client::PeerClient;
@@ -217,7 +218,7 @@ fn conclude(
         return Err(locate_damage(shared, &digest));
     }
     let refetched = status.refetched.load(Ordering::Relaxed);
-    let peers = lock(&shared.contributors).iter().copied().collect();
+    let peers = shared.contributors.lock().iter().copied().collect();
     let Shared { job, part, .. } = shared;
     let (path, already_there) = part.finish(&job.dir, file_name, &job.file)?;
     Ok(Downloaded {

@@ -1,9 +1,9 @@
 //! What the workers and the sequencer of one download share: the job, the part file,
 //! the chunk list, the scheduler, and a pool of chunk buffers within [`MEMORY`].
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -63,12 +63,6 @@ pub(super) struct Shared {
     pub(super) contributors: Mutex<BTreeSet<u64>>,
 }
 
-/// Lock a mutex; a thread that panicked while holding it left nothing half-done that
-/// matters more than finishing the download.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Shared {
     pub(super) fn chunk_len(&self, i: u64) -> u64 {
         (self.job.file.size - i * self.chunk_size).min(self.chunk_size)
@@ -76,7 +70,7 @@ impl Shared {
 
     /// A whole-chunk buffer, when one fits in [`MEMORY`].
     pub(super) fn buffer(&self) -> Option<Vec<u8>> {
-        let mut pool = lock(&self.pool);
+        let mut pool = self.pool.lock();
         if let Some(buf) = pool.free.pop() {
             return Some(buf);
         }
@@ -88,11 +82,11 @@ impl Shared {
     }
 
     pub(super) fn recycle(&self, buf: Vec<u8>) {
-        lock(&self.pool).free.push(buf);
+        self.pool.lock().free.push(buf);
     }
 
     pub(super) fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
-        lock(&self.scheduler)
+        self.scheduler.lock()
     }
 
     /// Wake the workers waiting for work.
@@ -101,13 +95,9 @@ impl Shared {
     }
 
     /// Wait (a bounded while) for a chunk to be completed or handed back.
-    pub(super) fn wait_for_change(&self, scheduler: MutexGuard<'_, Scheduler>) {
+    pub(super) fn wait_for_change(&self, mut scheduler: MutexGuard<'_, Scheduler>) {
         const RECHECK: Duration = Duration::from_millis(200);
-        drop(
-            self.changed
-                .wait_timeout(scheduler, RECHECK)
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        self.changed.wait_for(&mut scheduler, RECHECK);
     }
 
     pub(super) fn cancelled(&self) -> bool {

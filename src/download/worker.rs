@@ -17,7 +17,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use super::shared::{Delivery, PIECE, Shared, lock, peer_name};
+use super::shared::{Delivery, PIECE, Shared, peer_name};
 use crate::client::{PeerClient, RangeReader};
 use crate::error::{Error, IoContext, Result};
 use crate::limit::Pace;
@@ -235,7 +235,7 @@ impl Worker<'_> {
         shared.notify();
         if first {
             status.done.fetch_add(len, Ordering::Relaxed);
-            lock(&shared.contributors).insert(self.hit.peer_id);
+            shared.contributors.lock().insert(self.hit.peer_id);
             let _ = self.to_sequencer.send((i, buf));
         } else {
             status.duplicated.fetch_add(len, Ordering::Relaxed);

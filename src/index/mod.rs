@@ -6,10 +6,11 @@
 pub mod handler;
 pub mod store;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smol::Async;
@@ -105,7 +106,7 @@ impl<S: Store> Server<S> {
 
     /// Note which peer `session` holds now (none once it unregistered or closed).
     fn note(&self, session: u64, peer: Option<u64>) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock();
         match peer {
             Some(peer) => open.insert(session, peer),
             None => open.remove(&session),
@@ -114,7 +115,7 @@ impl<S: Store> Server<S> {
 
     /// The (peer, session) pairs of the open, registered connections.
     fn open_sessions(&self) -> Vec<(u64, u64)> {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let open = self.open.lock();
         open.iter()
             .map(|(&session, &peer)| (peer, session))
             .collect()

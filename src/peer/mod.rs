@@ -11,10 +11,11 @@ pub mod session;
 pub mod share;
 pub mod slots;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use smol::future::FutureExt;
@@ -147,10 +148,6 @@ struct Shared {
     refreshing: smol::lock::Mutex<()>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Shared {
     /// Scan the folders again and tell the index what changed.
     async fn refresh(self: &Arc<Self>) -> Result<Refreshed> {
@@ -160,40 +157,33 @@ impl Shared {
     }
 
     fn refresh_now(&self) -> Result<Refreshed> {
-        let roots = locked(&self.roots).clone();
-        let excluded = locked(&self.excluded).clone();
+        let roots = self.roots.lock().clone();
+        let excluded = self.excluded.lock().clone();
         let mut listing = scan::scan_roots(&roots, &self.living.ignore)?;
         // Files shared as they are now are settled whatever their age; new or changed
         // ones must have stopped changing first. A shared file that is changing (or
         // whose metadata alone changed: a chmod, a new hard link) stays announced as it
         // was until it settles; a downloader catches any difference by its hash.
         let unsettled = {
-            let current = self.folder.read().unwrap_or_else(|e| e.into_inner());
+            let current = self.folder.read();
             listing.settle(self.living.settle, |name, stamp| current.has(name, stamp))
         };
         let (mut share, stats) = listing.hash_with(&self.living.cache, &|_| {})?;
-        share.carry_over(
-            &self.folder.read().unwrap_or_else(|e| e.into_inner()),
-            &unsettled,
-        );
+        share.carry_over(&self.folder.read(), &unsettled);
         let unsettled = unsettled.len();
         let share = share.without(|f| {
             excluded.contains(&f.entry.name)
                 || excluded.contains(&f.path.to_string_lossy().into_owned())
         });
-        let changes = self
-            .folder
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .changes_to(&share);
+        let changes = self.folder.read().changes_to(&share);
         if stats.hashed_files > 0 || !changes.removed.is_empty() {
-            let mut cache = locked(&self.living.cache);
+            let mut cache = self.living.cache.lock();
             for root in share.roots() {
                 cache.prune(root, |path| path.exists());
             }
             cache.save();
         }
-        *self.folder.write().unwrap_or_else(|e| e.into_inner()) = share;
+        *self.folder.write() = share;
         if !changes.is_empty() {
             self.updates.update(changes.clone());
         }
@@ -215,10 +205,10 @@ pub fn scan_and_hash(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Share, HashStats)> {
     let listing = scan::scan_roots(&[dir.to_owned()], &living.ignore)?;
-    total(listing.bytes_to_hash(&locked(&living.cache)));
+    total(listing.bytes_to_hash(&living.cache.lock()));
     let (share, stats) = listing.hash_with(&living.cache, progress)?;
     if stats.hashed_files > 0 {
-        locked(&living.cache).save();
+        living.cache.lock().save();
     }
     Ok((share, stats))
 }
@@ -377,7 +367,7 @@ impl Sharing {
     pub async fn share_dir(&self, dir: &Path) -> Result<Refreshed> {
         let root = scan::shareable_folder(dir)?;
         {
-            let mut roots = locked(&self.shared.roots);
+            let mut roots = self.shared.roots.lock();
             if let Some(other) = roots
                 .iter()
                 .find(|r| root.starts_with(r) || r.starts_with(&root))
@@ -390,7 +380,7 @@ impl Sharing {
             }
             roots.push(root.clone());
         }
-        if let Some(watcher) = locked(&self.watcher).as_mut() {
+        if let Some(watcher) = self.watcher.lock().as_mut() {
             watch(watcher, &root)?;
         }
         self.refresh().await
@@ -401,19 +391,19 @@ impl Sharing {
     pub async fn unshare(&self, target: &str) -> Result<Refreshed> {
         let real = Path::new(target).canonicalize().ok();
         let removed_root = {
-            let mut roots = locked(&self.shared.roots);
+            let mut roots = self.shared.roots.lock();
             real.as_ref()
                 .and_then(|r| roots.iter().position(|root| root == r))
                 .map(|i| roots.remove(i))
         };
         match removed_root {
             Some(root) => {
-                if let Some(watcher) = locked(&self.watcher).as_mut() {
+                if let Some(watcher) = self.watcher.lock().as_mut() {
                     let _ = notify::Watcher::unwatch(watcher, &root);
                 }
             }
             None => {
-                let folder = self.shared.folder.read().unwrap_or_else(|e| e.into_inner());
+                let folder = self.shared.folder.read();
                 let by_name = folder.entries().iter().any(|e| e.name == target);
                 let by_path = real.as_ref().is_some_and(|r| folder.contains_path(r));
                 drop(folder);
@@ -426,7 +416,7 @@ impl Sharing {
                         )));
                     }
                 };
-                locked(&self.shared.excluded).insert(key);
+                self.shared.excluded.lock().insert(key);
             }
         }
         self.refresh().await
@@ -435,14 +425,14 @@ impl Sharing {
     /// Withdraw the files from the index and stop serving them. Takes `&self` so that a
     /// signal can stop a share while a command (a long `refresh`) is still using it.
     pub async fn stop(&self) {
-        let follower = locked(&self.follower).take();
+        let follower = self.follower.lock().take();
         if let Some(follower) = follower {
             follower.cancel().await;
         }
-        drop(locked(&self.watcher).take());
+        drop(self.watcher.lock().take());
         self.session.stop().await;
         self.stop_server.trigger();
-        let server = locked(&self.server).take();
+        let server = self.server.lock().take();
         if let Some(server) = server {
             let _ = server.await;
         }

@@ -9,11 +9,11 @@
 //! afterwards (a symlink out, a FIFO, another file) is refused until a scan looks at it;
 //! a symlink re-pointed inside the folder keeps serving the file it led to at scan time.
 
+use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -127,25 +127,25 @@ impl Listing {
                         let Some(found) = self.found.get(i) else {
                             break;
                         };
-                        let known = locked(cache).get(&found.path, &found.stamp);
+                        let known = cache.lock().get(&found.path, &found.stamp);
                         let digest = match known {
                             Some(digest) => {
-                                locked(&stats).cached_files += 1;
+                                stats.lock().cached_files += 1;
                                 digest
                             }
                             None => match hash_unchanged(found, &self.roots, progress) {
                                 Ok(Some(digest)) => {
-                                    let mut s = locked(&stats);
+                                    let mut s = stats.lock();
                                     s.hashed_files += 1;
                                     s.hashed_bytes += digest.size;
                                     drop(s);
-                                    locked(cache).put(found.path.clone(), found.stamp, &digest);
+                                    cache.lock().put(found.path.clone(), found.stamp, &digest);
                                     digest
                                 }
                                 // Changed while we read it: the next scan takes it.
                                 Ok(None) => continue,
                                 Err(e) => {
-                                    locked(&first_error).get_or_insert(e);
+                                    first_error.lock().get_or_insert(e);
                                     continue;
                                 }
                             },
@@ -156,7 +156,7 @@ impl Listing {
                             sha256: digest.sha256,
                             chunks: protocol::chunks_root(&digest.chunks),
                         };
-                        locked(&results).push(SharedFile {
+                        results.lock().push(SharedFile {
                             entry,
                             path: found.path.clone(),
                             resolved: found.resolved.clone(),
@@ -168,16 +168,15 @@ impl Listing {
                 });
             }
         });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(e) = first_error.into_inner() {
             return Err(e);
         }
         let files = results
             .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
             .into_iter()
             .map(|f| (f.entry.name.clone(), f))
             .collect();
-        let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
+        let stats = stats.into_inner();
         Ok((
             Share {
                 roots: self.roots,
@@ -186,10 +185,6 @@ impl Listing {
             stats,
         ))
     }
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Hash a found file, or `None` if it changed since the scan or while it was being read.
@@ -294,7 +289,7 @@ static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 /// Warn, once per path, that a file is skipped because of its name; the path is quoted
 /// with its hidden characters escaped.
 fn warn_skipped(path: &Path, problem: &str) {
-    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut warned = WARNED.lock();
     if warned.contains(path) {
         return;
     }

@@ -6,10 +6,11 @@
 //! page cache to a socket at GiB/s would otherwise hold an executor thread for the whole
 //! transfer. The connection is handed over and taken back in `send`.
 
+use parking_lot::RwLock;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smol::Async;
@@ -152,11 +153,7 @@ impl Server {
 
     /// Answer `chunks`: the chunk list follows its frame raw.
     async fn chunks(&self, mut conn: Connection, name: &str) -> Result<Connection> {
-        let list = self
-            .folder
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .chunk_list(name);
+        let list = self.folder.read().chunk_list(name);
         match list {
             Some((size, digests)) => {
                 let count = (digests.len() / 32) as u64;
@@ -216,13 +213,7 @@ impl Server {
     ) -> Result<Connection> {
         // Opening touches the disk (and another user's files): off the executor.
         let (folder, wanted) = (self.folder.clone(), name.to_owned());
-        let opened = smol::unblock(move || {
-            folder
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .open(&wanted)
-        })
-        .await;
+        let opened = smol::unblock(move || folder.read().open(&wanted)).await;
         let (file, size) = match opened {
             Ok(pair) => pair,
             Err(message) => {

@@ -2,8 +2,9 @@
 //! index restarts or the network drops, reconnection with backoff and jitter and
 //! re-registration under the same token (so the same Peer ID), without user action.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use smol::Task;
@@ -102,7 +103,7 @@ impl Session {
 
     /// The session's current state.
     pub fn state(&self) -> SessionState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state.lock().clone()
     }
 
     /// A handle that tells the session what changed in the share.
@@ -114,7 +115,7 @@ impl Session {
     /// Stopping twice (a signal during `unregister`) waits for nothing the second time.
     pub async fn stop(&self) {
         self.stop.close();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.task.lock().take();
         if let Some(task) = task {
             task.await;
         }
@@ -146,7 +147,7 @@ async fn keep_alive(
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
     let set = |connected: bool, peer_id: Option<u64>, index: Option<SocketAddr>| {
-        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = state.lock();
         s.connected = connected;
         if let Some(id) = peer_id {
             s.peer_id = id;
@@ -155,7 +156,7 @@ async fn keep_alive(
             s.index = index;
         }
     };
-    let current = || state.lock().unwrap_or_else(|e| e.into_inner()).index;
+    let current = || state.lock().index;
     loop {
         match client.as_mut() {
             Some(c) => {
@@ -239,7 +240,7 @@ async fn reregister(
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
     let mut client = IndexClient::connect_any(&order, config.limits).await?;
-    let files = folder.read().unwrap_or_else(|e| e.into_inner()).entries();
+    let files = folder.read().entries();
     let peer_id = client.register(config.port, &config.token, &files).await?;
     Ok((client, peer_id))
 }

@@ -2,9 +2,10 @@
 //! or waiting) from one IP address, and one line, first come first served, for the
 //! rest: a waiting request knows its place in it.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use event_listener::{Event, EventListener};
 
@@ -49,8 +50,8 @@ impl Slots {
         self.per_address
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Join the line from `ip`; `None` when that address has all it may.

@@ -2,8 +2,9 @@
 //! server and its store, a sharing peer's settings, the index client it keeps — and the
 //! address parsing and progress bars the handlers share.
 
+use parking_lot::Mutex;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};

@@ -1,8 +1,9 @@
 //! The rustyline helper: completion of commands, of `help` topics and of file names from
 //! the last search, folder completion for `register`, and argument hints.
 
+use parking_lot::Mutex;
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::highlight::Highlighter;
@@ -59,7 +60,7 @@ impl Completer for NapsterHelper {
         match command {
             "help" => Ok((start, pairs(COMMANDS.iter().map(|c| c.name), rest, ""))),
             "get" if !rest.contains(' ') => {
-                let names = self.last_names.lock().unwrap_or_else(|e| e.into_inner());
+                let names = self.last_names.lock();
                 let quoted: Vec<String> = names
                     .iter()
                     .map(|n| shlex::try_quote(n).map_or_else(|_| n.clone(), |q| q.into_owned()))

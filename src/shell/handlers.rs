@@ -189,8 +189,7 @@ impl Shell {
             args.search.limit = Some(self.config.shell.results);
         }
         let (hits, truncated) = self.client().await?.find(&args.search).await?;
-        *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
-            hits.iter().map(|h| h.file.name.clone()).collect();
+        *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
         let what = match (&args.search.pattern, &args.search.sha256) {
             (p, Some(h)) if p.is_empty() => format!("sha256:{h}"),
             (p, _) => format!("{p:?}"),
@@ -230,8 +229,7 @@ impl Shell {
         let mut out = String::new();
         let limit = Some(self.config.index.max_results as u32);
         let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
-        *self.last_names.lock().unwrap_or_else(|e| e.into_inner()) =
-            hits.iter().map(|h| h.file.name.clone()).collect();
+        *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
         if hits.is_empty() {
             put!(out, "peer {peer} shares no files");
             return Ok(out);

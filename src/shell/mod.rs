@@ -31,9 +31,10 @@ pub mod repl;
 mod services;
 mod transfers;
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::client::IndexClient;
 use crate::config::Config;

@@ -2,8 +2,9 @@
 //! downloads), reachable both from the shell and from the signal handler that shuts it
 //! down.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use smol::Task;
 
@@ -61,14 +62,10 @@ pub struct Services {
     transfers: Arc<Transfers>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Services {
     /// Whether anything is served (so the process must not exit at end of input).
     pub fn is_serving(&self) -> bool {
-        lock(&self.serving).is_some() || lock(&self.sharing).is_some()
+        self.serving.lock().is_some() || self.sharing.lock().is_some()
     }
 
     /// Whether anything is served or downloading in the background.
@@ -78,27 +75,27 @@ impl Services {
 
     /// Where the index server listens, if it runs.
     pub fn index_addr(&self) -> Option<SocketAddr> {
-        lock(&self.serving).as_ref().map(|s| s.addr)
+        self.serving.lock().as_ref().map(|s| s.addr)
     }
 
     /// Record the index server.
     pub fn set_serving(&self, serving: Serving) {
-        *lock(&self.serving) = Some(serving);
+        *self.serving.lock() = Some(serving);
     }
 
     /// Record the sharing peer.
     pub fn set_sharing(&self, sharing: Sharing) {
-        *lock(&self.sharing) = Some(Arc::new(sharing));
+        *self.sharing.lock() = Some(Arc::new(sharing));
     }
 
     /// The sharing peer, left in place (a signal can still stop it meanwhile).
     pub fn sharing(&self) -> Option<Arc<Sharing>> {
-        lock(&self.sharing).clone()
+        self.sharing.lock().clone()
     }
 
     /// Take the sharing peer out, to stop it.
     pub fn take_sharing(&self) -> Option<Arc<Sharing>> {
-        lock(&self.sharing).take()
+        self.sharing.lock().take()
     }
 
     /// The background downloads.
@@ -109,7 +106,7 @@ impl Services {
     /// One line about the index server.
     pub async fn serving_summary(&self) -> Option<String> {
         let (addr, backend) = {
-            let serving = lock(&self.serving);
+            let serving = self.serving.lock();
             let s = serving.as_ref()?;
             (s.addr, s.backend.clone())
         };
@@ -125,10 +122,10 @@ impl Services {
 
     /// One line about the shared folder.
     pub fn sharing_summary(&self) -> Option<String> {
-        let sharing = lock(&self.sharing);
+        let sharing = self.sharing.lock();
         let s = sharing.as_ref()?;
         let state = s.state();
-        let folder = s.folder().read().unwrap_or_else(|e| e.into_inner());
+        let folder = s.folder().read();
         let roots: Vec<String> = folder
             .roots()
             .iter()
@@ -160,11 +157,11 @@ impl Services {
                 super::render::count(stopped as u64, "background download")
             );
         }
-        let sharing = lock(&self.sharing).take();
+        let sharing = self.sharing.lock().take();
         if let Some(sharing) = sharing {
             sharing.stop().await;
         }
-        let serving = lock(&self.serving).take();
+        let serving = self.serving.lock().take();
         if let Some(serving) = serving {
             serving.trigger.trigger();
             let _ = serving.task.await;
@@ -174,11 +171,7 @@ impl Services {
 
 /// A share in a few words.
 pub fn sharing_line(sharing: &Sharing) -> String {
-    let files = sharing
-        .folder()
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .len();
+    let files = sharing.folder().read().len();
     format!(
         "peer {} shares {}",
         sharing.state().peer_id,

@@ -1,8 +1,9 @@
 //! Downloads that run in the background while the shell stays usable (`get -b`), and
 //! the `transfers` listing.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use comfy_table::Table;
@@ -39,7 +40,7 @@ pub struct Transfers {
 impl Transfers {
     /// Start `job` in the background; returns its number.
     pub fn start(&self, job: Job) -> usize {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock();
         let id = entries.len() + 1;
         let outcome = Arc::new(Mutex::new(None));
         let name = job.file.name.clone();
@@ -58,7 +59,7 @@ impl Transfers {
                     format!("failed: {e}")
                 }
             };
-            *done.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+            *done.lock() = Some(text);
         });
         entries.push(Entry {
             id,
@@ -74,15 +75,10 @@ impl Transfers {
 
     /// How many background downloads are still running.
     pub fn running(&self) -> usize {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.lock();
         entries
             .iter()
-            .filter(|e| {
-                e.outcome
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_none()
-            })
+            .filter(|e| e.outcome.lock().is_none())
             .count()
     }
 
@@ -90,15 +86,10 @@ impl Transfers {
     /// wait (a moment at most) for each to save its state; returns how many were stopped.
     pub async fn stop_all(&self) -> usize {
         let tasks: Vec<Task<()>> = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.entries.lock();
             entries
                 .iter_mut()
-                .filter(|e| {
-                    e.outcome
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .is_none()
-                })
+                .filter(|e| e.outcome.lock().is_none())
                 .filter_map(|e| {
                     e.cancel.cancel();
                     e.task.take()
@@ -120,7 +111,7 @@ impl Transfers {
 
     /// The `transfers` table, or `None` when there were none.
     pub fn render(&self) -> Option<String> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.lock();
         if entries.is_empty() {
             return None;
         }
@@ -136,7 +127,7 @@ impl Transfers {
             } else {
                 done as f64 * 100.0 / total as f64
             };
-            let outcome = e.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let outcome = e.outcome.lock().clone();
             table.add_row(vec![
                 e.id.to_string(),
                 e.name.clone(),

@@ -50,7 +50,7 @@ pub struct PgStore {
     server: String,
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     remembered: i64,
-    reaped_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    reaped_at: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
 }
 
 /// A database error, for the server's log.
@@ -463,7 +463,7 @@ impl Store for PgStore {
         }
         tx.commit().await.map_err(db)?;
         let due = {
-            let mut at = self.reaped_at.lock().unwrap_or_else(|e| e.into_inner());
+            let mut at = self.reaped_at.lock();
             let due = at.is_none_or(|t| t.elapsed() >= REAP_DEPARTED_EVERY);
             if due {
                 *at = Some(std::time::Instant::now());

@@ -3,11 +3,11 @@
 //! chains threaded through the records, and substring search runs `memmem` over one
 //! contiguous arena of lowercase names rather than over a million strings.
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 mod search;
@@ -295,11 +295,11 @@ impl MemoryStore {
     // A panic while holding the lock cannot leave the maps half-updated in a way that
     // matters more than losing the index, so keep serving.
     fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        self.inner.write()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        self.inner.read()
     }
 }
 
