@@ -1,9 +1,10 @@
 //! Bandwidth limits: a token bucket shared by every transfer in one direction (uploads
 //! by the file server, downloads by the transfer engine).
 
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Burst allowed above the rate, as a fraction of a second's worth of bytes.
 const BURST_SECONDS: f64 = 0.05;

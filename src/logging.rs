@@ -2,11 +2,11 @@
 //! interactive prompt) through rustyline's external printer so that a log line never
 //! breaks the line being typed.
 
-use parking_lot::Mutex;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rustyline::ExternalPrinter;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;

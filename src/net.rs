@@ -3,13 +3,13 @@
 //! the handshake (`hello` with the protocol version, answered by `welcome`). Also the
 //! process's file-descriptor budget, which bounds how many connections can be served.
 
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use smol::Async;
 use smol::future::FutureExt;
 use smol::lock::Semaphore;

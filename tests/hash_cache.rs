@@ -3,13 +3,13 @@
 //! never taken for its old self. One test in its own binary, so that no other test's
 //! reads are counted.
 
-use parking_lot::Mutex;
 use std::path::Path;
 use std::process::Command;
 
 use napster::digest::digest_bytes;
 use napster::peer::cache::HashCache;
 use napster::peer::share::{self, Ignore};
+use parking_lot::Mutex;
 
 /// Bytes this process has read through `read` and friends, from `/proc/self/io`.
 fn bytes_read() -> u64 {

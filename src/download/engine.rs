@@ -17,11 +17,11 @@
 //! between runs use the async [`PeerClient`]; a worker drives them with
 //! `smol::block_on`, which is sound because its thread belongs to no executor.
 
-use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::part_file::{PartFile, ResumeState};

@@ -1,11 +1,11 @@
 //! What the workers and the sequencer of one download share: the job, the part file,
 //! the chunk list, the scheduler, and a pool of chunk buffers within [`MEMORY`].
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 
 use super::Job;

@@ -6,13 +6,13 @@
 pub mod handler;
 pub mod store;
 
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use smol::Async;
 use smol::future::FutureExt;
 use tracing::{info, warn};

@@ -11,13 +11,13 @@ pub mod session;
 pub mod share;
 pub mod slots;
 
-use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, RwLock};
 use smol::future::FutureExt;
 use smol::{Async, Task};
 use tracing::{info, warn};

@@ -9,7 +9,6 @@
 //! afterwards (a symlink out, a FIFO, another file) is refused until a scan looks at it;
 //! a symlink re-pointed inside the folder keeps serving the file it led to at scan time.
 
-use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::ErrorKind;
@@ -17,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tracing::warn;
 
 use crate::digest::{FileDigest, hash_open};

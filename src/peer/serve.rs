@@ -6,13 +6,13 @@
 //! page cache to a socket at GiB/s would otherwise hold an executor thread for the whole
 //! transfer. The connection is handed over and taken back in `send`.
 
-use parking_lot::RwLock;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use smol::Async;
 use smol::future::FutureExt;
 use tracing::{info, warn};

@@ -2,11 +2,11 @@
 //! index restarts or the network drops, reconnection with backoff and jitter and
 //! re-registration under the same token (so the same Peer ID), without user action.
 
-use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use smol::Task;
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;

@@ -2,12 +2,12 @@
 //! or waiting) from one IP address, and one line, first come first served, for the
 //! rest: a waiting request knows its place in it.
 
-use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use event_listener::{Event, EventListener};
+use parking_lot::Mutex;
 
 /// Every upload slot of one file server.
 pub struct Slots {

@@ -2,12 +2,12 @@
 //! server and its store, a sharing peer's settings, the index client it keeps — and the
 //! address parsing and progress bars the handlers share.
 
-use parking_lot::Mutex;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
 use smol::Async;
 
 use super::Shell;

@@ -1,10 +1,10 @@
 //! The rustyline helper: completion of commands, of `help` topics and of file names from
 //! the last search, folder completion for `register`, and argument hints.
 
-use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;

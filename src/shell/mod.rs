@@ -31,7 +31,6 @@ pub mod repl;
 mod services;
 mod transfers;
 
-use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +43,7 @@ use crate::limit::RateLimit;
 use crate::peer;
 pub use app::{parse_addr, parse_addrs};
 use commands::Command;
+use parking_lot::Mutex;
 use services::Services;
 
 /// Whether the shell goes on after a command.

@@ -2,10 +2,10 @@
 //! downloads), reachable both from the shell and from the signal handler that shuts it
 //! down.
 
-use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use smol::Task;
 
 use crate::error::Result;

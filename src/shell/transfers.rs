@@ -1,13 +1,13 @@
 //! Downloads that run in the background while the shell stays usable (`get -b`), and
 //! the `transfers` listing.
 
-use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
+use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::download::{self, Cancel, Job, Status};

@@ -12,7 +12,6 @@ use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use std::time::{Duration, Instant};
 
 use napster::client::IndexClient;
@@ -23,6 +22,7 @@ use napster::protocol::{
     self, ErrorCode, FileEntry, IndexRequest, IndexResponse, Limits, PeerRequest, PeerResponse,
 };
 use napster::runtime::{self, ShutdownTrigger};
+use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use smol::{Async, Task};

@@ -3,7 +3,6 @@
 //! chains threaded through the records, and substring search runs `memmem` over one
 //! contiguous arena of lowercase names rather than over a million strings.
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -16,6 +15,7 @@ mod trigram;
 
 use super::{Query, Registration, Store, StoreError, Usage};
 use crate::protocol::{FileEntry, Hit, PeerInfo};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use search::GROUP;
 use trigram::{BLOOM_WORDS, Bloom, Trigrams};
 
