@@ -51,6 +51,8 @@ pub struct Serving {
     pub trigger: ShutdownTrigger,
     /// Its store, for `status`.
     pub backend: Backend,
+    /// Its metrics endpoint, when `[index] metrics` is set.
+    pub metrics: Option<crate::index::metrics::Endpoint>,
 }
 
 /// The background services of this process.
@@ -66,6 +68,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Services {
+    /// The URL of the index server's metrics, if it serves them.
+    pub fn metrics_url(&self) -> Option<String> {
+        lock(&self.serving)
+            .as_ref()
+            .and_then(|s| s.metrics.as_ref().map(|m| m.url()))
+    }
+
     /// Whether anything is served (so the process must not exit at end of input).
     pub fn is_serving(&self) -> bool {
         lock(&self.serving).is_some() || lock(&self.sharing).is_some()
