@@ -229,5 +229,19 @@ fn a_one_shot_server_stays_in_the_foreground_until_sigterm() {
     let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "peers"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("no peer is registered"));
+
+    // A one-shot `register` shares until SIGTERM, then withdraws its files.
+    let share = tmp.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("song.ogg"), SONG).unwrap();
+    let dir = share.display().to_string();
+    let mut peer = NAPSTER.start_with(tmp.path(), &["--index", &addr, "register", &dir, "0"], "");
+    peer.end_input();
+    peer.wait_for("registered as peer 1");
+    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "--json", "files", "1"]);
+    assert_eq!(records(&out.stdout).len(), 1, "{}", text(&out.stderr));
+    assert_eq!(peer.terminate().code(), Some(0));
+    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "peers"]);
+    assert!(text(&out.stdout).contains("no peer is registered"));
     assert_eq!(index.terminate().code(), Some(0));
 }

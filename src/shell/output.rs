@@ -357,3 +357,79 @@ pub fn progress(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::download::Cancel;
+    use crate::shell::services::Services;
+    use crate::shell::{Reply, Shell, commands};
+
+    fn run(shell: &mut Shell, line: &str) -> Reply {
+        let command = commands::parse(line).unwrap().expect("a command");
+        smol::block_on(shell.execute(command, Cancel::default())).unwrap()
+    }
+
+    /// Handlers return typed records next to their text: full hashes, bytes, UTC times.
+    #[test]
+    fn handlers_return_records_for_programs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join("song.ogg"), b"la la la").unwrap();
+        let mut config = Config::default();
+        config.peer.downloads = tmp.path().join("downloads");
+        config.peer.hash_cache = Default::default();
+        config.peer.watch = false;
+        let services = Arc::new(Services::default());
+        let mut shell = Shell::new(config, services.clone(), false);
+
+        let served = run(&mut shell, "serve 0");
+        assert!(
+            matches!(&served.records[..], [Record::Serving { backend, metrics: None, .. }] if backend == "in memory"),
+            "{served:?}"
+        );
+        run(&mut shell, &format!("register {} 0", shared.display()));
+        let found = run(&mut shell, "search song");
+        let [Record::Hit(hit)] = &found.records[..] else {
+            panic!("{found:?}");
+        };
+        assert_eq!(hit.sha256, crate::digest::digest_bytes(b"la la la").sha256);
+        assert_eq!(
+            (hit.size, hit.peer_id, hit.name.as_str()),
+            (8, 1, "song.ogg")
+        );
+        assert!(hit.shared_at.ends_with('Z'), "{}", hit.shared_at);
+        assert!(found.rows && !found.nothing_matched);
+        let none = run(&mut shell, "search nothing");
+        assert!(none.records.is_empty() && none.rows && none.nothing_matched);
+        let saved = run(&mut shell, "get song.ogg");
+        assert!(
+            matches!(
+                &saved.records[..],
+                [Record::Saved {
+                    size: 8,
+                    already_there: false,
+                    ..
+                }]
+            ),
+            "{saved:?}"
+        );
+        smol::block_on(services.shutdown());
+    }
+
+    #[test]
+    fn errors_have_stable_codes_and_times_are_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(error_code(&Error::Usage("x".into())), "usage");
+        let busy = Error::refused(ErrorCode::Busy, "busy");
+        assert_eq!(error_code(&busy), "refused_busy");
+        let line = json_error("usage", "bad", Some(3));
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["error"]["line"], 3);
+        assert_eq!(parsed["error"]["message"], "bad");
+    }
+}
