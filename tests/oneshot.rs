@@ -133,6 +133,16 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
 
+    // A refusal from the index: an event on stdout, and the error on stderr.
+    let out = run(&["files", "99"]);
+    assert_eq!(out.status.code(), Some(1));
+    let refused = &records(&out.stdout)[0];
+    assert_eq!(refused["type"], "refused", "{refused}");
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("99"));
+    let error: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
+    assert_eq!(error["error"]["code"], "not_found", "{error}");
+
     // A failure: a JSON error on stderr with a stable code.
     let out = run(&["get", "missing.txt"]);
     assert_eq!(out.status.code(), Some(1));

@@ -245,6 +245,14 @@ pub enum Record {
         /// Round-trip time in milliseconds.
         rtt_ms: f64,
     },
+    /// The other side (the index or a peer) refused a command; its error follows on
+    /// stderr.
+    Refused {
+        /// The error code, as on stderr (`refused_busy`, `not_found`, …).
+        code: String,
+        /// What the other side said.
+        message: String,
+    },
     /// Any other line a command prints (`status`, `help`, `transfers`, `format`).
     Message {
         /// The line.

@@ -256,7 +256,15 @@ fn report(result: Result<Flow>, control: &Control, line: Option<usize>) -> Optio
         Ok(flow) => Some(flow),
         Err(e) => {
             let message = e.to_string();
-            if control.json.load(Ordering::SeqCst) {
+            let json = control.json.load(Ordering::SeqCst);
+            if json && matches!(e, Error::Refused { .. }) {
+                let refused = output::Record::Refused {
+                    code: output::error_code(&e),
+                    message: message.clone(),
+                };
+                say!("{}", output::json_line(&refused));
+            }
+            if json {
                 eprintln!(
                     "{}",
                     output::json_error(&output::error_code(&e), &message, line)
