@@ -2,6 +2,7 @@
 //! while real peers and clients use it: the numbers move with the traffic.
 
 mod common;
+mod pg;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -112,4 +113,41 @@ fn the_metrics_endpoint_counts_real_traffic() {
         let body = scrape(&url).1;
         sample(&body, "napster_index_peers") == 0.0 && sample(&body, "napster_index_files") == 0.0
     });
+}
+
+#[test]
+fn on_postgresql_the_pool_and_database_errors_are_counted() {
+    let pg = pg::Postgres::start();
+    let url = pg.fresh_database();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("napster.toml"),
+        "[index]\nmetrics = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut index = NAPSTER.start(tmp.path(), &format!("serve 0 {url}\n"));
+    let addr = last_word(&index.wait_for("index server listening on"));
+    let url = last_word(&index.wait_for("metrics on"));
+    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "search", "anything"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let body = scrape(&url).1;
+    let max = r#"napster_index_db_pool_connections{state="max"}"#;
+    assert!(sample(&body, max) >= 1.0, "{body}");
+    assert_eq!(
+        sample(&body, "napster_index_store_errors_total"),
+        0.0,
+        "{body}"
+    );
+
+    pg.pause();
+    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "search", "anything"]);
+    pg.resume();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let body = scrape(&url).1;
+    assert!(
+        sample(&body, "napster_index_store_errors_total") >= 1.0,
+        "{body}"
+    );
+    let failed = r#"napster_index_requests_total{kind="search",outcome="error"}"#;
+    assert!(sample(&body, failed) >= 1.0, "{body}");
 }

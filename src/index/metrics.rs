@@ -105,8 +105,24 @@ struct RefusedLabels {
 /// The search latency buckets: 50 µs doubling to about 1.6 s.
 const SEARCH_BUCKETS: (f64, f64, u16) = (50e-6, 2.0, 16);
 
-/// Reads how many peers and files the index holds, at each scrape.
-pub type Census = Box<dyn Fn() -> Option<(u64, u64)> + Send + Sync>;
+/// What a scrape reads from the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Peers registered.
+    pub peers: u64,
+    /// Files registered.
+    pub files: u64,
+    /// The database pool, on PostgreSQL: (most connections, open, idle).
+    pub pool: Option<(u32, u32, u32)>,
+}
+
+/// Reads [`Counts`] at each scrape (`None` when the store does not answer).
+pub type Census = Box<dyn Fn() -> Option<Counts> + Send + Sync>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
 
 /// The index server's numbers.
 pub struct Metrics {
@@ -119,6 +135,7 @@ pub struct Metrics {
     store_errors: Counter,
     peers: Gauge,
     files: Gauge,
+    pool: Family<PoolLabels, Gauge>,
     census: std::sync::Mutex<Option<Census>>,
 }
 
@@ -179,6 +196,12 @@ impl Metrics {
         registry.register("peers", "Peers registered", peers.clone());
         let files = Gauge::default();
         registry.register("files", "Files registered", files.clone());
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "PostgreSQL pool connections: busy (a request waits when busy reaches max), idle, max",
+            pool.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -188,6 +211,7 @@ impl Metrics {
             store_errors,
             peers,
             files,
+            pool,
             census: std::sync::Mutex::new(None),
         }
     }
@@ -226,10 +250,22 @@ impl Metrics {
     /// The OpenMetrics text of every metric now.
     pub fn encode(&self) -> String {
         if let Some(census) = &*self.census.lock().unwrap_or_else(|e| e.into_inner())
-            && let Some((peers, files)) = census()
+            && let Some(counts) = census()
         {
-            self.peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
-            self.files.set(i64::try_from(files).unwrap_or(i64::MAX));
+            self.peers
+                .set(i64::try_from(counts.peers).unwrap_or(i64::MAX));
+            self.files
+                .set(i64::try_from(counts.files).unwrap_or(i64::MAX));
+            if let Some((max, open, idle)) = counts.pool {
+                let set = |state, n: u32| {
+                    self.pool
+                        .get_or_create(&PoolLabels { state })
+                        .set(i64::from(n));
+                };
+                set("max", max);
+                set("idle", idle);
+                set("busy", open.saturating_sub(idle));
+            }
         }
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

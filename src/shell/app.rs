@@ -13,7 +13,7 @@ use super::Shell;
 use super::services::{Backend, Serving};
 use crate::client::{IndexClient, PeerClient};
 use crate::error::{Error, IoContext, Result};
-use crate::index::metrics::Endpoint;
+use crate::index::metrics::{Counts, Endpoint};
 use crate::index::{self, MemoryStore, Metrics, PgStore, Store};
 use crate::peer::{self, SharingSettings};
 use crate::protocol::{Hit, Limits};
@@ -36,12 +36,20 @@ impl Drop for Bar {
     }
 }
 
-/// Read the peer and file gauges of `metrics` from `store` at each scrape.
-fn census<S: Store>(metrics: &Option<Arc<Metrics>>, store: Arc<S>) {
+/// Read the gauges of `metrics` from `store` at each scrape (and its pool, on PostgreSQL).
+fn census<S: Store>(
+    metrics: &Option<Arc<Metrics>>,
+    store: Arc<S>,
+    pool: impl Fn() -> Option<(u32, u32, u32)> + Send + Sync + 'static,
+) {
     if let Some(metrics) = metrics {
         metrics.set_census(Box::new(move || {
             let peers = smol::block_on(store.peers()).ok()?;
-            Some((peers.len() as u64, peers.iter().map(|p| p.files).sum()))
+            Some(Counts {
+                peers: peers.len() as u64,
+                files: peers.iter().map(|p| p.files).sum(),
+                pool: pool(),
+            })
         }));
     }
 }
@@ -73,12 +81,13 @@ impl Shell {
         };
         let (task, backend) = if database.is_empty() {
             let store = Arc::new(MemoryStore::new());
-            census(&metrics, store.clone());
+            census(&metrics, store.clone(), || None);
             let run = index::run_with_metrics(listener, store.clone(), settings, shutdown, metrics);
             (runtime::spawn(run), Backend::Memory(store))
         } else {
             let store = Arc::new(PgStore::connect(&database).await?);
-            census(&metrics, store.clone());
+            let pooled = store.clone();
+            census(&metrics, store.clone(), move || Some(pooled.pool_state()));
             let run = index::run_with_metrics(listener, store.clone(), settings, shutdown, metrics);
             (runtime::spawn(run), Backend::Postgres(store))
         };
