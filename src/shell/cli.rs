@@ -74,7 +74,10 @@ pub fn cli() -> clap::Command {
                 .action(ArgAction::SetTrue)
                 .help("in a script (-e or piped stdin), stop at the first failing command"),
         )
-        .subcommands(COMMANDS.iter().map(commands::clap_command))
+        .subcommands(COMMANDS.iter().map(|spec| {
+            let usage = format!("napster {} {}", spec.name, spec.args);
+            commands::clap_command(spec).override_usage(usage.trim_end().to_owned())
+        }))
         .subcommand(
             clap::Command::new("completions")
                 .about("print shell completions for bash, zsh or fish")

@@ -258,11 +258,15 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
 fn clap_error(spec: &Spec, e: &clap::Error) -> Error {
     use clap::error::ErrorKind;
     let rendered = e.render().to_string();
-    let first = rendered
+    // The first paragraph: what is wrong (clap puts a missing argument's name on its
+    // own line).
+    let words: Vec<&str> = rendered
         .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ");
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = words.join(" ");
+    let first = joined.trim_start_matches("error: ");
     match e.kind() {
         ErrorKind::ValueValidation => {
             // Our own validators already say what is wrong: keep only their words.

@@ -271,7 +271,10 @@ fn report(result: Result<Flow>, control: &Control, line: Option<usize>) -> Optio
                 );
             } else {
                 match line {
-                    Some(n) => eprintln!("error: {message} (line {n})"),
+                    Some(n) => match message.split_once('\n') {
+                        Some((first, rest)) => eprintln!("error: {first} (line {n})\n{rest}"),
+                        None => eprintln!("error: {message} (line {n})"),
+                    },
                     None => eprintln!("error: {message}"),
                 }
             }
