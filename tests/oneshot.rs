@@ -204,6 +204,17 @@ fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     assert_eq!(error["error"]["line"], 2, "{error}");
     assert_eq!(error["error"]["code"], "usage", "{error}");
 
+    // A metrics address that is not one: a config error naming the key.
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "[index]\nmetrics = \"everywhere\"\n").unwrap();
+    let config = config.display().to_string();
+    let out = NAPSTER.run_args(tmp.path(), &["--json", "--config", &config, "serve", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let error: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
+    assert_eq!(error["error"]["code"], "config", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("index.metrics"), "{message}");
+
     // `format json` inside a piped script does what --json does.
     let out = NAPSTER.run(tmp.path(), "format json\nlimit\n");
     let lines = records(&out.stdout);
