@@ -10,9 +10,13 @@
 //! Then the same through two index servers sharing one PostgreSQL database (a throwaway
 //! server the benchmark starts), next to the in-memory figures.
 //!
+//! With `metrics` among the backends, the in-memory index runs again with and without
+//! `[index] metrics`, alternating, and the cost of recording metrics on the exact-name
+//! rate is printed (`RESULT metrics_cost=…`).
+//!
 //! `cargo bench --bench scale`; `NAPSTER_SCALE_PEERS` (10000), `NAPSTER_SCALE_FILES`
 //! (per peer, 100), `NAPSTER_SCALE_SECS` (per search phase, 5), `NAPSTER_SCALE_BACKENDS`
-//! (`memory,postgres`).
+//! (`memory,metrics,postgres`), `NAPSTER_SCALE_ROUNDS` (metrics off/on pairs, 2).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -79,12 +83,22 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn start_index(dir: &std::path::Path, database: Option<&str>) -> (Killed, SocketAddr) {
+    start_index_with(dir, database, false)
+}
+
+fn start_index_with(
+    dir: &std::path::Path,
+    database: Option<&str>,
+    metrics: bool,
+) -> (Killed, SocketAddr) {
     std::fs::create_dir_all(dir).unwrap();
+    // Every simulated peer connects from 127.0.0.1: the per-address caps would refuse them.
     std::fs::write(
         dir.join("napster.toml"),
         format!(
-            "[index]\nmax_connections = 30000\nsession_ttl = 600\ndatabase = \"{}\"\n[log]\nlevel = \"warn\"\n",
-            database.unwrap_or_default()
+            "[index]\nmax_connections = 30000\nmax_connections_per_address = 30000\nmax_files_per_address = 2000000\nsession_ttl = 600\ndatabase = \"{}\"\nmetrics = \"{}\"\n[log]\nlevel = \"warn\"\n",
+            database.unwrap_or_default(),
+            if metrics { "127.0.0.1:0" } else { "" }
         ),
     )
     .unwrap();
@@ -351,8 +365,8 @@ fn main() {
     let peers = env_or("NAPSTER_SCALE_PEERS", 10_000);
     let per_peer = env_or("NAPSTER_SCALE_FILES", 100);
     let secs = env_or("NAPSTER_SCALE_SECS", 5);
-    let backends =
-        std::env::var("NAPSTER_SCALE_BACKENDS").unwrap_or_else(|_| "memory,postgres".into());
+    let backends = std::env::var("NAPSTER_SCALE_BACKENDS")
+        .unwrap_or_else(|_| "memory,metrics,postgres".into());
     let dir = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
     if backends.contains("memory") {
@@ -383,6 +397,35 @@ fn main() {
             ),
         }
         rows.push(("in memory, 1 server", figures));
+    }
+    if backends.contains("metrics") {
+        let rounds = env_or("NAPSTER_SCALE_ROUNDS", 2);
+        let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
+        // A fresh index process for every measurement, alternating off and on.
+        for round in 1..=rounds {
+            for (on, rates) in [(false, &mut rates_off), (true, &mut rates_on)] {
+                let state = if on { "on" } else { "off" };
+                let folder = dir.path().join(format!("metrics-{state}-{round}"));
+                let (index, addr) = start_index_with(&folder, None, on);
+                let label = format!("metrics {state}, round {round}");
+                rates.push(
+                    measure(&label, &[addr], None, peers, per_peer, secs)
+                        .exact
+                        .0,
+                );
+                drop(index);
+            }
+        }
+        let median = |rates: &mut Vec<f64>| {
+            rates.sort_by(f64::total_cmp);
+            rates[rates.len() / 2]
+        };
+        let (off_rate, on_rate) = (median(&mut rates_off), median(&mut rates_on));
+        println!(
+            "  RESULT metrics_cost={:.1}% (exact-name req/s, median of {rounds}: {off_rate:.0} off, {on_rate:.0} on; \
+             every round off: {rates_off:.0?}, on: {rates_on:.0?})",
+            (1.0 - on_rate / off_rate) * 100.0
+        );
     }
     if backends.contains("postgres") {
         let pg = pg::Postgres::start();

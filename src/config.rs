@@ -64,6 +64,8 @@ pub struct IndexConfig {
     pub min_pattern_len: usize,
     /// PostgreSQL URL of a shared index; empty keeps the index in memory.
     pub database: String,
+    /// `host:port` serving Prometheus metrics on `/metrics`; empty: none.
+    pub metrics: String,
 }
 
 impl Default for IndexConfig {
@@ -83,6 +85,7 @@ impl Default for IndexConfig {
             max_name_len: crate::protocol::MAX_NAME,
             min_pattern_len: 2,
             database: String::new(),
+            metrics: String::new(),
         }
     }
 }
@@ -259,6 +262,14 @@ impl Config {
             return bad(
                 "index.max_name_len",
                 &format!("must be between 1 and {}", crate::protocol::MAX_NAME),
+            );
+        }
+        if !self.index.metrics.is_empty()
+            && self.index.metrics.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(
+                "index.metrics",
+                "must be an IP address and port like \"127.0.0.1:9464\" (or \"\" for none)",
             );
         }
         if self.index.max_results == 0 {

@@ -61,6 +61,9 @@ pub enum Error {
     /// The user pressed Ctrl-C or the process is shutting down.
     #[error("cancelled (a download keeps what arrived: `get` it again to resume)")]
     Cancelled,
+    /// What was asked for (a file, a peer) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// Any other failure, already worded for the user.
     #[error("{0}")]
     Other(String),

@@ -124,6 +124,25 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
     F: Fn(Connection, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
+    accept_loop_observed::<Req, Resp, F, Fut>(listener, admission, shutdown, None, serve).await;
+}
+
+/// Called for each connection told `busy` (for metrics).
+pub type OnBusy = Arc<dyn Fn() + Send + Sync>;
+
+/// [`accept_loop`], calling `on_busy` for each connection it refuses at a limit.
+pub async fn accept_loop_observed<Req, Resp, F, Fut>(
+    listener: Async<TcpListener>,
+    admission: Admission,
+    shutdown: Shutdown,
+    on_busy: Option<OnBusy>,
+    serve: F,
+) where
+    Req: Handshake + serde::de::DeserializeOwned + Send,
+    Resp: Reply + serde::Serialize + Send + Sync,
+    F: Fn(Connection, Shutdown) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(admission.max_connections));
     let per_address = PerAddress::default();
     let serve = Arc::new(serve);
@@ -147,6 +166,11 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
         // Counted before the global permit, so one address cannot take it from others.
         let slot = AddressSlot::take(&per_address, ip, admission.max_per_address);
         let permit = slot.as_ref().and_then(|_| permits.try_acquire_arc());
+        if (slot.is_none() || permit.is_none())
+            && let Some(on_busy) = &on_busy
+        {
+            on_busy();
+        }
         let serve = serve.clone();
         let shutdown = shutdown.clone();
         runtime::spawn(async move {

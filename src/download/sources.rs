@@ -20,7 +20,7 @@ pub fn sources(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>
         )));
     }
     if hits.is_empty() {
-        return Err(Error::msg(format!(
+        return Err(Error::NotFound(format!(
             "no peer shares {name:?}; `search` finds names that match part of it"
         )));
     }
@@ -33,7 +33,7 @@ pub fn sources(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>
     if let Some(peer) = peer {
         return match hits.iter().find(|h| h.peer_id == peer) {
             Some(hit) => Ok(vec![hit.clone()]),
-            None => Err(Error::msg(format!(
+            None => Err(Error::NotFound(format!(
                 "peer {peer} does not share {name:?}; it is shared by peer(s) {}",
                 ids()
             ))),

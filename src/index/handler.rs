@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use tracing::{info, warn};
 
 use super::Server;
+use super::metrics::{Kind, kind};
 use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
@@ -87,6 +88,27 @@ fn registered(session: &Session) -> Result<u64, Reject> {
 impl<S: Store> Server<S> {
     /// Answer one request of `session` (after the handshake).
     pub async fn handle(&self, session: &mut Session, request: IndexRequest) -> IndexResponse {
+        let Some(metrics) = self.metrics.as_ref() else {
+            return self.dispatch(session, request).await;
+        };
+        let kind = kind(&request);
+        let started = (kind == Kind::Search).then(std::time::Instant::now);
+        let response = self.dispatch(session, request).await;
+        if let Some(started) = started {
+            metrics.search_took(started.elapsed());
+        }
+        let refused = match &response {
+            IndexResponse::Error { code, .. } => Some(*code),
+            _ => None,
+        };
+        if refused == Some(ErrorCode::Internal) {
+            metrics.store_error();
+        }
+        metrics.request(kind, refused.is_none());
+        response
+    }
+
+    async fn dispatch(&self, session: &mut Session, request: IndexRequest) -> IndexResponse {
         let handled = match request {
             IndexRequest::Hello { .. } => Err(Reject::bad("hello was already said")),
             IndexRequest::Ping {} => self.ping(session).await,

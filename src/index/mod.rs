@@ -4,6 +4,7 @@
 //! newer session). What each request does is [`handler`]'s.
 
 pub mod handler;
+pub mod metrics;
 pub mod store;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use crate::net::{self, Admission};
 use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
 use handler::Session;
+pub use metrics::Metrics;
 pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, StoreError, Usage};
 
 /// How often the reaper looks for peers whose sessions went silent.
@@ -90,6 +92,8 @@ pub struct Server<S> {
     admit: smol::lock::Mutex<()>,
     /// Registered sessions with an open connection: session → peer.
     open: Mutex<HashMap<u64, u64>>,
+    /// What it counts, when metrics are on.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S: Store> Server<S> {
@@ -101,7 +105,14 @@ impl<S: Store> Server<S> {
             next_session: AtomicU64::new(0),
             admit: smol::lock::Mutex::new(()),
             open: Mutex::default(),
+            metrics: None,
         }
+    }
+
+    /// Count what it does in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Note which peer `session` holds now (none once it unregistered or closed).
@@ -157,7 +168,12 @@ impl<S: Store> Server<S> {
             }
             match self.store.expire(ttl).await {
                 Ok(0) => {}
-                Ok(n) => info!("expired {n} silent peer(s)"),
+                Ok(n) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.expired(n as u64);
+                    }
+                    info!("expired {n} silent peer(s)");
+                }
                 Err(e) => {
                     warn!("expiring peers: {e}");
                     refreshed = None;
@@ -175,7 +191,21 @@ pub async fn run<S: Store>(
     settings: Settings,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let server = Arc::new(Server::new(store, settings));
+    run_with_metrics(listener, store, settings, shutdown, None).await
+}
+
+/// [`run`], counting what the server does in `metrics` (see [`metrics`]).
+pub async fn run_with_metrics<S: Store>(
+    listener: Async<TcpListener>,
+    store: Arc<S>,
+    settings: Settings,
+    shutdown: Shutdown,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<()> {
+    let on_busy = metrics
+        .clone()
+        .map(|m| Arc::new(move || m.refused_busy()) as net::OnBusy);
+    let server = Arc::new(Server::new(store, settings).with_metrics(metrics));
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move { server.reap().await })
@@ -185,10 +215,11 @@ pub async fn run<S: Store>(
         max_connections: net::fit_connections(settings.max_connections, "index server"),
         max_per_address: settings.max_connections_per_address,
     };
-    net::accept_loop::<IndexRequest, IndexResponse, _, _>(
+    net::accept_loop_observed::<IndexRequest, IndexResponse, _, _>(
         listener,
         admission,
         shutdown,
+        on_busy,
         move |conn, shutdown| {
             let server = server.clone();
             async move { server.serve(conn, shutdown).await }

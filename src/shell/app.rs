@@ -14,9 +14,10 @@ use super::Shell;
 use super::services::{Backend, Serving};
 use crate::client::{IndexClient, PeerClient};
 use crate::error::{Error, IoContext, Result};
-use crate::index::{self, MemoryStore, PgStore};
+use crate::index::metrics::{Counts, Endpoint};
+use crate::index::{self, MemoryStore, Metrics, PgStore, Store};
 use crate::peer::{self, SharingSettings};
-use crate::protocol::Limits;
+use crate::protocol::{Hit, Limits};
 use crate::runtime;
 
 /// A progress bar that disappears when dropped, however its command ends.
@@ -33,6 +34,24 @@ impl std::ops::Deref for Bar {
 impl Drop for Bar {
     fn drop(&mut self) {
         self.0.finish_and_clear();
+    }
+}
+
+/// Read the gauges of `metrics` from `store` at each scrape (and its pool, on PostgreSQL).
+fn census<S: Store>(
+    metrics: &Option<Arc<Metrics>>,
+    store: Arc<S>,
+    pool: impl Fn() -> Option<(u32, u32, u32)> + Send + Sync + 'static,
+) {
+    if let Some(metrics) = metrics {
+        metrics.set_census(Box::new(move || {
+            let peers = smol::block_on(store.peers()).ok()?;
+            Some(Counts {
+                peers: peers.len() as u64,
+                files: peers.iter().map(|p| p.files).sum(),
+                pool: pool(),
+            })
+        }));
     }
 }
 
@@ -56,20 +75,29 @@ impl Shell {
         let database = database.unwrap_or_else(|| self.config.index.database.clone());
         let (trigger, shutdown) = runtime::shutdown_pair();
         let settings = index::Settings::from_config(&self.config);
+        let metrics = (!self.config.index.metrics.is_empty()).then(|| Arc::new(Metrics::new()));
+        let endpoint = match &metrics {
+            Some(m) => Some(Endpoint::start(&self.config.index.metrics, m.clone())?),
+            None => None,
+        };
         let (task, backend) = if database.is_empty() {
             let store = Arc::new(MemoryStore::new());
-            let task = runtime::spawn(index::run(listener, store.clone(), settings, shutdown));
-            (task, Backend::Memory(store))
+            census(&metrics, store.clone(), || None);
+            let run = index::run_with_metrics(listener, store.clone(), settings, shutdown, metrics);
+            (runtime::spawn(run), Backend::Memory(store))
         } else {
             let store = Arc::new(PgStore::connect(&database).await?);
-            let task = runtime::spawn(index::run(listener, store.clone(), settings, shutdown));
-            (task, Backend::Postgres(store))
+            let pooled = store.clone();
+            census(&metrics, store.clone(), move || Some(pooled.pool_state()));
+            let run = index::run_with_metrics(listener, store.clone(), settings, shutdown, metrics);
+            (runtime::spawn(run), Backend::Postgres(store))
         };
         Ok(Serving {
             addr,
             task,
             trigger,
             backend,
+            metrics: endpoint,
         })
     }
 
@@ -209,4 +237,34 @@ pub(super) fn reachable(addr: SocketAddr) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, addr.port())
+}
+
+impl Shell {
+    /// Round-trip times of the peers in `hits`, pinged at once.
+    pub(super) async fn ping_all(
+        &self,
+        hits: &[Hit],
+    ) -> std::collections::BTreeMap<u64, (String, Option<f64>)> {
+        let mut seen = std::collections::BTreeMap::new();
+        for hit in hits {
+            seen.entry(hit.peer_id).or_insert(hit.addr);
+        }
+        let limits = self.config.limits();
+        let pings: Vec<_> = seen
+            .into_iter()
+            .map(|(id, addr)| (id, runtime::spawn(ping(addr, limits))))
+            .collect();
+        let mut rtts = std::collections::BTreeMap::new();
+        for (id, ping) in pings {
+            let entry = match ping.await {
+                Ok(rtt) => {
+                    let ms = rtt.as_secs_f64() * 1e3;
+                    (format!("{ms:.2} ms"), Some(ms))
+                }
+                Err(_) => ("unreachable".into(), None),
+            };
+            rtts.insert(id, entry);
+        }
+        rtts
+    }
 }

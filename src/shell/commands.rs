@@ -1,7 +1,12 @@
-//! The command table: the one source of truth for parsing, `help`, completion and hints.
+//! The command table: the one source of truth for parsing (a `clap` command built from
+//! each entry, used by the shell's lines and by the binary's one-shot subcommands alike),
+//! `help`, completion, hints and `napster completions`.
 
-use std::path::PathBuf;
-
+pub use super::args::{Command, Direction, Format, SearchArgs, from_matches};
+use super::args::{
+    connect_params, format_params, get_params, help_params, limit_params, no_params, peer_params,
+    register_params, search_params, serve_params, share_params, unshare_params,
+};
 use crate::error::{Error, Result};
 
 /// One command of the shell.
@@ -15,6 +20,10 @@ pub struct Spec {
     pub summary: &'static str,
     /// The rest of `help <command>`.
     pub details: &'static str,
+    /// Other names it answers to.
+    pub aliases: &'static [&'static str],
+    /// Its arguments, as `clap` parses them (the usage line is `args`).
+    pub params: fn() -> Vec<clap::Arg>,
 }
 
 /// Every command, in the order `help` lists them.
@@ -27,6 +36,8 @@ pub const COMMANDS: &[Spec] = &[
                   0 takes any free port and prints it). This shell then uses it as its index. \
                   The index lives in memory, or in PostgreSQL when a database URL is given (or \
                   [index] database is set): then any number of index servers share one index.",
+        aliases: &[],
+        params: serve_params,
     },
     Spec {
         name: "connect",
@@ -36,6 +47,8 @@ pub const COMMANDS: &[Spec] = &[
                   IPv6 addresses go in brackets: connect [::1]:45000. With several index \
                   servers sharing one database, give them all: a peer moves to the next when \
                   its server goes away, and registers again there by itself.",
+        aliases: &[],
+        params: connect_params,
     },
     Spec {
         name: "register",
@@ -44,6 +57,8 @@ pub const COMMANDS: &[Spec] = &[
         details: "Defaults: [peer] dir and [peer] port from napster.toml; port 0 takes any free \
                   port. Prints the Peer ID the index assigned. The files stay in the index while \
                   this process runs.",
+        aliases: &[],
+        params: register_params,
     },
     Spec {
         name: "share",
@@ -51,12 +66,16 @@ pub const COMMANDS: &[Spec] = &[
         summary: "share another folder too",
         details: "Its files appear with names relative to it. Shared folders are watched: added, \
                   changed, renamed and deleted files reach the index by themselves.",
+        aliases: &[],
+        params: share_params,
     },
     Spec {
         name: "unshare",
         args: "<dir|file>",
         summary: "withdraw a shared folder, or one file (by its shared name or path)",
         details: "",
+        aliases: &[],
+        params: unshare_params,
     },
     Spec {
         name: "refresh",
@@ -65,12 +84,16 @@ pub const COMMANDS: &[Spec] = &[
         details: "Shares follow their folders by themselves (notifications, and a rescan every \
                   [peer] rescan seconds); refresh forces it. Only new or changed files are read; \
                   the rest come from the hash cache.",
+        aliases: &["rescan"],
+        params: no_params,
     },
     Spec {
         name: "unregister",
         args: "",
         summary: "withdraw this peer's files and stop serving them",
         details: "",
+        aliases: &[],
+        params: no_params,
     },
     Spec {
         name: "search",
@@ -83,12 +106,16 @@ pub const COMMANDS: &[Spec] = &[
                   into one with its peer count; -n N asks for at most N rows (default \
                   [shell] results, capped by the index's [index] max_results); -r pings each \
                   peer and shows its round-trip time.",
+        aliases: &[],
+        params: search_params,
     },
     Spec {
         name: "files",
         args: "<peer>",
         summary: "list every file a peer shares (browse)",
         details: "The peer is a Peer ID from `search` or `peers`.",
+        aliases: &["browse"],
+        params: peer_params,
     },
     Spec {
         name: "get",
@@ -99,12 +126,16 @@ pub const COMMANDS: &[Spec] = &[
                   [peer] downloads; a different file already there is never overwritten (the new \
                   one becomes `name (1).ext`). Ctrl-C stops it and keeps what arrived: `get` \
                   again resumes. -b runs it in the background (see `transfers`).",
+        aliases: &[],
+        params: get_params,
     },
     Spec {
         name: "transfers",
         args: "",
         summary: "list background downloads",
         details: "",
+        aliases: &[],
+        params: no_params,
     },
     Spec {
         name: "limit",
@@ -113,163 +144,88 @@ pub const COMMANDS: &[Spec] = &[
         details: "Rates are bytes per second: 500kB/s, 2MiB/s, 1000000. The upload limit is shared \
                   by everything this peer serves, the download limit by all downloads. \
                   Defaults: [peer] upload_limit and download_limit.",
+        aliases: &[],
+        params: limit_params,
     },
     Spec {
         name: "ping",
         args: "<peer>",
         summary: "round-trip time to a peer's file server",
         details: "The peer is a Peer ID from `search` or `peers`.",
+        aliases: &[],
+        params: peer_params,
     },
     Spec {
         name: "peers",
         args: "",
         summary: "list the peers registered with the index",
         details: "",
+        aliases: &[],
+        params: no_params,
     },
     Spec {
         name: "status",
         args: "",
         summary: "what this process serves, shares and talks to",
         details: "",
+        aliases: &[],
+        params: no_params,
+    },
+    Spec {
+        name: "format",
+        args: "[table|json]",
+        summary: "show or choose how results print: tables, or JSON Lines for programs",
+        details: "json prints one JSON object per line on stdout (one per result row or \
+                  event; see docs/JSON.md) and errors as JSON on stderr; the same as running \
+                  napster with --json.",
+        aliases: &[],
+        params: format_params,
     },
     Spec {
         name: "help",
         args: "[command]",
         summary: "list the commands, or explain one",
         details: "",
+        aliases: &["?"],
+        params: help_params,
     },
     Spec {
         name: "quit",
         args: "",
         summary: "withdraw shared files, stop serving and leave (also: exit)",
         details: "",
+        aliases: &["exit"],
+        params: no_params,
     },
 ];
 
-/// A parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// `serve [port] [database-url]`
-    Serve(Option<u16>, Option<String>),
-    /// `connect [host:port]`
-    Connect(Option<String>),
-    /// `register [dir] [port]`
-    Register(Option<PathBuf>, Option<u16>),
-    /// `unregister`
-    Unregister,
-    /// `refresh`
-    Refresh,
-    /// `share <dir>`
-    Share(PathBuf),
-    /// `unshare <dir|file>`
-    Unshare(String),
-    /// `search [-r] [-c] [-n N] <terms>`
-    Search(SearchArgs),
-    /// `files <peer>`
-    Files(u64),
-    /// `get [-b] <file> [peer]`
-    Get(String, Option<u64>, bool),
-    /// `transfers`
-    Transfers,
-    /// `limit [up|down] [rate]`
-    Limit(Option<Direction>, Option<u64>),
-    /// `ping <peer>`
-    Ping(u64),
-    /// `peers`
-    Peers,
-    /// `status`
-    Status,
-    /// `help [command]`
-    Help(Option<String>),
-    /// `quit`
-    Quit,
-}
-
-/// What `search` was asked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SearchArgs {
-    /// The query for the index.
-    pub search: crate::protocol::SearchQuery,
-    /// Ping each peer.
-    pub rtt: bool,
-    /// One row per distinct contents.
-    pub collapse: bool,
-}
-
-/// Parse `search`'s words: flags first, then name words, `sha256:` and size terms.
-fn search_args(args: &[String]) -> Result<SearchArgs> {
-    let mut parsed = SearchArgs::default();
-    let mut words = Vec::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let size = |text: &str| {
-            text.trim()
-                .parse::<bytesize::ByteSize>()
-                .map(|b| b.as_u64())
-                .map_err(|_| Error::Usage(format!("{text:?} is not a size (like 10MB or 1GiB)")))
-        };
-        match arg.as_str() {
-            "-r" if words.is_empty() => parsed.rtt = true,
-            "-c" if words.is_empty() => parsed.collapse = true,
-            "-n" if words.is_empty() => {
-                let n = args
-                    .next()
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .filter(|&n| n > 0);
-                parsed.search.limit =
-                    Some(n.ok_or_else(|| Error::Usage("-n takes a number of rows".into()))?);
-            }
-            term if term.to_lowercase().starts_with("sha256:") => {
-                let hex = term[7..].to_lowercase();
-                if let Some(problem) = crate::protocol::sha256_prefix_problem(&hex) {
-                    return Err(Error::Usage(problem.into()));
-                }
-                parsed.search.sha256 = Some(hex);
-            }
-            term if term.starts_with(">=") => parsed.search.min_size = Some(size(&term[2..])?),
-            term if term.starts_with('>') => {
-                parsed.search.min_size = Some(size(&term[1..])?.saturating_add(1));
-            }
-            term if term.starts_with("<=") => parsed.search.max_size = Some(size(&term[2..])?),
-            term if term.starts_with('<') => {
-                parsed.search.max_size = Some(size(&term[1..])?.saturating_sub(1));
-            }
-            word => words.push(word.to_owned()),
-        }
-    }
-    parsed.search.pattern = words.join(" ");
-    if parsed.search.pattern.is_empty() && parsed.search.sha256.is_none() {
-        return Err(usage("search"));
-    }
-    Ok(parsed)
-}
-
-/// Which way a bandwidth limit applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// What this peer serves.
-    Up,
-    /// What this process downloads.
-    Down,
-}
-
-fn peer_id(text: &str) -> Result<u64> {
-    text.parse::<u64>()
-        .map_err(|_| Error::Usage(format!("{text:?} is not a Peer ID (see `search`)")))
-}
-
-/// The table entry for `name`.
+/// The table entry for `name` or one of its aliases.
 pub fn spec(name: &str) -> Option<&'static Spec> {
-    COMMANDS.iter().find(|c| c.name == name)
+    COMMANDS
+        .iter()
+        .find(|c| c.name == name || c.aliases.contains(&name))
 }
 
-fn usage(name: &str) -> Error {
-    let spec = spec(name).expect("usage of a known command");
-    Error::Usage(
-        format!("usage: {} {}", spec.name, spec.args)
-            .trim_end()
-            .to_owned(),
-    )
+fn usage_line(spec: &Spec) -> String {
+    format!("usage: {} {}", spec.name, spec.args)
+        .trim_end()
+        .to_owned()
+}
+
+/// The `clap` command of a table entry.
+pub fn clap_command(spec: &'static Spec) -> clap::Command {
+    let long = if spec.details.is_empty() {
+        spec.summary.to_owned()
+    } else {
+        format!("{}.\n\n{}", spec.summary, spec.details)
+    };
+    clap::Command::new(spec.name)
+        .about(spec.summary)
+        .long_about(long)
+        .override_usage(format!("{} {}", spec.name, spec.args).trim_end().to_owned())
+        .visible_aliases(spec.aliases.iter().copied().filter(|a| *a != "?"))
+        .aliases(spec.aliases.iter().copied().filter(|a| *a == "?"))
+        .args((spec.params)())
 }
 
 /// Parse one line; `Ok(None)` for a blank line or a comment.
@@ -284,122 +240,42 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
         return Ok(None);
     };
     let name = name.to_lowercase();
-    let arity = |min: usize, max: usize| {
-        if args.len() < min || args.len() > max {
-            Err(usage(&name))
-        } else {
-            Ok(())
-        }
+    let Some(spec) = spec(&name) else {
+        return Err(Error::Usage(format!(
+            "unknown command {:?}; type `help` for the list",
+            crate::protocol::truncate(&name)
+        )));
     };
-    let port = |text: &str| {
-        text.parse::<u16>()
-            .map_err(|_| Error::Usage(format!("{text:?} is not a port (0 to 65535)")))
-    };
-    let command = match name.as_str() {
-        "serve" => {
-            arity(0, 2)?;
-            let (port_arg, database) = match args {
-                [] => (None, None),
-                [one] if one.contains("://") => (None, Some(one.clone())),
-                [one] => (Some(one), None),
-                [one, two] => (Some(one), Some(two.clone())),
-                _ => return Err(usage(&name)),
-            };
-            Command::Serve(port_arg.map(|p| port(p)).transpose()?, database)
-        }
-        "connect" => {
-            arity(0, 8)?;
-            Command::Connect((!args.is_empty()).then(|| args.join(",")))
-        }
-        "register" => {
-            arity(0, 2)?;
-            Command::Register(
-                args.first().map(PathBuf::from),
-                args.get(1).map(|p| port(p)).transpose()?,
-            )
-        }
-        "refresh" | "rescan" => {
-            arity(0, 0)?;
-            Command::Refresh
-        }
-        "share" => {
-            arity(1, 1)?;
-            Command::Share(PathBuf::from(&args[0]))
-        }
-        "unshare" => {
-            arity(1, 1)?;
-            Command::Unshare(args[0].clone())
-        }
-        "unregister" => {
-            arity(0, 0)?;
-            Command::Unregister
-        }
-        "search" => Command::Search(search_args(args)?),
-        "files" | "browse" => {
-            arity(1, 1)?;
-            Command::Files(peer_id(&args[0])?)
-        }
-        "get" => {
-            let (background, args) = flag(args, "-b");
-            if args.is_empty() || args.len() > 2 {
-                return Err(usage(&name));
-            }
-            let peer = args.get(1).map(|p| peer_id(p)).transpose()?;
-            Command::Get(args[0].clone(), peer, background)
-        }
-        "transfers" => {
-            arity(0, 0)?;
-            Command::Transfers
-        }
-        "limit" => {
-            arity(0, 2)?;
-            let direction = match args.first().map(|a| a.to_lowercase()).as_deref() {
-                None => None,
-                Some("up" | "upload") => Some(Direction::Up),
-                Some("down" | "download") => Some(Direction::Down),
-                Some(_) => return Err(usage(&name)),
-            };
-            let rate = args
-                .get(1)
-                .map(|r| crate::limit::parse_rate(r).map_err(|e| Error::Usage(e.to_string())))
-                .transpose()?;
-            Command::Limit(direction, rate)
-        }
-        "ping" => {
-            arity(1, 1)?;
-            Command::Ping(peer_id(&args[0])?)
-        }
-        "peers" => {
-            arity(0, 0)?;
-            Command::Peers
-        }
-        "status" => {
-            arity(0, 0)?;
-            Command::Status
-        }
-        "help" | "?" => {
-            arity(0, 1)?;
-            Command::Help(args.first().map(|a| a.to_lowercase()))
-        }
-        "quit" | "exit" => {
-            arity(0, 0)?;
-            Command::Quit
-        }
-        other => {
-            return Err(Error::Usage(format!(
-                "unknown command {:?}; type `help` for the list",
-                crate::protocol::truncate(other)
-            )));
-        }
-    };
-    Ok(Some(command))
+    let matches = clap_command(spec)
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .try_get_matches_from(args)
+        .map_err(|e| clap_error(spec, &e))?;
+    from_matches(spec.name, &matches).map(Some)
 }
 
-/// Whether `flag` leads the arguments, and the arguments without it.
-fn flag<'a>(args: &'a [String], flag: &str) -> (bool, &'a [String]) {
-    match args.split_first() {
-        Some((first, rest)) if first == flag => (true, rest),
-        _ => (false, args),
+/// A `clap` error about a command's words, worded like the shell's own.
+fn clap_error(spec: &Spec, e: &clap::Error) -> Error {
+    use clap::error::ErrorKind;
+    let rendered = e.render().to_string();
+    // The first paragraph: what is wrong (clap puts a missing argument's name on its
+    // own line).
+    let words: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = words.join(" ");
+    let first = joined.trim_start_matches("error: ");
+    match e.kind() {
+        ErrorKind::ValueValidation => {
+            // Our own validators already say what is wrong: keep only their words.
+            let own = std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| first.to_owned());
+            Error::Usage(own)
+        }
+        _ => Error::Usage(format!("{first}\n{}", usage_line(spec))),
     }
 }
 

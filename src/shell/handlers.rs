@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::commands::{self, Direction};
+use super::output::{FileRow, Record};
 use super::services::sharing_line;
 use super::{Refresh, Shell, render};
 use crate::client::IndexClient;
@@ -14,8 +15,6 @@ use crate::error::{Error, Result};
 use crate::index::PgStore;
 use crate::limit::show_rate;
 use crate::peer::{self, Sharing};
-use crate::protocol::Hit;
-use crate::runtime;
 
 use super::app::{parse_addrs, ping, reachable};
 
@@ -34,7 +33,15 @@ impl Shell {
         let serving = self.start_index(port, database).await?;
         let (addr, kind) = (serving.addr, serving.backend.name());
         self.services.set_serving(serving);
+        self.emit(Record::Serving {
+            at: addr.into(),
+            backend: kind.to_owned(),
+            metrics: self.services.metrics_url(),
+        });
         put!(out, "index server listening on {addr}");
+        if let Some(url) = self.services.metrics_url() {
+            put!(out, "metrics on {url}");
+        }
         if kind != "in memory" {
             put!(
                 out,
@@ -80,6 +87,10 @@ impl Shell {
                 format!("; fails over to {}", others.join(", "))
             }
         );
+        self.emit(Record::Connected {
+            at: client.addr().into(),
+            rtt_ms: rtt.as_secs_f64() * 1e3,
+        });
         self.index = Some(addrs);
         self.client = Some(client);
         Ok(out)
@@ -116,6 +127,17 @@ impl Shell {
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
         let sharing = Sharing::start(share, &index, &settings).await?;
         let index = sharing.state().index;
+        self.emit(Record::Registered {
+            peer_id: sharing.state().peer_id,
+            index: index.to_string(),
+            at: sharing.addr.into(),
+            dir: root.display().to_string(),
+            files: count as u64,
+            bytes,
+            hashed_files: stats.hashed_files as u64,
+            hashed_bytes: stats.hashed_bytes,
+            cached_files: stats.cached_files as u64,
+        });
         put!(
             out,
             "registered as peer {} with the index at {index}: {}, {} from {}; serving on {}",
@@ -149,6 +171,13 @@ impl Shell {
         let summary = sharing_line(&sharing);
         let done = done?;
         let upserted = done.changes.upsert.len() as u64;
+        self.emit(Record::Refreshed {
+            changed: upserted,
+            removed: done.changes.removed.len() as u64,
+            hashed_files: done.stats.hashed_files as u64,
+            hashed_bytes: done.stats.hashed_bytes,
+            unsettled: done.unsettled as u64,
+        });
         put!(
             out,
             "{}: {} new or changed, {} withdrawn; hashed {} ({}){}",
@@ -175,6 +204,7 @@ impl Shell {
             Some(sharing) => {
                 let id = sharing.state().peer_id;
                 sharing.stop().await;
+                self.emit(Record::Unregistered { peer_id: id });
                 put!(out, "peer {id} unregistered; its files left the index");
                 Ok(out)
             }
@@ -189,17 +219,20 @@ impl Shell {
             args.search.limit = Some(self.config.shell.results);
         }
         let (hits, truncated) = self.client().await?.find(&args.search).await?;
+        self.rows = true;
         *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
         let what = match (&args.search.pattern, &args.search.sha256) {
             (p, Some(h)) if p.is_empty() => format!("sha256:{h}"),
             (p, _) => format!("{p:?}"),
         };
         if hits.is_empty() {
+            self.nothing_matched = true;
             put!(out, "no file matches {what}");
             return Ok(out);
         }
         let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
         if args.collapse {
+            self.records.extend(super::output::collapsed(&hits));
             put!(out, "{}", render::collapsed(&hits));
         } else {
             let rtts = if args.rtt {
@@ -207,6 +240,14 @@ impl Shell {
             } else {
                 Default::default()
             };
+            for hit in &hits {
+                let mut row = FileRow::of(hit);
+                if args.rtt {
+                    row.rtt_ms = Some(rtts.get(&hit.peer_id).and_then(|r| r.1));
+                }
+                self.emit(Record::Hit(row));
+            }
+            let rtts = rtts.into_iter().map(|(id, (text, _))| (id, text)).collect();
             put!(out, "{}", render::hits(&hits, args.rtt.then_some(&rtts)));
         }
         put!(
@@ -217,6 +258,9 @@ impl Shell {
         );
         if truncated {
             let shown = hits.len();
+            self.emit(Record::Truncated {
+                shown: shown as u64,
+            });
             put!(
                 out,
                 "(more match: showing the first {shown}; narrow the search, or ask for more with -n (up to {max}))"
@@ -229,8 +273,12 @@ impl Shell {
         let mut out = String::new();
         let limit = Some(self.config.index.max_results as u32);
         let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
+        self.rows = true;
         *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
+        self.records
+            .extend(hits.iter().map(|h| Record::File(FileRow::of(h))));
         if hits.is_empty() {
+            self.nothing_matched = true;
             put!(out, "peer {peer} shares no files");
             return Ok(out);
         }
@@ -271,6 +319,10 @@ impl Shell {
         if background {
             job.cancel = Cancel::default();
             let id = self.services.transfers().start(job);
+            self.emit(Record::Started {
+                transfer: id as u64,
+                name: name.to_owned(),
+            });
             put!(
                 out,
                 "download {id} of {name} runs in the background; `transfers` shows it"
@@ -291,8 +343,22 @@ impl Shell {
                 }
             })
         };
+        if self.progress_records {
+            job.progress = super::output::progress(&file, job.progress.clone());
+        }
         let done = download::fetch(job).await?;
         drop(bar);
+        self.emit(Record::Saved {
+            name: file.name.clone(),
+            path: done.path.display().to_string(),
+            size: done.size,
+            sha256: file.sha256.clone(),
+            peer_ids: done.peers.clone(),
+            resumed: done.resumed,
+            refetched: done.refetched,
+            seconds: done.elapsed.as_secs_f64(),
+            already_there: done.already_there,
+        });
         if done.already_there {
             put!(
                 out,
@@ -339,6 +405,11 @@ impl Shell {
             (Some(Direction::Down), Some(rate)) => self.download.set(rate),
             _ => {}
         }
+        let some = |rate: u64| (rate > 0).then_some(rate);
+        self.emit(Record::Limits {
+            upload: some(self.upload.rate()),
+            download: some(self.download.rate()),
+        });
         put!(
             out,
             "upload limit: {}; download limit: {}",
@@ -351,11 +422,16 @@ impl Shell {
     pub(super) async fn ping(&mut self, peer: u64) -> Result<String> {
         let mut out = String::new();
         let peers = self.client().await?.peers().await?;
-        let info = peers
-            .iter()
-            .find(|p| p.peer_id == peer)
-            .ok_or_else(|| Error::msg(format!("peer {peer} is not registered (see `peers`)")))?;
+        let info = peers.iter().find(|p| p.peer_id == peer).ok_or_else(|| {
+            Error::NotFound(format!("peer {peer} is not registered (see `peers`)"))
+        })?;
         let rtt = ping(info.addr, self.config.limits()).await?;
+        let (addr, rtt_ms) = (info.addr, rtt.as_secs_f64() * 1e3);
+        self.emit(Record::Pong {
+            peer_id: peer,
+            at: addr.into(),
+            rtt_ms,
+        });
         put!(
             out,
             "peer {peer} ({}): rtt {:.2} ms",
@@ -365,34 +441,14 @@ impl Shell {
         Ok(out)
     }
 
-    /// Round-trip times of the peers in `hits`, pinged at once.
-    async fn ping_all(&self, hits: &[Hit]) -> std::collections::BTreeMap<u64, String> {
-        let mut seen = std::collections::BTreeMap::new();
-        for hit in hits {
-            seen.entry(hit.peer_id).or_insert(hit.addr);
-        }
-        let limits = self.config.limits();
-        let pings: Vec<_> = seen
-            .into_iter()
-            .map(|(id, addr)| (id, runtime::spawn(ping(addr, limits))))
-            .collect();
-        let mut rtts = std::collections::BTreeMap::new();
-        for (id, ping) in pings {
-            let text = match ping.await {
-                Ok(rtt) => format!("{:.2} ms", rtt.as_secs_f64() * 1e3),
-                Err(_) => "unreachable".into(),
-            };
-            rtts.insert(id, text);
-        }
-        rtts
-    }
-
     pub(super) async fn peers(&mut self) -> Result<String> {
         let mut out = String::new();
         let peers = self.client().await?.peers().await?;
+        self.rows = true;
         if peers.is_empty() {
             put!(out, "no peer is registered with the index");
         } else {
+            self.records.extend(peers.iter().map(Record::peer));
             put!(out, "{}", render::peers(&peers));
         }
         Ok(out)

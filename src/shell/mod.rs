@@ -23,9 +23,12 @@ macro_rules! say {
 }
 
 mod app;
-mod commands;
+mod args;
+pub mod cli;
+pub mod commands;
 mod editor;
 mod handlers;
+pub mod output;
 mod render;
 pub mod repl;
 mod services;
@@ -42,7 +45,8 @@ use crate::error::Result;
 use crate::limit::RateLimit;
 use crate::peer;
 pub use app::{parse_addr, parse_addrs};
-use commands::Command;
+use commands::{Command, Format};
+use output::Record;
 use parking_lot::Mutex;
 use services::Services;
 
@@ -56,12 +60,18 @@ pub enum Flow {
 }
 
 /// What a command gives back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     /// The text for stdout.
     pub text: String,
     /// Whether the shell goes on.
     pub flow: Flow,
+    /// What the command reports, for `--json`.
+    pub records: Vec<Record>,
+    /// The records are rows: print them (even none) instead of the text.
+    pub rows: bool,
+    /// A `search` or `files` that found nothing.
+    pub nothing_matched: bool,
 }
 
 /// The state behind the prompt.
@@ -78,6 +88,14 @@ pub struct Shell {
     upload: Arc<RateLimit>,
     download: Arc<RateLimit>,
     cache: Option<Arc<Mutex<peer::cache::HashCache>>>,
+    /// How results print.
+    pub format: Format,
+    /// Whether downloads report progress records (`--progress`).
+    pub progress_records: bool,
+    records: Vec<Record>,
+    /// Whether the records are the whole answer (rows, even none), not a summary.
+    rows: bool,
+    nothing_matched: bool,
 }
 
 /// What `refresh`, `share` and `unshare` ask of the share.
@@ -102,6 +120,11 @@ impl Shell {
             connect_failed: None,
             last_names: Arc::default(),
             show_progress,
+            format: Format::default(),
+            progress_records: false,
+            records: Vec::new(),
+            rows: false,
+            nothing_matched: false,
         }
     }
 
@@ -110,8 +133,16 @@ impl Shell {
         self.last_names.clone()
     }
 
+    /// Note a record of the running command.
+    fn emit(&mut self, record: Record) {
+        self.records.push(record);
+    }
+
     /// Run one parsed command; returns what it prints.
     pub async fn execute(&mut self, command: Command, cancel: Cancel) -> Result<Reply> {
+        self.records.clear();
+        self.rows = false;
+        self.nothing_matched = false;
         let text = match command {
             Command::Serve(port, database) => self.serve(port, database).await?,
             Command::Connect(addr) => self.connect(addr).await?,
@@ -134,16 +165,32 @@ impl Shell {
             Command::Peers => self.peers().await?,
             Command::Status => self.status().await?,
             Command::Help(topic) => format!("{}\n", commands::help(topic.as_deref())?),
+            Command::Format(format) => {
+                if let Some(format) = format {
+                    self.format = format;
+                }
+                let name = match self.format {
+                    Format::Table => "table",
+                    Format::Json => "json",
+                };
+                format!("format: {name}\n")
+            }
             Command::Quit => {
                 return Ok(Reply {
                     text: String::new(),
                     flow: Flow::Quit,
+                    records: Vec::new(),
+                    rows: false,
+                    nothing_matched: false,
                 });
             }
         };
         Ok(Reply {
             text,
             flow: Flow::Continue,
+            records: std::mem::take(&mut self.records),
+            rows: self.rows,
+            nothing_matched: self.nothing_matched,
         })
     }
 }

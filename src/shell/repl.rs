@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use async_signal::{Signal, Signals};
 use rustyline::error::ReadlineError;
@@ -13,8 +13,9 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 
-use super::commands;
+use super::commands::{self, Command, Format};
 use super::editor::NapsterHelper;
+use super::output::{self, exit};
 use super::services::Services;
 use super::{Flow, Shell};
 use crate::config::Config;
@@ -28,41 +29,102 @@ const PROMPT: &str = "napster> ";
 /// How long a cancelled command may take to stop cleanly.
 const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Where the commands come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Standard input: the prompt on a terminal, a script otherwise.
+    Stdin,
+    /// Lines given with `-e` (numbered from 1 in errors).
+    Lines(Vec<String>),
+    /// One command given on the command line (`napster search x`).
+    OneShot(Command),
+}
+
+/// How the binary was asked to run the shell.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the commands come from.
+    pub source: Source,
+    /// Print JSON Lines (`--json`).
+    pub json: bool,
+    /// Print progress records while downloading (`--progress`, with `--json`).
+    pub progress: bool,
+    /// Stop at the first failing line of a script (`--stop-on-error`).
+    pub stop_on_error: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            source: Source::Stdin,
+            json: false,
+            progress: false,
+            stop_on_error: false,
+        }
+    }
+}
+
 /// Flags shared between the read loop and the signal watcher.
 struct Control {
     services: Arc<Services>,
     busy: AtomicBool,
     failed: AtomicBool,
+    /// Set when a one-shot `search` or `files` found nothing.
+    nothing_matched: AtomicBool,
+    /// The exit status a signal leaves with, once nothing failed.
+    interrupted: AtomicU8,
     interrupts: Sender<()>,
     interactive: bool,
+    json: AtomicBool,
+    /// Whether a `search` or `files` that finds nothing sets the exit status (one-shot).
+    counts_nothing: bool,
 }
 
 impl Control {
     fn exit_code(&self) -> i32 {
-        i32::from(self.failed.load(Ordering::SeqCst))
+        if self.failed.load(Ordering::SeqCst) {
+            i32::from(exit::FAILED)
+        } else if self.nothing_matched.load(Ordering::SeqCst) {
+            i32::from(exit::NOTHING_MATCHED)
+        } else {
+            i32::from(self.interrupted.load(Ordering::SeqCst))
+        }
     }
 }
 
 /// Run the shell on stdin until `quit`, end of input or a signal; returns the exit code.
 pub fn run(config: Config) -> i32 {
+    run_with(config, Options::default())
+}
+
+/// Run the commands `options` name; returns the exit code.
+pub fn run_with(config: Config, options: Options) -> i32 {
     // Connections are bounded by the configured limits, not by a low default `ulimit -n`.
     crate::net::raise_fd_limit();
-    let interactive = std::io::stdin().is_terminal();
+    let interactive = matches!(options.source, Source::Stdin) && std::io::stdin().is_terminal();
     let services = Arc::new(Services::default());
     let (interrupts, interrupted) = smol::channel::unbounded();
     let control = Arc::new(Control {
         services: services.clone(),
         busy: AtomicBool::new(false),
         failed: AtomicBool::new(false),
+        nothing_matched: AtomicBool::new(false),
+        interrupted: AtomicU8::new(exit::OK),
         interrupts,
         interactive,
+        json: AtomicBool::new(options.json),
+        counts_nothing: matches!(options.source, Source::OneShot(_)),
     });
     if let Err(e) = watch_signals(control.clone()) {
         eprintln!("error: cannot watch signals: {e}");
         return 1;
     }
     let show_progress = interactive && std::io::stderr().is_terminal();
-    let mut shell = Shell::new(config.clone(), services, show_progress);
+    let mut shell = Shell::new(config.clone(), services, show_progress && !options.json);
+    if options.json {
+        shell.format = Format::Json;
+        shell.progress_records = options.progress;
+    }
     if interactive {
         interactive_loop(&mut shell, &config, &control, &interrupted);
     } else {
@@ -70,7 +132,7 @@ pub fn run(config: Config) -> i32 {
             eprintln!("error: {e}");
             return 2;
         }
-        script_loop(&mut shell, &control, &interrupted);
+        script_loop(&mut shell, &control, &interrupted, &options);
     }
     control.exit_code()
 }
@@ -91,6 +153,13 @@ fn watch_signals(control: Arc<Control>) -> std::io::Result<()> {
                     } else if signal == Signal::Int && control.interactive {
                         continue;
                     }
+                    if signal == Signal::Int && !busy {
+                        // A server stopped on purpose: not a failure.
+                    } else if signal == Signal::Int {
+                        control
+                            .interrupted
+                            .store(exit::INTERRUPTED, Ordering::SeqCst);
+                    }
                     eprintln!("napster: shutting down (withdrawing shared files)");
                     control.services.shutdown().await;
                     std::process::exit(control.exit_code());
@@ -110,6 +179,37 @@ fn run_line(
     let Some(command) = commands::parse(line)? else {
         return Ok(Flow::Continue);
     };
+    run_command(shell, command, control, interrupted)
+}
+
+/// Print a command's reply in the shell's format.
+fn print_reply(shell: &Shell, reply: &super::Reply) {
+    if shell.format == Format::Table {
+        say!("{}", reply.text);
+        return;
+    }
+    let mut text = String::new();
+    for record in &reply.records {
+        text.push_str(&output::json_line(record));
+    }
+    if reply.records.is_empty() && !reply.rows {
+        for line in reply.text.lines().filter(|l| !l.trim().is_empty()) {
+            let record = output::Record::Message {
+                text: line.to_owned(),
+            };
+            text.push_str(&output::json_line(&record));
+        }
+    }
+    say!("{text}");
+}
+
+/// Run one parsed command; errors are the caller's to print.
+fn run_command(
+    shell: &mut Shell,
+    command: Command,
+    control: &Control,
+    interrupted: &Receiver<()>,
+) -> Result<Flow> {
     while interrupted.try_recv().is_ok() {}
     let cancel = Cancel::default();
     control.busy.store(true, Ordering::SeqCst);
@@ -120,10 +220,7 @@ fn run_line(
         Ok(None)
     }));
     let result = match first {
-        Ok(Some(reply)) => {
-            say!("{}", reply.text);
-            Ok(reply.flow)
-        }
+        Ok(Some(reply)) => Ok(Some(reply)),
         Err(e) => Err(e),
         // Ctrl-C: ask the command to stop, and give it a moment to put things in order
         // (a download saves what arrived) before the prompt comes back.
@@ -133,28 +230,77 @@ fn run_line(
                 smol::Timer::after(CANCEL_GRACE).await;
                 Err(Error::Cancelled)
             }))
-            .and(Err::<Flow, _>(Error::Cancelled))
+            .and(Err(Error::Cancelled))
         }
     };
+    drop(running);
+    let result = result.map(|reply| {
+        let reply = reply.expect("only a finished command has a reply");
+        print_reply(shell, &reply);
+        if reply.nothing_matched && control.counts_nothing {
+            control.nothing_matched.store(true, Ordering::SeqCst);
+        }
+        reply.flow
+    });
+    control
+        .json
+        .store(shell.format == Format::Json, Ordering::SeqCst);
     control.busy.store(false, Ordering::SeqCst);
     result
 }
 
-fn report(result: Result<Flow>, control: &Control) -> Flow {
+/// Print a failed command's error on stderr (JSON with `--json`), with the script line
+/// it came from; `None` when it succeeded.
+fn report(result: Result<Flow>, control: &Control, line: Option<usize>) -> Option<Flow> {
     match result {
-        Ok(flow) => flow,
+        Ok(flow) => Some(flow),
         Err(e) => {
-            eprintln!("error: {e}");
+            let message = e.to_string();
+            let json = control.json.load(Ordering::SeqCst);
+            if json && matches!(e, Error::Refused { .. }) {
+                let refused = output::Record::Refused {
+                    code: output::error_code(&e),
+                    message: message.clone(),
+                };
+                say!("{}", output::json_line(&refused));
+            }
+            if json {
+                eprintln!(
+                    "{}",
+                    output::json_error(&output::error_code(&e), &message, line)
+                );
+            } else {
+                match line {
+                    Some(n) => match message.split_once('\n') {
+                        Some((first, rest)) => eprintln!("error: {first} (line {n})\n{rest}"),
+                        None => eprintln!("error: {message} (line {n})"),
+                    },
+                    None => eprintln!("error: {message}"),
+                }
+            }
             control.failed.store(true, Ordering::SeqCst);
-            Flow::Continue
+            None
         }
     }
 }
 
-fn script_loop(shell: &mut Shell, control: &Control, interrupted: &Receiver<()>) {
-    let stdin = std::io::stdin();
+fn script_loop(
+    shell: &mut Shell,
+    control: &Control,
+    interrupted: &Receiver<()>,
+    options: &Options,
+) {
+    let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = match &options.source {
+        Source::Stdin => Box::new(std::io::stdin().lock().lines()),
+        Source::Lines(lines) => Box::new(lines.clone().into_iter().map(Ok)),
+        Source::OneShot(_) => Box::new(std::iter::empty()),
+    };
     let mut quit = false;
-    for line in stdin.lock().lines() {
+    if let Source::OneShot(command) = &options.source {
+        let result = run_command(shell, command.clone(), control, interrupted);
+        quit = report(result, control, None) == Some(Flow::Quit);
+    }
+    for (n, line) in lines.enumerate() {
         let line = match line {
             Ok(line) => line,
             Err(e) => {
@@ -163,10 +309,17 @@ fn script_loop(shell: &mut Shell, control: &Control, interrupted: &Receiver<()>)
                 break;
             }
         };
-        if report(run_line(shell, &line, control, interrupted), control) == Flow::Quit {
-            quit = true;
-            break;
+        match report(
+            run_line(shell, &line, control, interrupted),
+            control,
+            Some(n + 1),
+        ) {
+            Some(Flow::Quit) => quit = true,
+            Some(Flow::Continue) => continue,
+            None if options.stop_on_error => quit = true,
+            None => continue,
         }
+        break;
     }
     // Background downloads stop with the script (they resume at the next `get`); only
     // servers keep the process alive.
@@ -174,7 +327,10 @@ fn script_loop(shell: &mut Shell, control: &Control, interrupted: &Receiver<()>)
         smol::block_on(control.services.shutdown());
         return;
     }
-    eprintln!("napster: end of input; serving until SIGINT or SIGTERM");
+    match options.source {
+        Source::Stdin => eprintln!("napster: end of input; serving until SIGINT or SIGTERM"),
+        _ => eprintln!("napster: serving until SIGINT or SIGTERM"),
+    }
     // The signal watcher shuts down and exits.
     loop {
         std::thread::park();
@@ -229,7 +385,9 @@ fn interactive_loop(
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if report(run_line(shell, &line, control, interrupted), control) == Flow::Quit {
+                if report(run_line(shell, &line, control, interrupted), control, None)
+                    == Some(Flow::Quit)
+                {
                     break;
                 }
             }

@@ -52,6 +52,8 @@ pub struct Serving {
     pub trigger: ShutdownTrigger,
     /// Its store, for `status`.
     pub backend: Backend,
+    /// Its metrics endpoint, when `[index] metrics` is set.
+    pub metrics: Option<crate::index::metrics::Endpoint>,
 }
 
 /// The background services of this process.
@@ -63,6 +65,14 @@ pub struct Services {
 }
 
 impl Services {
+    /// The URL of the index server's metrics, if it serves them.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.serving
+            .lock()
+            .as_ref()
+            .and_then(|s| s.metrics.as_ref().map(|m| m.url()))
+    }
+
     /// Whether anything is served (so the process must not exit at end of input).
     pub fn is_serving(&self) -> bool {
         self.serving.lock().is_some() || self.sharing.lock().is_some()

@@ -47,7 +47,27 @@ impl Napster {
     /// Start napster in `cwd` and feed it `script`, leaving stdin open (see
     /// [`Running::end_input`]); stderr goes to the test's.
     pub fn start(&self, cwd: &Path, script: &str) -> Running {
-        let mut child = self.command(cwd).spawn().expect("napster starts");
+        self.start_with(cwd, &[], script)
+    }
+
+    /// Run `napster ARGS` in `cwd` to completion with nothing on stdin; its exit
+    /// status, stdout and stderr.
+    pub fn run_args(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(cwd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    }
+
+    /// [`Napster::start`] with command-line arguments.
+    pub fn start_with(&self, cwd: &Path, args: &[&str], script: &str) -> Running {
+        let mut child = self
+            .command(cwd)
+            .args(args)
+            .spawn()
+            .expect("napster starts");
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(script.as_bytes()).unwrap();
         let stdout = child.stdout.take().unwrap();

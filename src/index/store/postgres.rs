@@ -59,6 +59,12 @@ fn db(e: sqlx::Error) -> StoreError {
 }
 
 impl PgStore {
+    /// The connection pool now: (most connections, open, idle), for metrics.
+    pub fn pool_state(&self) -> (u32, u32, u32) {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        (POOL_SIZE, self.pool.size(), idle)
+    }
+
     /// Connect to the database at `url` and bring its schema up to date.
     pub async fn connect(url: &str) -> crate::Result<PgStore> {
         let shown = redacted(url);

@@ -1,0 +1,344 @@
+//! What an index server counts for whoever runs it, served as Prometheus/OpenMetrics text
+//! on `/metrics` when `[index] metrics` names an address. Recording is a relaxed atomic
+//! add on counters resolved when the server starts (the search histogram takes a short
+//! lock); the peer and file gauges are read from the store at each scrape. The HTTP side
+//! is `tiny_http` on its own thread, off the executor. There is no relay yet, so no relay
+//! bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::protocol::IndexRequest;
+
+/// The kinds of index request, in the order of [`Kind::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `ping`
+    Ping,
+    /// `register`
+    Register,
+    /// `add_files`
+    AddFiles,
+    /// `remove_files`
+    RemoveFiles,
+    /// `unregister`
+    Unregister,
+    /// `search`
+    Search,
+    /// `browse`
+    Browse,
+    /// `lookup`
+    Lookup,
+    /// `peers`
+    Peers,
+    /// A second `hello`, or anything else out of turn.
+    Other,
+}
+
+impl Kind {
+    const ALL: [Kind; 10] = [
+        Kind::Ping,
+        Kind::Register,
+        Kind::AddFiles,
+        Kind::RemoveFiles,
+        Kind::Unregister,
+        Kind::Search,
+        Kind::Browse,
+        Kind::Lookup,
+        Kind::Peers,
+        Kind::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ping => "ping",
+            Kind::Register => "register",
+            Kind::AddFiles => "add_files",
+            Kind::RemoveFiles => "remove_files",
+            Kind::Unregister => "unregister",
+            Kind::Search => "search",
+            Kind::Browse => "browse",
+            Kind::Lookup => "lookup",
+            Kind::Peers => "peers",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// The kind of `request`.
+pub fn kind(request: &IndexRequest) -> Kind {
+    match request {
+        IndexRequest::Ping {} => Kind::Ping,
+        IndexRequest::Register { .. } => Kind::Register,
+        IndexRequest::AddFiles { .. } => Kind::AddFiles,
+        IndexRequest::RemoveFiles { .. } => Kind::RemoveFiles,
+        IndexRequest::Unregister {} => Kind::Unregister,
+        IndexRequest::Search(_) => Kind::Search,
+        IndexRequest::Browse { .. } => Kind::Browse,
+        IndexRequest::Lookup { .. } => Kind::Lookup,
+        IndexRequest::Peers {} => Kind::Peers,
+        IndexRequest::Hello { .. } => Kind::Other,
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
+/// The search latency buckets: 50 µs doubling to about 1.6 s.
+const SEARCH_BUCKETS: (f64, f64, u16) = (50e-6, 2.0, 16);
+
+/// What a scrape reads from the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Peers registered.
+    pub peers: u64,
+    /// Files registered.
+    pub files: u64,
+    /// The database pool, on PostgreSQL: (most connections, open, idle).
+    pub pool: Option<(u32, u32, u32)>,
+}
+
+/// Reads [`Counts`] at each scrape (`None` when the store does not answer).
+pub type Census = Box<dyn Fn() -> Option<Counts> + Send + Sync>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+/// The index server's numbers.
+pub struct Metrics {
+    registry: Registry,
+    /// `[kind][ok, error]`, resolved once so that recording is one atomic add.
+    requests: Vec<[Counter; 2]>,
+    search_seconds: Histogram,
+    busy: Counter,
+    expired: Counter,
+    store_errors: Counter,
+    peers: Gauge,
+    files: Gauge,
+    pool: Family<PoolLabels, Gauge>,
+    census: parking_lot::Mutex<Option<Census>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("napster_index");
+        let family = Family::<RequestLabels, Counter>::default();
+        let requests = Kind::ALL
+            .iter()
+            .map(|kind| {
+                ["ok", "error"].map(|outcome| {
+                    family.get_or_create_owned(&RequestLabels {
+                        kind: kind.name(),
+                        outcome,
+                    })
+                })
+            })
+            .collect();
+        registry.register(
+            "requests",
+            "Requests answered, by kind and outcome (error: the index refused it)",
+            family,
+        );
+        let (start, factor, length) = SEARCH_BUCKETS;
+        let search_seconds = Histogram::new(exponential_buckets(start, factor, length));
+        registry.register(
+            "search_seconds",
+            "Time to answer a search, in seconds",
+            search_seconds.clone(),
+        );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        let busy = refused.get_or_create_owned(&RefusedLabels { reason: "busy" });
+        registry.register(
+            "connections_refused",
+            "Connections refused at a connection limit (told busy)",
+            refused,
+        );
+        let expired = Counter::default();
+        registry.register(
+            "sessions_expired",
+            "Peers withdrawn because their session went silent",
+            expired.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Requests that failed because the store (the database) did not answer",
+            store_errors.clone(),
+        );
+        let peers = Gauge::default();
+        registry.register("peers", "Peers registered", peers.clone());
+        let files = Gauge::default();
+        registry.register("files", "Files registered", files.clone());
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "PostgreSQL pool connections: busy (a request waits when busy reaches max), idle, max",
+            pool.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            search_seconds,
+            busy,
+            expired,
+            store_errors,
+            peers,
+            files,
+            pool,
+            census: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Count one answered request.
+    pub fn request(&self, kind: Kind, ok: bool) {
+        let index = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.requests[index][usize::from(!ok)].inc();
+    }
+
+    /// Note how long a search took.
+    pub fn search_took(&self, took: Duration) {
+        self.search_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Count a connection told `busy`.
+    pub fn refused_busy(&self) {
+        self.busy.inc();
+    }
+
+    /// Count peers withdrawn for silence.
+    pub fn expired(&self, n: u64) {
+        self.expired.inc_by(n);
+    }
+
+    /// Count a request the store failed.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    /// Read the peer and file gauges from `census` at each scrape.
+    pub fn set_census(&self, census: Census) {
+        *self.census.lock() = Some(census);
+    }
+
+    /// The OpenMetrics text of every metric now.
+    pub fn encode(&self) -> String {
+        if let Some(census) = &*self.census.lock()
+            && let Some(counts) = census()
+        {
+            self.peers
+                .set(i64::try_from(counts.peers).unwrap_or(i64::MAX));
+            self.files
+                .set(i64::try_from(counts.files).unwrap_or(i64::MAX));
+            if let Some((max, open, idle)) = counts.pool {
+                let set = |state, n: u32| {
+                    self.pool
+                        .get_or_create(&PoolLabels { state })
+                        .set(i64::from(n));
+                };
+                set("max", max);
+                set("idle", idle);
+                set("busy", open.saturating_sub(idle));
+            }
+        }
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The HTTP endpoint serving [`Metrics`]; stops when dropped.
+pub struct Endpoint {
+    server: Arc<tiny_http::Server>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Serve `metrics` on `addr` (`host:port`; port 0 takes any free port).
+    pub fn start(addr: &str, metrics: Arc<Metrics>) -> Result<Endpoint> {
+        let server = tiny_http::Server::http(addr).map_err(|e| {
+            Error::Config(format!(
+                "cannot serve metrics on {addr:?} ([index] metrics): {e}"
+            ))
+        })?;
+        let bound = server.server_addr().to_ip().ok_or_else(|| {
+            Error::Config(format!("[index] metrics {addr:?} is not an IP address"))
+        })?;
+        let server = Arc::new(server);
+        let serving = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("napster-metrics".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    respond(request, &metrics);
+                }
+            })
+            .map_err(|e| Error::io("starting the metrics thread", e))?;
+        info!("metrics on http://{bound}/metrics");
+        Ok(Endpoint {
+            server,
+            addr: bound,
+            thread: Some(thread),
+        })
+    }
+
+    /// The URL to scrape.
+    pub fn url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
+    }
+}
+
+/// The OpenMetrics content type.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn respond(request: tiny_http::Request, metrics: &Metrics) {
+    let path = request.url().split('?').next().unwrap_or_default();
+    let response = if path == "/metrics" && *request.method() == tiny_http::Method::Get {
+        let header =
+            tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE).expect("a valid header");
+        tiny_http::Response::from_string(metrics.encode()).with_header(header)
+    } else {
+        tiny_http::Response::from_string("napster serves its metrics on GET /metrics\n")
+            .with_status_code(404)
+    };
+    if let Err(e) = request.respond(response) {
+        warn!("answering a metrics scrape: {e}");
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

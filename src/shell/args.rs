@@ -1,0 +1,306 @@
+//! The words of each command: what `clap` parses them into ([`Command`]), the `clap`
+//! arguments each table entry in [`super::commands`] declares, and the conversion.
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, value_parser};
+
+use crate::error::{Error, Result};
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `serve [port] [database-url]`
+    Serve(Option<u16>, Option<String>),
+    /// `connect [host:port]`
+    Connect(Option<String>),
+    /// `register [dir] [port]`
+    Register(Option<PathBuf>, Option<u16>),
+    /// `unregister`
+    Unregister,
+    /// `refresh`
+    Refresh,
+    /// `share <dir>`
+    Share(PathBuf),
+    /// `unshare <dir|file>`
+    Unshare(String),
+    /// `search [-r] [-c] [-n N] <terms>`
+    Search(SearchArgs),
+    /// `files <peer>`
+    Files(u64),
+    /// `get [-b] <file> [peer]`
+    Get(String, Option<u64>, bool),
+    /// `transfers`
+    Transfers,
+    /// `limit [up|down] [rate]`
+    Limit(Option<Direction>, Option<u64>),
+    /// `ping <peer>`
+    Ping(u64),
+    /// `peers`
+    Peers,
+    /// `status`
+    Status,
+    /// `format [table|json]`
+    Format(Option<Format>),
+    /// `help [command]`
+    Help(Option<String>),
+    /// `quit`
+    Quit,
+}
+
+/// How results print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Tables and sentences, for people.
+    #[default]
+    Table,
+    /// JSON Lines, for programs (docs/JSON.md).
+    Json,
+}
+
+/// What `search` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchArgs {
+    /// The query for the index.
+    pub search: crate::protocol::SearchQuery,
+    /// Ping each peer.
+    pub rtt: bool,
+    /// One row per distinct contents.
+    pub collapse: bool,
+}
+
+/// Which way a bandwidth limit applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// What this peer serves.
+    Up,
+    /// What this process downloads.
+    Down,
+}
+
+fn positional(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name).help(help)
+}
+
+pub(super) fn no_params() -> Vec<Arg> {
+    Vec::new()
+}
+
+pub(super) fn serve_params() -> Vec<Arg> {
+    vec![
+        positional("port", "port to listen on (0: any free port)"),
+        positional("database", "postgres:// URL of a shared index"),
+    ]
+}
+
+pub(super) fn connect_params() -> Vec<Arg> {
+    vec![
+        positional("addr", "index server host:port")
+            .num_args(0..=8)
+            .action(ArgAction::Append),
+    ]
+}
+
+pub(super) fn register_params() -> Vec<Arg> {
+    vec![
+        positional("dir", "folder to share").value_parser(value_parser!(PathBuf)),
+        positional("port", "port of this peer's file server (0: any free port)").value_parser(port),
+    ]
+}
+
+pub(super) fn share_params() -> Vec<Arg> {
+    vec![
+        positional("dir", "folder to share")
+            .required(true)
+            .value_parser(value_parser!(PathBuf)),
+    ]
+}
+
+pub(super) fn unshare_params() -> Vec<Arg> {
+    vec![positional("what", "shared folder, file name or path").required(true)]
+}
+
+pub(super) fn search_params() -> Vec<Arg> {
+    vec![
+        Arg::new("rtt")
+            .short('r')
+            .action(ArgAction::SetTrue)
+            .help("ping each peer and show its round-trip time"),
+        Arg::new("collapse")
+            .short('c')
+            .action(ArgAction::SetTrue)
+            .help("one row per distinct contents, with its peer count"),
+        Arg::new("rows")
+            .short('n')
+            .value_name("N")
+            .value_parser(|n: &str| {
+                n.parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("-n takes a number of rows (1 or more)")
+            })
+            .help("at most N rows"),
+        Arg::new("terms")
+            .help("name pattern, sha256:HEX, >SIZE, <SIZE")
+            .num_args(1..)
+            .required(true),
+    ]
+}
+
+pub(super) fn peer_params() -> Vec<Arg> {
+    vec![
+        positional("peer", "a Peer ID from `search` or `peers`")
+            .required(true)
+            .value_parser(peer_id),
+    ]
+}
+
+pub(super) fn get_params() -> Vec<Arg> {
+    vec![
+        Arg::new("background")
+            .short('b')
+            .action(ArgAction::SetTrue)
+            .help("download in the background (see `transfers`)"),
+        Arg::new("file").help("file name").required(true),
+        Arg::new("peer")
+            .help("only from this Peer ID")
+            .value_parser(peer_id),
+    ]
+}
+
+pub(super) fn limit_params() -> Vec<Arg> {
+    vec![
+        Arg::new("direction")
+            .help("up or down")
+            .value_parser(["up", "upload", "down", "download"])
+            .ignore_case(true),
+        Arg::new("rate")
+            .help("bytes per second, like 2MiB/s (0: none)")
+            .value_parser(|r: &str| crate::limit::parse_rate(r).map_err(|e| e.to_string())),
+    ]
+}
+
+pub(super) fn format_params() -> Vec<Arg> {
+    vec![Arg::new("format").value_parser(value_parser!(Format))]
+}
+
+pub(super) fn help_params() -> Vec<Arg> {
+    vec![Arg::new("command").help("a command")]
+}
+
+fn port(text: &str) -> std::result::Result<u16, String> {
+    text.parse::<u16>()
+        .map_err(|_| format!("{text:?} is not a port (0 to 65535)"))
+}
+
+fn peer_id(text: &str) -> std::result::Result<u64, String> {
+    text.parse::<u64>()
+        .map_err(|_| format!("{text:?} is not a Peer ID (see `search`)"))
+}
+
+/// Turn `search`'s terms into a query: name words, `sha256:` and size terms.
+fn search_terms(terms: &[String], parsed: &mut SearchArgs) -> Result<()> {
+    let mut words = Vec::new();
+    let size = |text: &str| {
+        text.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|_| Error::Usage(format!("{text:?} is not a size (like 10MB or 1GiB)")))
+    };
+    for term in terms {
+        match term.as_str() {
+            term if term.to_lowercase().starts_with("sha256:") => {
+                let hex = term[7..].to_lowercase();
+                if let Some(problem) = crate::protocol::sha256_prefix_problem(&hex) {
+                    return Err(Error::Usage(problem.into()));
+                }
+                parsed.search.sha256 = Some(hex);
+            }
+            term if term.starts_with(">=") => parsed.search.min_size = Some(size(&term[2..])?),
+            term if term.starts_with('>') => {
+                parsed.search.min_size = Some(size(&term[1..])?.saturating_add(1));
+            }
+            term if term.starts_with("<=") => parsed.search.max_size = Some(size(&term[2..])?),
+            term if term.starts_with('<') => {
+                parsed.search.max_size = Some(size(&term[1..])?.saturating_sub(1));
+            }
+            word => words.push(word.to_owned()),
+        }
+    }
+    parsed.search.pattern = words.join(" ");
+    if parsed.search.pattern.is_empty() && parsed.search.sha256.is_none() {
+        return Err(Error::Usage(
+            "search needs a name pattern or sha256:HEX\nusage: search [-r] [-c] [-n N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The command `name` (a table name) with its parsed arguments.
+pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
+    let text = |id: &str| m.get_one::<String>(id).cloned();
+    let command = match name {
+        "serve" => {
+            let (port_arg, database) = match (text("port"), text("database")) {
+                (Some(one), None) if one.contains("://") => (None, Some(one)),
+                (one, two) => (one, two),
+            };
+            let port = port_arg
+                .map(|p| port(&p).map_err(Error::Usage))
+                .transpose()?;
+            Command::Serve(port, database)
+        }
+        "connect" => {
+            let addrs: Vec<String> = m
+                .get_many::<String>("addr")
+                .map(|a| a.cloned().collect())
+                .unwrap_or_default();
+            Command::Connect((!addrs.is_empty()).then(|| addrs.join(",")))
+        }
+        "register" => Command::Register(
+            m.get_one::<PathBuf>("dir").cloned(),
+            m.get_one::<u16>("port").copied(),
+        ),
+        "refresh" => Command::Refresh,
+        "share" => Command::Share(m.get_one::<PathBuf>("dir").cloned().unwrap_or_default()),
+        "unshare" => Command::Unshare(text("what").unwrap_or_default()),
+        "unregister" => Command::Unregister,
+        "search" => {
+            let mut parsed = SearchArgs {
+                rtt: m.get_flag("rtt"),
+                collapse: m.get_flag("collapse"),
+                ..SearchArgs::default()
+            };
+            parsed.search.limit = m.get_one::<u32>("rows").copied();
+            let terms: Vec<String> = m
+                .get_many::<String>("terms")
+                .map(|t| t.cloned().collect())
+                .unwrap_or_default();
+            search_terms(&terms, &mut parsed)?;
+            Command::Search(parsed)
+        }
+        "files" => Command::Files(*m.get_one::<u64>("peer").expect("required")),
+        "get" => Command::Get(
+            text("file").unwrap_or_default(),
+            m.get_one::<u64>("peer").copied(),
+            m.get_flag("background"),
+        ),
+        "transfers" => Command::Transfers,
+        "limit" => {
+            let direction = match text("direction").map(|d| d.to_lowercase()).as_deref() {
+                Some("up" | "upload") => Some(Direction::Up),
+                Some("down" | "download") => Some(Direction::Down),
+                _ => None,
+            };
+            Command::Limit(direction, m.get_one::<u64>("rate").copied())
+        }
+        "ping" => Command::Ping(*m.get_one::<u64>("peer").expect("required")),
+        "peers" => Command::Peers,
+        "status" => Command::Status,
+        "format" => Command::Format(m.get_one::<Format>("format").copied()),
+        "help" => Command::Help(text("command").map(|c| c.to_lowercase())),
+        "quit" => Command::Quit,
+        other => return Err(Error::Usage(format!("unknown command {other:?}"))),
+    };
+    Ok(command)
+}

@@ -1,0 +1,210 @@
+//! The binary's command line, parsed by `clap`: options, and one subcommand per entry of
+//! the shell's command table (so `napster search x` takes the same words as the shell's
+//! `search x`), plus `completions`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, value_parser};
+
+use super::commands::{self, COMMANDS};
+use super::output::{self, exit};
+use super::repl::{self, Options, Source};
+use crate::config::{self, Config};
+
+const ABOUT: &str = "A Napster-style peer-to-peer file-sharing system.
+
+Without a command: the napster shell (type `help` at the prompt, or pipe commands on stdin).
+With one: runs that command and exits, e.g. `napster search 6.txt`. Serving commands (serve,
+register) stay in the foreground until SIGINT or SIGTERM.
+Settings come from ./napster.toml (or --config FILE); every key has a built-in default.
+
+Exit status: 0 ok, 1 a command failed, 2 usage or config error, 3 a one-shot search or
+files found nothing, 130 interrupted.";
+
+/// The whole command line: options and a subcommand per shell command.
+pub fn cli() -> clap::Command {
+    clap::Command::new("napster")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(ABOUT.lines().next().unwrap_or_default())
+        .long_about(ABOUT)
+        .disable_help_subcommand(true)
+        .subcommand_value_name("COMMAND")
+        .arg(
+            Arg::new("config")
+                .short('c')
+                .long("config")
+                .value_name("FILE")
+                .value_parser(value_parser!(PathBuf))
+                .help("read settings from FILE (it must exist)"),
+        )
+        .arg(
+            Arg::new("index")
+                .long("index")
+                .value_name("ADDR")
+                .action(ArgAction::Append)
+                .global(true)
+                .help("index server host:port (repeat for fail-over); overrides [index] server"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .global(true)
+                .help("print JSON Lines on stdout and errors as JSON on stderr (docs/JSON.md)"),
+        )
+        .arg(
+            Arg::new("progress")
+                .long("progress")
+                .action(ArgAction::SetTrue)
+                .global(true)
+                .requires("json")
+                .help("with --json: print progress records while downloading"),
+        )
+        .arg(
+            Arg::new("execute")
+                .short('e')
+                .value_name("COMMANDS")
+                .action(ArgAction::Append)
+                .help("run these commands, separated by `;`, and exit"),
+        )
+        .arg(
+            Arg::new("stop-on-error")
+                .long("stop-on-error")
+                .action(ArgAction::SetTrue)
+                .help("in a script (-e or piped stdin), stop at the first failing command"),
+        )
+        .subcommands(COMMANDS.iter().map(|spec| {
+            let usage = format!("napster {} {}", spec.name, spec.args);
+            commands::clap_command(spec).override_usage(usage.trim_end().to_owned())
+        }))
+        .subcommand(
+            clap::Command::new("completions")
+                .about("print shell completions for bash, zsh or fish")
+                .arg(
+                    Arg::new("shell")
+                        .required(true)
+                        .value_parser(value_parser!(clap_complete::Shell)),
+                ),
+        )
+}
+
+/// `-e` texts split into lines at `;` outside quotes.
+fn split_commands(texts: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for text in texts {
+        let mut current = String::new();
+        let mut quote = None;
+        let mut escaped = false;
+        for c in text.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quote != Some('\'') => escaped = true,
+                '\'' | '"' if quote.is_none() => quote = Some(c),
+                c if quote == Some(c) => quote = None,
+                ';' | '\n' if quote.is_none() => {
+                    lines.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        lines.push(current);
+    }
+    lines
+}
+
+/// Run the binary with `args` (its own name first); returns the exit status.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let matches = match cli().try_get_matches_from(args) {
+        Ok(matches) => matches,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    let json = matches.get_flag("json");
+    if let Some(("completions", sub)) = matches.subcommand() {
+        let shell = *sub
+            .get_one::<clap_complete::Shell>("shell")
+            .expect("required");
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cli(), "napster", &mut script);
+        say!("{}", String::from_utf8_lossy(&script));
+        return exit::OK;
+    }
+    let config = match load_config(&matches) {
+        Ok(config) => config,
+        Err(e @ crate::Error::Config(_)) => return usage_error(json, "config", &e.to_string()),
+        Err(e) => return usage_error(json, "usage", &e.to_string()),
+    };
+    let execute = matches.get_many::<String>("execute");
+    let source = match matches.subcommand() {
+        Some(_) if execute.is_some() => {
+            return usage_error(
+                json,
+                "usage",
+                "give either -e COMMANDS or one command, not both",
+            );
+        }
+        Some((name, sub)) => match commands::from_matches(name, sub) {
+            Ok(command) => Source::OneShot(command),
+            Err(e) => return usage_error(json, &output::error_code(&e), &e.to_string()),
+        },
+        None => match execute {
+            Some(texts) => Source::Lines(split_commands(&texts.cloned().collect::<Vec<_>>())),
+            None => Source::Stdin,
+        },
+    };
+    let options = Options {
+        source,
+        json,
+        progress: matches.get_flag("progress"),
+        stop_on_error: matches.get_flag("stop-on-error"),
+    };
+    repl::run_with(config, options) as u8
+}
+
+fn load_config(matches: &ArgMatches) -> crate::Result<Config> {
+    let mut config = match matches.get_one::<PathBuf>("config") {
+        Some(path) => Config::load(path, true),
+        None => Config::load(config::DEFAULT_FILE.as_ref(), false),
+    }?;
+    if let Some(addrs) = matches.get_many::<String>("index") {
+        let addrs: Vec<&str> = addrs.map(String::as_str).collect();
+        let joined = addrs.join(",");
+        super::parse_addrs(&joined, config.index.port)?;
+        config.index.server = joined;
+    }
+    Ok(config)
+}
+
+fn usage_error(json: bool, code: &str, message: &str) -> u8 {
+    if json {
+        eprintln!("{}", output::json_error(code, message, None));
+    } else {
+        eprintln!("error: {message}");
+    }
+    exit::USAGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        cli().debug_assert();
+    }
+
+    #[test]
+    fn semicolons_split_commands_outside_quotes() {
+        let lines = split_commands(&["search 'a;b'; get \"x;y\" 3;quit".into()]);
+        assert_eq!(lines, ["search 'a;b'", " get \"x;y\" 3", "quit"]);
+    }
+}
