@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::protocol::IndexRequest;
 
-/// The kinds of index request, in the order of [`Kind::ALL`].
+/// The kinds of index request, in the order of `Kind::ALL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// `ping`

@@ -1,6 +1,6 @@
 //! The files a peer shares ([`Share`]): what the index is told, what changed since the
 //! last scan, and opening a file for a downloader only when it was registered and is
-//! still the very file that was hashed. Scanning and hashing the folders is [`scan`]'s.
+//! still the very file that was hashed. Scanning and hashing the folders is [`super::scan`]'s.
 //!
 //! The rule for symlinks: a scan follows a symlink only when it leads inside its folder,
 //! and records the path it resolved to. Hashing and every request then open that
