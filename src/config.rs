@@ -64,6 +64,8 @@ pub struct IndexConfig {
     pub min_pattern_len: usize,
     /// PostgreSQL URL of a shared index; empty keeps the index in memory.
     pub database: String,
+    /// Key file of the index server's identity; made on first use.
+    pub key: PathBuf,
 }
 
 impl Default for IndexConfig {
@@ -83,6 +85,7 @@ impl Default for IndexConfig {
             max_name_len: crate::protocol::MAX_NAME,
             min_pattern_len: 2,
             database: String::new(),
+            key: ".napster-index-key".into(),
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct PeerConfig {
     pub ignore: Vec<String>,
     /// File the hash cache is kept in; empty keeps it in memory only.
     pub hash_cache: PathBuf,
+    /// Key file of this peer's identity; made on first use.
+    pub key: PathBuf,
     /// Watch shared folders for changes.
     pub watch: bool,
     /// Seconds between full rescans of the shared folders.
@@ -132,6 +137,7 @@ impl Default for PeerConfig {
             download_limit: "0".into(),
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
             hash_cache: ".napster-hashes".into(),
+            key: ".napster-key".into(),
             watch: true,
             rescan: 60.0,
             settle: 1.0,

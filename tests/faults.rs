@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -110,7 +110,8 @@ fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
         let mut first = true;
         let mut stalled = Vec::new();
         for stream in listener.incoming() {
-            let mut stream = stream.unwrap();
+            let raw = common::Raw::accepted(stream.unwrap(), &common::test_identity());
+            let mut stream = raw.stream;
             let _: PeerRequest = read_frame(&mut stream);
             let welcome = PeerResponse::Welcome {
                 version: protocol::VERSION,
@@ -151,7 +152,7 @@ fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
     addr
 }
 
-fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> T {
+fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut impl Read) -> T {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).unwrap();
     let mut body = vec![0; u32::from_be_bytes(len) as usize];

@@ -40,6 +40,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------
 // Fake peers.
 
+/// The key every fake peer of this file proves.
+fn fake_identity() -> napster::identity::Identity {
+    static FAKE: std::sync::OnceLock<napster::identity::Identity> = std::sync::OnceLock::new();
+    FAKE.get_or_init(|| napster::identity::Identity::generate().unwrap())
+        .clone()
+}
+
 /// A fake peer serving one connection: it reads `Hello`, answers `Welcome`, and hands
 /// the connection to `script`; the handle returns what the script returns.
 fn fake_peer<T: Send + 'static>(
@@ -49,7 +56,7 @@ fn fake_peer<T: Send + 'static>(
     let addr = listener.local_addr().unwrap();
     let handle = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        let mut raw = Raw::from_stream(stream);
+        let mut raw = Raw::accepted(stream, &fake_identity());
         match raw.recv::<PeerRequest>() {
             PeerRequest::Hello { version } => assert_eq!(version, protocol::VERSION),
             other => panic!("the downloader began with {other:?}"),
@@ -544,7 +551,7 @@ fn a_peer_s_error_message_reaches_the_error_cleaned_and_bounded() {
         let text = hostile.clone();
         let peer = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            let mut raw = Raw::from_stream(stream);
+            let mut raw = Raw::accepted(stream, &fake_identity());
             let _ = raw.recv::<PeerRequest>();
             if refused_at != "hello" {
                 raw.send(&PeerResponse::Welcome {
@@ -740,7 +747,7 @@ fn a_stalling_peer_times_out_and_keeps_only_a_hidden_part() {
         let file = contents.clone();
         let peer = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            let mut raw = Raw::from_stream(stream);
+            let mut raw = Raw::accepted(stream, &fake_identity());
             let _ = raw.recv::<PeerRequest>();
             if stall_at != "welcome" {
                 raw.send(&PeerResponse::Welcome {

@@ -76,7 +76,7 @@ struct Fixture {
 }
 
 fn fixture(settings: Settings) -> Fixture {
-    let (addr, trigger) = start_index(settings);
+    let (addr, trigger) = start_index(settings.clone());
     let mut canary = index_client(addr).expect("connecting the canary");
     smol::block_on(canary.register(40_001, &token(0xca11a7), &[entry(CANARY, 3)]))
         .expect("registering the canary");
@@ -825,19 +825,17 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
 
     // A dripping client: one byte of a valid frame every 100 ms would take seconds.
     let mut drip = fx.raw_hello();
-    let mut drip_writer = drip.stream.try_clone().unwrap();
     let dripping = std::thread::spawn(move || {
-        use std::io::Write;
         let mut body = br#"{"type":"ping"}"#.to_vec();
         body.resize(200, b' ');
         let frame = [&(body.len() as u32).to_be_bytes()[..], &body].concat();
         for byte in frame {
-            if drip_writer.write_all(&[byte]).is_err() {
-                return true;
+            if drip.send_bytes(&[byte]).is_err() {
+                return Some(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        false
+        None
     });
 
     // Meanwhile a normal client is served, and the stalled ones are still open.
@@ -853,7 +851,6 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
         ("one byte before hello", &mut before),
         ("one byte after hello", &mut after),
         ("silent before hello", &mut silent),
-        ("dripping", &mut drip),
     ] {
         raw.expect_closed(timeout + Duration::from_secs(3));
         let elapsed = started.elapsed();
@@ -866,10 +863,13 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
             "{what}: closed only after {elapsed:?}"
         );
     }
-    drop(drip);
+    let cut = dripping
+        .join()
+        .unwrap()
+        .expect("the dripping client could send a whole 200-byte frame at 10 bytes/s");
     assert!(
-        dripping.join().unwrap(),
-        "the dripping client could send a whole 200-byte frame at 10 bytes/s"
+        cut >= timeout.mul_f64(0.9) && cut < timeout + Duration::from_secs(3),
+        "dripping: cut off after {cut:?}, not at the frame timeout {timeout:?}"
     );
     fx.assert_serves();
 }
@@ -878,7 +878,7 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
 fn a_connection_flood_gets_busy_and_service_resumes() {
     let mut settings = hostile_index_settings();
     settings.max_connections = 8;
-    let mut fx = fixture(settings);
+    let mut fx = fixture(settings.clone());
 
     // The canary holds one connection; fill the other seven.
     let held: Vec<Raw> = (0..settings.max_connections - 1)
@@ -1220,7 +1220,7 @@ fn search_results_larger_than_a_frame_still_reach_the_client() {
 fn a_silent_peer_is_dropped_after_the_session_ttl() {
     let mut settings = hostile_index_settings();
     settings.session_ttl = Duration::from_millis(500);
-    let (addr, _trigger) = start_index(settings);
+    let (addr, _trigger) = start_index(settings.clone());
 
     let mut silent = index_client(addr).unwrap();
     smol::block_on(silent.register(5200, &token(0x511e), &[entry("silent-file.txt", 1)])).unwrap();
@@ -1272,4 +1272,108 @@ fn a_registered_peer_busy_with_other_requests_is_not_silent() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The encrypted transport: what arrives instead of a proper TLS handshake.
+
+#[test]
+fn garbage_instead_of_a_tls_handshake_is_closed_and_the_index_serves_on() {
+    let fx = Fixture::hostile();
+    let within = fx.close_within();
+    // A TLS record header announcing a handshake, then noise; and noise that is not
+    // even a record.
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    record.extend(noise(7, 64));
+    for garbage in [record, noise(8, 300)] {
+        let mut raw = Raw::plain(fx.addr);
+        let _ = raw.send_bytes(&garbage);
+        raw.read_timeout(within);
+        let mut buf = [0u8; 4096];
+        let started = Instant::now();
+        // Whatever comes back (a TLS alert, or an old-version refusal), the connection
+        // ends, and promptly.
+        loop {
+            match std::io::Read::read(&mut raw.stream, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => assert!(started.elapsed() < within, "still open after {within:?}"),
+            }
+        }
+        assert!(started.elapsed() < within, "closed only after {within:?}");
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn a_stalled_tls_handshake_is_cut_at_the_frame_timeout() {
+    let fx = Fixture::hostile();
+    let timeout = fx.settings.limits.timeout;
+    // Silent after connecting, and stalled half-way through a ClientHello.
+    let mut silent = Raw::plain(fx.addr);
+    let mut half = Raw::plain(fx.addr);
+    half.send_bytes(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01])
+        .unwrap();
+    let started = Instant::now();
+    fx.assert_serves();
+    for (what, raw) in [("silent", &mut silent), ("half a hello", &mut half)] {
+        raw.expect_closed(timeout + Duration::from_secs(3));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < timeout + Duration::from_secs(3),
+            "{what}: closed only after {elapsed:?}"
+        );
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn an_older_unencrypted_napster_is_told_to_upgrade() {
+    let fx = Fixture::hostile();
+    // Protocol version 1 spoke plaintext frames; its hello is refused in its own terms.
+    let mut old = Raw::plain(fx.addr);
+    old.send(&json!({"type": "hello", "version": 1}));
+    match old.recv::<IndexResponse>() {
+        IndexResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Version);
+            assert!(message.contains("upgrade"), "{message}");
+            assert!(message.contains("encrypted"), "{message}");
+        }
+        other => panic!("expected a version error, got {other:?}"),
+    }
+    old.expect_closed(fx.close_within());
+    // A downgrade inside TLS (an old version number in hello) is refused too.
+    let mut downgrade = fx.raw();
+    downgrade.send(&IndexRequest::Hello { version: 1 });
+    assert_eq!(
+        index_error_code(&downgrade.recv::<IndexResponse>()),
+        ErrorCode::Version
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn a_new_napster_reaching_an_old_plaintext_server_says_to_upgrade_it() {
+    // An "old index": answers any first frame with a plaintext error, as version 1 did
+    // for the TLS ClientHello (whose length field looks absurd).
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let old = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut raw = Raw {
+            stream: RawStream::Plain(stream),
+        };
+        raw.read_timeout(WAIT);
+        let mut header = [0u8; 5];
+        let _ = raw.read_exact(&mut header);
+        let _ = raw.send_bytes(&protocol::encode(&IndexResponse::Error {
+            code: ErrorCode::BadRequest,
+            message: "message of 369295616 bytes exceeds the limit".into(),
+        }));
+    });
+    let err = match index_client(addr) {
+        Ok(_) => panic!("a plaintext server was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("older napster"), "{err}");
+    old.join().unwrap();
 }

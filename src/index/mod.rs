@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::identity::Identity;
 use crate::net::{self, Admission};
 use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
@@ -28,8 +29,10 @@ pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, Sto
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// What an index server enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
+    /// The key this index proves to everyone who connects.
+    pub identity: Identity,
     /// Wire limits.
     pub limits: Limits,
     /// How long a silent connection (peer session or client) lives.
@@ -56,8 +59,10 @@ pub struct Settings {
 
 impl Settings {
     /// The settings of a config.
+    /// (With this process's in-memory identity: `serve` sets the configured one.)
     pub fn from_config(config: &Config) -> Self {
         Settings {
+            identity: Identity::ephemeral(),
             limits: config.limits(),
             session_ttl: config.session_ttl(),
             max_connections: config.index.max_connections,
@@ -174,18 +179,23 @@ pub async fn run<S: Store>(
     settings: Settings,
     shutdown: Shutdown,
 ) -> Result<()> {
+    let identity = settings.identity.clone();
+    let limits = settings.limits;
+    let max_connections = settings.max_connections;
+    let max_per_address = settings.max_connections_per_address;
     let server = Arc::new(Server::new(store, settings));
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move { server.reap().await })
     };
     let admission = Admission {
-        limits: settings.limits,
-        max_connections: net::fit_connections(settings.max_connections, "index server"),
-        max_per_address: settings.max_connections_per_address,
+        limits,
+        max_connections: net::fit_connections(max_connections, "index server"),
+        max_per_address,
     };
     net::accept_loop::<IndexRequest, IndexResponse, _, _>(
         listener,
+        identity,
         admission,
         shutdown,
         move |conn, shutdown| {

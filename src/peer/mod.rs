@@ -243,7 +243,8 @@ impl Sharing {
         settings: &SharingSettings,
     ) -> Result<Sharing> {
         let limits = settings.server.limits;
-        let mut client = IndexClient::connect_any(index, limits).await?;
+        let identity = settings.server.identity.clone();
+        let mut client = IndexClient::connect_any_as(index, &identity, limits).await?;
         let host = match settings.host {
             Some(host) => host,
             None => client.local_addr()?.ip(),
@@ -270,6 +271,7 @@ impl Sharing {
             index: index.to_vec(),
             port: addr.port(),
             token,
+            identity,
             limits,
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::client::{Changes, IndexClient};
 use crate::error::Result;
+use crate::identity::Identity;
 use crate::peer::serve::SharedFolder;
 use crate::protocol::Limits;
 use crate::runtime;
@@ -33,6 +34,8 @@ pub struct SessionConfig {
     pub port: u16,
     /// This peer's secret, which keeps its Peer ID across reconnections.
     pub token: String,
+    /// The key this peer proves (its file server proves the same).
+    pub identity: Identity,
     /// Wire limits.
     pub limits: Limits,
     /// Interval between heartbeats on an idle session.
@@ -238,7 +241,7 @@ async fn reregister(
 ) -> Result<(IndexClient, u64)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
-    let mut client = IndexClient::connect_any(&order, config.limits).await?;
+    let mut client = IndexClient::connect_any_as(&order, &config.identity, config.limits).await?;
     let files = folder.read().unwrap_or_else(|e| e.into_inner()).entries();
     let peer_id = client.register(config.port, &config.token, &files).await?;
     Ok((client, peer_id))

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::message::{FileEntry, Hit};
 
 /// Protocol version, exchanged in the first message of every connection.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;

@@ -13,6 +13,7 @@ use super::Shell;
 use super::services::{Backend, Serving};
 use crate::client::{IndexClient, PeerClient};
 use crate::error::{Error, IoContext, Result};
+use crate::identity::Identity;
 use crate::index::{self, MemoryStore, PgStore};
 use crate::peer::{self, SharingSettings};
 use crate::protocol::Limits;
@@ -54,7 +55,10 @@ impl Shell {
             .context(|| "reading the bound address".into())?;
         let database = database.unwrap_or_else(|| self.config.index.database.clone());
         let (trigger, shutdown) = runtime::shutdown_pair();
-        let settings = index::Settings::from_config(&self.config);
+        let settings = index::Settings {
+            identity: Identity::load_or_create(&self.config.index.key, "[index] key")?,
+            ..index::Settings::from_config(&self.config)
+        };
         let (task, backend) = if database.is_empty() {
             let store = Arc::new(MemoryStore::new());
             let task = runtime::spawn(index::run(listener, store.clone(), settings, shutdown));
@@ -87,6 +91,7 @@ impl Shell {
             },
             port: port.unwrap_or(config.peer.port),
             server: peer::serve::Settings {
+                identity: self.identity()?,
                 limits: config.limits(),
                 max_uploads: config.peer.max_uploads,
                 max_uploads_per_address: config.peer.max_uploads_per_address,
@@ -95,6 +100,17 @@ impl Shell {
             session_ttl: config.session_ttl(),
             living,
         })
+    }
+
+    /// This peer's identity, from its key file (made on first use).
+    pub(super) fn identity(&self) -> Result<Identity> {
+        let mut cached = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(identity) = cached.as_ref() {
+            return Ok(identity.clone());
+        }
+        let identity = Identity::load_or_create(&self.config.peer.key, "[peer] key")?;
+        *cached = Some(identity.clone());
+        Ok(identity)
     }
 
     /// How shares follow their folders, from the config; the hash cache is loaded once.
@@ -138,7 +154,9 @@ impl Shell {
                 addrs.push(last);
             }
             self.client = None;
-            self.client = Some(IndexClient::connect_any(&addrs, self.config.limits()).await?);
+            let identity = self.identity()?;
+            let limits = self.config.limits();
+            self.client = Some(IndexClient::connect_any_as(&addrs, &identity, limits).await?);
         }
         Ok(self.client.as_mut().expect("connected just above"))
     }

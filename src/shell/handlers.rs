@@ -445,6 +445,8 @@ mod tests {
         config.peer.downloads = tmp.path().join("downloads");
         config.peer.hash_cache = Default::default();
         config.peer.watch = false;
+        config.peer.key = tmp.path().join("key");
+        config.index.key = tmp.path().join("index-key");
         let services = Arc::new(Services::default());
         let mut shell = Shell::new(config, services.clone(), false);
 

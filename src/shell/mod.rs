@@ -74,6 +74,7 @@ pub struct Shell {
     upload: Arc<RateLimit>,
     download: Arc<RateLimit>,
     cache: Option<Arc<Mutex<peer::cache::HashCache>>>,
+    identity: Mutex<Option<crate::identity::Identity>>,
 }
 
 /// What `refresh`, `share` and `unshare` ask of the share.
@@ -91,6 +92,7 @@ impl Shell {
             upload: Arc::new(RateLimit::new(up)),
             download: Arc::new(RateLimit::new(down)),
             cache: None,
+            identity: Mutex::default(),
             config,
             services,
             index: None,
