@@ -27,6 +27,7 @@ fn entry(name: &str, size: u64) -> FileEntry {
 fn registration(token: char, session: u64, port: u16, files: &[(&str, u64)]) -> Registration {
     Registration {
         token: token.to_string().repeat(32),
+        fingerprint: napster::protocol::Fingerprint::of_public_key(token.to_string().as_bytes()),
         session,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         files: files.iter().map(|&(n, s)| entry(n, s)).collect(),

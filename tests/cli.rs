@@ -44,13 +44,17 @@ fn walk_through_in_separate_processes() {
         &tmp.path().join("two"),
         &[("6.txt", "sixth file"), ("7.txt", "seventh")],
     );
+    // Each peer its own home, so its own key file: its own identity.
+    let (home1, home2) = (tmp.path().join("home1"), tmp.path().join("home2"));
+    std::fs::create_dir_all(&home1).unwrap();
+    std::fs::create_dir_all(&home2).unwrap();
     let mut peer1 = NAPSTER.start(
-        tmp.path(),
+        &home1,
         &format!("connect {addr}\nregister {} 0\n", one.display()),
     );
     let id1 = peer_id(&peer1.wait_for("registered as peer"));
     let mut peer2 = NAPSTER.start(
-        tmp.path(),
+        &home2,
         &format!("connect {addr}\nregister {} 0\n", two.display()),
     );
     let id2 = peer_id(&peer2.wait_for("registered as peer"));

@@ -169,7 +169,9 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
     let (index, _stop) = start_index(index::Settings::default());
     // Register the hand-written peer's file with the real index; keep the session.
     let _session = smol::block_on(async {
-        let mut session = IndexClient::connect(index, Limits::default())
+        // The hand-written peer's key, so that the hit names the key its server proves.
+        let identity = common::test_identity();
+        let mut session = IndexClient::connect_as(index, &identity, None, Limits::default())
             .await
             .unwrap();
         let entry = FileEntry {

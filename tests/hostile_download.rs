@@ -221,6 +221,8 @@ fn lying_peer(
 fn hit(addr: SocketAddr, name: &str, contents: &[u8]) -> Hit {
     Hit {
         peer_id: 7,
+        fingerprint: fake_identity().fingerprint(),
+        nickname: None,
         addr,
         file: real_entry(name, contents),
         shared_at: 0,
@@ -975,6 +977,8 @@ fn a_huge_file_from_several_sources_holds_bounded_memory() {
         });
         hits.push(Hit {
             peer_id: id as u64,
+            fingerprint: fake_identity().fingerprint(),
+            nickname: None,
             addr,
             file: entry.clone(),
             shared_at: 0,
@@ -1371,4 +1375,30 @@ fn a_part_file_swapped_for_a_symlink_before_taking_its_final_name_is_not_saved()
     assert!(message.contains("replaced the part file"), "{message}");
     assert!(std::fs::symlink_metadata(home.downloads.join("swapped.bin")).is_err());
     assert_eq!(home.outside(), before);
+}
+
+// ---------------------------------------------------------------------------------------
+// Authenticated sources: the file server must prove the key the index recorded.
+
+#[test]
+fn a_file_server_proving_another_key_than_the_sharer_s_is_refused_before_any_data() {
+    let home = home();
+    let contents = two_chunks(41);
+    // Someone answers at the sharer's address (the honest bytes, even), with its own key.
+    let (addr, _peer) = fake_peer(|raw: &mut Raw| rest_until_hang_up(raw));
+    let mut impostor = hit(addr, "impostor.bin", &contents);
+    impostor.fingerprint = napster::identity::Identity::generate()
+        .unwrap()
+        .fingerprint();
+    let (result, received) = fetch(&impostor, &home.downloads);
+    let err = message(&result);
+    assert!(err.contains("someone else answers"), "{err}");
+    assert!(err.contains(&impostor.fingerprint.to_string()), "{err}");
+    assert_eq!(received, 0, "bytes were taken from an impostor");
+    assert_nothing_saved(&home.downloads, "an impostor");
+    // The same server proving the key the hit names is used.
+    let (addr, _peer) = honest_peer("impostor.bin", &contents);
+    let hit = hit(addr, "impostor.bin", &contents);
+    let (result, _) = fetch(&hit, &home.downloads);
+    assert!(result.is_ok(), "{}", message(&result));
 }

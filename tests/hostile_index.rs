@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use napster::Error;
 use napster::client::IndexClient;
+use napster::identity::Identity;
 use napster::index::Settings;
 use napster::protocol::{self, ErrorCode, IndexRequest, IndexResponse, SearchQuery};
 use napster::runtime::ShutdownTrigger;
@@ -1070,16 +1071,30 @@ fn search_hits(client: &mut IndexClient, pattern: &str) -> Vec<napster::protocol
 
 /// Connect a client, retrying while the index is at its connection limit.
 fn connect_when_free(addr: SocketAddr) -> IndexClient {
+    connect_when_free_as(addr, &Identity::generate().unwrap())
+}
+
+/// [`connect_when_free`], proving `identity`.
+fn connect_when_free_as(addr: SocketAddr, identity: &Identity) -> IndexClient {
     let mut client = None;
     wait_until("a free connection slot", WAIT, || {
-        client = index_client(addr).ok();
+        client = index_client_as(addr, identity).ok();
         client.is_some()
     });
     client.unwrap()
 }
 
+fn index_client_as(addr: SocketAddr, identity: &Identity) -> napster::Result<IndexClient> {
+    smol::block_on(IndexClient::connect_as(
+        addr,
+        identity,
+        None,
+        client_limits(),
+    ))
+}
+
 #[test]
-fn a_peer_s_files_belong_to_its_token_and_latest_session() {
+fn a_peer_s_files_belong_to_its_key_and_latest_session() {
     // Three connections at most: the canary plus two. A connection is only accepted once
     // an earlier one has been completely torn down, which tells when a close took effect.
     let mut settings = hostile_index_settings();
@@ -1087,13 +1102,15 @@ fn a_peer_s_files_belong_to_its_token_and_latest_session() {
     let fx = fixture(settings);
     let ta = token(0xA);
     let tb = token(0xB);
+    let key_a = Identity::generate().unwrap();
 
-    let mut a = index_client(fx.addr).unwrap();
+    let mut a = index_client_as(fx.addr, &key_a).unwrap();
     let pa = smol::block_on(a.register(5001, &ta, &[entry("alpha.txt", 10)])).unwrap();
 
-    // Another peer (token TB) cannot remove or replace A's files.
+    // Another peer (another key), even with A's token, cannot remove or replace A's
+    // files: a stolen or replayed token is worth nothing without A's key.
     let mut b = index_client(fx.addr).unwrap();
-    let pb = smol::block_on(b.register(5002, &tb, &[entry("beta.txt", 20)])).unwrap();
+    let pb = smol::block_on(b.register(5002, &ta, &[entry("beta.txt", 20)])).unwrap();
     assert_ne!(pa, pb);
     assert_eq!(
         smol::block_on(b.remove_files(vec!["alpha.txt".into()])).unwrap(),
@@ -1106,12 +1123,12 @@ fn a_peer_s_files_belong_to_its_token_and_latest_session() {
     assert_eq!(hits[0].peer_id, pa);
     drop(b);
 
-    // A new session with TA takes over with the same Peer ID.
-    let mut c = connect_when_free(fx.addr);
+    // A new session proving A's key takes over with the same Peer ID (whatever token).
+    let mut c = connect_when_free_as(fx.addr, &key_a);
     let pc =
-        smol::block_on(c.register(5003, &ta, &[entry("alpha.txt", 10), entry("gamma.txt", 30)]))
+        smol::block_on(c.register(5003, &tb, &[entry("alpha.txt", 10), entry("gamma.txt", 30)]))
             .unwrap();
-    assert_eq!(pc, pa, "the same token must get the same peer id");
+    assert_eq!(pc, pa, "the same key must get the same peer id");
     let hits = search_hits(&mut c, "alpha");
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].addr.port(), 5003, "the new session's port is used");
@@ -1376,4 +1393,70 @@ fn a_new_napster_reaching_an_old_plaintext_server_says_to_upgrade_it() {
     };
     assert!(err.contains("older napster"), "{err}");
     old.join().unwrap();
+}
+
+#[test]
+fn a_replayed_registration_from_another_key_takes_nothing_over() {
+    let fx = Fixture::hostile();
+    let victim_key = Identity::generate().unwrap();
+    let mut victim = index_client_as(fx.addr, &victim_key).unwrap();
+    let secret = token(0x5ec2e7);
+    let id = smol::block_on(victim.register(6001, &secret, &[entry("victim.txt", 10)])).unwrap();
+    // The attacker replays the victim's very registration message on its own connection
+    // (it proves its own key), then tries to withdraw what it hopes is the victim's.
+    let register = IndexRequest::Register {
+        port: 6001,
+        token: secret.clone(),
+        files: vec![entry("victim.txt", 10)],
+    };
+    let mut attacker = fx.raw_hello();
+    let stolen = match attacker.index_request(&register) {
+        IndexResponse::Registered { peer_id, .. } => peer_id,
+        other => panic!("expected registered, got {other:?}"),
+    };
+    assert_ne!(
+        stolen, id,
+        "the replayed registration took the victim's Peer ID"
+    );
+    attacker.index_request(&IndexRequest::Unregister {});
+    drop(attacker);
+    let hits = search_hits(&mut victim, "victim");
+    assert!(
+        hits.iter().any(|h| h.peer_id == id
+            && h.fingerprint == victim_key.fingerprint()
+            && h.addr.port() == 6001),
+        "the victim's file is gone or changed hands: {hits:?}"
+    );
+    // The victim's session still owns its files.
+    assert_eq!(
+        smol::block_on(victim.add_files(vec![entry("more.txt", 3)])).unwrap(),
+        2
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn hits_carry_the_fingerprint_the_sharer_proved_not_one_it_claims() {
+    let fx = Fixture::hostile();
+    let key = Identity::generate().unwrap();
+    let mut peer = index_client_as(fx.addr, &key).unwrap();
+    // The token field looks like another key's fingerprint; the index ignores it.
+    let other = Identity::generate().unwrap().fingerprint();
+    let claimed: String = other
+        .plain()
+        .chars()
+        .take(32)
+        .collect::<String>()
+        .to_lowercase();
+    let claimed: String = claimed
+        .chars()
+        .map(|c| if c.is_ascii_hexdigit() { c } else { 'a' })
+        .collect();
+    smol::block_on(peer.register(6100, &claimed, &[entry("proved.txt", 1)])).unwrap();
+    let hits = search_hits(&mut peer, "proved");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].fingerprint, key.fingerprint());
+    let peers = smol::block_on(peer.peers()).unwrap();
+    assert!(peers.iter().any(|p| p.fingerprint == key.fingerprint()));
+    assert!(peers.iter().all(|p| p.fingerprint != other));
 }

@@ -187,17 +187,21 @@ fn collapsed_rows_count_the_peers_sharing_the_same_contents() {
 /// An index and one sharing process per folder, their stdin closed; returns the index
 /// address and the processes, which are killed when dropped.
 fn run_serving_index(tmp: &Path, folders: &[&Path]) -> (String, Vec<Running>) {
-    let start = |script: String, needle: &str| {
-        let mut process = NAPSTER.start(tmp, &script);
+    let start = |cwd: &Path, script: String, needle: &str| {
+        let mut process = NAPSTER.start(cwd, &script);
         process.end_input();
         let line = process.wait_for(needle);
         (process, line)
     };
-    let (index_process, line) = start("serve 0\n".into(), "listening on");
+    let (index_process, line) = start(tmp, "serve 0\n".into(), "listening on");
     let index = last_word(&line);
     let mut processes = vec![index_process];
-    for folder in folders {
+    for (i, folder) in folders.iter().enumerate() {
+        // Each peer its own home, so its own key: its own identity.
+        let home = tmp.join(format!("home{i}"));
+        std::fs::create_dir_all(&home).unwrap();
         let (peer, _) = start(
+            &home,
             format!("connect {index}\nregister {} 0\n", folder.display()),
             "registered",
         );

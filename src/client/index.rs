@@ -34,10 +34,10 @@ pub struct IndexClient {
 }
 
 impl IndexClient {
-    /// Connect to the index at `addr` with this process's in-memory identity, accepting
-    /// any key the index proves, and exchange versions.
+    /// Connect to the index at `addr` with a new in-memory identity (so, as a new peer
+    /// if it registers), accepting any key the index proves, and exchange versions.
     pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self> {
-        IndexClient::connect_as(addr, &Identity::ephemeral(), None, limits).await
+        IndexClient::connect_as(addr, &Identity::generate()?, None, limits).await
     }
 
     /// Connect to the index at `addr` as `identity`; when `expected` is given the index
@@ -63,7 +63,7 @@ impl IndexClient {
 
     /// Connect to the first of `addrs` that answers (trying them in order).
     pub async fn connect_any(addrs: &[SocketAddr], limits: Limits) -> Result<Self> {
-        IndexClient::connect_any_as(addrs, &Identity::ephemeral(), limits).await
+        IndexClient::connect_any_as(addrs, &Identity::generate()?, limits).await
     }
 
     /// Connect to the first of `addrs` that answers, as `identity`.

@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::Server;
 use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
+use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
     TOKEN_HEX,
@@ -24,16 +25,19 @@ pub struct Session {
     pub files: u64,
     /// The address the connection comes from: the peer's host, whatever it claims.
     pub from: SocketAddr,
+    /// The key the connection proved in its TLS handshake: the peer, whatever it claims.
+    pub fingerprint: Fingerprint,
 }
 
 impl Session {
-    /// A connection from `from` that has not registered.
-    pub fn new(id: u64, from: SocketAddr) -> Self {
+    /// A connection from `from`, proving `fingerprint`, that has not registered.
+    pub fn new(id: u64, from: SocketAddr, fingerprint: Fingerprint) -> Self {
         Session {
             id,
             peer: None,
             files: 0,
             from,
+            fingerprint,
         }
     }
 }
@@ -133,6 +137,9 @@ impl<S: Store> Server<S> {
         }
         self.check_files(&files, 0)?;
         let _admitted = self.admit.lock().await;
+        // The peer is the key it proved on this connection, never a token it claims: a
+        // token stolen or replayed from another key's connection gets nothing of its.
+        let token = session.fingerprint.plain();
         let usage = self
             .store
             .usage(session.from.ip().to_canonical(), Some(&token));
@@ -142,6 +149,7 @@ impl<S: Store> Server<S> {
         let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
         let registration = Registration {
             token,
+            fingerprint: session.fingerprint,
             session: session.id,
             addr,
             files,
@@ -357,7 +365,11 @@ mod tests {
     }
 
     fn session(id: u64) -> Session {
-        Session::new(id, ([192, 0, 2, 7], 40000).into())
+        Session::new(
+            id,
+            ([192, 0, 2, 7], 40000).into(),
+            Fingerprint::of_public_key(&id.to_be_bytes()),
+        )
     }
 
     fn entry(name: &str) -> FileEntry {
@@ -539,6 +551,8 @@ mod tests {
         let server = Server::new(Arc::new(MemoryStore::new()), settings);
         let hit = Hit {
             peer_id: 1,
+            fingerprint: Fingerprint([7; 32]),
+            nickname: Some("n".repeat(crate::protocol::MAX_NICKNAME)),
             addr: ([127, 0, 0, 1], 1).into(),
             file: entry(&"n".repeat(500)),
             shared_at: 0,

@@ -212,7 +212,7 @@ impl<S: Store> Server<S> {
     /// Serve one connection after its handshake, and withdraw its peer when it ends.
     async fn serve(&self, mut conn: Connection, shutdown: Shutdown) -> Result<()> {
         let id = self.next_session.fetch_add(1, Ordering::SeqCst);
-        let mut session = Session::new(id, conn.peer_addr());
+        let mut session = Session::new(id, conn.peer_addr(), conn.peer_fingerprint());
         let result = self.requests(&mut conn, &mut session, &shutdown).await;
         self.note(session.id, None);
         // A server shutting down leaves its peers' files to the store: with a shared

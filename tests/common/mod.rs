@@ -250,7 +250,7 @@ fn is_timeout(e: &std::io::Error) -> bool {
 }
 
 impl Raw {
-    /// Connect to `addr` and finish a TLS handshake as [`test_identity`], with [`WAIT`]
+    /// Connect to `addr` and finish a TLS handshake with a new identity, with [`WAIT`]
     /// as read and write timeout.
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connecting a raw socket");
@@ -263,9 +263,11 @@ impl Raw {
         Raw::with_timeouts(RawStream::Plain(stream))
     }
 
-    /// Finish a TLS handshake as a client on a connected stream, as [`test_identity`].
+    /// Finish a TLS handshake as a client on a connected stream, with a new identity
+    /// (so, as a new peer if it registers).
     pub fn from_stream(stream: TcpStream) -> Raw {
-        Raw::client_as(stream, &test_identity(), None).expect("the TLS handshake")
+        let identity = napster::identity::Identity::generate().unwrap();
+        Raw::client_as(stream, &identity, None).expect("the TLS handshake")
     }
 
     /// Finish a TLS handshake as a client on a connected stream, as `identity`, with a

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::protocol::{FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Fingerprint, Hit, PeerInfo};
 
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -90,8 +90,11 @@ impl Query {
 /// A peer session registering its files.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    /// The peer's secret, stable across its reconnections.
+    /// The peer's identity as the store keys it, stable across its reconnections and
+    /// restarts: the plain form of `fingerprint` (the token the peer sends is not used).
     pub token: String,
+    /// The key the peer proved in the TLS handshake of the registering connection.
+    pub fingerprint: Fingerprint,
     /// The connection registering, unique for the life of the server.
     pub session: u64,
     /// Where downloaders reach the peer's file server.

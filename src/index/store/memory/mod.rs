@@ -15,6 +15,7 @@ mod search;
 mod trigram;
 
 use super::{Query, Registration, Store, StoreError, Usage};
+use crate::protocol::Fingerprint;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 use search::GROUP;
 use trigram::{BLOOM_WORDS, Bloom, Trigrams};
@@ -48,6 +49,7 @@ struct FileRec {
 #[derive(Debug)]
 struct PeerRec {
     token: String,
+    fingerprint: Fingerprint,
     session: u64,
     addr: SocketAddr,
     shared_at: i64,
@@ -322,6 +324,7 @@ impl Store for MemoryStore {
         }
         let peer = PeerRec {
             token: registration.token,
+            fingerprint: registration.fingerprint,
             session: registration.session,
             addr: registration.addr,
             shared_at: chrono::Utc::now().timestamp(),
@@ -423,6 +426,8 @@ impl Store for MemoryStore {
             .iter()
             .map(|(&peer_id, peer)| PeerInfo {
                 peer_id,
+                fingerprint: peer.fingerprint,
+                nickname: None,
                 addr: peer.addr,
                 files: peer.files.len() as u64,
                 bytes: peer.bytes,
@@ -500,6 +505,7 @@ mod tests {
         let store = MemoryStore::new();
         let register = |token: &str, session: u64| Registration {
             token: token.into(),
+            fingerprint: Fingerprint::of_public_key(token.as_bytes()),
             session,
             addr: ([127, 0, 0, 1], 5000 + session as u16).into(),
             files: vec![entry("same.txt", session)],
@@ -527,6 +533,7 @@ mod tests {
             };
             let register = |token: &str, session, files| Registration {
                 token: token.repeat(32),
+                fingerprint: Fingerprint::of_public_key(token.as_bytes()),
                 session,
                 addr: ([127, 0, 0, 1], 9).into(),
                 files,
@@ -595,6 +602,7 @@ mod tests {
                             let files: Vec<FileEntry> = files.iter().map(|&(n, s)| entry(&name(n), s)).collect();
                             let id = store.register(Registration {
                                 token: format!("{p:032}"),
+                                fingerprint: Fingerprint::of_public_key(&[p]),
                                 session,
                                 addr: ([127, 0, 0, 1], 1000 + u16::from(p)).into(),
                                 files: files.clone(),
