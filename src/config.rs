@@ -116,6 +116,8 @@ pub struct PeerConfig {
     pub hash_cache: PathBuf,
     /// Key file of this peer's identity; made on first use.
     pub key: PathBuf,
+    /// File of the index servers' keys, pinned on first connection; empty pins nothing.
+    pub known_indexes: PathBuf,
     /// Watch shared folders for changes.
     pub watch: bool,
     /// Seconds between full rescans of the shared folders.
@@ -138,6 +140,7 @@ impl Default for PeerConfig {
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
             hash_cache: ".napster-hashes".into(),
             key: ".napster-key".into(),
+            known_indexes: ".napster-known-indexes".into(),
             watch: true,
             rescan: 60.0,
             settle: 1.0,

@@ -196,3 +196,49 @@ fn a_client_certificate_that_is_not_self_consistent_is_refused() {
     let mut client = index_client(addr).unwrap();
     smol::block_on(client.ping()).unwrap();
 }
+
+const NAPSTER: common::process::Napster = common::process::Napster {
+    log: "error",
+    patience: Some(std::time::Duration::from_secs(20)),
+};
+
+#[test]
+fn an_index_whose_key_changed_is_refused_until_the_new_key_is_accepted() {
+    let home = tempfile::tempdir().unwrap();
+    let first = Identity::generate().unwrap();
+    let settings = |identity: &Identity| Settings {
+        identity: identity.clone(),
+        ..Settings::default()
+    };
+    let (addr, stop, task) = start_index_at(([127, 0, 0, 1], 0).into(), settings(&first));
+    // First contact pins the key, and says so.
+    let out = NAPSTER.run(home.path(), &format!("connect {addr}\n"));
+    let stdout = common::process::text(&out.stdout);
+    assert!(stdout.contains("first connection"), "{stdout}");
+    assert!(
+        stdout.contains(&first.fingerprint().to_string()),
+        "{stdout}"
+    );
+    // Someone else takes over the address with another key.
+    drop(stop);
+    smol::block_on(task).unwrap();
+    let impostor = Identity::generate().unwrap();
+    let (_, _stop, _task) = start_index_at(addr, settings(&impostor));
+    let out = NAPSTER.run(home.path(), &format!("connect {addr}\nsearch anything\n"));
+    let (stdout, stderr) = (
+        common::process::text(&out.stdout),
+        common::process::text(&out.stderr),
+    );
+    let accept = format!("connect {addr}#{}", impostor.fingerprint());
+    assert!(stderr.contains("is pinned"), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&accept), "{stderr}");
+    assert!(!stdout.contains("connected to the index"), "{stdout}");
+    // Accepting the new key explicitly works, and pins it from then on.
+    let out = NAPSTER.run(home.path(), &format!("{accept}\n"));
+    let stdout = common::process::text(&out.stdout);
+    assert!(stdout.contains("connected to the index"), "{stdout}");
+    let out = NAPSTER.run(home.path(), &format!("connect {addr}\n"));
+    let stdout = common::process::text(&out.stdout);
+    assert!(stdout.contains("connected to the index"), "{stdout}");
+    assert!(!stdout.contains("first connection"), "{stdout}");
+}

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::client::Pins;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::net;
@@ -51,7 +52,12 @@ impl IndexClient {
         let mut conn = net::connect(addr, identity, expected, limits)
             .await
             .map_err(|e| match e {
-                e @ Error::WrongKey { .. } => e,
+                Error::WrongKey { seen, expected, .. } => Error::msg(format!(
+                    "refused: the index at {addr} proved key {seen}, but {expected} is pinned \
+                     for it: it is not the index this napster knew there (someone may be \
+                     impersonating it, or its key was replaced). If you trust the new key, \
+                     run `connect {addr}#{seen}`"
+                )),
                 Error::Protocol(e @ protocol::Error::Io { .. }) => Error::msg(format!(
                     "cannot reach the index at {addr}: {e}; is `serve` running there?"
                 )),
@@ -63,18 +69,21 @@ impl IndexClient {
 
     /// Connect to the first of `addrs` that answers (trying them in order).
     pub async fn connect_any(addrs: &[SocketAddr], limits: Limits) -> Result<Self> {
-        IndexClient::connect_any_as(addrs, &Identity::generate()?, limits).await
+        IndexClient::connect_any_as(addrs, &Identity::generate()?, &Pins::new(), limits).await
     }
 
-    /// Connect to the first of `addrs` that answers, as `identity`.
+    /// Connect to the first of `addrs` that answers, as `identity`, each one required
+    /// to prove the key `pins` holds for it (any key when none).
     pub async fn connect_any_as(
         addrs: &[SocketAddr],
         identity: &Identity,
+        pins: &Pins,
         limits: Limits,
     ) -> Result<Self> {
         let mut failures = Vec::new();
         for &addr in addrs {
-            match IndexClient::connect_as(addr, identity, None, limits).await {
+            let pin = pins.get(&addr).copied();
+            match IndexClient::connect_as(addr, identity, pin, limits).await {
                 Ok(client) => return Ok(client),
                 Err(e) => failures.push(e.to_string()),
             }

@@ -45,6 +45,9 @@ pub struct SharingSettings {
     pub session_ttl: Duration,
     /// How the share follows its folders.
     pub living: Living,
+    /// The key each index server must prove (from the known-indexes file and
+    /// `host:port#FINGERPRINT`).
+    pub pins: crate::client::Pins,
 }
 
 /// How a share follows its folders after registering.
@@ -244,7 +247,8 @@ impl Sharing {
     ) -> Result<Sharing> {
         let limits = settings.server.limits;
         let identity = settings.server.identity.clone();
-        let mut client = IndexClient::connect_any_as(index, &identity, limits).await?;
+        let pins = settings.pins.clone();
+        let mut client = IndexClient::connect_any_as(index, &identity, &pins, limits).await?;
         let host = match settings.host {
             Some(host) => host,
             None => client.local_addr()?.ip(),
@@ -272,6 +276,7 @@ impl Sharing {
             port: addr.port(),
             token,
             identity,
+            pins,
             limits,
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use super::commands::{self, Direction};
 use super::services::sharing_line;
 use super::{Refresh, Shell, render};
-use crate::client::IndexClient;
 use crate::download::{self, Cancel, Job, Status};
 use crate::error::{Error, Result};
 use crate::index::PgStore;
@@ -17,7 +16,7 @@ use crate::peer::{self, Sharing};
 use crate::protocol::Hit;
 use crate::runtime;
 
-use super::app::{parse_addrs, ping, reachable};
+use super::app::{parse_pinned, ping, reachable};
 
 impl Shell {
     pub(super) async fn serve(
@@ -51,8 +50,20 @@ impl Shell {
     pub(super) async fn connect(&mut self, addr: Option<String>) -> Result<String> {
         let mut out = String::new();
         let text = addr.unwrap_or_else(|| self.config.index.server.clone());
-        let addrs = parse_addrs(&text, self.config.index.port)?;
-        let mut client = IndexClient::connect_any(&addrs, self.config.limits()).await?;
+        let (addrs, pins) = parse_pinned(&text, self.config.index.port)?;
+        let given = std::mem::replace(&mut self.pins, pins);
+        let index = self.index.replace(addrs.clone());
+        let opened = self.open_index(&addrs).await;
+        let (mut client, note) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                (self.pins, self.index) = (given, index);
+                return Err(e);
+            }
+        };
+        if let Some(note) = note {
+            put!(out, "{note}");
+        }
         let rtt = client.ping().await?;
         let others: Vec<String> = addrs
             .iter()
@@ -70,6 +81,7 @@ impl Shell {
                 format!("; fails over to {}", others.join(", "))
             }
         );
+        put!(out, "index key: {}", client.fingerprint());
         self.index = Some(addrs);
         self.client = Some(client);
         Ok(out)
@@ -401,9 +413,10 @@ impl Shell {
                 let rtt = client.ping().await?;
                 put!(
                     out,
-                    "index: {} (rtt {:.2} ms)",
+                    "index: {} (rtt {:.2} ms), key {}",
                     client.addr(),
-                    rtt.as_secs_f64() * 1e3
+                    rtt.as_secs_f64() * 1e3,
+                    client.fingerprint()
                 );
             }
             Err(e) => put!(out, "index: unreachable ({e})"),
@@ -413,6 +426,10 @@ impl Shell {
             None => put!(out, "sharing: nothing (`register` shares a folder)"),
         }
         put!(out, "downloads: {}", self.config.peer.downloads.display());
+        match self.identity() {
+            Ok(identity) => put!(out, "identity: {}", identity.fingerprint()),
+            Err(e) => put!(out, "identity: unusable ({e})"),
+        }
         Ok(out)
     }
 }
@@ -447,6 +464,7 @@ mod tests {
         config.peer.watch = false;
         config.peer.key = tmp.path().join("key");
         config.index.key = tmp.path().join("index-key");
+        config.peer.known_indexes = tmp.path().join("known-indexes");
         let services = Arc::new(Services::default());
         let mut shell = Shell::new(config, services.clone(), false);
 

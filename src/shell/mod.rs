@@ -75,6 +75,8 @@ pub struct Shell {
     download: Arc<RateLimit>,
     cache: Option<Arc<Mutex<peer::cache::HashCache>>>,
     identity: Mutex<Option<crate::identity::Identity>>,
+    /// Keys given with `connect host:port#FINGERPRINT`.
+    pins: crate::client::Pins,
 }
 
 /// What `refresh`, `share` and `unshare` ask of the share.
@@ -93,6 +95,7 @@ impl Shell {
             download: Arc::new(RateLimit::new(down)),
             cache: None,
             identity: Mutex::default(),
+            pins: Default::default(),
             config,
             services,
             index: None,

@@ -99,6 +99,7 @@ pub fn sharing_settings(max_uploads: usize, session_ttl: Duration) -> SharingSet
         },
         session_ttl,
         living: Default::default(),
+        pins: Default::default(),
     }
 }
 
