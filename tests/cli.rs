@@ -266,17 +266,24 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
 fn ping_measures_a_peer_and_search_can_show_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let files = write_files(&tmp.path().join("share"), &[("p.txt", "pong")]);
+    // The Peer ID this napster will have: derived from the key in its home.
+    let key = napster::identity::Identity::load_or_create(&tmp.path().join(".napster-key"), "key")
+        .unwrap();
+    let id = napster::index::store::peer_id_of(&key.fingerprint());
     let out = NAPSTER.run(
         tmp.path(),
         &format!(
-            "serve 0\nregister {} 0\nping 1\nsearch -r p.txt\nping 9\nquit\n",
+            "serve 0\nregister {} 0\nping {id}\nsearch -r p.txt\nping 9\nquit\n",
             files.display()
         ),
     );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("peer 1 (127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("peer {id} (127.0.0.1:")),
+        "{stdout}"
+    );
     assert!(stdout.contains("): rtt "), "{stdout}");
     assert!(stdout.contains("RTT"), "{stdout}");
     assert!(

@@ -242,3 +242,30 @@ fn an_index_whose_key_changed_is_refused_until_the_new_key_is_accepted() {
     assert!(stdout.contains("connected to the index"), "{stdout}");
     assert!(!stdout.contains("first connection"), "{stdout}");
 }
+
+#[test]
+fn a_peer_keeps_its_id_across_restarts_of_the_in_memory_index() {
+    let key = Identity::generate().unwrap();
+    let register = |addr| {
+        let mut client = smol::block_on(napster::client::IndexClient::connect_as(
+            addr,
+            &key,
+            None,
+            client_limits(),
+        ))
+        .unwrap();
+        smol::block_on(client.register(7001, &token(1), &[entry("kept.txt", 1)])).unwrap()
+    };
+    let (addr, stop, task) = start_index_at(([127, 0, 0, 1], 0).into(), Settings::default());
+    let before = register(addr);
+    drop(stop);
+    smol::block_on(task).unwrap();
+    // A new index process's memory knows nothing; the ID comes from the key alone.
+    let (addr, _stop, _task) = start_index_at(([127, 0, 0, 1], 0).into(), Settings::default());
+    let other = {
+        let mut client = index_client(addr).unwrap();
+        smol::block_on(client.register(7002, &token(2), &[entry("other.txt", 1)])).unwrap()
+    };
+    assert_eq!(register(addr), before);
+    assert_ne!(other, before);
+}

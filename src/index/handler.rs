@@ -405,7 +405,7 @@ mod tests {
             assert_eq!(
                 reply,
                 IndexResponse::Registered {
-                    peer_id: 1,
+                    peer_id: crate::index::store::peer_id_of(&s.fingerprint),
                     files: 1
                 }
             );
@@ -509,7 +509,7 @@ mod tests {
             let mut s = session(1);
             server.handle(&mut s, register("dir/a.txt")).await;
             let browse = IndexRequest::Browse {
-                peer_id: 1,
+                peer_id: crate::index::store::peer_id_of(&s.fingerprint),
                 limit: None,
             };
             let IndexResponse::Results { hits, .. } = server.handle(&mut s, browse).await else {

@@ -474,7 +474,12 @@ mod tests {
             "{served}"
         );
         let registered = run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
-        assert!(registered.contains("registered as peer 1"), "{registered}");
+        let key = crate::identity::Identity::load(&tmp.path().join("key"), "key").unwrap();
+        let id = crate::index::store::peer_id_of(&key.fingerprint());
+        assert!(
+            registered.contains(&format!("registered as peer {id}")),
+            "{registered}"
+        );
         let found = run(&mut shell, "search song").unwrap();
         assert!(
             found.contains("song.ogg") && found.ends_with("1 file on 1 peer\n"),
@@ -496,7 +501,7 @@ mod tests {
         );
         let status = run(&mut shell, "status").unwrap();
         assert!(
-            status.contains("sharing: ") && status.contains("as peer 1"),
+            status.contains("sharing: ") && status.contains(&format!("as peer {id}")),
             "{status}"
         );
         let missing = run(&mut shell, "get nope.txt").unwrap_err().to_string();

@@ -87,6 +87,22 @@ impl Query {
     }
 }
 
+/// Peer IDs are drawn from 1 ..= `ID_SPACE`: at most nine digits to type.
+pub const ID_SPACE: u64 = 999_999_999;
+
+/// The Peer ID a key gets: derived from its fingerprint, so the same on every index and
+/// after any restart of the peer or of the index (in memory or not). Should two keys
+/// ever meet on one ID, the later one takes the next free ID ([`next_id`]).
+pub fn peer_id_of(fingerprint: &Fingerprint) -> u64 {
+    let head = u64::from_be_bytes(fingerprint.0[..8].try_into().expect("eight bytes"));
+    1 + head % ID_SPACE
+}
+
+/// The ID probed after `id` when `id` belongs to another key.
+pub fn next_id(id: u64) -> u64 {
+    id % ID_SPACE + 1
+}
+
 /// A peer session registering its files.
 #[derive(Debug, Clone)]
 pub struct Registration {
