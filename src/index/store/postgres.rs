@@ -221,23 +221,12 @@ impl PgStore {
 impl Store for PgStore {
     async fn register(&self, registration: Registration) -> Result<u64> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        // The key's own ID, or the next one free of other keys.
-        let mut candidate = super::peer_id_of(&registration.fingerprint);
-        loop {
-            let owner: Option<String> = sqlx::query_scalar("SELECT token FROM peers WHERE id = $1")
-                .bind(candidate as i64)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-            match owner {
-                Some(token) if token != registration.token => candidate = super::next_id(candidate),
-                _ => break,
-            }
-        }
         let id: i64 = sqlx::query_scalar(
+            // The ID: the one this key has, else its own or the next free of other keys.
             "INSERT INTO peers (token, server, session, host, port, shared_at, last_seen, live, \
-             fingerprint, id) \
-             VALUES ($1, $2, $3, $4, $5, $6, now(), true, $7, $8) \
+             fingerprint, id) VALUES ($1, $2, $3, $4, $5, $6, now(), true, $7, coalesce(\
+             (SELECT id FROM peers WHERE token = $1), (SELECT min(c) FROM generate_series(\
+             $8::bigint, $8 + 1000) c WHERE NOT EXISTS (SELECT 1 FROM peers WHERE id = c)))) \
              ON CONFLICT (token) DO UPDATE SET server = EXCLUDED.server, \
              fingerprint = EXCLUDED.fingerprint, \
              session = EXCLUDED.session, host = EXCLUDED.host, port = EXCLUDED.port, \
@@ -251,7 +240,7 @@ impl Store for PgStore {
         .bind(i32::from(registration.addr.port()))
         .bind(chrono::Utc::now().timestamp())
         .bind(registration.fingerprint.plain())
-        .bind(candidate as i64)
+        .bind(super::peer_id_of(&registration.fingerprint) as i64)
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
