@@ -65,11 +65,12 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
         "Size",
         "SHA-256",
         "Shared at",
+        "Key",
     ];
     if rtts.is_some() {
         header.push("RTT");
     }
-    let mut t = table(&header, &[0, 2, 4, 7]);
+    let mut t = table(&header, &[0, 2, 4, 8]);
     for hit in hits {
         let mut row = vec![
             hit.peer_id.to_string(),
@@ -79,6 +80,7 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
             size(hit.file.size),
             hit.file.sha256.chars().take(SHORT_SHA).collect(),
             local_time(hit.shared_at),
+            hit.fingerprint.short(),
         ];
         if let Some(rtts) = rtts {
             row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
@@ -117,7 +119,15 @@ pub fn collapsed(hits: &[Hit]) -> String {
 /// Registered peers.
 pub fn peers(peers: &[PeerInfo]) -> String {
     let mut t = table(
-        &["Peer ID", "Host", "Port", "Files", "Size", "Shared at"],
+        &[
+            "Peer ID",
+            "Host",
+            "Port",
+            "Files",
+            "Size",
+            "Shared at",
+            "Key",
+        ],
         &[0, 2, 3, 4],
     );
     for p in peers {
@@ -128,6 +138,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
             p.files.to_string(),
             size(p.bytes),
             local_time(p.shared_at),
+            p.fingerprint.short(),
         ]);
     }
     t.to_string()
