@@ -83,7 +83,7 @@ fn start_index(dir: &std::path::Path, database: Option<&str>) -> (Killed, Socket
     std::fs::write(
         dir.join("napster.toml"),
         format!(
-            "[index]\nmax_connections = 30000\nsession_ttl = 600\ndatabase = \"{}\"\n[log]\nlevel = \"warn\"\n",
+            "[index]\nmax_connections = 30000\nmax_connections_per_address = 30000\nsession_ttl = 600\ndatabase = \"{}\"\n[log]\nlevel = \"warn\"\n",
             database.unwrap_or_default()
         ),
     )
