@@ -66,6 +66,8 @@ pub struct IndexConfig {
     pub database: String,
     /// `host:port` serving Prometheus metrics on `/metrics`; empty: none.
     pub metrics: String,
+    /// Key file of the index server's identity; made on first use.
+    pub key: PathBuf,
 }
 
 impl Default for IndexConfig {
@@ -86,6 +88,7 @@ impl Default for IndexConfig {
             min_pattern_len: 2,
             database: String::new(),
             metrics: String::new(),
+            key: ".napster-index-key".into(),
         }
     }
 }
@@ -114,6 +117,10 @@ pub struct PeerConfig {
     pub ignore: Vec<String>,
     /// File the hash cache is kept in; empty keeps it in memory only.
     pub hash_cache: PathBuf,
+    /// Key file of this peer's identity; made on first use.
+    pub key: PathBuf,
+    /// File of the index servers' keys, pinned on first connection; empty pins nothing.
+    pub known_indexes: PathBuf,
     /// Watch shared folders for changes.
     pub watch: bool,
     /// Seconds between full rescans of the shared folders.
@@ -135,6 +142,8 @@ impl Default for PeerConfig {
             download_limit: "0".into(),
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
             hash_cache: ".napster-hashes".into(),
+            key: ".napster-key".into(),
+            known_indexes: ".napster-known-indexes".into(),
             watch: true,
             rescan: 60.0,
             settle: 1.0,

@@ -58,6 +58,17 @@ pub enum Error {
         /// What was done with the data.
         outcome: String,
     },
+    /// The server at `addr` proved a key other than the one expected (a pinned index, or
+    /// the sharer a search hit named): someone else answers there.
+    #[error("{addr} proved key {seen}, not the expected {expected}")]
+    WrongKey {
+        /// Where we connected.
+        addr: std::net::SocketAddr,
+        /// The fingerprint expected.
+        expected: protocol::Fingerprint,
+        /// The fingerprint it proved.
+        seen: protocol::Fingerprint,
+    },
     /// The user pressed Ctrl-C or the process is shutting down.
     #[error("cancelled (a download keeps what arrived: `get` it again to resume)")]
     Cancelled,

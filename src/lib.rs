@@ -11,6 +11,7 @@ pub mod digest;
 pub mod disk;
 pub mod download;
 pub mod error;
+pub mod identity;
 pub mod index;
 pub mod limit;
 pub(crate) mod logging;
@@ -19,5 +20,6 @@ pub mod peer;
 pub mod protocol;
 pub mod runtime;
 pub mod shell;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -1,23 +1,38 @@
 //! Connection set-up, written once for both servers and every client: the accept loop
-//! (a connection permit owned by its task, backoff when `accept` fails, shutdown) and
-//! the handshake (`hello` with the protocol version, answered by `welcome`). Also the
-//! process's file-descriptor budget, which bounds how many connections can be served.
+//! (a connection permit owned by its task, backoff when `accept` fails, shutdown), the
+//! TLS handshake of both sides ([`connect`] for clients; see [`crate::tls`]), and the
+//! protocol handshake (`hello` with the protocol version, answered by `welcome`). A
+//! napster of the older, unencrypted protocol is answered in its own terms that it must
+//! upgrade. Also the process's file-descriptor budget, which bounds how many
+//! connections can be served.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
 use smol::Async;
 use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::lock::Semaphore;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
-use crate::protocol::{self, Connection, ErrorCode, Handshake, Limits, Reply};
+use crate::identity::Identity;
+use crate::protocol::{self, Connection, ErrorCode, Fingerprint, Handshake, Limits, Reply};
 use crate::runtime::{self, Shutdown};
+use crate::tls;
+
+/// The first byte of a TLS handshake record; an older napster's plaintext frame starts
+/// with the high byte of its length, 0 for any frame it could send.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Bytes of an older napster's plaintext `hello` read before it is answered.
+const PLAINTEXT_HELLO: usize = 4096;
 
 /// Pause after a failed `accept` (say, out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -115,6 +130,7 @@ impl Drop for AddressSlot {
 /// handshake as a server speaking `Req`/`Resp`, then runs `serve`.
 pub async fn accept_loop<Req, Resp, F, Fut>(
     listener: Async<TcpListener>,
+    identity: Identity,
     admission: Admission,
     shutdown: Shutdown,
     serve: F,
@@ -124,7 +140,8 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
     F: Fn(Connection, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
-    accept_loop_observed::<Req, Resp, F, Fut>(listener, admission, shutdown, None, serve).await;
+    accept_loop_observed::<Req, Resp, F, Fut>(listener, identity, admission, shutdown, None, serve)
+        .await;
 }
 
 /// Called for each connection told `busy` (for metrics).
@@ -133,6 +150,7 @@ pub type OnBusy = Arc<dyn Fn() + Send + Sync>;
 /// [`accept_loop`], calling `on_busy` for each connection it refuses at a limit.
 pub async fn accept_loop_observed<Req, Resp, F, Fut>(
     listener: Async<TcpListener>,
+    identity: Identity,
     admission: Admission,
     shutdown: Shutdown,
     on_busy: Option<OnBusy>,
@@ -143,6 +161,7 @@ pub async fn accept_loop_observed<Req, Resp, F, Fut>(
     F: Fn(Connection, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
+    let acceptor = TlsAcceptor::from(tls::server_config(&identity));
     let permits = Arc::new(Semaphore::new(admission.max_connections));
     let per_address = PerAddress::default();
     let serve = Arc::new(serve);
@@ -173,9 +192,14 @@ pub async fn accept_loop_observed<Req, Resp, F, Fut>(
         }
         let serve = serve.clone();
         let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
         runtime::spawn(async move {
             let result = async {
-                let mut conn = Connection::new(stream, admission.limits)?;
+                let Some(mut conn) =
+                    accept_tls::<Resp>(stream, &acceptor, admission.limits).await?
+                else {
+                    return Ok(());
+                };
                 let Some(_slot) = slot else {
                     warn!("refusing {addr}: at the connection limit of {ip}");
                     let busy = Resp::error(
@@ -207,6 +231,157 @@ pub async fn accept_loop_observed<Req, Resp, F, Fut>(
         })
         .detach();
     }
+}
+
+/// The server's side of the TLS handshake, within the timeout: a connection whose
+/// other side proved its key, or `None` when it was an older, unencrypted napster (told
+/// to upgrade) or left before saying anything.
+async fn accept_tls<Resp>(
+    stream: Async<TcpStream>,
+    acceptor: &TlsAcceptor,
+    limits: Limits,
+) -> Result<Option<Connection>>
+where
+    Resp: Reply + serde::Serialize,
+{
+    let addr = stream
+        .get_ref()
+        .peer_addr()
+        .map_err(|e| Error::io("reading the peer's address", e))?;
+    let timeout = limits.timeout;
+    let timed_out =
+        move |what: &str| Error::Protocol(protocol::Error::Timeout(format!("{what} from {addr}")));
+    let mut first = [0; 1];
+    let peeked = stream
+        .peek(&mut first)
+        .or(async {
+            smol::Timer::after(timeout).await;
+            Err(std::io::ErrorKind::TimedOut.into())
+        })
+        .await;
+    match peeked {
+        Ok(0) => return Ok(None),
+        Ok(_) if first[0] != TLS_HANDSHAKE => {
+            refuse_plaintext::<Resp>(stream, timeout).await;
+            warn!("refused {addr}: it speaks the unencrypted protocol of an older napster");
+            return Ok(None);
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(timed_out("waiting for a TLS handshake"));
+        }
+        Err(e) => return Err(Error::io(format!("receiving from {addr}"), e)),
+    }
+    let tls = acceptor
+        .accept(stream)
+        .or(async {
+            smol::Timer::after(timeout).await;
+            Err(std::io::ErrorKind::TimedOut.into())
+        })
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => timed_out("the TLS handshake"),
+            _ => Error::msg(format!("the TLS handshake with {addr} failed: {e}")),
+        })?;
+    let fingerprint = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(tls::fingerprint_of)
+        .ok_or_else(|| Error::msg(format!("{addr} presented no key")))?;
+    Ok(Some(Connection::new(
+        TlsStream::Server(tls),
+        fingerprint,
+        limits,
+    )?))
+}
+
+/// Answer an older napster's plaintext `hello` with a plaintext `version` error, so
+/// that it can tell its user to upgrade.
+async fn refuse_plaintext<Resp>(mut stream: Async<TcpStream>, timeout: Duration)
+where
+    Resp: Reply + serde::Serialize,
+{
+    let refusal = Resp::error(
+        ErrorCode::Version,
+        format!(
+            "this napster speaks protocol version {}, which is encrypted (TLS) and              authenticated by key; the unencrypted protocol of older versions is not              spoken any more: upgrade this napster",
+            protocol::VERSION
+        ),
+    );
+    let _ = async {
+        let mut hello = vec![0; PLAINTEXT_HELLO];
+        let _ = stream.read(&mut hello).await;
+        stream.write_all(&protocol::encode(&refusal)).await?;
+        stream.flush().await
+    }
+    .or(async {
+        smol::Timer::after(timeout).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    })
+    .await;
+}
+
+/// Connect to `addr` as `identity`: TCP, then TLS, all within the timeout. When
+/// `expected` is given, the server must prove that key ([`Error::WrongKey`] otherwise).
+pub async fn connect(
+    addr: SocketAddr,
+    identity: &Identity,
+    expected: Option<Fingerprint>,
+    limits: Limits,
+) -> Result<Connection> {
+    let stream = Connection::dial(addr, limits).await?;
+    let (config, check) = tls::client_config(identity, expected);
+    let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid DNS name");
+    let tls = TlsConnector::from(config)
+        .connect(name, stream)
+        .or(async {
+            smol::Timer::after(limits.timeout).await;
+            Err(std::io::ErrorKind::TimedOut.into())
+        })
+        .await
+        .map_err(|e| {
+            if let (Some(expected), Some(seen)) = (expected, check.seen())
+                && expected != seen
+            {
+                return Error::WrongKey {
+                    addr,
+                    expected,
+                    seen,
+                };
+            }
+            handshake_failed(addr, e)
+        })?;
+    let fingerprint = check
+        .seen()
+        .ok_or_else(|| Error::msg(format!("{addr} presented no key")))?;
+    Ok(Connection::new(
+        TlsStream::Client(tls),
+        fingerprint,
+        limits,
+    )?)
+}
+
+/// A failed client handshake, worded for a person.
+fn handshake_failed(addr: SocketAddr, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        return Error::Protocol(protocol::Error::Timeout(format!(
+            "during the TLS handshake with {addr}"
+        )));
+    }
+    let not_tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|inner| matches!(inner, rustls::Error::InvalidMessage(_)));
+    if not_tls || e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return Error::msg(format!(
+            "{addr} does not speak encrypted napster (protocol version {}): it is probably an \
+             older napster, which must be upgraded ({e})",
+            protocol::VERSION
+        ));
+    }
+    Error::msg(format!("the TLS handshake with {addr} failed: {e}"))
 }
 
 /// The server's side of the handshake: a `hello` of our version gets `welcome`;
@@ -283,7 +458,7 @@ mod tests {
     use crate::protocol::{IndexRequest, IndexResponse};
 
     async fn client(addr: std::net::SocketAddr) -> Result<Connection> {
-        let mut conn = Connection::connect(addr, Limits::default()).await?;
+        let mut conn = connect(addr, &Identity::ephemeral(), None, Limits::default()).await?;
         greet::<IndexRequest, IndexResponse>(&mut conn).await?;
         Ok(conn)
     }
@@ -304,6 +479,7 @@ mod tests {
         let count = served.clone();
         runtime::spawn(accept_loop::<IndexRequest, IndexResponse, _, _>(
             listener,
+            Identity::ephemeral(),
             admission,
             shutdown,
             move |mut conn, _| {

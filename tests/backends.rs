@@ -27,6 +27,7 @@ fn entry(name: &str, size: u64) -> FileEntry {
 fn registration(token: char, session: u64, port: u16, files: &[(&str, u64)]) -> Registration {
     Registration {
         token: token.to_string().repeat(32),
+        fingerprint: napster::protocol::Fingerprint::of_public_key(token.to_string().as_bytes()),
         session,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         files: files.iter().map(|&(n, s)| entry(n, s)).collect(),
@@ -341,6 +342,27 @@ async fn usage_is_counted<S: Store>(store: Arc<S>) {
 
 type Case<S> = fn(Arc<S>) -> Pin<Box<dyn Future<Output = ()>>>;
 
+/// A peer's ID is its key's own ([`peer_id_of`]): the same on a fresh store (an index
+/// restarted, in memory or on a new database) and on every server; hits and peer rows
+/// carry the fingerprint it proved.
+async fn peer_ids_are_bound_to_keys<S: Store>(store: Arc<S>) {
+    let a = registration('a', 1, 5001, &[("a.txt", 1)]);
+    let fingerprint = a.fingerprint;
+    let id = store.register(a).await.unwrap();
+    assert_eq!(id, napster::index::store::peer_id_of(&fingerprint));
+    let (hits, _) = store.search(&Query::pattern("a.txt"), 10).await.unwrap();
+    assert_eq!(hits[0].fingerprint, fingerprint);
+    let peers = store.peers().await.unwrap();
+    assert_eq!(peers[0].fingerprint, fingerprint);
+    // Gone and back (a restart of the peer): the same ID.
+    store.unregister(id, 1).await.unwrap();
+    let again = store
+        .register(registration('a', 2, 5002, &[("a.txt", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+}
+
 macro_rules! cases {
     ($store:ty) => {{
         let cases: Vec<(&str, Case<$store>)> = vec![
@@ -361,6 +383,9 @@ macro_rules! cases {
             ("usage_is_counted", |s| Box::pin(usage_is_counted(s))),
             ("an_old_session_never_removes_a_newer_one", |s| {
                 Box::pin(an_old_session_never_removes_a_newer_one(s))
+            }),
+            ("peer_ids_are_bound_to_keys", |s| {
+                Box::pin(peer_ids_are_bound_to_keys(s))
             }),
         ];
         cases

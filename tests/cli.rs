@@ -44,13 +44,17 @@ fn walk_through_in_separate_processes() {
         &tmp.path().join("two"),
         &[("6.txt", "sixth file"), ("7.txt", "seventh")],
     );
+    // Each peer its own home, so its own key file: its own identity.
+    let (home1, home2) = (tmp.path().join("home1"), tmp.path().join("home2"));
+    std::fs::create_dir_all(&home1).unwrap();
+    std::fs::create_dir_all(&home2).unwrap();
     let mut peer1 = NAPSTER.start(
-        tmp.path(),
+        &home1,
         &format!("connect {addr}\nregister {} 0\n", one.display()),
     );
     let id1 = peer_id(&peer1.wait_for("registered as peer"));
     let mut peer2 = NAPSTER.start(
-        tmp.path(),
+        &home2,
         &format!("connect {addr}\nregister {} 0\n", two.display()),
     );
     let id2 = peer_id(&peer2.wait_for("registered as peer"));
@@ -262,17 +266,24 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
 fn ping_measures_a_peer_and_search_can_show_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let files = write_files(&tmp.path().join("share"), &[("p.txt", "pong")]);
+    // The Peer ID this napster will have: derived from the key in its home.
+    let key = napster::identity::Identity::load_or_create(&tmp.path().join(".napster-key"), "key")
+        .unwrap();
+    let id = napster::index::store::peer_id_of(&key.fingerprint());
     let out = NAPSTER.run(
         tmp.path(),
         &format!(
-            "serve 0\nregister {} 0\nping 1\nsearch -r p.txt\nping 9\nquit\n",
+            "serve 0\nregister {} 0\nping {id}\nsearch -r p.txt\nping 9\nquit\n",
             files.display()
         ),
     );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("peer 1 (127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("peer {id} (127.0.0.1:")),
+        "{stdout}"
+    );
     assert!(stdout.contains("): rtt "), "{stdout}");
     assert!(stdout.contains("RTT"), "{stdout}");
     assert!(

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -110,7 +110,8 @@ fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
         let mut first = true;
         let mut stalled = Vec::new();
         for stream in listener.incoming() {
-            let mut stream = stream.unwrap();
+            let raw = common::Raw::accepted(stream.unwrap(), &common::test_identity());
+            let mut stream = raw.stream;
             let _: PeerRequest = read_frame(&mut stream);
             let welcome = PeerResponse::Welcome {
                 version: protocol::VERSION,
@@ -151,7 +152,7 @@ fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
     addr
 }
 
-fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> T {
+fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut impl Read) -> T {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).unwrap();
     let mut body = vec![0; u32::from_be_bytes(len) as usize];
@@ -168,7 +169,9 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
     let (index, _stop) = start_index(index::Settings::default());
     // Register the hand-written peer's file with the real index; keep the session.
     let _session = smol::block_on(async {
-        let mut session = IndexClient::connect(index, Limits::default())
+        // The hand-written peer's key, so that the hit names the key its server proves.
+        let identity = common::test_identity();
+        let mut session = IndexClient::connect_as(index, &identity, None, Limits::default())
             .await
             .unwrap();
         let entry = FileEntry {

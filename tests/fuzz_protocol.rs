@@ -101,6 +101,8 @@ proptest! {
     fn a_hit_never_encodes_longer_than_its_bound(name in "[^\\p{Cc}]{1,200}") {
         let hit = protocol::Hit {
             peer_id: u64::MAX,
+            fingerprint: protocol::Fingerprint([0xff; 32]),
+            nickname: Some("n".repeat(protocol::MAX_NICKNAME)),
             addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap(),
             file: FileEntry { name, size: u64::MAX, sha256: "f".repeat(64), chunks: "e".repeat(64) },
             shared_at: i64::MIN,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use napster::Error;
 use napster::client::IndexClient;
+use napster::identity::Identity;
 use napster::index::Settings;
 use napster::protocol::{self, ErrorCode, IndexRequest, IndexResponse, SearchQuery};
 use napster::runtime::ShutdownTrigger;
@@ -76,7 +77,7 @@ struct Fixture {
 }
 
 fn fixture(settings: Settings) -> Fixture {
-    let (addr, trigger) = start_index(settings);
+    let (addr, trigger) = start_index(settings.clone());
     let mut canary = index_client(addr).expect("connecting the canary");
     smol::block_on(canary.register(40_001, &token(0xca11a7), &[entry(CANARY, 3)]))
         .expect("registering the canary");
@@ -825,19 +826,17 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
 
     // A dripping client: one byte of a valid frame every 100 ms would take seconds.
     let mut drip = fx.raw_hello();
-    let mut drip_writer = drip.stream.try_clone().unwrap();
     let dripping = std::thread::spawn(move || {
-        use std::io::Write;
         let mut body = br#"{"type":"ping"}"#.to_vec();
         body.resize(200, b' ');
         let frame = [&(body.len() as u32).to_be_bytes()[..], &body].concat();
         for byte in frame {
-            if drip_writer.write_all(&[byte]).is_err() {
-                return true;
+            if drip.send_bytes(&[byte]).is_err() {
+                return Some(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        false
+        None
     });
 
     // Meanwhile a normal client is served, and the stalled ones are still open.
@@ -853,7 +852,6 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
         ("one byte before hello", &mut before),
         ("one byte after hello", &mut after),
         ("silent before hello", &mut silent),
-        ("dripping", &mut drip),
     ] {
         raw.expect_closed(timeout + Duration::from_secs(3));
         let elapsed = started.elapsed();
@@ -866,10 +864,13 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
             "{what}: closed only after {elapsed:?}"
         );
     }
-    drop(drip);
+    let cut = dripping
+        .join()
+        .unwrap()
+        .expect("the dripping client could send a whole 200-byte frame at 10 bytes/s");
     assert!(
-        dripping.join().unwrap(),
-        "the dripping client could send a whole 200-byte frame at 10 bytes/s"
+        cut >= timeout.mul_f64(0.9) && cut < timeout + Duration::from_secs(3),
+        "dripping: cut off after {cut:?}, not at the frame timeout {timeout:?}"
     );
     fx.assert_serves();
 }
@@ -878,7 +879,7 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
 fn a_connection_flood_gets_busy_and_service_resumes() {
     let mut settings = hostile_index_settings();
     settings.max_connections = 8;
-    let mut fx = fixture(settings);
+    let mut fx = fixture(settings.clone());
 
     // The canary holds one connection; fill the other seven.
     let held: Vec<Raw> = (0..settings.max_connections - 1)
@@ -1070,16 +1071,30 @@ fn search_hits(client: &mut IndexClient, pattern: &str) -> Vec<napster::protocol
 
 /// Connect a client, retrying while the index is at its connection limit.
 fn connect_when_free(addr: SocketAddr) -> IndexClient {
+    connect_when_free_as(addr, &Identity::generate().unwrap())
+}
+
+/// [`connect_when_free`], proving `identity`.
+fn connect_when_free_as(addr: SocketAddr, identity: &Identity) -> IndexClient {
     let mut client = None;
     wait_until("a free connection slot", WAIT, || {
-        client = index_client(addr).ok();
+        client = index_client_as(addr, identity).ok();
         client.is_some()
     });
     client.unwrap()
 }
 
+fn index_client_as(addr: SocketAddr, identity: &Identity) -> napster::Result<IndexClient> {
+    smol::block_on(IndexClient::connect_as(
+        addr,
+        identity,
+        None,
+        client_limits(),
+    ))
+}
+
 #[test]
-fn a_peer_s_files_belong_to_its_token_and_latest_session() {
+fn a_peer_s_files_belong_to_its_key_and_latest_session() {
     // Three connections at most: the canary plus two. A connection is only accepted once
     // an earlier one has been completely torn down, which tells when a close took effect.
     let mut settings = hostile_index_settings();
@@ -1087,13 +1102,15 @@ fn a_peer_s_files_belong_to_its_token_and_latest_session() {
     let fx = fixture(settings);
     let ta = token(0xA);
     let tb = token(0xB);
+    let key_a = Identity::generate().unwrap();
 
-    let mut a = index_client(fx.addr).unwrap();
+    let mut a = index_client_as(fx.addr, &key_a).unwrap();
     let pa = smol::block_on(a.register(5001, &ta, &[entry("alpha.txt", 10)])).unwrap();
 
-    // Another peer (token TB) cannot remove or replace A's files.
+    // Another peer (another key), even with A's token, cannot remove or replace A's
+    // files: a stolen or replayed token is worth nothing without A's key.
     let mut b = index_client(fx.addr).unwrap();
-    let pb = smol::block_on(b.register(5002, &tb, &[entry("beta.txt", 20)])).unwrap();
+    let pb = smol::block_on(b.register(5002, &ta, &[entry("beta.txt", 20)])).unwrap();
     assert_ne!(pa, pb);
     assert_eq!(
         smol::block_on(b.remove_files(vec!["alpha.txt".into()])).unwrap(),
@@ -1106,12 +1123,12 @@ fn a_peer_s_files_belong_to_its_token_and_latest_session() {
     assert_eq!(hits[0].peer_id, pa);
     drop(b);
 
-    // A new session with TA takes over with the same Peer ID.
-    let mut c = connect_when_free(fx.addr);
+    // A new session proving A's key takes over with the same Peer ID (whatever token).
+    let mut c = connect_when_free_as(fx.addr, &key_a);
     let pc =
-        smol::block_on(c.register(5003, &ta, &[entry("alpha.txt", 10), entry("gamma.txt", 30)]))
+        smol::block_on(c.register(5003, &tb, &[entry("alpha.txt", 10), entry("gamma.txt", 30)]))
             .unwrap();
-    assert_eq!(pc, pa, "the same token must get the same peer id");
+    assert_eq!(pc, pa, "the same key must get the same peer id");
     let hits = search_hits(&mut c, "alpha");
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].addr.port(), 5003, "the new session's port is used");
@@ -1220,7 +1237,7 @@ fn search_results_larger_than_a_frame_still_reach_the_client() {
 fn a_silent_peer_is_dropped_after_the_session_ttl() {
     let mut settings = hostile_index_settings();
     settings.session_ttl = Duration::from_millis(500);
-    let (addr, _trigger) = start_index(settings);
+    let (addr, _trigger) = start_index(settings.clone());
 
     let mut silent = index_client(addr).unwrap();
     smol::block_on(silent.register(5200, &token(0x511e), &[entry("silent-file.txt", 1)])).unwrap();
@@ -1292,6 +1309,8 @@ fn lying_hit(name: &str, sha256: &str) -> napster::protocol::Hit {
         addr: closed_addr(),
         file,
         shared_at: 0,
+        fingerprint: napster::protocol::Fingerprint::of_public_key(b"a lying index's peer"),
+        nickname: None,
     }
 }
 
@@ -1342,6 +1361,8 @@ fn a_peer_list_with_an_unusable_address_is_a_clear_error() {
             files: 1,
             bytes: 1,
             shared_at: 0,
+            fingerprint: napster::protocol::Fingerprint::of_public_key(b"a peer"),
+            nickname: None,
         }],
     });
     let (code, _, stderr) = run_script(&format!("connect {index}\npeers\nping 3\n"));
@@ -1449,4 +1470,174 @@ fn a_sharing_peer_skips_names_with_bidi_overrides_and_warns_once() {
     assert_eq!(stderr.matches("skipping").count(), 1, "{stderr}");
     assert!(stderr.contains(r"invoice\u{202e}fdp.exe"), "{stderr}");
     assert!(!format!("{stdout}{stderr}").contains('\u{202e}'));
+}
+
+// ---------------------------------------------------------------------------------------
+// The encrypted transport: what arrives instead of a proper TLS handshake.
+
+#[test]
+fn garbage_instead_of_a_tls_handshake_is_closed_and_the_index_serves_on() {
+    let fx = Fixture::hostile();
+    let within = fx.close_within();
+    // A TLS record header announcing a handshake, then noise; and noise that is not
+    // even a record.
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    record.extend(noise(7, 64));
+    for garbage in [record, noise(8, 300)] {
+        let mut raw = Raw::plain(fx.addr);
+        let _ = raw.send_bytes(&garbage);
+        raw.read_timeout(within);
+        let mut buf = [0u8; 4096];
+        let started = Instant::now();
+        // Whatever comes back (a TLS alert, or an old-version refusal), the connection
+        // ends, and promptly.
+        loop {
+            match std::io::Read::read(&mut raw.stream, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => assert!(started.elapsed() < within, "still open after {within:?}"),
+            }
+        }
+        assert!(started.elapsed() < within, "closed only after {within:?}");
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn a_stalled_tls_handshake_is_cut_at_the_frame_timeout() {
+    let fx = Fixture::hostile();
+    let timeout = fx.settings.limits.timeout;
+    // Silent after connecting, and stalled half-way through a ClientHello.
+    let mut silent = Raw::plain(fx.addr);
+    let mut half = Raw::plain(fx.addr);
+    half.send_bytes(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01])
+        .unwrap();
+    let started = Instant::now();
+    fx.assert_serves();
+    for (what, raw) in [("silent", &mut silent), ("half a hello", &mut half)] {
+        raw.expect_closed(timeout + Duration::from_secs(3));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < timeout + Duration::from_secs(3),
+            "{what}: closed only after {elapsed:?}"
+        );
+    }
+    fx.assert_serves();
+}
+
+#[test]
+fn an_older_unencrypted_napster_is_told_to_upgrade() {
+    let fx = Fixture::hostile();
+    // Protocol version 1 spoke plaintext frames; its hello is refused in its own terms.
+    let mut old = Raw::plain(fx.addr);
+    old.send(&json!({"type": "hello", "version": 1}));
+    match old.recv::<IndexResponse>() {
+        IndexResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Version);
+            assert!(message.contains("upgrade"), "{message}");
+            assert!(message.contains("encrypted"), "{message}");
+        }
+        other => panic!("expected a version error, got {other:?}"),
+    }
+    old.expect_closed(fx.close_within());
+    // A downgrade inside TLS (an old version number in hello) is refused too.
+    let mut downgrade = fx.raw();
+    downgrade.send(&IndexRequest::Hello { version: 1 });
+    assert_eq!(
+        index_error_code(&downgrade.recv::<IndexResponse>()),
+        ErrorCode::Version
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn a_new_napster_reaching_an_old_plaintext_server_says_to_upgrade_it() {
+    // An "old index": answers any first frame with a plaintext error, as version 1 did
+    // for the TLS ClientHello (whose length field looks absurd).
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let old = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut raw = Raw {
+            stream: RawStream::Plain(stream),
+        };
+        raw.read_timeout(WAIT);
+        let mut header = [0u8; 5];
+        let _ = raw.read_exact(&mut header);
+        let _ = raw.send_bytes(&protocol::encode(&IndexResponse::Error {
+            code: ErrorCode::BadRequest,
+            message: "message of 369295616 bytes exceeds the limit".into(),
+        }));
+    });
+    let err = match index_client(addr) {
+        Ok(_) => panic!("a plaintext server was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("older napster"), "{err}");
+    old.join().unwrap();
+}
+
+#[test]
+fn a_replayed_registration_from_another_key_takes_nothing_over() {
+    let fx = Fixture::hostile();
+    let victim_key = Identity::generate().unwrap();
+    let mut victim = index_client_as(fx.addr, &victim_key).unwrap();
+    let secret = token(0x5ec2e7);
+    let id = smol::block_on(victim.register(6001, &secret, &[entry("victim.txt", 10)])).unwrap();
+    // The attacker replays the victim's very registration message on its own connection
+    // (it proves its own key), then tries to withdraw what it hopes is the victim's.
+    let register = IndexRequest::Register {
+        port: 6001,
+        token: secret.clone(),
+        files: vec![entry("victim.txt", 10)],
+    };
+    let mut attacker = fx.raw_hello();
+    let stolen = match attacker.index_request(&register) {
+        IndexResponse::Registered { peer_id, .. } => peer_id,
+        other => panic!("expected registered, got {other:?}"),
+    };
+    assert_ne!(
+        stolen, id,
+        "the replayed registration took the victim's Peer ID"
+    );
+    attacker.index_request(&IndexRequest::Unregister {});
+    drop(attacker);
+    let hits = search_hits(&mut victim, "victim");
+    assert!(
+        hits.iter().any(|h| h.peer_id == id
+            && h.fingerprint == victim_key.fingerprint()
+            && h.addr.port() == 6001),
+        "the victim's file is gone or changed hands: {hits:?}"
+    );
+    // The victim's session still owns its files.
+    assert_eq!(
+        smol::block_on(victim.add_files(vec![entry("more.txt", 3)])).unwrap(),
+        2
+    );
+    fx.assert_serves();
+}
+
+#[test]
+fn hits_carry_the_fingerprint_the_sharer_proved_not_one_it_claims() {
+    let fx = Fixture::hostile();
+    let key = Identity::generate().unwrap();
+    let mut peer = index_client_as(fx.addr, &key).unwrap();
+    // The token field looks like another key's fingerprint; the index ignores it.
+    let other = Identity::generate().unwrap().fingerprint();
+    let claimed: String = other
+        .plain()
+        .chars()
+        .take(32)
+        .collect::<String>()
+        .to_lowercase();
+    let claimed: String = claimed
+        .chars()
+        .map(|c| if c.is_ascii_hexdigit() { c } else { 'a' })
+        .collect();
+    smol::block_on(peer.register(6100, &claimed, &[entry("proved.txt", 1)])).unwrap();
+    let hits = search_hits(&mut peer, "proved");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].fingerprint, key.fingerprint());
+    let peers = smol::block_on(peer.peers()).unwrap();
+    assert!(peers.iter().any(|p| p.fingerprint == key.fingerprint()));
+    assert!(peers.iter().all(|p| p.fingerprint != other));
 }

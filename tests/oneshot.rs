@@ -19,15 +19,22 @@ const NAPSTER: Napster = Napster {
 
 const SONG: &[u8] = b"la la la, a song shared for scripts\n";
 
-/// An index and a peer sharing `song.ogg` in one process; its index address.
-fn index_with_a_song(tmp: &Path) -> (Running, String) {
+/// The Peer ID in a `registered as peer N …` line.
+fn registered_id(line: &str) -> u64 {
+    let after = line.split("registered as peer ").nth(1).unwrap();
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// An index and a peer sharing `song.ogg` in one process; its index address and the
+/// peer's ID (derived from its key).
+fn index_with_a_song(tmp: &Path) -> (Running, String, u64) {
     let share = tmp.join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("song.ogg"), SONG).unwrap();
     let mut process = NAPSTER.start(tmp, &format!("serve 0\nregister {} 0\n", share.display()));
     let addr = last_word(&process.wait_for("index server listening on"));
-    process.wait_for("registered as peer");
-    (process, addr)
+    let id = registered_id(&process.wait_for("registered as peer"));
+    (process, addr, id)
 }
 
 /// Every stdout line parsed as a JSON object.
@@ -44,9 +51,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The fields every row about a peer's file carries (docs/JSON.md, `hit` and `file`).
-fn check_file_row(row: &Value, kind: &str) {
+fn check_file_row(row: &Value, kind: &str, peer: u64) {
     assert_eq!(row["type"], kind, "{row}");
-    assert_eq!(row["peer_id"], 1, "{row}");
+    assert_eq!(row["peer_id"], peer, "{row}");
+    assert_eq!(
+        row["fingerprint"].as_str().unwrap().split('-').count(),
+        13,
+        "{row}"
+    );
     assert_eq!(row["name"], "song.ogg", "{row}");
     assert_eq!(row["size"], SONG.len() as u64, "{row}");
     assert_eq!(row["sha256"], sha256_hex(SONG), "{row}");
@@ -62,7 +74,8 @@ fn check_file_row(row: &Value, kind: &str) {
 #[test]
 fn one_shot_commands_print_json_lines_with_every_documented_field() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_index, addr) = index_with_a_song(tmp.path());
+    let (_index, addr, id) = index_with_a_song(tmp.path());
+    let id_text = id.to_string();
     let client = tmp.path().join("client");
     std::fs::create_dir_all(&client).unwrap();
     let run = |args: &[&str]| {
@@ -75,7 +88,7 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let hits = records(&out.stdout);
     assert_eq!(hits.len(), 1, "one object per row: {hits:?}");
-    check_file_row(&hits[0], "hit");
+    check_file_row(&hits[0], "hit", id);
 
     let out = run(&["search", "-r", "song"]);
     let hit = &records(&out.stdout)[0];
@@ -84,24 +97,25 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     let out = run(&["search", "-c", "song"]);
     let group = &records(&out.stdout)[0];
     assert_eq!(group["type"], "group");
-    assert_eq!(group["peer_ids"], serde_json::json!([1]));
+    assert_eq!(group["peer_ids"], serde_json::json!([id]));
     assert_eq!(group["sha256"], sha256_hex(SONG));
     assert_eq!(group["size"], SONG.len() as u64);
     assert_eq!(group["name"], "song.ogg");
 
-    let out = run(&["files", "1"]);
-    check_file_row(&records(&out.stdout)[0], "file");
+    let out = run(&["files", &id_text]);
+    check_file_row(&records(&out.stdout)[0], "file", id);
 
     let out = run(&["peers"]);
     let peer = &records(&out.stdout)[0];
     assert_eq!(peer["type"], "peer");
-    assert_eq!(peer["peer_id"], 1);
+    assert_eq!(peer["peer_id"], id);
+    assert!(peer["fingerprint"].is_string());
     assert_eq!(peer["files"], 1);
     assert_eq!(peer["bytes"], SONG.len() as u64);
     assert!(peer["addr"].is_string() && peer["host"].is_string() && peer["port"].is_u64());
     chrono::DateTime::parse_from_rfc3339(peer["shared_at"].as_str().unwrap()).unwrap();
 
-    let out = run(&["ping", "1"]);
+    let out = run(&["ping", &id_text]);
     let pong = &records(&out.stdout)[0];
     assert_eq!(pong["type"], "pong");
     assert!(pong["rtt_ms"].as_f64().unwrap() >= 0.0 && pong["port"].is_u64());
@@ -120,7 +134,7 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     assert_eq!(saved["name"], "song.ogg");
     assert_eq!(saved["size"], SONG.len() as u64);
     assert_eq!(saved["sha256"], sha256_hex(SONG));
-    assert_eq!(saved["peer_ids"], serde_json::json!([1]));
+    assert_eq!(saved["peer_ids"], serde_json::json!([id]));
     assert_eq!(saved["already_there"], false);
     assert_eq!(saved["resumed"], 0);
     assert_eq!(saved["refetched"], 0);
@@ -258,8 +272,8 @@ fn a_one_shot_server_stays_in_the_foreground_until_sigterm() {
     let dir = share.display().to_string();
     let mut peer = NAPSTER.start_with(tmp.path(), &["--index", &addr, "register", &dir, "0"], "");
     peer.end_input();
-    peer.wait_for("registered as peer 1");
-    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "--json", "files", "1"]);
+    let id = registered_id(&peer.wait_for("registered as peer")).to_string();
+    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "--json", "files", &id]);
     assert_eq!(records(&out.stdout).len(), 1, "{}", text(&out.stderr));
     assert_eq!(peer.terminate().code(), Some(0));
     let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "peers"]);

@@ -56,8 +56,15 @@ fn two_index_servers_on_one_database_are_one_index() {
     let one = cwd.join("one");
     std::fs::create_dir(&one).unwrap();
     std::fs::write(one.join("shared-by-one.txt"), "from peer one").unwrap();
+    // Each peer its own home (config copied), so its own key file: its own identity.
+    let home = |name: &str| {
+        let home = cwd.join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::copy(cwd.join("napster.toml"), home.join("napster.toml")).unwrap();
+        home
+    };
     let mut p1 = NAPSTER.start(
-        cwd,
+        &home("home1"),
         &format!(
             "connect {index_a} {index_b}\nregister {} 0\n",
             one.display()
@@ -72,7 +79,7 @@ fn two_index_servers_on_one_database_are_one_index() {
     std::fs::create_dir(&two).unwrap();
     std::fs::write(two.join("shared-by-two.txt"), "from peer two").unwrap();
     let mut p2 = NAPSTER.start(
-        cwd,
+        &home("home2"),
         &format!("connect {index_a}\nregister {} 0\n", two.display()),
     );
     p2.wait_for("registered as peer");

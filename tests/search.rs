@@ -115,10 +115,14 @@ fn limits_collapsing_and_browsing() {
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
     library(&share);
+    // The Peer ID this napster will have: derived from the key in its home.
+    let key = napster::identity::Identity::load_or_create(&tmp.path().join(".napster-key"), "key")
+        .unwrap();
+    let id = napster::index::store::peer_id_of(&key.fingerprint());
     let out = NAPSTER.run(
         tmp.path(),
         &format!(
-            "serve 0\nregister {} 0\nsearch -n 2 o\nsearch -n 2 moon\nsearch -c moon\nfiles 1\n\
+            "serve 0\nregister {} 0\nsearch -n 2 o\nsearch -n 2 moon\nsearch -c moon\nfiles {id}\n\
              search m\nsearch **\nsearch sha256:zz\nsearch -n 0 moon\nfiles 42\nquit\n",
             share.display()
         ),
@@ -131,7 +135,10 @@ fn limits_collapsing_and_browsing() {
         "{stdout}"
     );
     assert!(stdout.contains("│ File"), "collapsed table: {stdout}");
-    assert!(stdout.contains("peer 1 shares 5 files"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("peer {id} shares 5 files")),
+        "{stdout}"
+    );
     let errors: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("error: "))
@@ -187,17 +194,21 @@ fn collapsed_rows_count_the_peers_sharing_the_same_contents() {
 /// An index and one sharing process per folder, their stdin closed; returns the index
 /// address and the processes, which are killed when dropped.
 fn run_serving_index(tmp: &Path, folders: &[&Path]) -> (String, Vec<Running>) {
-    let start = |script: String, needle: &str| {
-        let mut process = NAPSTER.start(tmp, &script);
+    let start = |cwd: &Path, script: String, needle: &str| {
+        let mut process = NAPSTER.start(cwd, &script);
         process.end_input();
         let line = process.wait_for(needle);
         (process, line)
     };
-    let (index_process, line) = start("serve 0\n".into(), "listening on");
+    let (index_process, line) = start(tmp, "serve 0\n".into(), "listening on");
     let index = last_word(&line);
     let mut processes = vec![index_process];
-    for folder in folders {
+    for (i, folder) in folders.iter().enumerate() {
+        // Each peer its own home, so its own key: its own identity.
+        let home = tmp.join(format!("home{i}"));
+        std::fs::create_dir_all(&home).unwrap();
         let (peer, _) = start(
+            &home,
             format!("connect {index}\nregister {} 0\n", folder.display()),
             "registered",
         );

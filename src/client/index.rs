@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::client::Pins;
 use crate::error::{Error, Result};
+use crate::identity::Identity;
 use crate::net;
 use crate::protocol::{
-    self, FileEntry, Hit, IndexRequest, IndexResponse, Limits, PeerInfo, SearchQuery,
+    self, FileEntry, Fingerprint, Hit, IndexRequest, IndexResponse, Limits, PeerInfo, SearchQuery,
 };
 
 /// What changed in a share since the index was last told: sent as `add_files` and
@@ -33,14 +35,33 @@ pub struct IndexClient {
 }
 
 impl IndexClient {
-    /// Connect to the index at `addr` and exchange versions.
+    /// Connect to the index at `addr` with a new in-memory identity (so, as a new peer
+    /// if it registers), accepting any key the index proves, and exchange versions.
     pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self> {
-        let mut conn = protocol::Connection::connect(addr, limits)
+        IndexClient::connect_as(addr, &Identity::generate()?, None, limits).await
+    }
+
+    /// Connect to the index at `addr` as `identity`; when `expected` is given the index
+    /// must prove that key.
+    pub async fn connect_as(
+        addr: SocketAddr,
+        identity: &Identity,
+        expected: Option<Fingerprint>,
+        limits: Limits,
+    ) -> Result<Self> {
+        let mut conn = net::connect(addr, identity, expected, limits)
             .await
-            .map_err(|e| {
-                Error::msg(format!(
+            .map_err(|e| match e {
+                Error::WrongKey { seen, expected, .. } => Error::msg(format!(
+                    "refused: the index at {addr} proved key {seen}, but {expected} is pinned \
+                     for it: it is not the index this napster knew there (someone may be \
+                     impersonating it, or its key was replaced). If you trust the new key, \
+                     run `connect {addr}#{seen}`"
+                )),
+                Error::Protocol(e @ protocol::Error::Io { .. }) => Error::msg(format!(
                     "cannot reach the index at {addr}: {e}; is `serve` running there?"
-                ))
+                )),
+                e => Error::msg(format!("cannot use the index at {addr}: {e}")),
             })?;
         net::greet::<IndexRequest, IndexResponse>(&mut conn).await?;
         Ok(IndexClient { conn })
@@ -48,9 +69,21 @@ impl IndexClient {
 
     /// Connect to the first of `addrs` that answers (trying them in order).
     pub async fn connect_any(addrs: &[SocketAddr], limits: Limits) -> Result<Self> {
+        IndexClient::connect_any_as(addrs, &Identity::generate()?, &Pins::new(), limits).await
+    }
+
+    /// Connect to the first of `addrs` that answers, as `identity`, each one required
+    /// to prove the key `pins` holds for it (any key when none).
+    pub async fn connect_any_as(
+        addrs: &[SocketAddr],
+        identity: &Identity,
+        pins: &Pins,
+        limits: Limits,
+    ) -> Result<Self> {
         let mut failures = Vec::new();
         for &addr in addrs {
-            match IndexClient::connect(addr, limits).await {
+            let pin = pins.get(&addr).copied();
+            match IndexClient::connect_as(addr, identity, pin, limits).await {
                 Ok(client) => return Ok(client),
                 Err(e) => failures.push(e.to_string()),
             }
@@ -68,6 +101,11 @@ impl IndexClient {
     /// Address of the index.
     pub fn addr(&self) -> SocketAddr {
         self.conn.peer_addr()
+    }
+
+    /// The key the index proved.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.conn.peer_fingerprint()
     }
 
     /// Our address as the index sees it (modulo NAT).

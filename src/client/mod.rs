@@ -2,7 +2,9 @@
 //! peer's file server. Everything that asks a server something goes through here.
 
 pub mod index;
+pub mod known;
 pub mod peer;
 
 pub use index::{Changes, IndexClient};
+pub use known::{KnownIndexes, Pins};
 pub use peer::{PeerClient, RangeReader};

@@ -1,15 +1,16 @@
 //! [`PeerClient`]: the downloader's side of the peer protocol — the handshake, a file's
 //! chunk list (checked against the index's), a range of its bytes, and ping.
 
-use std::io::{Cursor, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use smol::Async;
-
 use crate::error::{Error, Result};
+use crate::identity::Identity;
 use crate::net;
-use crate::protocol::{self, Connection, FileEntry, Limits, PeerRequest, PeerResponse};
+use crate::protocol::{
+    self, Connection, FileEntry, Fingerprint, Limits, PeerRequest, PeerResponse,
+};
 
 /// A connection to a peer's file server that has said hello.
 pub struct PeerClient {
@@ -17,11 +18,32 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    /// Connect to the file server at `addr` and exchange versions.
+    /// Connect to the file server at `addr`, accepting any key it proves, and exchange
+    /// versions.
     pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self> {
-        let mut conn = Connection::connect(addr, limits)
+        PeerClient::connect_to(addr, None, limits).await
+    }
+
+    /// Connect to the file server at `addr`, which must prove `expected` when given (the
+    /// sharer's key a search hit named), and exchange versions.
+    pub async fn connect_to(
+        addr: SocketAddr,
+        expected: Option<Fingerprint>,
+        limits: Limits,
+    ) -> Result<Self> {
+        let mut conn = net::connect(addr, &Identity::ephemeral(), expected, limits)
             .await
-            .map_err(|e| Error::msg(format!("unreachable: {e}")))?;
+            .map_err(|e| match e {
+                Error::WrongKey { seen, expected, .. } => Error::msg(format!(
+                    "refused: the file server at {addr} proved key {seen}, not the sharer's \
+                     {expected}: someone else answers at that address (the sharer left, or \
+                     an attacker is in the way); nothing was downloaded from it"
+                )),
+                Error::Protocol(e @ protocol::Error::Io { .. }) => {
+                    Error::msg(format!("unreachable: {e}"))
+                }
+                other => other,
+            })?;
         net::greet::<PeerRequest, PeerResponse>(&mut conn)
             .await
             .map_err(|e| match e {
@@ -34,6 +56,11 @@ impl PeerClient {
     /// Address of the file server.
     pub fn addr(&self) -> SocketAddr {
         self.conn.peer_addr()
+    }
+
+    /// The key the file server proved.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.conn.peer_fingerprint()
     }
 
     /// Round-trip time of a ping.
@@ -142,38 +169,29 @@ impl PeerClient {
         }
     }
 
-    /// Hand the connection to a blocking thread to read an announced range: the bytes
-    /// already received come first. [`RangeReader::into_client`] gives it back.
+    /// Hand the connection to a blocking thread to read an announced range (the bytes
+    /// already received come first). [`RangeReader::into_client`] gives it back.
     pub fn into_range(self) -> Result<RangeReader> {
-        let limits = self.conn.limits();
-        let (socket, received) = self.conn.into_blocking()?;
-        Ok(RangeReader {
-            inner: Cursor::new(received).chain(socket),
-            limits,
-        })
+        Ok(RangeReader { client: self })
     }
 }
 
-/// A range of a file arriving on a blocking socket, every read under the timeout.
+/// A range of a file arriving on a connection read by a blocking thread, every read
+/// under the timeout (a read that times out is `TimedOut`).
 pub struct RangeReader {
-    inner: std::io::Chain<Cursor<Vec<u8>>, TcpStream>,
-    limits: Limits,
+    client: PeerClient,
 }
 
 impl Read for RangeReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf)
+        // The thread belongs to no executor: it drives the read itself.
+        smol::block_on(self.client.conn.read_some(buf))
     }
 }
 
 impl RangeReader {
     /// The connection back, for the next request, once the whole range was read.
     pub fn into_client(self) -> Result<PeerClient> {
-        let (rest, socket) = self.inner.into_inner();
-        let unread = rest.get_ref()[rest.position() as usize..].to_vec();
-        let stream = Async::new(socket).map_err(|e| Error::io("resuming the connection", e))?;
-        Ok(PeerClient {
-            conn: Connection::with_received(stream, self.limits, unread)?,
-        })
+        Ok(self.client)
     }
 }

@@ -112,7 +112,7 @@ fn connect_all(job: &Job) -> Result<Connected> {
             let limits = job.limits;
             runtime::spawn(async move {
                 let started = Instant::now();
-                let client = PeerClient::connect(hit.addr, limits).await;
+                let client = PeerClient::connect_to(hit.addr, Some(hit.fingerprint), limits).await;
                 (hit, client, started.elapsed())
             })
         })

@@ -96,7 +96,11 @@ pub(super) fn work(
         peer = match worker.receive_run(&mut range, run, spare)? {
             RunEnd::Whole => range.into_client()?,
             RunEnd::Stopped if shared.cancelled() => return Ok(()),
-            RunEnd::Stopped => smol::block_on(PeerClient::connect(hit.addr, limits))?,
+            RunEnd::Stopped => smol::block_on(PeerClient::connect_to(
+                hit.addr,
+                Some(hit.fingerprint),
+                limits,
+            ))?,
         };
     }
 }

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::Server;
 use super::metrics::{Kind, kind};
 use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
+use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
     TOKEN_HEX,
@@ -25,16 +26,19 @@ pub struct Session {
     pub files: u64,
     /// The address the connection comes from: the peer's host, whatever it claims.
     pub from: SocketAddr,
+    /// The key the connection proved in its TLS handshake: the peer, whatever it claims.
+    pub fingerprint: Fingerprint,
 }
 
 impl Session {
-    /// A connection from `from` that has not registered.
-    pub fn new(id: u64, from: SocketAddr) -> Self {
+    /// A connection from `from`, proving `fingerprint`, that has not registered.
+    pub fn new(id: u64, from: SocketAddr, fingerprint: Fingerprint) -> Self {
         Session {
             id,
             peer: None,
             files: 0,
             from,
+            fingerprint,
         }
     }
 }
@@ -155,6 +159,9 @@ impl<S: Store> Server<S> {
         }
         self.check_files(&files, 0)?;
         let _admitted = self.admit.lock().await;
+        // The peer is the key it proved on this connection, never a token it claims: a
+        // token stolen or replayed from another key's connection gets nothing of its.
+        let token = session.fingerprint.plain();
         let usage = self
             .store
             .usage(session.from.ip().to_canonical(), Some(&token));
@@ -164,6 +171,7 @@ impl<S: Store> Server<S> {
         let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
         let registration = Registration {
             token,
+            fingerprint: session.fingerprint,
             session: session.id,
             addr,
             files,
@@ -379,7 +387,11 @@ mod tests {
     }
 
     fn session(id: u64) -> Session {
-        Session::new(id, ([192, 0, 2, 7], 40000).into())
+        Session::new(
+            id,
+            ([192, 0, 2, 7], 40000).into(),
+            Fingerprint::of_public_key(&id.to_be_bytes()),
+        )
     }
 
     fn entry(name: &str) -> FileEntry {
@@ -415,7 +427,7 @@ mod tests {
             assert_eq!(
                 reply,
                 IndexResponse::Registered {
-                    peer_id: 1,
+                    peer_id: crate::index::store::peer_id_of(&s.fingerprint),
                     files: 1
                 }
             );
@@ -519,7 +531,7 @@ mod tests {
             let mut s = session(1);
             server.handle(&mut s, register("dir/a.txt")).await;
             let browse = IndexRequest::Browse {
-                peer_id: 1,
+                peer_id: crate::index::store::peer_id_of(&s.fingerprint),
                 limit: None,
             };
             let IndexResponse::Results { hits, .. } = server.handle(&mut s, browse).await else {
@@ -561,6 +573,8 @@ mod tests {
         let server = Server::new(Arc::new(MemoryStore::new()), settings);
         let hit = Hit {
             peer_id: 1,
+            fingerprint: Fingerprint([7; 32]),
+            nickname: Some("n".repeat(crate::protocol::MAX_NICKNAME)),
             addr: ([127, 0, 0, 1], 1).into(),
             file: entry(&"n".repeat(500)),
             shared_at: 0,

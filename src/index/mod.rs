@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::identity::Identity;
 use crate::net::{self, Admission};
 use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
@@ -31,8 +32,10 @@ pub use store::{MemoryStore, NameMatch, PgStore, Query, Registration, Store, Sto
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// What an index server enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
+    /// The key this index proves to everyone who connects.
+    pub identity: Identity,
     /// Wire limits.
     pub limits: Limits,
     /// How long a silent connection (peer session or client) lives.
@@ -59,8 +62,10 @@ pub struct Settings {
 
 impl Settings {
     /// The settings of a config.
+    /// (With this process's in-memory identity: `serve` sets the configured one.)
     pub fn from_config(config: &Config) -> Self {
         Settings {
+            identity: Identity::ephemeral(),
             limits: config.limits(),
             session_ttl: config.session_ttl(),
             max_connections: config.index.max_connections,
@@ -205,18 +210,23 @@ pub async fn run_with_metrics<S: Store>(
     let on_busy = metrics
         .clone()
         .map(|m| Arc::new(move || m.refused_busy()) as net::OnBusy);
+    let identity = settings.identity.clone();
+    let limits = settings.limits;
+    let max_connections = settings.max_connections;
+    let max_per_address = settings.max_connections_per_address;
     let server = Arc::new(Server::new(store, settings).with_metrics(metrics));
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move { server.reap().await })
     };
     let admission = Admission {
-        limits: settings.limits,
-        max_connections: net::fit_connections(settings.max_connections, "index server"),
-        max_per_address: settings.max_connections_per_address,
+        limits,
+        max_connections: net::fit_connections(max_connections, "index server"),
+        max_per_address,
     };
     net::accept_loop_observed::<IndexRequest, IndexResponse, _, _>(
         listener,
+        identity,
         admission,
         shutdown,
         on_busy,
@@ -234,7 +244,7 @@ impl<S: Store> Server<S> {
     /// Serve one connection after its handshake, and withdraw its peer when it ends.
     async fn serve(&self, mut conn: Connection, shutdown: Shutdown) -> Result<()> {
         let id = self.next_session.fetch_add(1, Ordering::SeqCst);
-        let mut session = Session::new(id, conn.peer_addr());
+        let mut session = Session::new(id, conn.peer_addr(), conn.peer_fingerprint());
         let result = self.requests(&mut conn, &mut session, &shutdown).await;
         self.note(session.id, None);
         // A server shutting down leaves its peers' files to the store: with a shared

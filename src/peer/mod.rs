@@ -50,6 +50,9 @@ pub struct SharingSettings {
     pub session_ttl: Duration,
     /// How the share follows its folders.
     pub living: Living,
+    /// The key each index server must prove (from the known-indexes file and
+    /// `host:port#FINGERPRINT`).
+    pub pins: crate::client::Pins,
 }
 
 impl SharingSettings {
@@ -69,6 +72,7 @@ impl SharingSettings {
             server: serve::Settings::from_config(config, upload),
             session_ttl: config.session_ttl(),
             living,
+            pins: Default::default(),
         }
     }
 }
@@ -280,7 +284,9 @@ impl Sharing {
         settings: &SharingSettings,
     ) -> Result<Sharing> {
         let limits = settings.server.limits;
-        let mut client = IndexClient::connect_any(index, limits).await?;
+        let identity = settings.server.identity.clone();
+        let pins = settings.pins.clone();
+        let mut client = IndexClient::connect_any_as(index, &identity, &pins, limits).await?;
         let host = match settings.host {
             Some(host) => host,
             None => client.local_addr()?.ip(),
@@ -307,6 +313,8 @@ impl Sharing {
             index: index.to_vec(),
             port: addr.port(),
             token,
+            identity,
+            pins,
             limits,
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };

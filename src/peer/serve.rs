@@ -7,8 +7,8 @@
 //! transfer. The connection is handed over and taken back in `send`.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::digest::IO_BUFFER;
 use crate::error::{Error, IoContext, Result};
+use crate::identity::Identity;
 use crate::limit::{Pace, RateLimit};
 use crate::net::{self, Admission};
 use crate::peer::share::Share;
@@ -33,6 +34,8 @@ pub type SharedFolder = Arc<RwLock<Share>>;
 /// What a file server enforces.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The key this file server proves (the peer's, the one it registered with).
+    pub identity: Identity,
     /// Wire limits; the timeout also bounds every write of a transfer.
     pub limits: Limits,
     /// Most transfers at once; further requests wait their turn (told `queued`).
@@ -44,9 +47,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings `napster.toml` asks for, sharing `upload` with every transfer.
+    /// The settings `napster.toml` asks for, sharing `upload` with every transfer, with a
+    /// fresh in-memory key (the shell puts the `[peer] key` in its place).
     pub fn from_config(config: &Config, upload: Arc<RateLimit>) -> Self {
         Settings {
+            identity: Identity::generate().unwrap_or_else(|_| Identity::ephemeral()),
             limits: config.limits(),
             max_uploads: config.peer.max_uploads,
             max_uploads_per_address: config.peer.max_uploads_per_address,
@@ -87,6 +92,7 @@ pub async fn run(
         max_connections: net::fit_connections(MAX_CONNECTIONS, "file server"),
         max_per_address: MAX_CONNECTIONS,
     };
+    let identity = settings.identity.clone();
     let server = Arc::new(Server {
         slots: Slots::new(settings.max_uploads, settings.max_uploads_per_address),
         folder,
@@ -94,6 +100,7 @@ pub async fn run(
     });
     net::accept_loop::<PeerRequest, PeerResponse, _, _>(
         listener,
+        identity,
         admission,
         shutdown,
         move |conn, shutdown| {
@@ -269,26 +276,25 @@ async fn send(
     })
     .await?;
     let limits = conn.limits();
-    let (socket, received) = conn.into_blocking()?;
-    let socket = smol::unblock(move || {
+    // The thread belongs to no executor: it drives the connection's writes itself.
+    smol::unblock(move || {
         let pace = Pace::new(limits.min_rate, limits.timeout);
-        send_range(file, socket, (offset, length), &limit, pace)
+        send_range(file, &mut conn, (offset, length), &limit, pace)?;
+        Ok(conn)
     })
-    .await?;
-    let socket = Async::new(socket).context(|| "resuming the connection".into())?;
-    Ok(Connection::with_received(socket, limits, received)?)
+    .await
 }
 
-/// Copy `length` bytes of `file` from `offset` to `socket`, and give the socket back.
-/// Every write is bounded by the socket's write timeout, and the downloader must read
-/// at its `pace`: one that stops reading, or reads a trickle, loses its slot.
+/// Copy `length` bytes of `file` from `offset` to `conn`. Every write is bounded by
+/// the timeout, and the downloader must read at its `pace`: one that stops reading, or
+/// reads a trickle, loses its slot.
 fn send_range(
     mut file: File,
-    mut socket: TcpStream,
+    conn: &mut Connection,
     (offset, length): (u64, u64),
     limit: &RateLimit,
     mut pace: Pace,
-) -> Result<TcpStream> {
+) -> Result<()> {
     file.seek(SeekFrom::Start(offset))
         .context(|| "seeking in the file".into())?;
     let mut buf = vec![0; IO_BUFFER];
@@ -304,7 +310,7 @@ fn send_range(
         let mut sent = 0;
         while sent < n {
             let asked = Instant::now();
-            let wrote = match socket.write(&buf[sent..n]) {
+            let wrote = match smol::block_on(conn.write_some(&buf[sent..n])) {
                 Ok(0) => return Err(Error::msg("the downloader stopped taking data")),
                 Ok(wrote) => wrote,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
@@ -327,7 +333,8 @@ fn send_range(
         left -= n as u64;
         limit.throttle(n);
     }
-    Ok(socket)
+    smol::block_on(conn.flush())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -345,12 +352,18 @@ mod tests {
         let marker: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         std::os::unix::fs::FileExt::write_all_at(&file, &marker, offset).unwrap();
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let sender = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut receiver, _) = listener.accept().unwrap();
+        let mut sender = Connection::new(
+            Async::new(sender).unwrap(),
+            protocol::Fingerprint([0; 32]),
+            Limits::default(),
+        )
+        .unwrap();
         let file = File::open(&path).unwrap();
         let limit = RateLimit::new(0);
         let pace = Pace::new(0, Duration::from_secs(1));
-        send_range(file, sender, (offset, 4096), &limit, pace).unwrap();
+        send_range(file, &mut sender, (offset, 4096), &limit, pace).unwrap();
         let mut got = vec![0; 4096];
         receiver.read_exact(&mut got).unwrap();
         assert_eq!(got, marker);

@@ -12,8 +12,9 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient};
+use crate::client::{Changes, IndexClient, Pins};
 use crate::error::Result;
+use crate::identity::Identity;
 use crate::peer::serve::SharedFolder;
 use crate::protocol::Limits;
 use crate::runtime;
@@ -34,6 +35,10 @@ pub struct SessionConfig {
     pub port: u16,
     /// This peer's secret, which keeps its Peer ID across reconnections.
     pub token: String,
+    /// The key this peer proves (its file server proves the same).
+    pub identity: Identity,
+    /// The key each index server must prove.
+    pub pins: Pins,
     /// Wire limits.
     pub limits: Limits,
     /// Interval between heartbeats on an idle session.
@@ -239,7 +244,8 @@ async fn reregister(
 ) -> Result<(IndexClient, u64)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
-    let mut client = IndexClient::connect_any(&order, config.limits).await?;
+    let mut client =
+        IndexClient::connect_any_as(&order, &config.identity, &config.pins, config.limits).await?;
     let files = folder.read().entries();
     let peer_id = client.register(config.port, &config.token, &files).await?;
     Ok((client, peer_id))

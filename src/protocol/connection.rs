@@ -1,17 +1,59 @@
 //! A socket turned into a stream of frames, with the limits it enforces: every frame
-//! bounded, every read and write under a timeout.
+//! bounded, every read and write under a timeout. The socket is a TLS stream whose
+//! handshake `net` did; the connection keeps the fingerprint the other side proved.
 
 use std::net::{SocketAddr, TcpStream};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use smol::Async;
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::Error;
+use super::fingerprint::Fingerprint;
 use super::rules::{Limits, clean_text};
+
+/// What a [`Connection`] runs on: a TLS stream over TCP (or, in unit tests of the
+/// framing, the bare socket).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync {
+    /// Ready when the socket has bytes (or an end) to read.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// The socket underneath.
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Transport for Async<TcpStream> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Async::poll_readable(self, cx)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self.get_ref()
+    }
+}
+
+/// A TLS stream ended without `close_notify` reads as a plain end: frames and raw
+/// transfers carry their own lengths, so a cut is seen where it matters (in the middle
+/// of a message or transfer), and a peer that simply closes is not an error.
+fn eof_is_end(read: std::io::Result<usize>) -> std::io::Result<usize> {
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        other => other,
+    }
+}
+
+impl Transport for futures_rustls::TlsStream<Async<TcpStream>> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_ref().0.poll_readable(cx)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0.get_ref()
+    }
+}
 
 /// What a connection's operations return.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,6 +76,9 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 /// [`MAX_READ`]).
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes read while waiting for a message to begin.
+const FIRST_READ: usize = 1024;
+
 /// Most bytes read at once, so that a frame's claimed length is never allocated before
 /// its bytes arrive.
 const MAX_READ: usize = 64 * 1024;
@@ -42,10 +87,11 @@ const MAX_READ: usize = 64 * 1024;
 ///
 /// Reads are buffered: one `read` usually brings a whole request, and bytes that arrive
 /// beyond a frame (a raw transfer right behind its `sending` frame) are kept for what
-/// comes next, [`Connection::into_blocking`] included.
+/// comes next, [`Connection::read_some`] included.
 pub struct Connection {
-    stream: Async<TcpStream>,
+    stream: Box<dyn Transport>,
     peer: SocketAddr,
+    fingerprint: Fingerprint,
     limits: Limits,
     /// Received bytes; `inbox[consumed..]` are not used yet.
     inbox: Vec<u8>,
@@ -66,41 +112,42 @@ impl Drop for Grown<'_> {
 }
 
 impl Connection {
-    /// Wrap an accepted or connected stream.
-    pub fn new(stream: Async<TcpStream>, limits: Limits) -> Result<Self> {
-        Connection::with_received(stream, limits, Vec::new())
-    }
-
-    /// Wrap a stream from which `received` was already read and not yet used.
-    pub fn with_received(
-        stream: Async<TcpStream>,
+    /// Wrap a stream whose other side proved `fingerprint`.
+    pub fn new(
+        stream: impl Transport + 'static,
+        fingerprint: Fingerprint,
         limits: Limits,
-        received: Vec<u8>,
     ) -> Result<Self> {
         let peer = stream
-            .get_ref()
+            .socket()
             .peer_addr()
             .map_err(|e| Error::io("reading the peer's address", e))?;
-        stream.get_ref().set_nodelay(true).ok();
+        stream.socket().set_nodelay(true).ok();
         Ok(Connection {
-            stream,
+            stream: Box::new(stream),
             peer,
+            fingerprint,
             limits,
-            inbox: received,
+            inbox: Vec::new(),
             consumed: 0,
         })
     }
 
-    /// Connect to `addr` within the limits' timeout.
-    pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self> {
-        let stream = Async::<TcpStream>::connect(addr)
+    /// Connect a TCP socket to `addr` within the limits' timeout (the TLS handshake
+    /// follows, in `net`).
+    pub async fn dial(addr: SocketAddr, limits: Limits) -> Result<Async<TcpStream>> {
+        Async::<TcpStream>::connect(addr)
             .or(async {
                 smol::Timer::after(limits.timeout).await;
                 Err(std::io::ErrorKind::TimedOut.into())
             })
             .await
-            .map_err(|e| Error::io(format!("connecting to {addr}"), e))?;
-        Connection::new(stream, limits)
+            .map_err(|e| Error::io(format!("connecting to {addr}"), e))
+    }
+
+    /// The fingerprint of the key the other side proved in the handshake.
+    pub fn peer_fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     /// Address of the other side.
@@ -111,7 +158,7 @@ impl Connection {
     /// Our address on this connection.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.stream
-            .get_ref()
+            .socket()
             .local_addr()
             .map_err(|e| Error::io("reading the local address", e))
     }
@@ -143,7 +190,7 @@ impl Connection {
             buf: &mut self.inbox,
             keep: start,
         };
-        let n = self.stream.read(&mut grown.buf[start..]).await?;
+        let n = eof_is_end(self.stream.read(&mut grown.buf[start..]).await)?;
         let mut grown = grown;
         grown.keep = start + n;
         Ok(n)
@@ -154,20 +201,22 @@ impl Connection {
     /// `Ok(None)` is a clean end of the connection between messages.
     pub async fn recv<T: DeserializeOwned>(&mut self, idle: Duration) -> Result<Option<T>> {
         if self.buffered() == 0 {
-            // Wait without a buffer: idle connections (thousands of peer sessions) hold
-            // no memory for reading.
-            let got = async {
-                self.stream.readable().await?;
-                self.fill(READ_CHUNK).await
-            }
-            .or(async {
-                smol::Timer::after(idle).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await;
+            // Wait with a small buffer on the stack: idle connections (thousands of peer
+            // sessions) hold no memory of ours for reading.
+            let mut first = [0; FIRST_READ];
+            let got = async { eof_is_end(self.stream.read(&mut first).await) }
+                .or(async {
+                    smol::Timer::after(idle).await;
+                    Err(std::io::ErrorKind::TimedOut.into())
+                })
+                .await;
             match got {
                 Ok(0) => return Ok(None),
-                Ok(_) => {}
+                Ok(n) => {
+                    self.inbox.clear();
+                    self.consumed = 0;
+                    self.inbox.extend_from_slice(&first[..n]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return Err(Error::Timeout(format!("waiting for {}", self.peer)));
                 }
@@ -238,14 +287,17 @@ impl Connection {
     /// Send raw bytes: a frame, or a chunk list after the frame that announced it.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let peer = self.peer;
-        self.stream
-            .write_all(bytes)
-            .or(async {
-                smol::Timer::after(self.limits.timeout).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await
-            .map_err(|e| Error::io(format!("sending to {peer}"), e))
+        let stream = &mut self.stream;
+        async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        }
+        .or(async {
+            smol::Timer::after(self.limits.timeout).await;
+            Err(std::io::ErrorKind::TimedOut.into())
+        })
+        .await
+        .map_err(|e| Error::io(format!("sending to {peer}"), e))
     }
 
     /// Receive exactly `len` raw bytes announced by a frame.
@@ -273,25 +325,59 @@ impl Connection {
     /// request/response connection where we spoke last, that means it is gone.
     pub async fn readable(&self) {
         if self.buffered() == 0 {
-            let _ = self.stream.readable().await;
+            let _ = std::future::poll_fn(|cx| self.stream.poll_readable(cx)).await;
         }
     }
 
-    /// Hand the socket over to blocking code for a raw transfer, with `timeout` on
-    /// every read and write, together with the bytes already received and not used
-    /// (read them first).
-    pub fn into_blocking(self) -> Result<(TcpStream, Vec<u8>)> {
-        let received = self.inbox[self.consumed..].to_vec();
-        let stream = self
-            .stream
-            .into_inner()
-            .map_err(|e| Error::io("taking over the socket", e))?;
-        stream
-            .set_nonblocking(false)
-            .map_err(|e| Error::io("making the socket blocking", e))?;
-        stream.set_read_timeout(Some(self.limits.timeout)).ok();
-        stream.set_write_timeout(Some(self.limits.timeout)).ok();
-        Ok((stream, received))
+    /// Read raw bytes (those already received first), at most `buf.len()`, waiting up
+    /// to the timeout for some; 0 means the other side closed. For a raw transfer
+    /// driven by a blocking thread.
+    pub async fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.buffered() > 0 {
+            let n = self.buffered().min(buf.len());
+            buf[..n].copy_from_slice(&self.inbox[self.consumed..self.consumed + n]);
+            self.consumed += n;
+            if self.consumed == self.inbox.len() {
+                self.inbox = Vec::new();
+                self.consumed = 0;
+            }
+            return Ok(n);
+        }
+        let timeout = self.limits.timeout;
+        let stream = &mut self.stream;
+        async { eof_is_end(stream.read(buf).await) }
+            .or(async {
+                smol::Timer::after(timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+    }
+
+    /// Write raw bytes, waiting up to the timeout for the other side to take some;
+    /// returns how many were written. For a raw transfer driven by a blocking thread.
+    pub async fn write_some(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let timeout = self.limits.timeout;
+        self.stream
+            .write(bytes)
+            .or(async {
+                smol::Timer::after(timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+    }
+
+    /// Push out what was written (a TLS stream may hold a record back).
+    pub async fn flush(&mut self) -> Result<()> {
+        let peer = self.peer;
+        let timeout = self.limits.timeout;
+        self.stream
+            .flush()
+            .or(async {
+                smol::Timer::after(timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+            .map_err(|e| Error::io(format!("sending to {peer}"), e))
     }
 }
 
@@ -307,7 +393,8 @@ mod tests {
         let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let other = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
-        let conn = Connection::new(Async::new(ours).unwrap(), limits).unwrap();
+        let conn =
+            Connection::new(Async::new(ours).unwrap(), Fingerprint([0; 32]), limits).unwrap();
         (conn, other)
     }
 

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::fingerprint::Fingerprint;
+
 /// A search, as the shell parses it, the client sends it and the index compiles it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +59,12 @@ pub struct FileEntry {
 pub struct Hit {
     /// Peer ID assigned by the index.
     pub peer_id: u64,
+    /// The sharer's identity: the key it proved to the index, which its file server
+    /// must prove too.
+    pub fingerprint: Fingerprint,
+    /// The nickname bound to that key on this index, if any.
+    #[serde(default)]
+    pub nickname: Option<String>,
     /// Address of the peer's file server, as the index saw the peer connect.
     pub addr: SocketAddr,
     /// The file.
@@ -71,6 +79,11 @@ pub struct Hit {
 pub struct PeerInfo {
     /// Peer ID assigned by the index.
     pub peer_id: u64,
+    /// The key the peer proved to the index.
+    pub fingerprint: Fingerprint,
+    /// The nickname bound to that key on this index, if any.
+    #[serde(default)]
+    pub nickname: Option<String>,
     /// Address of the peer's file server.
     pub addr: SocketAddr,
     /// Number of files shared.

@@ -11,11 +11,13 @@
 
 pub mod connection;
 pub mod error;
+pub mod fingerprint;
 pub mod message;
 pub mod rules;
 
-pub use connection::{Connection, decode, encode};
+pub use connection::{Connection, Transport, decode, encode};
 pub use error::Error;
+pub use fingerprint::Fingerprint;
 pub use message::{
     ErrorCode, FileEntry, Handshake, Hit, IndexRequest, IndexResponse, PeerInfo, PeerRequest,
     PeerResponse, Reply, SearchQuery,

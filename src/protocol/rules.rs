@@ -9,7 +9,7 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use super::message::{FileEntry, Hit, PeerInfo};
 
 /// Protocol version, exchanged in the first message of every connection.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
@@ -23,6 +23,9 @@ pub const DEFAULT_MIN_RATE: u64 = 4 * 1024;
 
 /// Longest file name (a relative path with `/` separators), in bytes.
 pub const MAX_NAME: usize = 1024;
+
+/// Longest nickname, in characters (ASCII letters, digits, `-`, `_`).
+pub const MAX_NICKNAME: usize = 32;
 
 /// Longest search pattern, in bytes.
 pub const MAX_PATTERN: usize = 256;
@@ -252,9 +255,9 @@ const ENVELOPE: usize = 256;
 /// 64-digit hashes.
 const ENTRY_JSON_FIXED: usize = 224;
 
-/// JSON bytes of a hit beyond its file entry: keys, an IPv6 address with port and two
-/// 20-digit numbers.
-const HIT_JSON_EXTRA: usize = 136;
+/// JSON bytes of a hit beyond its file entry: keys, an IPv6 address with port, two
+/// 20-digit numbers, the 52-character fingerprint and the longest nickname.
+const HIT_JSON_EXTRA: usize = 136 + 88 + MAX_NICKNAME;
 
 /// An upper bound of a name's JSON length, quotes and separating comma included. Names
 /// hold no control characters (they are checked on the way in), so only `"` and `\`

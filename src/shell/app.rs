@@ -12,8 +12,9 @@ use smol::Async;
 
 use super::Shell;
 use super::services::{Backend, Serving};
-use crate::client::{IndexClient, PeerClient};
+use crate::client::{IndexClient, KnownIndexes, PeerClient, Pins, known};
 use crate::error::{Error, IoContext, Result};
+use crate::identity::Identity;
 use crate::index::metrics::{Counts, Endpoint};
 use crate::index::{self, MemoryStore, Metrics, PgStore, Store};
 use crate::peer::{self, SharingSettings};
@@ -74,7 +75,10 @@ impl Shell {
             .context(|| "reading the bound address".into())?;
         let database = database.unwrap_or_else(|| self.config.index.database.clone());
         let (trigger, shutdown) = runtime::shutdown_pair();
-        let settings = index::Settings::from_config(&self.config);
+        let settings = index::Settings {
+            identity: Identity::load_or_create(&self.config.index.key, "[index] key")?,
+            ..index::Settings::from_config(&self.config)
+        };
         let metrics = (!self.config.index.metrics.is_empty()).then(|| Arc::new(Metrics::new()));
         let endpoint = match &metrics {
             Some(m) => Some(Endpoint::start(&self.config.index.metrics, m.clone())?),
@@ -113,13 +117,22 @@ impl Shell {
             host => Some(resolve(host, 0)?.ip()),
         };
         let upload = self.upload.clone();
-        Ok(SharingSettings::from_config(
-            &self.config,
-            host,
-            port,
-            upload,
-            living,
-        ))
+        let mut settings = SharingSettings::from_config(&self.config, host, port, upload, living);
+        // This process's key and the index keys it trusts come from their files.
+        settings.server.identity = self.identity()?;
+        settings.pins = self.pins()?;
+        Ok(settings)
+    }
+
+    /// This peer's identity, from its key file (made on first use).
+    pub(super) fn identity(&self) -> Result<Identity> {
+        let mut cached = self.identity.lock();
+        if let Some(identity) = cached.as_ref() {
+            return Ok(identity.clone());
+        }
+        let identity = Identity::load_or_create(&self.config.peer.key, "[peer] key")?;
+        *cached = Some(identity.clone());
+        Ok(identity)
     }
 
     /// How shares follow their folders, from the config; the hash cache is loaded once.
@@ -133,6 +146,51 @@ impl Shell {
         }
         let cache = self.cache.clone().expect("loaded just above");
         peer::Living::from_config(&self.config, cache)
+    }
+
+    /// The key each index must prove: the known-indexes file, overridden by keys given
+    /// as `host:port#FINGERPRINT` (in `connect`, or in `[index] server`).
+    pub(super) fn pins(&self) -> Result<Pins> {
+        let mut pins = KnownIndexes::new(&self.config.peer.known_indexes).load()?;
+        match &self.index {
+            Some(_) => pins.extend(self.pins.iter()),
+            None => pins.extend(parse_pinned(&self.config.index.server, self.config.index.port)?.1),
+        }
+        Ok(pins)
+    }
+
+    /// Connect to the first of `addrs` that answers and proves its pinned key; an index
+    /// met for the first time (or with a key given explicitly) gets its key recorded in
+    /// the known-indexes file, and the note says so.
+    pub(super) async fn open_index(
+        &self,
+        addrs: &[SocketAddr],
+    ) -> Result<(IndexClient, Option<String>)> {
+        let known = KnownIndexes::new(&self.config.peer.known_indexes);
+        let recorded = known.load()?;
+        let pins = self.pins()?;
+        let identity = self.identity()?;
+        let client =
+            IndexClient::connect_any_as(addrs, &identity, &pins, self.config.limits()).await?;
+        let (addr, key) = (client.addr(), client.fingerprint());
+        let file = known.path().display();
+        let note = match recorded.get(&addr) {
+            Some(old) if *old == key => None,
+            _ if known.path().as_os_str().is_empty() => None,
+            Some(_) => {
+                known.record(addr, key)?;
+                Some(format!(
+                    "the key of the index at {addr} is now {key} (pinned in {file})"
+                ))
+            }
+            None => {
+                known.record(addr, key)?;
+                Some(format!(
+                    "first connection to the index at {addr}: its key {key} is pinned in {file}"
+                ))
+            }
+        };
+        Ok((client, note))
     }
 
     /// The index servers to use, in order of preference.
@@ -163,7 +221,11 @@ impl Shell {
                 addrs.push(last);
             }
             self.client = None;
-            self.client = Some(IndexClient::connect_any(&addrs, self.config.limits()).await?);
+            let (client, note) = self.open_index(&addrs).await?;
+            if let Some(note) = note {
+                tracing::info!("{note}");
+            }
+            self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected just above"))
     }
@@ -221,12 +283,28 @@ pub fn parse_addr(text: &str, default_port: u16) -> Result<SocketAddr> {
     resolve(host, port)
 }
 
-/// Parse a comma-separated list of index addresses.
+/// Parse a comma-separated list of index addresses (pins after `#` are left out).
 pub fn parse_addrs(text: &str, default_port: u16) -> Result<Vec<SocketAddr>> {
-    text.split([',', ' '])
+    Ok(parse_pinned(text, default_port)?.0)
+}
+
+/// Parse a comma-separated list of index addresses, each perhaps `host:port#FINGERPRINT`:
+/// the addresses, and the keys given for them.
+pub fn parse_pinned(text: &str, default_port: u16) -> Result<(Vec<SocketAddr>, Pins)> {
+    let mut addrs = Vec::new();
+    let mut pins = Pins::new();
+    for part in text
+        .split([',', ' '])
         .filter(|part| !part.trim().is_empty())
-        .map(|part| parse_addr(part.trim(), default_port))
-        .collect()
+    {
+        let (addr, pin) = known::split_pin(part.trim())?;
+        let addr = parse_addr(addr, default_port)?;
+        if let Some(pin) = pin {
+            pins.insert(addr, pin);
+        }
+        addrs.push(addr);
+    }
+    Ok((addrs, pins))
 }
 
 /// The address to reach a server bound to `addr` from this machine.

@@ -9,14 +9,13 @@ use super::commands::{self, Direction};
 use super::output::{FileRow, Record};
 use super::services::sharing_line;
 use super::{Refresh, Shell, render};
-use crate::client::IndexClient;
 use crate::download::{self, Cancel, Job, Status};
 use crate::error::{Error, Result};
 use crate::index::PgStore;
 use crate::limit::show_rate;
 use crate::peer::{self, Sharing};
 
-use super::app::{parse_addrs, ping, reachable};
+use super::app::{parse_pinned, ping, reachable};
 
 impl Shell {
     pub(super) async fn serve(
@@ -68,8 +67,20 @@ impl Shell {
     async fn try_connect(&mut self, addr: Option<String>) -> Result<String> {
         let mut out = String::new();
         let text = addr.unwrap_or_else(|| self.config.index.server.clone());
-        let addrs = parse_addrs(&text, self.config.index.port)?;
-        let mut client = IndexClient::connect_any(&addrs, self.config.limits()).await?;
+        let (addrs, pins) = parse_pinned(&text, self.config.index.port)?;
+        let given = std::mem::replace(&mut self.pins, pins);
+        let index = self.index.replace(addrs.clone());
+        let opened = self.open_index(&addrs).await;
+        let (mut client, note) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                (self.pins, self.index) = (given, index);
+                return Err(e);
+            }
+        };
+        if let Some(note) = note {
+            put!(out, "{note}");
+        }
         let rtt = client.ping().await?;
         let others: Vec<String> = addrs
             .iter()
@@ -87,6 +98,7 @@ impl Shell {
                 format!("; fails over to {}", others.join(", "))
             }
         );
+        put!(out, "index key: {}", client.fingerprint());
         self.emit(Record::Connected {
             at: client.addr().into(),
             rtt_ms: rtt.as_secs_f64() * 1e3,
@@ -465,9 +477,10 @@ impl Shell {
                 let rtt = client.ping().await?;
                 put!(
                     out,
-                    "index: {} (rtt {:.2} ms)",
+                    "index: {} (rtt {:.2} ms), key {}",
                     client.addr(),
-                    rtt.as_secs_f64() * 1e3
+                    rtt.as_secs_f64() * 1e3,
+                    client.fingerprint()
                 );
             }
             Err(e) => put!(out, "index: unreachable ({e})"),
@@ -477,6 +490,10 @@ impl Shell {
             None => put!(out, "sharing: nothing (`register` shares a folder)"),
         }
         put!(out, "downloads: {}", self.config.peer.downloads.display());
+        match self.identity() {
+            Ok(identity) => put!(out, "identity: {}", identity.fingerprint()),
+            Err(e) => put!(out, "identity: unusable ({e})"),
+        }
         Ok(out)
     }
 }
@@ -509,6 +526,9 @@ mod tests {
         config.peer.downloads = tmp.path().join("downloads");
         config.peer.hash_cache = Default::default();
         config.peer.watch = false;
+        config.peer.key = tmp.path().join("key");
+        config.index.key = tmp.path().join("index-key");
+        config.peer.known_indexes = tmp.path().join("known-indexes");
         let services = Arc::new(Services::default());
         let mut shell = Shell::new(config, services.clone(), false);
 
@@ -518,7 +538,12 @@ mod tests {
             "{served}"
         );
         let registered = run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
-        assert!(registered.contains("registered as peer 1"), "{registered}");
+        let key = crate::identity::Identity::load(&tmp.path().join("key"), "key").unwrap();
+        let id = crate::index::store::peer_id_of(&key.fingerprint());
+        assert!(
+            registered.contains(&format!("registered as peer {id}")),
+            "{registered}"
+        );
         let found = run(&mut shell, "search song").unwrap();
         assert!(
             found.contains("song.ogg") && found.ends_with("1 file on 1 peer\n"),
@@ -540,7 +565,7 @@ mod tests {
         );
         let status = run(&mut shell, "status").unwrap();
         assert!(
-            status.contains("sharing: ") && status.contains("as peer 1"),
+            status.contains("sharing: ") && status.contains(&format!("as peer {id}")),
             "{status}"
         );
         let missing = run(&mut shell, "get nope.txt").unwrap_err().to_string();

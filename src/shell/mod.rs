@@ -96,6 +96,9 @@ pub struct Shell {
     /// Whether the records are the whole answer (rows, even none), not a summary.
     rows: bool,
     nothing_matched: bool,
+    identity: Mutex<Option<crate::identity::Identity>>,
+    /// Keys given with `connect host:port#FINGERPRINT`.
+    pins: crate::client::Pins,
 }
 
 /// What `refresh`, `share` and `unshare` ask of the share.
@@ -113,6 +116,8 @@ impl Shell {
             upload: Arc::new(RateLimit::new(up)),
             download: Arc::new(RateLimit::new(down)),
             cache: None,
+            identity: Mutex::default(),
+            pins: Default::default(),
             config,
             services,
             index: None,

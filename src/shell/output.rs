@@ -64,6 +64,8 @@ impl From<SocketAddr> for Endpoint {
 pub struct FileRow {
     /// The Peer ID sharing it.
     pub peer_id: u64,
+    /// The key that peer proved to the index, in full.
+    pub fingerprint: String,
     /// Where that peer serves.
     #[serde(flatten)]
     pub at: Endpoint,
@@ -85,6 +87,7 @@ impl FileRow {
     pub fn of(hit: &Hit) -> Self {
         FileRow {
             peer_id: hit.peer_id,
+            fingerprint: hit.fingerprint.to_string(),
             at: hit.addr.into(),
             name: hit.file.name.clone(),
             size: hit.file.size,
@@ -123,6 +126,8 @@ pub enum Record {
     Peer {
         /// Its Peer ID.
         peer_id: u64,
+        /// The key it proved to the index, in full.
+        fingerprint: String,
         /// Where it serves.
         #[serde(flatten)]
         at: Endpoint,
@@ -266,6 +271,7 @@ impl Record {
     pub fn peer(p: &PeerInfo) -> Self {
         Record::Peer {
             peer_id: p.peer_id,
+            fingerprint: p.fingerprint.to_string(),
             at: p.addr.into(),
             files: p.files,
             bytes: p.bytes,
@@ -295,6 +301,7 @@ pub fn error_code(e: &Error) -> String {
         Error::Config(_) => "config".into(),
         Error::Usage(_) => "usage".into(),
         Error::ChecksumMismatch { .. } => "checksum_mismatch".into(),
+        Error::WrongKey { .. } => "wrong_key".into(),
         Error::Cancelled => "cancelled".into(),
         Error::NotFound(_) => "not_found".into(),
         Error::Other(_) => "failed".into(),
@@ -407,10 +414,8 @@ mod tests {
             panic!("{found:?}");
         };
         assert_eq!(hit.sha256, crate::digest::digest_bytes(b"la la la").sha256);
-        assert_eq!(
-            (hit.size, hit.peer_id, hit.name.as_str()),
-            (8, 1, "song.ogg")
-        );
+        assert_eq!((hit.size, hit.name.as_str()), (8, "song.ogg"));
+        assert!(hit.peer_id > 0 && hit.fingerprint.len() > 50, "{hit:?}");
         assert!(hit.shared_at.ends_with('Z'), "{}", hit.shared_at);
         assert!(found.rows && !found.nothing_matched);
         let none = run(&mut shell, "search nothing");

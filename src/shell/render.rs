@@ -77,11 +77,12 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
         "Size",
         "SHA-256",
         "Shared at",
+        "Key",
     ];
     if rtts.is_some() {
         header.push("RTT");
     }
-    let mut t = table(&header, &[0, 2, 4, 7]);
+    let mut t = table(&header, &[0, 2, 4, 8]);
     for hit in hits {
         let mut row = vec![
             hit.peer_id.to_string(),
@@ -91,6 +92,7 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
             size(hit.file.size),
             short_sha(&hit.file.sha256),
             local_time(hit.shared_at),
+            hit.fingerprint.short(),
         ];
         if let Some(rtts) = rtts {
             row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
@@ -129,7 +131,15 @@ pub fn collapsed(hits: &[Hit]) -> String {
 /// Registered peers.
 pub fn peers(peers: &[PeerInfo]) -> String {
     let mut t = table(
-        &["Peer ID", "Host", "Port", "Files", "Size", "Shared at"],
+        &[
+            "Peer ID",
+            "Host",
+            "Port",
+            "Files",
+            "Size",
+            "Shared at",
+            "Key",
+        ],
         &[0, 2, 3, 4],
     );
     for p in peers {
@@ -140,6 +150,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
             p.files.to_string(),
             size(p.bytes),
             local_time(p.shared_at),
+            p.fingerprint.short(),
         ]);
     }
     t.to_string()
@@ -161,6 +172,8 @@ mod tests {
                 chunks: "0".repeat(64),
             },
             shared_at: 0,
+            fingerprint: crate::protocol::Fingerprint::of_public_key(b"test key"),
+            nickname: None,
         }
     }
 

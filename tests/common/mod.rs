@@ -93,6 +93,8 @@ pub fn sharing_settings(max_uploads: usize, session_ttl: Duration) -> SharingSet
         ..SharingSettings::default()
     };
     settings.server.max_uploads = max_uploads;
+    // Each peer of a test is its own key, so its own peer.
+    settings.server.identity = napster::identity::Identity::generate().unwrap();
     settings
 }
 
@@ -169,10 +171,65 @@ pub enum Frame {
     TimedOut,
 }
 
-/// A raw TCP connection on which the test writes whatever bytes it likes and reads
-/// frames back, every read bounded by a timeout.
+/// The identity every raw test client presents (one per test process).
+pub fn test_identity() -> napster::identity::Identity {
+    napster::identity::Identity::ephemeral()
+}
+
+/// What a [`Raw`] runs on: TLS as a client (what napster speaks), TLS as a server (a
+/// fake peer), or the bare socket (to send what is not TLS at all).
+pub enum RawStream {
+    /// The bare socket.
+    Plain(TcpStream),
+    /// TLS, we are the client.
+    Client(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// TLS, we are the server.
+    Server(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl RawStream {
+    /// The socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            RawStream::Plain(s) => s,
+            RawStream::Client(s) => s.get_ref(),
+            RawStream::Server(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for RawStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Plain(s) => s.read(buf),
+            RawStream::Client(s) => s.read(buf),
+            RawStream::Server(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for RawStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Plain(s) => s.write(buf),
+            RawStream::Client(s) => s.write(buf),
+            RawStream::Server(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            RawStream::Plain(s) => s.flush(),
+            RawStream::Client(s) => s.flush(),
+            RawStream::Server(s) => s.flush(),
+        }
+    }
+}
+
+/// A raw connection (TLS unless made with [`Raw::plain`]) on which the test writes
+/// whatever bytes it likes and reads frames back, every read bounded by a timeout.
 pub struct Raw {
-    pub stream: TcpStream,
+    pub stream: RawStream,
 }
 
 fn is_closed(e: &std::io::Error) -> bool {
@@ -182,6 +239,8 @@ fn is_closed(e: &std::io::Error) -> bool {
             | ErrorKind::ConnectionReset
             | ErrorKind::ConnectionAborted
             | ErrorKind::BrokenPipe
+            // A TLS alert: the other side refused and closed.
+            | ErrorKind::InvalidData
     )
 }
 
@@ -190,23 +249,74 @@ fn is_timeout(e: &std::io::Error) -> bool {
 }
 
 impl Raw {
-    /// Connect to `addr` with [`WAIT`] as read and write timeout.
+    /// Connect to `addr` and finish a TLS handshake with a new identity, with [`WAIT`]
+    /// as read and write timeout.
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connecting a raw socket");
         Raw::from_stream(stream)
     }
 
-    /// Wrap an accepted or connected stream, with [`WAIT`] as read and write timeout.
+    /// Connect to `addr` without TLS (to send what an older napster or a stranger sends).
+    pub fn plain(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connecting a raw socket");
+        Raw::with_timeouts(RawStream::Plain(stream))
+    }
+
+    /// Finish a TLS handshake as a client on a connected stream, with a new identity
+    /// (so, as a new peer if it registers).
     pub fn from_stream(stream: TcpStream) -> Raw {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        stream.set_nodelay(true).ok();
+        let identity = napster::identity::Identity::generate().unwrap();
+        Raw::client_as(stream, &identity, None).expect("the TLS handshake")
+    }
+
+    /// Finish a TLS handshake as a client on a connected stream, as `identity`, with a
+    /// server that must prove `expected` when given.
+    pub fn client_as(
+        stream: TcpStream,
+        identity: &napster::identity::Identity,
+        expected: Option<protocol::Fingerprint>,
+    ) -> std::io::Result<Raw> {
+        let (config, _) = napster::tls::client_config(identity, expected);
+        let name = rustls::pki_types::ServerName::try_from(napster::tls::SERVER_NAME).unwrap();
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        let mut raw = Raw::with_timeouts(RawStream::Client(Box::new(rustls::StreamOwned::new(
+            conn, stream,
+        ))));
+        if let RawStream::Client(s) = &mut raw.stream {
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock)?;
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Finish a TLS handshake as a server on an accepted stream, as `identity` (a fake
+    /// peer's file server).
+    pub fn accepted(stream: TcpStream, identity: &napster::identity::Identity) -> Raw {
+        let config = napster::tls::server_config(identity);
+        let conn = rustls::ServerConnection::new(config).expect("a TLS server");
+        let mut raw = Raw::with_timeouts(RawStream::Server(Box::new(rustls::StreamOwned::new(
+            conn, stream,
+        ))));
+        if let RawStream::Server(s) = &mut raw.stream {
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock).expect("the TLS handshake");
+            }
+        }
+        raw
+    }
+
+    fn with_timeouts(stream: RawStream) -> Raw {
+        let tcp = stream.tcp();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        tcp.set_write_timeout(Some(WAIT)).unwrap();
+        tcp.set_nodelay(true).ok();
         Raw { stream }
     }
 
     /// Set the read timeout.
     pub fn read_timeout(&mut self, timeout: Duration) {
-        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        self.stream.tcp().set_read_timeout(Some(timeout)).unwrap();
     }
 
     /// Write raw bytes; an error means the server already closed the connection.
@@ -230,7 +340,18 @@ impl Raw {
 
     /// No more bytes from us.
     pub fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(NetShutdown::Write);
+        match &mut self.stream {
+            RawStream::Plain(_) => {}
+            RawStream::Client(s) => {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            }
+            RawStream::Server(s) => {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            }
+        }
+        let _ = self.stream.tcp().shutdown(NetShutdown::Write);
     }
 
     /// Read exactly `buf.len()` bytes; `Err(Frame::Closed/TimedOut)` otherwise.
@@ -313,13 +434,14 @@ impl Raw {
 
     /// Whether the connection is still open with nothing to read right now.
     pub fn is_open_and_quiet(&mut self) -> bool {
-        self.stream.set_nonblocking(true).unwrap();
+        let tcp = self.stream.tcp();
+        tcp.set_nonblocking(true).unwrap();
         let mut byte = [0u8; 1];
-        let open = match self.stream.peek(&mut byte) {
+        let open = match tcp.peek(&mut byte) {
             Ok(_) => false,
             Err(e) => e.kind() == ErrorKind::WouldBlock,
         };
-        self.stream.set_nonblocking(false).unwrap();
+        tcp.set_nonblocking(false).unwrap();
         open
     }
 
@@ -384,6 +506,7 @@ pub fn write_files(root: &Path, files: &[(&str, &[u8])]) {
 /// File-server settings for hostile tests.
 pub fn file_server_settings() -> file_server::Settings {
     file_server::Settings {
+        identity: napster::identity::Identity::generate().unwrap(),
         limits: Limits {
             max_frame: 64 * 1024,
             timeout: Duration::from_secs(2),
@@ -708,7 +831,9 @@ pub fn fake_index(
             let Ok(stream) = stream else { break };
             let answer = answer.clone();
             std::thread::spawn(move || {
-                let mut raw = Raw::from_stream(stream);
+                // The fake index is a TLS server with a key of its own.
+                let identity = napster::identity::Identity::generate().unwrap();
+                let mut raw = Raw::accepted(stream, &identity);
                 while let Frame::Body(body) = raw.read_frame() {
                     let Ok(request) = serde_json::from_slice::<IndexRequest>(&body) else {
                         break;

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::protocol::{FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Fingerprint, Hit, PeerInfo};
 
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -87,11 +87,30 @@ impl Query {
     }
 }
 
+/// Peer IDs are drawn from 1 ..= `ID_SPACE`: at most nine digits to type.
+pub const ID_SPACE: u64 = 999_999_999;
+
+/// The Peer ID a key gets: derived from its fingerprint, so the same on every index and
+/// after any restart of the peer or of the index (in memory or not). Should two keys
+/// ever meet on one ID, the later one takes the next free ID ([`next_id`]).
+pub fn peer_id_of(fingerprint: &Fingerprint) -> u64 {
+    let head = u64::from_be_bytes(fingerprint.0[..8].try_into().expect("eight bytes"));
+    1 + head % ID_SPACE
+}
+
+/// The ID probed after `id` when `id` belongs to another key.
+pub fn next_id(id: u64) -> u64 {
+    id % ID_SPACE + 1
+}
+
 /// A peer session registering its files.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    /// The peer's secret, stable across its reconnections.
+    /// The peer's identity as the store keys it, stable across its reconnections and
+    /// restarts: the plain form of `fingerprint` (the token the peer sends is not used).
     pub token: String,
+    /// The key the peer proved in the TLS handshake of the registering connection.
+    pub fingerprint: Fingerprint,
     /// The connection registering, unique for the life of the server.
     pub session: u64,
     /// Where downloaders reach the peer's file server.

@@ -228,9 +228,13 @@ impl Store for PgStore {
     async fn register(&self, registration: Registration) -> Result<u64> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO peers (token, server, session, host, port, shared_at, last_seen, live) \
-             VALUES ($1, $2, $3, $4, $5, $6, now(), true) \
+            // The ID: the one this key has, else its own or the next free of other keys.
+            "INSERT INTO peers (token, server, session, host, port, shared_at, last_seen, live, \
+             fingerprint, id) VALUES ($1, $2, $3, $4, $5, $6, now(), true, $7, coalesce(\
+             (SELECT id FROM peers WHERE token = $1), (SELECT min(c) FROM generate_series(\
+             $8::bigint, $8 + 1000) c WHERE NOT EXISTS (SELECT 1 FROM peers WHERE id = c)))) \
              ON CONFLICT (token) DO UPDATE SET server = EXCLUDED.server, \
+             fingerprint = EXCLUDED.fingerprint, \
              session = EXCLUDED.session, host = EXCLUDED.host, port = EXCLUDED.port, \
              shared_at = EXCLUDED.shared_at, last_seen = now(), live = true \
              RETURNING id",
@@ -241,6 +245,8 @@ impl Store for PgStore {
         .bind(registration.addr.ip().to_string())
         .bind(i32::from(registration.addr.port()))
         .bind(chrono::Utc::now().timestamp())
+        .bind(registration.fingerprint.plain())
+        .bind(super::peer_id_of(&registration.fingerprint) as i64)
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
@@ -310,7 +316,8 @@ impl Store for PgStore {
 
     async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
         let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-            "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at \
+            "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at, \
+             p.fingerprint, p.nickname \
              FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
         );
         match &query.name {
@@ -360,6 +367,8 @@ impl Store for PgStore {
                 let chunks: Vec<u8> = row.get(6);
                 Some(Hit {
                     peer_id: row.get::<i64, _>(0) as u64,
+                    fingerprint: row.get::<String, _>(8).parse().ok()?,
+                    nickname: row.get(9),
                     addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
                     file: FileEntry {
                         name: row.get(3),
@@ -428,7 +437,7 @@ impl Store for PgStore {
 
     async fn peers(&self) -> Result<Vec<PeerInfo>> {
         let rows = sqlx::query(
-            "SELECT id, host, port, shared_at, files, bytes \
+            "SELECT id, host, port, shared_at, files, bytes, fingerprint, nickname \
              FROM peers WHERE live ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -441,6 +450,8 @@ impl Store for PgStore {
                 let port: i32 = row.get(2);
                 Some(PeerInfo {
                     peer_id: row.get::<i64, _>(0) as u64,
+                    fingerprint: row.get::<String, _>(6).parse().ok()?,
+                    nickname: row.get(7),
                     addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
                     shared_at: row.get(3),
                     files: row.get::<i64, _>(4) as u64,

@@ -14,6 +14,7 @@ mod search;
 mod trigram;
 
 use super::{Query, Registration, Store, StoreError, Usage};
+use crate::protocol::Fingerprint;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use search::GROUP;
@@ -48,6 +49,7 @@ struct FileRec {
 #[derive(Debug)]
 struct PeerRec {
     token: String,
+    fingerprint: Fingerprint,
     session: u64,
     addr: SocketAddr,
     shared_at: i64,
@@ -60,9 +62,10 @@ struct PeerRec {
 
 #[derive(Debug, Default)]
 struct Inner {
-    next_id: u64,
     peers: BTreeMap<u64, PeerRec>,
     tokens: HashMap<String, u64>,
+    /// Peer ID → the token holding it (live or remembered), the reverse of `tokens`.
+    owners: HashMap<u64, String>,
     departed: VecDeque<String>,
     files: Vec<FileRec>,
     free: Vec<u32>,
@@ -128,10 +131,11 @@ impl Inner {
             let Some(old) = self.departed.pop_front() else {
                 break;
             };
-            if let Some(id) = self.tokens.get(&old)
-                && !self.peers.contains_key(id)
+            if let Some(&id) = self.tokens.get(&old)
+                && !self.peers.contains_key(&id)
             {
                 self.tokens.remove(&old);
+                self.owners.remove(&id);
             }
         }
         self.compact_if_sparse();
@@ -309,9 +313,12 @@ impl Store for MemoryStore {
         let id = match inner.tokens.get(&registration.token) {
             Some(&id) => id,
             None => {
-                inner.next_id += 1;
-                let id = inner.next_id;
+                let mut id = super::peer_id_of(&registration.fingerprint);
+                while inner.owners.contains_key(&id) {
+                    id = super::next_id(id);
+                }
                 inner.tokens.insert(registration.token.clone(), id);
+                inner.owners.insert(id, registration.token.clone());
                 id
             }
         };
@@ -322,6 +329,7 @@ impl Store for MemoryStore {
         }
         let peer = PeerRec {
             token: registration.token,
+            fingerprint: registration.fingerprint,
             session: registration.session,
             addr: registration.addr,
             shared_at: chrono::Utc::now().timestamp(),
@@ -423,6 +431,8 @@ impl Store for MemoryStore {
             .iter()
             .map(|(&peer_id, peer)| PeerInfo {
                 peer_id,
+                fingerprint: peer.fingerprint,
+                nickname: None,
                 addr: peer.addr,
                 files: peer.files.len() as u64,
                 bytes: peer.bytes,
@@ -500,20 +510,36 @@ mod tests {
         let store = MemoryStore::new();
         let register = |token: &str, session: u64| Registration {
             token: token.into(),
+            fingerprint: Fingerprint::of_public_key(token.as_bytes()),
             session,
             addr: ([127, 0, 0, 1], 5000 + session as u16).into(),
             files: vec![entry("same.txt", session)],
         };
         let first = smol::block_on(store.register(register("a", 1))).unwrap();
-        store.lock().next_id = (1 << 32) + first - 1;
+        // Another key whose ID is taken gets the next one.
+        store.lock().owners.insert(
+            crate::index::store::peer_id_of(&Fingerprint::of_public_key(b"b")),
+            "x".into(),
+        );
         let second = smol::block_on(store.register(register("b", 2))).unwrap();
-        assert_eq!(second, (1 << 32) + first);
+        assert_eq!(
+            second,
+            crate::index::store::next_id(crate::index::store::peer_id_of(
+                &Fingerprint::of_public_key(b"b")
+            ))
+        );
+        assert_eq!(
+            first,
+            crate::index::store::peer_id_of(&Fingerprint::of_public_key(b"a"))
+        );
         let (hits, _) =
             smol::block_on(store.search(&Query::by(NameMatch::Exact("same.txt".into())), 10))
                 .unwrap();
         let mut owners: Vec<(u64, u64)> = hits.iter().map(|h| (h.peer_id, h.file.size)).collect();
         owners.sort();
-        assert_eq!(owners, vec![(first, 1), (second, 2)]);
+        let mut expected = vec![(first, 1), (second, 2)];
+        expected.sort();
+        assert_eq!(owners, expected);
     }
 
     #[test]
@@ -527,6 +553,7 @@ mod tests {
             };
             let register = |token: &str, session, files| Registration {
                 token: token.repeat(32),
+                fingerprint: Fingerprint::of_public_key(token.as_bytes()),
                 session,
                 addr: ([127, 0, 0, 1], 9).into(),
                 files,
@@ -595,6 +622,7 @@ mod tests {
                             let files: Vec<FileEntry> = files.iter().map(|&(n, s)| entry(&name(n), s)).collect();
                             let id = store.register(Registration {
                                 token: format!("{p:032}"),
+                                fingerprint: Fingerprint::of_public_key(&[p]),
                                 session,
                                 addr: ([127, 0, 0, 1], 1000 + u16::from(p)).into(),
                                 files: files.clone(),

@@ -19,6 +19,8 @@ impl Inner {
         let peer = self.peers.get(&rec.peer)?;
         Some(Hit {
             peer_id: rec.peer,
+            fingerprint: peer.fingerprint,
+            nickname: None,
             addr: peer.addr,
             file: FileEntry {
                 name: name_of(&self.names, rec).to_owned(),
