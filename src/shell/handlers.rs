@@ -523,6 +523,10 @@ mod tests {
         std::fs::create_dir_all(&shared).unwrap();
         std::fs::write(shared.join("song.ogg"), b"la la la").unwrap();
         let mut config = Config::default();
+        // Keys and pins live in the test's folder, never in the working directory.
+        config.index.key = tmp.path().join("index-key");
+        config.peer.key = tmp.path().join("peer-key");
+        config.peer.known_indexes = tmp.path().join("known-indexes");
         config.peer.downloads = tmp.path().join("downloads");
         config.peer.hash_cache = Default::default();
         config.peer.watch = false;
