@@ -344,3 +344,39 @@ fn quit_stops_background_downloads_and_keeps_them_for_a_resume() {
         "the part file is kept for a resume: {kept:?}"
     );
 }
+
+/// Two processes in one folder share one key file: the second cannot share with it
+/// while the first does (it would be the same peer and replace the first's files), and
+/// says what to do instead.
+#[test]
+fn a_second_sharer_with_the_same_key_is_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut index = NAPSTER.start(tmp.path(), "serve 0\n");
+    let addr = last_word(&index.wait_for("index server listening on"));
+    index.end_input();
+    let one = write_files(&tmp.path().join("one"), &[("a.txt", "first")]);
+    let two = write_files(&tmp.path().join("two"), &[("b.txt", "second")]);
+    let mut first = NAPSTER.start(
+        tmp.path(),
+        &format!("connect {addr}\nregister {} 0\n", one.display()),
+    );
+    first.wait_for("registered as peer");
+    first.end_input();
+    let out = NAPSTER.run(
+        tmp.path(),
+        &format!("connect {addr}\nregister {} 0\nquit\n", two.display()),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another napster is sharing with the key") && stderr.contains("[peer] key"),
+        "{stderr}"
+    );
+    // The first one's files are still there.
+    let out = NAPSTER.run(tmp.path(), &format!("connect {addr}\nsearch a.txt\n"));
+    assert!(
+        text(&out.stdout).contains("1 file on 1 peer"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -124,6 +124,27 @@ impl Shell {
         Ok(settings)
     }
 
+    /// Lock the key file for as long as this process shares with it, or say that another
+    /// napster shares with it right now.
+    pub(super) fn lock_key(&mut self) -> Result<()> {
+        let path = &self.config.peer.key;
+        if self.key_lock.is_some() || path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::io(format!("opening the key file {}", path.display()), e))?;
+        if file.try_lock().is_err() {
+            return Err(Error::msg(format!(
+                "another napster is sharing with the key {} right now: two processes with one \
+                 key are one peer, and this one would replace the other's files; run it from \
+                 another folder, or set `[peer] key` to another file",
+                path.display()
+            )));
+        }
+        self.key_lock = Some(file);
+        Ok(())
+    }
+
     /// This peer's identity, from its key file (made on first use).
     pub(super) fn identity(&self) -> Result<Identity> {
         let mut cached = self.identity.lock();

@@ -136,6 +136,7 @@ impl Shell {
         .await?;
         drop(bar);
         let settings = self.sharing_settings(port, living)?;
+        self.lock_key()?;
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
         let sharing = Sharing::start(share, &index, &settings).await?;
         let index = sharing.state().index;
@@ -216,6 +217,7 @@ impl Shell {
             Some(sharing) => {
                 let id = sharing.state().peer_id;
                 sharing.stop().await;
+                self.key_lock = None;
                 self.emit(Record::Unregistered { peer_id: id });
                 put!(out, "peer {id} unregistered; its files left the index");
                 Ok(out)

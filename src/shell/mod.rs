@@ -97,6 +97,9 @@ pub struct Shell {
     rows: bool,
     nothing_matched: bool,
     identity: Mutex<Option<crate::identity::Identity>>,
+    /// The key file, locked while this process shares with it: two processes with one
+    /// key are one peer, and the second would silently replace the first's files.
+    key_lock: Option<std::fs::File>,
     /// Keys given with `connect host:port#FINGERPRINT`.
     pins: crate::client::Pins,
 }
@@ -117,6 +120,7 @@ impl Shell {
             download: Arc::new(RateLimit::new(down)),
             cache: None,
             identity: Mutex::default(),
+            key_lock: None,
             pins: Default::default(),
             config,
             services,
