@@ -124,6 +124,22 @@ impl Shell {
         Ok(settings)
     }
 
+    /// The first scan of a folder to share, with a progress bar over what hashing reads.
+    pub(super) async fn first_scan(
+        &self,
+        dir: std::path::PathBuf,
+        living: &peer::Living,
+    ) -> Result<(peer::share::Share, peer::scan::HashStats)> {
+        let bar = self.progress_bar(0, "hashing");
+        let (total, progress) = (bar.clone(), bar.clone());
+        let living = living.clone();
+        smol::unblock(move || {
+            let total = |bytes| total.set_length(bytes);
+            peer::scan_and_hash(&dir, &living, total, &move |n| progress.inc(n))
+        })
+        .await
+    }
+
     /// Lock the key file for as long as this process shares with it, or say that another
     /// napster shares with it right now.
     pub(super) fn lock_key(&mut self) -> Result<()> {

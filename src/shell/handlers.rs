@@ -13,7 +13,7 @@ use crate::download::{self, Cancel, Job, Status};
 use crate::error::{Error, Result};
 use crate::index::PgStore;
 use crate::limit::show_rate;
-use crate::peer::{self, Sharing};
+use crate::peer::Sharing;
 
 use super::app::{parse_pinned, ping, reachable};
 
@@ -122,19 +122,7 @@ impl Shell {
         let dir = dir.unwrap_or_else(|| self.config.peer.dir.clone());
         let index = self.index_addrs()?;
         let living = self.living();
-        let bar = self.progress_bar(0, "hashing");
-        let (total, progress) = (bar.clone(), bar.clone());
-        let scan_living = living.clone();
-        let (share, stats) = smol::unblock(move || {
-            peer::scan_and_hash(
-                &dir,
-                &scan_living,
-                |bytes| total.set_length(bytes),
-                &move |n| progress.inc(n),
-            )
-        })
-        .await?;
-        drop(bar);
+        let (share, stats) = self.first_scan(dir, &living).await?;
         let settings = self.sharing_settings(port, living)?;
         self.lock_key()?;
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
