@@ -490,11 +490,9 @@ impl Shell {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::config::Config;
-    use crate::shell::services::Services;
+
     use crate::shell::{Flow, commands};
 
     fn run(shell: &mut Shell, line: &str) -> Result<String> {
@@ -509,22 +507,8 @@ mod tests {
     #[test]
     fn handlers_return_their_text() {
         let tmp = tempfile::tempdir().unwrap();
+        let (mut shell, services) = crate::shell::test_shell(tmp.path());
         let shared = tmp.path().join("shared");
-        std::fs::create_dir_all(&shared).unwrap();
-        std::fs::write(shared.join("song.ogg"), b"la la la").unwrap();
-        let mut config = Config::default();
-        // Keys and pins live in the test's folder, never in the working directory.
-        config.index.key = tmp.path().join("index-key");
-        config.peer.key = tmp.path().join("peer-key");
-        config.peer.known_indexes = tmp.path().join("known-indexes");
-        config.peer.downloads = tmp.path().join("downloads");
-        config.peer.hash_cache = Default::default();
-        config.peer.watch = false;
-        config.peer.key = tmp.path().join("key");
-        config.index.key = tmp.path().join("index-key");
-        config.peer.known_indexes = tmp.path().join("known-indexes");
-        let services = Arc::new(Services::default());
-        let mut shell = Shell::new(config, services.clone(), false);
 
         let served = run(&mut shell, "serve 0").unwrap();
         assert!(
@@ -532,7 +516,7 @@ mod tests {
             "{served}"
         );
         let registered = run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
-        let key = crate::identity::Identity::load(&tmp.path().join("key"), "key").unwrap();
+        let key = crate::identity::Identity::load(&tmp.path().join("peer-key"), "key").unwrap();
         let id = crate::index::store::peer_id_of(&key.fingerprint());
         assert!(
             registered.contains(&format!("registered as peer {id}")),

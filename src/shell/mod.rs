@@ -203,3 +203,21 @@ impl Shell {
         })
     }
 }
+
+/// A shell for unit tests: everything it writes (keys, pins, downloads) lives in `dir`,
+/// which also holds `shared/song.ogg` to share; no watching, no hash cache file.
+#[cfg(test)]
+pub(crate) fn test_shell(dir: &std::path::Path) -> (Shell, Arc<Services>) {
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("song.ogg"), b"la la la").unwrap();
+    let mut config = Config::default();
+    config.index.key = dir.join("index-key");
+    config.peer.key = dir.join("peer-key");
+    config.peer.known_indexes = dir.join("known-indexes");
+    config.peer.downloads = dir.join("downloads");
+    config.peer.hash_cache = Default::default();
+    config.peer.watch = false;
+    let services = Arc::new(Services::default());
+    (Shell::new(config, services.clone(), false), services)
+}

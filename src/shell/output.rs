@@ -376,12 +376,11 @@ pub fn progress(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::config::Config;
+
     use crate::download::Cancel;
-    use crate::shell::services::Services;
+
     use crate::shell::{Reply, Shell, commands};
 
     fn run(shell: &mut Shell, line: &str) -> Reply {
@@ -393,19 +392,8 @@ mod tests {
     #[test]
     fn handlers_return_records_for_programs() {
         let tmp = tempfile::tempdir().unwrap();
+        let (mut shell, services) = crate::shell::test_shell(tmp.path());
         let shared = tmp.path().join("shared");
-        std::fs::create_dir_all(&shared).unwrap();
-        std::fs::write(shared.join("song.ogg"), b"la la la").unwrap();
-        let mut config = Config::default();
-        // Keys and pins live in the test's folder, never in the working directory.
-        config.index.key = tmp.path().join("index-key");
-        config.peer.key = tmp.path().join("peer-key");
-        config.peer.known_indexes = tmp.path().join("known-indexes");
-        config.peer.downloads = tmp.path().join("downloads");
-        config.peer.hash_cache = Default::default();
-        config.peer.watch = false;
-        let services = Arc::new(Services::default());
-        let mut shell = Shell::new(config, services.clone(), false);
 
         let served = run(&mut shell, "serve 0");
         assert!(
