@@ -25,7 +25,7 @@ use parking_lot::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::part_file::{PartFile, ResumeState};
-use super::place::{safe_file_name, same_content};
+use super::place::{existing_copy, safe_file_name};
 use super::scheduler::{RUN, Scheduler};
 use super::sequencer::sequence;
 use super::shared::{Delivery, MAX_SOURCES, PIECE, Shared, hash_range, peer_name};
@@ -43,10 +43,9 @@ pub fn run(job: Job) -> Result<Downloaded> {
     std::fs::create_dir_all(&job.dir)
         .context(|| format!("cannot use the downloads folder {}", job.dir.display()))?;
     let size = job.file.size;
-    let final_path = job.dir.join(&file_name);
-    if same_content(&job.dir, &file_name, &job.file.sha256, size) {
+    if let Some(copy) = existing_copy(&job.dir, &file_name, &job.file.sha256, size) {
         return Ok(Downloaded {
-            path: final_path,
+            path: job.dir.join(copy),
             size,
             elapsed: started.elapsed(),
             already_there: true,
@@ -283,6 +282,36 @@ fn locate_damage(shared: Shared, digest: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A download that an earlier one saved as `6 (1).txt` (beside a different `6.txt`)
+    /// is found there before any peer is asked: the only source here answers nothing.
+    #[test]
+    fn a_copy_saved_under_a_numbered_name_is_found_without_fetching() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("6.txt"), b"other contents").unwrap();
+        std::fs::write(dir.path().join("6 (1).txt"), b"six").unwrap();
+        let digest = crate::digest::hash_file(&dir.path().join("6 (1).txt"), &|_| {}).unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let hit = Hit {
+            peer_id: 1,
+            addr,
+            file: protocol::FileEntry {
+                name: "6.txt".into(),
+                size: 3,
+                sha256: digest.sha256,
+                chunks: "0".repeat(64),
+            },
+            shared_at: 0,
+            fingerprint: protocol::Fingerprint::of_public_key(b"test key"),
+            nickname: None,
+        };
+        let job = Job::new(hit.file.clone(), vec![hit], dir.path(), Default::default());
+        let done = run(job).expect("found without a peer");
+        assert!(done.already_there);
+        assert_eq!(done.path, dir.path().join("6 (1).txt"));
+    }
 
     #[test]
     fn chunk_arithmetic_holds_past_four_gib() {

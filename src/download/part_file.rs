@@ -20,7 +20,7 @@ use sha2::Sha256;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use tracing::warn;
 
-use super::place::{PART_SUFFIX, same_content};
+use super::place::{MAX_COPIES, PART_SUFFIX, numbered, same_content};
 use crate::disk::{self, Dir};
 use crate::error::{Error, IoContext, Result};
 use crate::protocol::{self, FileEntry};
@@ -85,7 +85,8 @@ impl PartFile {
         })?;
         if file.try_lock().is_err() {
             return Err(Error::msg(format!(
-                "another napster is downloading {file_name} into {} right now",
+                "another napster is downloading {file_name} into {} right now (its part file \
+                 {name} is locked); wait for it, or use another downloads folder",
                 dir.display()
             )));
         }
@@ -151,22 +152,14 @@ fn place(
     sha256: &str,
     size: u64,
 ) -> Result<(PathBuf, bool)> {
-    let (stem, ext) = match file_name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
-        _ => (file_name.to_owned(), String::new()),
-    };
     let verified = part
         .file
         .metadata()
         .map(|m| disk::identity(&m))
         .context(|| format!("reading {}", part.name))?;
     let folder = &part.dir;
-    for n in 0..1000 {
-        let name = if n == 0 {
-            file_name.to_owned()
-        } else {
-            format!("{stem} ({n}){ext}")
-        };
+    for n in 0..MAX_COPIES {
+        let name = numbered(file_name, n);
         let candidate = dir.join(&name);
         // A hard link fails rather than replace an existing file, atomically.
         match folder.hard_link(&part.name, &name) {

@@ -42,3 +42,28 @@ pub fn same_content(dir: &Path, name: &str, sha256: &str, size: u64) -> bool {
     file.metadata().is_ok_and(|m| m.len() == size)
         && hash_open(&file, &dir.join(name), &|_| {}).is_ok_and(|d| d.sha256 == sha256)
 }
+
+/// How many `name (N).ext` a download tries before giving up.
+pub const MAX_COPIES: usize = 1000;
+
+/// The `n`th name a download of `file_name` may take: `name.ext`, then `name (n).ext`.
+pub fn numbered(file_name: &str, n: usize) -> String {
+    if n == 0 {
+        return file_name.to_owned();
+    }
+    match file_name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
+        _ => format!("{file_name} ({n})"),
+    }
+}
+
+/// The name under which a file with exactly these contents is already in `dir`: `name`
+/// itself, or one of the `name (N).ext` an earlier download took beside a different file
+/// (the names are tried in the order a download takes them, up to the first free one).
+pub fn existing_copy(dir: &Path, file_name: &str, sha256: &str, size: u64) -> Option<String> {
+    let folder = Dir::open(dir).ok()?;
+    (0..MAX_COPIES)
+        .map(|n| numbered(file_name, n))
+        .take_while(|name| folder.identity(name).is_ok())
+        .find(|name| same_content(dir, name, sha256, size))
+}

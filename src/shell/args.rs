@@ -67,6 +67,8 @@ pub struct SearchArgs {
     pub rtt: bool,
     /// One row per distinct contents.
     pub collapse: bool,
+    /// The hash and size filters as typed (`>1GB`), for messages.
+    pub filters: Vec<String>,
 }
 
 /// Which way a bandwidth limit applies.
@@ -170,10 +172,7 @@ pub(super) fn get_params() -> Vec<Arg> {
 
 pub(super) fn limit_params() -> Vec<Arg> {
     vec![
-        Arg::new("direction")
-            .help("up or down")
-            .value_parser(["up", "upload", "down", "download"])
-            .ignore_case(true),
+        Arg::new("direction").help("up or down (neither: both)"),
         Arg::new("rate")
             .help("bytes per second, like 2MiB/s (0: none)")
             .value_parser(|r: &str| crate::limit::parse_rate(r).map_err(|e| e.to_string())),
@@ -207,7 +206,27 @@ fn search_terms(terms: &[String], parsed: &mut SearchArgs) -> Result<()> {
             .map(|b| b.as_u64())
             .map_err(|_| Error::Usage(format!("{text:?} is not a size (like 10MB or 1GiB)")))
     };
-    for term in terms {
+    // `> 1GB` is `>1GB`: a comparison alone takes the next word as its size.
+    let mut joined: Vec<String> = Vec::new();
+    let mut terms = terms.iter();
+    while let Some(term) = terms.next() {
+        match (term.as_str(), terms.clone().next()) {
+            (">" | ">=" | "<" | "<=", Some(size)) => {
+                joined.push(format!("{term}{size}"));
+                terms.next();
+            }
+            (">" | ">=" | "<" | "<=", None) => {
+                return Err(Error::Usage(format!(
+                    "{term:?} needs a size after it (like {term}10MB)"
+                )));
+            }
+            _ => joined.push(term.clone()),
+        }
+    }
+    for term in &joined {
+        if term.starts_with(['<', '>']) || term.to_lowercase().starts_with("sha256:") {
+            parsed.filters.push(term.clone());
+        }
         match term.as_str() {
             term if term.to_lowercase().starts_with("sha256:") => {
                 let hex = term[7..].to_lowercase();
@@ -287,12 +306,26 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
         ),
         "transfers" => Command::Transfers,
         "limit" => {
-            let direction = match text("direction").map(|d| d.to_lowercase()).as_deref() {
-                Some("up" | "upload") => Some(Direction::Up),
-                Some("down" | "download") => Some(Direction::Down),
-                _ => None,
-            };
-            Command::Limit(direction, m.get_one::<u64>("rate").copied())
+            let rate = m.get_one::<u64>("rate").copied();
+            match text("direction").map(|d| d.to_lowercase()).as_deref() {
+                Some("up" | "upload") => Command::Limit(Some(Direction::Up), rate),
+                Some("down" | "download") => Command::Limit(Some(Direction::Down), rate),
+                None => Command::Limit(None, rate),
+                // `limit 1MiB/s`: no direction names both.
+                Some(other) if rate.is_none() => match crate::limit::parse_rate(other) {
+                    Ok(rate) => Command::Limit(None, Some(rate)),
+                    Err(e) => {
+                        return Err(Error::Usage(format!(
+                            "{e} (or up or down, then a rate)\nusage: limit [up|down] [rate]"
+                        )));
+                    }
+                },
+                Some(other) => {
+                    return Err(Error::Usage(format!(
+                        "{other:?} is neither up nor down\nusage: limit [up|down] [rate]"
+                    )));
+                }
+            }
         }
         "ping" => Command::Ping(*m.get_one::<u64>("peer").expect("required")),
         "peers" => Command::Peers,

@@ -142,7 +142,8 @@ pub const COMMANDS: &[Spec] = &[
         args: "[up|down] [rate]",
         summary: "show or set bandwidth limits (e.g. limit up 2MiB/s; 0 = none)",
         details: "Rates are bytes per second: 500kB/s, 2MiB/s, 1000000. The upload limit is shared \
-                  by everything this peer serves, the download limit by all downloads. \
+                  by everything this peer serves, the download limit by all downloads; without \
+                  up or down (limit 1MiB/s, limit 0) a rate sets both. \
                   Defaults: [peer] upload_limit and download_limit.",
         aliases: &[],
         params: limit_params,
@@ -242,8 +243,9 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
     let name = name.to_lowercase();
     let Some(spec) = spec(&name) else {
         return Err(Error::Usage(format!(
-            "unknown command {:?}; type `help` for the list",
-            crate::protocol::truncate(&name)
+            "unknown command {:?}{}; type `help` for the list",
+            crate::protocol::truncate(&name),
+            did_you_mean(&name)
         )));
     };
     let matches = clap_command(spec)
@@ -252,6 +254,21 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
         .try_get_matches_from(args)
         .map_err(|e| clap_error(spec, &e))?;
     from_matches(spec.name, &matches).map(Some)
+}
+
+/// How alike a typo and a command must be (Jaro-Winkler) to suggest the command.
+const SUGGEST_SIMILARITY: f64 = 0.8;
+
+/// `; did you mean `search`?` for a word close to a command name, or nothing.
+fn did_you_mean(word: &str) -> String {
+    COMMANDS
+        .iter()
+        .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
+        .map(|name| (strsim::jaro_winkler(word, name), name))
+        .filter(|(score, _)| *score >= SUGGEST_SIMILARITY)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| format!("; did you mean `{name}`?"))
+        .unwrap_or_default()
 }
 
 /// A `clap` error about a command's words, worded like the shell's own.
@@ -300,7 +317,10 @@ pub fn help(command: Option<&str>) -> Result<String> {
         Some(name) => {
             let name = if name == "exit" { "quit" } else { name };
             let c = spec(name).ok_or_else(|| {
-                Error::Usage(format!("no command {name:?}; type `help` for the list"))
+                Error::Usage(format!(
+                    "no command {name:?}{}; type `help` for the list",
+                    did_you_mean(name)
+                ))
             })?;
             let mut text = format!("usage: {} {}\n{}", c.name, c.args, c.summary);
             if !c.details.is_empty() {

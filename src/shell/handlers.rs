@@ -49,6 +49,18 @@ impl Shell {
                 PgStore::schema_version()
             );
         }
+        let before = self
+            .index_addrs()
+            .ok()
+            .and_then(|addrs| addrs.first().copied())
+            .filter(|&a| a != reachable(addr));
+        match before {
+            Some(old) => put!(
+                out,
+                "this shell now uses it as its index, instead of {old} (`connect {old}` goes back)"
+            ),
+            None => put!(out, "this shell uses it as its index"),
+        }
         self.index = Some(vec![reachable(addr)]);
         self.client = None;
         self.connect_failed = None;
@@ -223,11 +235,8 @@ impl Shell {
         let (hits, truncated) = self.client().await?.find(&args.search).await?;
         self.rows = true;
         *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
-        let what = match (&args.search.pattern, &args.search.sha256) {
-            (p, Some(h)) if p.is_empty() => format!("sha256:{h}"),
-            (p, _) => format!("{p:?}"),
-        };
         if hits.is_empty() {
+            let what = render::query(&args.search.pattern, &args.filters);
             self.nothing_matched = true;
             put!(out, "no file matches {what}");
             return Ok(out);
@@ -305,7 +314,23 @@ impl Shell {
     ) -> Result<String> {
         let mut out = String::new();
         let hits = self.client().await?.lookup(name).await?;
-        let sources = download::sources(name, peer, hits)?;
+        let mut sources = download::sources(name, peer, hits)?;
+        // This peer's own copy is fetched only when nobody else has it, and then it says so.
+        let me = self.services.sharing().map(|s| s.state().peer_id);
+        if sources.iter().any(|h| Some(h.peer_id) != me) {
+            sources.retain(|h| Some(h.peer_id) != me);
+        }
+        let from_myself = sources.iter().all(|h| Some(h.peer_id) == me);
+        if let Some(running) = self
+            .services
+            .transfers()
+            .running_of(&sources[0].file.sha256)
+        {
+            return Err(Error::msg(format!(
+                "this napster is already downloading {name} in the background (download \
+                 {running}; `transfers` shows it)"
+            )));
+        }
         let status = Arc::new(Status::default());
         let file = sources[0].file.clone();
         let mut job = Job {
@@ -381,6 +406,9 @@ impl Shell {
         }
         let from = match done.peers.as_slice() {
             [] => "nothing new".to_owned(),
+            [one] if from_myself => {
+                format!("from peer {one}, which is this napster: nobody else shares it")
+            }
             [one] => format!("from peer {one}"),
             many => format!(
                 "from peers {}",
@@ -405,6 +433,10 @@ impl Shell {
         match (direction, rate) {
             (Some(Direction::Up), Some(rate)) => self.upload.set(rate),
             (Some(Direction::Down), Some(rate)) => self.download.set(rate),
+            (None, Some(rate)) => {
+                self.upload.set(rate);
+                self.download.set(rate);
+            }
             _ => {}
         }
         let some = |rate: u64| (rate > 0).then_some(rate);

@@ -34,6 +34,9 @@ pub mod repl;
 mod services;
 mod transfers;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -45,6 +45,15 @@ pub fn rate(bytes: u64, elapsed: Duration) -> String {
     format!("{}/s", HumanBytes((bytes as f64 / secs) as u64))
 }
 
+/// What a search asked for, with its filters as typed: `"song" (>1GB, sha256:0ac7)`.
+pub fn query(pattern: &str, filters: &[String]) -> String {
+    match (pattern.is_empty(), filters.is_empty()) {
+        (true, _) => filters.join(" "),
+        (false, true) => format!("{pattern:?}"),
+        (false, false) => format!("{pattern:?} with {}", filters.join(" ")),
+    }
+}
+
 /// Seconds since the epoch as local time.
 pub fn local_time(secs: i64) -> String {
     Local

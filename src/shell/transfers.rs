@@ -21,6 +21,7 @@ use super::render;
 struct Entry {
     id: usize,
     name: String,
+    sha256: String,
     status: Arc<Status>,
     cancel: Cancel,
     started: Instant,
@@ -44,6 +45,7 @@ impl Transfers {
         let id = entries.len() + 1;
         let outcome = Arc::new(Mutex::new(None));
         let name = job.file.name.clone();
+        let sha256 = job.file.sha256.clone();
         let status = job.status.clone();
         let cancel = job.cancel.clone();
         let done = outcome.clone();
@@ -64,6 +66,7 @@ impl Transfers {
         entries.push(Entry {
             id,
             name: entry_name,
+            sha256,
             status,
             cancel,
             started: Instant::now(),
@@ -71,6 +74,15 @@ impl Transfers {
             task: Some(task),
         });
         id
+    }
+
+    /// The number of the running background download of these contents, if any.
+    pub fn running_of(&self, sha256: &str) -> Option<usize> {
+        let entries = self.entries.lock();
+        entries
+            .iter()
+            .find(|e| e.sha256 == sha256 && e.outcome.lock().is_none())
+            .map(|e| e.id)
     }
 
     /// How many background downloads are still running.

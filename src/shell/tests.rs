@@ -1,0 +1,111 @@
+//! The shell's rough edges, read through the handlers' text (issue 13): what a new user
+//! types, and what napster answers.
+
+use super::commands::{self, Command};
+use super::{Flow, Shell, test_shell};
+use crate::download::Cancel;
+use crate::error::Result;
+
+fn run(shell: &mut Shell, line: &str) -> Result<String> {
+    let command = commands::parse(line)?.expect("a command");
+    let reply = smol::block_on(shell.execute(command, Cancel::default()))?;
+    assert_eq!(reply.flow, Flow::Continue);
+    Ok(reply.text)
+}
+
+fn error(line: &str) -> String {
+    commands::parse(line).unwrap_err().to_string()
+}
+
+#[test]
+fn a_rate_without_a_direction_sets_both_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, _services) = test_shell(tmp.path());
+    assert_eq!(
+        run(&mut shell, "limit 1MiB/s").unwrap(),
+        "upload limit: 1.0 MiB/s; download limit: 1.0 MiB/s\n"
+    );
+    assert_eq!(
+        run(&mut shell, "limit 0").unwrap(),
+        "upload limit: unlimited; download limit: unlimited\n"
+    );
+    let fast = error("limit fast");
+    assert!(fast.contains("\"fast\" is not a rate"), "{fast}");
+    let sideways = error("limit sideways 2MiB/s");
+    assert!(sideways.contains("neither up nor down"), "{sideways}");
+}
+
+#[test]
+fn a_size_filter_may_have_a_space_after_its_sign() {
+    let Some(Command::Search(args)) = commands::parse("search .txt > 1GB").unwrap() else {
+        panic!("a search");
+    };
+    assert_eq!(args.search.pattern, ".txt");
+    assert_eq!(args.search.min_size, Some(1_000_000_001));
+    let Some(Command::Search(args)) = commands::parse("search a <= 2MiB").unwrap() else {
+        panic!("a search");
+    };
+    assert_eq!(args.search.max_size, Some(2 << 20));
+    let alone = error("search .txt >");
+    assert!(alone.contains("needs a size after it"), "{alone}");
+}
+
+#[test]
+fn a_typo_gets_a_suggestion() {
+    let typo = error("serach song");
+    assert!(typo.contains("did you mean `search`?"), "{typo}");
+    let far = error("xyzzy");
+    assert!(!far.contains("did you mean"), "{far}");
+    let topic = commands::help(Some("trasnfers")).unwrap_err().to_string();
+    assert!(topic.contains("did you mean `transfers`?"), "{topic}");
+}
+
+#[test]
+fn messages_say_what_happened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, services) = test_shell(tmp.path());
+    let shared = tmp.path().join("shared");
+
+    // `serve` says that this shell now uses the new index.
+    let served = run(&mut shell, "serve 0").unwrap();
+    assert!(
+        served.contains("this shell now uses it as its index, instead of 127.0.0.1:45000"),
+        "{served}"
+    );
+    run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
+
+    // Nothing matched: the filters are part of what did not match.
+    assert_eq!(
+        run(&mut shell, "search song >1GB").unwrap(),
+        "no file matches \"song\" with >1GB\n"
+    );
+
+    // The only peer sharing it is this one: the download says so.
+    let saved = run(&mut shell, "get song.ogg").unwrap();
+    assert!(saved.contains("which is this napster"), "{saved}");
+    smol::block_on(services.shutdown());
+}
+
+/// A second `get -b` of a file this napster is downloading says so, instead of blaming
+/// "another napster".
+#[test]
+fn a_second_background_get_of_the_same_file_names_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, services) = test_shell(tmp.path());
+    let shared = tmp.path().join("shared");
+    std::fs::write(shared.join("big.bin"), vec![7u8; 4 << 20]).unwrap();
+    run(&mut shell, "serve 0").unwrap();
+    run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
+    run(&mut shell, "limit down 64KiB/s").unwrap();
+    let first = run(&mut shell, "get -b big.bin").unwrap();
+    assert!(first.starts_with("download 1 of big.bin"), "{first}");
+    let second = run(&mut shell, "get -b big.bin").unwrap_err().to_string();
+    assert!(
+        second
+            .contains("this napster is already downloading big.bin in the background (download 1"),
+        "{second}"
+    );
+    let foreground = run(&mut shell, "get big.bin").unwrap_err().to_string();
+    assert!(foreground.contains("download 1"), "{foreground}");
+    smol::block_on(services.shutdown());
+}
