@@ -26,7 +26,7 @@ use crate::peer::cache::{HashCache, Stamp};
 use crate::protocol::{self, FileEntry};
 
 use super::ignore::Ignore;
-use super::share::{Share, SharedFile};
+use super::share::{Share, SharedFile, folder_of};
 
 /// One file found by a scan.
 #[derive(Debug, Clone)]
@@ -198,7 +198,7 @@ fn hash_unchanged(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<FileDigest>> {
     let root = &roots[found.root];
-    let opened = Dir::open(root).and_then(|dir| dir.open_beneath(&found.resolved));
+    let opened = Dir::open(folder_of(root)).and_then(|dir| dir.open_beneath(&found.resolved));
     let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -220,14 +220,15 @@ fn hash_unchanged(
     Ok((stamp(&file) == Some(found.stamp)).then_some(digest))
 }
 
-/// The canonical path of a folder that can be shared, or why it cannot.
+/// The canonical path of a folder, or of a single regular file, that can be shared, or
+/// why it cannot.
 pub fn shareable_folder(dir: &Path) -> Result<PathBuf> {
     let root = dir
         .canonicalize()
         .context(|| format!("cannot share {}", dir.display()))?;
-    if !root.is_dir() {
+    if !root.is_dir() && !root.is_file() {
         return Err(Error::msg(format!(
-            "cannot share {}: not a folder",
+            "cannot share {}: neither a folder nor a regular file",
             dir.display()
         )));
     }
@@ -304,6 +305,21 @@ type Walked = (String, PathBuf, PathBuf, Stamp);
 
 /// The files under `root`.
 fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
+    if folder_of(root) != root {
+        // A single shared file: named by its own name, whatever the ignore rule says
+        // (it was asked for by name).
+        let meta = std::fs::metadata(root).context(|| format!("reading {}", root.display()))?;
+        let Some(name) = root.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            warn_skipped(root, "is not UTF-8");
+            return Ok(());
+        };
+        if let Some(problem) = protocol::name_problem(&name) {
+            warn_skipped(root, problem);
+            return Ok(());
+        }
+        found.push((name.clone(), root.to_owned(), name.into(), Stamp::of(&meta)));
+        return Ok(());
+    }
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
         let entries =

@@ -151,8 +151,8 @@ impl Share {
             .files
             .get(name)
             .ok_or_else(|| format!("{:?} is not shared here", protocol::truncate(name)))?;
-        let opened =
-            Dir::open(&self.roots[shared.root]).and_then(|dir| dir.open_beneath(&shared.resolved));
+        let opened = Dir::open(folder_of(&self.roots[shared.root]))
+            .and_then(|dir| dir.open_beneath(&shared.resolved));
         let file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -173,5 +173,14 @@ impl Share {
             ));
         }
         Ok((file, meta.len()))
+    }
+}
+
+/// The folder a shared root's files are opened beneath: the root itself, or the folder
+/// holding it when a single file is shared (`share ./song.ogg`).
+pub fn folder_of(root: &Path) -> &Path {
+    match root.parent() {
+        Some(parent) if std::fs::metadata(root).is_ok_and(|m| m.is_file()) => parent,
+        _ => root,
     }
 }

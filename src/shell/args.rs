@@ -105,16 +105,16 @@ pub(super) fn connect_params() -> Vec<Arg> {
 
 pub(super) fn register_params() -> Vec<Arg> {
     vec![
-        positional("dir", "folder to share").value_parser(value_parser!(PathBuf)),
+        positional("dir", "folder to share").value_parser(path),
         positional("port", "port of this peer's file server (0: any free port)").value_parser(port),
     ]
 }
 
 pub(super) fn share_params() -> Vec<Arg> {
     vec![
-        positional("dir", "folder to share")
+        positional("dir", "folder or file to share")
             .required(true)
-            .value_parser(value_parser!(PathBuf)),
+            .value_parser(path),
     ]
 }
 
@@ -185,6 +185,20 @@ pub(super) fn format_params() -> Vec<Arg> {
 
 pub(super) fn help_params() -> Vec<Arg> {
     vec![Arg::new("command").help("a command")]
+}
+
+/// A path as typed: `~` and `~/…` name the home folder, as in a Unix shell.
+pub(super) fn expand_home(text: &str) -> String {
+    let home = || std::env::var("HOME").ok().filter(|h| !h.is_empty());
+    match (text, home()) {
+        ("~", Some(home)) => home,
+        (rest, Some(home)) if rest.starts_with("~/") => format!("{home}{}", &rest[1..]),
+        _ => text.to_owned(),
+    }
+}
+
+fn path(text: &str) -> std::result::Result<PathBuf, String> {
+    Ok(PathBuf::from(expand_home(text)))
 }
 
 fn port(text: &str) -> std::result::Result<u16, String> {
@@ -282,7 +296,7 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
         ),
         "refresh" => Command::Refresh,
         "share" => Command::Share(m.get_one::<PathBuf>("dir").cloned().unwrap_or_default()),
-        "unshare" => Command::Unshare(text("what").unwrap_or_default()),
+        "unshare" => Command::Unshare(expand_home(&text("what").unwrap_or_default())),
         "unregister" => Command::Unregister,
         "search" => {
             let mut parsed = SearchArgs {

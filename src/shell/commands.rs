@@ -62,10 +62,12 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "share",
-        args: "<dir>",
-        summary: "share another folder too",
-        details: "Its files appear with names relative to it. Shared folders are watched: added, \
-                  changed, renamed and deleted files reach the index by themselves.",
+        args: "<dir|file>",
+        summary: "share another folder, or a single file, too",
+        details: "A folder's files appear with names relative to it; a single file under its \
+                  own name. Shared folders are watched: added, changed, renamed and deleted \
+                  files reach the index by themselves. `~` is the home folder; a name with \
+                  spaces goes in quotes.",
         aliases: &[],
         params: share_params,
     },
@@ -124,7 +126,10 @@ pub const COMMANDS: &[Spec] = &[
         details: "Without a peer, chunks come from all peers sharing the same contents at once, \
                   each chunk checked as it arrives; with a peer, only from that one. Saved in \
                   [peer] downloads; a different file already there is never overwritten (the new \
-                  one becomes `name (1).ext`). Ctrl-C stops it and keeps what arrived: `get` \
+                  one becomes `name (1).ext`, and a later `get` finds it there). A bare name \
+                  nobody shares at the top of a folder finds the one file of that name in a \
+                  subfolder (get deep.txt for sub2/deep.txt). A name with spaces goes in \
+                  quotes: get 'my song.ogg'. Ctrl-C stops it and keeps what arrived: `get` \
                   again resumes. -b runs it in the background (see `transfers`).",
         aliases: &[],
         params: get_params,
@@ -252,7 +257,7 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
         .no_binary_name(true)
         .disable_help_flag(true)
         .try_get_matches_from(args)
-        .map_err(|e| clap_error(spec, &e))?;
+        .map_err(|e| with_quoting_hint(spec, args, clap_error(spec, &e)))?;
     from_matches(spec.name, &matches).map(Some)
 }
 
@@ -269,6 +274,38 @@ fn did_you_mean(word: &str) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, name)| format!("; did you mean `{name}`?"))
         .unwrap_or_default()
+}
+
+/// For a command taking a name or path, an error on words that look like one name
+/// split at its spaces (`get my song.ogg`) says how to quote it.
+fn with_quoting_hint(spec: &Spec, args: &[String], error: Error) -> Error {
+    if !matches!(spec.name, "get" | "share" | "unshare" | "register") {
+        return error;
+    }
+    let mut words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    // A trailing number is the peer (get) or the port (register).
+    if matches!(spec.name, "get" | "register")
+        && words.len() > 2
+        && words.last().is_some_and(|w| w.parse::<u64>().is_ok())
+    {
+        words.pop();
+    }
+    if words.len() < 2 {
+        return error;
+    }
+    let name = words.join(" ");
+    let quoted = shlex::try_quote(&name).map_or_else(|_| name.clone(), |q| q.into_owned());
+    match error {
+        Error::Usage(text) => Error::Usage(format!(
+            "{text}\na name with spaces goes in quotes: {} {quoted}",
+            spec.name
+        )),
+        other => other,
+    }
 }
 
 /// A `clap` error about a command's words, worded like the shell's own.

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::commands::{self, Direction};
-use super::output::{FileRow, Record};
+use super::commands::Direction;
+use super::output::Record;
 use super::services::sharing_line;
 use super::{Refresh, Shell, render};
 use crate::download::{self, Cancel, Job, Status};
@@ -226,85 +226,6 @@ impl Shell {
         }
     }
 
-    pub(super) async fn search(&mut self, mut args: commands::SearchArgs) -> Result<String> {
-        let mut out = String::new();
-        let max = self.config.index.max_results;
-        if args.search.limit.is_none() {
-            args.search.limit = Some(self.config.shell.results);
-        }
-        let (hits, truncated) = self.client().await?.find(&args.search).await?;
-        self.rows = true;
-        *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
-        if hits.is_empty() {
-            let what = render::query(&args.search.pattern, &args.filters);
-            self.nothing_matched = true;
-            put!(out, "no file matches {what}");
-            return Ok(out);
-        }
-        let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
-        if args.collapse {
-            self.records.extend(super::output::collapsed(&hits));
-            put!(out, "{}", render::collapsed(&hits));
-        } else {
-            let rtts = if args.rtt {
-                self.ping_all(&hits).await
-            } else {
-                Default::default()
-            };
-            for hit in &hits {
-                let mut row = FileRow::of(hit);
-                if args.rtt {
-                    row.rtt_ms = Some(rtts.get(&hit.peer_id).and_then(|r| r.1));
-                }
-                self.emit(Record::Hit(row));
-            }
-            let rtts = rtts.into_iter().map(|(id, (text, _))| (id, text)).collect();
-            put!(out, "{}", render::hits(&hits, args.rtt.then_some(&rtts)));
-        }
-        put!(
-            out,
-            "{} on {}",
-            render::count(hits.len() as u64, "file"),
-            render::count(peers.len() as u64, "peer")
-        );
-        if truncated {
-            let shown = hits.len();
-            self.emit(Record::Truncated {
-                shown: shown as u64,
-            });
-            put!(
-                out,
-                "(more match: showing the first {shown}; narrow the search, or ask for more with -n (up to {max}))"
-            );
-        }
-        Ok(out)
-    }
-
-    pub(super) async fn files(&mut self, peer: u64) -> Result<String> {
-        let mut out = String::new();
-        let limit = Some(self.config.index.max_results as u32);
-        let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
-        self.rows = true;
-        *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
-        self.records
-            .extend(hits.iter().map(|h| Record::File(FileRow::of(h))));
-        if hits.is_empty() {
-            self.nothing_matched = true;
-            put!(out, "peer {peer} shares no files");
-            return Ok(out);
-        }
-        put!(out, "{}", render::hits(&hits, None));
-        let total: u64 = hits.iter().map(|h| h.file.size).sum();
-        put!(
-            out,
-            "peer {peer} shares {}{} ({})",
-            if truncated { "more than " } else { "" },
-            render::count(hits.len() as u64, "file"),
-            render::size(total)
-        );
-        Ok(out)
-    }
-
     pub(super) async fn get(
         &mut self,
         name: &str,
@@ -313,7 +234,8 @@ impl Shell {
         cancel: Cancel,
     ) -> Result<String> {
         let mut out = String::new();
-        let hits = self.client().await?.lookup(name).await?;
+        let (name, hits) = self.lookup_anywhere(name).await?;
+        let name = name.as_str();
         let mut sources = download::sources(name, peer, hits)?;
         // This peer's own copy is fetched only when nobody else has it, and then it says so.
         let me = self.services.sharing().map(|s| s.state().peer_id);
@@ -478,6 +400,7 @@ impl Shell {
     pub(super) async fn peers(&mut self) -> Result<String> {
         let mut out = String::new();
         let peers = self.client().await?.peers().await?;
+        self.seen.lock().peers = peers.iter().map(|p| p.peer_id).collect();
         self.rows = true;
         if peers.is_empty() {
             put!(out, "no peer is registered with the index");

@@ -27,6 +27,7 @@ mod args;
 pub mod cli;
 pub mod commands;
 mod editor;
+mod finding;
 mod handlers;
 pub mod output;
 mod render;
@@ -86,7 +87,7 @@ pub struct Shell {
     /// Why the last `connect` failed, until one succeeds: nothing then falls back to
     /// another index.
     connect_failed: Option<String>,
-    last_names: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<editor::Seen>>,
     show_progress: bool,
     upload: Arc<RateLimit>,
     download: Arc<RateLimit>,
@@ -130,7 +131,7 @@ impl Shell {
             index: None,
             client: None,
             connect_failed: None,
-            last_names: Arc::default(),
+            seen: Arc::default(),
             show_progress,
             format: Format::default(),
             progress_records: false,
@@ -140,9 +141,18 @@ impl Shell {
         }
     }
 
-    /// File names of the last search, for completion.
-    pub fn last_names(&self) -> Arc<Mutex<Vec<String>>> {
-        self.last_names.clone()
+    /// File names and Peer IDs of the last results, for completion.
+    fn seen(&self) -> Arc<Mutex<editor::Seen>> {
+        self.seen.clone()
+    }
+
+    /// Remember what results showed, for completion.
+    fn saw(&self, hits: &[crate::protocol::Hit]) {
+        let mut seen = self.seen.lock();
+        seen.names = hits.iter().map(|h| h.file.name.clone()).collect();
+        seen.peers = hits.iter().map(|h| h.peer_id).collect();
+        seen.peers.sort_unstable();
+        seen.peers.dedup();
     }
 
     /// Note a record of the running command.

@@ -362,7 +362,7 @@ fn interactive_loop(
             return;
         }
     };
-    editor.set_helper(Some(NapsterHelper::new(shell.last_names())));
+    editor.set_helper(Some(NapsterHelper::new(shell.seen())));
     let history = &config.shell.history;
     let keep_history = !history.as_os_str().is_empty();
     if keep_history {

@@ -109,3 +109,102 @@ fn a_second_background_get_of_the_same_file_names_the_first() {
     assert!(foreground.contains("download 1"), "{foreground}");
     smol::block_on(services.shutdown());
 }
+
+#[test]
+fn an_unquoted_name_with_spaces_is_told_to_quote_it() {
+    let get = error("get my song.ogg");
+    assert!(
+        get.contains("a name with spaces goes in quotes: get 'my song.ogg'"),
+        "{get}"
+    );
+    let three = error("get my new song.ogg 12");
+    assert!(three.contains("get 'my new song.ogg'"), "{three}");
+    let share = error("share my music");
+    assert!(share.contains("share 'my music'"), "{share}");
+    // A plain mistake is not about quoting.
+    let peer = error("get -x song.ogg");
+    assert!(!peer.contains("quotes"), "{peer}");
+}
+
+#[test]
+fn a_tilde_is_the_home_folder() {
+    let home = std::env::var("HOME").expect("HOME is set");
+    let Some(Command::Share(dir)) = commands::parse("share ~/music").unwrap() else {
+        panic!("a share");
+    };
+    assert_eq!(dir, std::path::Path::new(&home).join("music"));
+    let Some(Command::Register(Some(dir), None)) = commands::parse("register ~").unwrap() else {
+        panic!("a register");
+    };
+    assert_eq!(dir, std::path::Path::new(&home));
+    let Some(Command::Unshare(what)) = commands::parse("unshare ~/music/a.ogg").unwrap() else {
+        panic!("an unshare");
+    };
+    assert_eq!(what, format!("{home}/music/a.ogg"));
+    // Only a leading ~ is the home folder.
+    let Some(Command::Share(dir)) = commands::parse("share a~b").unwrap() else {
+        panic!("a share");
+    };
+    assert_eq!(dir, std::path::Path::new("a~b"));
+}
+
+/// `get deep.txt` finds `sub2/deep.txt` when that is the only such name, and says which
+/// names to choose from when there are several.
+#[test]
+fn a_bare_name_finds_the_one_file_of_that_name_in_a_subfolder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, services) = test_shell(tmp.path());
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir_all(shared.join("sub2")).unwrap();
+    std::fs::write(shared.join("sub2/deep.txt"), b"deep").unwrap();
+    std::fs::create_dir_all(shared.join("a/b")).unwrap();
+    std::fs::create_dir_all(shared.join("c")).unwrap();
+    std::fs::write(shared.join("a/b/twice.txt"), b"one").unwrap();
+    std::fs::write(shared.join("c/twice.txt"), b"two").unwrap();
+    run(&mut shell, "serve 0").unwrap();
+    run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
+    let saved = run(&mut shell, "get deep.txt").unwrap();
+    assert!(saved.starts_with("saved "), "{saved}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("downloads/deep.txt")).unwrap(),
+        b"deep"
+    );
+    let twice = run(&mut shell, "get twice.txt").unwrap_err().to_string();
+    assert!(
+        twice.contains("a/b/twice.txt, c/twice.txt; get one of those by its whole name"),
+        "{twice}"
+    );
+    smol::block_on(services.shutdown());
+}
+
+/// `share ./song.ogg` shares that one file, not its folder.
+#[test]
+fn a_single_file_can_be_shared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, services) = test_shell(tmp.path());
+    shell.config.peer.settle = 0.0;
+    let shared = tmp.path().join("shared");
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("single.ogg"), b"just this").unwrap();
+    std::fs::write(other.join("beside.ogg"), b"not this").unwrap();
+    run(&mut shell, "serve 0").unwrap();
+    run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
+    let single = other.join("single.ogg");
+    let added = run(&mut shell, &format!("share {}", single.display())).unwrap();
+    assert!(added.contains("1 file new or changed"), "{added}");
+    let found = run(&mut shell, "search .ogg").unwrap();
+    assert!(
+        found.contains("single.ogg") && !found.contains("beside.ogg"),
+        "{found}"
+    );
+    let saved = run(&mut shell, "get single.ogg").unwrap();
+    assert!(saved.starts_with("saved "), "{saved}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("downloads/single.ogg")).unwrap(),
+        b"just this"
+    );
+    let withdrawn = run(&mut shell, &format!("unshare {}", single.display())).unwrap();
+    assert!(withdrawn.contains("1 file withdrawn"), "{withdrawn}");
+    smol::block_on(services.shutdown());
+}

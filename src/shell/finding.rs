@@ -1,0 +1,132 @@
+//! The commands that find files: `search`, `files`, and the lookup of a name that
+//! `get` starts with.
+
+use super::output::{FileRow, Record};
+use super::{Shell, commands, render};
+use crate::error::{Error, Result};
+use crate::protocol::{Hit, SearchQuery};
+
+impl Shell {
+    pub(super) async fn search(&mut self, mut args: commands::SearchArgs) -> Result<String> {
+        let mut out = String::new();
+        let max = self.config.index.max_results;
+        if args.search.limit.is_none() {
+            args.search.limit = Some(self.config.shell.results);
+        }
+        let (hits, truncated) = self.client().await?.find(&args.search).await?;
+        self.rows = true;
+        self.saw(&hits);
+        if hits.is_empty() {
+            let what = render::query(&args.search.pattern, &args.filters);
+            self.nothing_matched = true;
+            put!(out, "no file matches {what}");
+            return Ok(out);
+        }
+        let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
+        if args.collapse {
+            self.records.extend(super::output::collapsed(&hits));
+            put!(out, "{}", render::collapsed(&hits));
+        } else {
+            let rtts = if args.rtt {
+                self.ping_all(&hits).await
+            } else {
+                Default::default()
+            };
+            for hit in &hits {
+                let mut row = FileRow::of(hit);
+                if args.rtt {
+                    row.rtt_ms = Some(rtts.get(&hit.peer_id).and_then(|r| r.1));
+                }
+                self.emit(Record::Hit(row));
+            }
+            let rtts = rtts.into_iter().map(|(id, (text, _))| (id, text)).collect();
+            put!(out, "{}", render::hits(&hits, args.rtt.then_some(&rtts)));
+        }
+        put!(
+            out,
+            "{} on {}",
+            render::count(hits.len() as u64, "file"),
+            render::count(peers.len() as u64, "peer")
+        );
+        if truncated {
+            let shown = hits.len();
+            self.emit(Record::Truncated {
+                shown: shown as u64,
+            });
+            put!(
+                out,
+                "(more match: showing the first {shown}; narrow the search, or ask for more with -n (up to {max}))"
+            );
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn files(&mut self, peer: u64) -> Result<String> {
+        let mut out = String::new();
+        let limit = Some(self.config.index.max_results as u32);
+        let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
+        self.rows = true;
+        self.saw(&hits);
+        self.records
+            .extend(hits.iter().map(|h| Record::File(FileRow::of(h))));
+        if hits.is_empty() {
+            self.nothing_matched = true;
+            put!(out, "peer {peer} shares no files");
+            return Ok(out);
+        }
+        put!(out, "{}", render::hits(&hits, None));
+        let total: u64 = hits.iter().map(|h| h.file.size).sum();
+        put!(
+            out,
+            "peer {peer} shares {}{} ({})",
+            if truncated { "more than " } else { "" },
+            render::count(hits.len() as u64, "file"),
+            render::size(total)
+        );
+        Ok(out)
+    }
+
+    /// The peers sharing `name`; a bare name nobody shares at the top of a folder is
+    /// looked for in subfolders too (`deep.txt` finds `sub2/deep.txt` when that is the
+    /// only such name). Returns the name found with its hits.
+    pub(super) async fn lookup_anywhere(&mut self, name: &str) -> Result<(String, Vec<Hit>)> {
+        let client = self.client().await?;
+        let hits = client.lookup(name).await?;
+        if !hits.is_empty() || name.contains('/') || name.contains(['*', '?']) {
+            return Ok((name.to_owned(), hits));
+        }
+        let query = SearchQuery {
+            limit: Some(self.config.index.max_results as u32),
+            ..SearchQuery::pattern(name)
+        };
+        let Ok((found, _)) = self.client().await?.find(&query).await else {
+            return Ok((name.to_owned(), hits));
+        };
+        let suffix = format!("/{name}");
+        let mut names: Vec<&str> = found
+            .iter()
+            .map(|h| h.file.name.as_str())
+            .filter(|n| n.ends_with(&suffix))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        match names.as_slice() {
+            [] => Ok((name.to_owned(), hits)),
+            [one] => {
+                let one = (*one).to_owned();
+                let hits = self.client().await?.lookup(&one).await?;
+                Ok((one, hits))
+            }
+            several => Err(Error::msg(format!(
+                "no peer shares {name:?} at the top of a folder, and several share one in a \
+                 subfolder: {}; get one of those by its whole name",
+                several
+                    .iter()
+                    .take(8)
+                    .map(|n| render::shown(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
