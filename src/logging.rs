@@ -20,9 +20,9 @@ pub type Printer = Box<dyn ExternalPrinter + Send>;
 /// Install the global logger; a second call leaves the first in place.
 pub fn init(config: &LogConfig, printer: Option<Printer>) -> Result<()> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec)
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(quiet_libraries(&spec))
             .map_err(|e| Error::Config(format!("RUST_LOG {spec:?}: {e}")))?,
-        _ => EnvFilter::try_new(&config.level)
+        _ => EnvFilter::try_new(quiet_libraries(&config.level))
             .map_err(|e| Error::Config(format!("`log.level` {:?}: {e}", config.level)))?,
     };
     let builder = tracing_subscriber::fmt()
@@ -51,6 +51,26 @@ pub fn init(config: &LogConfig, printer: Option<Printer>) -> Result<()> {
     };
     drop(installed);
     Ok(())
+}
+
+/// Libraries whose own log lines are internal detail (the file watcher's "unable to
+/// remove watch descriptor from inotify: Os { code: 22 … }" when a shared folder goes
+/// away): only their errors are shown, unless the filter names them itself.
+const QUIET: &[&str] = &["notify"];
+
+/// `spec` with the [`QUIET`] libraries held to errors, unless it names them.
+fn quiet_libraries(spec: &str) -> String {
+    let mut spec = spec.trim().to_owned();
+    for library in QUIET {
+        if !spec.contains(library) {
+            spec = if spec.is_empty() {
+                format!("{library}=error")
+            } else {
+                format!("{spec},{library}=error")
+            };
+        }
+    }
+    spec
 }
 
 #[derive(Clone)]
@@ -94,5 +114,21 @@ impl Drop for Line {
         if printer.print(text.clone()).is_err() {
             eprint!("{text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_watcher_s_internal_lines_stay_out_of_the_log() {
+        assert_eq!(quiet_libraries("info"), "info,notify=error");
+        assert_eq!(quiet_libraries(""), "notify=error");
+        assert_eq!(quiet_libraries("notify=debug"), "notify=debug");
+        let filter = EnvFilter::try_new(quiet_libraries("info"))
+            .unwrap()
+            .to_string();
+        assert!(filter.contains("notify=error"), "{filter}");
     }
 }

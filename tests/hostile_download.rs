@@ -1440,3 +1440,61 @@ fn a_file_server_proving_another_key_than_the_sharer_s_is_refused_before_any_dat
     let (result, _) = fetch(&hit, &home.downloads);
     assert!(result.is_ok(), "{}", message(&result));
 }
+
+/// Ctrl-C on a download whose peer stalled (announced the bytes, sent some, then nothing)
+/// acts at once, not when the read times out, and keeps what arrived for a resume.
+#[test]
+fn cancelling_a_download_from_a_stalled_peer_acts_at_once() {
+    let contents = two_chunks(41);
+    let name = "stalled.bin";
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let (addr, peer) = {
+        let contents = contents.clone();
+        fake_peer(move |raw| {
+            true_chunk_list(raw, name, &contents);
+            let (offset, length) = expect_get(raw, name);
+            raw.send(&PeerResponse::Sending {
+                size: contents.len() as u64,
+                offset,
+                length: length.unwrap(),
+            });
+            raw.send_bytes(&contents[..CHUNK]).unwrap();
+            // Then nothing, until the test is over.
+            let _ = hold.recv_timeout(Duration::from_secs(30));
+        })
+    };
+    let home = home();
+    let hit = hit(addr, name, &contents);
+    let limits = protocol::Limits {
+        timeout: Duration::from_secs(20),
+        min_rate: 0,
+        ..client_limits()
+    };
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let progress: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
+        counter.fetch_add(n, Ordering::SeqCst);
+    });
+    let cancel = Cancel::default();
+    let running = {
+        let (hit, dir, cancel) = (hit.clone(), home.downloads.clone(), cancel.clone());
+        std::thread::spawn(move || {
+            smol::block_on(download::download(&hit, &dir, limits, cancel, progress))
+        })
+    };
+    wait_until("the first chunk arrives", WAIT, || {
+        received.load(Ordering::SeqCst) >= CHUNK as u64
+    });
+    let asked = Instant::now();
+    cancel.cancel();
+    let result = running.join().unwrap();
+    let took = asked.elapsed();
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the download took {took:?} to stop"
+    );
+    assert!(!home.downloads.join(name).exists());
+    drop(release);
+    peer.join().unwrap();
+}

@@ -3,7 +3,11 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use smol::future::FutureExt;
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -172,24 +176,48 @@ impl PeerClient {
     /// Hand the connection to a blocking thread to read an announced range (the bytes
     /// already received come first). [`RangeReader::into_client`] gives it back.
     pub fn into_range(self) -> Result<RangeReader> {
-        Ok(RangeReader { client: self })
+        Ok(RangeReader {
+            client: self,
+            stop: None,
+        })
     }
 }
+
+/// How often a read waiting for data looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// A range of a file arriving on a connection read by a blocking thread, every read
 /// under the timeout (a read that times out is `TimedOut`).
 pub struct RangeReader {
     client: PeerClient,
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Read for RangeReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // The thread belongs to no executor: it drives the read itself.
-        smol::block_on(self.client.conn.read_some(buf))
+        let read = self.client.conn.read_some(buf);
+        let Some(stop) = self.stop.clone() else {
+            // The thread belongs to no executor: it drives the read itself.
+            return smol::block_on(read);
+        };
+        // A read waiting on a stalled peer ends within STOP_POLL of a stop (Ctrl-C),
+        // not at the timeout.
+        smol::block_on(read.or(async move {
+            while !stop.load(Ordering::SeqCst) {
+                smol::Timer::after(STOP_POLL).await;
+            }
+            Err(std::io::Error::other("stopped while waiting for data"))
+        }))
     }
 }
 
 impl RangeReader {
+    /// Make a read waiting for data end soon after `stop` is set.
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
     /// The connection back, for the next request, once the whole range was read.
     pub fn into_client(self) -> Result<PeerClient> {
         Ok(self.client)

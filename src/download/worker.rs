@@ -82,7 +82,8 @@ pub(super) fn work(
         let length = (run.end * shared.chunk_size).min(size) - offset;
         let wanted = || !shared.cancelled() && !shared.scheduler().is_done(run.start);
         let asked = smol::block_on(peer.request_range(&shared.job.file, offset, length, wanted))
-            .and_then(|()| peer.into_range());
+            .and_then(|()| peer.into_range())
+            .map(|range| range.stop_when(shared.job.cancel.flag()));
         let mut range = match asked {
             Ok(range) => range,
             Err(e) => {

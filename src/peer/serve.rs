@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use smol::Async;
 use smol::future::FutureExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::digest::IO_BUFFER;
@@ -122,6 +122,7 @@ impl Server {
     /// Answer one downloader's requests until it leaves or breaks the protocol.
     async fn requests(&self, mut conn: Connection) -> Result<()> {
         let from = conn.peer_addr();
+        let mut upload = Upload::new(from);
         loop {
             let request = match conn.recv::<PeerRequest>(IDLE).await {
                 Ok(Some(request)) => request,
@@ -153,7 +154,13 @@ impl Server {
                     name,
                     offset,
                     length,
-                } => self.get(conn, from, &name, offset, length).await?,
+                } => {
+                    let (conn, sent) = self.get(conn, from, &name, offset, length).await?;
+                    if let Some(sent) = sent {
+                        upload.sent(&name, sent);
+                    }
+                    conn
+                }
             };
         }
     }
@@ -217,7 +224,8 @@ impl Server {
         name: &str,
         offset: u64,
         length: Option<u64>,
-    ) -> Result<Connection> {
+    ) -> Result<(Connection, Option<u64>)> {
+        let unsent = |conn| (conn, None);
         // Opening touches the disk (and another user's files): off the executor.
         let (folder, wanted) = (self.folder.clone(), name.to_owned());
         let opened = smol::unblock(move || folder.read().open(&wanted)).await;
@@ -225,12 +233,14 @@ impl Server {
             Ok(pair) => pair,
             Err(message) => {
                 warn!("refused {from}: {message}");
-                return reply(conn, PeerResponse::error(ErrorCode::NotFound, message)).await;
+                let error = PeerResponse::error(ErrorCode::NotFound, message);
+                return reply(conn, error).await.map(unsent);
             }
         };
         if offset > size {
             let message = format!("offset {offset} is past the end of {name} ({size} bytes)");
-            return reply(conn, PeerResponse::error(ErrorCode::Range, message)).await;
+            let error = PeerResponse::error(ErrorCode::Range, message);
+            return reply(conn, error).await.map(unsent);
         }
         let length = length.map_or(size - offset, |l| l.min(size - offset));
         let Some(mut slot) = self.slots.join(from.ip()) else {
@@ -241,17 +251,65 @@ impl Server {
                 from.ip()
             );
             warn!("refused {from}: {message}");
-            return reply(conn, PeerResponse::error(ErrorCode::Busy, message)).await;
+            let error = PeerResponse::error(ErrorCode::Busy, message);
+            return reply(conn, error).await.map(unsent);
         };
         let conn = self.wait_turn(conn, &mut slot).await?;
         let started = Instant::now();
         let upload = self.settings.upload.clone();
         let conn = send(conn, (file, size), (offset, length), upload).await?;
-        info!(
+        debug!(
             "sent {name} ({length} bytes from offset {offset}) to {from} in {:.3}s",
             started.elapsed().as_secs_f64()
         );
-        Ok(conn)
+        Ok((conn, Some(length)))
+    }
+}
+
+/// What one downloader's connection took of one file: logged once, when it moves to
+/// another file or leaves, however many ranges it asked for (a 2 GiB download is one
+/// line, not one per run of chunks).
+struct Upload {
+    to: SocketAddr,
+    current: Option<(String, u64, u32, Instant)>,
+}
+
+impl Upload {
+    fn new(to: SocketAddr) -> Self {
+        Upload { to, current: None }
+    }
+
+    /// `bytes` of `name` were sent.
+    fn sent(&mut self, name: &str, bytes: u64) {
+        match &mut self.current {
+            Some((same, total, ranges, _)) if same == name => {
+                *total += bytes;
+                *ranges += 1;
+            }
+            _ => {
+                self.log();
+                self.current = Some((name.to_owned(), bytes, 1, Instant::now()));
+            }
+        }
+    }
+
+    fn log(&mut self) {
+        if let Some((name, bytes, ranges, started)) = self.current.take() {
+            let secs = started.elapsed().as_secs_f64();
+            info!(
+                "uploaded {} ({}, {ranges} range{}) to {} in {secs:.1}s",
+                protocol::visible(&name),
+                indicatif::HumanBytes(bytes),
+                if ranges == 1 { "" } else { "s" },
+                self.to
+            );
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.log();
     }
 }
 

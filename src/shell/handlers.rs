@@ -49,17 +49,17 @@ impl Shell {
                 PgStore::schema_version()
             );
         }
+        // Leaving an index chosen with `connect` is said, not done silently.
         let before = self
-            .index_addrs()
-            .ok()
+            .index
+            .as_ref()
             .and_then(|addrs| addrs.first().copied())
             .filter(|&a| a != reachable(addr));
-        match before {
-            Some(old) => put!(
+        if let Some(old) = before {
+            put!(
                 out,
                 "this shell now uses it as its index, instead of {old} (`connect {old}` goes back)"
-            ),
-            None => put!(out, "this shell uses it as its index"),
+            );
         }
         self.index = Some(vec![reachable(addr)]);
         self.client = None;

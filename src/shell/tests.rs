@@ -66,10 +66,17 @@ fn messages_say_what_happened() {
     let (mut shell, services) = test_shell(tmp.path());
     let shared = tmp.path().join("shared");
 
-    // `serve` says that this shell now uses the new index.
+    // `serve` after a `connect` says that this shell now uses the new index.
+    let other = tempfile::tempdir().unwrap();
+    let (mut elsewhere, other_services) = test_shell(other.path());
+    let old = run(&mut elsewhere, "serve 0").unwrap();
+    let old = old.trim().rsplit(' ').next().unwrap().to_owned();
+    run(&mut shell, &format!("connect {old}")).unwrap();
     let served = run(&mut shell, "serve 0").unwrap();
     assert!(
-        served.contains("this shell now uses it as its index, instead of 127.0.0.1:45000"),
+        served.contains(&format!(
+            "this shell now uses it as its index, instead of {old} (`connect {old}` goes back)"
+        )),
         "{served}"
     );
     run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
@@ -84,6 +91,7 @@ fn messages_say_what_happened() {
     let saved = run(&mut shell, "get song.ogg").unwrap();
     assert!(saved.contains("which is this napster"), "{saved}");
     smol::block_on(services.shutdown());
+    smol::block_on(other_services.shutdown());
 }
 
 /// A second `get -b` of a file this napster is downloading says so, instead of blaming
