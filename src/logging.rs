@@ -73,6 +73,14 @@ fn quiet_libraries(spec: &str) -> String {
     spec
 }
 
+/// The progress bar on the terminal now, if any: log lines are printed above it.
+static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Print log lines above `bar` while it is shown (`None`: no bar any more).
+pub fn above(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock() = bar;
+}
+
 #[derive(Clone)]
 struct ToPrinter(Arc<Mutex<Printer>>);
 
@@ -110,9 +118,18 @@ impl Drop for Line {
             return;
         }
         let text = String::from_utf8_lossy(&self.buf).into_owned();
-        let mut printer = self.printer.lock();
-        if printer.print(text.clone()).is_err() {
-            eprint!("{text}");
+        let print = || {
+            let mut printer = self.printer.lock();
+            if printer.print(text.clone()).is_err() {
+                eprint!("{text}");
+            }
+        };
+        // A bar being drawn is taken away for the line and drawn again below it, instead
+        // of the line landing in the middle of it.
+        let bar = BAR.lock().clone();
+        match bar {
+            Some(bar) => bar.suspend(print),
+            None => print(),
         }
     }
 }

@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use smol::Async;
 
@@ -20,23 +19,6 @@ use crate::index::{self, MemoryStore, Metrics, PgStore, Store};
 use crate::peer::{self, SharingSettings};
 use crate::protocol::{Hit, Limits};
 use crate::runtime;
-
-/// A progress bar that disappears when dropped, however its command ends.
-pub(super) struct Bar(ProgressBar);
-
-impl std::ops::Deref for Bar {
-    type Target = ProgressBar;
-
-    fn deref(&self) -> &ProgressBar {
-        &self.0
-    }
-}
-
-impl Drop for Bar {
-    fn drop(&mut self) {
-        self.0.finish_and_clear();
-    }
-}
 
 /// Read the gauges of `metrics` from `store` at each scrape (and its pool, on PostgreSQL).
 fn census<S: Store>(
@@ -265,22 +247,6 @@ impl Shell {
             self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected just above"))
-    }
-
-    pub(super) fn progress_bar(&self, total: u64, what: &str) -> Bar {
-        if !self.show_progress {
-            return Bar(ProgressBar::hidden());
-        }
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(what.to_owned());
-        Bar(bar)
     }
 }
 

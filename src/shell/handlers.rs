@@ -278,20 +278,8 @@ impl Shell {
             );
             return Ok(out);
         }
-        let bar = self.progress_bar(file.size, &file.name);
-        job.progress = {
-            let bar = bar.clone();
-            let shown = std::sync::atomic::AtomicUsize::new(usize::MAX);
-            let name = file.name.clone();
-            Arc::new(move |n: u64| {
-                bar.inc(n);
-                let peers = status.peers.load(std::sync::atomic::Ordering::Relaxed);
-                if shown.swap(peers, std::sync::atomic::Ordering::Relaxed) != peers {
-                    let s = if peers == 1 { "" } else { "s" };
-                    bar.set_message(format!("{name} from {peers} peer{s}"));
-                }
-            })
-        };
+        let (bar, progress) = self.download_bar(file.size, &file.name, status);
+        job.progress = progress;
         if self.progress_records {
             job.progress = super::output::progress(&file, job.progress.clone());
         }

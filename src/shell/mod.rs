@@ -30,6 +30,7 @@ mod editor;
 mod finding;
 mod handlers;
 pub mod output;
+mod progress;
 mod render;
 pub mod repl;
 mod services;

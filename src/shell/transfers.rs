@@ -144,7 +144,11 @@ impl Transfers {
                 e.id.to_string(),
                 e.name.clone(),
                 format!("{percent:.0}% of {}", render::size(total)),
-                render::rate(done, e.started.elapsed()),
+                // Only this run's bytes: a resume's bytes already there are no speed.
+                render::rate(
+                    done.saturating_sub(e.status.resumed.load(Ordering::Relaxed)),
+                    e.started.elapsed(),
+                ),
                 e.status.peers.load(Ordering::Relaxed).to_string(),
                 outcome.unwrap_or_else(|| "running".into()),
             ]);
