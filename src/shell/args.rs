@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, value_parser};
 
 use crate::error::{Error, Result};
+use crate::protocol::PeerRef;
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,15 +28,15 @@ pub enum Command {
     /// `search [-r] [-c] [-n N] <terms>`
     Search(SearchArgs),
     /// `files <peer>`
-    Files(u64),
+    Files(PeerRef),
     /// `get [-b] <file> [peer]`
-    Get(String, Option<u64>, bool),
+    Get(String, Option<PeerRef>, bool),
     /// `transfers`
     Transfers,
     /// `limit [up|down] [rate]`
     Limit(Option<Direction>, Option<u64>),
     /// `ping <peer>`
-    Ping(u64),
+    Ping(PeerRef),
     /// `peers`
     Peers,
     /// `status`
@@ -149,9 +150,12 @@ pub(super) fn search_params() -> Vec<Arg> {
 
 pub(super) fn peer_params() -> Vec<Arg> {
     vec![
-        positional("peer", "a Peer ID from `search` or `peers`")
-            .required(true)
-            .value_parser(peer_id),
+        positional(
+            "peer",
+            "a Peer ID, nickname or fingerprint prefix from `search` or `peers`",
+        )
+        .required(true)
+        .value_parser(peer_ref),
     ]
 }
 
@@ -163,8 +167,8 @@ pub(super) fn get_params() -> Vec<Arg> {
             .help("download in the background (see `transfers`)"),
         Arg::new("file").help("file name").required(true),
         Arg::new("peer")
-            .help("only from this Peer ID")
-            .value_parser(peer_id),
+            .help("only from this peer (Peer ID, nickname or fingerprint prefix)")
+            .value_parser(peer_ref),
     ]
 }
 
@@ -193,9 +197,8 @@ fn port(text: &str) -> std::result::Result<u16, String> {
         .map_err(|_| format!("{text:?} is not a port (0 to 65535)"))
 }
 
-fn peer_id(text: &str) -> std::result::Result<u64, String> {
-    text.parse::<u64>()
-        .map_err(|_| format!("{text:?} is not a Peer ID (see `search`)"))
+fn peer_ref(text: &str) -> std::result::Result<PeerRef, String> {
+    PeerRef::parse(text)
 }
 
 /// Turn `search`'s terms into a query: name words, `sha256:` and size terms.
@@ -279,10 +282,10 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
             search_terms(&terms, &mut parsed)?;
             Command::Search(parsed)
         }
-        "files" => Command::Files(*m.get_one::<u64>("peer").expect("required")),
+        "files" => Command::Files(m.get_one::<PeerRef>("peer").expect("required").clone()),
         "get" => Command::Get(
             text("file").unwrap_or_default(),
-            m.get_one::<u64>("peer").copied(),
+            m.get_one::<PeerRef>("peer").cloned(),
             m.get_flag("background"),
         ),
         "transfers" => Command::Transfers,
@@ -294,7 +297,7 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
             };
             Command::Limit(direction, m.get_one::<u64>("rate").copied())
         }
-        "ping" => Command::Ping(*m.get_one::<u64>("peer").expect("required")),
+        "ping" => Command::Ping(m.get_one::<PeerRef>("peer").expect("required").clone()),
         "peers" => Command::Peers,
         "status" => Command::Status,
         "format" => Command::Format(m.get_one::<Format>("format").copied()),

@@ -29,6 +29,7 @@ pub mod commands;
 mod editor;
 mod handlers;
 pub mod output;
+mod peers;
 mod render;
 pub mod repl;
 mod services;
