@@ -128,7 +128,7 @@ fn connect_all(job: &Job) -> Result<Connected> {
     connected.sort_by_key(|(rtt, _, _)| *rtt);
     let mut digests = None;
     for (_, hit, client) in connected.iter_mut() {
-        match smol::block_on(client.chunk_list(&job.file)) {
+        match smol::block_on(client.chunk_list(&job.file_at(hit))) {
             Ok(list) => {
                 digests = Some(list);
                 break;

@@ -16,6 +16,7 @@
 pub mod engine;
 pub mod part_file;
 pub mod place;
+pub mod queue_file;
 pub mod scheduler;
 mod sequencer;
 mod shared;
@@ -33,7 +34,7 @@ use crate::error::Result;
 use crate::limit::RateLimit;
 use crate::protocol::{FileEntry, Hit, Limits};
 
-pub use place::{PART_SUFFIX, safe_file_name};
+pub use place::{PART_SUFFIX, is_own_file, make_folder, safe_file_name, safe_folder};
 pub use shared::{MAX_SOURCES, MEMORY, PIECE, memory_bound};
 pub use sources::sources;
 
@@ -74,6 +75,17 @@ impl Job {
     }
 }
 
+impl Job {
+    /// The file as `hit` names it: peers sharing the same bytes may name them
+    /// differently (`get sha256:…`), and each is asked by its own name.
+    pub fn file_at(&self, hit: &Hit) -> FileEntry {
+        FileEntry {
+            name: hit.file.name.clone(),
+            ..self.file.clone()
+        }
+    }
+}
+
 /// Live figures of a transfer, for progress bars and `transfers`.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -89,6 +101,10 @@ pub struct Status {
     pub duplicated: AtomicU64,
     /// Bytes an earlier, interrupted download had already fetched.
     pub resumed: AtomicU64,
+    /// Position in a peer's upload line while a request waits for a slot (0: none).
+    pub queued: AtomicU64,
+    /// The Peer ID of the peer whose line that is.
+    pub queued_at: AtomicU64,
 }
 
 /// A finished download.
