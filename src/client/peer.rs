@@ -31,7 +31,18 @@ impl PeerClient {
         expected: Option<Fingerprint>,
         limits: Limits,
     ) -> Result<Self> {
-        let mut conn = net::connect(addr, &Identity::ephemeral(), expected, limits)
+        PeerClient::connect_as(addr, expected, &Identity::ephemeral(), limits).await
+    }
+
+    /// [`PeerClient::connect_to`], proving `identity` (a peer's own key: the file
+    /// server's `uploads` then shows the downloader's Peer ID).
+    pub async fn connect_as(
+        addr: SocketAddr,
+        expected: Option<Fingerprint>,
+        identity: &Identity,
+        limits: Limits,
+    ) -> Result<Self> {
+        let mut conn = net::connect(addr, identity, expected, limits)
             .await
             .map_err(|e| match e {
                 Error::WrongKey { seen, expected, .. } => Error::msg(format!(

@@ -31,6 +31,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::error::Result;
+use crate::identity::Identity;
 use crate::limit::RateLimit;
 use crate::protocol::{FileEntry, Hit, Limits};
 
@@ -56,6 +57,8 @@ pub struct Job {
     pub status: Arc<Status>,
     /// Told of every block received.
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
+    /// The key proved to the peers (this peer's own); a throwaway one when `None`.
+    pub identity: Option<Identity>,
 }
 
 impl Job {
@@ -71,11 +74,17 @@ impl Job {
             bandwidth: Arc::new(RateLimit::new(0)),
             status: Arc::default(),
             progress: Arc::new(|_| {}),
+            identity: None,
         }
     }
 }
 
 impl Job {
+    /// The key proved to the peers.
+    pub fn identity(&self) -> Identity {
+        self.identity.clone().unwrap_or_else(Identity::ephemeral)
+    }
+
     /// The file as `hit` names it: peers sharing the same bytes may name them
     /// differently (`get sha256:…`), and each is asked by its own name.
     pub fn file_at(&self, hit: &Hit) -> FileEntry {

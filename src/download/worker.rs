@@ -105,9 +105,10 @@ pub(super) fn work(
         peer = match worker.receive_run(&mut range, run, spare)? {
             RunEnd::Whole => range.into_client()?,
             RunEnd::Stopped if shared.cancelled() => return Ok(()),
-            RunEnd::Stopped => smol::block_on(PeerClient::connect_to(
+            RunEnd::Stopped => smol::block_on(PeerClient::connect_as(
                 hit.addr,
                 Some(hit.fingerprint),
+                &shared.job.identity(),
                 limits,
             ))?,
         };
