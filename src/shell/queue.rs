@@ -99,11 +99,14 @@ impl Shell {
         self.rows = true;
         let kept = self.config.peer.downloads.join(QUEUE_FILE);
         let untouched = !self.services.transfers().is_open() && !kept.exists();
-        let rows = match self.open_queue() {
-            _ if untouched => Vec::new(),
-            Ok(transfers) => transfers.rows(),
-            // No key to find peers with: the queue can still be shown.
-            Err(_) => Transfers::saved_in(&self.config.peer.downloads),
+        let rows = if untouched {
+            Vec::new()
+        } else {
+            match self.open_queue() {
+                Ok(transfers) => transfers.rows(),
+                // No key to find peers with: the queue can still be shown.
+                Err(_) => Transfers::saved_in(&self.config.peer.downloads),
+            }
         };
         if let Some(why) = self.services.transfers().unkept() {
             put!(out, "note: {why}");
