@@ -123,6 +123,8 @@ pub struct PeerConfig {
     pub ignore: Vec<String>,
     /// File the hash cache is kept in; empty keeps it in memory only.
     pub hash_cache: PathBuf,
+    /// Nickname asked for on each index, first come first served; empty for none.
+    pub name: String,
     /// Key file of this peer's identity; made on first use.
     pub key: PathBuf,
     /// File of the index servers' keys, pinned on first connection; empty pins nothing.
@@ -151,6 +153,7 @@ impl Default for PeerConfig {
             hash_cache: ".napster-hashes".into(),
             key: ".napster-key".into(),
             known_indexes: ".napster-known-indexes".into(),
+            name: String::new(),
             watch: true,
             rescan: 60.0,
             settle: 1.0,
@@ -300,6 +303,9 @@ impl Config {
                 return bad(key, &format!("is wrong: {e}"));
             }
         }
+        if let Some(problem) = self.peer_name().and_then(crate::protocol::nickname_problem) {
+            return bad("peer.name", &problem);
+        }
         if !(self.peer.rescan >= 1.0 && self.peer.rescan <= 86_400.0) {
             return bad("peer.rescan", "must be between 1 and 86400 seconds");
         }
@@ -342,6 +348,11 @@ impl Config {
     /// How long a silent peer session lives.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs_f64(self.index.session_ttl)
+    }
+
+    /// The nickname `[peer] name` asks for, if any.
+    pub fn peer_name(&self) -> Option<&str> {
+        Some(self.peer.name.trim()).filter(|n| !n.is_empty())
     }
 }
 

@@ -116,7 +116,7 @@ fn failures_go_to_stderr_and_set_the_exit_status() {
     let out = NAPSTER.run(
         tmp.path(),
         &format!(
-            "connect {addr}\nbogus\nsearch nothing-like-this\nget missing.txt\nget x notanumber\nserve 70000\npeers\n"
+            "connect {addr}\nbogus\nsearch nothing-like-this\nget missing.txt\nget x no/peer\nserve 70000\npeers\n"
         ),
     );
     let stdout = text(&out.stdout);

@@ -173,7 +173,7 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
 #[test]
 fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = NAPSTER.run_args(tmp.path(), &["ping", "notanumber"]);
+    let out = NAPSTER.run_args(tmp.path(), &["ping", "no/peer"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("is not a Peer ID"),

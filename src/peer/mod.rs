@@ -54,6 +54,8 @@ pub struct SharingSettings {
     /// The key each index server must prove (from the known-indexes file and
     /// `host:port#FINGERPRINT`).
     pub pins: crate::client::Pins,
+    /// The nickname asked for on the index (`[peer] name`).
+    pub name: Option<String>,
 }
 
 impl SharingSettings {
@@ -74,6 +76,7 @@ impl SharingSettings {
             session_ttl: config.session_ttl(),
             living,
             pins: Default::default(),
+            name: config.peer_name().map(str::to_owned),
         }
     }
 }
@@ -306,7 +309,11 @@ impl Sharing {
             .context(|| "reading the bound address".into())?;
         let token = session::new_token();
         let files = share.entries();
-        let peer_id = client.register(addr.port(), &token, &files).await?;
+        let name = settings.name.as_deref();
+        let (peer_id, nickname) = client
+            .register_as(addr.port(), &token, &files, name)
+            .await?;
+        session::warn_if_refused(name, nickname.as_deref());
         let roots = share.roots().to_vec();
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
@@ -323,9 +330,10 @@ impl Sharing {
             identity,
             pins,
             limits,
+            name: settings.name.clone(),
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };
-        let session = Session::spawn(client, peer_id, config, folder.clone());
+        let session = Session::spawn(client, (peer_id, nickname), config, folder.clone());
         let shared = Arc::new(Shared {
             folder,
             roots: Mutex::new(roots.clone()),

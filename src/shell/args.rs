@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, value_parser};
 
 use crate::error::{Error, Result};
+use crate::protocol::PeerRef;
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub enum Command {
     /// `search [-r] [-c] [-n N] <terms>`
     Search(SearchArgs),
     /// `files <peer>`
-    Files(u64),
+    Files(PeerRef),
     /// `get [-b] [-r] <file|sha256:HEX|link>... [peer]`
     Get(GetArgs),
     /// `transfers`
@@ -43,11 +44,11 @@ pub enum Command {
     /// `uploads`
     Uploads,
     /// `link <file> [peer]`
-    Link(String, Option<u64>),
+    Link(String, Option<PeerRef>),
     /// `limit [up|down] [rate]`
     Limit(Option<Direction>, Option<u64>),
     /// `ping <peer>`
-    Ping(u64),
+    Ping(PeerRef),
     /// `peers`
     Peers,
     /// `status`
@@ -87,7 +88,7 @@ pub struct GetArgs {
     /// File names, wildcards, `sha256:` prefixes, links or (with `-r`) folders.
     pub names: Vec<String>,
     /// Only from this peer.
-    pub peer: Option<u64>,
+    pub peer: Option<PeerRef>,
     /// Into the queue (`-b`).
     pub background: bool,
     /// Folders with everything under them (`-r`).
@@ -174,9 +175,12 @@ pub(super) fn search_params() -> Vec<Arg> {
 
 pub(super) fn peer_params() -> Vec<Arg> {
     vec![
-        positional("peer", "a Peer ID from `search` or `peers`")
-            .required(true)
-            .value_parser(peer_id),
+        positional(
+            "peer",
+            "a Peer ID, nickname or fingerprint prefix from `search` or `peers`",
+        )
+        .required(true)
+        .value_parser(peer_ref),
     ]
 }
 
@@ -191,7 +195,7 @@ pub(super) fn get_params() -> Vec<Arg> {
             .action(ArgAction::SetTrue)
             .help("a folder with everything under it"),
         Arg::new("file")
-            .help("file names, wildcards, sha256:HEX or links; a last word that is a Peer ID names the peer")
+            .help("file names, wildcards, sha256:HEX or links; a last word that names a peer (Peer ID, nickname or fingerprint prefix) is the peer")
             .num_args(1..)
             .required(true),
     ]
@@ -213,8 +217,8 @@ pub(super) fn link_params() -> Vec<Arg> {
     vec![
         Arg::new("file").help("file name").required(true),
         Arg::new("peer")
-            .help("only as this Peer ID shares it")
-            .value_parser(peer_id),
+            .help("only as this peer shares it (Peer ID, nickname or fingerprint prefix)")
+            .value_parser(peer_ref),
     ]
 }
 
@@ -243,9 +247,8 @@ fn port(text: &str) -> std::result::Result<u16, String> {
         .map_err(|_| format!("{text:?} is not a port (0 to 65535)"))
 }
 
-fn peer_id(text: &str) -> std::result::Result<u64, String> {
-    text.parse::<u64>()
-        .map_err(|_| format!("{text:?} is not a Peer ID (see `search`)"))
+fn peer_ref(text: &str) -> std::result::Result<PeerRef, String> {
+    PeerRef::parse(text)
 }
 
 /// Turn `search`'s terms into a query: name words, `sha256:` and size terms.
@@ -329,15 +332,17 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
             search_terms(&terms, &mut parsed)?;
             Command::Search(parsed)
         }
-        "files" => Command::Files(*m.get_one::<u64>("peer").expect("required")),
+        "files" => Command::Files(m.get_one::<PeerRef>("peer").expect("required").clone()),
         "get" => {
             let mut names: Vec<String> = m
                 .get_many::<String>("file")
                 .map(|t| t.cloned().collect())
                 .unwrap_or_default();
-            // `get a.txt b.txt 2`: a last word that is a Peer ID names the peer.
+            // `get a.txt b.txt 2`: a last word that names a peer (a Peer ID, a
+            // nickname or a fingerprint prefix; never a name with a dot, a slash or a
+            // wildcard) is the peer.
             let peer = match names.as_slice() {
-                [_, .., last] => last.parse::<u64>().ok(),
+                [_, .., last] => PeerRef::parse(last).ok(),
                 _ => None,
             };
             if peer.is_some() {
@@ -358,7 +363,7 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
         "uploads" => Command::Uploads,
         "link" => Command::Link(
             text("file").unwrap_or_default(),
-            m.get_one::<u64>("peer").copied(),
+            m.get_one::<PeerRef>("peer").cloned(),
         ),
         "limit" => {
             let direction = match text("direction").map(|d| d.to_lowercase()).as_deref() {
@@ -368,7 +373,7 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
             };
             Command::Limit(direction, m.get_one::<u64>("rate").copied())
         }
-        "ping" => Command::Ping(*m.get_one::<u64>("peer").expect("required")),
+        "ping" => Command::Ping(m.get_one::<PeerRef>("peer").expect("required").clone()),
         "peers" => Command::Peers,
         "status" => Command::Status,
         "format" => Command::Format(m.get_one::<Format>("format").copied()),

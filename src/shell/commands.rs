@@ -123,7 +123,7 @@ pub const COMMANDS: &[Spec] = &[
         args: "[-b] [-r] <file>... [peer]",
         summary: "download files from every peer that has them, verified by SHA-256",
         details: "Without a peer, chunks come from all peers sharing the same contents at once, \
-                  each chunk checked as it arrives; with a peer (a last word that is a Peer ID), \
+                  each chunk checked as it arrives; with a peer (a last word that names one), \
                   only from that one. Several names fetch several files; a wildcard ('*.ogg', \
                   quoted) fetches every match; -r live/ fetches a folder with everything under \
                   it, keeping its relative paths under [peer] downloads (never outside it); \

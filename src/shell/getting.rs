@@ -11,7 +11,7 @@ use super::{Shell, link, queue, render};
 use crate::download::queue_file::{Queued, Stage};
 use crate::download::{self, Cancel};
 use crate::error::{Error, Result};
-use crate::protocol::{self, FileEntry, Hit, SearchQuery};
+use crate::protocol::{self, FileEntry, Hit, PeerRef, SearchQuery};
 
 /// Most files one word of `get` may name (a wildcard, a folder), and most peers asked
 /// for when looking up contents: the index's own cap on one answer.
@@ -27,10 +27,19 @@ pub(super) struct Wanted {
 
 impl Shell {
     pub(super) async fn get_command(&mut self, args: GetArgs, cancel: Cancel) -> Result<String> {
+        // The peer named (by Peer ID, nickname or fingerprint prefix), once, as a Peer ID.
+        let peer = match &args.peer {
+            None => None,
+            Some(PeerRef::Id(id)) => Some(*id),
+            Some(word) => Some(self.client().await?.find_peer(word).await?.peer_id),
+        };
         let mut wanted = Vec::new();
         let mut problems = Vec::new();
         for word in &args.names {
-            match self.wanted(word, args.peer, args.recursive).await {
+            match self
+                .wanted(word, (peer, args.peer.as_ref()), args.recursive)
+                .await
+            {
                 Ok(found) => wanted.extend(found),
                 Err(e) if args.names.len() == 1 => return Err(e),
                 Err(e) => problems.push(format!("{word}: {e}")),
@@ -40,7 +49,7 @@ impl Shell {
         for w in wanted {
             let name = w.file.name.clone();
             let done = if args.background {
-                self.enqueue(w, args.peer)
+                self.enqueue(w, peer)
             } else {
                 let dir = download::make_folder(&self.config.peer.downloads, &w.folder)?;
                 let fetched = self.fetch_now(w.file, w.sources, dir, cancel.clone()).await;
@@ -97,7 +106,7 @@ impl Shell {
     async fn wanted(
         &mut self,
         word: &str,
-        peer: Option<u64>,
+        (peer, named): (Option<u64>, Option<&PeerRef>),
         recursive: bool,
     ) -> Result<Vec<Wanted>> {
         if queue::is_content_word(word) {
@@ -115,7 +124,8 @@ impl Shell {
             return by_name(word, hits, peer, |_| true, false);
         }
         let hits = self.client().await?.lookup(word).await?;
-        let sources = download::sources(word, peer, hits)?;
+        // The peer as the user named it, for messages.
+        let sources = download::sources(word, named, hits)?;
         Ok(vec![Wanted {
             file: sources[0].file.clone(),
             sources,
@@ -235,7 +245,7 @@ fn by_name(
     }
     let mut wanted = Vec::new();
     for (name, hits) in names {
-        let sources = download::sources(&name, peer, hits)?;
+        let sources = download::sources(&name, peer.map(PeerRef::Id).as_ref(), hits)?;
         let folder = if folders {
             download::safe_folder(&name)?
         } else {

@@ -14,9 +14,9 @@ use crate::error::{Error, Result};
 use crate::index::PgStore;
 use crate::limit::show_rate;
 use crate::peer::Sharing;
-use crate::protocol::{FileEntry, Hit};
+use crate::protocol::{FileEntry, Hit, PeerRef};
 
-use super::app::{parse_pinned, ping, reachable};
+use super::app::{parse_pinned, reachable};
 
 impl Shell {
     pub(super) async fn serve(
@@ -128,9 +128,11 @@ impl Shell {
         self.lock_key()?;
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
         let sharing = Sharing::start(share, &index, &settings).await?;
-        let index = sharing.state().index;
+        let state = sharing.state();
+        let index = state.index;
         self.emit(Record::Registered {
-            peer_id: sharing.state().peer_id,
+            peer_id: state.peer_id,
+            nickname: state.nickname.clone(),
             index: index.to_string(),
             at: sharing.addr.into(),
             dir: root.display().to_string(),
@@ -143,7 +145,7 @@ impl Shell {
         put!(
             out,
             "registered as peer {} with the index at {index}: {}, {} from {}; serving on {}",
-            sharing.state().peer_id,
+            render::peer_label(state.peer_id, state.nickname.as_deref()),
             render::count(count as u64, "file"),
             render::size(bytes),
             root.display(),
@@ -156,6 +158,13 @@ impl Shell {
             render::size(stats.hashed_bytes),
             render::count(stats.cached_files as u64, "file")
         );
+        if let (Some(asked), None) = (self.config.peer_name(), &state.nickname) {
+            put!(
+                out,
+                "the nickname {asked} is taken on this index by another key; others reach you \
+                 by Peer ID or fingerprint (or set another `[peer] name`)"
+            );
+        }
         self.services.set_sharing(sharing);
         Ok(out)
     }
@@ -272,10 +281,15 @@ impl Shell {
         Ok(out)
     }
 
-    pub(super) async fn files(&mut self, peer: u64) -> Result<String> {
+    pub(super) async fn files(&mut self, peer: PeerRef) -> Result<String> {
         let mut out = String::new();
         let limit = Some(self.config.index.max_results as u32);
-        let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
+        let client = self.client().await?;
+        let peer = match peer {
+            PeerRef::Id(id) => id,
+            word => client.find_peer(&word).await?.peer_id,
+        };
+        let (hits, truncated) = client.browse(peer, limit).await?;
         self.rows = true;
         *self.last_names.lock() = hits.iter().map(|h| h.file.name.clone()).collect();
         self.records
@@ -406,41 +420,6 @@ impl Shell {
             show_rate(self.download.rate())
         );
         out
-    }
-
-    pub(super) async fn ping(&mut self, peer: u64) -> Result<String> {
-        let mut out = String::new();
-        let peers = self.client().await?.peers().await?;
-        let info = peers.iter().find(|p| p.peer_id == peer).ok_or_else(|| {
-            Error::NotFound(format!("peer {peer} is not registered (see `peers`)"))
-        })?;
-        let rtt = ping(info.addr, self.config.limits()).await?;
-        let (addr, rtt_ms) = (info.addr, rtt.as_secs_f64() * 1e3);
-        self.emit(Record::Pong {
-            peer_id: peer,
-            at: addr.into(),
-            rtt_ms,
-        });
-        put!(
-            out,
-            "peer {peer} ({}): rtt {:.2} ms",
-            info.addr,
-            rtt.as_secs_f64() * 1e3
-        );
-        Ok(out)
-    }
-
-    pub(super) async fn peers(&mut self) -> Result<String> {
-        let mut out = String::new();
-        let peers = self.client().await?.peers().await?;
-        self.rows = true;
-        if peers.is_empty() {
-            put!(out, "no peer is registered with the index");
-        } else {
-            self.records.extend(peers.iter().map(Record::peer));
-            put!(out, "{}", render::peers(&peers));
-        }
-        Ok(out)
     }
 
     pub(super) async fn status(&mut self) -> Result<String> {

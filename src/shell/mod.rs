@@ -32,6 +32,7 @@ mod handlers;
 mod launch;
 mod link;
 pub mod output;
+mod peers;
 mod queue;
 mod render;
 pub mod repl;

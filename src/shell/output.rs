@@ -66,6 +66,9 @@ pub struct FileRow {
     pub peer_id: u64,
     /// The key that peer proved to the index, in full.
     pub fingerprint: String,
+    /// That peer's nickname on this index, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
     /// Where that peer serves.
     #[serde(flatten)]
     pub at: Endpoint,
@@ -88,6 +91,7 @@ impl FileRow {
         FileRow {
             peer_id: hit.peer_id,
             fingerprint: hit.fingerprint.to_string(),
+            nickname: hit.nickname.clone(),
             at: hit.addr.into(),
             name: hit.file.name.clone(),
             size: hit.file.size,
@@ -128,6 +132,9 @@ pub enum Record {
         peer_id: u64,
         /// The key it proved to the index, in full.
         fingerprint: String,
+        /// Its nickname on this index, if it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nickname: Option<String>,
         /// Where it serves.
         #[serde(flatten)]
         at: Endpoint,
@@ -161,6 +168,9 @@ pub enum Record {
     Registered {
         /// The Peer ID the index assigned.
         peer_id: u64,
+        /// The nickname the index bound to this key (`[peer] name`), if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nickname: Option<String>,
         /// The index server.
         index: String,
         /// Where this peer serves.
@@ -343,6 +353,7 @@ impl Record {
         Record::Peer {
             peer_id: p.peer_id,
             fingerprint: p.fingerprint.to_string(),
+            nickname: p.nickname.clone(),
             at: p.addr.into(),
             files: p.files,
             bytes: p.bytes,

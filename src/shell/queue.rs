@@ -15,6 +15,7 @@ use crate::download;
 use crate::download::queue_file::QUEUE_FILE;
 use crate::error::Result;
 use crate::limit::show_rate;
+use crate::protocol::PeerRef;
 
 fn table(header: &[&str], right_aligned: &[usize]) -> Table {
     let mut table = Table::new();
@@ -238,9 +239,9 @@ impl Shell {
         Ok(out)
     }
 
-    pub(super) async fn link(&mut self, name: &str, peer: Option<u64>) -> Result<String> {
+    pub(super) async fn link(&mut self, name: &str, peer: Option<PeerRef>) -> Result<String> {
         let hits = self.client().await?.lookup(name).await?;
-        let sources = download::sources(name, peer, hits)?;
+        let sources = download::sources(name, peer.as_ref(), hits)?;
         let file = &sources[0].file;
         let saved_as = download::safe_file_name(&file.name)?;
         let link = link::Link {

@@ -183,9 +183,10 @@ impl Services {
 /// A share in a few words.
 pub fn sharing_line(sharing: &Sharing) -> String {
     let files = sharing.folder().read().len();
+    let state = sharing.state();
     format!(
         "peer {} shares {}",
-        sharing.state().peer_id,
+        super::render::peer_label(state.peer_id, state.nickname.as_deref()),
         super::render::count(files as u64, "file")
     )
 }
