@@ -16,6 +16,10 @@ pub const DEFAULT_IGNORE: &[&str] = &[".*", "*~", "*.tmp", "*.part", "*.crdownlo
 /// Name of the config file looked for in the working directory.
 pub const DEFAULT_FILE: &str = "napster.toml";
 
+/// Most `[peer] max_downloads`: each running download holds its worker threads and up to
+/// its memory bound.
+pub const MAX_DOWNLOADS: usize = 64;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,6 +113,8 @@ pub struct PeerConfig {
     pub max_uploads: usize,
     /// Most downloads served or waiting at once for one IP address.
     pub max_uploads_per_address: usize,
+    /// Most queued (`get -b`) downloads running at once; the rest wait their turn.
+    pub max_downloads: usize,
     /// Upload bandwidth limit (`2MiB/s`; `0` = none).
     pub upload_limit: String,
     /// Download bandwidth limit (`10MB/s`; `0` = none).
@@ -140,6 +146,7 @@ impl Default for PeerConfig {
             downloads: "downloads".into(),
             max_uploads: 256,
             max_uploads_per_address: 16,
+            max_downloads: 3,
             upload_limit: "0".into(),
             download_limit: "0".into(),
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
@@ -310,6 +317,12 @@ impl Config {
         }
         if self.peer.max_uploads_per_address == 0 {
             return bad("peer.max_uploads_per_address", "must be at least 1");
+        }
+        if !(1..=MAX_DOWNLOADS).contains(&self.peer.max_downloads) {
+            return bad(
+                "peer.max_downloads",
+                &format!("must be between 1 and {MAX_DOWNLOADS}"),
+            );
         }
         Ok(())
     }

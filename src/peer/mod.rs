@@ -10,6 +10,7 @@ pub mod serve;
 pub mod session;
 pub mod share;
 pub mod slots;
+pub mod uploads;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -276,9 +277,15 @@ pub struct Sharing {
     stop_server: ShutdownTrigger,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     follower: Mutex<Option<Task<()>>>,
+    uploads: Arc<uploads::Uploads>,
 }
 
 impl Sharing {
+    /// Who downloads what from this peer right now.
+    pub fn uploads(&self) -> &Arc<uploads::Uploads> {
+        &self.uploads
+    }
+
     /// Start serving `share` and register it with the first of the index servers
     /// `index` that answers (the session fails over to the others later).
     pub async fn start(
@@ -361,6 +368,7 @@ impl Sharing {
             stop_server,
             watcher: Mutex::new(watcher),
             follower: Mutex::new(Some(follower)),
+            uploads: settings.server.uploads.clone(),
         })
     }
 

@@ -29,10 +29,22 @@ pub enum Command {
     Search(SearchArgs),
     /// `files <peer>`
     Files(PeerRef),
-    /// `get [-b] <file> [peer]`
-    Get(String, Option<PeerRef>, bool),
+    /// `get [-b] [-r] <file|sha256:HEX|link>... [peer]`
+    Get(GetArgs),
     /// `transfers`
     Transfers,
+    /// `cancel N`
+    Cancel(u64),
+    /// `pause N`
+    Pause(u64),
+    /// `resume N`
+    Resume(u64),
+    /// `clear`
+    Clear,
+    /// `uploads`
+    Uploads,
+    /// `link <file> [peer]`
+    Link(String, Option<PeerRef>),
     /// `limit [up|down] [rate]`
     Limit(Option<Direction>, Option<u64>),
     /// `ping <peer>`
@@ -68,6 +80,19 @@ pub struct SearchArgs {
     pub rtt: bool,
     /// One row per distinct contents.
     pub collapse: bool,
+}
+
+/// What `get` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetArgs {
+    /// File names, wildcards, `sha256:` prefixes, links or (with `-r`) folders.
+    pub names: Vec<String>,
+    /// Only from this peer.
+    pub peer: Option<PeerRef>,
+    /// Into the queue (`-b`).
+    pub background: bool,
+    /// Folders with everything under them (`-r`).
+    pub recursive: bool,
 }
 
 /// Which way a bandwidth limit applies.
@@ -164,10 +189,35 @@ pub(super) fn get_params() -> Vec<Arg> {
         Arg::new("background")
             .short('b')
             .action(ArgAction::SetTrue)
-            .help("download in the background (see `transfers`)"),
+            .help("add to the download queue (see `transfers`)"),
+        Arg::new("recursive")
+            .short('r')
+            .action(ArgAction::SetTrue)
+            .help("a folder with everything under it"),
+        Arg::new("file")
+            .help("file names, wildcards, sha256:HEX or links; a last word that names a peer (Peer ID, nickname or fingerprint prefix) is the peer")
+            .num_args(1..)
+            .required(true),
+    ]
+}
+
+pub(super) fn number_params() -> Vec<Arg> {
+    vec![
+        positional("number", "a download's number in `transfers`")
+            .required(true)
+            .value_parser(|n: &str| {
+                n.trim_start_matches('#')
+                    .parse::<u64>()
+                    .map_err(|_| format!("{n:?} is not a download number (see `transfers`)"))
+            }),
+    ]
+}
+
+pub(super) fn link_params() -> Vec<Arg> {
+    vec![
         Arg::new("file").help("file name").required(true),
         Arg::new("peer")
-            .help("only from this peer (Peer ID, nickname or fingerprint prefix)")
+            .help("only as this peer shares it (Peer ID, nickname or fingerprint prefix)")
             .value_parser(peer_ref),
     ]
 }
@@ -283,12 +333,38 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
             Command::Search(parsed)
         }
         "files" => Command::Files(m.get_one::<PeerRef>("peer").expect("required").clone()),
-        "get" => Command::Get(
+        "get" => {
+            let mut names: Vec<String> = m
+                .get_many::<String>("file")
+                .map(|t| t.cloned().collect())
+                .unwrap_or_default();
+            // `get a.txt b.txt 2`: a last word that names a peer (a Peer ID, a
+            // nickname or a fingerprint prefix; never a name with a dot, a slash or a
+            // wildcard) is the peer.
+            let peer = match names.as_slice() {
+                [_, .., last] => PeerRef::parse(last).ok(),
+                _ => None,
+            };
+            if peer.is_some() {
+                names.pop();
+            }
+            Command::Get(GetArgs {
+                names,
+                peer,
+                background: m.get_flag("background"),
+                recursive: m.get_flag("recursive"),
+            })
+        }
+        "transfers" => Command::Transfers,
+        "cancel" => Command::Cancel(*m.get_one::<u64>("number").expect("required")),
+        "pause" => Command::Pause(*m.get_one::<u64>("number").expect("required")),
+        "resume" => Command::Resume(*m.get_one::<u64>("number").expect("required")),
+        "clear" => Command::Clear,
+        "uploads" => Command::Uploads,
+        "link" => Command::Link(
             text("file").unwrap_or_default(),
             m.get_one::<PeerRef>("peer").cloned(),
-            m.get_flag("background"),
         ),
-        "transfers" => Command::Transfers,
         "limit" => {
             let direction = match text("direction").map(|d| d.to_lowercase()).as_deref() {
                 Some("up" | "upload") => Some(Direction::Up),

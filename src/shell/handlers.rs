@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::index::PgStore;
 use crate::limit::show_rate;
 use crate::peer::Sharing;
-use crate::protocol::PeerRef;
+use crate::protocol::{FileEntry, Hit, PeerRef};
 
 use super::app::{parse_pinned, reachable};
 
@@ -311,41 +311,27 @@ impl Shell {
         Ok(out)
     }
 
-    pub(super) async fn get(
+    /// Download `file` from `sources` into `dir` now, with a progress bar.
+    pub(super) async fn fetch_now(
         &mut self,
-        name: &str,
-        peer: Option<PeerRef>,
-        background: bool,
+        file: FileEntry,
+        sources: Vec<Hit>,
+        dir: PathBuf,
         cancel: Cancel,
     ) -> Result<String> {
         let mut out = String::new();
-        let hits = self.client().await?.lookup(name).await?;
-        let sources = download::sources(name, peer.as_ref(), hits)?;
         let status = Arc::new(Status::default());
-        let file = sources[0].file.clone();
         let mut job = Job {
             file: file.clone(),
             sources,
-            dir: self.config.peer.downloads.clone(),
+            dir,
             limits: self.config.limits(),
             cancel,
             bandwidth: self.download.clone(),
             status: status.clone(),
             progress: Arc::new(|_| {}),
+            identity: Some(self.identity()?),
         };
-        if background {
-            job.cancel = Cancel::default();
-            let id = self.services.transfers().start(job);
-            self.emit(Record::Started {
-                transfer: id as u64,
-                name: name.to_owned(),
-            });
-            put!(
-                out,
-                "download {id} of {name} runs in the background; `transfers` shows it"
-            );
-            return Ok(out);
-        }
         let bar = self.progress_bar(file.size, &file.name);
         job.progress = {
             let bar = bar.clone();
@@ -460,6 +446,7 @@ impl Shell {
             None => put!(out, "sharing: nothing (`register` shares a folder)"),
         }
         put!(out, "downloads: {}", self.config.peer.downloads.display());
+        out.push_str(&self.activity());
         match self.identity() {
             Ok(identity) => put!(out, "identity: {}", identity.fingerprint()),
             Err(e) => put!(out, "identity: unusable ({e})"),

@@ -235,6 +235,77 @@ pub enum Record {
         /// The file.
         name: String,
     },
+    /// A `transfers` row: one download of the queue.
+    Transfer {
+        /// Its number, for `cancel`, `pause` and `resume`.
+        transfer: u64,
+        /// The file, with its folder below the downloads folder.
+        name: String,
+        /// queued, running, waiting, pausing, paused, cancelling, cancelled, done or
+        /// failed.
+        state: String,
+        /// The state in words (where it was saved, why it failed, whose line it waits in).
+        detail: String,
+        /// Bytes in place.
+        done: u64,
+        /// Its size in bytes.
+        size: u64,
+        /// Bytes per second arriving in this run, while running.
+        rate: Option<f64>,
+        /// Seconds left at that rate.
+        eta_seconds: Option<f64>,
+        /// Peers sending now.
+        peers: u64,
+        /// While waiting for an upload slot: the peer whose line it is.
+        waiting_at: Option<u64>,
+        /// And its position in that line, from 1.
+        position: Option<u64>,
+    },
+    /// `cancel`, `pause` or `resume` changed a download.
+    Changed {
+        /// Its number.
+        transfer: u64,
+        /// The file.
+        name: String,
+        /// cancelled, paused or queued.
+        state: String,
+    },
+    /// `clear` dropped ended downloads from the list.
+    Cleared {
+        /// How many.
+        count: u64,
+    },
+    /// An `uploads` row: a downloader of this peer's files.
+    Upload {
+        /// Its Peer ID, from the key it proved.
+        peer_id: u64,
+        /// That key, in full.
+        fingerprint: String,
+        /// Where it connects from.
+        #[serde(flatten)]
+        at: Endpoint,
+        /// The file.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Bytes of it sent to this downloader.
+        sent: u64,
+        /// Bytes per second since it connected.
+        rate: Option<f64>,
+        /// Its position in line for an upload slot, while it waits for one.
+        position: Option<u64>,
+    },
+    /// `link`: a link to shared contents.
+    Link {
+        /// The link.
+        link: String,
+        /// The name it saves as.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Full SHA-256.
+        sha256: String,
+    },
     /// Download progress (`--progress`).
     Progress {
         /// The file.

@@ -163,7 +163,8 @@ impl Services {
         let stopped = self.transfers.stop_all().await;
         if stopped > 0 {
             eprintln!(
-                "napster: stopped {}; what arrived is kept: `get` again resumes",
+                "napster: stopped {}; what arrived is kept, and napster started again in \
+                 this folder resumes the queue",
                 super::render::count(stopped as u64, "background download")
             );
         }

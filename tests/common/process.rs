@@ -147,6 +147,33 @@ impl Running {
         self.stdin.take();
     }
 
+    /// Type `line` into the running script.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is still open");
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// With `--json`: run `command` and return the lines it printed (up to the
+    /// `format` line sent after it as a marker).
+    pub fn ask(&mut self, command: &str) -> Vec<String> {
+        self.send(&format!("{command}\nformat"));
+        let mut lines = Vec::new();
+        loop {
+            let line = self.next_line();
+            if line.contains("format: json") {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    /// Close stdin and wait for the process to leave by itself.
+    pub fn wait(mut self) -> ExitStatus {
+        self.stdin.take();
+        self.child.0.wait().unwrap()
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         assert!(signal(self.id(), "TERM"), "kill -TERM failed");
