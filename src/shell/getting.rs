@@ -46,6 +46,8 @@ impl Shell {
             }
         }
         let mut out = String::new();
+        // One file asked for and found: its failure is the command's, as it is.
+        let single = wanted.len() == 1 && problems.is_empty();
         for w in wanted {
             let name = w.file.name.clone();
             let done = if args.background {
@@ -60,6 +62,7 @@ impl Shell {
             };
             match done {
                 Ok(text) => out.push_str(&text),
+                Err(e) if single => return Err(e),
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
