@@ -16,6 +16,10 @@ pub const DEFAULT_IGNORE: &[&str] = &[".*", "*~", "*.tmp", "*.part", "*.crdownlo
 /// Name of the config file looked for in the working directory.
 pub const DEFAULT_FILE: &str = "napster.toml";
 
+/// Most `[peer] max_downloads`: each running download holds its worker threads and up to
+/// its memory bound.
+pub const MAX_DOWNLOADS: usize = 64;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,6 +113,8 @@ pub struct PeerConfig {
     pub max_uploads: usize,
     /// Most downloads served or waiting at once for one IP address.
     pub max_uploads_per_address: usize,
+    /// Most queued (`get -b`) downloads running at once; the rest wait their turn.
+    pub max_downloads: usize,
     /// Upload bandwidth limit (`2MiB/s`; `0` = none).
     pub upload_limit: String,
     /// Download bandwidth limit (`10MB/s`; `0` = none).
@@ -117,6 +123,8 @@ pub struct PeerConfig {
     pub ignore: Vec<String>,
     /// File the hash cache is kept in; empty keeps it in memory only.
     pub hash_cache: PathBuf,
+    /// Nickname asked for on each index, first come first served; empty for none.
+    pub name: String,
     /// Key file of this peer's identity; made on first use.
     pub key: PathBuf,
     /// File of the index servers' keys, pinned on first connection; empty pins nothing.
@@ -138,12 +146,14 @@ impl Default for PeerConfig {
             downloads: "downloads".into(),
             max_uploads: 256,
             max_uploads_per_address: 16,
+            max_downloads: 3,
             upload_limit: "0".into(),
             download_limit: "0".into(),
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
             hash_cache: ".napster-hashes".into(),
             key: ".napster-key".into(),
             known_indexes: ".napster-known-indexes".into(),
+            name: String::new(),
             watch: true,
             rescan: 60.0,
             settle: 1.0,
@@ -293,6 +303,9 @@ impl Config {
                 return bad(key, &format!("is wrong: {e}"));
             }
         }
+        if let Some(problem) = self.peer_name().and_then(crate::protocol::nickname_problem) {
+            return bad("peer.name", &problem);
+        }
         if !(self.peer.rescan >= 1.0 && self.peer.rescan <= 86_400.0) {
             return bad("peer.rescan", "must be between 1 and 86400 seconds");
         }
@@ -304,6 +317,12 @@ impl Config {
         }
         if self.peer.max_uploads_per_address == 0 {
             return bad("peer.max_uploads_per_address", "must be at least 1");
+        }
+        if !(1..=MAX_DOWNLOADS).contains(&self.peer.max_downloads) {
+            return bad(
+                "peer.max_downloads",
+                &format!("must be between 1 and {MAX_DOWNLOADS}"),
+            );
         }
         Ok(())
     }
@@ -329,6 +348,11 @@ impl Config {
     /// How long a silent peer session lives.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs_f64(self.index.session_ttl)
+    }
+
+    /// The nickname `[peer] name` asks for, if any.
+    pub fn peer_name(&self) -> Option<&str> {
+        Some(self.peer.name.trim()).filter(|n| !n.is_empty())
     }
 }
 

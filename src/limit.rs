@@ -85,7 +85,10 @@ impl RateLimit {
     pub fn block(&self, largest: usize) -> usize {
         match self.rate() {
             0 => largest,
-            rate => ((rate as f64 * BURST_SECONDS) as usize).clamp(MIN_BLOCK, largest),
+            // A buffer smaller than the smallest block (a tiny file) is taken whole.
+            rate => ((rate as f64 * BURST_SECONDS) as usize)
+                .max(MIN_BLOCK)
+                .min(largest),
         }
     }
 
@@ -225,6 +228,18 @@ mod tests {
         );
         assert_eq!(show_rate(2 << 20), "2.0 MiB/s");
         assert_eq!(show_rate(0), "unlimited");
+    }
+
+    /// A limited download of a file smaller than the smallest block (6 bytes under
+    /// 1 MiB/s) used to panic its worker thread in `clamp`.
+    #[test]
+    fn a_buffer_smaller_than_a_block_is_taken_whole() {
+        let limit = RateLimit::new(1 << 20);
+        assert_eq!(limit.block(6), 6);
+        assert_eq!(
+            limit.block(1 << 30),
+            (((1 << 20) as f64 * BURST_SECONDS) as usize).max(MIN_BLOCK)
+        );
     }
 
     #[test]

@@ -363,6 +363,70 @@ async fn peer_ids_are_bound_to_keys<S: Store>(store: Arc<S>) {
     assert_eq!(again, id);
 }
 
+/// Nicknames: first come first served regardless of case, kept by the key across its
+/// restarts, shown in hits and the peer list, released only by the key itself.
+async fn nicknames_are_first_come_and_bound_to_keys<S: Store>(store: Arc<S>) {
+    let a = store
+        .register(registration('a', 1, 5001, &[("a.txt", 1)]))
+        .await
+        .unwrap();
+    let b = store
+        .register(registration('b', 2, 5002, &[("b.txt", 1)]))
+        .await
+        .unwrap();
+    let granted = store.bind_nickname(a, Some("Alice")).await.unwrap();
+    assert_eq!(granted.as_deref(), Some("Alice"));
+    // Another key asking for the same name, in any case, does not get it.
+    assert_eq!(store.bind_nickname(b, Some("alice")).await.unwrap(), None);
+    assert_eq!(
+        store
+            .bind_nickname(b, Some("bob"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("bob")
+    );
+    let (hits, _) = store.search(&Query::pattern("a.txt"), 10).await.unwrap();
+    assert_eq!(hits[0].nickname.as_deref(), Some("Alice"));
+    let peers = store.peers().await.unwrap();
+    let nick = |id: u64| {
+        peers
+            .iter()
+            .find(|p| p.peer_id == id)
+            .unwrap()
+            .nickname
+            .clone()
+    };
+    assert_eq!(nick(a).as_deref(), Some("Alice"));
+    assert_eq!(nick(b).as_deref(), Some("bob"));
+    // The holder leaves and comes back: the name is still its, and still not b's.
+    store.unregister(a, 1).await.unwrap();
+    assert_eq!(store.bind_nickname(b, Some("ALICE")).await.unwrap(), None);
+    let again = store
+        .register(registration('a', 3, 5003, &[("a.txt", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(again, a);
+    assert_eq!(
+        store
+            .bind_nickname(a, Some("alice"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("alice")
+    );
+    // The holder gives it up; then another key may take it.
+    assert_eq!(store.bind_nickname(a, None).await.unwrap(), None);
+    assert_eq!(
+        store
+            .bind_nickname(b, Some("alice"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("alice")
+    );
+}
+
 macro_rules! cases {
     ($store:ty) => {{
         let cases: Vec<(&str, Case<$store>)> = vec![
@@ -386,6 +450,9 @@ macro_rules! cases {
             }),
             ("peer_ids_are_bound_to_keys", |s| {
                 Box::pin(peer_ids_are_bound_to_keys(s))
+            }),
+            ("nicknames_are_first_come_and_bound_to_keys", |s| {
+                Box::pin(nicknames_are_first_come_and_bound_to_keys(s))
             }),
         ];
         cases

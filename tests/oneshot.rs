@@ -173,7 +173,7 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
 #[test]
 fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = NAPSTER.run_args(tmp.path(), &["get", "x", "notanumber"]);
+    let out = NAPSTER.run_args(tmp.path(), &["ping", "no/peer"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("is not a Peer ID"),
@@ -242,7 +242,7 @@ fn help_and_completions_come_from_the_command_table() {
     let out = NAPSTER.run_args(tmp.path(), &["get", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = text(&out.stdout);
-    assert!(help.contains("get [-b] <file> [peer]"), "{help}");
+    assert!(help.contains("get [-b] [-r] <file>... [peer]"), "{help}");
     assert!(help.contains("verified by SHA-256"), "{help}");
     for shell in ["bash", "zsh", "fish"] {
         let out = NAPSTER.run_args(tmp.path(), &["completions", shell]);

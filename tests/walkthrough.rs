@@ -13,7 +13,7 @@ use napster::client::IndexClient;
 use napster::download::{self, Cancel};
 use napster::index;
 use napster::peer::SharingSettings;
-use napster::protocol::{Hit, Limits};
+use napster::protocol::{Hit, Limits, PeerRef};
 
 fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +105,7 @@ fn unknown_file_and_unknown_peer_are_clear_errors() {
 
         let hits = client.lookup("6.txt").await.unwrap();
         let missing = peer.state().peer_id + 100;
-        let err = download::sources("6.txt", Some(missing), hits.clone())
+        let err = download::sources("6.txt", Some(&PeerRef::Id(missing)), hits.clone())
             .unwrap_err()
             .to_string();
         assert!(
@@ -134,7 +134,7 @@ fn different_contents_under_one_name_ask_which_peer() {
         assert!(err.contains("different contents"), "{err}");
         assert!(err.contains("get song.mp3 <peer>"), "{err}");
         assert_eq!(
-            download::sources("song.mp3", Some(hits[1].peer_id), hits)
+            download::sources("song.mp3", Some(&PeerRef::Id(hits[1].peer_id)), hits)
                 .unwrap()
                 .len(),
             1

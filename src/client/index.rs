@@ -173,9 +173,49 @@ impl IndexClient {
         }
     }
 
+    /// The one registered peer `wanted` names (Peer ID, nickname or fingerprint prefix),
+    /// or why there is none: nobody by that name, or several.
+    pub async fn find_peer(&mut self, wanted: &protocol::PeerRef) -> Result<PeerInfo> {
+        let peers = self.peers().await?;
+        let named = protocol::peer_ref::best(wanted, peers, |p| {
+            (p.peer_id, p.fingerprint, p.nickname.clone())
+        });
+        match <[PeerInfo; 1]>::try_from(named) {
+            Ok([peer]) => Ok(peer),
+            Err(named) if named.is_empty() => Err(Error::NotFound(match wanted {
+                protocol::PeerRef::Id(id) => format!("peer {id} is not registered (see `peers`)"),
+                word => format!(
+                    "no registered peer has the nickname or fingerprint {word} (see `peers`)"
+                ),
+            })),
+            Err(named) => Err(Error::Usage(format!(
+                "{wanted} names {} peers (Peer IDs {}); give more of the fingerprint, or \
+                 the Peer ID",
+                named.len(),
+                named
+                    .iter()
+                    .map(|p| p.peer_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
     /// Make this connection the session of a peer serving `files` on `port`; returns
     /// the Peer ID. Files are sent in as many messages as the frame limit needs.
     pub async fn register(&mut self, port: u16, token: &str, files: &[FileEntry]) -> Result<u64> {
+        Ok(self.register_as(port, token, files, None).await?.0)
+    }
+
+    /// [`IndexClient::register`], asking for the nickname `name`; returns the Peer ID
+    /// and the nickname the index bound to this key (`None` when another key holds it).
+    pub async fn register_as(
+        &mut self,
+        port: u16,
+        token: &str,
+        files: &[FileEntry],
+        name: Option<&str>,
+    ) -> Result<(u64, Option<String>)> {
         let max_frame = self.conn.limits().max_frame;
         let mut batches = protocol::batches(files, max_frame, protocol::entry_json_bound);
         let first = batches.next().unwrap_or_default().to_vec();
@@ -183,15 +223,21 @@ impl IndexClient {
             port,
             token: token.into(),
             files: first,
+            name: name.map(str::to_owned),
         };
-        let peer_id = match self.request(&request).await? {
-            IndexResponse::Registered { peer_id, .. } => peer_id,
+        let (peer_id, nickname) = match self.request(&request).await? {
+            IndexResponse::Registered {
+                peer_id, nickname, ..
+            } => (peer_id, nickname),
             other => return Err(unexpected(other)),
         };
+        if let Some(problem) = nickname.as_deref().and_then(protocol::nickname_problem) {
+            return Err(bad_reply(format!("nickname {problem}")));
+        }
         for files in batches {
             self.add_files(files.to_vec()).await?;
         }
-        Ok(peer_id)
+        Ok((peer_id, nickname))
     }
 
     /// Tell the index what changed in this session's share, in as many messages as the

@@ -35,7 +35,18 @@ impl PeerClient {
         expected: Option<Fingerprint>,
         limits: Limits,
     ) -> Result<Self> {
-        let mut conn = net::connect(addr, &Identity::ephemeral(), expected, limits)
+        PeerClient::connect_as(addr, expected, &Identity::ephemeral(), limits).await
+    }
+
+    /// [`PeerClient::connect_to`], proving `identity` (a peer's own key: the file
+    /// server's `uploads` then shows the downloader's Peer ID).
+    pub async fn connect_as(
+        addr: SocketAddr,
+        expected: Option<Fingerprint>,
+        identity: &Identity,
+        limits: Limits,
+    ) -> Result<Self> {
+        let mut conn = net::connect(addr, identity, expected, limits)
             .await
             .map_err(|e| match e {
                 Error::WrongKey { seen, expected, .. } => Error::msg(format!(
@@ -127,13 +138,14 @@ impl PeerClient {
     /// Ask for `length` bytes of `file` at `offset`, and check that the peer announces
     /// exactly those; the bytes themselves are read from [`PeerClient::into_range`].
     /// While the peer says the request is queued, wait (each update within the
-    /// timeout) as long as `wanted` says the range is still worth waiting for.
+    /// timeout) as long as `wanted`, told the position in line, says the range is still
+    /// worth waiting for.
     pub async fn request_range(
         &mut self,
         file: &FileEntry,
         offset: u64,
         length: u64,
-        wanted: impl Fn() -> bool,
+        wanted: impl Fn(u64) -> bool,
     ) -> Result<()> {
         let request = PeerRequest::Get {
             name: file.name.clone(),
@@ -144,7 +156,7 @@ impl PeerClient {
         let size = file.size;
         let mut reply = self.conn.recv_reply::<PeerResponse>().await?;
         while let PeerResponse::Queued { position } = reply {
-            if !wanted() {
+            if !wanted(position) {
                 return Err(Error::msg(format!(
                     "stopped waiting in its upload queue (at position {position})"
                 )));

@@ -108,10 +108,11 @@ fn connect_all(job: &Job) -> Result<Connected> {
         .take(MAX_SOURCES)
         .cloned()
         .map(|hit| {
-            let limits = job.limits;
+            let (limits, identity) = (job.limits, job.identity());
             runtime::spawn(async move {
                 let started = Instant::now();
-                let client = PeerClient::connect_to(hit.addr, Some(hit.fingerprint), limits).await;
+                let expected = Some(hit.fingerprint);
+                let client = PeerClient::connect_as(hit.addr, expected, &identity, limits).await;
                 (hit, client, started.elapsed())
             })
         })
@@ -127,7 +128,7 @@ fn connect_all(job: &Job) -> Result<Connected> {
     connected.sort_by_key(|(rtt, _, _)| *rtt);
     let mut digests = None;
     for (_, hit, client) in connected.iter_mut() {
-        match smol::block_on(client.chunk_list(&job.file)) {
+        match smol::block_on(client.chunk_list(&job.file_at(hit))) {
             Ok(list) => {
                 digests = Some(list);
                 break;

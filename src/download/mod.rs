@@ -16,6 +16,7 @@
 pub mod engine;
 pub mod part_file;
 pub mod place;
+pub mod queue_file;
 pub mod scheduler;
 mod sequencer;
 mod shared;
@@ -30,10 +31,11 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::error::Result;
+use crate::identity::Identity;
 use crate::limit::RateLimit;
 use crate::protocol::{FileEntry, Hit, Limits};
 
-pub use place::{PART_SUFFIX, safe_file_name};
+pub use place::{PART_SUFFIX, is_own_file, make_folder, safe_file_name, safe_folder};
 pub use shared::{MAX_SOURCES, MEMORY, PIECE, memory_bound};
 pub use sources::sources;
 
@@ -55,6 +57,8 @@ pub struct Job {
     pub status: Arc<Status>,
     /// Told of every block received.
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
+    /// The key proved to the peers (this peer's own); a throwaway one when `None`.
+    pub identity: Option<Identity>,
 }
 
 impl Job {
@@ -70,6 +74,23 @@ impl Job {
             bandwidth: Arc::new(RateLimit::new(0)),
             status: Arc::default(),
             progress: Arc::new(|_| {}),
+            identity: None,
+        }
+    }
+}
+
+impl Job {
+    /// The key proved to the peers.
+    pub fn identity(&self) -> Identity {
+        self.identity.clone().unwrap_or_else(Identity::ephemeral)
+    }
+
+    /// The file as `hit` names it: peers sharing the same bytes may name them
+    /// differently (`get sha256:…`), and each is asked by its own name.
+    pub fn file_at(&self, hit: &Hit) -> FileEntry {
+        FileEntry {
+            name: hit.file.name.clone(),
+            ..self.file.clone()
         }
     }
 }
@@ -89,6 +110,10 @@ pub struct Status {
     pub duplicated: AtomicU64,
     /// Bytes an earlier, interrupted download had already fetched.
     pub resumed: AtomicU64,
+    /// Position in a peer's upload line while a request waits for a slot (0: none).
+    pub queued: AtomicU64,
+    /// The Peer ID of the peer whose line that is.
+    pub queued_at: AtomicU64,
 }
 
 /// A finished download.

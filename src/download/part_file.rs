@@ -130,6 +130,22 @@ impl PartFile {
         let _ = self.dir.remove(&self.state_name);
     }
 
+    /// Remove the part file and resume state of `entry` saved as `file_name` in `dir`,
+    /// if there are any (a cancelled download); refused while another napster uses it.
+    pub fn remove(dir: &Path, file_name: &str, entry: &FileEntry) -> Result<()> {
+        let folder = Dir::open(dir)
+            .context(|| format!("cannot use the downloads folder {}", dir.display()))?;
+        if folder
+            .identity(&part_name(file_name, &entry.sha256))
+            .is_err()
+        {
+            return Ok(());
+        }
+        let (part, _) = PartFile::open(dir, file_name, entry)?;
+        part.discard();
+        Ok(())
+    }
+
     /// The verified part file takes its final name in `dir` (see `place`);
     /// returns the path and whether an identical file was already there.
     pub fn finish(self, dir: &Path, file_name: &str, entry: &FileEntry) -> Result<(PathBuf, bool)> {

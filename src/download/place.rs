@@ -1,7 +1,7 @@
 //! What a download may be called on disk: a name from the network made safe, and
 //! whether a file there already has the contents (then nothing is fetched).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::digest::hash_open;
 use crate::disk::Dir;
@@ -10,6 +10,12 @@ use crate::protocol;
 
 /// Suffix of part files; scans of shared folders skip them.
 pub const PART_SUFFIX: &str = ".napster-part";
+
+/// Whether `name` is one of napster's own files in a downloads folder (part files, their
+/// resume state, the download queue): never a download's name, never shared.
+pub fn is_own_file(name: &str) -> bool {
+    name.contains(PART_SUFFIX) || name.starts_with(super::queue_file::QUEUE_FILE)
+}
 
 /// Longest file name written to disk, in bytes.
 const MAX_FILE_NAME: usize = 255;
@@ -22,14 +28,68 @@ pub fn safe_file_name(name: &str) -> Result<String> {
     while clean.len() > MAX_FILE_NAME {
         clean.pop();
     }
-    // Names of napster's own part and state files are never download targets.
-    if clean.is_empty() || clean == "." || clean == ".." || clean.contains(PART_SUFFIX) {
+    // Names of napster's own part, state and queue files are never download targets.
+    if clean.is_empty() || clean == "." || clean == ".." || is_own_file(&clean) {
         return Err(Error::msg(format!(
             "refusing to save {:?}: no safe file name is left in it",
             protocol::truncate(name)
         )));
     }
     Ok(clean)
+}
+
+/// The folder a file from the network keeps under the downloads folder (`get -r`):
+/// each folder of its shared name made safe like a file name; `..`, `.` and empty
+/// parts are refused, so the result is always a relative path below the downloads
+/// folder.
+pub fn safe_folder(name: &str) -> Result<PathBuf> {
+    let mut parts: Vec<&str> = name.split(['/', '\\']).collect();
+    parts.pop();
+    let mut folder = PathBuf::new();
+    for part in parts {
+        let clean = safe_file_name(part).ok().filter(|c| c == part);
+        match clean {
+            Some(clean) => folder.push(clean),
+            None => {
+                return Err(Error::msg(format!(
+                    "refusing to save {:?}: its folder {:?} is not a safe folder name",
+                    protocol::truncate(name),
+                    protocol::truncate(part)
+                )));
+            }
+        }
+    }
+    Ok(folder)
+}
+
+/// Make the folder `relative` under `root`, one part at a time, never through a
+/// symlink (one planted there could point outside the downloads folder); returns its
+/// path.
+pub fn make_folder(root: &Path, relative: &Path) -> Result<PathBuf> {
+    let mut path = root.to_owned();
+    for part in relative.components() {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::msg(format!(
+                    "{} is in the way: it is not a folder (a symlink is never followed); \
+                     move it, then get again",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path)
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::AlreadyExists if path.is_dir() => Ok(()),
+                        _ => Err(e),
+                    })
+                    .map_err(|e| Error::io(format!("making the folder {}", path.display()), e))?;
+            }
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+    Ok(path)
 }
 
 /// Whether `name` in the folder `dir` is a regular file with exactly this size and
@@ -66,4 +126,27 @@ pub fn existing_copy(dir: &Path, file_name: &str, sha256: &str, size: u64) -> Op
         .map(|n| numbered(file_name, n))
         .take_while(|name| folder.identity(name).is_ok())
         .find(|name| same_content(dir, name, sha256, size))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_from_the_network_stay_below_the_downloads_folder() {
+        assert_eq!(
+            safe_folder("live/sub/a.ogg").unwrap(),
+            Path::new("live/sub")
+        );
+        assert_eq!(safe_folder("a.ogg").unwrap(), Path::new(""));
+        for hostile in [
+            "../a.ogg",
+            "live/../../a.ogg",
+            "/etc/passwd",
+            "a//b.ogg",
+            "./x",
+            "a\\..\\b",
+        ] {
+            assert!(safe_folder(hostile).is_err(), "{hostile}");
+        }
+    }
 }

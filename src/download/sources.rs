@@ -2,16 +2,17 @@
 //! or the one the user named.
 
 use crate::error::{Error, Result};
-use crate::protocol::{self, Hit};
+use crate::protocol::{self, Hit, PeerRef};
 
 /// Hex digits of a SHA-256 quoted in messages.
 const SHORT_SHA: usize = 12;
 
-/// The peers to download `name` from (only `peer` when given), best first, or why
-/// there are none: nobody shares it, `peer` does not, peers share different contents, or
-/// the index answered with a file of another name (the download is saved under `name`,
-/// never under a name the index chose).
-pub fn sources(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>> {
+/// The peers to download `name` from (only `peer` when given: a Peer ID, nickname or
+/// fingerprint prefix), best first, or why there are none: nobody shares it, `peer` does
+/// not, `peer` names several, peers share different contents, or the index answered with
+/// a file of another name (the download is saved under `name`, never under a name the
+/// index chose).
+pub fn sources(name: &str, peer: Option<&PeerRef>, hits: Vec<Hit>) -> Result<Vec<Hit>> {
     if let Some(other) = hits.iter().find(|h| h.file.name != name) {
         return Err(Error::malformed(format!(
             "the index answered a lookup of {name:?} with a file named {:?}; nothing was \
@@ -31,11 +32,24 @@ pub fn sources(name: &str, peer: Option<u64>, hits: Vec<Hit>) -> Result<Vec<Hit>
             .join(", ")
     };
     if let Some(peer) = peer {
-        return match hits.iter().find(|h| h.peer_id == peer) {
-            Some(hit) => Ok(vec![hit.clone()]),
-            None => Err(Error::NotFound(format!(
+        let named = protocol::peer_ref::best(peer, hits.iter(), |h| {
+            (h.peer_id, h.fingerprint, h.nickname.clone())
+        });
+        return match named.as_slice() {
+            [hit] => Ok(vec![(*hit).clone()]),
+            [] => Err(Error::NotFound(format!(
                 "peer {peer} does not share {name:?}; it is shared by peer(s) {}",
                 ids()
+            ))),
+            several => Err(Error::Usage(format!(
+                "{peer} names {} peers sharing {name:?} (peer(s) {}); give more of the \
+                 fingerprint, or the Peer ID",
+                several.len(),
+                several
+                    .iter()
+                    .map(|h| h.peer_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         };
     }

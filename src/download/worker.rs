@@ -80,10 +80,19 @@ pub(super) fn work(
         drop(scheduler);
         let offset = run.start * shared.chunk_size;
         let length = (run.end * shared.chunk_size).min(size) - offset;
-        let wanted = || !shared.cancelled() && !shared.scheduler().is_done(run.start);
-        let asked = smol::block_on(peer.request_range(&shared.job.file, offset, length, wanted))
+        let status = &shared.job.status;
+        let wanted = |position: u64| {
+            status.queued_at.store(hit.peer_id, Ordering::Relaxed);
+            status.queued.store(position, Ordering::Relaxed);
+            !shared.cancelled() && !shared.scheduler().is_done(run.start)
+        };
+        let file = shared.job.file_at(hit);
+        let asked = smol::block_on(peer.request_range(&file, offset, length, wanted))
             .and_then(|()| peer.into_range())
             .map(|range| range.stop_when(shared.job.cancel.flag()));
+        if status.queued_at.load(Ordering::Relaxed) == hit.peer_id {
+            status.queued.store(0, Ordering::Relaxed);
+        }
         let mut range = match asked {
             Ok(range) => range,
             Err(e) => {
@@ -97,9 +106,10 @@ pub(super) fn work(
         peer = match worker.receive_run(&mut range, run, spare)? {
             RunEnd::Whole => range.into_client()?,
             RunEnd::Stopped if shared.cancelled() => return Ok(()),
-            RunEnd::Stopped => smol::block_on(PeerClient::connect_to(
+            RunEnd::Stopped => smol::block_on(PeerClient::connect_as(
                 hit.addr,
                 Some(hit.fingerprint),
+                &shared.job.identity(),
                 limits,
             ))?,
         };

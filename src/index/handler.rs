@@ -116,9 +116,12 @@ impl<S: Store> Server<S> {
         let handled = match request {
             IndexRequest::Hello { .. } => Err(Reject::bad("hello was already said")),
             IndexRequest::Ping {} => self.ping(session).await,
-            IndexRequest::Register { port, token, files } => {
-                self.register(session, port, token, files).await
-            }
+            IndexRequest::Register {
+                port,
+                token,
+                files,
+                name,
+            } => self.register(session, port, token, files, name).await,
             IndexRequest::AddFiles { files } => self.add_files(session, files).await,
             IndexRequest::RemoveFiles { names } => self.remove_files(session, names).await,
             IndexRequest::Unregister {} => self.unregister(session).await,
@@ -148,7 +151,11 @@ impl<S: Store> Server<S> {
         port: u16,
         token: String,
         files: Vec<FileEntry>,
+        name: Option<String>,
     ) -> Handled {
+        if let Some(problem) = name.as_deref().and_then(protocol::nickname_problem) {
+            return Err(Reject::bad(format!("nickname {problem}")));
+        }
         if port == 0 {
             return Err(Reject::bad(
                 "port 0 cannot be reached; register the port you listen on",
@@ -183,10 +190,15 @@ impl<S: Store> Server<S> {
         }
         session.peer = Some(peer_id);
         session.files = count;
+        let nickname = self.store.bind_nickname(peer_id, name.as_deref()).await?;
+        if let (Some(asked), None) = (&name, &nickname) {
+            info!("peer {peer_id} asked for the nickname {asked}, which another key holds");
+        }
         info!("peer {peer_id} registered {count} file(s), serving at {addr}");
         Ok(IndexResponse::Registered {
             peer_id,
             files: count,
+            nickname,
         })
     }
 
@@ -408,6 +420,7 @@ mod tests {
             port: 25000,
             token: "c".repeat(TOKEN_HEX),
             files: vec![entry(name)],
+            name: None,
         }
     }
 
@@ -428,7 +441,8 @@ mod tests {
                 reply,
                 IndexResponse::Registered {
                     peer_id: crate::index::store::peer_id_of(&s.fingerprint),
-                    files: 1
+                    files: 1,
+                    nickname: None,
                 }
             );
             let IndexResponse::Results { hits, truncated } = server
@@ -496,11 +510,19 @@ mod tests {
                 port: 0,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
+                name: None,
+            };
+            let bad_nickname = IndexRequest::Register {
+                port: 1,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![],
+                name: Some("al ice".into()),
             };
             let short_token = IndexRequest::Register {
                 port: 1,
                 token: "c".into(),
                 files: vec![],
+                name: None,
             };
             let mut bad_hash = entry("x");
             bad_hash.sha256 = "short".into();
@@ -508,6 +530,7 @@ mod tests {
                 port: 1,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![bad_hash],
+                name: None,
             };
             let too_short = IndexRequest::Search(SearchQuery::pattern("a*"));
             let bad_prefix = IndexRequest::Search(SearchQuery {
@@ -515,7 +538,16 @@ mod tests {
                 ..SearchQuery::default()
             });
             let hello = IndexRequest::Hello { version: 1 };
-            for request in [port0, short_token, bad_entry, too_short, bad_prefix, hello] {
+            let bad = [
+                port0,
+                bad_nickname,
+                short_token,
+                bad_entry,
+                too_short,
+                bad_prefix,
+                hello,
+            ];
+            for request in bad {
                 assert_eq!(
                     code(server.handle(&mut s, request).await),
                     ErrorCode::BadRequest

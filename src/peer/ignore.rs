@@ -3,10 +3,10 @@
 use wildmatch::WildMatch;
 
 use crate::config::DEFAULT_IGNORE;
-use crate::download::PART_SUFFIX;
+use crate::download::is_own_file;
 
 /// Which file and folder names are left out of a share: `*`/`?` patterns matched against
-/// each base name, case-sensitively. napster's own part files are always left out.
+/// each base name, case-sensitively. napster's own part and queue files are always left out.
 #[derive(Debug, Clone)]
 pub struct Ignore(Vec<WildMatch>);
 
@@ -23,7 +23,7 @@ impl Ignore {
 
     /// Whether a base name is left out.
     pub fn matches(&self, name: &str) -> bool {
-        name.contains(PART_SUFFIX) || self.0.iter().any(|w| w.matches(name))
+        is_own_file(name) || self.0.iter().any(|w| w.matches(name))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod serve;
 pub mod session;
 pub mod share;
 pub mod slots;
+pub mod uploads;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -53,6 +54,8 @@ pub struct SharingSettings {
     /// The key each index server must prove (from the known-indexes file and
     /// `host:port#FINGERPRINT`).
     pub pins: crate::client::Pins,
+    /// The nickname asked for on the index (`[peer] name`).
+    pub name: Option<String>,
 }
 
 impl SharingSettings {
@@ -73,6 +76,7 @@ impl SharingSettings {
             session_ttl: config.session_ttl(),
             living,
             pins: Default::default(),
+            name: config.peer_name().map(str::to_owned),
         }
     }
 }
@@ -273,9 +277,15 @@ pub struct Sharing {
     stop_server: ShutdownTrigger,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     follower: Mutex<Option<Task<()>>>,
+    uploads: Arc<uploads::Uploads>,
 }
 
 impl Sharing {
+    /// Who downloads what from this peer right now.
+    pub fn uploads(&self) -> &Arc<uploads::Uploads> {
+        &self.uploads
+    }
+
     /// Start serving `share` and register it with the first of the index servers
     /// `index` that answers (the session fails over to the others later).
     pub async fn start(
@@ -299,7 +309,11 @@ impl Sharing {
             .context(|| "reading the bound address".into())?;
         let token = session::new_token();
         let files = share.entries();
-        let peer_id = client.register(addr.port(), &token, &files).await?;
+        let name = settings.name.as_deref();
+        let (peer_id, nickname) = client
+            .register_as(addr.port(), &token, &files, name)
+            .await?;
+        session::warn_if_refused(name, nickname.as_deref());
         let roots = share.roots().to_vec();
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
@@ -316,9 +330,10 @@ impl Sharing {
             identity,
             pins,
             limits,
+            name: settings.name.clone(),
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };
-        let session = Session::spawn(client, peer_id, config, folder.clone());
+        let session = Session::spawn(client, (peer_id, nickname), config, folder.clone());
         let shared = Arc::new(Shared {
             folder,
             roots: Mutex::new(roots.clone()),
@@ -353,6 +368,7 @@ impl Sharing {
             stop_server,
             watcher: Mutex::new(watcher),
             follower: Mutex::new(Some(follower)),
+            uploads: settings.server.uploads.clone(),
         })
     }
 

@@ -25,6 +25,7 @@ use crate::limit::{Pace, RateLimit};
 use crate::net::{self, Admission};
 use crate::peer::share::Share;
 use crate::peer::slots::Slots;
+use crate::peer::uploads::{Tracked, Uploads};
 use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse, Reply};
 use crate::runtime::Shutdown;
 
@@ -44,6 +45,8 @@ pub struct Settings {
     pub max_uploads_per_address: usize,
     /// Upload bandwidth shared by every transfer.
     pub upload: Arc<RateLimit>,
+    /// Who downloads what right now (`uploads`).
+    pub uploads: Arc<Uploads>,
 }
 
 impl Settings {
@@ -56,6 +59,7 @@ impl Settings {
             max_uploads: config.peer.max_uploads,
             max_uploads_per_address: config.peer.max_uploads_per_address,
             upload,
+            uploads: Arc::default(),
         }
     }
 }
@@ -123,6 +127,7 @@ impl Server {
     async fn requests(&self, mut conn: Connection) -> Result<()> {
         let from = conn.peer_addr();
         let mut upload = Upload::new(from);
+        let tracked = Arc::new(self.settings.uploads.track(from, conn.peer_fingerprint()));
         loop {
             let request = match conn.recv::<PeerRequest>(IDLE).await {
                 Ok(Some(request)) => request,
@@ -155,7 +160,8 @@ impl Server {
                     offset,
                     length,
                 } => {
-                    let (conn, sent) = self.get(conn, from, &name, offset, length).await?;
+                    let asked = (name.as_str(), offset, length);
+                    let (conn, sent) = self.get(conn, from, asked, &tracked).await?;
                     if let Some(sent) = sent {
                         upload.sent(&name, sent);
                     }
@@ -188,15 +194,20 @@ impl Server {
         &self,
         mut conn: Connection,
         slot: &mut crate::peer::slots::Ticket,
+        tracked: &Tracked,
     ) -> Result<Connection> {
         let every = conn.limits().timeout / 2;
         let mut told = None;
         loop {
             let changed = self.slots.listen();
             let position = match slot.try_take() {
-                Ok(()) => return Ok(conn),
+                Ok(()) => {
+                    tracked.waiting(0);
+                    return Ok(conn);
+                }
                 Err(position) => position,
             };
+            tracked.waiting(position);
             if told != Some(position) {
                 conn.send(&PeerResponse::Queued { position }).await?;
                 told = Some(position);
@@ -221,9 +232,8 @@ impl Server {
         &self,
         conn: Connection,
         from: SocketAddr,
-        name: &str,
-        offset: u64,
-        length: Option<u64>,
+        (name, offset, length): (&str, u64, Option<u64>),
+        tracked: &Arc<Tracked>,
     ) -> Result<(Connection, Option<u64>)> {
         let unsent = |conn| (conn, None);
         // Opening touches the disk (and another user's files): off the executor.
@@ -243,6 +253,7 @@ impl Server {
             return reply(conn, error).await.map(unsent);
         }
         let length = length.map_or(size - offset, |l| l.min(size - offset));
+        tracked.asking(name, size);
         let Some(mut slot) = self.slots.join(from.ip()) else {
             let message = format!(
                 "{} requests from {} are already sending or waiting here (the most one \
@@ -254,10 +265,16 @@ impl Server {
             let error = PeerResponse::error(ErrorCode::Busy, message);
             return reply(conn, error).await.map(unsent);
         };
-        let conn = self.wait_turn(conn, &mut slot).await?;
+        let conn = self.wait_turn(conn, &mut slot, tracked).await?;
         let started = Instant::now();
         let upload = self.settings.upload.clone();
-        let conn = send(conn, (file, size), (offset, length), upload).await?;
+        let conn = send(
+            conn,
+            (file, size),
+            (offset, length),
+            (upload, tracked.clone()),
+        )
+        .await?;
         debug!(
             "sent {name} ({length} bytes from offset {offset}) to {from} in {:.3}s",
             started.elapsed().as_secs_f64()
@@ -325,7 +342,7 @@ async fn send(
     mut conn: Connection,
     (file, size): (File, u64),
     (offset, length): (u64, u64),
-    limit: Arc<RateLimit>,
+    (limit, tracked): (Arc<RateLimit>, Arc<Tracked>),
 ) -> Result<Connection> {
     conn.send(&PeerResponse::Sending {
         size,
@@ -337,7 +354,7 @@ async fn send(
     // The thread belongs to no executor: it drives the connection's writes itself.
     smol::unblock(move || {
         let pace = Pace::new(limits.min_rate, limits.timeout);
-        send_range(file, &mut conn, (offset, length), &limit, pace)?;
+        send_range(file, &mut conn, (offset, length), (&limit, &tracked), pace)?;
         Ok(conn)
     })
     .await
@@ -350,7 +367,7 @@ fn send_range(
     mut file: File,
     conn: &mut Connection,
     (offset, length): (u64, u64),
-    limit: &RateLimit,
+    (limit, tracked): (&RateLimit, &Tracked),
     mut pace: Pace,
 ) -> Result<()> {
     file.seek(SeekFrom::Start(offset))
@@ -385,6 +402,7 @@ fn send_range(
                 Err(e) => return Err(Error::io("sending the file", e)),
             };
             sent += wrote;
+            tracked.sent(wrote as u64);
             pace.record(asked.elapsed(), wrote)
                 .map_err(|slow| Error::msg(format!("the downloader reads too slowly: {slow}")))?;
         }
@@ -421,7 +439,15 @@ mod tests {
         let file = File::open(&path).unwrap();
         let limit = RateLimit::new(0);
         let pace = Pace::new(0, Duration::from_secs(1));
-        send_range(file, &mut sender, (offset, 4096), &limit, pace).unwrap();
+        let uploads = Arc::new(Uploads::default());
+        let tracked = uploads.track(
+            receiver.local_addr().unwrap(),
+            protocol::Fingerprint([0; 32]),
+        );
+        tracked.asking("huge.bin", offset + 4096);
+        send_range(file, &mut sender, (offset, 4096), (&limit, &tracked), pace).unwrap();
+        assert_eq!(uploads.sent(), 4096);
+        assert_eq!(uploads.rows()[0].sent, 4096);
         let mut got = vec![0; 4096];
         receiver.read_exact(&mut got).unwrap();
         assert_eq!(got, marker);

@@ -43,6 +43,8 @@ pub struct SessionConfig {
     pub limits: Limits,
     /// Interval between heartbeats on an idle session.
     pub heartbeat: Duration,
+    /// The nickname asked for (`[peer] name`).
+    pub name: Option<String>,
 }
 
 /// What the session looks like now.
@@ -54,6 +56,8 @@ pub struct SessionState {
     pub connected: bool,
     /// The index server the session is (or was last) with.
     pub index: SocketAddr,
+    /// The nickname the index bound to this peer's key, if any.
+    pub nickname: Option<String>,
 }
 
 /// A running session; [`Session::stop`] withdraws the files and ends it.
@@ -85,7 +89,7 @@ impl Session {
     /// Keep `client`, already registered as `peer_id`, alive in the background.
     pub fn spawn(
         client: IndexClient,
-        peer_id: u64,
+        (peer_id, nickname): (u64, Option<String>),
         config: SessionConfig,
         folder: SharedFolder,
     ) -> Self {
@@ -93,6 +97,7 @@ impl Session {
             peer_id,
             connected: true,
             index: client.addr(),
+            nickname,
         }));
         let (stop, stopped) = smol::channel::bounded(1);
         let (updates, changes) = smol::channel::unbounded();
@@ -217,12 +222,13 @@ async fn keep_alive(
                 // Changes queued while away are in the folder already.
                 while changes.try_recv().is_ok() {}
                 match reregister(&config, current(), &folder).await {
-                    Ok((c, peer_id)) => {
+                    Ok((c, peer_id, nickname)) => {
                         info!(
                             "registered again with the index at {} as peer {peer_id}",
                             c.addr()
                         );
                         set(true, Some(peer_id), Some(c.addr()));
+                        state.lock().nickname = nickname;
                         client = Some(c);
                         backoff = FIRST_BACKOFF;
                     }
@@ -241,12 +247,26 @@ async fn reregister(
     config: &SessionConfig,
     last: SocketAddr,
     folder: &SharedFolder,
-) -> Result<(IndexClient, u64)> {
+) -> Result<(IndexClient, u64, Option<String>)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
     let mut client =
         IndexClient::connect_any_as(&order, &config.identity, &config.pins, config.limits).await?;
     let files = folder.read().entries();
-    let peer_id = client.register(config.port, &config.token, &files).await?;
-    Ok((client, peer_id))
+    let name = config.name.as_deref();
+    let (peer_id, nickname) = client
+        .register_as(config.port, &config.token, &files, name)
+        .await?;
+    warn_if_refused(name, nickname.as_deref());
+    Ok((client, peer_id, nickname))
+}
+
+/// Say so when the index gave the nickname asked for to another key.
+pub fn warn_if_refused(asked: Option<&str>, granted: Option<&str>) {
+    if let (Some(asked), None) = (asked, granted) {
+        warn!(
+            "the nickname {asked} is taken on this index by another key; sharing without \
+             one (set another `[peer] name`, or use your Peer ID or fingerprint)"
+        );
+    }
 }

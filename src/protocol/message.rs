@@ -114,6 +114,10 @@ pub enum IndexRequest {
         token: String,
         /// The first batch of files (more may follow with `AddFiles`).
         files: Vec<FileEntry>,
+        /// The nickname the peer asks to be known by on this index (`[peer] name`);
+        /// granted first come first served, bound to the peer's key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// Add (or replace, by name) files of this session's peer.
     AddFiles {
@@ -163,6 +167,10 @@ pub enum IndexResponse {
         peer_id: u64,
         /// How many files the peer now shares.
         files: u64,
+        /// The nickname bound to this peer's key on this index, if any: the one asked
+        /// for, unless another key holds it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nickname: Option<String>,
     },
     /// Answer to `AddFiles`, `RemoveFiles`, `Unregister`.
     Done {

@@ -13,6 +13,7 @@ pub mod connection;
 pub mod error;
 pub mod fingerprint;
 pub mod message;
+pub mod peer_ref;
 pub mod rules;
 
 pub use connection::{Connection, Transport, decode, encode};
@@ -22,4 +23,5 @@ pub use message::{
     ErrorCode, FileEntry, Handshake, Hit, IndexRequest, IndexResponse, PeerInfo, PeerRequest,
     PeerResponse, Reply, SearchQuery,
 };
+pub use peer_ref::{MAX_NICKNAME, PeerRef, nickname_problem};
 pub use rules::*;

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::message::{FileEntry, Hit, PeerInfo};
+use super::peer_ref::{MAX_NICKNAME, nickname_problem};
 
 /// Protocol version, exchanged in the first message of every connection.
 pub const VERSION: u32 = 2;
@@ -23,9 +24,6 @@ pub const DEFAULT_MIN_RATE: u64 = 4 * 1024;
 
 /// Longest file name (a relative path with `/` separators), in bytes.
 pub const MAX_NAME: usize = 1024;
-
-/// Longest nickname, in characters (ASCII letters, digits, `-`, `_`).
-pub const MAX_NICKNAME: usize = 32;
 
 /// Longest search pattern, in bytes.
 pub const MAX_PATTERN: usize = 256;
@@ -89,7 +87,7 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     if name.chars().any(char::is_control) {
         return Some("contains control characters");
     }
-    if name.chars().any(is_hidden) {
+    if !name.is_ascii() && name.chars().any(is_hidden) {
         return Some(
             "contains bidi controls or invisible characters (such as U+202E or U+200B); rename the file",
         );
@@ -151,7 +149,15 @@ pub fn check_hit(hit: &Hit) -> Result<(), String> {
             hit.addr
         ));
     }
-    Ok(())
+    check_nickname(hit.peer_id, hit.nickname.as_deref())
+}
+
+/// Check the nickname the index gives a peer.
+fn check_nickname(peer_id: u64, nickname: Option<&str>) -> Result<(), String> {
+    match nickname.and_then(nickname_problem) {
+        Some(problem) => Err(format!("peer {peer_id}'s nickname {problem}")),
+        None => Ok(()),
+    }
 }
 
 /// Check a peer's description received from the index; the error says what is wrong.
@@ -168,13 +174,18 @@ pub fn check_peer_info(peer: &PeerInfo) -> Result<(), String> {
             peer.peer_id
         ));
     }
-    Ok(())
+    check_nickname(peer.peer_id, peer.nickname.as_deref())
 }
 
 /// Whether `c` changes how text looks without showing itself: control characters
 /// (terminal escapes), format characters (bidi overrides such as U+202E, zero-width
 /// spaces and joiners, the BOM) and line or paragraph separators.
 pub fn is_hidden(c: char) -> bool {
+    // ASCII needs no table lookup: only its control characters are hidden. Names are
+    // checked on every hit, so this is on the index's hot path.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     c.is_control()
         || matches!(
             c.general_category(),

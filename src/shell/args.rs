@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, value_parser};
 
 use crate::error::{Error, Result};
+use crate::protocol::PeerRef;
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,15 +28,27 @@ pub enum Command {
     /// `search [-r] [-c] [-n N] <terms>`
     Search(SearchArgs),
     /// `files <peer>`
-    Files(u64),
-    /// `get [-b] <file> [peer]`
-    Get(String, Option<u64>, bool),
+    Files(PeerRef),
+    /// `get [-b] [-r] <file|sha256:HEX|link>... [peer]`
+    Get(GetArgs),
     /// `transfers`
     Transfers,
+    /// `cancel N`
+    Cancel(u64),
+    /// `pause N`
+    Pause(u64),
+    /// `resume N`
+    Resume(u64),
+    /// `clear`
+    Clear,
+    /// `uploads`
+    Uploads,
+    /// `link <file> [peer]`
+    Link(String, Option<PeerRef>),
     /// `limit [up|down] [rate]`
     Limit(Option<Direction>, Option<u64>),
     /// `ping <peer>`
-    Ping(u64),
+    Ping(PeerRef),
     /// `peers`
     Peers,
     /// `status`
@@ -69,6 +82,19 @@ pub struct SearchArgs {
     pub collapse: bool,
     /// The hash and size filters as typed (`>1GB`), for messages.
     pub filters: Vec<String>,
+}
+
+/// What `get` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetArgs {
+    /// File names, wildcards, `sha256:` prefixes, links or (with `-r`) folders.
+    pub names: Vec<String>,
+    /// Only from this peer.
+    pub peer: Option<PeerRef>,
+    /// Into the queue (`-b`).
+    pub background: bool,
+    /// Folders with everything under them (`-r`).
+    pub recursive: bool,
 }
 
 /// Which way a bandwidth limit applies.
@@ -151,9 +177,12 @@ pub(super) fn search_params() -> Vec<Arg> {
 
 pub(super) fn peer_params() -> Vec<Arg> {
     vec![
-        positional("peer", "a Peer ID from `search` or `peers`")
-            .required(true)
-            .value_parser(peer_id),
+        positional(
+            "peer",
+            "a Peer ID, nickname or fingerprint prefix from `search` or `peers`",
+        )
+        .required(true)
+        .value_parser(peer_ref),
     ]
 }
 
@@ -162,11 +191,36 @@ pub(super) fn get_params() -> Vec<Arg> {
         Arg::new("background")
             .short('b')
             .action(ArgAction::SetTrue)
-            .help("download in the background (see `transfers`)"),
+            .help("add to the download queue (see `transfers`)"),
+        Arg::new("recursive")
+            .short('r')
+            .action(ArgAction::SetTrue)
+            .help("a folder with everything under it"),
+        Arg::new("file")
+            .help("file names, wildcards, sha256:HEX or links; a last word that names a peer (Peer ID, nickname or fingerprint prefix) is the peer")
+            .num_args(1..)
+            .required(true),
+    ]
+}
+
+pub(super) fn number_params() -> Vec<Arg> {
+    vec![
+        positional("number", "a download's number in `transfers`")
+            .required(true)
+            .value_parser(|n: &str| {
+                n.trim_start_matches('#')
+                    .parse::<u64>()
+                    .map_err(|_| format!("{n:?} is not a download number (see `transfers`)"))
+            }),
+    ]
+}
+
+pub(super) fn link_params() -> Vec<Arg> {
+    vec![
         Arg::new("file").help("file name").required(true),
         Arg::new("peer")
-            .help("only from this Peer ID")
-            .value_parser(peer_id),
+            .help("only as this peer shares it (Peer ID, nickname or fingerprint prefix)")
+            .value_parser(peer_ref),
     ]
 }
 
@@ -206,9 +260,8 @@ fn port(text: &str) -> std::result::Result<u16, String> {
         .map_err(|_| format!("{text:?} is not a port (0 to 65535)"))
 }
 
-fn peer_id(text: &str) -> std::result::Result<u64, String> {
-    text.parse::<u64>()
-        .map_err(|_| format!("{text:?} is not a Peer ID (see `search`)"))
+fn peer_ref(text: &str) -> std::result::Result<PeerRef, String> {
+    PeerRef::parse(text)
 }
 
 /// Turn `search`'s terms into a query: name words, `sha256:` and size terms.
@@ -312,13 +365,39 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
             search_terms(&terms, &mut parsed)?;
             Command::Search(parsed)
         }
-        "files" => Command::Files(*m.get_one::<u64>("peer").expect("required")),
-        "get" => Command::Get(
-            text("file").unwrap_or_default(),
-            m.get_one::<u64>("peer").copied(),
-            m.get_flag("background"),
-        ),
+        "files" => Command::Files(m.get_one::<PeerRef>("peer").expect("required").clone()),
+        "get" => {
+            let mut names: Vec<String> = m
+                .get_many::<String>("file")
+                .map(|t| t.cloned().collect())
+                .unwrap_or_default();
+            // `get a.txt b.txt 2`: a last word that names a peer (a Peer ID, a
+            // nickname or a fingerprint prefix; never a name with a dot, a slash or a
+            // wildcard) is the peer.
+            let peer = match names.as_slice() {
+                [_, .., last] => PeerRef::parse(last).ok(),
+                _ => None,
+            };
+            if peer.is_some() {
+                names.pop();
+            }
+            Command::Get(GetArgs {
+                names,
+                peer,
+                background: m.get_flag("background"),
+                recursive: m.get_flag("recursive"),
+            })
+        }
         "transfers" => Command::Transfers,
+        "cancel" => Command::Cancel(*m.get_one::<u64>("number").expect("required")),
+        "pause" => Command::Pause(*m.get_one::<u64>("number").expect("required")),
+        "resume" => Command::Resume(*m.get_one::<u64>("number").expect("required")),
+        "clear" => Command::Clear,
+        "uploads" => Command::Uploads,
+        "link" => Command::Link(
+            text("file").unwrap_or_default(),
+            m.get_one::<PeerRef>("peer").cloned(),
+        ),
         "limit" => {
             let rate = m.get_one::<u64>("rate").copied();
             match text("direction").map(|d| d.to_lowercase()).as_deref() {
@@ -341,7 +420,7 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
                 }
             }
         }
-        "ping" => Command::Ping(*m.get_one::<u64>("peer").expect("required")),
+        "ping" => Command::Ping(m.get_one::<PeerRef>("peer").expect("required").clone()),
         "peers" => Command::Peers,
         "status" => Command::Status,
         "format" => Command::Format(m.get_one::<Format>("format").copied()),

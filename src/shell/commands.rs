@@ -2,10 +2,11 @@
 //! each entry, used by the shell's lines and by the binary's one-shot subcommands alike),
 //! `help`, completion, hints and `napster completions`.
 
-pub use super::args::{Command, Direction, Format, SearchArgs, from_matches};
+pub use super::args::{Command, Direction, Format, GetArgs, SearchArgs, from_matches};
 use super::args::{
-    connect_params, format_params, get_params, help_params, limit_params, no_params, peer_params,
-    register_params, search_params, serve_params, share_params, unshare_params,
+    connect_params, format_params, get_params, help_params, limit_params, link_params, no_params,
+    number_params, peer_params, register_params, search_params, serve_params, share_params,
+    unshare_params,
 };
 use crate::error::{Error, Result};
 
@@ -121,26 +122,87 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "get",
-        args: "[-b] <file> [peer]",
-        summary: "download a file from every peer that has it, verified by SHA-256",
+        args: "[-b] [-r] <file>... [peer]",
+        summary: "download files from every peer that has them, verified by SHA-256",
         details: "Without a peer, chunks come from all peers sharing the same contents at once, \
-                  each chunk checked as it arrives; with a peer, only from that one. Saved in \
-                  [peer] downloads; a different file already there is never overwritten (the new \
-                  one becomes `name (1).ext`, and a later `get` finds it there). A bare name \
-                  nobody shares at the top of a folder finds the one file of that name in a \
-                  subfolder (get deep.txt for sub2/deep.txt). A name with spaces goes in \
-                  quotes: get 'my song.ogg'. Ctrl-C stops it and keeps what arrived: `get` \
-                  again resumes. -b runs it in the background (see `transfers`).",
+                  each chunk checked as it arrives; with a peer (a last word that names one), \
+                  only from that one. Several names fetch several files; a wildcard ('*.ogg', \
+                  quoted) fetches every match; -r live/ fetches a folder with everything under \
+                  it, keeping its relative paths under [peer] downloads (never outside it); \
+                  sha256:HEX (a prefix long enough to be unique) fetches those bytes from every \
+                  peer sharing them, whatever they named them; a napster:?xt=… link (see `link`) \
+                  too. Saved in [peer] downloads; a different file already there is never \
+                  overwritten (the new one becomes `name (1).ext`, and a later `get` finds it \
+                  there). A bare name nobody shares at the top of a folder finds the one file \
+                  of that name in a subfolder (get deep.txt for sub2/deep.txt). A name with \
+                  spaces goes in quotes: get 'my song.ogg'. Ctrl-C stops it and keeps \
+                  what arrived: `get` again resumes. -b adds them to the download queue instead \
+                  (see `transfers`): at most [peer] max_downloads run at once, and the queue is \
+                  kept in the downloads folder, so a napster started there again resumes it.",
         aliases: &[],
         params: get_params,
     },
     Spec {
         name: "transfers",
         args: "",
-        summary: "list background downloads",
+        summary: "list the download queue: state, progress, rate, ETA, peers",
+        details: "Each download has a number for cancel, pause and resume. Its state is queued, \
+                  running, waiting for a slot at peer N (position P in that peer's upload line), \
+                  paused, done, failed (and why) or cancelled.",
+        aliases: &["queue"],
+        params: no_params,
+    },
+    Spec {
+        name: "cancel",
+        args: "<N>",
+        summary: "stop download N and remove what arrived",
+        details: "",
+        aliases: &[],
+        params: number_params,
+    },
+    Spec {
+        name: "pause",
+        args: "<N>",
+        summary: "stop download N, keeping what arrived (resume N goes on)",
+        details: "",
+        aliases: &[],
+        params: number_params,
+    },
+    Spec {
+        name: "resume",
+        args: "<N>",
+        summary: "put a paused or failed download back in the queue",
+        details: "Only what is missing is fetched: what arrived is neither fetched nor hashed \
+                  again.",
+        aliases: &[],
+        params: number_params,
+    },
+    Spec {
+        name: "clear",
+        args: "",
+        summary: "drop finished, failed and cancelled downloads from `transfers`",
         details: "",
         aliases: &[],
         params: no_params,
+    },
+    Spec {
+        name: "uploads",
+        args: "",
+        summary: "who downloads what from this peer, and who waits for a slot",
+        details: "One row per downloader and file: its Peer ID (from its key) and address, the \
+                  file, bytes sent and rate, or its position in line for an upload slot \
+                  ([peer] max_uploads).",
+        aliases: &[],
+        params: no_params,
+    },
+    Spec {
+        name: "link",
+        args: "<file> [peer]",
+        summary: "print a link to a shared file, for a chat or a web page",
+        details: "The link is napster:?xt=urn:sha256:<64 hex>&dn=<name>&xl=<bytes>, shaped like \
+                  magnet links; `get <link>` fetches those bytes from every peer sharing them.",
+        aliases: &[],
+        params: link_params,
     },
     Spec {
         name: "limit",
@@ -199,7 +261,9 @@ pub const COMMANDS: &[Spec] = &[
         name: "quit",
         args: "",
         summary: "withdraw shared files, stop serving and leave (also: exit)",
-        details: "",
+        details: "At a prompt, says which downloads still run and asks first. Downloads in the \
+                  queue are stopped with what arrived kept: napster started again in this \
+                  folder resumes them.",
         aliases: &["exit"],
         params: no_params,
     },

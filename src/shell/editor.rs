@@ -101,6 +101,7 @@ enum Slot {
     Command,
     FileName,
     Peer,
+    FileOrPeer,
     Path,
     Nothing,
 }
@@ -109,7 +110,9 @@ fn slot(command: &str, n: usize) -> Slot {
     match (command, n) {
         ("help" | "?", 0) => Slot::Command,
         ("get", 0) => Slot::FileName,
-        ("get", 1) | ("files" | "browse" | "ping", 0) => Slot::Peer,
+        // After a first name: more names, or the peer.
+        ("get", _) => Slot::FileOrPeer,
+        ("files" | "browse" | "ping" | "link", 0) => Slot::Peer,
         ("register" | "share", 0) | ("unshare", 0) => Slot::Path,
         _ => Slot::Nothing,
     }
@@ -147,6 +150,12 @@ impl Completer for NapsterHelper {
                 let ids: Vec<String> = self.seen.lock().peers.iter().map(u64::to_string).collect();
                 pairs(&ids, typing, " ")
             }
+            Slot::FileOrPeer => {
+                let seen = self.seen.lock();
+                let mut both = seen.names.clone();
+                both.extend(seen.peers.iter().map(u64::to_string));
+                pairs(&both, typing, " ")
+            }
             Slot::Path => return self.files.complete(line, pos, ctx),
             Slot::Nothing => Vec::new(),
         };
@@ -173,6 +182,13 @@ fn units(args: &str) -> Vec<&str> {
                     && let Some(b) = begin.take()
                 {
                     out.push(&args[b..=i]);
+                }
+            }
+            // `<file>...`: the dots belong to the argument before them.
+            '.' if open.is_empty() && begin.is_none() && args[..i].ends_with(['>', ']']) => {
+                if let Some(last) = out.pop() {
+                    let from = last.as_ptr() as usize - args.as_ptr() as usize;
+                    begin = Some(from);
                 }
             }
             c if c.is_whitespace() && open.is_empty() => {
@@ -296,7 +312,7 @@ mod tests {
             let replacements: Vec<&str> = found.iter().map(|p| p.replacement.as_str()).collect();
             assert_eq!(replacements, ["'my song.ogg' ", "my.txt "], "{typing}");
         }
-        assert!(matches!(slot("get", 1), Slot::Peer));
+        assert!(matches!(slot("get", 1), Slot::FileOrPeer));
         assert!(matches!(slot("files", 0), Slot::Peer));
         assert!(matches!(slot("ping", 0), Slot::Peer));
         assert!(matches!(slot("share", 0), Slot::Path));
@@ -307,10 +323,13 @@ mod tests {
     #[test]
     fn hints_follow_the_arguments_typed() {
         let get = spec("get").unwrap().args;
-        assert_eq!(hint_for(get, &[]).as_deref(), Some("[-b] <file> [peer]"));
+        assert_eq!(
+            hint_for(get, &[]).as_deref(),
+            Some("[-b] [-r] <file>... [peer]")
+        );
         assert_eq!(
             hint_for(get, &owned(&["-b"])).as_deref(),
-            Some("<file> [peer]")
+            Some("[-r] <file>... [peer]")
         );
         assert_eq!(hint_for(get, &owned(&["6.txt"])).as_deref(), Some("[peer]"));
         assert_eq!(

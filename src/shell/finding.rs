@@ -4,7 +4,7 @@
 use super::output::{FileRow, Record};
 use super::{Shell, commands, render};
 use crate::error::{Error, Result};
-use crate::protocol::{Hit, SearchQuery};
+use crate::protocol::{Hit, PeerRef, SearchQuery};
 
 impl Shell {
     pub(super) async fn search(&mut self, mut args: commands::SearchArgs) -> Result<String> {
@@ -61,10 +61,15 @@ impl Shell {
         Ok(out)
     }
 
-    pub(super) async fn files(&mut self, peer: u64) -> Result<String> {
+    pub(super) async fn files(&mut self, peer: PeerRef) -> Result<String> {
         let mut out = String::new();
         let limit = Some(self.config.index.max_results as u32);
-        let (hits, truncated) = self.client().await?.browse(peer, limit).await?;
+        let client = self.client().await?;
+        let peer = match peer {
+            PeerRef::Id(id) => id,
+            word => client.find_peer(&word).await?.peer_id,
+        };
+        let (hits, truncated) = client.browse(peer, limit).await?;
         self.rows = true;
         self.saw(&hits);
         self.records

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::index::PgStore;
 use crate::limit::show_rate;
 use crate::peer::Sharing;
+use crate::protocol::{FileEntry, Hit};
 
-use super::app::{parse_pinned, ping, reachable};
+use super::app::{parse_pinned, reachable};
 
 impl Shell {
     pub(super) async fn serve(
@@ -139,9 +140,11 @@ impl Shell {
         self.lock_key()?;
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());
         let sharing = Sharing::start(share, &index, &settings).await?;
-        let index = sharing.state().index;
+        let state = sharing.state();
+        let index = state.index;
         self.emit(Record::Registered {
-            peer_id: sharing.state().peer_id,
+            peer_id: state.peer_id,
+            nickname: state.nickname.clone(),
             index: index.to_string(),
             at: sharing.addr.into(),
             dir: root.display().to_string(),
@@ -154,7 +157,7 @@ impl Shell {
         put!(
             out,
             "registered as peer {} with the index at {index}: {}, {} from {}; serving on {}",
-            sharing.state().peer_id,
+            render::peer_label(state.peer_id, state.nickname.as_deref()),
             render::count(count as u64, "file"),
             render::size(bytes),
             root.display(),
@@ -167,6 +170,13 @@ impl Shell {
             render::size(stats.hashed_bytes),
             render::count(stats.cached_files as u64, "file")
         );
+        if let (Some(asked), None) = (self.config.peer_name(), &state.nickname) {
+            put!(
+                out,
+                "the nickname {asked} is taken on this index by another key; others reach you \
+                 by Peer ID or fingerprint (or set another `[peer] name`)"
+            );
+        }
         self.services.set_sharing(sharing);
         Ok(out)
     }
@@ -226,58 +236,41 @@ impl Shell {
         }
     }
 
-    pub(super) async fn get(
+    /// Download `file` from `sources` into `dir` now, with a progress bar.
+    pub(super) async fn fetch_now(
         &mut self,
-        name: &str,
-        peer: Option<u64>,
-        background: bool,
+        file: FileEntry,
+        sources: Vec<Hit>,
+        dir: PathBuf,
         cancel: Cancel,
     ) -> Result<String> {
         let mut out = String::new();
-        let (name, hits) = self.lookup_anywhere(name).await?;
-        let name = name.as_str();
-        let mut sources = download::sources(name, peer, hits)?;
         // This peer's own copy is fetched only when nobody else has it, and then it says so.
         let me = self.services.sharing().map(|s| s.state().peer_id);
+        let mut sources = sources;
         if sources.iter().any(|h| Some(h.peer_id) != me) {
             sources.retain(|h| Some(h.peer_id) != me);
         }
         let from_myself = sources.iter().all(|h| Some(h.peer_id) == me);
-        if let Some(running) = self
-            .services
-            .transfers()
-            .running_of(&sources[0].file.sha256)
-        {
+        if let Some((number, state)) = self.services.transfers().running_of(&file.sha256) {
             return Err(Error::msg(format!(
-                "this napster is already downloading {name} in the background (download \
-                 {running}; `transfers` shows it)"
+                "this napster is already downloading {} as download {number} of the queue \
+                 ({state}); `transfers` shows it",
+                render::shown(&file.name)
             )));
         }
         let status = Arc::new(Status::default());
-        let file = sources[0].file.clone();
         let mut job = Job {
             file: file.clone(),
             sources,
-            dir: self.config.peer.downloads.clone(),
+            dir,
             limits: self.config.limits(),
             cancel,
             bandwidth: self.download.clone(),
             status: status.clone(),
             progress: Arc::new(|_| {}),
+            identity: Some(self.identity()?),
         };
-        if background {
-            job.cancel = Cancel::default();
-            let id = self.services.transfers().start(job);
-            self.emit(Record::Started {
-                transfer: id as u64,
-                name: name.to_owned(),
-            });
-            put!(
-                out,
-                "download {id} of {name} runs in the background; `transfers` shows it"
-            );
-            return Ok(out);
-        }
         let (bar, progress) = self.download_bar(file.size, &file.name, status);
         job.progress = progress;
         if self.progress_records {
@@ -363,42 +356,6 @@ impl Shell {
         out
     }
 
-    pub(super) async fn ping(&mut self, peer: u64) -> Result<String> {
-        let mut out = String::new();
-        let peers = self.client().await?.peers().await?;
-        let info = peers.iter().find(|p| p.peer_id == peer).ok_or_else(|| {
-            Error::NotFound(format!("peer {peer} is not registered (see `peers`)"))
-        })?;
-        let rtt = ping(info.addr, self.config.limits()).await?;
-        let (addr, rtt_ms) = (info.addr, rtt.as_secs_f64() * 1e3);
-        self.emit(Record::Pong {
-            peer_id: peer,
-            at: addr.into(),
-            rtt_ms,
-        });
-        put!(
-            out,
-            "peer {peer} ({}): rtt {:.2} ms",
-            info.addr,
-            rtt.as_secs_f64() * 1e3
-        );
-        Ok(out)
-    }
-
-    pub(super) async fn peers(&mut self) -> Result<String> {
-        let mut out = String::new();
-        let peers = self.client().await?.peers().await?;
-        self.seen.lock().peers = peers.iter().map(|p| p.peer_id).collect();
-        self.rows = true;
-        if peers.is_empty() {
-            put!(out, "no peer is registered with the index");
-        } else {
-            self.records.extend(peers.iter().map(Record::peer));
-            put!(out, "{}", render::peers(&peers));
-        }
-        Ok(out)
-    }
-
     pub(super) async fn status(&mut self) -> Result<String> {
         let mut out = String::new();
         match self.services.serving_summary().await {
@@ -423,6 +380,7 @@ impl Shell {
             None => put!(out, "sharing: nothing (`register` shares a folder)"),
         }
         put!(out, "downloads: {}", self.config.peer.downloads.display());
+        out.push_str(&self.activity());
         match self.identity() {
             Ok(identity) => put!(out, "identity: {}", identity.fingerprint()),
             Err(e) => put!(out, "identity: unusable ({e})"),

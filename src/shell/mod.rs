@@ -28,9 +28,14 @@ pub mod cli;
 pub mod commands;
 mod editor;
 mod finding;
+mod getting;
 mod handlers;
+mod launch;
+mod link;
 pub mod output;
+mod peers;
 mod progress;
+mod queue;
 mod render;
 pub mod repl;
 mod services;
@@ -176,13 +181,14 @@ impl Shell {
             Command::Unshare(what) => self.refresh(Refresh::Unshare(what)).await?,
             Command::Search(args) => self.search(args).await?,
             Command::Files(peer) => self.files(peer).await?,
-            Command::Get(name, peer, background) => {
-                self.get(&name, peer, background, cancel).await?
-            }
-            Command::Transfers => match self.services.transfers().render() {
-                Some(table) => format!("{table}\n"),
-                None => "no background downloads (`get -b <file>` starts one)\n".into(),
-            },
+            Command::Get(args) => self.get_command(args, cancel).await?,
+            Command::Transfers => self.transfers()?,
+            Command::Cancel(n) => self.queue_change("cancel", n).await?,
+            Command::Pause(n) => self.queue_change("pause", n).await?,
+            Command::Resume(n) => self.queue_change("resume", n).await?,
+            Command::Clear => self.clear()?,
+            Command::Uploads => self.uploads()?,
+            Command::Link(name, peer) => self.link(&name, peer).await?,
             Command::Limit(direction, rate) => self.limit(direction, rate),
             Command::Ping(peer) => self.ping(peer).await?,
             Command::Peers => self.peers().await?,

@@ -66,6 +66,9 @@ pub struct FileRow {
     pub peer_id: u64,
     /// The key that peer proved to the index, in full.
     pub fingerprint: String,
+    /// That peer's nickname on this index, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
     /// Where that peer serves.
     #[serde(flatten)]
     pub at: Endpoint,
@@ -88,6 +91,7 @@ impl FileRow {
         FileRow {
             peer_id: hit.peer_id,
             fingerprint: hit.fingerprint.to_string(),
+            nickname: hit.nickname.clone(),
             at: hit.addr.into(),
             name: hit.file.name.clone(),
             size: hit.file.size,
@@ -128,6 +132,9 @@ pub enum Record {
         peer_id: u64,
         /// The key it proved to the index, in full.
         fingerprint: String,
+        /// Its nickname on this index, if it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nickname: Option<String>,
         /// Where it serves.
         #[serde(flatten)]
         at: Endpoint,
@@ -161,6 +168,9 @@ pub enum Record {
     Registered {
         /// The Peer ID the index assigned.
         peer_id: u64,
+        /// The nickname the index bound to this key (`[peer] name`), if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nickname: Option<String>,
         /// The index server.
         index: String,
         /// Where this peer serves.
@@ -225,6 +235,77 @@ pub enum Record {
         /// The file.
         name: String,
     },
+    /// A `transfers` row: one download of the queue.
+    Transfer {
+        /// Its number, for `cancel`, `pause` and `resume`.
+        transfer: u64,
+        /// The file, with its folder below the downloads folder.
+        name: String,
+        /// queued, running, waiting, pausing, paused, cancelling, cancelled, done or
+        /// failed.
+        state: String,
+        /// The state in words (where it was saved, why it failed, whose line it waits in).
+        detail: String,
+        /// Bytes in place.
+        done: u64,
+        /// Its size in bytes.
+        size: u64,
+        /// Bytes per second arriving in this run, while running.
+        rate: Option<f64>,
+        /// Seconds left at that rate.
+        eta_seconds: Option<f64>,
+        /// Peers sending now.
+        peers: u64,
+        /// While waiting for an upload slot: the peer whose line it is.
+        waiting_at: Option<u64>,
+        /// And its position in that line, from 1.
+        position: Option<u64>,
+    },
+    /// `cancel`, `pause` or `resume` changed a download.
+    Changed {
+        /// Its number.
+        transfer: u64,
+        /// The file.
+        name: String,
+        /// cancelled, paused or queued.
+        state: String,
+    },
+    /// `clear` dropped ended downloads from the list.
+    Cleared {
+        /// How many.
+        count: u64,
+    },
+    /// An `uploads` row: a downloader of this peer's files.
+    Upload {
+        /// Its Peer ID, from the key it proved.
+        peer_id: u64,
+        /// That key, in full.
+        fingerprint: String,
+        /// Where it connects from.
+        #[serde(flatten)]
+        at: Endpoint,
+        /// The file.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Bytes of it sent to this downloader.
+        sent: u64,
+        /// Bytes per second since it connected.
+        rate: Option<f64>,
+        /// Its position in line for an upload slot, while it waits for one.
+        position: Option<u64>,
+    },
+    /// `link`: a link to shared contents.
+    Link {
+        /// The link.
+        link: String,
+        /// The name it saves as.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Full SHA-256.
+        sha256: String,
+    },
     /// Download progress (`--progress`).
     Progress {
         /// The file.
@@ -272,6 +353,7 @@ impl Record {
         Record::Peer {
             peer_id: p.peer_id,
             fingerprint: p.fingerprint.to_string(),
+            nickname: p.nickname.clone(),
             at: p.addr.into(),
             files: p.files,
             bytes: p.bytes,

@@ -76,6 +76,14 @@ fn table(header: &[&str], right_aligned: &[usize]) -> Table {
     table
 }
 
+/// A peer in a table: its Peer ID, and its nickname when it has one.
+pub fn peer_label(id: u64, nickname: Option<&str>) -> String {
+    match nickname {
+        Some(name) => format!("{id} ({name})"),
+        None => id.to_string(),
+    }
+}
+
 /// Search results, with each peer's round-trip time when given.
 pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
     let mut header = vec![
@@ -94,7 +102,7 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
     let mut t = table(&header, &[0, 2, 4, 8]);
     for hit in hits {
         let mut row = vec![
-            hit.peer_id.to_string(),
+            peer_label(hit.peer_id, hit.nickname.as_deref()),
             hit.addr.ip().to_string(),
             hit.addr.port().to_string(),
             shown(&hit.file.name),
@@ -153,7 +161,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
     );
     for p in peers {
         t.add_row(vec![
-            p.peer_id.to_string(),
+            peer_label(p.peer_id, p.nickname.as_deref()),
             p.addr.ip().to_string(),
             p.addr.port().to_string(),
             p.files.to_string(),

@@ -132,6 +132,9 @@ pub fn run_with(config: Config, options: Options) -> i32 {
             eprintln!("error: {e}");
             return 2;
         }
+        if matches!(options.source, Source::Stdin | Source::Lines(_)) {
+            shell.resume_queue();
+        }
         script_loop(&mut shell, &control, &interrupted, &options);
     }
     control.exit_code()
@@ -337,6 +340,33 @@ fn script_loop(
     }
 }
 
+/// At `quit`: when downloads still run, say which and ask before leaving.
+fn leave<H: rustyline::Helper, I: rustyline::history::History>(
+    editor: &mut Editor<H, I>,
+    control: &Control,
+) -> bool {
+    let transfers = control.services.transfers();
+    let running: Vec<String> = transfers
+        .rows()
+        .into_iter()
+        .filter(|r| matches!(r.stage, "running" | "waiting"))
+        .map(|r| format!("{} ({})", r.number, super::render::shown(&r.name)))
+        .collect();
+    if running.is_empty() {
+        return true;
+    }
+    say!(
+        "still downloading: {}; leaving stops {} and keeps what arrived (napster started \
+         here again resumes the queue)\n",
+        running.join(", "),
+        if running.len() == 1 { "it" } else { "them" }
+    );
+    matches!(
+        editor.readline("leave anyway? [y/N] ").map(|a| a.trim().to_lowercase()),
+        Ok(answer) if answer == "y" || answer == "yes"
+    )
+}
+
 fn interactive_loop(
     shell: &mut Shell,
     config: &Config,
@@ -379,6 +409,7 @@ fn interactive_loop(
         "napster {} — type `help` for commands, `quit` to leave\n",
         env!("CARGO_PKG_VERSION")
     );
+    shell.resume_queue();
     loop {
         match editor.readline(PROMPT) {
             Ok(line) => {
@@ -387,6 +418,7 @@ fn interactive_loop(
                 }
                 if report(run_line(shell, &line, control, interrupted), control, None)
                     == Some(Flow::Quit)
+                    && leave(&mut editor, control)
                 {
                     break;
                 }

@@ -163,7 +163,8 @@ impl Services {
         let stopped = self.transfers.stop_all().await;
         if stopped > 0 {
             eprintln!(
-                "napster: stopped {}; what arrived is kept: `get` again resumes",
+                "napster: stopped {}; what arrived is kept, and napster started again in \
+                 this folder resumes the queue",
                 super::render::count(stopped as u64, "background download")
             );
         }
@@ -182,9 +183,10 @@ impl Services {
 /// A share in a few words.
 pub fn sharing_line(sharing: &Sharing) -> String {
     let files = sharing.folder().read().len();
+    let state = sharing.state();
     format!(
         "peer {} shares {}",
-        sharing.state().peer_id,
+        super::render::peer_label(state.peer_id, state.nickname.as_deref()),
         super::render::count(files as u64, "file")
     )
 }

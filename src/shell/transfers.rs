@@ -1,108 +1,393 @@
-//! Downloads that run in the background while the shell stays usable (`get -b`), and
-//! the `transfers` listing.
+//! The download queue (`get -b`, `transfers`, `cancel`, `pause`, `resume`, `clear`):
+//! downloads that run in the background while the shell stays usable, at most
+//! `[peer] max_downloads` at once, the rest waiting their turn.
+//!
+//! The queue is kept in the downloads folder (`download::queue_file`): a napster started
+//! again there shows it and resumes what was unfinished, finding the peers again by
+//! content on the index each download came from. What had arrived is in each part file
+//! with its hash state, so it is neither fetched nor hashed again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use comfy_table::Table;
-use comfy_table::presets::UTF8_FULL_CONDENSED;
 use parking_lot::Mutex;
-use tracing::{info, warn};
-
-use crate::download::{self, Cancel, Job, Status};
-use crate::runtime;
 use smol::Task;
 use smol::future::FutureExt;
+use tracing::{info, warn};
 
-use super::render;
+use crate::download::queue_file::{self, QueueFile, Queued, Stage};
+use crate::download::{self, Cancel, Status};
+use crate::error::{Error, Result};
+use crate::protocol::Hit;
+use crate::runtime;
 
-/// One background download.
+pub use super::launch::Launch;
+use super::launch::{discard, run};
+
+/// How long stopping the background downloads may take: each saves what arrived.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Why a running download is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Run,
+    Pause,
+    Cancel,
+    Exit,
+}
+
+/// One download of the queue.
 struct Entry {
-    id: usize,
-    name: String,
-    sha256: String,
+    q: Queued,
     status: Arc<Status>,
     cancel: Cancel,
-    started: Instant,
-    outcome: Arc<Mutex<Option<String>>>,
+    intent: Intent,
+    running: bool,
+    started: Option<Instant>,
+    sources: Option<Vec<Hit>>,
     task: Option<Task<()>>,
 }
 
-/// How long stopping the background downloads may take: each saves what arrived.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+impl Entry {
+    fn new(q: Queued, sources: Option<Vec<Hit>>) -> Self {
+        Entry {
+            q,
+            status: Arc::default(),
+            cancel: Cancel::default(),
+            intent: Intent::Run,
+            running: false,
+            started: None,
+            sources,
+            task: None,
+        }
+    }
+}
 
-/// The background downloads of this shell.
+#[derive(Default)]
+struct Inner {
+    entries: Vec<Entry>,
+    launch: Option<Launch>,
+    file: Option<QueueFile>,
+    /// Why the queue is not kept across restarts, when it is not.
+    unkept: Option<String>,
+    stopping: bool,
+}
+
+/// What `transfers` shows of one download.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Its number.
+    pub number: u64,
+    /// The file, with its folder below the downloads folder.
+    pub name: String,
+    /// Where it stands, in one word: queued, running, waiting, pausing, paused,
+    /// cancelling, cancelled, done or failed.
+    pub stage: &'static str,
+    /// Where it stands, in words.
+    pub state: String,
+    /// Bytes in place.
+    pub done: u64,
+    /// Its size.
+    pub size: u64,
+    /// Bytes per second that arrived in this run.
+    pub rate: Option<f64>,
+    /// Time left at that rate.
+    pub eta: Option<Duration>,
+    /// Peers sending now.
+    pub peers: usize,
+    /// While waiting for an upload slot: the peer and the position in its line.
+    pub waiting: Option<(u64, u64)>,
+}
+
+/// The download queue of this shell.
 #[derive(Default)]
 pub struct Transfers {
-    entries: Mutex<Vec<Entry>>,
+    inner: Mutex<Inner>,
 }
 
 impl Transfers {
-    /// Start `job` in the background; returns its number.
-    pub fn start(&self, job: Job) -> usize {
-        let mut entries = self.entries.lock();
-        let id = entries.len() + 1;
-        let outcome = Arc::new(Mutex::new(None));
-        let name = job.file.name.clone();
-        let sha256 = job.file.sha256.clone();
-        let status = job.status.clone();
-        let cancel = job.cancel.clone();
-        let done = outcome.clone();
-        let entry_name = name.clone();
-        let task = runtime::spawn(async move {
-            let text = match download::fetch(job).await {
-                Ok(done) => {
-                    info!("background download {id} finished: {}", done.path.display());
-                    format!("saved {} (sha256 ok)", done.path.display())
+    /// Whether the queue was opened.
+    pub fn is_open(&self) -> bool {
+        self.inner.lock().launch.is_some()
+    }
+
+    /// Take the queue kept in the downloads folder (or keep it in memory only, saying
+    /// why, when another napster holds it) and start downloads with `launch`.
+    pub fn open(&self, launch: Launch) -> Option<String> {
+        let mut inner = self.inner.lock();
+        if inner.launch.is_some() {
+            return None;
+        }
+        match QueueFile::open(&launch.downloads) {
+            Ok((file, saved)) => {
+                inner.entries = saved.into_iter().map(|q| Entry::new(q, None)).collect();
+                inner.file = Some(file);
+            }
+            Err(e) => inner.unkept = Some(e.to_string()),
+        }
+        inner.launch = Some(launch);
+        inner.unkept.clone()
+    }
+
+    /// Why the queue is not kept across restarts, if it is not.
+    pub fn unkept(&self) -> Option<String> {
+        self.inner.lock().unkept.clone()
+    }
+
+    /// The queue kept in `dir` when this shell has not opened it.
+    pub fn saved_in(dir: &std::path::Path) -> Vec<Row> {
+        queue_file::read(dir)
+            .into_iter()
+            .map(|q| row(&Entry::new(q, None)))
+            .collect()
+    }
+
+    /// The number and state of a running download of these contents, if any: a `get`
+    /// of the same file meanwhile is told so (not that "another napster" has it).
+    pub fn running_of(&self, sha256: &str) -> Option<(u64, String)> {
+        let inner = self.inner.lock();
+        inner
+            .entries
+            .iter()
+            .find(|e| e.running && e.q.file.sha256 == sha256)
+            .map(|e| (e.q.number, row(e).state))
+    }
+
+    /// Add a download of `q` (its number is given here), found at `sources`; returns its
+    /// number, or refuses one of the same contents into the same place still in the queue.
+    pub fn add(self: &Arc<Self>, mut q: Queued, sources: Vec<Hit>) -> Result<u64> {
+        let number = {
+            let mut inner = self.inner.lock();
+            if let Some(same) = inner.entries.iter().find(|e| {
+                e.q.stage.is_open() && e.q.file.sha256 == q.file.sha256 && e.q.folder == q.folder
+            }) {
+                return Err(Error::msg(format!(
+                    "{} is already in the queue as download {} ({}); `transfers` shows it",
+                    q.file.name,
+                    same.q.number,
+                    row(same).state
+                )));
+            }
+            q.number = inner.entries.iter().map(|e| e.q.number).max().unwrap_or(0) + 1;
+            let number = q.number;
+            inner.entries.push(Entry::new(q, Some(sources)));
+            save(&inner);
+            number
+        };
+        self.pump();
+        Ok(number)
+    }
+
+    /// Start queued downloads while fewer than the most allowed run.
+    pub fn pump(self: &Arc<Self>) {
+        let mut inner = self.inner.lock();
+        let Some(launch) = inner.launch.clone() else {
+            return;
+        };
+        if inner.stopping {
+            return;
+        }
+        let mut running = inner.entries.iter().filter(|e| e.running).count();
+        for entry in inner.entries.iter_mut() {
+            if running >= launch.max {
+                break;
+            }
+            if entry.running || entry.q.stage != Stage::Queued {
+                continue;
+            }
+            running += 1;
+            entry.running = true;
+            entry.intent = Intent::Run;
+            entry.cancel = Cancel::default();
+            entry.status = Arc::default();
+            entry.started = Some(Instant::now());
+            let (q, sources) = (entry.q.clone(), entry.sources.take());
+            let (status, cancel) = (entry.status.clone(), entry.cancel.clone());
+            let (this, launch) = (self.clone(), launch.clone());
+            entry.task = Some(runtime::spawn(async move {
+                let number = q.number;
+                let result = run(&launch, q, sources, status, cancel).await;
+                this.finished(number, result);
+            }));
+        }
+    }
+
+    /// A download's task ended with `result`.
+    fn finished(self: &Arc<Self>, number: u64, result: Result<download::Downloaded>) {
+        {
+            let mut inner = self.inner.lock();
+            let downloads = inner.launch.as_ref().map(|l| l.downloads.clone());
+            let Some(entry) = inner.entries.iter_mut().find(|e| e.q.number == number) else {
+                return;
+            };
+            entry.running = false;
+            if let Some(task) = entry.task.take() {
+                task.detach();
+            }
+            let name = entry.q.file.name.clone();
+            entry.q.stage = match (result, entry.intent) {
+                (Ok(done), _) => {
+                    info!("download {number} finished: {}", done.path.display());
+                    Stage::Done(done.path.display().to_string())
                 }
-                Err(e) => {
-                    warn!("background download {id} ({name}) failed: {e}");
-                    format!("failed: {e}")
+                (Err(_), Intent::Pause) => Stage::Paused,
+                (Err(_), Intent::Exit) => Stage::Queued,
+                (Err(_), Intent::Cancel) => {
+                    if let Some(downloads) = downloads {
+                        discard(&downloads, &entry.q);
+                    }
+                    Stage::Cancelled
+                }
+                (Err(e), Intent::Run) => {
+                    warn!("download {number} ({name}) failed: {e}");
+                    Stage::Failed(e.to_string())
                 }
             };
-            *done.lock() = Some(text);
-        });
-        entries.push(Entry {
-            id,
-            name: entry_name,
-            sha256,
-            status,
-            cancel,
-            started: Instant::now(),
-            outcome,
-            task: Some(task),
-        });
-        id
+            save(&inner);
+        }
+        self.pump();
     }
 
-    /// The number of the running background download of these contents, if any.
-    pub fn running_of(&self, sha256: &str) -> Option<usize> {
-        let entries = self.entries.lock();
-        entries
-            .iter()
-            .find(|e| e.sha256 == sha256 && e.outcome.lock().is_none())
-            .map(|e| e.id)
-    }
-
-    /// How many background downloads are still running.
+    /// How many downloads are running.
     pub fn running(&self) -> usize {
-        let entries = self.entries.lock();
-        entries
+        self.inner
+            .lock()
+            .entries
             .iter()
-            .filter(|e| e.outcome.lock().is_none())
+            .filter(|e| e.running)
             .count()
     }
 
-    /// Stop every running background download, keeping what arrived for a resume, and
-    /// wait (a moment at most) for each to save its state; returns how many were stopped.
+    /// Running, queued and paused downloads.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let inner = self.inner.lock();
+        let count = |f: &dyn Fn(&Entry) -> bool| inner.entries.iter().filter(|e| f(e)).count();
+        (
+            count(&|e| e.running),
+            count(&|e| !e.running && e.q.stage == Stage::Queued),
+            count(&|e| e.q.stage == Stage::Paused),
+        )
+    }
+
+    /// The rows of `transfers`.
+    pub fn rows(&self) -> Vec<Row> {
+        self.inner.lock().entries.iter().map(row).collect()
+    }
+
+    /// Stop download `number` for `intent` and wait (a moment at most) for it to save
+    /// what arrived; `Ok(false)` when it was not running.
+    async fn stop(&self, number: u64, intent: Intent) -> Result<bool> {
+        let task = {
+            let mut inner = self.inner.lock();
+            let entry = find(&mut inner, number)?;
+            if !entry.running {
+                return Ok(false);
+            }
+            entry.intent = intent;
+            entry.cancel.cancel();
+            entry.task.take()
+        };
+        if let Some(task) = task {
+            task.or(async {
+                smol::Timer::after(STOP_GRACE).await;
+            })
+            .await;
+        }
+        Ok(true)
+    }
+
+    /// `cancel N`: stop it and remove its part file.
+    pub async fn cancel(self: &Arc<Self>, number: u64) -> Result<String> {
+        if !self.stop(number, Intent::Cancel).await? {
+            let mut inner = self.inner.lock();
+            let downloads = inner.launch.as_ref().map(|l| l.downloads.clone());
+            let entry = find(&mut inner, number)?;
+            if !entry.q.stage.is_open() {
+                return Err(Error::msg(format!(
+                    "download {number} has ended ({}); `clear` drops it from the list",
+                    row(entry).state
+                )));
+            }
+            if let Some(downloads) = downloads {
+                discard(&downloads, &entry.q);
+            }
+            entry.q.stage = Stage::Cancelled;
+            save(&inner);
+        }
+        Ok(self.name(number))
+    }
+
+    /// `pause N`: stop it and keep what arrived.
+    pub async fn pause(self: &Arc<Self>, number: u64) -> Result<String> {
+        if !self.stop(number, Intent::Pause).await? {
+            let mut inner = self.inner.lock();
+            let entry = find(&mut inner, number)?;
+            if entry.q.stage != Stage::Queued {
+                return Err(Error::msg(format!(
+                    "download {number} is not running or queued ({}); nothing to pause",
+                    row(entry).state
+                )));
+            }
+            entry.q.stage = Stage::Paused;
+            save(&inner);
+        }
+        Ok(self.name(number))
+    }
+
+    /// `resume N`: a paused or failed download goes back in the queue.
+    pub fn resume(self: &Arc<Self>, number: u64) -> Result<String> {
+        {
+            let mut inner = self.inner.lock();
+            let entry = find(&mut inner, number)?;
+            match entry.q.stage {
+                Stage::Paused | Stage::Failed(_) => entry.q.stage = Stage::Queued,
+                _ => {
+                    return Err(Error::msg(format!(
+                        "download {number} is {}; only a paused or failed one resumes",
+                        row(entry).state
+                    )));
+                }
+            }
+            save(&inner);
+        }
+        self.pump();
+        Ok(self.name(number))
+    }
+
+    /// `clear`: drop finished, failed and cancelled downloads; returns how many.
+    pub fn clear(&self) -> usize {
+        let mut inner = self.inner.lock();
+        let before = inner.entries.len();
+        inner.entries.retain(|e| e.running || e.q.stage.is_open());
+        let cleared = before - inner.entries.len();
+        save(&inner);
+        cleared
+    }
+
+    fn name(&self, number: u64) -> String {
+        let inner = self.inner.lock();
+        inner
+            .entries
+            .iter()
+            .find(|e| e.q.number == number)
+            .map(|e| shown_name(&e.q))
+            .unwrap_or_default()
+    }
+
+    /// Stop every running download, keeping what arrived and its place in the queue
+    /// (a napster started here again resumes it), and wait (a moment at most) for each
+    /// to save its state; returns how many were stopped.
     pub async fn stop_all(&self) -> usize {
         let tasks: Vec<Task<()>> = {
-            let mut entries = self.entries.lock();
-            entries
+            let mut inner = self.inner.lock();
+            inner.stopping = true;
+            inner
+                .entries
                 .iter_mut()
-                .filter(|e| e.outcome.lock().is_none())
+                .filter(|e| e.running)
                 .filter_map(|e| {
+                    e.intent = Intent::Exit;
                     e.cancel.cancel();
                     e.task.take()
                 })
@@ -118,41 +403,77 @@ impl Transfers {
             smol::Timer::after(STOP_GRACE).await;
         })
         .await;
+        save(&self.inner.lock());
         stopped
     }
+}
 
-    /// The `transfers` table, or `None` when there were none.
-    pub fn render(&self) -> Option<String> {
-        let entries = self.entries.lock();
-        if entries.is_empty() {
-            return None;
-        }
-        let mut table = Table::new();
-        table
-            .load_style(UTF8_FULL_CONDENSED)
-            .set_header(vec!["#", "File", "Progress", "Rate", "Peers", "State"]);
-        for e in entries.iter() {
-            let total = e.status.total.load(Ordering::Relaxed);
-            let done = e.status.done.load(Ordering::Relaxed);
-            let percent = if total == 0 {
-                100.0
-            } else {
-                done as f64 * 100.0 / total as f64
-            };
-            let outcome = e.outcome.lock().clone();
-            table.add_row(vec![
-                e.id.to_string(),
-                e.name.clone(),
-                format!("{percent:.0}% of {}", render::size(total)),
-                // Only this run's bytes: a resume's bytes already there are no speed.
-                render::rate(
-                    done.saturating_sub(e.status.resumed.load(Ordering::Relaxed)),
-                    e.started.elapsed(),
-                ),
-                e.status.peers.load(Ordering::Relaxed).to_string(),
-                outcome.unwrap_or_else(|| "running".into()),
-            ]);
-        }
-        Some(table.to_string())
+fn find(inner: &mut Inner, number: u64) -> Result<&mut Entry> {
+    inner
+        .entries
+        .iter_mut()
+        .find(|e| e.q.number == number)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no download {number} in the queue; `transfers` lists them"
+            ))
+        })
+}
+
+fn save(inner: &Inner) {
+    if let Some(file) = &inner.file {
+        let entries: Vec<Queued> = inner.entries.iter().map(|e| e.q.clone()).collect();
+        file.save(&entries);
+    }
+}
+
+/// The name a download is shown with: its folder below the downloads folder, and its
+/// file name there.
+fn shown_name(q: &Queued) -> String {
+    let base = download::safe_file_name(&q.file.name).unwrap_or_else(|_| q.file.name.clone());
+    q.folder.join(base).display().to_string()
+}
+
+fn row(e: &Entry) -> Row {
+    let size = e.q.file.size;
+    let done = match &e.q.stage {
+        Stage::Done(_) => size,
+        _ => e.status.done.load(Ordering::Relaxed),
+    };
+    let position = e.status.queued.load(Ordering::Relaxed);
+    let waiting =
+        (e.running && position > 0).then(|| (e.status.queued_at.load(Ordering::Relaxed), position));
+    let (stage, state) = match (&e.q.stage, e.running) {
+        (_, true) if e.intent == Intent::Pause => ("pausing", "pausing".to_owned()),
+        (_, true) if e.intent == Intent::Cancel => ("cancelling", "cancelling".to_owned()),
+        (_, true) => match waiting {
+            Some((peer, position)) => (
+                "waiting",
+                format!("waiting for a slot at peer {peer}, position {position}"),
+            ),
+            None => ("running", "running".to_owned()),
+        },
+        (Stage::Queued, false) => ("queued", "queued".to_owned()),
+        (Stage::Paused, false) => ("paused", "paused".to_owned()),
+        (Stage::Done(path), false) => ("done", format!("done: {path}")),
+        (Stage::Failed(why), false) => ("failed", format!("failed: {why}")),
+        (Stage::Cancelled, false) => ("cancelled", "cancelled".to_owned()),
+    };
+    let arrived = done.saturating_sub(e.status.resumed.load(Ordering::Relaxed));
+    let elapsed = e.started.map(|s| s.elapsed()).unwrap_or_default();
+    let rate = (e.running && arrived > 0 && elapsed > Duration::ZERO)
+        .then(|| arrived as f64 / elapsed.as_secs_f64());
+    let eta = rate.map(|r| Duration::from_secs_f64(size.saturating_sub(done) as f64 / r));
+    Row {
+        number: e.q.number,
+        name: shown_name(&e.q),
+        stage,
+        state,
+        done,
+        size,
+        rate,
+        eta,
+        peers: e.status.peers.load(Ordering::Relaxed),
+        waiting,
     }
 }

@@ -147,6 +147,33 @@ impl Running {
         self.stdin.take();
     }
 
+    /// Type `line` into the running script.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is still open");
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// With `--json`: run `command` and return the lines it printed (up to the
+    /// `format` line sent after it as a marker).
+    pub fn ask(&mut self, command: &str) -> Vec<String> {
+        self.send(&format!("{command}\nformat"));
+        let mut lines = Vec::new();
+        loop {
+            let line = self.next_line();
+            if line.contains("format: json") {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    /// Close stdin and wait for the process to leave by itself.
+    pub fn wait(mut self) -> ExitStatus {
+        self.stdin.take();
+        self.child.0.wait().unwrap()
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         assert!(signal(self.id(), "TERM"), "kill -TERM failed");
@@ -183,4 +210,25 @@ pub fn last_word(line: &str) -> String {
 /// Bytes from a process's stdout or stderr as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// CPU time (user and system) process `pid` has used so far, from `/proc/PID/stat`
+/// (Linux only): what benchmarks report next to wall-clock rates.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks))
 }

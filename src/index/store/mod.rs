@@ -152,6 +152,13 @@ pub trait Store: Send + Sync + 'static {
         session: u64,
         names: Vec<String>,
     ) -> impl Future<Output = Result<u64>> + Send;
+    /// Bind `name` (or nothing) to `peer`'s key, first come first served and regardless
+    /// of case: returns the nickname the peer now has, `None` when another key holds it.
+    fn bind_nickname(
+        &self,
+        peer: u64,
+        name: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Withdraw a peer, if `session` still owns it.
     fn unregister(&self, peer: u64, session: u64) -> impl Future<Output = Result<()>> + Send;
     /// Note that a peer's session is alive.

@@ -15,10 +15,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, Row};
 
-use super::sql::{hash_range, like_escape, like_wildcard, redacted};
-use super::{NameMatch, Query, Registration, Result, Store, StoreError, Usage};
+use super::sql::{hit_of, redacted, search_sql};
+use super::{Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 
@@ -262,6 +262,26 @@ impl Store for PgStore {
         Ok(id as u64)
     }
 
+    async fn bind_nickname(&self, peer: u64, name: Option<&str>) -> Result<Option<String>> {
+        // The unique index on lower(nickname) settles a race between two keys.
+        let bound = sqlx::query_scalar::<_, Option<String>>(
+            "UPDATE peers SET nickname = $2::text WHERE id = $1 AND ($2::text IS NULL OR \
+             NOT EXISTS (SELECT 1 FROM peers WHERE lower(nickname) = lower($2::text) \
+             AND id <> $1)) RETURNING nickname",
+        )
+        .bind(peer as i64)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await;
+        match bound {
+            Ok(bound) => Ok(bound.flatten()),
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505") => {
+                Ok(None)
+            }
+            Err(e) => Err(db(e)),
+        }
+    }
+
     async fn add_files(&self, peer: u64, session: u64, files: Vec<FileEntry>) -> Result<u64> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         self.own(&mut tx, peer, session).await?;
@@ -315,71 +335,10 @@ impl Store for PgStore {
     }
 
     async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
-        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-            "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at, \
-             p.fingerprint, p.nickname \
-             FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
-        );
-        match &query.name {
-            NameMatch::Any => {}
-            NameMatch::Exact(name) => {
-                sql.push(" AND f.name = ").push_bind(name.clone());
-            }
-            NameMatch::Substring(needle) => {
-                sql.push(" AND f.lower_name LIKE ")
-                    .push_bind(format!("%{}%", like_escape(needle)));
-            }
-            NameMatch::Wildcard(pattern) => {
-                sql.push(" AND f.lower_name LIKE ")
-                    .push_bind(like_wildcard(pattern));
-            }
-        }
-        if let Some(prefix) = &query.sha256_prefix {
-            let (low, high) = hash_range(prefix);
-            sql.push(" AND f.sha256 BETWEEN ")
-                .push_bind(low)
-                .push(" AND ")
-                .push_bind(high);
-        }
-        if let Some(min) = query.min_size {
-            sql.push(" AND f.size >= ")
-                .push_bind(min.min(i64::MAX as u64) as i64);
-        }
-        if let Some(max) = query.max_size {
-            sql.push(" AND f.size <= ")
-                .push_bind(max.min(i64::MAX as u64) as i64);
-        }
-        if let Some(peer) = query.peer {
-            sql.push(" AND f.peer_id = ").push_bind(peer as i64);
-            sql.push(" ORDER BY f.name");
-        }
-        sql.push(" LIMIT ")
-            .push_bind((limit as i64).saturating_add(1));
+        let mut sql = search_sql(query, limit);
         let rows = sql.build().fetch_all(&self.pool).await.map_err(db)?;
         let truncated = rows.len() > limit;
-        let hits = rows
-            .into_iter()
-            .take(limit)
-            .filter_map(|row| {
-                let host: String = row.get(1);
-                let port: i32 = row.get(2);
-                let sha256: Vec<u8> = row.get(5);
-                let chunks: Vec<u8> = row.get(6);
-                Some(Hit {
-                    peer_id: row.get::<i64, _>(0) as u64,
-                    fingerprint: row.get::<String, _>(8).parse().ok()?,
-                    nickname: row.get(9),
-                    addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
-                    file: FileEntry {
-                        name: row.get(3),
-                        size: row.get::<i64, _>(4) as u64,
-                        sha256: hex::encode(sha256),
-                        chunks: hex::encode(chunks),
-                    },
-                    shared_at: row.get(7),
-                })
-            })
-            .collect();
+        let hits = rows.iter().take(limit).filter_map(hit_of).collect();
         Ok((hits, truncated))
     }
 

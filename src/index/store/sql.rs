@@ -1,5 +1,13 @@
-//! Text the PostgreSQL store builds: `LIKE` patterns, hash ranges, and database URLs
-//! fit for messages (passwords hidden).
+//! Text the PostgreSQL store builds: the search query and its rows, `LIKE` patterns,
+//! hash ranges, and database URLs fit for messages (passwords hidden).
+
+use std::net::{IpAddr, SocketAddr};
+
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::{NameMatch, Query};
+use crate::protocol::{FileEntry, Hit};
 
 /// `url` with any password replaced, for messages.
 pub fn redacted(url: &str) -> String {
@@ -37,6 +45,73 @@ pub fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
         hex::decode(hex).unwrap_or_default()
     };
     (pad('0'), pad('f'))
+}
+
+/// The query of a search: live peers' files matching `query`, one row more than
+/// `limit` so that the caller knows whether more matched.
+pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at, \
+         p.fingerprint, p.nickname \
+         FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
+    );
+    match &query.name {
+        NameMatch::Any => {}
+        NameMatch::Exact(name) => {
+            sql.push(" AND f.name = ").push_bind(name.clone());
+        }
+        NameMatch::Substring(needle) => {
+            sql.push(" AND f.lower_name LIKE ")
+                .push_bind(format!("%{}%", like_escape(needle)));
+        }
+        NameMatch::Wildcard(pattern) => {
+            sql.push(" AND f.lower_name LIKE ")
+                .push_bind(like_wildcard(pattern));
+        }
+    }
+    if let Some(prefix) = &query.sha256_prefix {
+        let (low, high) = hash_range(prefix);
+        sql.push(" AND f.sha256 BETWEEN ")
+            .push_bind(low)
+            .push(" AND ")
+            .push_bind(high);
+    }
+    if let Some(min) = query.min_size {
+        sql.push(" AND f.size >= ")
+            .push_bind(min.min(i64::MAX as u64) as i64);
+    }
+    if let Some(max) = query.max_size {
+        sql.push(" AND f.size <= ")
+            .push_bind(max.min(i64::MAX as u64) as i64);
+    }
+    if let Some(peer) = query.peer {
+        sql.push(" AND f.peer_id = ").push_bind(peer as i64);
+        sql.push(" ORDER BY f.name");
+    }
+    sql.push(" LIMIT ")
+        .push_bind((limit as i64).saturating_add(1));
+    sql
+}
+
+/// The hit of one row of [`search_sql`], or `None` for a row no hit can be made of.
+pub fn hit_of(row: &PgRow) -> Option<Hit> {
+    let host: String = row.get(1);
+    let port: i32 = row.get(2);
+    let sha256: Vec<u8> = row.get(5);
+    let chunks: Vec<u8> = row.get(6);
+    Some(Hit {
+        peer_id: row.get::<i64, _>(0) as u64,
+        fingerprint: row.get::<String, _>(8).parse().ok()?,
+        nickname: row.get(9),
+        addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
+        file: FileEntry {
+            name: row.get(3),
+            size: row.get::<i64, _>(4) as u64,
+            sha256: hex::encode(sha256),
+            chunks: hex::encode(chunks),
+        },
+        shared_at: row.get(7),
+    })
 }
 
 #[cfg(test)]

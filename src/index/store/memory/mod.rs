@@ -67,6 +67,10 @@ struct Inner {
     /// Peer ID → the token holding it (live or remembered), the reverse of `tokens`.
     owners: HashMap<u64, String>,
     departed: VecDeque<String>,
+    /// Peer ID → its nickname as given, as long as the ID is remembered.
+    nicknames: HashMap<u64, String>,
+    /// Lowercase nickname → the Peer ID holding it.
+    nickname_owners: HashMap<String, u64>,
     files: Vec<FileRec>,
     free: Vec<u32>,
     /// Name hash → first record with that hash.
@@ -136,6 +140,10 @@ impl Inner {
             {
                 self.tokens.remove(&old);
                 self.owners.remove(&id);
+                // A key forgotten loses its nickname with its ID.
+                if let Some(name) = self.nicknames.remove(&id) {
+                    self.nickname_owners.remove(&name.to_lowercase());
+                }
             }
         }
         self.compact_if_sparse();
@@ -372,6 +380,26 @@ impl Store for MemoryStore {
         Ok(inner.owned(peer, session)?.files.len() as u64)
     }
 
+    async fn bind_nickname(&self, peer: u64, name: Option<&str>) -> Result<Option<String>> {
+        let mut inner = self.lock();
+        let Some(name) = name else {
+            if let Some(old) = inner.nicknames.remove(&peer) {
+                inner.nickname_owners.remove(&old.to_lowercase());
+            }
+            return Ok(None);
+        };
+        let key = name.to_lowercase();
+        match inner.nickname_owners.get(&key) {
+            Some(&holder) if holder != peer => return Ok(None),
+            _ => {}
+        }
+        if let Some(old) = inner.nicknames.insert(peer, name.to_owned()) {
+            inner.nickname_owners.remove(&old.to_lowercase());
+        }
+        inner.nickname_owners.insert(key, peer);
+        Ok(Some(name.to_owned()))
+    }
+
     async fn unregister(&self, peer: u64, session: u64) -> Result<()> {
         let mut inner = self.lock();
         if inner.owned(peer, session).is_ok() {
@@ -432,7 +460,7 @@ impl Store for MemoryStore {
             .map(|(&peer_id, peer)| PeerInfo {
                 peer_id,
                 fingerprint: peer.fingerprint,
-                nickname: None,
+                nickname: inner.nicknames.get(&peer_id).cloned(),
                 addr: peer.addr,
                 files: peer.files.len() as u64,
                 bytes: peer.bytes,

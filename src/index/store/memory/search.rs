@@ -20,7 +20,7 @@ impl Inner {
         Some(Hit {
             peer_id: rec.peer,
             fingerprint: peer.fingerprint,
-            nickname: None,
+            nickname: self.nicknames.get(&rec.peer).cloned(),
             addr: peer.addr,
             file: FileEntry {
                 name: name_of(&self.names, rec).to_owned(),

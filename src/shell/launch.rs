@@ -1,0 +1,118 @@
+//! Starting one download of the queue (`super::transfers`): finding its peers again
+//! by content on the index it came from (after a restart they may have moved or
+//! renamed it), the folder it goes in, and the job itself; and removing the part file
+//! of a cancelled one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::warn;
+
+use crate::client::{IndexClient, KnownIndexes, Pins};
+use crate::download::part_file::PartFile;
+use crate::download::queue_file::Queued;
+use crate::download::{self, Cancel, Job, Status};
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::limit::RateLimit;
+use crate::protocol::{Hit, Limits, SearchQuery};
+
+/// Most peers asked for when a queued download looks for its sources again.
+const MOST_SOURCES: u32 = 1000;
+
+/// What starting a queued download takes: where it goes, how it may use the network,
+/// and how to find its peers again on the index.
+#[derive(Clone)]
+pub struct Launch {
+    /// The downloads folder.
+    pub downloads: PathBuf,
+    /// Wire limits.
+    pub limits: Limits,
+    /// Download bandwidth shared by every transfer.
+    pub bandwidth: Arc<RateLimit>,
+    /// The key this process proves to the index.
+    pub identity: Identity,
+    /// The index keys it trusts besides those in the known-indexes file.
+    pub pins: Pins,
+    /// The known-indexes file (read again at each lookup: `connect` adds to it).
+    pub known: PathBuf,
+    /// Most downloads at once.
+    pub max: usize,
+}
+
+impl Launch {
+    /// Every peer sharing the contents of `q` now (only `q.peer` when one was named).
+    async fn sources(&self, q: &Queued) -> Result<Vec<Hit>> {
+        let mut pins = KnownIndexes::new(&self.known).load()?;
+        pins.extend(self.pins.iter());
+        let mut client =
+            IndexClient::connect_any_as(&q.index, &self.identity, &pins, self.limits).await?;
+        let query = SearchQuery {
+            sha256: Some(q.file.sha256.clone()),
+            limit: Some(MOST_SOURCES),
+            ..SearchQuery::default()
+        };
+        let (hits, _) = client.find(&query).await?;
+        let hits: Vec<Hit> = hits
+            .into_iter()
+            .filter(|h| {
+                h.file.sha256 == q.file.sha256
+                    && h.file.size == q.file.size
+                    && h.file.chunks == q.file.chunks
+                    && q.peer.is_none_or(|p| p == h.peer_id)
+            })
+            .collect();
+        if hits.is_empty() {
+            return Err(Error::NotFound(format!(
+                "no peer shares {} right now{}; `resume` tries again",
+                q.file.name,
+                q.peer
+                    .map(|p| format!(" (asked of peer {p})"))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(hits)
+    }
+}
+
+/// Find its peers (again, after a restart), then download it.
+pub(super) async fn run(
+    launch: &Launch,
+    q: Queued,
+    sources: Option<Vec<Hit>>,
+    status: Arc<Status>,
+    cancel: Cancel,
+) -> Result<download::Downloaded> {
+    status.total.store(q.file.size, Ordering::Relaxed);
+    let sources = match sources {
+        Some(sources) => sources,
+        None => launch.sources(&q).await?,
+    };
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let dir = download::make_folder(&launch.downloads, &q.folder)?;
+    let job = Job {
+        file: q.file,
+        sources,
+        dir,
+        limits: launch.limits,
+        cancel,
+        bandwidth: launch.bandwidth.clone(),
+        status,
+        progress: Arc::new(|_| {}),
+        identity: Some(launch.identity.clone()),
+    };
+    download::fetch(job).await
+}
+
+/// Remove the part file of a cancelled download.
+pub(super) fn discard(downloads: &std::path::Path, q: &Queued) {
+    let dir = downloads.join(&q.folder);
+    let removed = download::safe_file_name(&q.file.name)
+        .and_then(|name| PartFile::remove(&dir, &name, &q.file));
+    if let Err(e) = removed {
+        warn!("cannot remove the part file of {}: {e}", q.file.name);
+    }
+}
