@@ -210,15 +210,18 @@ pub fn scan_and_hash(
     dir: &Path,
     living: &Living,
     total: impl FnOnce(u64),
-    progress: &(dyn Fn(u64) + Sync),
+    (progress, stop): (&(dyn Fn(u64) + Sync), &std::sync::atomic::AtomicBool),
 ) -> Result<(Share, HashStats)> {
     let listing = scan::scan_roots(&[dir.to_owned()], &living.ignore)?;
     total(listing.bytes_to_hash(&living.cache.lock()));
-    let (share, stats) = listing.hash_with(&living.cache, progress)?;
-    if stats.hashed_files > 0 {
+    let hashed = listing.hash_until(&living.cache, progress, stop);
+    // Stopped or not, what was read is kept: the next `register` reads only the rest.
+    if matches!(&hashed, Ok((_, stats)) if stats.hashed_files > 0)
+        || matches!(hashed, Err(Error::Cancelled))
+    {
         living.cache.lock().save();
     }
-    Ok((share, stats))
+    hashed
 }
 
 /// Keep the share in step with its folders: after change notifications (debounced), every

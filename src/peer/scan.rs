@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -114,6 +114,17 @@ impl Listing {
         cache: &Mutex<HashCache>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(Share, HashStats)> {
+        self.hash_until(cache, progress, &AtomicBool::new(false))
+    }
+
+    /// [`Listing::hash_with`], stopping with [`Error::Cancelled`] once `stop` is set
+    /// (Ctrl-C), after the files being read now; what was hashed stays in the cache.
+    pub fn hash_until(
+        self,
+        cache: &Mutex<HashCache>,
+        progress: &(dyn Fn(u64) + Sync),
+        stop: &AtomicBool,
+    ) -> Result<(Share, HashStats)> {
         let next = AtomicU64::new(0);
         let results = Mutex::new(Vec::with_capacity(self.found.len()));
         let stats = Mutex::new(HashStats::default());
@@ -123,6 +134,10 @@ impl Listing {
             for _ in 0..threads.min(self.found.len()).max(1) {
                 scope.spawn(|| {
                     loop {
+                        if stop.load(Ordering::Relaxed) {
+                            first_error.lock().get_or_insert(Error::Cancelled);
+                            break;
+                        }
                         let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                         let Some(found) = self.found.get(i) else {
                             break;

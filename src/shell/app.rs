@@ -107,19 +107,40 @@ impl Shell {
     }
 
     /// The first scan of a folder to share, with a progress bar over what hashing reads.
+    /// Ctrl-C (`cancel`) stops it after the files being read, keeping their hashes.
     pub(super) async fn first_scan(
         &self,
         dir: std::path::PathBuf,
         living: &peer::Living,
+        cancel: crate::download::Cancel,
     ) -> Result<(peer::share::Share, peer::scan::HashStats)> {
         let bar = self.progress_bar(0, "hashing");
         let (total, progress) = (bar.clone(), bar.clone());
         let living = living.clone();
         smol::unblock(move || {
             let total = |bytes| total.set_length(bytes);
-            peer::scan_and_hash(&dir, &living, total, &move |n| progress.inc(n))
+            let stop = cancel.flag();
+            peer::scan_and_hash(&dir, &living, total, (&move |n| progress.inc(n), &stop))
         })
         .await
+    }
+
+    /// Whether this peer's file server can listen on `port`, asked before a long first
+    /// scan rather than after it; port 0 (any free port) always can.
+    pub(super) fn check_port(&self, port: Option<u16>) -> Result<()> {
+        let port = port.unwrap_or(self.config.peer.port);
+        if port == 0 {
+            return Ok(());
+        }
+        let host = match self.config.peer.host.as_str() {
+            "" => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            host => resolve(host, 0)?.ip(),
+        };
+        TcpListener::bind((host, port)).map(drop).map_err(|e| {
+            Error::msg(format!(
+                "cannot serve files on port {port}: {e} (is the port taken? try `register <dir> 0`)"
+            ))
+        })
     }
 
     /// Lock the key file for as long as this process shares with it, or say that another

@@ -399,17 +399,52 @@ fn clap_error(spec: &Spec, e: &clap::Error) -> Error {
 
 /// The text of `help` or `help <command>`.
 pub fn help(command: Option<&str>) -> Result<String> {
+    help_at(command, super::render::terminal_width())
+}
+
+/// Lines of `text` no wider than `width` (words longer than that stand alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// [`help`] wrapped to a terminal of `width` columns (`None`: not a terminal, one line
+/// per summary and paragraph).
+pub fn help_at(command: Option<&str>, width: Option<usize>) -> Result<String> {
+    let width = width.unwrap_or(usize::MAX);
     match command {
         None => {
-            // Heads longer than the column get their summary on the next line.
+            // Heads longer than the column get their summary on the next line; a summary
+            // wider than the rest of the line goes on below, indented.
             const COLUMN: usize = 28;
+            let room = width.saturating_sub(COLUMN + 3).max(20);
             let mut text = String::from("commands:\n");
             for c in COMMANDS {
                 let head = format!("{} {}", c.name, c.args);
+                let summary = wrap(c.summary, room);
                 if head.chars().count() > COLUMN {
-                    text.push_str(&format!("  {head}\n  {:COLUMN$} {}\n", "", c.summary));
+                    text.push_str(&format!("  {head}\n"));
+                    for line in summary {
+                        text.push_str(&format!("  {:COLUMN$} {line}\n", ""));
+                    }
                 } else {
-                    text.push_str(&format!("  {head:<COLUMN$} {}\n", c.summary));
+                    for (i, line) in summary.iter().enumerate() {
+                        let head = if i == 0 { head.as_str() } else { "" };
+                        text.push_str(&format!("  {head:<COLUMN$} {line}\n"));
+                    }
                 }
             }
             text.push_str("type `help <command>` for more");
@@ -423,10 +458,13 @@ pub fn help(command: Option<&str>) -> Result<String> {
                     did_you_mean(name)
                 ))
             })?;
-            let mut text = format!("usage: {} {}\n{}", c.name, c.args, c.summary);
-            if !c.details.is_empty() {
-                text.push_str(".\n");
-                text.push_str(c.details);
+            let mut text = format!("usage: {} {}\n", c.name, c.args);
+            if c.details.is_empty() {
+                text.push_str(&wrap(c.summary, width).join("\n"));
+            } else {
+                text.push_str(&wrap(&format!("{}.", c.summary), width).join("\n"));
+                text.push('\n');
+                text.push_str(&wrap(c.details, width).join("\n"));
             }
             Ok(text)
         }

@@ -125,6 +125,7 @@ impl Shell {
         &mut self,
         dir: Option<PathBuf>,
         port: Option<u16>,
+        cancel: Cancel,
     ) -> Result<String> {
         let mut out = String::new();
         if let Some(state) = self.services.sharing_summary() {
@@ -134,8 +135,9 @@ impl Shell {
         }
         let dir = dir.unwrap_or_else(|| self.config.peer.dir.clone());
         let index = self.index_addrs()?;
+        self.check_port(port)?;
         let living = self.living();
-        let (share, stats) = self.first_scan(dir, &living).await?;
+        let (share, stats) = self.first_scan(dir, &living, cancel).await?;
         let settings = self.sharing_settings(port, living)?;
         self.lock_key()?;
         let (count, bytes, root) = (share.len(), share.bytes(), share.root().to_owned());

@@ -174,7 +174,7 @@ impl Shell {
         let text = match command {
             Command::Serve(port, database) => self.serve(port, database).await?,
             Command::Connect(addr) => self.connect(addr).await?,
-            Command::Register(dir, port) => self.register(dir, port).await?,
+            Command::Register(dir, port) => self.register(dir, port, cancel.clone()).await?,
             Command::Unregister => self.unregister().await?,
             Command::Refresh => self.refresh(Refresh::All).await?,
             Command::Share(dir) => self.refresh(Refresh::Share(dir)).await?,

@@ -62,18 +62,97 @@ pub fn local_time(secs: i64) -> String {
         .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-fn table(header: &[&str], right_aligned: &[usize]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.to_vec());
-    for &i in right_aligned {
-        if let Some(column) = table.column_mut(i) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
+/// Below this many columns, tables leave out their less important columns (Host, Port,
+/// Shared at) instead of breaking addresses and hashes across lines.
+const NARROW: usize = 100;
+
+/// The narrowest a shortened name gets, "…" included.
+const SHORTEST_NAME: usize = 8;
+
+/// The width of the terminal on stdout, if it is one.
+pub fn terminal_width() -> Option<usize> {
+    terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0))
+}
+
+/// A table to print: its columns, which may go on a narrow terminal, and which one gives
+/// way (shortened with "…") when the rest does not fit.
+struct Columns<'a> {
+    header: Vec<&'a str>,
+    rows: Vec<Vec<String>>,
+    right_aligned: &'a [&'a str],
+    droppable: &'a [&'a str],
+    shortened: &'a str,
+}
+
+/// `text` cut to `width` characters, ending in "…".
+fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
     }
-    table
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+impl Columns<'_> {
+    /// The table at `width` columns (`None`: not a terminal, every column in full).
+    fn render(mut self, width: Option<usize>) -> String {
+        if let Some(width) = width.filter(|&w| w < NARROW) {
+            let keep: Vec<bool> = self
+                .header
+                .iter()
+                .map(|h| !self.droppable.contains(h))
+                .collect();
+            let keep_of = |row: Vec<String>| {
+                row.into_iter()
+                    .zip(&keep)
+                    .filter_map(|(cell, &k)| k.then_some(cell))
+                    .collect::<Vec<_>>()
+            };
+            self.header = self
+                .header
+                .iter()
+                .zip(&keep)
+                .filter_map(|(h, &k)| k.then_some(*h))
+                .collect();
+            self.rows = self.rows.into_iter().map(keep_of).collect();
+            if let Some(at) = self.header.iter().position(|h| *h == self.shortened) {
+                let column = |i: usize| {
+                    self.rows
+                        .iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([self.header[i].chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                };
+                // Each column takes its width and 3 more (padding, separator); one border.
+                let others: usize = (0..self.header.len())
+                    .filter(|&i| i != at)
+                    .map(|i| column(i) + 3)
+                    .sum();
+                let room = width.saturating_sub(others + 3 + 1).max(SHORTEST_NAME);
+                for row in &mut self.rows {
+                    row[at] = shorten(&row[at], room);
+                }
+            }
+        }
+        let mut table = Table::new();
+        table
+            .load_style(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header(self.header.clone());
+        for (i, h) in self.header.iter().enumerate() {
+            if self.right_aligned.contains(h)
+                && let Some(column) = table.column_mut(i)
+            {
+                column.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        for row in self.rows {
+            table.add_row(row);
+        }
+        table.to_string()
+    }
 }
 
 /// A peer in a table: its Peer ID, and its nickname when it has one.
@@ -86,6 +165,11 @@ pub fn peer_label(id: u64, nickname: Option<&str>) -> String {
 
 /// Search results, with each peer's round-trip time when given.
 pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
+    hits_at(hits, rtts, terminal_width())
+}
+
+/// [`hits`] at a terminal `width`.
+pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option<usize>) -> String {
     let mut header = vec![
         "Peer ID",
         "Host",
@@ -99,24 +183,33 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
     if rtts.is_some() {
         header.push("RTT");
     }
-    let mut t = table(&header, &[0, 2, 4, 8]);
-    for hit in hits {
-        let mut row = vec![
-            peer_label(hit.peer_id, hit.nickname.as_deref()),
-            hit.addr.ip().to_string(),
-            hit.addr.port().to_string(),
-            shown(&hit.file.name),
-            size(hit.file.size),
-            short_sha(&hit.file.sha256),
-            local_time(hit.shared_at),
-            hit.fingerprint.short(),
-        ];
-        if let Some(rtts) = rtts {
-            row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
-        }
-        t.add_row(row);
+    let rows = hits
+        .iter()
+        .map(|hit| {
+            let mut row = vec![
+                peer_label(hit.peer_id, hit.nickname.as_deref()),
+                hit.addr.ip().to_string(),
+                hit.addr.port().to_string(),
+                shown(&hit.file.name),
+                size(hit.file.size),
+                short_sha(&hit.file.sha256),
+                local_time(hit.shared_at),
+                hit.fingerprint.short(),
+            ];
+            if let Some(rtts) = rtts {
+                row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    Columns {
+        header,
+        rows,
+        right_aligned: &["Peer ID", "Port", "Size", "RTT"],
+        droppable: &["Host", "Port", "Shared at"],
+        shortened: "File",
     }
-    t.to_string()
+    .render(width)
 }
 
 /// Search results with one row per distinct contents and its peers.
@@ -128,13 +221,13 @@ pub fn collapsed(hits: &[Hit]) -> String {
             .or_insert((hit.file.size, Vec::new()));
         entry.1.push(hit.peer_id);
     }
-    let mut t = table(&["File", "Size", "SHA-256", "Peers", "Peer IDs"], &[1, 3]);
+    let mut rows = Vec::new();
     for ((name, sha), (bytes, ids)) in groups {
         let mut list: Vec<String> = ids.iter().take(8).map(u64::to_string).collect();
         if ids.len() > 8 {
             list.push("…".into());
         }
-        t.add_row(vec![
+        rows.push(vec![
             shown(name),
             size(bytes),
             short_sha(sha),
@@ -142,13 +235,34 @@ pub fn collapsed(hits: &[Hit]) -> String {
             list.join(", "),
         ]);
     }
-    t.to_string()
+    Columns {
+        header: vec!["File", "Size", "SHA-256", "Peers", "Peer IDs"],
+        rows,
+        right_aligned: &["Size", "Peers"],
+        droppable: &[],
+        shortened: "File",
+    }
+    .render(terminal_width())
 }
 
 /// Registered peers.
 pub fn peers(peers: &[PeerInfo]) -> String {
-    let mut t = table(
-        &[
+    let rows = peers
+        .iter()
+        .map(|p| {
+            vec![
+                peer_label(p.peer_id, p.nickname.as_deref()),
+                p.addr.ip().to_string(),
+                p.addr.port().to_string(),
+                p.files.to_string(),
+                size(p.bytes),
+                local_time(p.shared_at),
+                p.fingerprint.short(),
+            ]
+        })
+        .collect();
+    Columns {
+        header: vec![
             "Peer ID",
             "Host",
             "Port",
@@ -157,20 +271,12 @@ pub fn peers(peers: &[PeerInfo]) -> String {
             "Shared at",
             "Key",
         ],
-        &[0, 2, 3, 4],
-    );
-    for p in peers {
-        t.add_row(vec![
-            peer_label(p.peer_id, p.nickname.as_deref()),
-            p.addr.ip().to_string(),
-            p.addr.port().to_string(),
-            p.files.to_string(),
-            size(p.bytes),
-            local_time(p.shared_at),
-            p.fingerprint.short(),
-        ]);
+        rows,
+        right_aligned: &["Peer ID", "Port", "Files", "Size"],
+        droppable: &["Host", "Port", "Shared at"],
+        shortened: "Peer ID",
     }
-    t.to_string()
+    .render(terminal_width())
 }
 
 #[cfg(test)]
@@ -212,5 +318,39 @@ mod tests {
 
     fn hits_table(h: &[Hit]) -> String {
         hits(h, None)
+    }
+
+    /// Below 100 columns, Host, Port and Shared at go, long names end in "…", and no
+    /// address or hash is broken across lines.
+    #[test]
+    fn narrow_tables_drop_columns_instead_of_breaking_tokens() {
+        let mut long = hostile_hit(
+            "a very long folder name/with a very long file name from a concert.ogg",
+            "0ac762be7b33aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        );
+        long.addr = "203.0.113.250:45000".parse().unwrap();
+        let hits = [long];
+        for width in [60, 80, 99] {
+            let table = hits_at(&hits, None, Some(width));
+            for line in table.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line}\n{table}");
+            }
+            assert!(
+                !table.contains("Host") && !table.contains("Shared at"),
+                "{table}"
+            );
+            assert!(
+                table.contains("0ac762be7b33") && table.contains('…'),
+                "{table}"
+            );
+        }
+        let wide = hits_at(&hits, None, Some(200));
+        assert!(
+            wide.contains("203.0.113.250") && wide.contains("Shared at"),
+            "{wide}"
+        );
+        assert!(wide.contains("from a concert.ogg"), "{wide}");
+        let piped = hits_at(&hits, None, None);
+        assert_eq!(piped, wide);
     }
 }

@@ -225,3 +225,68 @@ fn a_single_file_can_be_shared() {
     assert!(withdrawn.contains("1 file withdrawn"), "{withdrawn}");
     smol::block_on(services.shutdown());
 }
+
+/// `register` on a taken port says so before hashing anything, with the way out.
+#[test]
+fn register_checks_its_port_before_hashing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, services) = test_shell(tmp.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    run(&mut shell, "serve 0").unwrap();
+    let shared = tmp.path().join("shared");
+    let refused = run(&mut shell, &format!("register {} {port}", shared.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(&format!("cannot serve files on port {port}"))
+            && refused.contains("try `register <dir> 0`"),
+        "{refused}"
+    );
+    smol::block_on(services.shutdown());
+}
+
+/// Ctrl-C while `register` hashes stops it (the flag is set before it starts here).
+#[test]
+fn ctrl_c_stops_register_while_it_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, services) = test_shell(tmp.path());
+    run(&mut shell, "serve 0").unwrap();
+    let shared = tmp.path().join("shared");
+    let cancel = Cancel::default();
+    cancel.cancel();
+    let line = format!("register {} 0", shared.display());
+    let command = commands::parse(&line).unwrap().unwrap();
+    let stopped = smol::block_on(shell.execute(command, cancel));
+    assert!(
+        matches!(stopped, Err(crate::error::Error::Cancelled)),
+        "{stopped:?}"
+    );
+    // Nothing is shared, and a later register works.
+    run(&mut shell, &line).unwrap();
+    smol::block_on(services.shutdown());
+}
+
+#[test]
+fn help_wraps_to_the_terminal() {
+    for width in [60, 80] {
+        for topic in [None, Some("get"), Some("search")] {
+            let text = commands::help_at(topic, Some(width)).unwrap();
+            // A usage line is never broken; every other line fits.
+            let heads: Vec<String> = commands::COMMANDS
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.args).trim().to_owned())
+                .collect();
+            let is_head = |l: &str| heads.iter().any(|h| l.trim() == h);
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with("usage:") && !is_head(l))
+            {
+                assert!(line.chars().count() <= width, "{width}: {line}");
+            }
+        }
+    }
+    // Piped, each summary and paragraph stays on one line.
+    let piped = commands::help_at(Some("get"), None).unwrap();
+    assert_eq!(piped.lines().count(), 3, "{piped}");
+}
