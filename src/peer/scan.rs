@@ -218,7 +218,7 @@ fn hash_unchanged(
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == ErrorKind::InvalidInput => {
-            warn!("skipping {}: {e}", found.path.display());
+            warn_once(&found.path, &e.to_string());
             return Ok(None);
         }
         Err(e) => return Err(Error::io(format!("opening {}", found.path.display()), e)),
@@ -275,10 +275,7 @@ pub fn scan_roots(roots: &[PathBuf], ignore: &Ignore) -> Result<Listing> {
         here.sort_by(|a: &Walked, b| a.0.cmp(&b.0));
         for (name, path, resolved, stamp) in here {
             if !names.insert(name.clone()) {
-                warn!(
-                    "skipping {}: another shared folder has {name}",
-                    path.display()
-                );
+                warn_once(&path, &format!("another shared folder has {name}"));
                 continue;
             }
             found.push(Found {
@@ -305,14 +302,21 @@ static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 /// Warn, once per path, that a file is skipped because of its name; the path is quoted
 /// with its hidden characters escaped.
 fn warn_skipped(path: &Path, problem: &str) {
+    warn_once(path, &format!("the name {problem}"));
+}
+
+/// Warn that `path` is skipped because of `why`, once per path: a rescan every
+/// `[peer] rescan` seconds finds the same file again, and says nothing new.
+fn warn_once(path: &Path, why: &str) -> bool {
     let mut warned = WARNED.lock();
     if warned.contains(path) {
-        return;
+        return false;
     }
     if warned.len() < MAX_WARNED {
         warned.insert(path.to_owned());
     }
-    warn!("skipping {path:?}: the name {problem}");
+    warn!("skipping {path:?}: {why}");
+    true
 }
 
 /// A file found under a root: name, path, resolved path relative to the root, stamp.
@@ -353,10 +357,7 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
                 continue;
             };
             if !real.starts_with(root) {
-                warn!(
-                    "skipping {}: it leads outside the shared folder",
-                    path.display()
-                );
+                warn_once(&path, "it leads outside the shared folder");
                 continue;
             }
             let Ok(meta) = std::fs::metadata(&real) else {
@@ -386,4 +387,50 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What this thread logs.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A file skipped for its name (a tab) or for leading outside is warned about once,
+    /// however many rescans find it again (it was 57 lines in 22 s).
+    #[test]
+    fn a_skipped_file_is_warned_about_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("share");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("tab\there.txt"), b"x").unwrap();
+        std::fs::write(tmp.path().join("outside.txt"), b"y").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("outside.txt"), root.join("out.txt")).unwrap();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..5 {
+                assert_eq!(scan(&root).unwrap().len(), 0);
+            }
+        });
+        let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+        assert_eq!(log.matches("tab\\there.txt").count(), 1, "{log}");
+        assert_eq!(log.matches("leads outside").count(), 1, "{log}");
+    }
 }

@@ -9,7 +9,6 @@ use crate::protocol::{Hit, PeerRef, SearchQuery};
 impl Shell {
     pub(super) async fn search(&mut self, mut args: commands::SearchArgs) -> Result<String> {
         let mut out = String::new();
-        let max = self.config.index.max_results;
         if args.search.limit.is_none() {
             args.search.limit = Some(self.config.shell.results);
         }
@@ -53,17 +52,30 @@ impl Shell {
             self.emit(Record::Truncated {
                 shown: shown as u64,
             });
-            put!(
-                out,
-                "(more match: showing the first {shown}; narrow the search, or ask for more with -n (up to {max}))"
-            );
+            // Fewer rows than asked for: the index's own cap (whatever this napster.toml
+            // says), so asking for more would not help.
+            let asked = args.search.limit.map_or(usize::MAX, |n| n as usize);
+            if shown < asked {
+                put!(
+                    out,
+                    "(more match: showing the first {shown}, the most this index returns for \
+                     one search; narrow the search)"
+                );
+            } else {
+                put!(
+                    out,
+                    "(more match: showing the first {shown}; narrow the search, or ask for more \
+                     with -n N)"
+                );
+            }
         }
         Ok(out)
     }
 
     pub(super) async fn files(&mut self, peer: PeerRef) -> Result<String> {
         let mut out = String::new();
-        let limit = Some(self.config.index.max_results as u32);
+        // As many as the index gives: it caps one answer at its own max_results.
+        let limit = Some(u32::MAX);
         let client = self.client().await?;
         let peer = match peer {
             PeerRef::Id(id) => id,
@@ -80,13 +92,31 @@ impl Shell {
             return Ok(out);
         }
         put!(out, "{}", render::hits(&hits, None));
-        let total: u64 = hits.iter().map(|h| h.file.size).sum();
+        let mut total = (
+            hits.len() as u64,
+            hits.iter().map(|h| h.file.size).sum::<u64>(),
+        );
+        if truncated {
+            // The true totals are the peer's, from the index's list of peers.
+            let listed = self.client().await?.peers().await?;
+            if let Some(p) = listed.iter().find(|p| p.peer_id == peer) {
+                total = (p.files, p.bytes);
+            }
+        }
         put!(
             out,
-            "peer {peer} shares {}{} ({})",
-            if truncated { "more than " } else { "" },
-            render::count(hits.len() as u64, "file"),
-            render::size(total)
+            "peer {peer} shares {} ({}){}",
+            render::count(total.0, "file"),
+            render::size(total.1),
+            if truncated {
+                format!(
+                    "; showing the first {}, the most this index lists at once (`search` \
+                     with a pattern and this Peer ID's files narrows them)",
+                    hits.len()
+                )
+            } else {
+                String::new()
+            }
         );
         Ok(out)
     }

@@ -290,3 +290,39 @@ fn help_wraps_to_the_terminal() {
     let piped = commands::help_at(Some("get"), None).unwrap();
     assert_eq!(piped.lines().count(), 3, "{piped}");
 }
+
+/// Past the index's cap, `files` gives the peer's true totals and `search -n` does not
+/// advise asking for more than the index gives.
+#[test]
+fn capped_answers_give_true_totals_and_no_wrong_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut shell, services) = test_shell(tmp.path());
+    shell.config.index.max_results = 3;
+    let shared = tmp.path().join("shared");
+    for i in 0..5 {
+        std::fs::write(shared.join(format!("track{i}.txt")), format!("track {i}")).unwrap();
+    }
+    run(&mut shell, "serve 0").unwrap();
+    let registered = run(&mut shell, &format!("register {} 0", shared.display())).unwrap();
+    let id: u64 = registered
+        .split_whitespace()
+        .nth(3)
+        .and_then(|w| w.parse().ok())
+        .expect("a Peer ID");
+    // Ask as a shell whose own napster.toml allows more than the index does.
+    shell.config.index.max_results = 1000;
+    let files = run(&mut shell, &format!("files {id}")).unwrap();
+    assert!(
+        files.contains(&format!("peer {id} shares 6 files"))
+            && files.contains("showing the first 3"),
+        "{files}"
+    );
+    let found = run(&mut shell, "search -n 50 track").unwrap();
+    assert!(
+        found.contains("the most this index returns") && !found.contains("-n"),
+        "{found}"
+    );
+    let fewer = run(&mut shell, "search -n 2 track").unwrap();
+    assert!(fewer.contains("ask for more with -n N"), "{fewer}");
+    smol::block_on(services.shutdown());
+}
