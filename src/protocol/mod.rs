@@ -14,6 +14,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod message;
 pub mod rules;
+pub mod socket;
 
 pub use connection::{Connection, Transport, decode, encode};
 pub use error::Error;
@@ -23,3 +24,4 @@ pub use message::{
     PeerResponse, Reply, SearchQuery,
 };
 pub use rules::*;
+pub use socket::Socket;
