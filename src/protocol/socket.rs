@@ -1,11 +1,13 @@
-//! The TCP socket under every TLS stream: reads taken from the kernel in large blocks,
-//! and a blocking mode for the bulk bytes of a transfer on a thread of its own.
+//! The TCP socket under every TLS stream: reads taken from the kernel in large blocks
+//! while data streams in, and a blocking mode for the bulk bytes of a transfer on a
+//! thread of its own.
 //!
 //! rustls asks its socket for at most 4 KiB at a time, so a record of 16 KiB took four or
 //! five `read` calls and, on an async socket, as many trips through the reactor. A
-//! [`Socket`] reads up to [`BULK`] at once and hands rustls what it asks for from memory.
-//! The buffer is only kept while data streams in: once it is drained after a short read it
-//! is freed, so that thousands of idle connections hold no memory of ours.
+//! [`Socket`] reads straight into what it is asked to fill while the other side sends
+//! little (a request, an answer: no copy, no memory of ours held while waiting); once a
+//! read fills the caller's buffer, more is coming, and the socket reads up to [`BULK`] at
+//! once and hands rustls what it asks for from memory, until a short read drains it.
 //!
 //! In blocking mode ([`Socket::set_blocking`]) the file descriptor blocks, with the
 //! timeout as `SO_RCVTIMEO`/`SO_SNDTIMEO`: polling never returns `Pending`, so a thread
@@ -25,22 +27,20 @@ use smol::io::{AsyncRead, AsyncWrite};
 /// or that blocks for a bulk transfer.
 pub const BULK: usize = 256 * 1024;
 
-/// The buffer of a socket that has just started reading; it grows to [`BULK`] when a read
-/// fills it. When a read shorter than this drains it, the stream has gone quiet: the
-/// buffer is freed.
+/// A read shorter than this that drains the buffer means the stream has gone quiet:
+/// reads go straight to the caller again, and the buffer is freed.
 const QUIET: usize = 16 * 1024;
 
-/// A TCP socket read in large blocks, async by default, blocking on request.
+/// A TCP socket read in large blocks while it streams, async by default, blocking on
+/// request.
 pub struct Socket {
     io: Async<TcpStream>,
     /// Received bytes; `inbox[start..end]` are not handed out yet.
     inbox: Vec<u8>,
     start: usize,
     end: usize,
-    /// The size of the next buffer to read into.
-    size: usize,
-    /// The last read was short: free the buffer once it is drained.
-    quiet: bool,
+    /// Data streams in: reads go through the buffer.
+    streaming: bool,
     blocking: bool,
 }
 
@@ -67,8 +67,7 @@ impl Socket {
             inbox: Vec::new(),
             start: 0,
             end: 0,
-            size: QUIET,
-            quiet: true,
+            streaming: false,
             blocking: false,
         }
     }
@@ -96,11 +95,11 @@ impl Socket {
                 socket.set_read_timeout(timeout)?;
                 socket.set_write_timeout(timeout)?;
                 socket.set_nonblocking(false)?;
-                self.size = BULK;
+                self.streaming = true;
             }
             None => {
                 socket.set_nonblocking(true)?;
-                self.quiet = true;
+                self.streaming = false;
                 self.release();
             }
         }
@@ -113,11 +112,10 @@ impl Socket {
         self.blocking
     }
 
-    /// Free a drained buffer of a quiet socket.
+    /// Free the drained buffer of a socket that stopped streaming.
     fn release(&mut self) {
-        if self.start == self.end && self.quiet && !self.blocking {
+        if self.start == self.end && !self.streaming {
             self.inbox = Vec::new();
-            self.size = QUIET;
         }
     }
 
@@ -134,25 +132,36 @@ impl Socket {
         n
     }
 
+    /// Poll one read from the kernel into `buf`.
+    fn poll_kernel(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.blocking {
+            Poll::Ready(self.io.get_ref().read(buf).map_err(timed_out))
+        } else {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
     /// Poll one read from the kernel into the (empty) buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.inbox.len() < self.size {
-            self.inbox = vec![0; self.size];
+        if self.inbox.len() < BULK {
+            self.inbox = vec![0; BULK];
         }
-        let read = if self.blocking {
-            Poll::Ready(self.io.get_ref().read(&mut self.inbox).map_err(timed_out))
-        } else {
-            Pin::new(&mut self.io).poll_read(cx, &mut self.inbox)
-        };
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let read = self.poll_kernel(cx, &mut inbox);
+        self.inbox = inbox;
         match read {
             Poll::Ready(Ok(n)) => {
                 self.end = n;
-                if n == self.inbox.len() {
-                    self.size = BULK;
+                if n < QUIET && !self.blocking {
+                    self.streaming = false;
                 }
-                self.quiet = n < QUIET;
             }
-            _ => self.quiet = true,
+            _ if !self.blocking => self.streaming = false,
+            _ => {}
         }
         if self.end == 0 {
             // Closed, failing or waiting: hold no memory meanwhile.
@@ -172,13 +181,16 @@ impl AsyncRead for Socket {
         if this.start < this.end {
             return Poll::Ready(Ok(this.take(buf)));
         }
-        if buf.len() >= BULK {
-            // Large enough to read into directly.
-            return if this.blocking {
-                Poll::Ready(this.io.get_ref().read(buf).map_err(timed_out))
-            } else {
-                Pin::new(&mut this.io).poll_read(cx, buf)
-            };
+        if !this.streaming || buf.len() >= BULK {
+            let read = this.poll_kernel(cx, buf);
+            if let Poll::Ready(Ok(n)) = read
+                && n == buf.len()
+                && n < BULK
+            {
+                // The caller's buffer was too small for what had arrived.
+                this.streaming = true;
+            }
+            return read;
         }
         match this.poll_fill(cx) {
             Poll::Ready(Ok(0)) => Poll::Ready(Ok(0)),
@@ -251,10 +263,17 @@ mod tests {
         let mut got = Vec::new();
         smol::block_on(async {
             let mut piece = [0; 4096];
+            let mut reads = 0;
             loop {
                 let n = socket.read(&mut piece).await.unwrap();
                 if n == 0 {
                     break;
+                }
+                reads += 1;
+                if reads == 2 {
+                    // The first read filled the piece straight; the second took all
+                    // that had arrived into the buffer.
+                    assert!(socket.streaming && socket.end - socket.start > 4096);
                 }
                 got.extend_from_slice(&piece[..n]);
             }
