@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use smol::future::FutureExt;
-
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::net;
@@ -185,9 +183,11 @@ impl PeerClient {
         }
     }
 
-    /// Hand the connection to a blocking thread to read an announced range (the bytes
-    /// already received come first). [`RangeReader::into_client`] gives it back.
-    pub fn into_range(self) -> Result<RangeReader> {
+    /// Hand the connection to the calling thread to read an announced range (the bytes
+    /// already received come first): its socket blocks, every read waiting at most the
+    /// timeout. [`RangeReader::into_client`] gives it back.
+    pub fn into_range(mut self) -> Result<RangeReader> {
+        self.conn.set_blocking(true)?;
         Ok(RangeReader {
             client: self,
             stop: None,
@@ -199,7 +199,8 @@ impl PeerClient {
 const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// A range of a file arriving on a connection read by a blocking thread, every read
-/// under the timeout (a read that times out is `TimedOut`).
+/// under the timeout (a read that times out is `TimedOut`). The thread decrypts on its
+/// own: no executor, reactor or timer takes part.
 pub struct RangeReader {
     client: PeerClient,
     stop: Option<Arc<AtomicBool>>,
@@ -207,31 +208,42 @@ pub struct RangeReader {
 
 impl Read for RangeReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.client.conn.read_some(buf);
         let Some(stop) = self.stop.clone() else {
-            // The thread belongs to no executor: it drives the read itself.
-            return smol::block_on(read);
+            return self.client.conn.read_blocking(buf);
         };
-        // A read waiting on a stalled peer ends within STOP_POLL of a stop (Ctrl-C),
-        // not at the timeout.
-        smol::block_on(read.or(async move {
-            while !stop.load(Ordering::SeqCst) {
-                smol::Timer::after(STOP_POLL).await;
+        // The socket waits STOP_POLL per read: a read waiting on a stalled peer ends
+        // within that of a stop (Ctrl-C), and otherwise at the timeout as before.
+        let timeout = self.client.conn.limits().timeout;
+        let started = Instant::now();
+        loop {
+            match self.client.conn.read_blocking(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) && started.elapsed() < timeout =>
+                {
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(std::io::Error::other("stopped while waiting for data"));
+                    }
+                }
+                done => return done,
             }
-            Err(std::io::Error::other("stopped while waiting for data"))
-        }))
+        }
     }
 }
 
 impl RangeReader {
     /// Make a read waiting for data end soon after `stop` is set.
-    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Result<Self> {
+        self.client.conn.set_wait(STOP_POLL)?;
         self.stop = Some(stop);
-        self
+        Ok(self)
     }
 
     /// The connection back, for the next request, once the whole range was read.
-    pub fn into_client(self) -> Result<PeerClient> {
+    pub fn into_client(mut self) -> Result<PeerClient> {
+        self.client.conn.set_blocking(false)?;
         Ok(self.client)
     }
 }

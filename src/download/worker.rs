@@ -89,7 +89,7 @@ pub(super) fn work(
         let file = shared.job.file_at(hit);
         let asked = smol::block_on(peer.request_range(&file, offset, length, wanted))
             .and_then(|()| peer.into_range())
-            .map(|range| range.stop_when(shared.job.cancel.flag()));
+            .and_then(|range| range.stop_when(shared.job.cancel.flag()));
         if status.queued_at.load(Ordering::Relaxed) == hit.peer_id {
             status.queued.store(0, Ordering::Relaxed);
         }
