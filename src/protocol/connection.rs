@@ -108,7 +108,7 @@ const MAX_READ: usize = 64 * 1024;
 ///
 /// Reads are buffered: one `read` usually brings a whole request, and bytes that arrive
 /// beyond a frame (a raw transfer right behind its `sending` frame) are kept for what
-/// comes next, [`Connection::read_some`] included.
+/// comes next, [`Connection::read_blocking`] included.
 pub struct Connection {
     stream: Box<dyn Transport>,
     peer: SocketAddr,
