@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::Server;
 use super::metrics::{Kind, kind};
+use super::reach::{self, ConnectBudget};
 use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
@@ -28,6 +29,10 @@ pub struct Session {
     pub from: SocketAddr,
     /// The key the connection proved in its TLS handshake: the peer, whatever it claims.
     pub fingerprint: Fingerprint,
+    /// What the index pushes to this session's peer, once it registered.
+    pub pushes: Option<smol::channel::Receiver<IndexResponse>>,
+    /// The `connect` requests it made lately.
+    pub connects: ConnectBudget,
 }
 
 impl Session {
@@ -39,6 +44,8 @@ impl Session {
             files: 0,
             from,
             fingerprint,
+            pushes: None,
+            connects: ConnectBudget::default(),
         }
     }
 }
@@ -53,14 +60,14 @@ pub struct Reject {
 }
 
 impl Reject {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Reject {
             code,
             message: message.into(),
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(super) fn bad(message: impl Into<String>) -> Self {
         Reject::new(ErrorCode::BadRequest, message)
     }
 }
@@ -81,7 +88,7 @@ impl From<StoreError> for Reject {
 }
 
 /// What a handler returns.
-type Handled = Result<IndexResponse, Reject>;
+pub(super) type Handled = Result<IndexResponse, Reject>;
 
 fn registered(session: &Session) -> Result<u64, Reject> {
     session
@@ -121,7 +128,12 @@ impl<S: Store> Server<S> {
                 token,
                 files,
                 name,
-            } => self.register(session, port, token, files, name).await,
+                local,
+            } => {
+                let local = local.filter(|a| reach::is_local(a.ip()) && a.port() != 0);
+                self.register(session, port, token, files, (name, local))
+                    .await
+            }
             IndexRequest::AddFiles { files } => self.add_files(session, files).await,
             IndexRequest::RemoveFiles { names } => self.remove_files(session, names).await,
             IndexRequest::Unregister {} => self.unregister(session).await,
@@ -129,8 +141,15 @@ impl<S: Store> Server<S> {
             IndexRequest::Browse { peer_id, limit } => self.browse(peer_id, limit).await,
             IndexRequest::Lookup { name } => self.lookup(name).await,
             IndexRequest::Peers {} => self.peers().await,
+            IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
+            IndexRequest::Relay { peer_id, token } => self.relay(session, peer_id, token),
         };
-        handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message))
+        let mut response =
+            handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message));
+        if let IndexResponse::Results { hits, .. } = &mut response {
+            self.pushes.localize(session.from.ip().to_canonical(), hits);
+        }
+        response
     }
 
     async fn peers(&self) -> Handled {
@@ -151,7 +170,7 @@ impl<S: Store> Server<S> {
         port: u16,
         token: String,
         files: Vec<FileEntry>,
-        name: Option<String>,
+        (name, local): (Option<String>, Option<SocketAddr>),
     ) -> Handled {
         if let Some(problem) = name.as_deref().and_then(protocol::nickname_problem) {
             return Err(Reject::bad(format!("nickname {problem}")));
@@ -165,6 +184,15 @@ impl<S: Store> Server<S> {
             return Err(Reject::bad(format!("token must be {TOKEN_HEX} hex digits")));
         }
         self.check_files(&files, 0)?;
+        // The peer's host is the one this connection comes from, never a claim.
+        let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
+        let reachable = match self.settings.connect_back {
+            Some(timeout) => {
+                let identity = &self.settings.identity;
+                reach::connect_back(identity, addr, session.fingerprint, timeout).await
+            }
+            None => true,
+        };
         let _admitted = self.admit.lock().await;
         // The peer is the key it proved on this connection, never a token it claims: a
         // token stolen or replayed from another key's connection gets nothing of its.
@@ -174,19 +202,19 @@ impl<S: Store> Server<S> {
             .usage(session.from.ip().to_canonical(), Some(&token));
         self.check_room(usage.await?, &files, true)?;
         let count = files.len() as u64;
-        // The peer's host is the one this connection comes from, never a claim.
-        let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
         let registration = Registration {
             token,
             fingerprint: session.fingerprint,
             session: session.id,
             addr,
+            reachable,
             files,
         };
         let peer_id = self.store.register(registration).await?;
         // Registering again under another token replaces the first registration.
         if let Some(old) = session.peer.filter(|&old| old != peer_id) {
             self.store.unregister(old, session.id).await?;
+            self.pushes.forget(old, session.id);
         }
         session.peer = Some(peer_id);
         session.files = count;
@@ -194,11 +222,21 @@ impl<S: Store> Server<S> {
         if let (Some(asked), None) = (&name, &nickname) {
             info!("peer {peer_id} asked for the nickname {asked}, which another key holds");
         }
-        info!("peer {peer_id} registered {count} file(s), serving at {addr}");
+        session.pushes = Some(self.pushes.register(
+            peer_id,
+            session.id,
+            session.fingerprint,
+            (addr, local),
+            reachable,
+        ));
+        let how = if reachable { "reachable" } else { "behind NAT" };
+        info!("peer {peer_id} registered {count} file(s), serving at {addr} ({how})");
         Ok(IndexResponse::Registered {
             peer_id,
             files: count,
             nickname,
+            addr,
+            reachable,
         })
     }
 
@@ -223,7 +261,9 @@ impl<S: Store> Server<S> {
     async fn unregister(&self, session: &mut Session) -> Handled {
         let peer = registered(session)?;
         self.store.unregister(peer, session.id).await?;
+        self.pushes.forget(peer, session.id);
         session.peer = None;
+        session.pushes = None;
         info!("peer {peer} at {} unregistered", session.from);
         Ok(IndexResponse::Done { files: 0 })
     }
@@ -394,8 +434,14 @@ mod tests {
     use super::*;
     use crate::index::{MemoryStore, Settings};
 
+    /// A server that takes every peer as reachable (its sessions come from TEST-NET
+    /// addresses nothing answers at).
     fn server() -> Server<MemoryStore> {
-        Server::new(Arc::new(MemoryStore::new()), Settings::default())
+        let settings = Settings {
+            connect_back: None,
+            ..Settings::default()
+        };
+        Server::new(Arc::new(MemoryStore::new()), settings)
     }
 
     fn session(id: u64) -> Session {
@@ -421,6 +467,7 @@ mod tests {
             token: "c".repeat(TOKEN_HEX),
             files: vec![entry(name)],
             name: None,
+            local: None,
         }
     }
 
@@ -443,6 +490,8 @@ mod tests {
                     peer_id: crate::index::store::peer_id_of(&s.fingerprint),
                     files: 1,
                     nickname: None,
+                    addr: ([192, 0, 2, 7], 25000).into(),
+                    reachable: true,
                 }
             );
             let IndexResponse::Results { hits, truncated } = server
@@ -511,18 +560,21 @@ mod tests {
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
                 name: None,
+                local: None,
             };
             let bad_nickname = IndexRequest::Register {
                 port: 1,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
                 name: Some("al ice".into()),
+                local: None,
             };
             let short_token = IndexRequest::Register {
                 port: 1,
                 token: "c".into(),
                 files: vec![],
                 name: None,
+                local: None,
             };
             let mut bad_hash = entry("x");
             bad_hash.sha256 = "short".into();
@@ -531,6 +583,7 @@ mod tests {
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![bad_hash],
                 name: None,
+                local: None,
             };
             let too_short = IndexRequest::Search(SearchQuery::pattern("a*"));
             let bad_prefix = IndexRequest::Search(SearchQuery {
@@ -608,6 +661,8 @@ mod tests {
             fingerprint: Fingerprint([7; 32]),
             nickname: Some("n".repeat(crate::protocol::MAX_NICKNAME)),
             addr: ([127, 0, 0, 1], 1).into(),
+            reachable: false,
+            local: Some("[fd00::1]:65535".parse().unwrap()),
             file: entry(&"n".repeat(500)),
             shared_at: 0,
         };
@@ -618,5 +673,53 @@ mod tests {
         assert!(truncated && hits.len() < 50);
         let reply = IndexResponse::Results { hits, truncated };
         assert!(protocol::encode(&reply).len() <= 4096);
+    }
+
+    /// Behind the same NAT (the same observed IP) a hit carries the sharer's local
+    /// address; from elsewhere it does not, and a local address that is no private one
+    /// (loopback, public) is never passed on.
+    #[test]
+    fn local_addresses_go_only_to_peers_behind_the_same_nat() {
+        smol::block_on(async {
+            let server = server();
+            let register = |name: &str, local: &str| IndexRequest::Register {
+                port: 25000,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![entry(name)],
+                name: None,
+                local: Some(local.parse().unwrap()),
+            };
+            let mut home = session(1);
+            server
+                .handle(&mut home, register("home.txt", "10.0.0.5:25000"))
+                .await;
+            let mut sly = session(2);
+            server
+                .handle(&mut sly, register("sly.txt", "127.0.0.1:22"))
+                .await;
+            let lookup = |name: &str| IndexRequest::Lookup { name: name.into() };
+            let local = |response: IndexResponse| match response {
+                IndexResponse::Results { hits, .. } => hits[0].local,
+                other => panic!("no results: {other:?}"),
+            };
+            let mut neighbour = session(3);
+            assert_eq!(
+                local(server.handle(&mut neighbour, lookup("home.txt")).await),
+                Some("10.0.0.5:25000".parse().unwrap())
+            );
+            assert_eq!(
+                local(server.handle(&mut neighbour, lookup("sly.txt")).await),
+                None
+            );
+            let mut stranger = Session::new(
+                4,
+                ([198, 51, 100, 9], 40000).into(),
+                Fingerprint::of_public_key(b"stranger"),
+            );
+            assert_eq!(
+                local(server.handle(&mut stranger, lookup("home.txt")).await),
+                None
+            );
+        });
     }
 }

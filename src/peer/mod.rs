@@ -10,6 +10,7 @@ pub mod serve;
 pub mod session;
 pub mod share;
 pub mod slots;
+mod upload_log;
 pub mod uploads;
 
 use std::collections::BTreeSet;
@@ -312,20 +313,23 @@ impl Sharing {
             .context(|| "reading the bound address".into())?;
         let token = session::new_token();
         let files = share.entries();
-        let name = settings.name.as_deref();
-        let (peer_id, nickname) = client
-            .register_as(addr.port(), &token, &files, name)
-            .await?;
-        session::warn_if_refused(name, nickname.as_deref());
         let roots = share.roots().to_vec();
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
-        let server = runtime::spawn(serve::run(
-            listener,
-            folder.clone(),
-            settings.server.clone(),
-            shutdown,
-        ));
+        // Serving before registering: the index connects back to check reachability.
+        let file_server = serve::Files::new(folder.clone(), settings.server.clone(), shutdown);
+        let server = runtime::spawn(file_server.clone().run(listener));
+        let name = settings.name.as_deref();
+        let (peer_id, nickname) = match client.register_as(addr.port(), &token, &files, name).await
+        {
+            Ok(registered) => registered,
+            Err(e) => {
+                stop_server.trigger();
+                let _ = server.await;
+                return Err(e);
+            }
+        };
+        session::warn_if_refused(name, nickname.as_deref());
         let config = SessionConfig {
             index: index.to_vec(),
             port: addr.port(),
@@ -336,7 +340,13 @@ impl Sharing {
             name: settings.name.clone(),
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };
-        let session = Session::spawn(client, (peer_id, nickname), config, folder.clone());
+        let session = Session::spawn(
+            client,
+            (peer_id, nickname),
+            config,
+            folder.clone(),
+            file_server,
+        );
         let shared = Arc::new(Shared {
             folder,
             roots: Mutex::new(roots.clone()),

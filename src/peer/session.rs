@@ -12,10 +12,10 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient, Pins};
+use crate::client::{Changes, IndexClient, Pins, Push, Reach};
 use crate::error::Result;
 use crate::identity::Identity;
-use crate::peer::serve::SharedFolder;
+use crate::peer::serve::{Files, SharedFolder};
 use crate::protocol::Limits;
 use crate::runtime;
 
@@ -58,6 +58,8 @@ pub struct SessionState {
     pub index: SocketAddr,
     /// The nickname the index bound to this peer's key, if any.
     pub nickname: Option<String>,
+    /// How that index saw our file server when we last registered.
+    pub reach: Option<Reach>,
 }
 
 /// A running session; [`Session::stop`] withdraws the files and ends it.
@@ -87,22 +89,26 @@ pub fn new_token() -> String {
 
 impl Session {
     /// Keep `client`, already registered as `peer_id`, alive in the background.
+    /// Reverse connections the index asks for are served by `files`.
     pub fn spawn(
         client: IndexClient,
         (peer_id, nickname): (u64, Option<String>),
         config: SessionConfig,
         folder: SharedFolder,
+        files: Files,
     ) -> Self {
         let state = Arc::new(Mutex::new(SessionState {
             peer_id,
             connected: true,
             index: client.addr(),
             nickname,
+            reach: client.reach(),
         }));
         let (stop, stopped) = smol::channel::bounded(1);
         let (updates, changes) = smol::channel::unbounded();
         let channels = Channels { stopped, changes };
-        let task = runtime::spawn(keep_alive(client, config, folder, state.clone(), channels));
+        let share = Served { folder, files };
+        let task = runtime::spawn(keep_alive(client, config, share, state.clone(), channels));
         Session {
             state,
             stop,
@@ -132,6 +138,37 @@ impl Session {
     }
 }
 
+/// What the session registers and serves.
+struct Served {
+    folder: SharedFolder,
+    files: Files,
+}
+
+/// Serve the reverse connections and relayed pipes the index asked `client` for.
+fn reverse(client: &mut IndexClient, files: &Files) {
+    let index = client.addr();
+    while let Some(push) = client.take_push() {
+        let files = files.clone();
+        runtime::spawn(async move {
+            match push {
+                Push::Connect { addr, token } => {
+                    info!("connecting out to {addr} for a download (reverse connection)");
+                    if let Err(e) = files.serve_reverse(addr, &token).await {
+                        warn!("reverse connection to {addr}: {e}");
+                    }
+                }
+                Push::Relay { token, downloader } => {
+                    info!("joining the relay at {index} for downloader {downloader}");
+                    if let Err(e) = files.serve_relayed(index, &token, downloader).await {
+                        warn!("relayed connection through {index}: {e}");
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+}
+
 /// What the session task is told.
 struct Channels {
     stopped: Receiver<()>,
@@ -149,10 +186,11 @@ enum Wake {
 async fn keep_alive(
     client: IndexClient,
     config: SessionConfig,
-    folder: SharedFolder,
+    share: Served,
     state: Arc<Mutex<SessionState>>,
     channels: Channels,
 ) {
+    let Served { folder, files } = share;
     let Channels { stopped, changes } = channels;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
@@ -178,7 +216,7 @@ async fn keep_alive(
                     smol::Timer::after(config.heartbeat).await;
                     Wake::Beat
                 };
-                // The index never speaks first: anything readable is its goodbye.
+                // The index speaks first only to push (answered after a ping) or to close.
                 let closed = async {
                     c.readable().await;
                     Wake::Closed
@@ -199,6 +237,7 @@ async fn keep_alive(
                     Wake::Changed(change) => c.apply(&change).await.map(drop),
                     Wake::Beat | Wake::Closed => c.ping().await.map(drop),
                 };
+                reverse(c, &files);
                 if let Err(e) = outcome {
                     warn!("lost the index at {}: {e}; reconnecting", current());
                     set(false, None, None);
@@ -229,6 +268,7 @@ async fn keep_alive(
                         );
                         set(true, Some(peer_id), Some(c.addr()));
                         state.lock().nickname = nickname;
+                        state.lock().reach = c.reach();
                         client = Some(c);
                         backoff = FIRST_BACKOFF;
                     }

@@ -108,7 +108,8 @@ pub const COMMANDS: &[Spec] = &[
                   with its Peer ID, which `get` takes. -c collapses rows of the same contents \
                   into one with its peer count; -n N asks for at most N rows (default \
                   [shell] results, capped by the index's [index] max_results); -r pings each \
-                  peer and shows its round-trip time.",
+                  peer and shows its round-trip time. Reach says how a peer is reached: direct, \
+                  or NAT (behind a NAT: by a reverse connection or the index's relay).",
         aliases: &[],
         params: search_params,
     },
@@ -138,7 +139,10 @@ pub const COMMANDS: &[Spec] = &[
                   spaces goes in quotes: get 'my song.ogg'. Ctrl-C stops it and keeps \
                   what arrived: `get` again resumes. -b adds them to the download queue instead \
                   (see `transfers`): at most [peer] max_downloads run at once, and the queue is \
-                  kept in the downloads folder, so a napster started there again resumes it.",
+                  kept in the downloads folder, so a napster started there again resumes it. A \
+                  peer behind a NAT is reached by a reverse connection (when you share from a \
+                  reachable address) or through the index's relay; the last line says how each \
+                  source was reached: from 2 peers: 12 direct, 40 reverse.",
         aliases: &[],
         params: get_params,
     },
@@ -227,7 +231,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "peers",
         args: "",
         summary: "list the peers registered with the index",
-        details: "",
+        details: "Reach says how each is reached: direct, or NAT (behind a NAT).",
         aliases: &[],
         params: no_params,
     },
@@ -235,7 +239,8 @@ pub const COMMANDS: &[Spec] = &[
         name: "status",
         args: "",
         summary: "what this process serves, shares and talks to",
-        details: "",
+        details: "Includes whether other peers can reach this one: reachable at host:port, or \
+                  behind NAT (then they come by reverse connections or the index's relay).",
         aliases: &[],
         params: no_params,
     },

@@ -149,6 +149,7 @@ impl Shell {
             nickname: state.nickname.clone(),
             index: index.to_string(),
             at: sharing.addr.into(),
+            reachable: sharing.state().reach.is_none_or(|r| r.reachable),
             dir: root.display().to_string(),
             files: count as u64,
             bytes,
@@ -172,6 +173,7 @@ impl Shell {
             render::size(stats.hashed_bytes),
             render::count(stats.cached_files as u64, "file")
         );
+        put!(out, "{}", render::reach_line(sharing.state().reach));
         if let (Some(asked), None) = (self.config.peer_name(), &state.nickname) {
             put!(
                 out,
@@ -261,6 +263,7 @@ impl Shell {
                 render::shown(&file.name)
             )));
         }
+        let index = self.client().await?.addr();
         let status = Arc::new(Status::default());
         let mut job = Job {
             file: file.clone(),
@@ -271,7 +274,7 @@ impl Shell {
             bandwidth: self.download.clone(),
             status: status.clone(),
             progress: Arc::new(|_| {}),
-            identity: Some(self.identity()?),
+            dialer: self.dialer(index),
         };
         let (bar, progress) = self.download_bar(file.size, &file.name, status);
         job.progress = progress;
@@ -288,6 +291,7 @@ impl Shell {
             peer_ids: done.peers.clone(),
             resumed: done.resumed,
             refetched: done.refetched,
+            routes: done.routes(),
             seconds: done.elapsed.as_secs_f64(),
             already_there: done.already_there,
         });
@@ -299,37 +303,14 @@ impl Shell {
             );
             return Ok(out);
         }
-        let mut extras = String::new();
-        if done.resumed > 0 {
-            extras.push_str(&format!(", resumed {}", render::size(done.resumed)));
+        put!(out, "{}", render::saved(&done));
+        put!(out, "{}", done.summary());
+        if from_myself && let Some(me) = me {
+            put!(
+                out,
+                "peer {me}, which is this napster, was the only one sharing it"
+            );
         }
-        if done.refetched > 0 {
-            extras.push_str(&format!(
-                ", {} failed their check and were fetched again",
-                render::size(done.refetched)
-            ));
-        }
-        let from = match done.peers.as_slice() {
-            [] => "nothing new".to_owned(),
-            [one] if from_myself => {
-                format!("from peer {one}, which is this napster: nobody else shares it")
-            }
-            [one] => format!("from peer {one}"),
-            many => format!(
-                "from peers {}",
-                many.iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        put!(
-            out,
-            "saved {} ({}, sha256 ok, {} {from}{extras})",
-            done.path.display(),
-            render::size(done.size),
-            render::rate(done.size - done.resumed, done.elapsed),
-        );
         Ok(out)
     }
 

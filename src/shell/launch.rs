@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::warn;
 
-use crate::client::{IndexClient, KnownIndexes, Pins};
+use crate::client::{Dialer, IndexClient, KnownIndexes, Pins};
 use crate::download::part_file::PartFile;
 use crate::download::queue_file::Queued;
 use crate::download::{self, Cancel, Job, Status};
@@ -39,6 +39,9 @@ pub struct Launch {
     pub known: PathBuf,
     /// Most downloads at once.
     pub max: usize,
+    /// How a queued download reaches its sources (around NATs through the index our
+    /// share is with, else the download's).
+    pub dialer: Arc<dyn Fn(&Queued) -> Dialer + Send + Sync>,
 }
 
 impl Launch {
@@ -93,6 +96,7 @@ pub(super) async fn run(
         return Err(Error::Cancelled);
     }
     let dir = download::make_folder(&launch.downloads, &q.folder)?;
+    let dialer = (launch.dialer)(&q);
     let job = Job {
         file: q.file,
         sources,
@@ -102,7 +106,7 @@ pub(super) async fn run(
         bandwidth: launch.bandwidth.clone(),
         status,
         progress: Arc::new(|_| {}),
-        identity: Some(launch.identity.clone()),
+        dialer,
     };
     download::fetch(job).await
 }

@@ -10,6 +10,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use indicatif::HumanBytes;
 
+use crate::client::Reach;
+use crate::download::Downloaded;
 use crate::protocol::{self, Hit, PeerInfo};
 
 /// Hex digits of a SHA-256 shown in tables.
@@ -63,7 +65,7 @@ pub fn local_time(secs: i64) -> String {
 }
 
 /// Below this many columns, tables leave out their less important columns (Host, Port,
-/// Shared at) instead of breaking addresses and hashes across lines.
+/// Shared at, Key) instead of breaking addresses and hashes across lines.
 const NARROW: usize = 100;
 
 /// The narrowest a shortened name gets, "…" included.
@@ -163,6 +165,55 @@ pub fn peer_label(id: u64, nickname: Option<&str>) -> String {
     }
 }
 
+/// The line `get` ends with: where the file is, its size, rate and sources.
+pub fn saved(done: &Downloaded) -> String {
+    let mut extras = String::new();
+    if done.resumed > 0 {
+        extras.push_str(&format!(", resumed {}", size(done.resumed)));
+    }
+    if done.refetched > 0 {
+        extras.push_str(&format!(
+            ", {} failed their check and were fetched again",
+            size(done.refetched)
+        ));
+    }
+    let from = match done.peers.as_slice() {
+        [] => "nothing new".to_owned(),
+        [one] => format!("from peer {one}"),
+        many => format!(
+            "from peers {}",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "saved {} ({}, sha256 ok, {} {from}{extras})",
+        done.path.display(),
+        size(done.size),
+        rate(done.size - done.resumed, done.elapsed),
+    )
+}
+
+/// How the index sees our file server, for `register` and `status`.
+pub fn reach_line(reach: Option<Reach>) -> String {
+    match reach {
+        Some(reach) if reach.reachable => format!("reachable at {}", reach.addr),
+        Some(reach) => format!(
+            "behind NAT: the index could not connect to {}, so other peers reach you through \
+             reverse connections (those that are reachable themselves)",
+            reach.addr
+        ),
+        None => "reachability not known yet".to_owned(),
+    }
+}
+
+/// How a peer is reached, in a table: `direct`, or `NAT` (by a reverse connection).
+pub fn reach(reachable: bool) -> &'static str {
+    if reachable { "direct" } else { "NAT" }
+}
+
 /// Search results, with each peer's round-trip time when given.
 pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
     hits_at(hits, rtts, terminal_width())
@@ -179,6 +230,7 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
         "SHA-256",
         "Shared at",
         "Key",
+        "Reach",
     ];
     if rtts.is_some() {
         header.push("RTT");
@@ -195,6 +247,7 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
                 short_sha(&hit.file.sha256),
                 local_time(hit.shared_at),
                 hit.fingerprint.short(),
+                reach(hit.reachable).into(),
             ];
             if let Some(rtts) = rtts {
                 row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
@@ -206,7 +259,7 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
         header,
         rows,
         right_aligned: &["Peer ID", "Port", "Size", "RTT"],
-        droppable: &["Host", "Port", "Shared at"],
+        droppable: &["Host", "Port", "Shared at", "Key"],
         shortened: "File",
     }
     .render(width)
@@ -258,6 +311,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
                 size(p.bytes),
                 local_time(p.shared_at),
                 p.fingerprint.short(),
+                reach(p.reachable).into(),
             ]
         })
         .collect();
@@ -270,10 +324,11 @@ pub fn peers(peers: &[PeerInfo]) -> String {
             "Size",
             "Shared at",
             "Key",
+            "Reach",
         ],
         rows,
         right_aligned: &["Peer ID", "Port", "Files", "Size"],
-        droppable: &["Host", "Port", "Shared at"],
+        droppable: &["Host", "Port", "Shared at", "Key"],
         shortened: "Peer ID",
     }
     .render(terminal_width())
@@ -288,6 +343,8 @@ mod tests {
         Hit {
             peer_id: 7,
             addr: "127.0.0.1:4000".parse().unwrap(),
+            reachable: true,
+            local: None,
             file: FileEntry {
                 name: name.into(),
                 size: 3,
@@ -320,7 +377,7 @@ mod tests {
         hits(h, None)
     }
 
-    /// Below 100 columns, Host, Port and Shared at go, long names end in "…", and no
+    /// Below 100 columns, Host, Port, Shared at and Key go, long names end in "…", and no
     /// address or hash is broken across lines.
     #[test]
     fn narrow_tables_drop_columns_instead_of_breaking_tokens() {
