@@ -127,6 +127,8 @@ pub struct PeerConfig {
     pub rescan: f64,
     /// Seconds a file must stay unchanged before it is announced.
     pub settle: f64,
+    /// Ask the home router (UPnP-IGD) to forward a public port to the file server.
+    pub port_mapping: bool,
 }
 
 impl Default for PeerConfig {
@@ -147,6 +149,7 @@ impl Default for PeerConfig {
             watch: true,
             rescan: 60.0,
             settle: 1.0,
+            port_mapping: true,
         }
     }
 }

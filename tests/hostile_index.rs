@@ -370,6 +370,7 @@ fn a_message_before_hello_is_refused() {
             port: 4000,
             token: token(7),
             files: vec![entry("sneaky.txt", 1)],
+            mapped_port: None,
         },
     ];
     for request in &requests {
@@ -684,6 +685,7 @@ fn add_files_with_absurd_fields_or_beyond_the_limit_are_refused() {
         port: 4000,
         token: token(0xadd),
         files: start.clone(),
+        mapped_port: None,
     }) {
         IndexResponse::Registered { files, .. } => assert_eq!(files, start.len() as u64),
         other => panic!("registering: {other:?}"),
@@ -786,6 +788,7 @@ fn changes_without_registering_are_not_registered_errors() {
         port: 4000,
         token: token(0x1),
         files: vec![entry("brief.txt", 1)],
+        mapped_port: None,
     }) {
         IndexResponse::Registered { .. } => {}
         other => panic!("registering: {other:?}"),
@@ -954,6 +957,7 @@ fn register_from(
         port: 5500,
         token: token(n),
         files,
+        mapped_port: None,
     });
     let reply = raw.recv::<IndexResponse>();
     // Keep the session (and its files) for the rest of the test.
@@ -1589,6 +1593,7 @@ fn a_replayed_registration_from_another_key_takes_nothing_over() {
         port: 6001,
         token: secret.clone(),
         files: vec![entry("victim.txt", 10)],
+        mapped_port: None,
     };
     let mut attacker = fx.raw_hello();
     let stolen = match attacker.index_request(&register) {

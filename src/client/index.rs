@@ -176,6 +176,18 @@ impl IndexClient {
     /// Make this connection the session of a peer serving `files` on `port`; returns
     /// the Peer ID. Files are sent in as many messages as the frame limit needs.
     pub async fn register(&mut self, port: u16, token: &str, files: &[FileEntry]) -> Result<u64> {
+        self.register_mapped(port, None, token, files).await
+    }
+
+    /// [`IndexClient::register`], telling the index the public port `mapped_port` that
+    /// this peer's router forwards to `port` (a port mapping), when there is one.
+    pub async fn register_mapped(
+        &mut self,
+        port: u16,
+        mapped_port: Option<u16>,
+        token: &str,
+        files: &[FileEntry],
+    ) -> Result<u64> {
         let max_frame = self.conn.limits().max_frame;
         let mut batches = protocol::batches(files, max_frame, protocol::entry_json_bound);
         let first = batches.next().unwrap_or_default().to_vec();
@@ -183,6 +195,7 @@ impl IndexClient {
             port,
             token: token.into(),
             files: first,
+            mapped_port,
         };
         let peer_id = match self.request(&request).await? {
             IndexResponse::Registered { peer_id, .. } => peer_id,

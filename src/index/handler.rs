@@ -116,8 +116,14 @@ impl<S: Store> Server<S> {
         let handled = match request {
             IndexRequest::Hello { .. } => Err(Reject::bad("hello was already said")),
             IndexRequest::Ping {} => self.ping(session).await,
-            IndexRequest::Register { port, token, files } => {
-                self.register(session, port, token, files).await
+            IndexRequest::Register {
+                port,
+                token,
+                files,
+                mapped_port,
+            } => {
+                self.register(session, port, mapped_port, token, files)
+                    .await
             }
             IndexRequest::AddFiles { files } => self.add_files(session, files).await,
             IndexRequest::RemoveFiles { names } => self.remove_files(session, names).await,
@@ -146,12 +152,18 @@ impl<S: Store> Server<S> {
         &self,
         session: &mut Session,
         port: u16,
+        mapped_port: Option<u16>,
         token: String,
         files: Vec<FileEntry>,
     ) -> Handled {
         if port == 0 {
             return Err(Reject::bad(
                 "port 0 cannot be reached; register the port you listen on",
+            ));
+        }
+        if mapped_port == Some(0) {
+            return Err(Reject::bad(
+                "mapped_port 0 cannot be reached; leave it out when the router mapped none",
             ));
         }
         if token.len() != TOKEN_HEX || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -167,8 +179,12 @@ impl<S: Store> Server<S> {
             .usage(session.from.ip().to_canonical(), Some(&token));
         self.check_room(usage.await?, &files, true)?;
         let count = files.len() as u64;
-        // The peer's host is the one this connection comes from, never a claim.
-        let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
+        // The peer's host is the one this connection comes from, never a claim; its port
+        // is the one its router forwards, when it has a port mapping.
+        let addr = SocketAddr::new(
+            session.from.ip().to_canonical(),
+            mapped_port.unwrap_or(port),
+        );
         let registration = Registration {
             token,
             fingerprint: session.fingerprint,
@@ -408,6 +424,7 @@ mod tests {
             port: 25000,
             token: "c".repeat(TOKEN_HEX),
             files: vec![entry(name)],
+            mapped_port: None,
         }
     }
 
@@ -496,11 +513,19 @@ mod tests {
                 port: 0,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
+                mapped_port: None,
+            };
+            let mapped0 = IndexRequest::Register {
+                port: 1,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![],
+                mapped_port: Some(0),
             };
             let short_token = IndexRequest::Register {
                 port: 1,
                 token: "c".into(),
                 files: vec![],
+                mapped_port: None,
             };
             let mut bad_hash = entry("x");
             bad_hash.sha256 = "short".into();
@@ -508,6 +533,7 @@ mod tests {
                 port: 1,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![bad_hash],
+                mapped_port: None,
             };
             let too_short = IndexRequest::Search(SearchQuery::pattern("a*"));
             let bad_prefix = IndexRequest::Search(SearchQuery {
@@ -515,7 +541,15 @@ mod tests {
                 ..SearchQuery::default()
             });
             let hello = IndexRequest::Hello { version: 1 };
-            for request in [port0, short_token, bad_entry, too_short, bad_prefix, hello] {
+            let requests = [
+                port0,
+                mapped0,
+                short_token,
+                bad_entry,
+                too_short,
+                bad_prefix,
+            ];
+            for request in requests.into_iter().chain([hello]) {
                 assert_eq!(
                     code(server.handle(&mut s, request).await),
                     ErrorCode::BadRequest
@@ -563,6 +597,41 @@ mod tests {
                 server.handle(&mut s, IndexRequest::Ping {}).await,
                 IndexResponse::Pong {}
             );
+        });
+    }
+
+    #[test]
+    fn a_mapped_port_is_the_port_others_are_told_with_the_observed_host() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            let IndexRequest::Register {
+                port, token, files, ..
+            } = register("a.txt")
+            else {
+                unreachable!()
+            };
+            let mapped = IndexRequest::Register {
+                port,
+                token,
+                files,
+                mapped_port: Some(31000),
+            };
+            server.handle(&mut s, mapped).await;
+            let IndexResponse::Peers { peers } =
+                server.handle(&mut s, IndexRequest::Peers {}).await
+            else {
+                panic!("no peers");
+            };
+            assert_eq!(peers[0].addr, ([192, 0, 2, 7], 31000).into());
+            // Registering again without one (the mapping was lost) gives the port back.
+            server.handle(&mut s, register("a.txt")).await;
+            let IndexResponse::Peers { peers } =
+                server.handle(&mut s, IndexRequest::Peers {}).await
+            else {
+                panic!("no peers");
+            };
+            assert_eq!(peers[0].addr, ([192, 0, 2, 7], 25000).into());
         });
     }
 

@@ -5,6 +5,7 @@
 
 pub mod cache;
 mod ignore;
+pub mod mapping;
 pub mod scan;
 pub mod serve;
 pub mod session;
@@ -29,6 +30,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::limit::RateLimit;
 use crate::runtime::{self, ShutdownTrigger};
 use cache::HashCache;
+use mapping::{MappingState, PortMapping};
 use scan::HashStats;
 use serve::SharedFolder;
 use session::{Session, SessionConfig, SessionState};
@@ -53,6 +55,8 @@ pub struct SharingSettings {
     /// The key each index server must prove (from the known-indexes file and
     /// `host:port#FINGERPRINT`).
     pub pins: crate::client::Pins,
+    /// Ask the router for a port mapping of the file server (UPnP-IGD).
+    pub port_mapping: bool,
 }
 
 impl SharingSettings {
@@ -73,6 +77,7 @@ impl SharingSettings {
             session_ttl: config.session_ttl(),
             living,
             pins: Default::default(),
+            port_mapping: config.peer.port_mapping,
         }
     }
 }
@@ -269,6 +274,7 @@ pub struct Sharing {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     session: Session,
+    mapping: PortMapping,
     server: Mutex<Option<Task<Result<()>>>>,
     stop_server: ShutdownTrigger,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -319,6 +325,10 @@ impl Sharing {
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };
         let session = Session::spawn(client, peer_id, config, folder.clone());
+        let mapping = match settings.port_mapping {
+            true => PortMapping::start(addr, session.mapped_port_sink()),
+            false => PortMapping::off(),
+        };
         let shared = Arc::new(Shared {
             folder,
             roots: Mutex::new(roots.clone()),
@@ -349,6 +359,7 @@ impl Sharing {
             addr,
             shared,
             session,
+            mapping,
             server: Mutex::new(Some(server)),
             stop_server,
             watcher: Mutex::new(watcher),
@@ -359,6 +370,11 @@ impl Sharing {
     /// The session's state (Peer ID, connected).
     pub fn state(&self) -> SessionState {
         self.session.state()
+    }
+
+    /// Where the router's port mapping of the file server stands.
+    pub fn mapping(&self) -> MappingState {
+        self.mapping.state()
     }
 
     /// The shared files.
@@ -438,7 +454,9 @@ impl Sharing {
             follower.cancel().await;
         }
         drop(self.watcher.lock().take());
+        // Withdrawn from the index first, so no one is sent to a port about to close.
         self.session.stop().await;
+        self.mapping.stop().await;
         self.stop_server.trigger();
         let server = self.server.lock().take();
         if let Some(server) = server {

@@ -1,6 +1,7 @@
 //! A registered peer's session with the index: heartbeats while idle, and after the
 //! index restarts or the network drops, reconnection with backoff and jitter and
-//! re-registration under the same token (so the same Peer ID), without user action.
+//! re-registration under the same token (so the same Peer ID), without user action; and
+//! registration again when the router's port mapping (`mapping.rs`) changes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub struct Session {
     state: Arc<Mutex<SessionState>>,
     stop: Sender<()>,
     updates: Sender<Changes>,
+    mapped: Sender<Option<u16>>,
     task: Mutex<Option<Task<()>>>,
 }
 
@@ -96,12 +98,18 @@ impl Session {
         }));
         let (stop, stopped) = smol::channel::bounded(1);
         let (updates, changes) = smol::channel::unbounded();
-        let channels = Channels { stopped, changes };
+        let (mapped, mapped_ports) = smol::channel::unbounded();
+        let channels = Channels {
+            stopped,
+            changes,
+            mapped: mapped_ports,
+        };
         let task = runtime::spawn(keep_alive(client, config, folder, state.clone(), channels));
         Session {
             state,
             stop,
             updates,
+            mapped,
             task: Mutex::new(Some(task)),
         }
     }
@@ -114,6 +122,15 @@ impl Session {
     /// A handle that tells the session what changed in the share.
     pub fn updater(&self) -> Updater {
         Updater(self.updates.clone())
+    }
+
+    /// A callback that tells the session the public port the router now forwards to the
+    /// file server (`None`: none): it registers again with it.
+    pub fn mapped_port_sink(&self) -> Box<dyn Fn(Option<u16>) + Send> {
+        let mapped = self.mapped.clone();
+        Box::new(move |port| {
+            let _ = mapped.try_send(port);
+        })
     }
 
     /// Withdraw this peer's files from the index (if it is reachable) and end the session.
@@ -131,6 +148,7 @@ impl Session {
 struct Channels {
     stopped: Receiver<()>,
     changes: Receiver<Changes>,
+    mapped: Receiver<Option<u16>>,
 }
 
 /// Why the session task woke up.
@@ -139,6 +157,7 @@ enum Wake {
     Beat,
     Closed,
     Changed(Changes),
+    Mapped(Option<u16>),
 }
 
 async fn keep_alive(
@@ -148,7 +167,12 @@ async fn keep_alive(
     state: Arc<Mutex<SessionState>>,
     channels: Channels,
 ) {
-    let Channels { stopped, changes } = channels;
+    let Channels {
+        stopped,
+        changes,
+        mapped,
+    } = channels;
+    let mut mapped_port = None;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
     let set = |connected: bool, peer_id: Option<u64>, index: Option<SocketAddr>| {
@@ -184,7 +208,13 @@ async fn keep_alive(
                         Err(_) => smol::future::pending().await,
                     }
                 };
-                let outcome = match stop.or(changed).or(beat.or(closed)).await {
+                let remapped = async {
+                    match mapped.recv().await {
+                        Ok(port) => Wake::Mapped(port),
+                        Err(_) => smol::future::pending().await,
+                    }
+                };
+                let outcome = match stop.or(changed).or(remapped).or(beat.or(closed)).await {
                     Wake::Stop => {
                         if let Err(e) = c.unregister().await {
                             warn!("withdrawing our files from the index: {e}");
@@ -192,6 +222,20 @@ async fn keep_alive(
                         return;
                     }
                     Wake::Changed(change) => c.apply(&change).await.map(drop),
+                    Wake::Mapped(port) => {
+                        mapped_port = port;
+                        let files = folder.read().entries();
+                        let token = &config.token;
+                        let again = c.register_mapped(config.port, port, token, &files).await;
+                        match (&again, port) {
+                            (Ok(_), Some(port)) => {
+                                info!("registered again: other peers reach us on port {port}")
+                            }
+                            (Ok(_), None) => info!("registered again without a port mapping"),
+                            (Err(_), _) => {}
+                        }
+                        again.map(drop)
+                    }
                     Wake::Beat | Wake::Closed => c.ping().await.map(drop),
                 };
                 if let Err(e) = outcome {
@@ -216,7 +260,10 @@ async fn keep_alive(
                 }
                 // Changes queued while away are in the folder already.
                 while changes.try_recv().is_ok() {}
-                match reregister(&config, current(), &folder).await {
+                while let Ok(port) = mapped.try_recv() {
+                    mapped_port = port;
+                }
+                match reregister(&config, current(), &folder, mapped_port).await {
                     Ok((c, peer_id)) => {
                         info!(
                             "registered again with the index at {} as peer {peer_id}",
@@ -241,12 +288,15 @@ async fn reregister(
     config: &SessionConfig,
     last: SocketAddr,
     folder: &SharedFolder,
+    mapped_port: Option<u16>,
 ) -> Result<(IndexClient, u64)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
     let mut client =
         IndexClient::connect_any_as(&order, &config.identity, &config.pins, config.limits).await?;
     let files = folder.read().entries();
-    let peer_id = client.register(config.port, &config.token, &files).await?;
+    let peer_id = client
+        .register_mapped(config.port, mapped_port, &config.token, &files)
+        .await?;
     Ok((client, peer_id))
 }

@@ -167,7 +167,9 @@ pub const COMMANDS: &[Spec] = &[
         name: "status",
         args: "",
         summary: "what this process serves, shares and talks to",
-        details: "",
+        details: "While sharing, also the router's port mapping of the file server: \
+                  `port mapping: PUBLIC → LOCAL via UPnP`, `none (no router answered)`, or \
+                  `off` when [peer] port_mapping = false.",
         aliases: &[],
         params: no_params,
     },
