@@ -221,6 +221,14 @@ fn quitting_removes_the_mapping_from_the_router() {
     let line = mapping_line(&mut peer, &["asking"]);
     assert!(line.contains("via UPnP"), "{line}\n{}", w.upnpd.log());
     assert_eq!(w.upnpd.redirects().len(), 1, "{:?}", w.upnpd.redirects());
+    // Leased for an hour (napster's LEASE, renewed every half hour), not for ever: a
+    // peer that dies leaves no mapping behind for long.
+    let left = lease_end(&w.upnpd).saturating_sub(now());
+    assert!(
+        (3500..=3600).contains(&left),
+        "{:?}: {left} s left",
+        w.upnpd.leases()
+    );
     let public = w.router.addr(serving.port());
     assert!(w.net.tcp_connects(&w.downloader.ns, public));
 
@@ -229,6 +237,48 @@ fn quitting_removes_the_mapping_from_the_router() {
     assert!(peer.wait().success());
     assert_eq!(w.upnpd.redirects(), Vec::<String>::new());
     assert!(!w.net.tcp_connects(&w.downloader.ns, public));
+}
+
+/// The lease's end, in seconds since the epoch, of the one mapping `upnpd` holds.
+fn lease_end(upnpd: &netns::upnp::Upnpd) -> u64 {
+    let leases = upnpd.leases();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    leases[0].split(':').nth(4).unwrap().parse().unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn a_mapping_is_renewed_before_its_lease_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mut w) = world("a_mapping_is_renewed…", tmp.path()) else {
+        return;
+    };
+    let config = "[peer]\nport_mapping_lease = 2\n";
+    let (mut peer, serving) = start_sharer(&w.sharer, tmp.path(), "loop", config, w.index_addr);
+    let line = mapping_line(&mut peer, &["asking"]);
+    assert!(line.contains("via UPnP"), "{line}\n{}", w.upnpd.log());
+    let first = lease_end(&w.upnpd);
+    assert!(first <= now() + 2, "{:?}", w.upnpd.leases());
+    // Renewed every second: the lease's end moves on, past the first lease's end, and
+    // the mapping is still there, still working.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while lease_end(&w.upnpd) < first + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lease_end(&w.upnpd) >= first + 2, "{:?}", w.upnpd.leases());
+    assert!(now() > first);
+    assert!(
+        w.net
+            .tcp_connects(&w.downloader.ns, w.router.addr(serving.port()))
+    );
+    assert!(peer.terminate().success());
+    assert_eq!(w.upnpd.redirects(), Vec::<String>::new());
 }
 
 #[test]

@@ -14,13 +14,10 @@ use std::time::Duration;
 
 use igd_next::{Gateway, PortMappingProtocol, SearchOptions};
 use parking_lot::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Longest wait for a router to answer the search (SSDP); past it, "no router answered".
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Lease asked for; the mapping is renewed when half of it has passed.
-pub const LEASE: Duration = Duration::from_secs(3600);
 
 /// Pause before asking again after no router answered or the router refused.
 pub const RETRY: Duration = Duration::from_secs(300);
@@ -101,9 +98,10 @@ impl PortMapping {
         }
     }
 
-    /// Ask the router to forward a public port to `internal` (the file server), keep
-    /// the mapping renewed, and tell `on_change` the public port each time it changes.
-    pub fn start(internal: SocketAddr, on_change: OnChange) -> Self {
+    /// Ask the router to forward a public port to `internal` (the file server) for
+    /// `lease` (`[peer] port_mapping_lease`), renew it when half the lease has passed,
+    /// and tell `on_change` the public port each time it changes.
+    pub fn start(internal: SocketAddr, lease: Duration, on_change: OnChange) -> Self {
         if let Some(why) = unmappable(internal.ip()) {
             return PortMapping {
                 state: Arc::new(Mutex::new(MappingState::Failed(why))),
@@ -118,7 +116,7 @@ impl PortMapping {
         let spawned = std::thread::Builder::new()
             .name("port-mapping".into())
             .spawn(move || {
-                keep(internal, &shared, &stopped, &on_change);
+                keep(internal, lease, &shared, &stopped, &on_change);
                 drop(finished);
             });
         if let Err(e) = spawned {
@@ -160,13 +158,14 @@ impl PortMapping {
 /// the [`PortMapping`] is gone); after a failure, try again every [`RETRY`].
 fn keep(
     internal: SocketAddr,
+    lease: Duration,
     state: &Mutex<MappingState>,
     stopped: &mpsc::Receiver<()>,
     on_change: &OnChange,
 ) {
     let set = |new: MappingState| *state.lock() = new;
     loop {
-        match map(internal) {
+        match map(internal, lease) {
             Ok((gateway, mapping)) => {
                 let mapped = MappingState::Mapped {
                     external: mapping.external,
@@ -176,31 +175,19 @@ fn keep(
                 let port = mapping.external.port();
                 set(mapped);
                 on_change(Some(port));
-                loop {
-                    match stopped.recv_timeout(LEASE / 2) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                            match gateway.remove_port(PortMappingProtocol::TCP, port) {
-                                Ok(()) => info!("port mapping: removed {}", mapping.external),
-                                Err(e) => warn!("port mapping: removing it: {e}"),
-                            }
-                            set(MappingState::Off);
-                            return;
+                match hold(&gateway, &mapping, stopped) {
+                    Ok(()) => {
+                        match gateway.remove_port(PortMappingProtocol::TCP, port) {
+                            Ok(()) => info!("port mapping: removed {}", mapping.external),
+                            Err(e) => warn!("port mapping: removing it: {e}"),
                         }
+                        set(MappingState::Off);
+                        return;
                     }
-                    let renewed = gateway.add_port(
-                        PortMappingProtocol::TCP,
-                        port,
-                        mapping.internal,
-                        lease_secs(),
-                        DESCRIPTION,
-                    );
-                    if let Err(e) = renewed {
-                        let why = format!("the router refused to renew it: {e}");
+                    Err(why) => {
                         warn!("port mapping: {why}");
                         set(MappingState::Failed(why));
                         on_change(None);
-                        break;
                     }
                 }
             }
@@ -214,6 +201,34 @@ fn keep(
             return;
         }
         set(MappingState::Asking);
+    }
+}
+
+/// Keep `mapping` renewed (every half lease; a permanent one never) until told to stop
+/// or the [`PortMapping`] is gone (`Ok`), or until the router refuses to renew it (why).
+fn hold(gateway: &Gateway, mapping: &Mapping, stopped: &mpsc::Receiver<()>) -> Result<(), String> {
+    loop {
+        let woke = match mapping.lease {
+            0 => stopped.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            secs => stopped.recv_timeout(Duration::from_secs(secs.into()) / 2),
+        };
+        if !matches!(woke, Err(RecvTimeoutError::Timeout)) {
+            return Ok(());
+        }
+        let external = mapping.external.port();
+        gateway
+            .add_port(
+                PortMappingProtocol::TCP,
+                external,
+                mapping.internal,
+                mapping.lease,
+                DESCRIPTION,
+            )
+            .map_err(|e| format!("the router refused to renew it: {e}"))?;
+        debug!(
+            "port mapping: renewed {} for {} s",
+            mapping.external, mapping.lease
+        );
     }
 }
 
@@ -231,16 +246,18 @@ fn unmappable(ip: IpAddr) -> Option<String> {
     }
 }
 
-/// A mapping the router granted: public address and port, and where they lead.
+/// A mapping the router granted: public address and port, where they lead, and its
+/// lease in seconds (0: permanent, where the router allows no other).
 #[derive(Debug, Clone, Copy)]
 struct Mapping {
     external: SocketAddr,
     internal: SocketAddr,
+    lease: u32,
 }
 
 /// Find the router and ask it to forward a public port (the same as ours if it is free)
 /// to `internal`; why not, as a sentence for the log and `status`.
-fn map(internal: SocketAddr) -> Result<(Gateway, Mapping), String> {
+fn map(internal: SocketAddr, lease: Duration) -> Result<(Gateway, Mapping), String> {
     let mut options = SearchOptions::default();
     if !internal.ip().is_unspecified() {
         options.bind_addr = SocketAddr::new(internal.ip(), 0);
@@ -267,21 +284,53 @@ fn map(internal: SocketAddr) -> Result<(Gateway, Mapping), String> {
             gateway.addr
         )
     })?;
-    let protocol = PortMappingProtocol::TCP;
-    let port = match gateway.add_port(
-        protocol,
-        internal.port(),
-        internal,
-        lease_secs(),
-        DESCRIPTION,
-    ) {
-        Ok(()) => internal.port(),
-        Err(_) => gateway
-            .add_any_port(protocol, internal, lease_secs(), DESCRIPTION)
-            .map_err(|e| format!("the router at {} refused a mapping: {e}", gateway.addr))?,
+    let refused =
+        |e: &dyn fmt::Display| format!("the router at {} refused a mapping: {e}", gateway.addr);
+    let mut lease = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX);
+    let port = loop {
+        match add(&gateway, internal, lease) {
+            Ok(port) => break port,
+            // Some routers grant permanent mappings only: then it is removed on exit.
+            Err(AddError::OnlyPermanent) if lease != 0 => lease = 0,
+            Err(AddError::OnlyPermanent) => return Err(refused(&"only permanent leases")),
+            Err(AddError::Other(e)) => return Err(refused(&e)),
+        }
     };
     let external = SocketAddr::new(ip, port);
-    Ok((gateway, Mapping { external, internal }))
+    Ok((
+        gateway,
+        Mapping {
+            external,
+            internal,
+            lease,
+        },
+    ))
+}
+
+/// Why the router refused a mapping.
+enum AddError {
+    /// It grants permanent mappings (lease 0) only.
+    OnlyPermanent,
+    /// Anything else, as text.
+    Other(String),
+}
+
+/// Map the file server's own port if the router has it free, else any port it gives.
+fn add(gateway: &Gateway, internal: SocketAddr, lease: u32) -> Result<u16, AddError> {
+    let protocol = PortMappingProtocol::TCP;
+    match gateway.add_port(protocol, internal.port(), internal, lease, DESCRIPTION) {
+        Ok(()) => return Ok(internal.port()),
+        Err(igd_next::AddPortError::OnlyPermanentLeasesSupported) => {
+            return Err(AddError::OnlyPermanent);
+        }
+        Err(_) => {}
+    }
+    gateway
+        .add_any_port(protocol, internal, lease, DESCRIPTION)
+        .map_err(|e| match e {
+            igd_next::AddAnyPortError::OnlyPermanentLeasesSupported => AddError::OnlyPermanent,
+            other => AddError::Other(other.to_string()),
+        })
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -289,10 +338,6 @@ fn is_timeout(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
     )
-}
-
-fn lease_secs() -> u32 {
-    LEASE.as_secs() as u32
 }
 
 #[cfg(test)]
@@ -320,7 +365,8 @@ mod tests {
 
     #[test]
     fn loopback_and_ipv6_servers_are_never_mapped_so_no_search_leaves_the_machine() {
-        let loopback = PortMapping::start(([127, 0, 0, 1], 1).into(), Box::new(|_| {}));
+        let lease = Duration::from_secs(3600);
+        let loopback = PortMapping::start(([127, 0, 0, 1], 1).into(), lease, Box::new(|_| {}));
         let MappingState::Failed(why) = loopback.state() else {
             panic!("{}", loopback.state());
         };

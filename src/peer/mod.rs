@@ -55,8 +55,9 @@ pub struct SharingSettings {
     /// The key each index server must prove (from the known-indexes file and
     /// `host:port#FINGERPRINT`).
     pub pins: crate::client::Pins,
-    /// Ask the router for a port mapping of the file server (UPnP-IGD).
-    pub port_mapping: bool,
+    /// Ask the router for a port mapping of the file server (UPnP-IGD) with this
+    /// lease; `None`: don't.
+    pub port_mapping: Option<Duration>,
 }
 
 impl SharingSettings {
@@ -77,7 +78,10 @@ impl SharingSettings {
             session_ttl: config.session_ttl(),
             living,
             pins: Default::default(),
-            port_mapping: config.peer.port_mapping,
+            port_mapping: config
+                .peer
+                .port_mapping
+                .then(|| Duration::from_secs(config.peer.port_mapping_lease.into())),
         }
     }
 }
@@ -326,8 +330,8 @@ impl Sharing {
         };
         let session = Session::spawn(client, peer_id, config, folder.clone());
         let mapping = match settings.port_mapping {
-            true => PortMapping::start(addr, session.mapped_port_sink()),
-            false => PortMapping::off(),
+            Some(lease) => PortMapping::start(addr, lease, session.mapped_port_sink()),
+            None => PortMapping::off(),
         };
         let shared = Arc::new(Shared {
             folder,

@@ -175,6 +175,16 @@ impl Upnpd {
             .collect()
     }
 
+    /// miniupnpd's lease file: one `PROTO:EPORT:IADDR:IPORT:EXPIRES:DESCRIPTION` line
+    /// per mapping, EXPIRES in seconds since the epoch (0: no lease, permanent).
+    pub fn leases(&self) -> Vec<String> {
+        std::fs::read_to_string(self._dir.path().join("leases"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Wait for a line of miniupnpd's log containing `needle`.
     pub fn wait_for(&mut self, needle: &str) -> Result<String, String> {
         wait_line(&self.log, needle, &mut self.seen)
