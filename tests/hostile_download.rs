@@ -224,6 +224,7 @@ fn hit(addr: SocketAddr, name: &str, contents: &[u8]) -> Hit {
         fingerprint: fake_identity().fingerprint(),
         nickname: None,
         addr,
+        reachable: true,
         file: real_entry(name, contents),
         shared_at: 0,
     }
@@ -980,6 +981,7 @@ fn a_huge_file_from_several_sources_holds_bounded_memory() {
             fingerprint: fake_identity().fingerprint(),
             nickname: None,
             addr,
+            reachable: true,
             file: entry.clone(),
             shared_at: 0,
         });

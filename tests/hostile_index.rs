@@ -1311,6 +1311,7 @@ fn lying_hit(name: &str, sha256: &str) -> napster::protocol::Hit {
     napster::protocol::Hit {
         peer_id: 9,
         addr: closed_addr(),
+        reachable: true,
         file,
         shared_at: 0,
         fingerprint: napster::protocol::Fingerprint::of_public_key(b"a lying index's peer"),
@@ -1362,6 +1363,7 @@ fn a_peer_list_with_an_unusable_address_is_a_clear_error() {
         peers: vec![protocol::PeerInfo {
             peer_id: 3,
             addr: "127.0.0.1:0".parse().unwrap(),
+            reachable: true,
             files: 1,
             bytes: 1,
             shared_at: 0,

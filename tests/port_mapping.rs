@@ -79,6 +79,20 @@ fn mapping_line(peer: &mut Running, pending: &[&str]) -> String {
     }
 }
 
+/// Ask `peer` for its `status` until its line starting `prefix` contains `wanted` (or
+/// [`MAPPED_WITHIN`] passed); that line.
+fn status_line(peer: &mut Running, prefix: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + MAPPED_WITHIN;
+    loop {
+        peer.send("status");
+        let line = peer.wait_for(prefix);
+        if line.contains(wanted) || Instant::now() > deadline {
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The wan, an index on it, a downloader on it, and a home whose router runs miniupnpd;
 /// `None` (after a "skipped" line) where this machine cannot build that.
 struct World {
@@ -187,6 +201,12 @@ fn peers_behind_a_upnp_router_map_their_ports_and_are_downloaded_from_directly()
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(told(&stdout), "{stdout}");
+    // The index's connect-back check went through the mapping too: each peer is told
+    // it is reachable at its public address.
+    for (peer, public) in &mut peers {
+        let line = status_line(peer, "sharing:", &format!("reachable at {public}"));
+        assert!(line.contains(&format!("reachable at {public}")), "{line}");
+    }
     // A downloader on the wan fetches each file straight from its peer.
     let out = NAPSTER.run_in(
         Some(&w.downloader.ns),

@@ -53,6 +53,7 @@ fn job(
         bandwidth: Arc::new(RateLimit::new(0)),
         status: Arc::new(Status::default()),
         progress,
+        dialer: napster::client::Dialer::direct(Limits::default()),
     }
 }
 

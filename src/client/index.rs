@@ -29,9 +29,32 @@ impl Changes {
     }
 }
 
+/// How the index sees this peer's file server, as it said at `register`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// The address the index observed (source IP, registered port).
+    pub addr: SocketAddr,
+    /// Whether the index could connect to it.
+    pub reachable: bool,
+}
+
+/// What the index asked this peer's session to do, unasked for: connect out to a
+/// downloader's file server at `addr` (observed by the index) and open with `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTo {
+    /// The downloader's file server.
+    pub addr: SocketAddr,
+    /// Its one-time token.
+    pub token: String,
+}
+
 /// A connection to an index server that has said hello.
 pub struct IndexClient {
     conn: protocol::Connection,
+    /// What `register` last heard.
+    reach: Option<Reach>,
+    /// Pushes received while waiting for an answer, in order.
+    pushes: std::collections::VecDeque<ConnectTo>,
 }
 
 impl IndexClient {
@@ -64,7 +87,11 @@ impl IndexClient {
                 e => Error::msg(format!("cannot use the index at {addr}: {e}")),
             })?;
         net::greet::<IndexRequest, IndexResponse>(&mut conn).await?;
-        Ok(IndexClient { conn })
+        Ok(IndexClient {
+            conn,
+            reach: None,
+            pushes: Default::default(),
+        })
     }
 
     /// Connect to the first of `addrs` that answers (trying them in order).
@@ -119,11 +146,44 @@ impl IndexClient {
     }
 
     /// Send a request and wait for its answer; error replies become [`Error::Refused`].
+    /// Pushes that arrive first are kept for [`IndexClient::take_push`].
     pub async fn request(&mut self, request: &IndexRequest) -> Result<IndexResponse> {
         self.conn.send(request).await?;
-        match self.conn.recv_reply().await? {
-            IndexResponse::Error { code, message } => Err(Error::refused(code, &message)),
-            response => Ok(response),
+        loop {
+            match self.conn.recv_reply().await? {
+                IndexResponse::Error { code, message } => {
+                    return Err(Error::refused(code, &message));
+                }
+                IndexResponse::ConnectTo { addr, token } => {
+                    if protocol::token_problem(&token).is_none() && addr.port() != 0 {
+                        self.pushes.push_back(ConnectTo { addr, token });
+                    }
+                }
+                response => return Ok(response),
+            }
+        }
+    }
+
+    /// The oldest push not handled yet.
+    pub fn take_push(&mut self) -> Option<ConnectTo> {
+        self.pushes.pop_front()
+    }
+
+    /// How the index saw our file server at the last `register`.
+    pub fn reach(&self) -> Option<Reach> {
+        self.reach
+    }
+
+    /// Ask the index to have `peer_id` connect out to our file server, opening with
+    /// `token` (a reverse connection).
+    pub async fn connect_request(&mut self, peer_id: u64, token: &str) -> Result<()> {
+        let request = IndexRequest::Connect {
+            peer_id,
+            token: token.into(),
+        };
+        match self.request(&request).await? {
+            IndexResponse::Connecting {} => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -198,7 +258,15 @@ impl IndexClient {
             mapped_port,
         };
         let peer_id = match self.request(&request).await? {
-            IndexResponse::Registered { peer_id, .. } => peer_id,
+            IndexResponse::Registered {
+                peer_id,
+                addr,
+                reachable,
+                ..
+            } => {
+                self.reach = Some(Reach { addr, reachable });
+                peer_id
+            }
             other => return Err(unexpected(other)),
         };
         for files in batches {

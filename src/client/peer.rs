@@ -2,8 +2,10 @@
 //! chunk list (checked against the index's), a range of its bytes, and ping.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use smol::Async;
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -31,7 +33,34 @@ impl PeerClient {
         expected: Option<Fingerprint>,
         limits: Limits,
     ) -> Result<Self> {
-        let mut conn = net::connect(addr, &Identity::ephemeral(), expected, limits)
+        let stream = Connection::dial(addr, limits).await.map_err(|e| match e {
+            e @ protocol::Error::Io { .. } => Error::msg(format!("unreachable: {e}")),
+            other => Error::from(other),
+        })?;
+        PeerClient::handshake(stream, expected, limits).await
+    }
+
+    /// Be the downloader on a TCP stream to the file server obtained another way (a
+    /// reverse connection, whichever side opened it): the same TLS client handshake,
+    /// which must prove `expected`, and versions exchanged.
+    pub async fn over(
+        stream: Async<TcpStream>,
+        expected: Fingerprint,
+        limits: Limits,
+    ) -> Result<Self> {
+        PeerClient::handshake(stream, Some(expected), limits).await
+    }
+
+    async fn handshake(
+        stream: Async<TcpStream>,
+        expected: Option<Fingerprint>,
+        limits: Limits,
+    ) -> Result<Self> {
+        let addr = stream
+            .get_ref()
+            .peer_addr()
+            .map_err(|e| Error::io("reading the peer's address", e))?;
+        let mut conn = net::connect_over(stream, &Identity::ephemeral(), expected, limits)
             .await
             .map_err(|e| match e {
                 Error::WrongKey { seen, expected, .. } => Error::msg(format!(

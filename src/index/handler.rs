@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::Server;
 use super::metrics::{Kind, kind};
+use super::reach::{self, CONNECT_WINDOW, ConnectBudget, MAX_CONNECTS, Refusal};
 use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
@@ -28,6 +29,10 @@ pub struct Session {
     pub from: SocketAddr,
     /// The key the connection proved in its TLS handshake: the peer, whatever it claims.
     pub fingerprint: Fingerprint,
+    /// What the index pushes to this session's peer, once it registered.
+    pub pushes: Option<smol::channel::Receiver<IndexResponse>>,
+    /// The `connect` requests it made lately.
+    pub connects: ConnectBudget,
 }
 
 impl Session {
@@ -39,6 +44,8 @@ impl Session {
             files: 0,
             from,
             fingerprint,
+            pushes: None,
+            connects: ConnectBudget::default(),
         }
     }
 }
@@ -132,6 +139,7 @@ impl<S: Store> Server<S> {
             IndexRequest::Browse { peer_id, limit } => self.browse(peer_id, limit).await,
             IndexRequest::Lookup { name } => self.lookup(name).await,
             IndexRequest::Peers {} => self.peers().await,
+            IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
         };
         handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message))
     }
@@ -170,6 +178,19 @@ impl<S: Store> Server<S> {
             return Err(Reject::bad(format!("token must be {TOKEN_HEX} hex digits")));
         }
         self.check_files(&files, 0)?;
+        // The peer's host is the one this connection comes from, never a claim; its port
+        // is the one its router forwards, when it has a port mapping.
+        let addr = SocketAddr::new(
+            session.from.ip().to_canonical(),
+            mapped_port.unwrap_or(port),
+        );
+        let reachable = match self.settings.connect_back {
+            Some(timeout) => {
+                let identity = &self.settings.identity;
+                reach::connect_back(identity, addr, session.fingerprint, timeout).await
+            }
+            None => true,
+        };
         let _admitted = self.admit.lock().await;
         // The peer is the key it proved on this connection, never a token it claims: a
         // token stolen or replayed from another key's connection gets nothing of its.
@@ -179,31 +200,77 @@ impl<S: Store> Server<S> {
             .usage(session.from.ip().to_canonical(), Some(&token));
         self.check_room(usage.await?, &files, true)?;
         let count = files.len() as u64;
-        // The peer's host is the one this connection comes from, never a claim; its port
-        // is the one its router forwards, when it has a port mapping.
-        let addr = SocketAddr::new(
-            session.from.ip().to_canonical(),
-            mapped_port.unwrap_or(port),
-        );
         let registration = Registration {
             token,
             fingerprint: session.fingerprint,
             session: session.id,
             addr,
+            reachable,
             files,
         };
         let peer_id = self.store.register(registration).await?;
         // Registering again under another token replaces the first registration.
         if let Some(old) = session.peer.filter(|&old| old != peer_id) {
             self.store.unregister(old, session.id).await?;
+            self.pushes.forget(old, session.id);
         }
         session.peer = Some(peer_id);
         session.files = count;
-        info!("peer {peer_id} registered {count} file(s), serving at {addr}");
+        session.pushes =
+            Some(
+                self.pushes
+                    .register(peer_id, session.id, session.fingerprint, addr, reachable),
+            );
+        let how = if reachable { "reachable" } else { "behind NAT" };
+        info!("peer {peer_id} registered {count} file(s), serving at {addr} ({how})");
         Ok(IndexResponse::Registered {
             peer_id,
             files: count,
+            addr,
+            reachable,
         })
+    }
+
+    /// Tell a sharer behind a NAT, over its session, to connect out to the asking peer's
+    /// file server at the address this index observed for it.
+    fn connect(&self, session: &mut Session, peer_id: u64, token: String) -> Handled {
+        if let Some(problem) = protocol::token_problem(&token) {
+            return Err(Reject::bad(problem));
+        }
+        if !session.connects.take() {
+            warn!("{} asks for too many reverse connections", session.from);
+            return Err(Reject::new(
+                ErrorCode::Busy,
+                format!(
+                    "too many connect requests: at most {MAX_CONNECTS} per {} s; try again \
+                     shortly",
+                    CONNECT_WINDOW.as_secs()
+                ),
+            ));
+        }
+        match self.pushes.connect(session.fingerprint, peer_id, token) {
+            Ok(addr) => {
+                info!(
+                    "peer {peer_id} told to connect to {addr} for {}",
+                    session.from
+                );
+                Ok(IndexResponse::Connecting {})
+            }
+            Err(Refusal::AskerUnreachable) => Err(Reject::new(
+                ErrorCode::NotRegistered,
+                "a reverse connection needs you to be registered on this index server with \
+                 this key and reachable at the address it saw (you are not): share a folder \
+                 from a reachable address, or download through a relay",
+            )),
+            Err(Refusal::NoSession) => Err(Reject::new(
+                ErrorCode::NotFound,
+                format!("peer {peer_id} has no session on this index server"),
+            )),
+            Err(Refusal::Full) => Err(Reject::new(
+                ErrorCode::Busy,
+                format!("peer {peer_id} has too many connections waiting; try again shortly"),
+            )),
+        }
     }
 
     async fn add_files(&self, session: &mut Session, files: Vec<FileEntry>) -> Handled {
@@ -227,7 +294,9 @@ impl<S: Store> Server<S> {
     async fn unregister(&self, session: &mut Session) -> Handled {
         let peer = registered(session)?;
         self.store.unregister(peer, session.id).await?;
+        self.pushes.forget(peer, session.id);
         session.peer = None;
+        session.pushes = None;
         info!("peer {peer} at {} unregistered", session.from);
         Ok(IndexResponse::Done { files: 0 })
     }
@@ -398,8 +467,14 @@ mod tests {
     use super::*;
     use crate::index::{MemoryStore, Settings};
 
+    /// A server that takes every peer as reachable (its sessions come from TEST-NET
+    /// addresses nothing answers at).
     fn server() -> Server<MemoryStore> {
-        Server::new(Arc::new(MemoryStore::new()), Settings::default())
+        let settings = Settings {
+            connect_back: None,
+            ..Settings::default()
+        };
+        Server::new(Arc::new(MemoryStore::new()), settings)
     }
 
     fn session(id: u64) -> Session {
@@ -445,7 +520,9 @@ mod tests {
                 reply,
                 IndexResponse::Registered {
                     peer_id: crate::index::store::peer_id_of(&s.fingerprint),
-                    files: 1
+                    files: 1,
+                    addr: ([192, 0, 2, 7], 25000).into(),
+                    reachable: true,
                 }
             );
             let IndexResponse::Results { hits, truncated } = server
@@ -645,6 +722,7 @@ mod tests {
             fingerprint: Fingerprint([7; 32]),
             nickname: Some("n".repeat(crate::protocol::MAX_NICKNAME)),
             addr: ([127, 0, 0, 1], 1).into(),
+            reachable: false,
             file: entry(&"n".repeat(500)),
             shared_at: 0,
         };

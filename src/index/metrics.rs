@@ -41,12 +41,14 @@ pub enum Kind {
     Lookup,
     /// `peers`
     Peers,
+    /// `connect` (a reverse connection asked for)
+    Connect,
     /// A second `hello`, or anything else out of turn.
     Other,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::Ping,
         Kind::Register,
         Kind::AddFiles,
@@ -56,6 +58,7 @@ impl Kind {
         Kind::Browse,
         Kind::Lookup,
         Kind::Peers,
+        Kind::Connect,
         Kind::Other,
     ];
 
@@ -70,6 +73,7 @@ impl Kind {
             Kind::Browse => "browse",
             Kind::Lookup => "lookup",
             Kind::Peers => "peers",
+            Kind::Connect => "connect",
             Kind::Other => "other",
         }
     }
@@ -87,6 +91,7 @@ pub fn kind(request: &IndexRequest) -> Kind {
         IndexRequest::Browse { .. } => Kind::Browse,
         IndexRequest::Lookup { .. } => Kind::Lookup,
         IndexRequest::Peers {} => Kind::Peers,
+        IndexRequest::Connect { .. } => Kind::Connect,
         IndexRequest::Hello { .. } => Kind::Other,
     }
 }

@@ -309,16 +309,20 @@ impl Sharing {
             .context(|| "reading the bound address".into())?;
         let token = session::new_token();
         let files = share.entries();
-        let peer_id = client.register(addr.port(), &token, &files).await?;
         let roots = share.roots().to_vec();
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
-        let server = runtime::spawn(serve::run(
-            listener,
-            folder.clone(),
-            settings.server.clone(),
-            shutdown,
-        ));
+        // Serving before registering: the index connects back to check reachability.
+        let file_server = serve::Files::new(folder.clone(), settings.server.clone(), shutdown);
+        let server = runtime::spawn(file_server.clone().run(listener));
+        let peer_id = match client.register(addr.port(), &token, &files).await {
+            Ok(id) => id,
+            Err(e) => {
+                stop_server.trigger();
+                let _ = server.await;
+                return Err(e);
+            }
+        };
         let config = SessionConfig {
             index: index.to_vec(),
             port: addr.port(),
@@ -328,7 +332,7 @@ impl Sharing {
             limits,
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };
-        let session = Session::spawn(client, peer_id, config, folder.clone());
+        let session = Session::spawn(client, peer_id, config, folder.clone(), file_server);
         let mapping = match settings.port_mapping {
             Some(lease) => PortMapping::start(addr, lease, session.mapped_port_sink()),
             None => PortMapping::off(),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use smol::Async;
 use smol::future::FutureExt;
+use smol::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -26,6 +27,7 @@ use crate::net::{self, Admission};
 use crate::peer::share::Share;
 use crate::peer::slots::Slots;
 use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse, Reply};
+use crate::rendezvous::{self, Rendezvous};
 use crate::runtime::Shutdown;
 
 /// The folder being served; replaced or changed while serving.
@@ -44,6 +46,9 @@ pub struct Settings {
     pub max_uploads_per_address: usize,
     /// Upload bandwidth shared by every transfer.
     pub upload: Arc<RateLimit>,
+    /// Where reverse connections to this file server meet the downloads waiting for
+    /// them (this process's downloads); `None` refuses them.
+    pub rendezvous: Option<Arc<Rendezvous>>,
 }
 
 impl Settings {
@@ -56,6 +61,7 @@ impl Settings {
             max_uploads: config.peer.max_uploads,
             max_uploads_per_address: config.peer.max_uploads_per_address,
             upload,
+            rendezvous: None,
         }
     }
 }
@@ -87,35 +93,85 @@ pub async fn run(
     settings: Settings,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let admission = Admission {
-        limits: settings.limits,
-        max_connections: net::fit_connections(MAX_CONNECTIONS, "file server"),
-        max_per_address: MAX_CONNECTIONS,
-    };
-    let identity = settings.identity.clone();
-    let server = Arc::new(Server {
-        slots: Slots::new(settings.max_uploads, settings.max_uploads_per_address),
-        folder,
-        settings,
-    });
-    net::accept_loop::<PeerRequest, PeerResponse, _, _>(
-        listener,
-        identity,
-        admission,
-        shutdown,
-        move |conn, shutdown| {
-            let server = server.clone();
-            async move {
-                smol::future::or(server.requests(conn), async {
-                    shutdown.wait().await;
-                    Ok(())
-                })
-                .await
-            }
-        },
-    )
-    .await;
-    Ok(())
+    Files::new(folder, settings, shutdown).run(listener).await
+}
+
+/// A file server: served on its listener, and over the reverse connections its peer's
+/// session opens (`docs/NAT.md`), with the same slots and limits.
+#[derive(Clone)]
+pub struct Files {
+    server: Arc<Server>,
+    shutdown: Shutdown,
+}
+
+impl Files {
+    /// A file server of `folder`, until `shutdown` fires.
+    pub fn new(folder: SharedFolder, settings: Settings, shutdown: Shutdown) -> Self {
+        let server = Arc::new(Server {
+            slots: Slots::new(settings.max_uploads, settings.max_uploads_per_address),
+            folder,
+            settings,
+        });
+        Files { server, shutdown }
+    }
+
+    /// Serve on `listener` until shutdown.
+    pub async fn run(self, listener: Async<TcpListener>) -> Result<()> {
+        let settings = &self.server.settings;
+        let admission = Admission {
+            limits: settings.limits,
+            max_connections: net::fit_connections(MAX_CONNECTIONS, "file server"),
+            max_per_address: MAX_CONNECTIONS,
+        };
+        let identity = settings.identity.clone();
+        let hooks = net::Hooks {
+            on_busy: None,
+            rendezvous: settings.rendezvous.clone(),
+        };
+        let server = self.server.clone();
+        net::accept_loop::<PeerRequest, PeerResponse, _, _>(
+            listener,
+            identity,
+            admission,
+            self.shutdown.clone(),
+            hooks,
+            move |conn, shutdown| {
+                let server = server.clone();
+                async move {
+                    smol::future::or(server.requests(conn), async {
+                        shutdown.wait().await;
+                        Ok(())
+                    })
+                    .await
+                }
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// A reverse connection: connect to a downloader's file server at `to` (the address
+    /// the index observed for it), open with `token`, then serve it as the TLS server,
+    /// exactly as on the listener, until it leaves or shutdown.
+    pub async fn serve_reverse(&self, to: SocketAddr, token: &str) -> Result<()> {
+        let limits = self.server.settings.limits;
+        let mut stream = Connection::dial(to, limits).await?;
+        let preamble = rendezvous::preamble(token);
+        async { stream.write_all(&preamble).await }
+            .or(async {
+                smol::Timer::after(limits.timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+            .context(|| format!("opening a reverse connection to {to}"))?;
+        let identity = &self.server.settings.identity;
+        let conn = net::serve_stream::<PeerRequest, PeerResponse>(stream, identity, limits).await?;
+        smol::future::or(self.server.requests(conn), async {
+            self.shutdown.wait().await;
+            Ok(())
+        })
+        .await
+    }
 }
 
 impl Server {

@@ -13,10 +13,10 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient, Pins};
+use crate::client::{Changes, IndexClient, Pins, Reach};
 use crate::error::Result;
 use crate::identity::Identity;
-use crate::peer::serve::SharedFolder;
+use crate::peer::serve::{Files, SharedFolder};
 use crate::protocol::Limits;
 use crate::runtime;
 
@@ -55,6 +55,8 @@ pub struct SessionState {
     pub connected: bool,
     /// The index server the session is (or was last) with.
     pub index: SocketAddr,
+    /// How that index saw our file server when we last registered.
+    pub reach: Option<Reach>,
 }
 
 /// A running session; [`Session::stop`] withdraws the files and ends it.
@@ -85,16 +87,19 @@ pub fn new_token() -> String {
 
 impl Session {
     /// Keep `client`, already registered as `peer_id`, alive in the background.
+    /// Reverse connections the index asks for are served by `files`.
     pub fn spawn(
         client: IndexClient,
         peer_id: u64,
         config: SessionConfig,
         folder: SharedFolder,
+        files: Files,
     ) -> Self {
         let state = Arc::new(Mutex::new(SessionState {
             peer_id,
             connected: true,
             index: client.addr(),
+            reach: client.reach(),
         }));
         let (stop, stopped) = smol::channel::bounded(1);
         let (updates, changes) = smol::channel::unbounded();
@@ -104,7 +109,8 @@ impl Session {
             changes,
             mapped: mapped_ports,
         };
-        let task = runtime::spawn(keep_alive(client, config, folder, state.clone(), channels));
+        let share = Served { folder, files };
+        let task = runtime::spawn(keep_alive(client, config, share, state.clone(), channels));
         Session {
             state,
             stop,
@@ -144,6 +150,29 @@ impl Session {
     }
 }
 
+/// What the session registers and serves.
+struct Served {
+    folder: SharedFolder,
+    files: Files,
+}
+
+/// Serve the reverse connections the index asked `client` for.
+fn reverse(client: &mut IndexClient, files: &Files) {
+    while let Some(push) = client.take_push() {
+        let files = files.clone();
+        runtime::spawn(async move {
+            info!(
+                "connecting out to {} for a download (reverse connection)",
+                push.addr
+            );
+            if let Err(e) = files.serve_reverse(push.addr, &push.token).await {
+                warn!("reverse connection to {}: {e}", push.addr);
+            }
+        })
+        .detach();
+    }
+}
+
 /// What the session task is told.
 struct Channels {
     stopped: Receiver<()>,
@@ -163,10 +192,11 @@ enum Wake {
 async fn keep_alive(
     client: IndexClient,
     config: SessionConfig,
-    folder: SharedFolder,
+    share: Served,
     state: Arc<Mutex<SessionState>>,
     channels: Channels,
 ) {
+    let Served { folder, files } = share;
     let Channels {
         stopped,
         changes,
@@ -197,7 +227,7 @@ async fn keep_alive(
                     smol::Timer::after(config.heartbeat).await;
                     Wake::Beat
                 };
-                // The index never speaks first: anything readable is its goodbye.
+                // The index speaks first only to push (answered after a ping) or to close.
                 let closed = async {
                     c.readable().await;
                     Wake::Closed
@@ -224,9 +254,11 @@ async fn keep_alive(
                     Wake::Changed(change) => c.apply(&change).await.map(drop),
                     Wake::Mapped(port) => {
                         mapped_port = port;
-                        let files = folder.read().entries();
+                        let entries = folder.read().entries();
                         let token = &config.token;
-                        let again = c.register_mapped(config.port, port, token, &files).await;
+                        let again = c.register_mapped(config.port, port, token, &entries).await;
+                        // The index checked again whether it can reach us.
+                        state.lock().reach = c.reach();
                         match (&again, port) {
                             (Ok(_), Some(port)) => {
                                 info!("registered again: other peers reach us on port {port}")
@@ -238,6 +270,7 @@ async fn keep_alive(
                     }
                     Wake::Beat | Wake::Closed => c.ping().await.map(drop),
                 };
+                reverse(c, &files);
                 if let Err(e) = outcome {
                     warn!("lost the index at {}: {e}; reconnecting", current());
                     set(false, None, None);
@@ -270,6 +303,7 @@ async fn keep_alive(
                             c.addr()
                         );
                         set(true, Some(peer_id), Some(c.addr()));
+                        state.lock().reach = c.reach();
                         client = Some(c);
                         backoff = FIRST_BACKOFF;
                     }

@@ -67,6 +67,10 @@ pub struct Hit {
     pub nickname: Option<String>,
     /// Address of the peer's file server, as the index saw the peer connect.
     pub addr: SocketAddr,
+    /// Whether the index could connect to that address when the peer registered; when
+    /// not, the peer is behind a NAT or firewall and is reached another way
+    /// (`docs/NAT.md`).
+    pub reachable: bool,
     /// The file.
     pub file: FileEntry,
     /// When the peer registered, in seconds since the Unix epoch.
@@ -86,6 +90,8 @@ pub struct PeerInfo {
     pub nickname: Option<String>,
     /// Address of the peer's file server.
     pub addr: SocketAddr,
+    /// Whether the index could connect to that address when the peer registered.
+    pub reachable: bool,
     /// Number of files shared.
     pub files: u64,
     /// Sum of their sizes.
@@ -151,6 +157,17 @@ pub enum IndexRequest {
     Peers {},
     /// Liveness check; keeps a peer session alive.
     Ping {},
+    /// Ask the index to have peer `peer_id` (behind a NAT) connect out to us, the
+    /// registered and reachable peer with this connection's key, at the address the index
+    /// observed for us; its connection opens with `token` (a reverse connection,
+    /// `docs/NAT.md`).
+    Connect {
+        /// The sharer.
+        peer_id: u64,
+        /// One-time token, [`super::rules::TOKEN_HEX`] hex digits, that the sharer's
+        /// connection presents before its TLS handshake.
+        token: String,
+    },
 }
 
 /// Responses of the index server, one per request.
@@ -168,6 +185,12 @@ pub enum IndexResponse {
         peer_id: u64,
         /// How many files the peer now shares.
         files: u64,
+        /// The file server's address as the index sees it: the connection's source
+        /// address with the registered port.
+        addr: SocketAddr,
+        /// Whether the index could connect to that address (a TLS handshake proving the
+        /// registering key) within a short timeout.
+        reachable: bool,
     },
     /// Answer to `AddFiles`, `RemoveFiles`, `Unregister`.
     Done {
@@ -188,6 +211,17 @@ pub enum IndexResponse {
     },
     /// Answer to `Ping`.
     Pong {},
+    /// Answer to `Connect`: the sharer was told to connect to us.
+    Connecting {},
+    /// Unasked for, on a registered peer's session, between answers: connect to `addr`
+    /// (the index observed it for the asking downloader, never a claimed one), open with
+    /// `token`, then serve files over that connection as its TLS server.
+    ConnectTo {
+        /// Where the downloader's file server listens, as the index observed it.
+        addr: SocketAddr,
+        /// The downloader's one-time token.
+        token: String,
+    },
     /// The request failed; the connection stays usable unless said otherwise.
     Error {
         /// The kind of error.

@@ -9,7 +9,7 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use super::message::{FileEntry, Hit, PeerInfo};
 
 /// Protocol version, exchanged in the first message of every connection.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
@@ -154,6 +154,14 @@ pub fn check_hit(hit: &Hit) -> Result<(), String> {
     Ok(())
 }
 
+/// What is wrong with a one-time token (of `connect`, a reverse connection's preamble, a
+/// relay), if anything: it must be [`TOKEN_HEX`] lowercase hex digits.
+pub fn token_problem(token: &str) -> Option<String> {
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    (token.len() != TOKEN_HEX || !token.bytes().all(hex))
+        .then(|| format!("a token must be {TOKEN_HEX} lowercase hex digits"))
+}
+
 /// Check a peer's description received from the index; the error says what is wrong.
 pub fn check_peer_info(peer: &PeerInfo) -> Result<(), String> {
     if peer.addr.port() == 0 || peer.addr.ip().is_unspecified() {
@@ -256,8 +264,9 @@ const ENVELOPE: usize = 256;
 const ENTRY_JSON_FIXED: usize = 224;
 
 /// JSON bytes of a hit beyond its file entry: keys, an IPv6 address with port, two
-/// 20-digit numbers, the 52-character fingerprint and the longest nickname.
-const HIT_JSON_EXTRA: usize = 136 + 88 + MAX_NICKNAME;
+/// 20-digit numbers, the 52-character fingerprint, the reachable flag and the longest
+/// nickname.
+const HIT_JSON_EXTRA: usize = 136 + 88 + 24 + MAX_NICKNAME;
 
 /// An upper bound of a name's JSON length, quotes and separating comma included. Names
 /// hold no control characters (they are checked on the way in), so only `"` and `\`

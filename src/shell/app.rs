@@ -12,7 +12,7 @@ use smol::Async;
 
 use super::Shell;
 use super::services::{Backend, Serving};
-use crate::client::{IndexClient, KnownIndexes, PeerClient, Pins, known};
+use crate::client::{Dialer, IndexClient, KnownIndexes, PeerClient, Pins, Reverse, known};
 use crate::error::{Error, IoContext, Result};
 use crate::identity::Identity;
 use crate::index::metrics::{Counts, Endpoint};
@@ -121,7 +121,23 @@ impl Shell {
         // This process's key and the index keys it trusts come from their files.
         settings.server.identity = self.identity()?;
         settings.pins = self.pins()?;
+        settings.server.rendezvous = Some(self.services.rendezvous().clone());
         Ok(settings)
+    }
+
+    /// How downloads reach sharers: directly, and by reverse connections through the
+    /// index our share is registered with, when we share.
+    pub(super) fn dialer(&self) -> Dialer {
+        let limits = self.config.limits();
+        let reverse = self.services.sharing().and_then(|sharing| {
+            Some(Reverse {
+                index: sharing.state().index,
+                identity: self.identity().ok()?,
+                pins: self.pins().ok()?,
+                rendezvous: self.services.rendezvous().clone(),
+            })
+        });
+        Dialer::new(limits, reverse)
     }
 
     /// The first scan of a folder to share, with a progress bar over what hashing reads.

@@ -132,6 +132,7 @@ impl Shell {
             peer_id: sharing.state().peer_id,
             index: index.to_string(),
             at: sharing.addr.into(),
+            reachable: sharing.state().reach.is_none_or(|r| r.reachable),
             dir: root.display().to_string(),
             files: count as u64,
             bytes,
@@ -155,6 +156,7 @@ impl Shell {
             render::size(stats.hashed_bytes),
             render::count(stats.cached_files as u64, "file")
         );
+        put!(out, "{}", render::reach_line(sharing.state().reach));
         self.services.set_sharing(sharing);
         Ok(out)
     }
@@ -317,6 +319,7 @@ impl Shell {
             bandwidth: self.download.clone(),
             status: status.clone(),
             progress: Arc::new(|_| {}),
+            dialer: self.dialer(),
         };
         if background {
             job.cancel = Cancel::default();
@@ -358,6 +361,7 @@ impl Shell {
             peer_ids: done.peers.clone(),
             resumed: done.resumed,
             refetched: done.refetched,
+            routes: done.routes(),
             seconds: done.elapsed.as_secs_f64(),
             already_there: done.already_there,
         });
@@ -369,34 +373,8 @@ impl Shell {
             );
             return Ok(out);
         }
-        let mut extras = String::new();
-        if done.resumed > 0 {
-            extras.push_str(&format!(", resumed {}", render::size(done.resumed)));
-        }
-        if done.refetched > 0 {
-            extras.push_str(&format!(
-                ", {} failed their check and were fetched again",
-                render::size(done.refetched)
-            ));
-        }
-        let from = match done.peers.as_slice() {
-            [] => "nothing new".to_owned(),
-            [one] => format!("from peer {one}"),
-            many => format!(
-                "from peers {}",
-                many.iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        put!(
-            out,
-            "saved {} ({}, sha256 ok, {} {from}{extras})",
-            done.path.display(),
-            render::size(done.size),
-            render::rate(done.size - done.resumed, done.elapsed),
-        );
+        put!(out, "{}", render::saved(&done));
+        put!(out, "{}", done.summary());
         Ok(out)
     }
 

@@ -69,6 +69,9 @@ pub struct FileRow {
     /// Where that peer serves.
     #[serde(flatten)]
     pub at: Endpoint,
+    /// Whether the index could connect to it (false: behind a NAT, reached by a
+    /// reverse connection).
+    pub reachable: bool,
     /// The shared name.
     pub name: String,
     /// Size in bytes.
@@ -89,6 +92,7 @@ impl FileRow {
             peer_id: hit.peer_id,
             fingerprint: hit.fingerprint.to_string(),
             at: hit.addr.into(),
+            reachable: hit.reachable,
             name: hit.file.name.clone(),
             size: hit.file.size,
             sha256: hit.file.sha256.clone(),
@@ -131,6 +135,8 @@ pub enum Record {
         /// Where it serves.
         #[serde(flatten)]
         at: Endpoint,
+        /// Whether the index could connect to it.
+        reachable: bool,
         /// Files it shares.
         files: u64,
         /// Their total size in bytes.
@@ -166,6 +172,8 @@ pub enum Record {
         /// Where this peer serves.
         #[serde(flatten)]
         at: Endpoint,
+        /// Whether the index could connect to it (false: behind a NAT).
+        reachable: bool,
         /// The folder.
         dir: String,
         /// Files shared.
@@ -213,6 +221,9 @@ pub enum Record {
         resumed: u64,
         /// Bytes that failed their check and were fetched again.
         refetched: u64,
+        /// Chunks delivered by each path the sources were reached by (`direct`,
+        /// `reverse`).
+        routes: std::collections::BTreeMap<String, u64>,
         /// Seconds it took.
         seconds: f64,
         /// True when the same contents were already there.
@@ -273,6 +284,7 @@ impl Record {
             peer_id: p.peer_id,
             fingerprint: p.fingerprint.to_string(),
             at: p.addr.into(),
+            reachable: p.reachable,
             files: p.files,
             bytes: p.bytes,
             shared_at: utc(p.shared_at),

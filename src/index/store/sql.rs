@@ -1,5 +1,52 @@
 //! Text the PostgreSQL store builds: `LIKE` patterns, hash ranges, and database URLs
-//! fit for messages (passwords hidden).
+//! fit for messages (passwords hidden); and what its rows become.
+
+use std::net::{IpAddr, SocketAddr};
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::protocol::{FileEntry, Hit, PeerInfo};
+
+/// A search row (`peer_id, host, port, name, size, sha256, chunks, shared_at,
+/// fingerprint, nickname, reachable`) as a hit; `None` when a stored value is unusable.
+pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
+    let host: String = row.get(1);
+    let port: i32 = row.get(2);
+    let sha256: Vec<u8> = row.get(5);
+    let chunks: Vec<u8> = row.get(6);
+    Some(Hit {
+        peer_id: row.get::<i64, _>(0) as u64,
+        fingerprint: row.get::<String, _>(8).parse().ok()?,
+        nickname: row.get(9),
+        addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
+        reachable: row.get(10),
+        file: FileEntry {
+            name: row.get(3),
+            size: row.get::<i64, _>(4) as u64,
+            sha256: hex::encode(sha256),
+            chunks: hex::encode(chunks),
+        },
+        shared_at: row.get(7),
+    })
+}
+
+/// A peers row (`id, host, port, shared_at, files, bytes, fingerprint, nickname,
+/// reachable`) as a peer's description.
+pub fn peer_of_row(row: &PgRow) -> Option<PeerInfo> {
+    let host: String = row.get(1);
+    let port: i32 = row.get(2);
+    Some(PeerInfo {
+        peer_id: row.get::<i64, _>(0) as u64,
+        fingerprint: row.get::<String, _>(6).parse().ok()?,
+        nickname: row.get(7),
+        addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
+        reachable: row.get(8),
+        shared_at: row.get(3),
+        files: row.get::<i64, _>(4) as u64,
+        bytes: row.get::<i64, _>(5) as u64,
+    })
+}
 
 /// `url` with any password replaced, for messages.
 pub fn redacted(url: &str) -> String {

@@ -22,6 +22,7 @@ impl Inner {
             fingerprint: peer.fingerprint,
             nickname: None,
             addr: peer.addr,
+            reachable: peer.reachable,
             file: FileEntry {
                 name: name_of(&self.names, rec).to_owned(),
                 size: rec.size,
