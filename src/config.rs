@@ -68,6 +68,12 @@ pub struct IndexConfig {
     pub metrics: String,
     /// Key file of the index server's identity; made on first use.
     pub key: PathBuf,
+    /// Relay between peers that are both behind NATs.
+    pub relay: bool,
+    /// Bandwidth the relay may use in all (a rate like `10MiB/s`; `0`: no cap).
+    pub relay_rate: String,
+    /// Bytes one key may have relayed per hour (a size like `1GiB`; `0`: no quota).
+    pub relay_quota: String,
 }
 
 impl Default for IndexConfig {
@@ -89,6 +95,9 @@ impl Default for IndexConfig {
             database: String::new(),
             metrics: String::new(),
             key: ".napster-index-key".into(),
+            relay: true,
+            relay_rate: "0".into(),
+            relay_quota: "4GiB".into(),
         }
     }
 }
@@ -294,6 +303,8 @@ impl Config {
             ("peer.upload_limit", &self.peer.upload_limit),
             ("peer.download_limit", &self.peer.download_limit),
             ("protocol.min_rate", &self.protocol.min_rate),
+            ("index.relay_rate", &self.index.relay_rate),
+            ("index.relay_quota", &self.index.relay_quota),
         ] {
             if let Err(e) = crate::limit::parse_rate(value) {
                 return bad(key, &format!("is wrong: {e}"));

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::protocol::{self, Connection, ErrorCode, Fingerprint, Handshake, Limits, Reply};
-use crate::rendezvous::{self, Rendezvous};
+use crate::rendezvous::{self, Handoff};
 use crate::runtime::{self, Shutdown};
 use crate::tls;
 
@@ -99,9 +99,10 @@ pub type OnBusy = Arc<dyn Fn() + Send + Sync>;
 pub struct Hooks {
     /// Called for each connection refused at a limit.
     pub on_busy: Option<OnBusy>,
-    /// Where a connection opening with a reverse connection's preamble (not TLS) goes;
-    /// without it such a connection is refused like any non-TLS one.
-    pub rendezvous: Option<Arc<Rendezvous>>,
+    /// Where a connection opening with a preamble (not TLS) goes: a reverse
+    /// connection's download, a relay; without it such a connection is refused like any
+    /// non-TLS one.
+    pub handoff: Option<Handoff>,
 }
 
 /// Accept connections on `listener` until `shutdown` fires. Each one gets its own task,
@@ -152,12 +153,11 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
         let serve = serve.clone();
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
-        let rendezvous = hooks.rendezvous.clone();
+        let handoff = hooks.handoff.clone();
         runtime::spawn(async move {
             let result = async {
-                let rendezvous = rendezvous.as_deref();
                 let Some(mut conn) =
-                    accept_tls::<Resp>(stream, &acceptor, admission.limits, rendezvous).await?
+                    accept_tls::<Resp>(stream, &acceptor, admission.limits, handoff).await?
                 else {
                     return Ok(());
                 };
@@ -201,7 +201,7 @@ async fn accept_tls<Resp>(
     stream: Async<TcpStream>,
     acceptor: &TlsAcceptor,
     limits: Limits,
-    rendezvous: Option<&Rendezvous>,
+    handoff: Option<Handoff>,
 ) -> Result<Option<Connection>>
 where
     Resp: Reply + serde::Serialize,
@@ -223,10 +223,14 @@ where
         .await;
     match peeked {
         Ok(0) => return Ok(None),
-        Ok(_) if first[0] == rendezvous::MAGIC[0] && rendezvous.is_some() => {
-            let handed = rendezvous.expect("checked").arrive(stream, timeout).await;
+        Ok(_) if first[0] == rendezvous::MAGIC[0] && handoff.is_some() => {
+            let mut stream = stream;
+            let handed = match rendezvous::read_preamble(&mut stream, timeout).await {
+                Some(token) => handoff.expect("checked")(token, stream),
+                None => false,
+            };
             if !handed {
-                warn!("dropped a reverse connection from {addr}: no download waits for it");
+                warn!("dropped a connection from {addr}: its preamble names no token we wait for");
             }
             return Ok(None);
         }
@@ -284,10 +288,13 @@ async fn tls_accept(
 }
 
 /// Be the server, as `identity` speaking `Req`/`Resp`, on a TCP stream this side opened
-/// (a reverse connection): the TLS handshake and `welcome`, within the timeout.
+/// (a reverse connection, a relay): the TLS handshake and `welcome`, within the timeout.
+/// When `client` is given, the other side must prove that key, or it is refused before
+/// anything else is said.
 pub async fn serve_stream<Req, Resp>(
     stream: Async<TcpStream>,
     identity: &Identity,
+    client: Option<Fingerprint>,
     limits: Limits,
 ) -> Result<Connection>
 where
@@ -296,6 +303,15 @@ where
 {
     let acceptor = TlsAcceptor::from(tls::server_config(identity));
     let mut conn = tls_accept(stream, &acceptor, limits).await?;
+    if let Some(expected) = client
+        && conn.peer_fingerprint() != expected
+    {
+        return Err(Error::msg(format!(
+            "refused {}: it proved key {}, not {expected}",
+            conn.peer_addr(),
+            conn.peer_fingerprint()
+        )));
+    }
     welcome::<Req, Resp>(&mut conn).await?;
     Ok(conn)
 }

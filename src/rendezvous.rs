@@ -5,6 +5,9 @@
 //! a stream whose preamble names a waiting token to that download. A stream whose token
 //! nobody waits for (wrong, stale, or used once already) is closed.
 //!
+//! The same preamble opens a peer's connection to the index's relay, whose accept loop
+//! hands it to the relay (`index/relay.rs`) instead.
+//!
 //! The TLS roles do not follow the TCP direction: over the handed stream the downloader
 //! is still the TLS client checking the sharer's key, and the sharer the TLS server.
 
@@ -94,29 +97,39 @@ impl Rendezvous {
         self.waiting.lock().len()
     }
 
-    /// Read a preamble from `stream` within `timeout` and hand the stream to the
-    /// download waiting under its token; false (the stream dropped) when the preamble
-    /// is malformed or late, or nobody waits for the token. A token is used once.
-    pub async fn arrive(&self, mut stream: Async<TcpStream>, timeout: Duration) -> bool {
-        let mut bytes = [0; PREAMBLE];
-        let read = async { stream.read_exact(&mut bytes).await.is_ok() }
-            .or(async {
-                smol::Timer::after(timeout).await;
-                false
-            })
-            .await;
-        if !read || bytes[..MAGIC.len()] != MAGIC {
-            return false;
-        }
-        let Ok(token) = std::str::from_utf8(&bytes[MAGIC.len()..]) else {
-            return false;
-        };
-        if token_problem(token).is_some() {
-            return false;
-        }
+    /// Hand `stream`, whose preamble named `token`, to the download waiting under it;
+    /// false (the stream dropped) when nobody waits for it. A token is used once.
+    pub fn deliver(&self, token: &str, stream: Async<TcpStream>) -> bool {
         let Some(to) = self.waiting.lock().remove(token) else {
             return false;
         };
         to.try_send(stream).is_ok()
     }
+
+    /// This rendezvous as an accept loop's hand-off.
+    pub fn handoff(self: &Arc<Self>) -> Handoff {
+        let rendezvous = self.clone();
+        Arc::new(move |token, stream| rendezvous.deliver(&token, stream))
+    }
+}
+
+/// Where an accept loop hands a stream whose preamble named a token (the token, the
+/// stream after its preamble); false when nobody takes it (the stream is dropped).
+pub type Handoff = Arc<dyn Fn(String, Async<TcpStream>) -> bool + Send + Sync>;
+
+/// Read a preamble from `stream` within `timeout`: its token, or `None` when it is
+/// malformed, cut or late.
+pub async fn read_preamble(stream: &mut Async<TcpStream>, timeout: Duration) -> Option<String> {
+    let mut bytes = [0; PREAMBLE];
+    let read = async { stream.read_exact(&mut bytes).await.is_ok() }
+        .or(async {
+            smol::Timer::after(timeout).await;
+            false
+        })
+        .await;
+    if !read || bytes[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let token = std::str::from_utf8(&bytes[MAGIC.len()..]).ok()?;
+    token_problem(token).is_none().then(|| token.to_owned())
 }

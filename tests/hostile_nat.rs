@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{WAIT, client_limits, share_folder, sharing_settings, start_index};
-use napster::client::{Dialer, IndexClient, Reverse, Route};
+use napster::client::{Dialer, IndexClient, Push, Route, Via};
 use napster::download::{self, Job};
 use napster::error::Error;
 use napster::identity::Identity;
@@ -76,11 +76,11 @@ impl Downloader {
     fn dialer(&self, index: SocketAddr) -> Dialer {
         Dialer::new(
             client_limits(),
-            Some(Reverse {
+            Some(Via {
                 index,
                 identity: self.settings.server.identity.clone(),
                 pins: Default::default(),
-                rendezvous: self.rendezvous.clone(),
+                rendezvous: Some(self.rendezvous.clone()),
             }),
         )
     }
@@ -173,7 +173,7 @@ async fn raw_session(index: SocketAddr, port: u16) -> (IndexClient, u64, Identit
 }
 
 /// Ping until the index's push arrives.
-async fn next_push(client: &mut IndexClient) -> napster::client::ConnectTo {
+async fn next_push(client: &mut IndexClient) -> Push {
     let started = Instant::now();
     loop {
         client.ping().await.unwrap();
@@ -213,8 +213,11 @@ fn a_sharer_is_only_sent_to_the_address_the_index_observed_for_the_asker() {
             .await
             .unwrap();
         let push = next_push(&mut sharer).await;
-        assert_eq!(push.addr, downloader.sharing.addr);
-        assert_eq!(push.token, common::token(3));
+        let expected = Push::Connect {
+            addr: downloader.sharing.addr,
+            token: common::token(3),
+        };
+        assert_eq!(push, expected);
         downloader.sharing.stop().await;
     });
 }

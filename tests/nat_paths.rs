@@ -123,8 +123,8 @@ fn nat_to_public_goes_direct() {
 }
 
 #[test]
-fn nat_to_nat_without_a_relay_fails_saying_why() {
-    let Some(mut net) = internet_or_skip("nat_to_nat_without_a_relay_fails_saying_why") else {
+fn nat_to_nat_goes_through_the_relay() {
+    let Some(mut net) = internet_or_skip("nat_to_nat_goes_through_the_relay") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -135,30 +135,61 @@ fn nat_to_nat_without_a_relay_fails_saying_why() {
     let other_home = net.home(Nat::Cone);
     let other = net.home_host(&other_home);
     let (out, err) = download(&other, tmp.path(), "d", index_addr);
-    assert!(!out.contains("saved"), "{out}\n{err}");
-    assert!(err.contains("behind a NAT"), "{out}\n{err}");
-    assert!(err.contains("reachable"), "{out}\n{err}");
+    assert!(out.contains("behind NAT"), "{out}\n{err}");
+    assert!(out.contains("from 1 peer: 1 relayed"), "{out}\n{err}");
     drop((sharer, index));
 }
 
 #[test]
-fn one_download_draws_on_a_direct_and_a_reverse_source() {
-    let Some(mut net) = internet_or_skip("one_download_draws_on_a_direct_and_a_reverse_source")
+fn symmetric_nats_go_through_the_relay() {
+    let Some(mut net) = internet_or_skip("symmetric_nats_go_through_the_relay") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, index_addr) = start_index(&mut net, tmp.path());
+    let home = net.home(Nat::Symmetric);
+    let behind = net.home_host(&home);
+    let (sharer, reach) = start_sharer(&behind, tmp.path(), "s", index_addr, &[("song.ogg", SONG)]);
+    assert!(reach.contains("behind NAT"), "{reach}");
+    let other_home = net.home(Nat::Symmetric);
+    let other = net.home_host(&other_home);
+    let (out, err) = download(&other, tmp.path(), "d", index_addr);
+    assert!(out.contains("from 1 peer: 1 relayed"), "{out}\n{err}");
+    drop((sharer, index));
+}
+
+#[test]
+fn one_download_draws_on_a_direct_a_reverse_and_a_relayed_source() {
+    let Some(mut net) =
+        internet_or_skip("one_download_draws_on_a_direct_a_reverse_and_a_relayed_source")
     else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let (index, index_addr) = start_index(&mut net, tmp.path());
+    let big = common::noise_words(5, 24 << 20);
+    let files: &[(&str, &[u8])] = &[("big.bin", &big)];
     let public = net.public_host();
-    let big = common::noise_words(5, 12 << 20);
-    let files: &[(&str, &[u8])] = &[("song.ogg", SONG), ("big.bin", &big)];
     let (open, _) = start_sharer(&public, tmp.path(), "open", index_addr, files);
     let home = net.home(Nat::Cone);
     let behind = net.home_host(&home);
     let (natted, reach) = start_sharer(&behind, tmp.path(), "natted", index_addr, files);
     assert!(reach.contains("behind NAT"), "{reach}");
+    // A third home whose router lets nothing through to the downloader: its sharer
+    // cannot connect back, so only the relay is left for it.
     let downloader = net.public_host();
+    let walled_home = net.home(Nat::Cone);
+    let walled = net.home_host(&walled_home);
+    let (walled_sharer, _) = start_sharer(&walled, tmp.path(), "walled", index_addr, files);
+    let to_downloader = downloader.ip.to_string();
+    net.exec_ok(
+        &walled_home.router.ns,
+        "iptables",
+        &["-I", "FORWARD", "-d", &to_downloader, "-j", "REJECT"],
+    );
+    // The downloader waits 2 s (its timeout) for a reverse connection before the relay.
     let dir = peer_dir(tmp.path(), "d", &[]);
+    std::fs::write(dir.join("napster.toml"), "[protocol]\ntimeout = 2\n").unwrap();
     let out = NAPSTER.run_in(
         Some(&downloader.ns),
         &dir,
@@ -169,11 +200,10 @@ fn one_download_draws_on_a_direct_and_a_reverse_source() {
     assert_eq!(std::fs::read(dir.join("downloads/big.bin")).unwrap(), big);
     let summary = stdout
         .lines()
-        .find(|l| l.starts_with("from 2 peers: "))
-        .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(
-        summary.contains(" direct") && summary.contains(" reverse"),
-        "{summary}"
-    );
-    drop((open, natted, index));
+        .find(|l| l.starts_with("from 3 peers: "))
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    for route in [" direct", " reverse", " relayed"] {
+        assert!(summary.contains(route), "{summary}");
+    }
+    drop((open, natted, walled_sharer, index));
 }

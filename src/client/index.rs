@@ -38,14 +38,25 @@ pub struct Reach {
     pub reachable: bool,
 }
 
-/// What the index asked this peer's session to do, unasked for: connect out to a
-/// downloader's file server at `addr` (observed by the index) and open with `token`.
+/// What the index asked this peer's session to do, unasked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectTo {
-    /// The downloader's file server.
-    pub addr: SocketAddr,
-    /// Its one-time token.
-    pub token: String,
+pub enum Push {
+    /// Connect out to a downloader's file server at `addr` (observed by the index) and
+    /// open with `token`: a reverse connection.
+    Connect {
+        /// The downloader's file server.
+        addr: SocketAddr,
+        /// Its one-time token.
+        token: String,
+    },
+    /// Join the index's relay with `token`, and serve the downloader with key
+    /// `downloader` only.
+    Relay {
+        /// Our one-time token.
+        token: String,
+        /// The key the downloader must prove.
+        downloader: Fingerprint,
+    },
 }
 
 /// A connection to an index server that has said hello.
@@ -54,7 +65,7 @@ pub struct IndexClient {
     /// What `register` last heard.
     reach: Option<Reach>,
     /// Pushes received while waiting for an answer, in order.
-    pushes: std::collections::VecDeque<ConnectTo>,
+    pushes: std::collections::VecDeque<Push>,
 }
 
 impl IndexClient {
@@ -156,7 +167,12 @@ impl IndexClient {
                 }
                 IndexResponse::ConnectTo { addr, token } => {
                     if protocol::token_problem(&token).is_none() && addr.port() != 0 {
-                        self.pushes.push_back(ConnectTo { addr, token });
+                        self.pushes.push_back(Push::Connect { addr, token });
+                    }
+                }
+                IndexResponse::RelayTo { token, downloader } => {
+                    if protocol::token_problem(&token).is_none() {
+                        self.pushes.push_back(Push::Relay { token, downloader });
                     }
                 }
                 response => return Ok(response),
@@ -165,8 +181,20 @@ impl IndexClient {
     }
 
     /// The oldest push not handled yet.
-    pub fn take_push(&mut self) -> Option<ConnectTo> {
+    pub fn take_push(&mut self) -> Option<Push> {
         self.pushes.pop_front()
+    }
+
+    /// Ask the index to relay between us and `peer_id`; we then join with `token`.
+    pub async fn relay_request(&mut self, peer_id: u64, token: &str) -> Result<()> {
+        let request = IndexRequest::Relay {
+            peer_id,
+            token: token.into(),
+        };
+        match self.request(&request).await? {
+            IndexResponse::Relaying {} => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// How the index saw our file server at the last `register`.

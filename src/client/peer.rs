@@ -37,7 +37,7 @@ impl PeerClient {
             e @ protocol::Error::Io { .. } => Error::msg(format!("unreachable: {e}")),
             other => Error::from(other),
         })?;
-        PeerClient::handshake(stream, expected, limits).await
+        PeerClient::handshake(stream, expected, &Identity::ephemeral(), limits).await
     }
 
     /// Be the downloader on a TCP stream to the file server obtained another way (a
@@ -48,19 +48,31 @@ impl PeerClient {
         expected: Fingerprint,
         limits: Limits,
     ) -> Result<Self> {
-        PeerClient::handshake(stream, Some(expected), limits).await
+        PeerClient::handshake(stream, Some(expected), &Identity::ephemeral(), limits).await
+    }
+
+    /// [`PeerClient::over`], proving `identity` (a relayed sharer serves only the key
+    /// that asked for the relay).
+    pub async fn over_as(
+        stream: Async<TcpStream>,
+        expected: Fingerprint,
+        identity: &Identity,
+        limits: Limits,
+    ) -> Result<Self> {
+        PeerClient::handshake(stream, Some(expected), identity, limits).await
     }
 
     async fn handshake(
         stream: Async<TcpStream>,
         expected: Option<Fingerprint>,
+        identity: &Identity,
         limits: Limits,
     ) -> Result<Self> {
         let addr = stream
             .get_ref()
             .peer_addr()
             .map_err(|e| Error::io("reading the peer's address", e))?;
-        let mut conn = net::connect_over(stream, &Identity::ephemeral(), expected, limits)
+        let mut conn = net::connect_over(stream, identity, expected, limits)
             .await
             .map_err(|e| match e {
                 Error::WrongKey { seen, expected, .. } => Error::msg(format!(

@@ -9,7 +9,9 @@ use tracing::{info, warn};
 use super::Server;
 use super::metrics::{Kind, kind};
 use super::reach::{self, CONNECT_WINDOW, ConnectBudget, MAX_CONNECTS, Refusal};
-use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
+pub use super::reject::Reject;
+use super::relay;
+use super::store::{NameMatch, Query, Registration, Store, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
@@ -50,45 +52,24 @@ impl Session {
     }
 }
 
-/// Why the index refuses a request: the error reply it sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    /// The kind of refusal.
-    pub code: ErrorCode,
-    /// What was wrong, for a person.
-    pub message: String,
-}
-
-impl Reject {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Reject {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad(message: impl Into<String>) -> Self {
-        Reject::new(ErrorCode::BadRequest, message)
-    }
-}
-
-impl From<StoreError> for Reject {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotOwner => Reject::new(ErrorCode::NotRegistered, e.to_string()),
-            StoreError::Database(_) => {
-                warn!("{e}");
-                Reject::new(
-                    ErrorCode::Internal,
-                    "database unavailable: the index cannot use its database right now; try again shortly",
-                )
-            }
-        }
-    }
-}
-
 /// What a handler returns.
 type Handled = Result<IndexResponse, Reject>;
+
+/// The refusal of a connection that asked for too many reverse connections or relays.
+fn too_many(session: &Session) -> Reject {
+    warn!(
+        "{} asks for too many reverse connections or relays",
+        session.from
+    );
+    Reject::new(
+        ErrorCode::Busy,
+        format!(
+            "too many connect or relay requests: at most {MAX_CONNECTS} per {} s; try again \
+             shortly",
+            CONNECT_WINDOW.as_secs()
+        ),
+    )
+}
 
 fn registered(session: &Session) -> Result<u64, Reject> {
     session
@@ -140,6 +121,7 @@ impl<S: Store> Server<S> {
             IndexRequest::Lookup { name } => self.lookup(name).await,
             IndexRequest::Peers {} => self.peers().await,
             IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
+            IndexRequest::Relay { peer_id, token } => self.relay(session, peer_id, token),
         };
         handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message))
     }
@@ -231,6 +213,47 @@ impl<S: Store> Server<S> {
         })
     }
 
+    /// Set up a relayed pipe between the asking key and a sharer, and tell the sharer
+    /// over its session to join it.
+    fn relay(&self, session: &mut Session, peer_id: u64, token: String) -> Handled {
+        if let Some(problem) = protocol::token_problem(&token) {
+            return Err(Reject::bad(problem));
+        }
+        if !session.connects.take() {
+            return Err(too_many(session));
+        }
+        let no_session = || {
+            let message = format!("peer {peer_id} has no session on this index server");
+            Reject::new(ErrorCode::NotFound, message)
+        };
+        let sharer = self.pushes.key_of(peer_id).ok_or_else(no_session)?;
+        let downloader = session.fingerprint;
+        let theirs = self
+            .relay
+            .offer(downloader, &token, sharer, peer_id)
+            .map_err(|refusal| match refusal {
+                relay::Refusal::Off => Reject::bad("this index server does not relay"),
+                relay::Refusal::Busy => Reject::new(
+                    ErrorCode::Busy,
+                    "the relay is at its limit of pipes; try again shortly",
+                ),
+                relay::Refusal::Quota(key) => Reject::new(
+                    ErrorCode::Full,
+                    format!("the relay quota of {key} is used up for this hour; try again later"),
+                ),
+                relay::Refusal::Taken => Reject::bad("that token is already in use"),
+            })?;
+        let push = IndexResponse::RelayTo {
+            token: theirs,
+            downloader,
+        };
+        self.pushes
+            .push(peer_id, push)
+            .map_err(|_| Reject::new(ErrorCode::Busy, "the peer is busy; try again shortly"))?;
+        info!("relaying between {} and peer {peer_id}", session.from);
+        Ok(IndexResponse::Relaying {})
+    }
+
     /// Tell a sharer behind a NAT, over its session, to connect out to the asking peer's
     /// file server at the address this index observed for it.
     fn connect(&self, session: &mut Session, peer_id: u64, token: String) -> Handled {
@@ -238,15 +261,7 @@ impl<S: Store> Server<S> {
             return Err(Reject::bad(problem));
         }
         if !session.connects.take() {
-            warn!("{} asks for too many reverse connections", session.from);
-            return Err(Reject::new(
-                ErrorCode::Busy,
-                format!(
-                    "too many connect requests: at most {MAX_CONNECTS} per {} s; try again \
-                     shortly",
-                    CONNECT_WINDOW.as_secs()
-                ),
-            ));
+            return Err(too_many(session));
         }
         match self.pushes.connect(session.fingerprint, peer_id, token) {
             Ok(addr) => {

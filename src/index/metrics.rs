@@ -43,12 +43,14 @@ pub enum Kind {
     Peers,
     /// `connect` (a reverse connection asked for)
     Connect,
+    /// `relay`
+    Relay,
     /// A second `hello`, or anything else out of turn.
     Other,
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::Ping,
         Kind::Register,
         Kind::AddFiles,
@@ -59,6 +61,7 @@ impl Kind {
         Kind::Lookup,
         Kind::Peers,
         Kind::Connect,
+        Kind::Relay,
         Kind::Other,
     ];
 
@@ -74,6 +77,7 @@ impl Kind {
             Kind::Lookup => "lookup",
             Kind::Peers => "peers",
             Kind::Connect => "connect",
+            Kind::Relay => "relay",
             Kind::Other => "other",
         }
     }
@@ -92,6 +96,7 @@ pub fn kind(request: &IndexRequest) -> Kind {
         IndexRequest::Lookup { .. } => Kind::Lookup,
         IndexRequest::Peers {} => Kind::Peers,
         IndexRequest::Connect { .. } => Kind::Connect,
+        IndexRequest::Relay { .. } => Kind::Relay,
         IndexRequest::Hello { .. } => Kind::Other,
     }
 }
@@ -138,6 +143,7 @@ pub struct Metrics {
     busy: Counter,
     expired: Counter,
     store_errors: Counter,
+    relayed: Counter,
     peers: Gauge,
     files: Gauge,
     pool: Family<PoolLabels, Gauge>,
@@ -197,6 +203,13 @@ impl Metrics {
             "Requests that failed because the store (the database) did not answer",
             store_errors.clone(),
         );
+        let relayed = Counter::default();
+        registry.register(
+            "relayed_bytes",
+            "Bytes the relay passed between peers behind NATs (both directions; each pipe is \
+             attributed to its two keys in the log)",
+            relayed.clone(),
+        );
         let peers = Gauge::default();
         registry.register("peers", "Peers registered", peers.clone());
         let files = Gauge::default();
@@ -214,6 +227,7 @@ impl Metrics {
             busy,
             expired,
             store_errors,
+            relayed,
             peers,
             files,
             pool,
@@ -245,6 +259,11 @@ impl Metrics {
     /// Count a request the store failed.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Count bytes the relay passed.
+    pub fn relayed(&self, bytes: u64) {
+        self.relayed.inc_by(bytes);
     }
 
     /// Read the peer and file gauges from `census` at each scrape.

@@ -6,6 +6,8 @@
 pub mod handler;
 pub mod metrics;
 pub mod reach;
+pub mod reject;
+pub mod relay;
 pub mod store;
 
 use std::collections::HashMap;
@@ -62,6 +64,8 @@ pub struct Settings {
     /// How long the connect-back check at `register` may take; `None` skips it (every
     /// peer counts as reachable), for tests of other things at unroutable addresses.
     pub connect_back: Option<Duration>,
+    /// What the relay allows.
+    pub relay: relay::Limits,
 }
 
 impl Settings {
@@ -82,6 +86,11 @@ impl Settings {
             max_name_len: config.index.max_name_len,
             min_pattern_len: config.index.min_pattern_len,
             connect_back: Some(reach::CONNECT_BACK_TIMEOUT),
+            relay: relay::Limits {
+                enabled: config.index.relay,
+                rate: crate::limit::parse_rate(&config.index.relay_rate).unwrap_or(0),
+                quota: crate::limit::parse_rate(&config.index.relay_quota).unwrap_or(0),
+            },
         }
     }
 }
@@ -106,6 +115,8 @@ pub struct Server<S> {
     metrics: Option<Arc<Metrics>>,
     /// The registered sessions it can push to.
     pushes: reach::Pushes,
+    /// Its relay.
+    relay: Arc<relay::Relay>,
 }
 
 impl<S: Store> Server<S> {
@@ -113,17 +124,19 @@ impl<S: Store> Server<S> {
     pub fn new(store: Arc<S>, settings: Settings) -> Self {
         Server {
             store,
-            settings,
             next_session: AtomicU64::new(0),
             admit: smol::lock::Mutex::new(()),
             open: Mutex::default(),
             metrics: None,
             pushes: reach::Pushes::default(),
+            relay: relay::Relay::new(settings.relay, None),
+            settings,
         }
     }
 
     /// Count what it does in `metrics`.
     pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.relay = relay::Relay::new(self.settings.relay, metrics.clone());
         self.metrics = metrics;
         self
     }
@@ -223,6 +236,7 @@ pub async fn run_with_metrics<S: Store>(
     let max_connections = settings.max_connections;
     let max_per_address = settings.max_connections_per_address;
     let server = Arc::new(Server::new(store, settings).with_metrics(metrics));
+    let handoff = Some(server.relay.handoff());
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move { server.reap().await })
@@ -237,10 +251,7 @@ pub async fn run_with_metrics<S: Store>(
         identity,
         admission,
         shutdown,
-        net::Hooks {
-            on_busy,
-            rendezvous: None,
-        },
+        net::Hooks { on_busy, handoff },
         move |conn, shutdown| {
             let server = server.clone();
             async move { server.serve(conn, shutdown).await }

@@ -121,6 +121,18 @@ impl Pushes {
         }
     }
 
+    /// The key of `peer`'s session on this server.
+    pub fn key_of(&self, peer: u64) -> Option<Fingerprint> {
+        self.peers.lock().get(&peer).map(|p| p.fingerprint)
+    }
+
+    /// Push `message` to `peer`'s session.
+    pub fn push(&self, peer: u64, message: IndexResponse) -> Result<(), Refusal> {
+        let peers = self.peers.lock();
+        let target = peers.get(&peer).ok_or(Refusal::NoSession)?;
+        target.to.try_send(message).map_err(|_| Refusal::Full)
+    }
+
     /// Tell `sharer` to connect to the file server of the peer with key `asker`, as the
     /// index observed it, opening with `token`; returns that address.
     pub fn connect(

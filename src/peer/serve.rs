@@ -26,7 +26,9 @@ use crate::limit::{Pace, RateLimit};
 use crate::net::{self, Admission};
 use crate::peer::share::Share;
 use crate::peer::slots::Slots;
-use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse, Reply};
+use crate::protocol::{
+    self, Connection, ErrorCode, Fingerprint, Limits, PeerRequest, PeerResponse, Reply,
+};
 use crate::rendezvous::{self, Rendezvous};
 use crate::runtime::Shutdown;
 
@@ -126,7 +128,7 @@ impl Files {
         let identity = settings.identity.clone();
         let hooks = net::Hooks {
             on_busy: None,
-            rendezvous: settings.rendezvous.clone(),
+            handoff: settings.rendezvous.as_ref().map(Rendezvous::handoff),
         };
         let server = self.server.clone();
         net::accept_loop::<PeerRequest, PeerResponse, _, _>(
@@ -154,6 +156,42 @@ impl Files {
     /// the index observed for it), open with `token`, then serve it as the TLS server,
     /// exactly as on the listener, until it leaves or shutdown.
     pub async fn serve_reverse(&self, to: SocketAddr, token: &str) -> Result<()> {
+        let conn = self.open(to, token, None).await?;
+        smol::future::or(self.server.requests(conn), async {
+            self.shutdown.wait().await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A relayed connection: join the relay of the index at `index` with `token`, then
+    /// serve the downloader as the TLS server, if it proves `downloader` (the key that
+    /// asked the index for the relay); anybody else is refused.
+    pub async fn serve_relayed(
+        &self,
+        index: SocketAddr,
+        token: &str,
+        downloader: Fingerprint,
+    ) -> Result<()> {
+        let conn = self
+            .open(index, token, Some(downloader))
+            .await
+            .map_err(|e| Error::msg(format!("a relayed downloader: {e}")))?;
+        smol::future::or(self.server.requests(conn), async {
+            self.shutdown.wait().await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Connect to `to`, send the preamble of `token`, and be the TLS server there (to
+    /// the key `client` only, when given).
+    async fn open(
+        &self,
+        to: SocketAddr,
+        token: &str,
+        client: Option<Fingerprint>,
+    ) -> Result<Connection> {
         let limits = self.server.settings.limits;
         let mut stream = Connection::dial(to, limits).await?;
         let preamble = rendezvous::preamble(token);
@@ -165,12 +203,7 @@ impl Files {
             .await
             .context(|| format!("opening a reverse connection to {to}"))?;
         let identity = &self.server.settings.identity;
-        let conn = net::serve_stream::<PeerRequest, PeerResponse>(stream, identity, limits).await?;
-        smol::future::or(self.server.requests(conn), async {
-            self.shutdown.wait().await;
-            Ok(())
-        })
-        .await
+        net::serve_stream::<PeerRequest, PeerResponse>(stream, identity, client, limits).await
     }
 }
 

@@ -13,7 +13,7 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient, Pins, Reach};
+use crate::client::{Changes, IndexClient, Pins, Push, Reach};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::peer::serve::{Files, SharedFolder};
@@ -156,17 +156,25 @@ struct Served {
     files: Files,
 }
 
-/// Serve the reverse connections the index asked `client` for.
+/// Serve the reverse connections and relayed pipes the index asked `client` for.
 fn reverse(client: &mut IndexClient, files: &Files) {
+    let index = client.addr();
     while let Some(push) = client.take_push() {
         let files = files.clone();
         runtime::spawn(async move {
-            info!(
-                "connecting out to {} for a download (reverse connection)",
-                push.addr
-            );
-            if let Err(e) = files.serve_reverse(push.addr, &push.token).await {
-                warn!("reverse connection to {}: {e}", push.addr);
+            match push {
+                Push::Connect { addr, token } => {
+                    info!("connecting out to {addr} for a download (reverse connection)");
+                    if let Err(e) = files.serve_reverse(addr, &token).await {
+                        warn!("reverse connection to {addr}: {e}");
+                    }
+                }
+                Push::Relay { token, downloader } => {
+                    info!("joining the relay at {index} for downloader {downloader}");
+                    if let Err(e) = files.serve_relayed(index, &token, downloader).await {
+                        warn!("relayed connection through {index}: {e}");
+                    }
+                }
             }
         })
         .detach();

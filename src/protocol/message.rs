@@ -168,6 +168,16 @@ pub enum IndexRequest {
         /// connection presents before its TLS handshake.
         token: String,
     },
+    /// Ask the index to relay between us and peer `peer_id` (both behind NATs): we then
+    /// open a TCP connection to the index that starts with `token`'s preamble, the
+    /// sharer is told to do the same with a token of its own, and the index splices the
+    /// two; our TLS to the sharer runs end to end inside.
+    Relay {
+        /// The sharer.
+        peer_id: u64,
+        /// Our one-time token for joining the relay.
+        token: String,
+    },
 }
 
 /// Responses of the index server, one per request.
@@ -213,6 +223,17 @@ pub enum IndexResponse {
     Pong {},
     /// Answer to `Connect`: the sharer was told to connect to us.
     Connecting {},
+    /// Answer to `Relay`: the sharer was told to join; join with the token now.
+    Relaying {},
+    /// Unasked for, on a registered peer's session: join the index's relay with `token`
+    /// (a TCP connection to the index opening with its preamble), then serve files over
+    /// it as the TLS server to the downloader with key `downloader` only.
+    RelayTo {
+        /// The sharer's one-time token.
+        token: String,
+        /// The key the downloader must prove in the TLS handshake inside the relay.
+        downloader: Fingerprint,
+    },
     /// Unasked for, on a registered peer's session, between answers: connect to `addr`
     /// (the index observed it for the asking downloader, never a claimed one), open with
     /// `token`, then serve files over that connection as its TLS server.

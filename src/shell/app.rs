@@ -12,7 +12,7 @@ use smol::Async;
 
 use super::Shell;
 use super::services::{Backend, Serving};
-use crate::client::{Dialer, IndexClient, KnownIndexes, PeerClient, Pins, Reverse, known};
+use crate::client::{Dialer, IndexClient, KnownIndexes, PeerClient, Pins, Via, known};
 use crate::error::{Error, IoContext, Result};
 use crate::identity::Identity;
 use crate::index::metrics::{Counts, Endpoint};
@@ -125,19 +125,21 @@ impl Shell {
         Ok(settings)
     }
 
-    /// How downloads reach sharers: directly, and by reverse connections through the
-    /// index our share is registered with, when we share.
-    pub(super) fn dialer(&self) -> Dialer {
+    /// How downloads reach sharers: directly, and around NATs through `index` (or the
+    /// index our share is registered with): by reverse connections when we share, else
+    /// through its relay.
+    pub(super) fn dialer(&self, index: std::net::SocketAddr) -> Dialer {
         let limits = self.config.limits();
-        let reverse = self.services.sharing().and_then(|sharing| {
-            Some(Reverse {
-                index: sharing.state().index,
+        let sharing = self.services.sharing();
+        let via = (|| {
+            Some(Via {
+                index: sharing.as_ref().map_or(index, |s| s.state().index),
                 identity: self.identity().ok()?,
                 pins: self.pins().ok()?,
-                rendezvous: self.services.rendezvous().clone(),
+                rendezvous: sharing.as_ref().map(|_| self.services.rendezvous().clone()),
             })
-        });
-        Dialer::new(limits, reverse)
+        })();
+        Dialer::new(limits, via)
     }
 
     /// The first scan of a folder to share, with a progress bar over what hashing reads.

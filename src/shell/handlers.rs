@@ -306,7 +306,9 @@ impl Shell {
         cancel: Cancel,
     ) -> Result<String> {
         let mut out = String::new();
-        let hits = self.client().await?.lookup(name).await?;
+        let client = self.client().await?;
+        let index = client.addr();
+        let hits = client.lookup(name).await?;
         let sources = download::sources(name, peer, hits)?;
         let status = Arc::new(Status::default());
         let file = sources[0].file.clone();
@@ -319,7 +321,7 @@ impl Shell {
             bandwidth: self.download.clone(),
             status: status.clone(),
             progress: Arc::new(|_| {}),
-            dialer: self.dialer(),
+            dialer: self.dialer(index),
         };
         if background {
             job.cancel = Cancel::default();

@@ -8,12 +8,22 @@
 //! asks it (`ext_perform_stun`). Dropping the [`Upnpd`] kills both.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{Home, Host, IPTABLES, Internet, have_program};
-use crate::common::process::Killed;
+
+/// A daemon, killed and reaped when dropped. (Its own, not `common::process::Killed`:
+/// this module is also used from benches, which include `process.rs` at another path.)
+pub struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Longest wait for the STUN responder and for miniupnpd to be ready.
 pub const READY: Duration = Duration::from_secs(15);
