@@ -225,6 +225,7 @@ fn hit(addr: SocketAddr, name: &str, contents: &[u8]) -> Hit {
         nickname: None,
         addr,
         reachable: true,
+        local: None,
         file: real_entry(name, contents),
         shared_at: 0,
     }
@@ -982,6 +983,7 @@ fn a_huge_file_from_several_sources_holds_bounded_memory() {
             nickname: None,
             addr,
             reachable: true,
+            local: None,
             file: entry.clone(),
             shared_at: 0,
         });

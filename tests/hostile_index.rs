@@ -370,6 +370,7 @@ fn a_message_before_hello_is_refused() {
             port: 4000,
             token: token(7),
             files: vec![entry("sneaky.txt", 1)],
+            local: None,
             mapped_port: None,
         },
     ];
@@ -685,6 +686,7 @@ fn add_files_with_absurd_fields_or_beyond_the_limit_are_refused() {
         port: 4000,
         token: token(0xadd),
         files: start.clone(),
+        local: None,
         mapped_port: None,
     }) {
         IndexResponse::Registered { files, .. } => assert_eq!(files, start.len() as u64),
@@ -788,6 +790,7 @@ fn changes_without_registering_are_not_registered_errors() {
         port: 4000,
         token: token(0x1),
         files: vec![entry("brief.txt", 1)],
+        local: None,
         mapped_port: None,
     }) {
         IndexResponse::Registered { .. } => {}
@@ -957,6 +960,7 @@ fn register_from(
         port: 5500,
         token: token(n),
         files,
+        local: None,
         mapped_port: None,
     });
     let reply = raw.recv::<IndexResponse>();
@@ -1312,6 +1316,7 @@ fn lying_hit(name: &str, sha256: &str) -> napster::protocol::Hit {
         peer_id: 9,
         addr: closed_addr(),
         reachable: true,
+        local: None,
         file,
         shared_at: 0,
         fingerprint: napster::protocol::Fingerprint::of_public_key(b"a lying index's peer"),
@@ -1595,6 +1600,7 @@ fn a_replayed_registration_from_another_key_takes_nothing_over() {
         port: 6001,
         token: secret.clone(),
         files: vec![entry("victim.txt", 10)],
+        local: None,
         mapped_port: None,
     };
     let mut attacker = fx.raw_hello();

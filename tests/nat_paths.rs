@@ -207,3 +207,26 @@ fn one_download_draws_on_a_direct_a_reverse_and_a_relayed_source() {
     }
     drop((open, natted, walled_sharer, index));
 }
+
+#[test]
+fn peers_behind_the_same_nat_connect_inside_it() {
+    let Some(mut net) = internet_or_skip("peers_behind_the_same_nat_connect_inside_it") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, index_addr) = start_index(&mut net, tmp.path());
+    let home = net.home(Nat::Cone);
+    let sharer_host = net.home_host(&home);
+    let (sharer, reach) = start_sharer(
+        &sharer_host,
+        tmp.path(),
+        "s",
+        index_addr,
+        &[("song.ogg", SONG)],
+    );
+    assert!(reach.contains("behind NAT"), "{reach}");
+    let neighbour = net.home_host(&home);
+    let (out, err) = download(&neighbour, tmp.path(), "d", index_addr);
+    assert!(out.contains("from 1 peer: 1 local"), "{out}\n{err}");
+    drop((sharer, index));
+}

@@ -279,11 +279,18 @@ impl IndexClient {
         let max_frame = self.conn.limits().max_frame;
         let mut batches = protocol::batches(files, max_frame, protocol::entry_json_bound);
         let first = batches.next().unwrap_or_default().to_vec();
+        // Our file server listens where we reach the index from (unless `[peer] host`
+        // says otherwise): peers behind the same NAT are offered that address.
+        let local = self
+            .local_addr()
+            .ok()
+            .map(|a| SocketAddr::new(a.ip(), port));
         let request = IndexRequest::Register {
             port,
             token: token.into(),
             files: first,
             mapped_port,
+            local,
         };
         let peer_id = match self.request(&request).await? {
             IndexResponse::Registered {

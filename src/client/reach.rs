@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use smol::io::AsyncWriteExt;
 
@@ -18,9 +19,15 @@ use crate::protocol::Connection;
 use crate::protocol::{Hit, Limits};
 use crate::rendezvous::{self, Rendezvous};
 
+/// Longest a connection to a sharer's local address (behind the same NAT) may take
+/// before the other ways are tried.
+pub const LOCAL_WAIT: Duration = Duration::from_secs(2);
+
 /// How a source was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Route {
+    /// We connected to its file server at its address inside the NAT we share with it.
+    Local,
     /// We connected to its file server.
     Direct,
     /// It connected to ours, asked to by the index.
@@ -32,6 +39,7 @@ pub enum Route {
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Route::Local => "local",
             Route::Direct => "direct",
             Route::Reverse => "reverse",
             Route::Relayed => "relayed",
@@ -77,6 +85,17 @@ impl Dialer {
     /// was obtained: directly when the index could reach the sharer; else by a reverse
     /// connection when we share, else (or when that fails) through the relay.
     pub async fn connect(&self, hit: &Hit) -> Result<(PeerClient, Route)> {
+        if let Some(local) = hit.local {
+            // Behind the same NAT: its address inside it, key checked (a wrong host
+            // there is refused); within a short wait, then the other ways.
+            let limits = Limits {
+                timeout: self.limits.timeout.min(LOCAL_WAIT),
+                ..self.limits
+            };
+            if let Ok(client) = PeerClient::connect_to(local, Some(hit.fingerprint), limits).await {
+                return Ok((client, Route::Local));
+            }
+        }
         let direct = || PeerClient::connect_to(hit.addr, Some(hit.fingerprint), self.limits);
         if hit.reachable {
             return Ok((direct().await?, Route::Direct));

@@ -4,13 +4,12 @@
 
 use std::net::SocketAddr;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Server;
 use super::metrics::{Kind, kind};
-use super::reach::{self, CONNECT_WINDOW, ConnectBudget, MAX_CONNECTS, Refusal};
+use super::reach::{self, ConnectBudget};
 pub use super::reject::Reject;
-use super::relay;
 use super::store::{NameMatch, Query, Registration, Store, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
@@ -53,23 +52,7 @@ impl Session {
 }
 
 /// What a handler returns.
-type Handled = Result<IndexResponse, Reject>;
-
-/// The refusal of a connection that asked for too many reverse connections or relays.
-fn too_many(session: &Session) -> Reject {
-    warn!(
-        "{} asks for too many reverse connections or relays",
-        session.from
-    );
-    Reject::new(
-        ErrorCode::Busy,
-        format!(
-            "too many connect or relay requests: at most {MAX_CONNECTS} per {} s; try again \
-             shortly",
-            CONNECT_WINDOW.as_secs()
-        ),
-    )
-}
+pub(super) type Handled = Result<IndexResponse, Reject>;
 
 fn registered(session: &Session) -> Result<u64, Reject> {
     session
@@ -108,9 +91,11 @@ impl<S: Store> Server<S> {
                 port,
                 token,
                 files,
+                local,
                 mapped_port,
             } => {
-                self.register(session, port, mapped_port, token, files)
+                let local = local.filter(|a| reach::is_local(a.ip()) && a.port() != 0);
+                self.register(session, port, mapped_port, token, files, local)
                     .await
             }
             IndexRequest::AddFiles { files } => self.add_files(session, files).await,
@@ -123,7 +108,12 @@ impl<S: Store> Server<S> {
             IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
             IndexRequest::Relay { peer_id, token } => self.relay(session, peer_id, token),
         };
-        handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message))
+        let mut response =
+            handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message));
+        if let IndexResponse::Results { hits, .. } = &mut response {
+            self.pushes.localize(session.from.ip().to_canonical(), hits);
+        }
+        response
     }
 
     async fn peers(&self) -> Handled {
@@ -145,6 +135,7 @@ impl<S: Store> Server<S> {
         mapped_port: Option<u16>,
         token: String,
         files: Vec<FileEntry>,
+        local: Option<SocketAddr>,
     ) -> Handled {
         if port == 0 {
             return Err(Reject::bad(
@@ -198,11 +189,13 @@ impl<S: Store> Server<S> {
         }
         session.peer = Some(peer_id);
         session.files = count;
-        session.pushes =
-            Some(
-                self.pushes
-                    .register(peer_id, session.id, session.fingerprint, addr, reachable),
-            );
+        session.pushes = Some(self.pushes.register(
+            peer_id,
+            session.id,
+            session.fingerprint,
+            (addr, local),
+            reachable,
+        ));
         let how = if reachable { "reachable" } else { "behind NAT" };
         info!("peer {peer_id} registered {count} file(s), serving at {addr} ({how})");
         Ok(IndexResponse::Registered {
@@ -211,81 +204,6 @@ impl<S: Store> Server<S> {
             addr,
             reachable,
         })
-    }
-
-    /// Set up a relayed pipe between the asking key and a sharer, and tell the sharer
-    /// over its session to join it.
-    fn relay(&self, session: &mut Session, peer_id: u64, token: String) -> Handled {
-        if let Some(problem) = protocol::token_problem(&token) {
-            return Err(Reject::bad(problem));
-        }
-        if !session.connects.take() {
-            return Err(too_many(session));
-        }
-        let no_session = || {
-            let message = format!("peer {peer_id} has no session on this index server");
-            Reject::new(ErrorCode::NotFound, message)
-        };
-        let sharer = self.pushes.key_of(peer_id).ok_or_else(no_session)?;
-        let downloader = session.fingerprint;
-        let theirs = self
-            .relay
-            .offer(downloader, &token, sharer, peer_id)
-            .map_err(|refusal| match refusal {
-                relay::Refusal::Off => Reject::bad("this index server does not relay"),
-                relay::Refusal::Busy => Reject::new(
-                    ErrorCode::Busy,
-                    "the relay is at its limit of pipes; try again shortly",
-                ),
-                relay::Refusal::Quota(key) => Reject::new(
-                    ErrorCode::Full,
-                    format!("the relay quota of {key} is used up for this hour; try again later"),
-                ),
-                relay::Refusal::Taken => Reject::bad("that token is already in use"),
-            })?;
-        let push = IndexResponse::RelayTo {
-            token: theirs,
-            downloader,
-        };
-        self.pushes
-            .push(peer_id, push)
-            .map_err(|_| Reject::new(ErrorCode::Busy, "the peer is busy; try again shortly"))?;
-        info!("relaying between {} and peer {peer_id}", session.from);
-        Ok(IndexResponse::Relaying {})
-    }
-
-    /// Tell a sharer behind a NAT, over its session, to connect out to the asking peer's
-    /// file server at the address this index observed for it.
-    fn connect(&self, session: &mut Session, peer_id: u64, token: String) -> Handled {
-        if let Some(problem) = protocol::token_problem(&token) {
-            return Err(Reject::bad(problem));
-        }
-        if !session.connects.take() {
-            return Err(too_many(session));
-        }
-        match self.pushes.connect(session.fingerprint, peer_id, token) {
-            Ok(addr) => {
-                info!(
-                    "peer {peer_id} told to connect to {addr} for {}",
-                    session.from
-                );
-                Ok(IndexResponse::Connecting {})
-            }
-            Err(Refusal::AskerUnreachable) => Err(Reject::new(
-                ErrorCode::NotRegistered,
-                "a reverse connection needs you to be registered on this index server with \
-                 this key and reachable at the address it saw (you are not): share a folder \
-                 from a reachable address, or download through a relay",
-            )),
-            Err(Refusal::NoSession) => Err(Reject::new(
-                ErrorCode::NotFound,
-                format!("peer {peer_id} has no session on this index server"),
-            )),
-            Err(Refusal::Full) => Err(Reject::new(
-                ErrorCode::Busy,
-                format!("peer {peer_id} has too many connections waiting; try again shortly"),
-            )),
-        }
     }
 
     async fn add_files(&self, session: &mut Session, files: Vec<FileEntry>) -> Handled {
@@ -514,6 +432,7 @@ mod tests {
             port: 25000,
             token: "c".repeat(TOKEN_HEX),
             files: vec![entry(name)],
+            local: None,
             mapped_port: None,
         }
     }
@@ -605,18 +524,21 @@ mod tests {
                 port: 0,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
+                local: None,
                 mapped_port: None,
             };
             let mapped0 = IndexRequest::Register {
                 port: 1,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
+                local: None,
                 mapped_port: Some(0),
             };
             let short_token = IndexRequest::Register {
                 port: 1,
                 token: "c".into(),
                 files: vec![],
+                local: None,
                 mapped_port: None,
             };
             let mut bad_hash = entry("x");
@@ -625,6 +547,7 @@ mod tests {
                 port: 1,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![bad_hash],
+                local: None,
                 mapped_port: None,
             };
             let too_short = IndexRequest::Search(SearchQuery::pattern("a*"));
@@ -707,6 +630,7 @@ mod tests {
                 port,
                 token,
                 files,
+                local: None,
                 mapped_port: Some(31000),
             };
             server.handle(&mut s, mapped).await;
@@ -738,6 +662,7 @@ mod tests {
             nickname: Some("n".repeat(crate::protocol::MAX_NICKNAME)),
             addr: ([127, 0, 0, 1], 1).into(),
             reachable: false,
+            local: Some("[fd00::1]:65535".parse().unwrap()),
             file: entry(&"n".repeat(500)),
             shared_at: 0,
         };
@@ -748,5 +673,53 @@ mod tests {
         assert!(truncated && hits.len() < 50);
         let reply = IndexResponse::Results { hits, truncated };
         assert!(protocol::encode(&reply).len() <= 4096);
+    }
+
+    /// Behind the same NAT (the same observed IP) a hit carries the sharer's local
+    /// address; from elsewhere it does not, and a local address that is no private one
+    /// (loopback, public) is never passed on.
+    #[test]
+    fn local_addresses_go_only_to_peers_behind_the_same_nat() {
+        smol::block_on(async {
+            let server = server();
+            let register = |name: &str, local: &str| IndexRequest::Register {
+                port: 25000,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![entry(name)],
+                local: Some(local.parse().unwrap()),
+                mapped_port: None,
+            };
+            let mut home = session(1);
+            server
+                .handle(&mut home, register("home.txt", "10.0.0.5:25000"))
+                .await;
+            let mut sly = session(2);
+            server
+                .handle(&mut sly, register("sly.txt", "127.0.0.1:22"))
+                .await;
+            let lookup = |name: &str| IndexRequest::Lookup { name: name.into() };
+            let local = |response: IndexResponse| match response {
+                IndexResponse::Results { hits, .. } => hits[0].local,
+                other => panic!("no results: {other:?}"),
+            };
+            let mut neighbour = session(3);
+            assert_eq!(
+                local(server.handle(&mut neighbour, lookup("home.txt")).await),
+                Some("10.0.0.5:25000".parse().unwrap())
+            );
+            assert_eq!(
+                local(server.handle(&mut neighbour, lookup("sly.txt")).await),
+                None
+            );
+            let mut stranger = Session::new(
+                4,
+                ([198, 51, 100, 9], 40000).into(),
+                Fingerprint::of_public_key(b"stranger"),
+            );
+            assert_eq!(
+                local(server.handle(&mut stranger, lookup("home.txt")).await),
+                None
+            );
+        });
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod handler;
 pub mod metrics;
+mod nat;
 pub mod reach;
 pub mod reject;
 pub mod relay;

@@ -7,7 +7,7 @@
 //! ask only so often.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -16,7 +16,7 @@ use smol::future::FutureExt;
 
 use crate::identity::Identity;
 use crate::net;
-use crate::protocol::{Fingerprint, IndexResponse, Limits, PeerRequest, PeerResponse};
+use crate::protocol::{Fingerprint, Hit, IndexResponse, Limits, PeerRequest, PeerResponse};
 
 /// How long the index waits for a registering peer's file server to answer its
 /// connect-back (TCP and TLS handshake) before calling it unreachable.
@@ -59,12 +59,25 @@ pub async fn connect_back(
     .await
 }
 
+/// Whether `ip` is an address inside a home or office network (RFC 1918, IPv6 unique
+/// local, link-local): the only local addresses the index passes on. Loopback and
+/// public addresses are not, so a peer cannot steer others to its own machine's loopback
+/// or to a third party.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00 || v6.is_unicast_link_local(),
+    }
+}
+
 /// A registered session this server can push to.
 struct Pushable {
     session: u64,
     fingerprint: Fingerprint,
     /// The peer's file server as the index observed it (source IP, registered port).
     addr: SocketAddr,
+    /// Its address inside its own network, as it said (a private address).
+    local: Option<SocketAddr>,
     reachable: bool,
     to: Sender<IndexResponse>,
 }
@@ -88,14 +101,14 @@ pub enum Refusal {
 }
 
 impl Pushes {
-    /// `session` registered `peer` with `addr` (observed) and `reachable`: pushes for the
-    /// peer go to it from now on; returns where they arrive.
+    /// `session` registered `peer` with `addr` (observed) and its `local` address, and
+    /// `reachable`: pushes for the peer go to it from now on; returns where they arrive.
     pub fn register(
         &self,
         peer: u64,
         session: u64,
         fingerprint: Fingerprint,
-        addr: SocketAddr,
+        (addr, local): (SocketAddr, Option<SocketAddr>),
         reachable: bool,
     ) -> Receiver<IndexResponse> {
         let (to, from) = smol::channel::bounded(PUSH_QUEUE);
@@ -103,6 +116,7 @@ impl Pushes {
             session,
             fingerprint,
             addr,
+            local,
             reachable,
             to,
         };
@@ -118,6 +132,15 @@ impl Pushes {
         if peers.get(&peer).is_some_and(|p| p.session == session) {
             let gone = peers.remove(&peer).expect("present");
             self.by_key.lock().remove(&gone.fingerprint);
+        }
+    }
+
+    /// Give each hit of a peer at the public address `asker` (behind the same NAT as the
+    /// asking connection) the local address its peer registered, if any.
+    pub fn localize(&self, asker: IpAddr, hits: &mut [Hit]) {
+        let peers = self.peers.lock();
+        for hit in hits.iter_mut().filter(|h| h.addr.ip() == asker) {
+            hit.local = peers.get(&hit.peer_id).and_then(|p| p.local);
         }
     }
 

@@ -71,6 +71,11 @@ pub struct Hit {
     /// not, the peer is behind a NAT or firewall and is reached another way
     /// (`docs/NAT.md`).
     pub reachable: bool,
+    /// The file server's address inside its own network, given only to a downloader
+    /// the index sees at the same public address (the same NAT): tried first, its key
+    /// checked like any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<SocketAddr>,
     /// The file.
     pub file: FileEntry,
     /// When the peer registered, in seconds since the Unix epoch.
@@ -120,6 +125,10 @@ pub enum IndexRequest {
         token: String,
         /// The first batch of files (more may follow with `AddFiles`).
         files: Vec<FileEntry>,
+        /// The file server's address inside the peer's network (a private address),
+        /// offered to peers behind the same NAT.
+        #[serde(default)]
+        local: Option<SocketAddr>,
         /// The public port the peer's router forwards to `port` (a UPnP port mapping):
         /// the port other peers are told, still with the connection's host. Left out
         /// when there is none, so an older index still understands the request.

@@ -143,6 +143,14 @@ pub fn check_entry(entry: &FileEntry) -> Result<(), String> {
 /// Check a search hit received from the index; the error says what is wrong with it.
 pub fn check_hit(hit: &Hit) -> Result<(), String> {
     check_entry(&hit.file)?;
+    if let Some(local) = hit.local
+        && (local.port() == 0 || local.ip().is_unspecified())
+    {
+        return Err(format!(
+            "peer {} has the unusable local address {local}",
+            hit.peer_id
+        ));
+    }
     if hit.addr.port() == 0 || hit.addr.ip().is_unspecified() {
         return Err(format!(
             "peer {} sharing {:?} has the unusable address {}",
@@ -264,9 +272,9 @@ const ENVELOPE: usize = 256;
 const ENTRY_JSON_FIXED: usize = 224;
 
 /// JSON bytes of a hit beyond its file entry: keys, an IPv6 address with port, two
-/// 20-digit numbers, the 52-character fingerprint, the reachable flag and the longest
-/// nickname.
-const HIT_JSON_EXTRA: usize = 136 + 88 + 24 + MAX_NICKNAME;
+/// 20-digit numbers, the 52-character fingerprint, the reachable flag, a local IPv6
+/// address with port and the longest nickname.
+const HIT_JSON_EXTRA: usize = 136 + 88 + 24 + 64 + MAX_NICKNAME;
 
 /// An upper bound of a name's JSON length, quotes and separating comma included. Names
 /// hold no control characters (they are checked on the way in), so only `"` and `\`

@@ -221,6 +221,7 @@ mod tests {
             peer_id: 7,
             addr: "127.0.0.1:4000".parse().unwrap(),
             reachable: true,
+            local: None,
             file: FileEntry {
                 name: name.into(),
                 size: 3,

@@ -21,6 +21,7 @@ pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
         nickname: row.get(9),
         addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
         reachable: row.get(10),
+        local: None,
         file: FileEntry {
             name: row.get(3),
             size: row.get::<i64, _>(4) as u64,

@@ -23,6 +23,7 @@ impl Inner {
             nickname: None,
             addr: peer.addr,
             reachable: peer.reachable,
+            local: None,
             file: FileEntry {
                 name: name_of(&self.names, rec).to_owned(),
                 size: rec.size,
