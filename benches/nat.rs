@@ -113,8 +113,12 @@ fn fetch(hit: &Hit, dialer: &Dialer, into: &Path) -> (f64, f64) {
     job.dialer = dialer.clone();
     let first: Arc<Mutex<Option<Instant>>> = Arc::default();
     let seen = first.clone();
-    job.progress = Arc::new(move |_| {
-        seen.lock().get_or_insert_with(Instant::now);
+    // Told once with the resumed bytes (0) before anything is connected; the first
+    // call with bytes is the first byte.
+    job.progress = Arc::new(move |n| {
+        if n > 0 {
+            seen.lock().get_or_insert_with(Instant::now);
+        }
     });
     let started = Instant::now();
     smol::block_on(download::fetch(job)).expect("the download verifies");

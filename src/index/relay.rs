@@ -34,7 +34,7 @@ pub const MAX_PIPES: usize = 256;
 pub const PAIR_WAIT: Duration = Duration::from_secs(10);
 
 /// Bytes read at once in each direction.
-const BUFFER: usize = 64 * 1024;
+pub const BUFFER: usize = 64 * 1024;
 
 /// Silence after which a pipe is closed.
 pub const IDLE: Duration = Duration::from_secs(60);
