@@ -144,6 +144,10 @@ pub struct PeerConfig {
     pub rescan: f64,
     /// Seconds a file must stay unchanged before it is announced.
     pub settle: f64,
+    /// Ask the home router (UPnP-IGD) to forward a public port to the file server.
+    pub port_mapping: bool,
+    /// Seconds of lease asked for a port mapping (renewed at half of it).
+    pub port_mapping_lease: u32,
 }
 
 impl Default for PeerConfig {
@@ -166,6 +170,8 @@ impl Default for PeerConfig {
             watch: true,
             rescan: 60.0,
             settle: 1.0,
+            port_mapping: true,
+            port_mapping_lease: 3600,
         }
     }
 }
@@ -323,6 +329,12 @@ impl Config {
         if !(self.peer.settle >= 0.0 && self.peer.settle <= 3_600.0) {
             return bad("peer.settle", "must be between 0 and 3600 seconds");
         }
+        if !(2..=604_800).contains(&self.peer.port_mapping_lease) {
+            return bad(
+                "peer.port_mapping_lease",
+                "must be between 2 and 604800 seconds (a week)",
+            );
+        }
         if self.peer.max_uploads == 0 {
             return bad("peer.max_uploads", "must be at least 1");
         }
@@ -401,6 +413,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("index.session_ttl"), "{err}");
+        let err = Config::parse("[peer]\nport_mapping_lease = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peer.port_mapping_lease") && err.contains("between 2 and 604800"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -372,6 +372,7 @@ fn a_message_before_hello_is_refused() {
             files: vec![entry("sneaky.txt", 1)],
             name: None,
             local: None,
+            mapped_port: None,
         },
     ];
     for request in &requests {
@@ -688,6 +689,7 @@ fn add_files_with_absurd_fields_or_beyond_the_limit_are_refused() {
         files: start.clone(),
         name: None,
         local: None,
+        mapped_port: None,
     }) {
         IndexResponse::Registered { files, .. } => assert_eq!(files, start.len() as u64),
         other => panic!("registering: {other:?}"),
@@ -792,6 +794,7 @@ fn changes_without_registering_are_not_registered_errors() {
         files: vec![entry("brief.txt", 1)],
         name: None,
         local: None,
+        mapped_port: None,
     }) {
         IndexResponse::Registered { .. } => {}
         other => panic!("registering: {other:?}"),
@@ -962,6 +965,7 @@ fn register_from(
         files,
         name: None,
         local: None,
+        mapped_port: None,
     });
     let reply = raw.recv::<IndexResponse>();
     // Keep the session (and its files) for the rest of the test.
@@ -1602,6 +1606,7 @@ fn a_replayed_registration_from_another_key_takes_nothing_over() {
         files: vec![entry("victim.txt", 10)],
         name: None,
         local: None,
+        mapped_port: None,
     };
     let mut attacker = fx.raw_hello();
     let stolen = match attacker.index_request(&register) {

@@ -292,17 +292,20 @@ impl IndexClient {
     /// Make this connection the session of a peer serving `files` on `port`; returns
     /// the Peer ID. Files are sent in as many messages as the frame limit needs.
     pub async fn register(&mut self, port: u16, token: &str, files: &[FileEntry]) -> Result<u64> {
-        Ok(self.register_as(port, token, files, None).await?.0)
+        Ok(self.register_as(port, token, files, None, None).await?.0)
     }
 
-    /// [`IndexClient::register`], asking for the nickname `name`; returns the Peer ID
-    /// and the nickname the index bound to this key (`None` when another key holds it).
+    /// [`IndexClient::register`], asking for the nickname `name`, and telling the index
+    /// the public port `mapped_port` that this peer's router forwards to `port` (a port
+    /// mapping), when there is one. Returns the Peer ID and the nickname the index bound
+    /// to this key (`None` when another key holds it).
     pub async fn register_as(
         &mut self,
         port: u16,
         token: &str,
         files: &[FileEntry],
         name: Option<&str>,
+        mapped_port: Option<u16>,
     ) -> Result<(u64, Option<String>)> {
         let max_frame = self.conn.limits().max_frame;
         let mut batches = protocol::batches(files, max_frame, protocol::entry_json_bound);
@@ -318,6 +321,7 @@ impl IndexClient {
             token: token.into(),
             files: first,
             name: name.map(str::to_owned),
+            mapped_port,
             local,
         };
         let (peer_id, nickname) = match self.request(&request).await? {

@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Server;
 use super::metrics::{Kind, kind};
 use super::reach::{self, ConnectBudget};
-use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
+pub use super::reject::Reject;
+use super::store::{NameMatch, Query, Registration, Store, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
@@ -46,43 +47,6 @@ impl Session {
             fingerprint,
             pushes: None,
             connects: ConnectBudget::default(),
-        }
-    }
-}
-
-/// Why the index refuses a request: the error reply it sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    /// The kind of refusal.
-    pub code: ErrorCode,
-    /// What was wrong, for a person.
-    pub message: String,
-}
-
-impl Reject {
-    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Reject {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub(super) fn bad(message: impl Into<String>) -> Self {
-        Reject::new(ErrorCode::BadRequest, message)
-    }
-}
-
-impl From<StoreError> for Reject {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotOwner => Reject::new(ErrorCode::NotRegistered, e.to_string()),
-            StoreError::Database(_) => {
-                warn!("{e}");
-                Reject::new(
-                    ErrorCode::Internal,
-                    "database unavailable: the index cannot use its database right now; try again shortly",
-                )
-            }
         }
     }
 }
@@ -129,9 +93,10 @@ impl<S: Store> Server<S> {
                 files,
                 name,
                 local,
+                mapped_port,
             } => {
                 let local = local.filter(|a| reach::is_local(a.ip()) && a.port() != 0);
-                self.register(session, port, token, files, (name, local))
+                self.register(session, port, token, files, (name, local, mapped_port))
                     .await
             }
             IndexRequest::AddFiles { files } => self.add_files(session, files).await,
@@ -170,7 +135,7 @@ impl<S: Store> Server<S> {
         port: u16,
         token: String,
         files: Vec<FileEntry>,
-        (name, local): (Option<String>, Option<SocketAddr>),
+        (name, local, mapped_port): (Option<String>, Option<SocketAddr>, Option<u16>),
     ) -> Handled {
         if let Some(problem) = name.as_deref().and_then(protocol::nickname_problem) {
             return Err(Reject::bad(format!("nickname {problem}")));
@@ -180,12 +145,21 @@ impl<S: Store> Server<S> {
                 "port 0 cannot be reached; register the port you listen on",
             ));
         }
+        if mapped_port == Some(0) {
+            return Err(Reject::bad(
+                "mapped_port 0 cannot be reached; leave it out when the router mapped none",
+            ));
+        }
         if token.len() != TOKEN_HEX || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Reject::bad(format!("token must be {TOKEN_HEX} hex digits")));
         }
         self.check_files(&files, 0)?;
-        // The peer's host is the one this connection comes from, never a claim.
-        let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
+        // The peer's host is the one this connection comes from, never a claim; its port
+        // is the one its router forwards, when it has a port mapping.
+        let addr = SocketAddr::new(
+            session.from.ip().to_canonical(),
+            mapped_port.unwrap_or(port),
+        );
         let reachable = match self.settings.connect_back {
             Some(timeout) => {
                 let identity = &self.settings.identity;
@@ -468,6 +442,7 @@ mod tests {
             files: vec![entry(name)],
             name: None,
             local: None,
+            mapped_port: None,
         }
     }
 
@@ -561,6 +536,7 @@ mod tests {
                 files: vec![],
                 name: None,
                 local: None,
+                mapped_port: None,
             };
             let bad_nickname = IndexRequest::Register {
                 port: 1,
@@ -568,6 +544,15 @@ mod tests {
                 files: vec![],
                 name: Some("al ice".into()),
                 local: None,
+                mapped_port: None,
+            };
+            let mapped0 = IndexRequest::Register {
+                port: 1,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![],
+                local: None,
+                mapped_port: Some(0),
+                name: None,
             };
             let short_token = IndexRequest::Register {
                 port: 1,
@@ -575,6 +560,7 @@ mod tests {
                 files: vec![],
                 name: None,
                 local: None,
+                mapped_port: None,
             };
             let mut bad_hash = entry("x");
             bad_hash.sha256 = "short".into();
@@ -584,6 +570,7 @@ mod tests {
                 files: vec![bad_hash],
                 name: None,
                 local: None,
+                mapped_port: None,
             };
             let too_short = IndexRequest::Search(SearchQuery::pattern("a*"));
             let bad_prefix = IndexRequest::Search(SearchQuery {
@@ -594,6 +581,7 @@ mod tests {
             let bad = [
                 port0,
                 bad_nickname,
+                mapped0,
                 short_token,
                 bad_entry,
                 too_short,
@@ -652,6 +640,43 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_port_is_the_port_others_are_told_with_the_observed_host() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            let IndexRequest::Register {
+                port, token, files, ..
+            } = register("a.txt")
+            else {
+                unreachable!()
+            };
+            let mapped = IndexRequest::Register {
+                port,
+                token,
+                files,
+                name: None,
+                local: None,
+                mapped_port: Some(31000),
+            };
+            server.handle(&mut s, mapped).await;
+            let IndexResponse::Peers { peers } =
+                server.handle(&mut s, IndexRequest::Peers {}).await
+            else {
+                panic!("no peers");
+            };
+            assert_eq!(peers[0].addr, ([192, 0, 2, 7], 31000).into());
+            // Registering again without one (the mapping was lost) gives the port back.
+            server.handle(&mut s, register("a.txt")).await;
+            let IndexResponse::Peers { peers } =
+                server.handle(&mut s, IndexRequest::Peers {}).await
+            else {
+                panic!("no peers");
+            };
+            assert_eq!(peers[0].addr, ([192, 0, 2, 7], 25000).into());
+        });
+    }
+
+    #[test]
     fn results_are_cut_to_one_frame() {
         let mut settings = Settings::default();
         settings.limits.max_frame = 4096;
@@ -688,6 +713,7 @@ mod tests {
                 files: vec![entry(name)],
                 name: None,
                 local: Some(local.parse().unwrap()),
+                mapped_port: None,
             };
             let mut home = session(1);
             server

@@ -7,6 +7,7 @@ pub mod handler;
 pub mod metrics;
 mod nat;
 pub mod reach;
+pub mod reject;
 pub mod relay;
 pub mod store;
 

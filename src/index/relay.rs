@@ -5,7 +5,7 @@
 //! sees only ciphertext; the sharer serves only the downloader key the index named.
 //!
 //! Bounded everywhere: at most [`MAX_PIPES`] pipes, [`PAIR_WAIT`] for the second side
-//! to come, one [`BUFFER`] per direction, [`IDLE`] of silence, the `relay_rate`
+//! to come, one `BUFFER` per direction, [`IDLE`] of silence, the `relay_rate`
 //! bandwidth shared by every pipe, and the `relay_quota` bytes per key per
 //! [`QUOTA_WINDOW`]. Each pipe is logged with both keys and its bytes.
 

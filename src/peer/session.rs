@@ -1,6 +1,7 @@
 //! A registered peer's session with the index: heartbeats while idle, and after the
 //! index restarts or the network drops, reconnection with backoff and jitter and
-//! re-registration under the same token (so the same Peer ID), without user action.
+//! re-registration under the same token (so the same Peer ID), without user action; and
+//! registration again when the router's port mapping (`mapping.rs`) changes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub struct Session {
     state: Arc<Mutex<SessionState>>,
     stop: Sender<()>,
     updates: Sender<Changes>,
+    mapped: Sender<Option<u16>>,
     task: Mutex<Option<Task<()>>>,
 }
 
@@ -106,13 +108,19 @@ impl Session {
         }));
         let (stop, stopped) = smol::channel::bounded(1);
         let (updates, changes) = smol::channel::unbounded();
-        let channels = Channels { stopped, changes };
+        let (mapped, mapped_ports) = smol::channel::unbounded();
+        let channels = Channels {
+            stopped,
+            changes,
+            mapped: mapped_ports,
+        };
         let share = Served { folder, files };
         let task = runtime::spawn(keep_alive(client, config, share, state.clone(), channels));
         Session {
             state,
             stop,
             updates,
+            mapped,
             task: Mutex::new(Some(task)),
         }
     }
@@ -125,6 +133,15 @@ impl Session {
     /// A handle that tells the session what changed in the share.
     pub fn updater(&self) -> Updater {
         Updater(self.updates.clone())
+    }
+
+    /// A callback that tells the session the public port the router now forwards to the
+    /// file server (`None`: none): it registers again with it.
+    pub fn mapped_port_sink(&self) -> Box<dyn Fn(Option<u16>) + Send> {
+        let mapped = self.mapped.clone();
+        Box::new(move |port| {
+            let _ = mapped.try_send(port);
+        })
     }
 
     /// Withdraw this peer's files from the index (if it is reachable) and end the session.
@@ -173,6 +190,7 @@ fn reverse(client: &mut IndexClient, files: &Files) {
 struct Channels {
     stopped: Receiver<()>,
     changes: Receiver<Changes>,
+    mapped: Receiver<Option<u16>>,
 }
 
 /// Why the session task woke up.
@@ -181,6 +199,7 @@ enum Wake {
     Beat,
     Closed,
     Changed(Changes),
+    Mapped(Option<u16>),
 }
 
 async fn keep_alive(
@@ -191,7 +210,12 @@ async fn keep_alive(
     channels: Channels,
 ) {
     let Served { folder, files } = share;
-    let Channels { stopped, changes } = channels;
+    let Channels {
+        stopped,
+        changes,
+        mapped,
+    } = channels;
+    let mut mapped_port = None;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
     let set = |connected: bool, peer_id: Option<u64>, index: Option<SocketAddr>| {
@@ -227,7 +251,13 @@ async fn keep_alive(
                         Err(_) => smol::future::pending().await,
                     }
                 };
-                let outcome = match stop.or(changed).or(beat.or(closed)).await {
+                let remapped = async {
+                    match mapped.recv().await {
+                        Ok(port) => Wake::Mapped(port),
+                        Err(_) => smol::future::pending().await,
+                    }
+                };
+                let outcome = match stop.or(changed).or(remapped).or(beat.or(closed)).await {
                     Wake::Stop => {
                         if let Err(e) = c.unregister().await {
                             warn!("withdrawing our files from the index: {e}");
@@ -235,6 +265,25 @@ async fn keep_alive(
                         return;
                     }
                     Wake::Changed(change) => c.apply(&change).await.map(drop),
+                    Wake::Mapped(port) => {
+                        mapped_port = port;
+                        let entries = folder.read().entries();
+                        let token = &config.token;
+                        let name = config.name.as_deref();
+                        let again = c
+                            .register_as(config.port, token, &entries, name, port)
+                            .await;
+                        // The index checked again whether it can reach us.
+                        state.lock().reach = c.reach();
+                        match (&again, port) {
+                            (Ok(_), Some(port)) => {
+                                info!("registered again: other peers reach us on port {port}")
+                            }
+                            (Ok(_), None) => info!("registered again without a port mapping"),
+                            (Err(_), _) => {}
+                        }
+                        again.map(drop)
+                    }
                     Wake::Beat | Wake::Closed => c.ping().await.map(drop),
                 };
                 reverse(c, &files);
@@ -260,7 +309,10 @@ async fn keep_alive(
                 }
                 // Changes queued while away are in the folder already.
                 while changes.try_recv().is_ok() {}
-                match reregister(&config, current(), &folder).await {
+                while let Ok(port) = mapped.try_recv() {
+                    mapped_port = port;
+                }
+                match reregister(&config, current(), &folder, mapped_port).await {
                     Ok((c, peer_id, nickname)) => {
                         info!(
                             "registered again with the index at {} as peer {peer_id}",
@@ -287,6 +339,7 @@ async fn reregister(
     config: &SessionConfig,
     last: SocketAddr,
     folder: &SharedFolder,
+    mapped_port: Option<u16>,
 ) -> Result<(IndexClient, u64, Option<String>)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
@@ -295,7 +348,7 @@ async fn reregister(
     let files = folder.read().entries();
     let name = config.name.as_deref();
     let (peer_id, nickname) = client
-        .register_as(config.port, &config.token, &files, name)
+        .register_as(config.port, &config.token, &files, name, mapped_port)
         .await?;
     warn_if_refused(name, nickname.as_deref());
     Ok((client, peer_id, nickname))

@@ -133,6 +133,11 @@ pub enum IndexRequest {
         /// offered to peers behind the same NAT.
         #[serde(default)]
         local: Option<SocketAddr>,
+        /// The public port the peer's router forwards to `port` (a UPnP port mapping):
+        /// the port other peers are told, still with the connection's host. Left out
+        /// when there is none, so an older index still understands the request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mapped_port: Option<u16>,
     },
     /// Add (or replace, by name) files of this session's peer.
     AddFiles {

@@ -240,7 +240,10 @@ pub const COMMANDS: &[Spec] = &[
         args: "",
         summary: "what this process serves, shares and talks to",
         details: "Includes whether other peers can reach this one: reachable at host:port, or \
-                  behind NAT (then they come by reverse connections or the index's relay).",
+                  behind NAT (then they come by reverse connections or the index's relay); \
+                  and, while sharing, the router's port mapping of the file server: \
+                  `port mapping: PUBLIC → LOCAL via UPnP`, `none (no router answered)`, or \
+                  `off` when [peer] port_mapping = false.",
         aliases: &[],
         params: no_params,
     },

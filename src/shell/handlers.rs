@@ -362,6 +362,9 @@ impl Shell {
             Some(summary) => put!(out, "sharing: {summary}"),
             None => put!(out, "sharing: nothing (`register` shares a folder)"),
         }
+        if let Some(mapping) = self.services.mapping_summary() {
+            put!(out, "port mapping: {mapping}");
+        }
         put!(out, "downloads: {}", self.config.peer.downloads.display());
         out.push_str(&self.activity());
         match self.identity() {

@@ -21,6 +21,9 @@ use crate::protocol::{Hit, Limits, SearchQuery};
 /// Most peers asked for when a queued download looks for its sources again.
 const MOST_SOURCES: u32 = 1000;
 
+/// How a queued download reaches its sources, decided as it starts.
+pub type QueueDialer = Arc<dyn Fn(&Queued) -> Dialer + Send + Sync>;
+
 /// What starting a queued download takes: where it goes, how it may use the network,
 /// and how to find its peers again on the index.
 #[derive(Clone)]
@@ -41,7 +44,7 @@ pub struct Launch {
     pub max: usize,
     /// How a queued download reaches its sources (around NATs through the index our
     /// share is with, else the download's).
-    pub dialer: Arc<dyn Fn(&Queued) -> Dialer + Send + Sync>,
+    pub dialer: QueueDialer,
 }
 
 impl Launch {

@@ -137,7 +137,13 @@ impl Services {
         ))
     }
 
-    /// One line about the shared folder.
+    /// What `status` says of the router's port mapping of the file server, while sharing.
+    pub fn mapping_summary(&self) -> Option<String> {
+        let sharing = self.sharing.lock();
+        Some(sharing.as_ref()?.mapping().to_string())
+    }
+
+    /// What `status` says of the share: folders, Peer ID, files, server, index.
     pub fn sharing_summary(&self) -> Option<String> {
         let sharing = self.sharing.lock();
         let s = sharing.as_ref()?;

@@ -201,16 +201,28 @@ impl Running {
         }
     }
 
-    /// Close stdin and wait for the process to leave by itself.
-    pub fn wait(mut self) -> ExitStatus {
-        self.stdin.take();
-        self.child.0.wait().unwrap()
-    }
-
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         assert!(signal(self.id(), "TERM"), "kill -TERM failed");
         self.child.0.wait().unwrap()
+    }
+
+    /// Close stdin and wait for the process to exit by itself (after `quit`, or the end
+    /// of its input), for at most the patience (then it is killed and this panics); its
+    /// exit status.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.stdin.take();
+        let deadline = self.patience.map(|p| std::time::Instant::now() + p);
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return status;
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                self.kill();
+                panic!("napster did not exit; saw {:#?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kill the process and reap it.

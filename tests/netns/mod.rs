@@ -18,17 +18,26 @@
 //! Programs run inside a namespace with `ip netns exec`: [`crate::common::process`]'s
 //! `Napster::start_in`/`run_in` for napster itself, [`Internet::exec`] for anything else.
 //!
+//! A home router can also run a real UPnP-IGD daemon, miniupnpd ([`upnp`]).
+//!
 //! This needs root, iproute2 and iptables (`.ci/run` installs iptables where it is
 //! missing). Where any of that is lacking, [`Internet::new`] says why, and tests print a
-//! "skipped: …" line and return (see [`internet_or_skip`]).
+//! "skipped: …" line and return (see [`internet_or_skip`]). The routers' rules are
+//! written with [`IPTABLES`] (the legacy backend), the one miniupnpd's libiptc writes
+//! to: in one backend, its port mappings come before the routers' `DROP`.
 
 #![allow(dead_code)]
+
+pub mod upnp;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// The iptables the routers are set up with (see the module's documentation).
+pub const IPTABLES: &str = "iptables-legacy";
 
 /// The wan's network: a documentation range, so no real host is ever addressed.
 pub const WAN_PREFIX: [u8; 3] = [198, 51, 100];
@@ -163,7 +172,7 @@ impl Internet {
         if !is_root() {
             return Err("network namespaces need root".into());
         }
-        for program in ["ip", "iptables"] {
+        for program in ["ip", IPTABLES] {
             if !have_program(program) {
                 return Err(format!(
                     "`{program}` is not installed (.ci/run installs it: apt-get install iproute2 iptables)"
@@ -225,12 +234,12 @@ impl Internet {
         if nat == Nat::Symmetric {
             masquerade.push("--random-fully");
         }
-        self.exec_ok(&ns, "iptables", &masquerade);
+        self.exec_ok(&ns, IPTABLES, &masquerade);
         // From the wan, only what the lan started gets in (and what a port mapping, added
         // at the head of FORWARD by miniupnpd, lets in).
         self.exec_ok(
             &ns,
-            "iptables",
+            IPTABLES,
             &[
                 "-A",
                 "FORWARD",
@@ -246,7 +255,7 @@ impl Internet {
         );
         self.exec_ok(
             &ns,
-            "iptables",
+            IPTABLES,
             &["-A", "FORWARD", "-i", "wan0", "-j", "DROP"],
         );
         Home {
