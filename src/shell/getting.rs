@@ -46,20 +46,21 @@ impl Shell {
             }
         }
         let mut out = String::new();
+        // One file asked for: its error is the command's, as it is.
+        let single = wanted.len() == 1 && problems.is_empty();
         for w in wanted {
             let name = w.file.name.clone();
             let done = if args.background {
                 self.enqueue(w, peer)
             } else {
-                let dir = download::make_folder(&self.config.peer.downloads, &w.folder)?;
-                let fetched = self.fetch_now(w.file, w.sources, dir, cancel.clone()).await;
-                if matches!(fetched, Err(Error::Cancelled)) {
-                    return fetched;
+                match download::make_folder(&self.config.peer.downloads, &w.folder) {
+                    Ok(dir) => self.fetch_now(w.file, w.sources, dir, cancel.clone()).await,
+                    Err(e) => Err(e),
                 }
-                fetched
             };
             match done {
                 Ok(text) => out.push_str(&text),
+                Err(e) if single || matches!(e, Error::Cancelled) => return Err(e),
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
