@@ -155,7 +155,7 @@ impl Shell {
                 "paused; what arrived is kept (`resume` goes on)",
             ),
             _ => (
-                transfers.resume(number)?,
+                transfers.resume(number, self.index.clone())?,
                 "queued",
                 "back in the queue; only what is missing is fetched",
             ),

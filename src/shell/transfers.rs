@@ -324,11 +324,19 @@ impl Transfers {
         Ok(self.name(number))
     }
 
-    /// `resume N`: a paused or failed download goes back in the queue.
-    pub fn resume(self: &Arc<Self>, number: u64) -> Result<String> {
+    /// `resume N`: a paused or failed download goes back in the queue, to find its
+    /// peers on `index` (the shell's index now) when given.
+    pub fn resume(
+        self: &Arc<Self>,
+        number: u64,
+        index: Option<Vec<std::net::SocketAddr>>,
+    ) -> Result<String> {
         {
             let mut inner = self.inner.lock();
             let entry = find(&mut inner, number)?;
+            if let Some(index) = index {
+                entry.q.index = index;
+            }
             match entry.q.stage {
                 Stage::Paused | Stage::Failed(_) => entry.q.stage = Stage::Queued,
                 _ => {
