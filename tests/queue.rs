@@ -73,6 +73,16 @@ fn the_queue_outlives_a_restart_and_resumes_without_fetching_again() {
     );
     let saved = downloader.join("downloads/big.bin");
     assert!(!saved.exists(), "nothing half-done under the final name");
+    // The kept queue, with what arrived, as the one-shot CLI shows it (without
+    // resuming it).
+    let out = NAPSTER.run_args(&downloader, &["--json", "transfers"]);
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row["state"], "queued", "{row}");
+    let kept = row["done"].as_u64().unwrap();
+    assert!(
+        kept >= MIB as u64 && kept <= before,
+        "{row} ({before} bytes sent)"
+    );
     upload.set(0);
 
     // Started again in the same place, with nothing typed: the queue resumes.

@@ -16,6 +16,7 @@ use smol::Task;
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
+use crate::download::part_file;
 use crate::download::queue_file::{self, QueueFile, Queued, Stage};
 use crate::download::{self, Cancel, Status};
 use crate::error::{Error, Result};
@@ -121,7 +122,16 @@ impl Transfers {
         }
         match QueueFile::open(&launch.downloads) {
             Ok((file, saved)) => {
-                inner.entries = saved.into_iter().map(|q| Entry::new(q, None)).collect();
+                inner.entries = saved
+                    .into_iter()
+                    .map(|q| {
+                        let entry = Entry::new(q, None);
+                        let kept = kept(&launch.downloads, &entry.q);
+                        entry.status.done.store(kept, Ordering::Relaxed);
+                        entry.status.resumed.store(kept, Ordering::Relaxed);
+                        entry
+                    })
+                    .collect();
                 inner.file = Some(file);
             }
             Err(e) => inner.unkept = Some(e.to_string()),
@@ -139,7 +149,12 @@ impl Transfers {
     pub fn saved_in(dir: &std::path::Path) -> Vec<Row> {
         queue_file::read(dir)
             .into_iter()
-            .map(|q| row(&Entry::new(q, None)))
+            .map(|q| {
+                let entry = Entry::new(q, None);
+                let kept = kept(dir, &entry.q);
+                entry.status.done.store(kept, Ordering::Relaxed);
+                row(&entry)
+            })
             .collect()
     }
 
@@ -429,6 +444,13 @@ fn save(inner: &Inner) {
 fn shown_name(q: &Queued) -> String {
     let base = download::safe_file_name(&q.file.name).unwrap_or_else(|_| q.file.name.clone());
     q.folder.join(base).display().to_string()
+}
+
+/// Bytes a download kept from an earlier run has in its part file.
+fn kept(downloads: &std::path::Path, q: &Queued) -> u64 {
+    download::safe_file_name(&q.file.name).map_or(0, |name| {
+        part_file::kept_bytes(&downloads.join(&q.folder), &name, &q.file)
+    })
 }
 
 fn row(e: &Entry) -> Row {
