@@ -37,6 +37,7 @@ mod queue;
 mod render;
 pub mod repl;
 mod services;
+mod transfer_entry;
 mod transfers;
 
 use std::net::SocketAddr;
