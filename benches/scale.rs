@@ -29,7 +29,7 @@ use napster::client::IndexClient;
 use napster::protocol::SearchQuery as Search;
 use napster::protocol::{FileEntry, Limits};
 use napster::runtime;
-use process::{BIN, Killed, last_word};
+use process::{BIN, Killed, cpu_time, last_word};
 
 #[path = "../tests/pg/mod.rs"]
 mod pg;
@@ -177,8 +177,9 @@ where
     (all.len() as f64 / elapsed, all)
 }
 
-/// `redis-benchmark -t get -c 50` against a redis-server started here, in requests/s.
-fn redis_get_rate() -> Option<f64> {
+/// `redis-benchmark -t get -c 50` against a redis-server started here: requests/s, and
+/// CPU microseconds per request of the server and of redis-benchmark.
+fn redis_get_rate() -> Option<(f64, (f64, f64))> {
     let free = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
     let port = free.local_addr().ok()?.port();
     drop(free);
@@ -206,6 +207,9 @@ fn redis_get_rate() -> Option<f64> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let server_before = cpu_time(_server.0.id())?;
+    let children_before = children_cpu();
+    const REQUESTS: f64 = 300_000.0;
     let out = Command::new("redis-benchmark")
         .args([
             "-p",
@@ -220,20 +224,62 @@ fn redis_get_rate() -> Option<f64> {
         ])
         .output()
         .ok()?;
+    let server = (cpu_time(_server.0.id())? - server_before).as_secs_f64();
+    let benchmark = (children_cpu() - children_before).as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
     // Progress lines, then "GET: 81234.56 requests per second, p50=0.311 msec".
-    text.split("GET:")
+    let rate = text
+        .split("GET:")
         .last()?
         .split_whitespace()
         .next()?
         .parse()
-        .ok()
+        .ok()?;
+    let micros = |secs: f64| secs * 1e6 / REQUESTS;
+    Some((rate, (micros(server), micros(benchmark))))
+}
+
+/// CPU time of this process's children that have been waited for (`cutime` and
+/// `cstime` of `/proc/self/stat`, in clock ticks of 10 ms on Linux).
+fn children_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(13).take(2))
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU microseconds per request of the index and of this process (the clients) while
+/// `run` makes `requests()` requests.
+fn cpu_per_request<T>(
+    index: Option<u32>,
+    run: impl FnOnce() -> T,
+    requests: impl Fn(&T) -> usize,
+) -> (T, Option<(f64, f64)>) {
+    let me = std::process::id();
+    let before = index.and_then(cpu_time).zip(cpu_time(me));
+    let out = run();
+    let after = index.and_then(cpu_time).zip(cpu_time(me));
+    let n = requests(&out).max(1) as f64;
+    let per = before.zip(after).map(|((i0, c0), (i1, c1))| {
+        (
+            (i1 - i0).as_secs_f64() * 1e6 / n,
+            (c1 - c0).as_secs_f64() * 1e6 / n,
+        )
+    });
+    (out, per)
 }
 
 /// Figures of one backend.
 struct Figures {
     registration: f64,
     exact: (f64, f64, f64),
+    /// CPU µs per exact-name request: the index's and the clients'.
+    exact_cpu: Option<(f64, f64)>,
     substring: (f64, f64, f64),
     one: (f64, f64),
 }
@@ -318,17 +364,26 @@ fn measure(
             per_file - 2.0 * names as f64
         );
     }
-    let (exact_rate, exact) = hammer(addrs, CLIENTS, secs, move |mut c, i| async move {
-        let p = (i * 31) % peers;
-        let k = i % per_peer;
-        let ok = c.lookup(&name(p, k)).await.is_ok_and(|h| h.len() == 1);
-        (c, ok)
-    });
+    let lookups = || {
+        hammer(addrs, CLIENTS, secs, move |mut c, i| async move {
+            let p = (i * 31) % peers;
+            let k = i % per_peer;
+            let ok = c.lookup(&name(p, k)).await.is_ok_and(|h| h.len() == 1);
+            (c, ok)
+        })
+    };
+    let ((exact_rate, exact), exact_cpu) = cpu_per_request(rss_pid, lookups, |r| r.1.len());
     println!(
         "  exact-name:    {exact_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms",
         percentile(&exact, 0.5),
         percentile(&exact, 0.99)
     );
+    if let Some((index, clients)) = exact_cpu {
+        println!(
+            "  exact-name CPU: {:.1} µs per request = index {index:.1} + clients {clients:.1}",
+            index + clients
+        );
+    }
     let substring = move |mut c: IndexClient, i: u64| async move {
         // A tag found in exactly one name of them all.
         let p = (i * 37) % peers;
@@ -356,6 +411,7 @@ fn measure(
     Figures {
         registration: total as f64 / registering,
         exact: summary(&exact, exact_rate),
+        exact_cpu,
         substring: summary(&sub, sub_rate),
         one: (percentile(&one, 0.5), percentile(&one, 0.99)),
     }
@@ -381,10 +437,24 @@ fn main() {
         );
         drop(index);
         match redis_get_rate() {
-            Some(redis) => {
+            Some((redis, (server, bench))) => {
                 println!(
                     "  redis GET:     {redis:.0} req/s (redis-benchmark -t get -c 50, same machine, same run)"
                 );
+                println!(
+                    "  redis GET CPU: {:.1} µs per request = redis-server {server:.1} + redis-benchmark {bench:.1}",
+                    server + bench
+                );
+                if let Some((index, clients)) = figures.exact_cpu {
+                    // On a saturated machine the rate is the cores over the CPU each
+                    // request costs: this ratio is the load-independent form of the one
+                    // above, and the index's own share of it.
+                    println!(
+                        "  RESULT exact/redis_by_cpu={:.2} (both sides) index/redis-server_by_cpu={:.2}",
+                        (server + bench) / (index + clients),
+                        server / index
+                    );
+                }
                 println!(
                     "  RESULT exact/redis={:.2} substring_p99_ms={:.2} (50 clients) {:.2} (1 client)",
                     figures.exact.0 / redis,

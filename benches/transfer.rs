@@ -37,6 +37,9 @@ const GIB: f64 = (1u64 << 30) as f64;
 
 type BoxError = Box<dyn std::error::Error>;
 
+#[path = "transfer/parts.rs"]
+mod parts;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--raw-server") {
@@ -233,6 +236,7 @@ fn run(guard: &mut Guard) -> Result<(), BoxError> {
     let mut napster_runs = Vec::new();
     let mut raw_runs = Vec::new();
     let mut sha_runs = Vec::new();
+    let mut parts_runs = Vec::new();
     println!();
     println!("run  napster GiB/s  raw_tcp GiB/s  sha256 GiB/s  (odd runs: napster first)");
     let raw_dest = downloads.join("raw.bin");
@@ -281,6 +285,7 @@ fn run(guard: &mut Guard) -> Result<(), BoxError> {
         napster_runs.push(napster_run);
         raw_runs.push(raw_run);
         sha_runs.push(sha_run);
+        parts_runs.push(parts::measure(bytes, raw_addr, raw_pid, &downloads)?);
     }
     let napster_times: Vec<Duration> = napster_runs.iter().map(|r| r.wall).collect();
     let raw_times: Vec<Duration> = raw_runs.iter().map(|r| r.wall).collect();
@@ -321,11 +326,13 @@ fn run(guard: &mut Guard) -> Result<(), BoxError> {
             ("SHA-256 (one core)", &sha_runs),
         ],
     );
+    let (client_parts, server_parts) = parts::print(&parts_runs, &napster_runs, bytes);
     println!();
     println!(
         "RESULT bytes={bytes} runs={runs} napster={:.3} GiB/s raw_tcp={:.3} GiB/s sha256={:.3} GiB/s \
          napster/raw={:.3} napster/sha256={:.3} (best of {runs}; medians napster={:.3} raw_tcp={:.3} \
-         sha256={:.3})",
+         sha256={:.3}; CPU s/GiB downloader={} (parts {client_parts:.3}) server={} (parts \
+         {server_parts:.3}))",
         napster.best,
         raw.best,
         sha.best,
@@ -333,7 +340,15 @@ fn run(guard: &mut Guard) -> Result<(), BoxError> {
         napster.best / sha.best,
         napster.median,
         raw.median,
-        sha.median
+        sha.median,
+        show(
+            median(napster_runs.iter().map(|s| s.client_cpu).collect()),
+            bytes
+        ),
+        show(
+            median(napster_runs.iter().map(|s| s.server_cpu).collect()),
+            bytes
+        ),
     );
     Ok(())
 }
@@ -364,10 +379,15 @@ fn measure(server: u32, f: impl FnOnce() -> Result<(), BoxError>) -> Result<Samp
 
 /// CPU time a process has used so far, from `/proc/PID/stat` (Linux only).
 fn cpu_time(pid: u32) -> Option<Duration> {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     if pid == 0 {
         return None;
     }
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system time from a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Option<Duration> {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let ticks = *TICKS.get_or_init(|| {
         Command::new("getconf")
             .arg("CLK_TCK")
@@ -377,7 +397,7 @@ fn cpu_time(pid: u32) -> Option<Duration> {
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(100.0)
     });
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
@@ -393,6 +413,21 @@ fn load_average() -> Option<String> {
             .take(3)
             .collect::<Vec<_>>()
             .join(" "),
+    )
+}
+
+/// The median of CPU times, when every sample has one.
+fn median(times: Vec<Option<Duration>>) -> Option<Duration> {
+    let mut times: Vec<Duration> = times.into_iter().collect::<Option<_>>()?;
+    times.sort();
+    times.get(times.len() / 2).copied()
+}
+
+/// CPU seconds per GiB, or `-`.
+fn show(time: Option<Duration>, bytes: u64) -> String {
+    time.map_or_else(
+        || "-".to_owned(),
+        |t| format!("{:.3}", t.as_secs_f64() * GIB / bytes as f64),
     )
 }
 

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
-use crate::protocol::{self, Connection, ErrorCode, Fingerprint, Handshake, Limits, Reply};
+use crate::protocol::{self, Connection, ErrorCode, Fingerprint, Handshake, Limits, Reply, Socket};
 use crate::runtime::{self, Shutdown};
 use crate::tls;
 
@@ -273,7 +273,7 @@ where
         Err(e) => return Err(Error::io(format!("receiving from {addr}"), e)),
     }
     let tls = acceptor
-        .accept(stream)
+        .accept(Socket::new(stream))
         .or(async {
             smol::Timer::after(timeout).await;
             Err(std::io::ErrorKind::TimedOut.into())
@@ -335,7 +335,7 @@ pub async fn connect(
     let (config, check) = tls::client_config(identity, expected);
     let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid DNS name");
     let tls = TlsConnector::from(config)
-        .connect(name, stream)
+        .connect(name, Socket::new(stream))
         .or(async {
             smol::Timer::after(limits.timeout).await;
             Err(std::io::ErrorKind::TimedOut.into())

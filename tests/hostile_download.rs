@@ -259,9 +259,26 @@ fn fetch_with(
 struct Home {
     tmp: tempfile::TempDir,
     downloads: PathBuf,
+    /// Held by every test but the memory test (see [`ALONE`]).
+    _alongside: Option<std::sync::RwLockReadGuard<'static, ()>>,
 }
 
+/// The memory test measures the whole process's resident memory, which another test's
+/// download (with its own 64 MiB of chunk buffers) would swell: it holds this exclusively,
+/// every other test holds it shared through its [`Home`].
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 fn home() -> Home {
+    let guard = ALONE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Home {
+        _alongside: Some(guard),
+        ..home_alone()
+    }
+}
+
+fn home_alone() -> Home {
     let tmp = tempfile::tempdir().unwrap();
     let downloads = tmp.path().join("a/b/downloads");
     std::fs::create_dir_all(&downloads).unwrap();
@@ -269,7 +286,11 @@ fn home() -> Home {
         tmp.path(),
         &[("a/.bashrc", b"# mine\n"), ("a/b/notes.txt", b"mine\n")],
     );
-    Home { tmp, downloads }
+    Home {
+        tmp,
+        downloads,
+        _alongside: None,
+    }
 }
 
 impl Home {
@@ -929,7 +950,10 @@ fn a_huge_file_from_several_sources_holds_bounded_memory() {
     // by a chunk per source.
     const SOURCES: usize = 3;
     const SENT: usize = 48 << 20;
-    let home = home();
+    let _alone = ALONE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let home = home_alone();
     let size = 1u64 << 40;
     let count = protocol::chunk_count(size);
     let digests: Vec<[u8; 32]> = (0..count)

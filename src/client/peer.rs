@@ -181,29 +181,32 @@ impl PeerClient {
         }
     }
 
-    /// Hand the connection to a blocking thread to read an announced range (the bytes
-    /// already received come first). [`RangeReader::into_client`] gives it back.
-    pub fn into_range(self) -> Result<RangeReader> {
+    /// Hand the connection to the calling thread to read an announced range (the bytes
+    /// already received come first): its socket blocks, every read waiting at most the
+    /// timeout. [`RangeReader::into_client`] gives it back.
+    pub fn into_range(mut self) -> Result<RangeReader> {
+        self.conn.set_blocking(true)?;
         Ok(RangeReader { client: self })
     }
 }
 
 /// A range of a file arriving on a connection read by a blocking thread, every read
-/// under the timeout (a read that times out is `TimedOut`).
+/// under the timeout (a read that times out is `TimedOut`). The thread decrypts on its
+/// own: no executor, reactor or timer takes part.
 pub struct RangeReader {
     client: PeerClient,
 }
 
 impl Read for RangeReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // The thread belongs to no executor: it drives the read itself.
-        smol::block_on(self.client.conn.read_some(buf))
+        self.client.conn.read_blocking(buf)
     }
 }
 
 impl RangeReader {
     /// The connection back, for the next request, once the whole range was read.
-    pub fn into_client(self) -> Result<PeerClient> {
+    pub fn into_client(mut self) -> Result<PeerClient> {
+        self.client.conn.set_blocking(false)?;
         Ok(self.client)
     }
 }

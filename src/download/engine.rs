@@ -15,7 +15,9 @@
 //! write and a hasher on their own threads is the simplest code that reaches the
 //! single-core SHA-256 rate (README, Figures). Only the short request/answer exchanges
 //! between runs use the async [`PeerClient`]; a worker drives them with
-//! `smol::block_on`, which is sound because its thread belongs to no executor.
+//! `smol::block_on`, which is sound because its thread belongs to no executor. The bytes
+//! of a range come through a [`crate::client::RangeReader`]: the socket blocks (with the
+//! timeout) and the worker decrypts on its own thread, with no reactor or timer per read.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};

@@ -4,7 +4,9 @@
 //! The request/answer exchange is async; the bytes of a range are copied by a blocking
 //! thread (`smol::unblock`) that owns the socket for the copy, because a copy from the
 //! page cache to a socket at GiB/s would otherwise hold an executor thread for the whole
-//! transfer. The connection is handed over and taken back in `send`.
+//! transfer. The connection is handed over and taken back in `send`; meanwhile its
+//! socket blocks (with the timeout), so that the thread encrypts and writes with no
+//! reactor or timer per write.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -295,10 +297,13 @@ async fn send(
     })
     .await?;
     let limits = conn.limits();
-    // The thread belongs to no executor: it drives the connection's writes itself.
+    // The thread belongs to no executor: it drives the connection's writes itself, on a
+    // blocking socket.
     smol::unblock(move || {
         let pace = Pace::new(limits.min_rate, limits.timeout);
+        conn.set_blocking(true)?;
         send_range(file, &mut conn, (offset, length), (&limit, &tracked), pace)?;
+        conn.set_blocking(false)?;
         Ok(conn)
     })
     .await
@@ -329,7 +334,7 @@ fn send_range(
         let mut sent = 0;
         while sent < n {
             let asked = Instant::now();
-            let wrote = match smol::block_on(conn.write_some(&buf[sent..n])) {
+            let wrote = match conn.write_blocking(&buf[sent..n]) {
                 Ok(0) => return Err(Error::msg("the downloader stopped taking data")),
                 Ok(wrote) => wrote,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
@@ -353,7 +358,8 @@ fn send_range(
         left -= n as u64;
         limit.throttle(n);
     }
-    smol::block_on(conn.flush())?;
+    conn.flush_blocking()
+        .map_err(|e| Error::io("sending the file", e))?;
     Ok(())
 }
 
@@ -375,7 +381,7 @@ mod tests {
         let sender = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut receiver, _) = listener.accept().unwrap();
         let mut sender = Connection::new(
-            Async::new(sender).unwrap(),
+            protocol::Socket::new(Async::new(sender).unwrap()),
             protocol::Fingerprint([0; 32]),
             Limits::default(),
         )
@@ -389,6 +395,7 @@ mod tests {
             protocol::Fingerprint([0; 32]),
         );
         tracked.asking("huge.bin", offset + 4096);
+        sender.set_blocking(true).unwrap();
         send_range(file, &mut sender, (offset, 4096), (&limit, &tracked), pace).unwrap();
         assert_eq!(uploads.sent(), 4096);
         assert_eq!(uploads.rows()[0].sent, 4096);

@@ -3,6 +3,7 @@
 //! handshake `net` did; the connection keeps the fingerprint the other side proved.
 
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,23 +16,24 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::error::Error;
 use super::fingerprint::Fingerprint;
 use super::rules::{Limits, clean_text};
+use super::socket::Socket;
 
-/// What a [`Connection`] runs on: a TLS stream over TCP (or, in unit tests of the
-/// framing, the bare socket).
+/// What a [`Connection`] runs on: a TLS stream over a [`Socket`] (or, in unit tests of
+/// the framing, the bare socket).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync {
-    /// Ready when the socket has bytes (or an end) to read.
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
     /// The socket underneath.
-    fn socket(&self) -> &TcpStream;
+    fn socket(&self) -> &Socket;
+    /// The socket underneath, to change its mode.
+    fn socket_mut(&mut self) -> &mut Socket;
 }
 
-impl Transport for Async<TcpStream> {
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Async::poll_readable(self, cx)
+impl Transport for Socket {
+    fn socket(&self) -> &Socket {
+        self
     }
 
-    fn socket(&self) -> &TcpStream {
-        self.get_ref()
+    fn socket_mut(&mut self) -> &mut Socket {
+        self
     }
 }
 
@@ -45,13 +47,13 @@ fn eof_is_end(read: std::io::Result<usize>) -> std::io::Result<usize> {
     }
 }
 
-impl Transport for futures_rustls::TlsStream<Async<TcpStream>> {
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.get_ref().0.poll_readable(cx)
+impl Transport for futures_rustls::TlsStream<Socket> {
+    fn socket(&self) -> &Socket {
+        self.get_ref().0
     }
 
-    fn socket(&self) -> &TcpStream {
-        self.get_ref().0.get_ref()
+    fn socket_mut(&mut self) -> &mut Socket {
+        self.get_mut().0
     }
 }
 
@@ -120,9 +122,10 @@ impl Connection {
     ) -> Result<Self> {
         let peer = stream
             .socket()
+            .get_ref()
             .peer_addr()
             .map_err(|e| Error::io("reading the peer's address", e))?;
-        stream.socket().set_nodelay(true).ok();
+        stream.socket().get_ref().set_nodelay(true).ok();
         Ok(Connection {
             stream: Box::new(stream),
             peer,
@@ -159,6 +162,7 @@ impl Connection {
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.stream
             .socket()
+            .get_ref()
             .local_addr()
             .map_err(|e| Error::io("reading the local address", e))
     }
@@ -325,14 +329,46 @@ impl Connection {
     /// request/response connection where we spoke last, that means it is gone.
     pub async fn readable(&self) {
         if self.buffered() == 0 {
-            let _ = std::future::poll_fn(|cx| self.stream.poll_readable(cx)).await;
+            let _ = std::future::poll_fn(|cx| self.stream.socket().poll_readable(cx)).await;
         }
     }
 
-    /// Read raw bytes (those already received first), at most `buf.len()`, waiting up
-    /// to the timeout for some; 0 means the other side closed. For a raw transfer
-    /// driven by a blocking thread.
-    pub async fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Hand the connection to a thread for a raw transfer (`true`): the socket blocks,
+    /// every read and write waiting at most the timeout, and only the `*_blocking`
+    /// methods may be used until it is handed back (`false`).
+    pub fn set_blocking(&mut self, blocking: bool) -> Result<()> {
+        let timeout = blocking.then_some(self.limits.timeout);
+        self.stream
+            .socket_mut()
+            .set_blocking(timeout)
+            .map_err(|e| Error::io("setting up the socket", e))
+    }
+
+    /// Drive one poll of the stream on this thread; in blocking mode it never waits on
+    /// a reactor, so it never returns `Pending`.
+    fn poll_here<T>(
+        &mut self,
+        poll: impl FnOnce(Pin<&mut dyn Transport>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> std::io::Result<T> {
+        if !self.stream.socket().is_blocking() {
+            return Err(std::io::Error::other(
+                "a blocking call on a connection in async mode",
+            ));
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match poll(Pin::new(&mut *self.stream), &mut cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the stream is waiting for the socket",
+            )),
+        }
+    }
+
+    /// In blocking mode: read raw bytes (those already received first), at most
+    /// `buf.len()`, waiting up to the timeout for some (`TimedOut` after it); 0 means the
+    /// other side closed.
+    pub fn read_blocking(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.buffered() > 0 {
             let n = self.buffered().min(buf.len());
             buf[..n].copy_from_slice(&self.inbox[self.consumed..self.consumed + n]);
@@ -343,41 +379,18 @@ impl Connection {
             }
             return Ok(n);
         }
-        let timeout = self.limits.timeout;
-        let stream = &mut self.stream;
-        async { eof_is_end(stream.read(buf).await) }
-            .or(async {
-                smol::Timer::after(timeout).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await
+        eof_is_end(self.poll_here(|stream, cx| stream.poll_read(cx, buf)))
     }
 
-    /// Write raw bytes, waiting up to the timeout for the other side to take some;
-    /// returns how many were written. For a raw transfer driven by a blocking thread.
-    pub async fn write_some(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let timeout = self.limits.timeout;
-        self.stream
-            .write(bytes)
-            .or(async {
-                smol::Timer::after(timeout).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await
+    /// In blocking mode: write raw bytes, waiting up to the timeout for the other side to
+    /// take some (`TimedOut` after it); returns how many were written.
+    pub fn write_blocking(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.poll_here(|stream, cx| stream.poll_write(cx, bytes))
     }
 
-    /// Push out what was written (a TLS stream may hold a record back).
-    pub async fn flush(&mut self) -> Result<()> {
-        let peer = self.peer;
-        let timeout = self.limits.timeout;
-        self.stream
-            .flush()
-            .or(async {
-                smol::Timer::after(timeout).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await
-            .map_err(|e| Error::io(format!("sending to {peer}"), e))
+    /// In blocking mode: push out what was written (a TLS stream may hold a record back).
+    pub fn flush_blocking(&mut self) -> std::io::Result<()> {
+        self.poll_here(|stream, cx| stream.poll_flush(cx))
     }
 }
 
@@ -393,8 +406,12 @@ mod tests {
         let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let other = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
-        let conn =
-            Connection::new(Async::new(ours).unwrap(), Fingerprint([0; 32]), limits).unwrap();
+        let conn = Connection::new(
+            Socket::new(Async::new(ours).unwrap()),
+            Fingerprint([0; 32]),
+            limits,
+        )
+        .unwrap();
         (conn, other)
     }
 

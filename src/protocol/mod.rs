@@ -15,6 +15,7 @@ pub mod fingerprint;
 pub mod message;
 pub mod peer_ref;
 pub mod rules;
+pub mod socket;
 
 pub use connection::{Connection, Transport, decode, encode};
 pub use error::Error;
@@ -25,3 +26,4 @@ pub use message::{
 };
 pub use peer_ref::{MAX_NICKNAME, PeerRef, nickname_problem};
 pub use rules::*;
+pub use socket::Socket;

@@ -87,7 +87,7 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     if name.chars().any(char::is_control) {
         return Some("contains control characters");
     }
-    if name.chars().any(is_hidden) {
+    if !name.is_ascii() && name.chars().any(is_hidden) {
         return Some(
             "contains bidi controls or invisible characters (such as U+202E or U+200B); rename the file",
         );
@@ -181,6 +181,11 @@ pub fn check_peer_info(peer: &PeerInfo) -> Result<(), String> {
 /// (terminal escapes), format characters (bidi overrides such as U+202E, zero-width
 /// spaces and joiners, the BOM) and line or paragraph separators.
 pub fn is_hidden(c: char) -> bool {
+    // ASCII needs no table lookup: only its control characters are hidden. Names are
+    // checked on every hit, so this is on the index's hot path.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     c.is_control()
         || matches!(
             c.general_category(),
