@@ -316,6 +316,13 @@ fn pause_resume_cancel_clear_and_one_download_at_a_time() {
         rows[1].contains("\"state\":\"queued\""),
         "only one at once: {rows:?}"
     );
+    // A second napster in the same folder does not take the queue; it shows it.
+    let other = NAPSTER.run_args(&dir, &["transfers"]);
+    let shown = text(&other.stdout);
+    assert!(
+        shown.contains("another napster keeps the download queue") && shown.contains("two.bin"),
+        "{shown}"
+    );
 
     let downloads = dir.join("downloads");
     let part_files = || {

@@ -109,8 +109,13 @@ impl Shell {
                 Err(_) => Transfers::saved_in(&self.config.peer.downloads),
             }
         };
+        let mut rows = rows;
         if let Some(why) = self.services.transfers().unkept() {
             put!(out, "note: {why}");
+            if rows.is_empty() {
+                // The other napster's queue, as last saved.
+                rows = Transfers::saved_in(&self.config.peer.downloads);
+            }
         }
         if rows.is_empty() {
             put!(out, "no downloads in the queue (`get -b <file>` adds one)");
