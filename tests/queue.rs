@@ -161,6 +161,16 @@ fn a_downloader_waiting_for_a_slot_sees_its_place_and_the_uploader_sees_both() {
         rows.iter()
             .all(|r| r["name"] == "big.bin" && r["size"] == 2 * MIB)
     );
+
+    // The one-shot CLI prints the link as a record.
+    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "--json", "link", "big.bin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha = napster::digest::digest_bytes(&noise_words(5, 2 * MIB)).sha256;
+    assert_eq!(
+        link["link"],
+        format!("napster:?xt=urn:sha256:{sha}&dn=big.bin&xl={}", 2 * MIB)
+    );
 }
 
 /// Several names, a wildcard, a folder, a hash prefix and a link, in one script.
