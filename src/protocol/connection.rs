@@ -57,6 +57,25 @@ impl Transport for futures_rustls::TlsStream<Socket> {
     }
 }
 
+/// `op`, failing with `expired()` when it takes longer than `timeout`. The timer (a
+/// registration with the reactor, which wakes it) is only set when `op` has to wait:
+/// most writes, and most frames once their first bytes are in, complete at once.
+async fn within<T, E>(
+    timeout: Duration,
+    op: impl Future<Output = std::result::Result<T, E>>,
+    expired: impl FnOnce() -> E,
+) -> std::result::Result<T, E> {
+    let mut op = std::pin::pin!(op);
+    if let Some(done) = smol::future::poll_once(op.as_mut()).await {
+        return done;
+    }
+    op.or(async {
+        smol::Timer::after(timeout).await;
+        Err(expired())
+    })
+    .await
+}
+
 /// What a connection's operations return.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -89,7 +108,7 @@ const MAX_READ: usize = 64 * 1024;
 ///
 /// Reads are buffered: one `read` usually brings a whole request, and bytes that arrive
 /// beyond a frame (a raw transfer right behind its `sending` frame) are kept for what
-/// comes next, [`Connection::read_some`] included.
+/// comes next, [`Connection::read_blocking`] included.
 pub struct Connection {
     stream: Box<dyn Transport>,
     peer: SocketAddr,
@@ -208,12 +227,13 @@ impl Connection {
             // Wait with a small buffer on the stack: idle connections (thousands of peer
             // sessions) hold no memory of ours for reading.
             let mut first = [0; FIRST_READ];
-            let got = async { eof_is_end(self.stream.read(&mut first).await) }
-                .or(async {
-                    smol::Timer::after(idle).await;
-                    Err(std::io::ErrorKind::TimedOut.into())
-                })
-                .await;
+            let stream = &mut self.stream;
+            let got = within(
+                idle,
+                async { eof_is_end(stream.read(&mut first).await) },
+                || std::io::ErrorKind::TimedOut.into(),
+            )
+            .await;
             match got {
                 Ok(0) => return Ok(None),
                 Ok(n) => {
@@ -229,13 +249,11 @@ impl Connection {
         }
         let timeout = self.limits.timeout;
         let peer = self.peer;
-        self.frame()
-            .or(async {
-                smol::Timer::after(timeout).await;
-                Err(Error::Timeout(format!("receiving a message from {peer}")))
-            })
-            .await
-            .map(Some)
+        within(timeout, self.frame(), || {
+            Error::Timeout(format!("receiving a message from {peer}"))
+        })
+        .await
+        .map(Some)
     }
 
     /// Receive one message that must come within the timeout (an answer).
@@ -292,13 +310,12 @@ impl Connection {
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let peer = self.peer;
         let stream = &mut self.stream;
-        async {
+        let send = async {
             stream.write_all(bytes).await?;
             stream.flush().await
-        }
-        .or(async {
-            smol::Timer::after(self.limits.timeout).await;
-            Err(std::io::ErrorKind::TimedOut.into())
+        };
+        within(self.limits.timeout, send, || {
+            std::io::ErrorKind::TimedOut.into()
         })
         .await
         .map_err(|e| Error::io(format!("sending to {peer}"), e))
@@ -311,12 +328,10 @@ impl Connection {
         let mut bytes = Vec::with_capacity(len.min(MAX_READ));
         while bytes.len() < len {
             if self.buffered() == 0 {
-                self.buffer(1)
-                    .or(async {
-                        smol::Timer::after(timeout).await;
-                        Err(Error::Timeout(format!("receiving from {peer}")))
-                    })
-                    .await?;
+                within(timeout, self.buffer(1), || {
+                    Error::Timeout(format!("receiving from {peer}"))
+                })
+                .await?;
             }
             let take = self.buffered().min(len - bytes.len());
             bytes.extend_from_slice(&self.inbox[self.consumed..self.consumed + take]);
