@@ -78,7 +78,7 @@ fn fetch(sources: Vec<Hit>, into: &Path) -> (f64, u64, usize) {
         bandwidth: Arc::new(RateLimit::new(0)),
         status: Arc::new(Status::default()),
         progress: Arc::new(|_| {}),
-        identity: None,
+        dialer: napster::client::Dialer::direct(Limits::default()),
     };
     let started = Instant::now();
     let done = smol::block_on(download::fetch(job)).expect("the download verifies");

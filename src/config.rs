@@ -72,6 +72,12 @@ pub struct IndexConfig {
     pub metrics: String,
     /// Key file of the index server's identity; made on first use.
     pub key: PathBuf,
+    /// Relay between peers that are both behind NATs.
+    pub relay: bool,
+    /// Bandwidth the relay may use in all (a rate like `10MiB/s`; `0`: no cap).
+    pub relay_rate: String,
+    /// Bytes one key may have relayed per hour (a size like `1GiB`; `0`: no quota).
+    pub relay_quota: String,
 }
 
 impl Default for IndexConfig {
@@ -93,6 +99,9 @@ impl Default for IndexConfig {
             database: String::new(),
             metrics: String::new(),
             key: ".napster-index-key".into(),
+            relay: true,
+            relay_rate: "0".into(),
+            relay_quota: "4GiB".into(),
         }
     }
 }
@@ -135,6 +144,10 @@ pub struct PeerConfig {
     pub rescan: f64,
     /// Seconds a file must stay unchanged before it is announced.
     pub settle: f64,
+    /// Ask the home router (UPnP-IGD) to forward a public port to the file server.
+    pub port_mapping: bool,
+    /// Seconds of lease asked for a port mapping (renewed at half of it).
+    pub port_mapping_lease: u32,
 }
 
 impl Default for PeerConfig {
@@ -157,6 +170,8 @@ impl Default for PeerConfig {
             watch: true,
             rescan: 60.0,
             settle: 1.0,
+            port_mapping: true,
+            port_mapping_lease: 3600,
         }
     }
 }
@@ -298,6 +313,8 @@ impl Config {
             ("peer.upload_limit", &self.peer.upload_limit),
             ("peer.download_limit", &self.peer.download_limit),
             ("protocol.min_rate", &self.protocol.min_rate),
+            ("index.relay_rate", &self.index.relay_rate),
+            ("index.relay_quota", &self.index.relay_quota),
         ] {
             if let Err(e) = crate::limit::parse_rate(value) {
                 return bad(key, &format!("is wrong: {e}"));
@@ -311,6 +328,12 @@ impl Config {
         }
         if !(self.peer.settle >= 0.0 && self.peer.settle <= 3_600.0) {
             return bad("peer.settle", "must be between 0 and 3600 seconds");
+        }
+        if !(2..=604_800).contains(&self.peer.port_mapping_lease) {
+            return bad(
+                "peer.port_mapping_lease",
+                "must be between 2 and 604800 seconds (a week)",
+            );
         }
         if self.peer.max_uploads == 0 {
             return bad("peer.max_uploads", "must be at least 1");
@@ -395,6 +418,13 @@ mod tests {
             .to_string();
         assert!(
             err.contains("peer.max_downloads") && err.contains("between 1 and 64"),
+            "{err}"
+        );
+        let err = Config::parse("[peer]\nport_mapping_lease = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peer.port_mapping_lease") && err.contains("between 2 and 604800"),
             "{err}"
         );
     }

@@ -3,8 +3,8 @@
 //! TLS handshake of both sides ([`connect`] for clients; see [`crate::tls`]), and the
 //! protocol handshake (`hello` with the protocol version, answered by `welcome`). A
 //! napster of the older, unencrypted protocol is answered in its own terms that it must
-//! upgrade. Also the process's file-descriptor budget, which bounds how many
-//! connections can be served.
+//! upgrade. The process's file-descriptor budget, which bounds how many connections can
+//! be served, is [`crate::fds`]'s.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,8 +24,11 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::protocol::{self, Connection, ErrorCode, Fingerprint, Handshake, Limits, Reply, Socket};
+use crate::rendezvous::{self, Handoff};
 use crate::runtime::{self, Shutdown};
 use crate::tls;
+
+pub use crate::fds::{fit_connections, raise_fd_limit};
 
 /// The first byte of a TLS handshake record; an older napster's plaintext frame starts
 /// with the high byte of its length, 0 for any frame it could send.
@@ -37,10 +40,6 @@ const PLAINTEXT_HELLO: usize = 4096;
 /// Pause after a failed `accept` (say, out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// File descriptors kept back from connections: the listeners, the database pool, shared
-/// files being read, log files, downloads.
-pub const FD_RESERVE: u64 = 256;
-
 /// What an accept loop enforces on every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Admission {
@@ -51,40 +50,6 @@ pub struct Admission {
     /// Most connections served at once from one source address; the next ones from
     /// that address are told `busy`, while other addresses are still served.
     pub max_per_address: usize,
-}
-
-/// Raise the soft limit on open files to the hard limit, so that the connection limits
-/// are what bounds connections rather than `accept` failing; returns the soft limit now
-/// in force (`None` when it is unlimited or cannot be read).
-pub fn raise_fd_limit() -> Option<u64> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit) {
-            warn!("cannot raise the limit on open files: {e}");
-        }
-    }
-    getrlimit(Resource::Nofile).current
-}
-
-/// `wanted` connections, or fewer when the process cannot open that many files (its
-/// soft limit minus [`FD_RESERVE`]), so that the extra clients are told `busy` instead of
-/// hanging on an `accept` that fails.
-pub fn fit_connections(wanted: usize, what: &str) -> usize {
-    let Some(files) = raise_fd_limit() else {
-        return wanted;
-    };
-    let available = files.saturating_sub(FD_RESERVE).max(1);
-    if (wanted as u64) <= available {
-        return wanted;
-    }
-    let fitted = available as usize;
-    warn!(
-        "{what}: serving at most {fitted} connections instead of {wanted}: this process may open \
-         {files} files and keeps {FD_RESERVE} for other uses (raise `ulimit -n` to serve more)"
-    );
-    fitted
 }
 
 /// Connections currently served per source address.
@@ -125,35 +90,30 @@ impl Drop for AddressSlot {
     }
 }
 
+/// Called for each connection told `busy` (for metrics).
+pub type OnBusy = Arc<dyn Fn() + Send + Sync>;
+
+/// What an accept loop does besides serving: count refusals, hand reverse connections
+/// over.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    /// Called for each connection refused at a limit.
+    pub on_busy: Option<OnBusy>,
+    /// Where a connection opening with a preamble (not TLS) goes: a reverse
+    /// connection's download, a relay; without it such a connection is refused like any
+    /// non-TLS one.
+    pub handoff: Option<Handoff>,
+}
+
 /// Accept connections on `listener` until `shutdown` fires. Each one gets its own task,
 /// which holds a connection permit for its whole life (a panic drops it too), says the
-/// handshake as a server speaking `Req`/`Resp`, then runs `serve`.
+/// handshake as a server speaking `Req`/`Resp`, then runs `serve`; `hooks` say what else it does.
 pub async fn accept_loop<Req, Resp, F, Fut>(
     listener: Async<TcpListener>,
     identity: Identity,
     admission: Admission,
     shutdown: Shutdown,
-    serve: F,
-) where
-    Req: Handshake + serde::de::DeserializeOwned + Send,
-    Resp: Reply + serde::Serialize + Send + Sync,
-    F: Fn(Connection, Shutdown) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<()>> + Send + 'static,
-{
-    accept_loop_observed::<Req, Resp, F, Fut>(listener, identity, admission, shutdown, None, serve)
-        .await;
-}
-
-/// Called for each connection told `busy` (for metrics).
-pub type OnBusy = Arc<dyn Fn() + Send + Sync>;
-
-/// [`accept_loop`], calling `on_busy` for each connection it refuses at a limit.
-pub async fn accept_loop_observed<Req, Resp, F, Fut>(
-    listener: Async<TcpListener>,
-    identity: Identity,
-    admission: Admission,
-    shutdown: Shutdown,
-    on_busy: Option<OnBusy>,
+    hooks: Hooks,
     serve: F,
 ) where
     Req: Handshake + serde::de::DeserializeOwned + Send,
@@ -186,17 +146,18 @@ pub async fn accept_loop_observed<Req, Resp, F, Fut>(
         let slot = AddressSlot::take(&per_address, ip, admission.max_per_address);
         let permit = slot.as_ref().and_then(|_| permits.try_acquire_arc());
         if (slot.is_none() || permit.is_none())
-            && let Some(on_busy) = &on_busy
+            && let Some(on_busy) = &hooks.on_busy
         {
             on_busy();
         }
         let serve = serve.clone();
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
+        let handoff = hooks.handoff.clone();
         runtime::spawn(async move {
             let result = async {
                 let Some(mut conn) =
-                    accept_tls::<Resp>(stream, &acceptor, admission.limits).await?
+                    accept_tls::<Resp>(stream, &acceptor, admission.limits, handoff).await?
                 else {
                     return Ok(());
                 };
@@ -240,6 +201,7 @@ async fn accept_tls<Resp>(
     stream: Async<TcpStream>,
     acceptor: &TlsAcceptor,
     limits: Limits,
+    handoff: Option<Handoff>,
 ) -> Result<Option<Connection>>
 where
     Resp: Reply + serde::Serialize,
@@ -261,6 +223,17 @@ where
         .await;
     match peeked {
         Ok(0) => return Ok(None),
+        Ok(_) if first[0] == rendezvous::MAGIC[0] && handoff.is_some() => {
+            let mut stream = stream;
+            let handed = match rendezvous::read_preamble(&mut stream, timeout).await {
+                Some(token) => handoff.expect("checked")(token, stream),
+                None => false,
+            };
+            if !handed {
+                warn!("dropped a connection from {addr}: its preamble names no token we wait for");
+            }
+            return Ok(None);
+        }
         Ok(_) if first[0] != TLS_HANDSHAKE => {
             refuse_plaintext::<Resp>(stream, timeout).await;
             warn!("refused {addr}: it speaks the unencrypted protocol of an older napster");
@@ -272,6 +245,23 @@ where
         }
         Err(e) => return Err(Error::io(format!("receiving from {addr}"), e)),
     }
+    tls_accept(stream, acceptor, limits).await.map(Some)
+}
+
+/// The server's side of the TLS handshake on `stream`, whichever side opened it: a
+/// connection whose other side proved its key.
+async fn tls_accept(
+    stream: Async<TcpStream>,
+    acceptor: &TlsAcceptor,
+    limits: Limits,
+) -> Result<Connection> {
+    let addr = stream
+        .get_ref()
+        .peer_addr()
+        .map_err(|e| Error::io("reading the peer's address", e))?;
+    let timeout = limits.timeout;
+    let timed_out =
+        move |what: &str| Error::Protocol(protocol::Error::Timeout(format!("{what} from {addr}")));
     let tls = acceptor
         .accept(Socket::new(stream))
         .or(async {
@@ -290,11 +280,40 @@ where
         .and_then(|chain| chain.first())
         .and_then(tls::fingerprint_of)
         .ok_or_else(|| Error::msg(format!("{addr} presented no key")))?;
-    Ok(Some(Connection::new(
+    Ok(Connection::new(
         TlsStream::Server(tls),
         fingerprint,
         limits,
-    )?))
+    )?)
+}
+
+/// Be the server, as `identity` speaking `Req`/`Resp`, on a TCP stream this side opened
+/// (a reverse connection, a relay): the TLS handshake and `welcome`, within the timeout.
+/// When `client` is given, the other side must prove that key, or it is refused before
+/// anything else is said.
+pub async fn serve_stream<Req, Resp>(
+    stream: Async<TcpStream>,
+    identity: &Identity,
+    client: Option<Fingerprint>,
+    limits: Limits,
+) -> Result<Connection>
+where
+    Req: Handshake + serde::de::DeserializeOwned,
+    Resp: Reply + serde::Serialize,
+{
+    let acceptor = TlsAcceptor::from(tls::server_config(identity));
+    let mut conn = tls_accept(stream, &acceptor, limits).await?;
+    if let Some(expected) = client
+        && conn.peer_fingerprint() != expected
+    {
+        return Err(Error::msg(format!(
+            "refused {}: it proved key {}, not {expected}",
+            conn.peer_addr(),
+            conn.peer_fingerprint()
+        )));
+    }
+    welcome::<Req, Resp>(&mut conn).await?;
+    Ok(conn)
 }
 
 /// Answer an older napster's plaintext `hello` with a plaintext `version` error, so
@@ -332,6 +351,21 @@ pub async fn connect(
     limits: Limits,
 ) -> Result<Connection> {
     let stream = Connection::dial(addr, limits).await?;
+    connect_over(stream, identity, expected, limits).await
+}
+
+/// [`connect`] over a TCP stream obtained another way (a reverse connection, a punched
+/// hole, a relay): the TLS client handshake, `expected` checked, within the timeout.
+pub async fn connect_over(
+    stream: Async<TcpStream>,
+    identity: &Identity,
+    expected: Option<Fingerprint>,
+    limits: Limits,
+) -> Result<Connection> {
+    let addr = stream
+        .get_ref()
+        .peer_addr()
+        .map_err(|e| Error::io("reading the peer's address", e))?;
     let (config, check) = tls::client_config(identity, expected);
     let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid DNS name");
     let tls = TlsConnector::from(config)
@@ -482,6 +516,7 @@ mod tests {
             Identity::ephemeral(),
             admission,
             shutdown,
+            Hooks::default(),
             move |mut conn, _| {
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 async move {

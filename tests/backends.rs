@@ -30,6 +30,7 @@ fn registration(token: char, session: u64, port: u16, files: &[(&str, u64)]) -> 
         fingerprint: napster::protocol::Fingerprint::of_public_key(token.to_string().as_bytes()),
         session,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        reachable: true,
         files: files.iter().map(|&(n, s)| entry(n, s)).collect(),
     }
 }

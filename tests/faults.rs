@@ -117,8 +117,12 @@ fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
                 version: protocol::VERSION,
             };
             stream.write_all(&protocol::encode(&welcome)).unwrap();
+            // The index's reachability check says hello and leaves: serve the next.
             let (offset, length) = loop {
-                match read_frame(&mut stream) {
+                let Some(request) = try_frame(&mut stream) else {
+                    break (0, 0);
+                };
+                match request {
                     PeerRequest::Chunks { .. } => {
                         let list = PeerResponse::ChunkList {
                             size: contents.len() as u64,
@@ -133,6 +137,9 @@ fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
                     other => panic!("unexpected {other:?}"),
                 }
             };
+            if length == 0 {
+                continue;
+            }
             let sending = PeerResponse::Sending {
                 size: contents.len() as u64,
                 offset: offset as u64,
@@ -150,6 +157,15 @@ fn stalling_peer(contents: Arc<Vec<u8>>, stall_after: usize) -> SocketAddr {
         }
     });
     addr
+}
+
+/// The next frame, or `None` when the other side closed.
+fn try_frame<T: serde::de::DeserializeOwned>(stream: &mut impl Read) -> Option<T> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).ok()?;
+    protocol::decode(&body).ok()
 }
 
 fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut impl Read) -> T {

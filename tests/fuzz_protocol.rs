@@ -104,6 +104,8 @@ proptest! {
             fingerprint: protocol::Fingerprint([0xff; 32]),
             nickname: Some("n".repeat(protocol::MAX_NICKNAME)),
             addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap(),
+            reachable: false,
+            local: Some("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap()),
             file: FileEntry { name, size: u64::MAX, sha256: "f".repeat(64), chunks: "e".repeat(64) },
             shared_at: i64::MIN,
         };

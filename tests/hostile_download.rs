@@ -224,6 +224,8 @@ fn hit(addr: SocketAddr, name: &str, contents: &[u8]) -> Hit {
         fingerprint: fake_identity().fingerprint(),
         nickname: None,
         addr,
+        reachable: true,
+        local: None,
         file: real_entry(name, contents),
         shared_at: 0,
     }
@@ -1004,6 +1006,8 @@ fn a_huge_file_from_several_sources_holds_bounded_memory() {
             fingerprint: fake_identity().fingerprint(),
             nickname: None,
             addr,
+            reachable: true,
+            local: None,
             file: entry.clone(),
             shared_at: 0,
         });

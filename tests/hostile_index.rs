@@ -371,6 +371,8 @@ fn a_message_before_hello_is_refused() {
             token: token(7),
             files: vec![entry("sneaky.txt", 1)],
             name: None,
+            local: None,
+            mapped_port: None,
         },
     ];
     for request in &requests {
@@ -686,6 +688,8 @@ fn add_files_with_absurd_fields_or_beyond_the_limit_are_refused() {
         token: token(0xadd),
         files: start.clone(),
         name: None,
+        local: None,
+        mapped_port: None,
     }) {
         IndexResponse::Registered { files, .. } => assert_eq!(files, start.len() as u64),
         other => panic!("registering: {other:?}"),
@@ -789,6 +793,8 @@ fn changes_without_registering_are_not_registered_errors() {
         token: token(0x1),
         files: vec![entry("brief.txt", 1)],
         name: None,
+        local: None,
+        mapped_port: None,
     }) {
         IndexResponse::Registered { .. } => {}
         other => panic!("registering: {other:?}"),
@@ -958,6 +964,8 @@ fn register_from(
         token: token(n),
         files,
         name: None,
+        local: None,
+        mapped_port: None,
     });
     let reply = raw.recv::<IndexResponse>();
     // Keep the session (and its files) for the rest of the test.
@@ -1311,6 +1319,8 @@ fn lying_hit(name: &str, sha256: &str) -> napster::protocol::Hit {
     napster::protocol::Hit {
         peer_id: 9,
         addr: closed_addr(),
+        reachable: true,
+        local: None,
         file,
         shared_at: 0,
         fingerprint: napster::protocol::Fingerprint::of_public_key(b"a lying index's peer"),
@@ -1362,6 +1372,7 @@ fn a_peer_list_with_an_unusable_address_is_a_clear_error() {
         peers: vec![protocol::PeerInfo {
             peer_id: 3,
             addr: "127.0.0.1:0".parse().unwrap(),
+            reachable: true,
             files: 1,
             bytes: 1,
             shared_at: 0,
@@ -1594,6 +1605,8 @@ fn a_replayed_registration_from_another_key_takes_nothing_over() {
         token: secret.clone(),
         files: vec![entry("victim.txt", 10)],
         name: None,
+        local: None,
+        mapped_port: None,
     };
     let mut attacker = fx.raw_hello();
     let stolen = match attacker.index_request(&register) {

@@ -183,7 +183,8 @@ fn several_folders_and_unsharing() {
         let peer = share_with(music.path(), index, living(false, 600_000, 0)).await;
         let done = peer.share_dir(films.path()).await.unwrap();
         assert_eq!(done.changes.upsert.len(), 1);
-        assert_eq!(hits(index, "film.mkv").await.len(), 1);
+        // The session tells the index in the background: wait for it, never race it.
+        until(index, "film.mkv", "film.mkv shared", |h| h.len() == 1).await;
         assert!(
             peer.share_dir(films.path()).await.is_err(),
             "already shared"
@@ -191,7 +192,7 @@ fn several_folders_and_unsharing() {
 
         let done = peer.unshare("other.ogg").await.unwrap();
         assert_eq!(done.changes.removed, ["other.ogg"]);
-        assert!(hits(index, "other").await.is_empty());
+        until(index, "other", "other.ogg withdrawn", |h| h.is_empty()).await;
         assert_eq!(hits(index, "song").await.len(), 1);
 
         let done = peer
@@ -199,7 +200,7 @@ fn several_folders_and_unsharing() {
             .await
             .unwrap();
         assert_eq!(done.changes.removed, ["film.mkv"]);
-        assert!(hits(index, "film").await.is_empty());
+        until(index, "film", "film.mkv withdrawn", |h| h.is_empty()).await;
         let err = peer
             .unshare("nothing-like-this")
             .await

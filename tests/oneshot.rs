@@ -65,6 +65,7 @@ fn check_file_row(row: &Value, kind: &str, peer: u64) {
     assert_eq!(row["host"], "127.0.0.1", "{row}");
     let port = row["port"].as_u64().unwrap();
     assert_eq!(row["addr"], format!("127.0.0.1:{port}"), "{row}");
+    assert_eq!(row["reachable"], true, "{row}");
     let shared_at = row["shared_at"].as_str().unwrap();
     let at = chrono::DateTime::parse_from_rfc3339(shared_at).unwrap();
     assert_eq!(at.offset().local_minus_utc(), 0, "UTC: {shared_at}");
@@ -112,6 +113,7 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     assert!(peer["fingerprint"].is_string());
     assert_eq!(peer["files"], 1);
     assert_eq!(peer["bytes"], SONG.len() as u64);
+    assert_eq!(peer["reachable"], true);
     assert!(peer["addr"].is_string() && peer["host"].is_string() && peer["port"].is_u64());
     chrono::DateTime::parse_from_rfc3339(peer["shared_at"].as_str().unwrap()).unwrap();
 
@@ -138,6 +140,7 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     assert_eq!(saved["already_there"], false);
     assert_eq!(saved["resumed"], 0);
     assert_eq!(saved["refetched"], 0);
+    assert_eq!(saved["routes"], serde_json::json!({"direct": 1}));
     assert!(saved["seconds"].as_f64().unwrap() >= 0.0);
     let path = saved["path"].as_str().unwrap();
     assert_eq!(std::fs::read(client.join(path)).unwrap(), SONG);

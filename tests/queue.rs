@@ -62,7 +62,7 @@ fn the_queue_outlives_a_restart_and_resumes_without_fetching_again() {
 
     let downloader = tmp.path().join("downloader");
     std::fs::create_dir_all(&downloader).unwrap();
-    let first = NAPSTER.start(&downloader, &format!("connect {index}\nget -b big.bin\n"));
+    let mut first = NAPSTER.start(&downloader, &format!("connect {index}\nget -b big.bin\n"));
     wait_until("3 MiB sent", PATIENCE, || uploads.sent() >= 3 * MIB as u64);
     // End of the script: the download stops, its part file and queue are kept.
     assert!(first.wait().success());

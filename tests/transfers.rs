@@ -53,7 +53,7 @@ fn job(
         bandwidth: Arc::new(RateLimit::new(0)),
         status: Arc::new(Status::default()),
         progress,
-        identity: None,
+        dialer: napster::client::Dialer::direct(Limits::default()),
     }
 }
 

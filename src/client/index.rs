@@ -29,9 +29,43 @@ impl Changes {
     }
 }
 
+/// How the index sees this peer's file server, as it said at `register`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// The address the index observed (source IP, registered port).
+    pub addr: SocketAddr,
+    /// Whether the index could connect to it.
+    pub reachable: bool,
+}
+
+/// What the index asked this peer's session to do, unasked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Push {
+    /// Connect out to a downloader's file server at `addr` (observed by the index) and
+    /// open with `token`: a reverse connection.
+    Connect {
+        /// The downloader's file server.
+        addr: SocketAddr,
+        /// Its one-time token.
+        token: String,
+    },
+    /// Join the index's relay with `token`, and serve the downloader with key
+    /// `downloader` only.
+    Relay {
+        /// Our one-time token.
+        token: String,
+        /// The key the downloader must prove.
+        downloader: Fingerprint,
+    },
+}
+
 /// A connection to an index server that has said hello.
 pub struct IndexClient {
     conn: protocol::Connection,
+    /// What `register` last heard.
+    reach: Option<Reach>,
+    /// Pushes received while waiting for an answer, in order.
+    pushes: std::collections::VecDeque<Push>,
 }
 
 impl IndexClient {
@@ -64,7 +98,11 @@ impl IndexClient {
                 e => Error::msg(format!("cannot use the index at {addr}: {e}")),
             })?;
         net::greet::<IndexRequest, IndexResponse>(&mut conn).await?;
-        Ok(IndexClient { conn })
+        Ok(IndexClient {
+            conn,
+            reach: None,
+            pushes: Default::default(),
+        })
     }
 
     /// Connect to the first of `addrs` that answers (trying them in order).
@@ -119,11 +157,61 @@ impl IndexClient {
     }
 
     /// Send a request and wait for its answer; error replies become [`Error::Refused`].
+    /// Pushes that arrive first are kept for [`IndexClient::take_push`].
     pub async fn request(&mut self, request: &IndexRequest) -> Result<IndexResponse> {
         self.conn.send(request).await?;
-        match self.conn.recv_reply().await? {
-            IndexResponse::Error { code, message } => Err(Error::refused(code, &message)),
-            response => Ok(response),
+        loop {
+            match self.conn.recv_reply().await? {
+                IndexResponse::Error { code, message } => {
+                    return Err(Error::refused(code, &message));
+                }
+                IndexResponse::ConnectTo { addr, token } => {
+                    if protocol::token_problem(&token).is_none() && addr.port() != 0 {
+                        self.pushes.push_back(Push::Connect { addr, token });
+                    }
+                }
+                IndexResponse::RelayTo { token, downloader } => {
+                    if protocol::token_problem(&token).is_none() {
+                        self.pushes.push_back(Push::Relay { token, downloader });
+                    }
+                }
+                response => return Ok(response),
+            }
+        }
+    }
+
+    /// The oldest push not handled yet.
+    pub fn take_push(&mut self) -> Option<Push> {
+        self.pushes.pop_front()
+    }
+
+    /// Ask the index to relay between us and `peer_id`; we then join with `token`.
+    pub async fn relay_request(&mut self, peer_id: u64, token: &str) -> Result<()> {
+        let request = IndexRequest::Relay {
+            peer_id,
+            token: token.into(),
+        };
+        match self.request(&request).await? {
+            IndexResponse::Relaying {} => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// How the index saw our file server at the last `register`.
+    pub fn reach(&self) -> Option<Reach> {
+        self.reach
+    }
+
+    /// Ask the index to have `peer_id` connect out to our file server, opening with
+    /// `token` (a reverse connection).
+    pub async fn connect_request(&mut self, peer_id: u64, token: &str) -> Result<()> {
+        let request = IndexRequest::Connect {
+            peer_id,
+            token: token.into(),
+        };
+        match self.request(&request).await? {
+            IndexResponse::Connecting {} => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -204,31 +292,49 @@ impl IndexClient {
     /// Make this connection the session of a peer serving `files` on `port`; returns
     /// the Peer ID. Files are sent in as many messages as the frame limit needs.
     pub async fn register(&mut self, port: u16, token: &str, files: &[FileEntry]) -> Result<u64> {
-        Ok(self.register_as(port, token, files, None).await?.0)
+        Ok(self.register_as(port, token, files, None, None).await?.0)
     }
 
-    /// [`IndexClient::register`], asking for the nickname `name`; returns the Peer ID
-    /// and the nickname the index bound to this key (`None` when another key holds it).
+    /// [`IndexClient::register`], asking for the nickname `name`, and telling the index
+    /// the public port `mapped_port` that this peer's router forwards to `port` (a port
+    /// mapping), when there is one. Returns the Peer ID and the nickname the index bound
+    /// to this key (`None` when another key holds it).
     pub async fn register_as(
         &mut self,
         port: u16,
         token: &str,
         files: &[FileEntry],
         name: Option<&str>,
+        mapped_port: Option<u16>,
     ) -> Result<(u64, Option<String>)> {
         let max_frame = self.conn.limits().max_frame;
         let mut batches = protocol::batches(files, max_frame, protocol::entry_json_bound);
         let first = batches.next().unwrap_or_default().to_vec();
+        // Our file server listens where we reach the index from (unless `[peer] host`
+        // says otherwise): peers behind the same NAT are offered that address.
+        let local = self
+            .local_addr()
+            .ok()
+            .map(|a| SocketAddr::new(a.ip(), port));
         let request = IndexRequest::Register {
             port,
             token: token.into(),
             files: first,
             name: name.map(str::to_owned),
+            mapped_port,
+            local,
         };
         let (peer_id, nickname) = match self.request(&request).await? {
             IndexResponse::Registered {
-                peer_id, nickname, ..
-            } => (peer_id, nickname),
+                peer_id,
+                nickname,
+                addr,
+                reachable,
+                ..
+            } => {
+                self.reach = Some(Reach { addr, reachable });
+                (peer_id, nickname)
+            }
             other => return Err(unexpected(other)),
         };
         if let Some(problem) = nickname.as_deref().and_then(protocol::nickname_problem) {

@@ -1,10 +1,13 @@
 //! Typed clients of the two protocols: [`IndexClient`] for the index, [`PeerClient`] for a
-//! peer's file server. Everything that asks a server something goes through here.
+//! peer's file server, and [`Dialer`], which obtains a connection to a sharer by
+//! whichever path it allows. Everything that asks a server something goes through here.
 
 pub mod index;
 pub mod known;
 pub mod peer;
+pub mod reach;
 
-pub use index::{Changes, IndexClient};
+pub use index::{Changes, IndexClient, Push, Reach};
 pub use known::{KnownIndexes, Pins};
 pub use peer::{PeerClient, RangeReader};
+pub use reach::{Dialer, Route, Via};

@@ -2,8 +2,10 @@
 //! chunk list (checked against the index's), a range of its bytes, and ping.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use smol::Async;
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -42,7 +44,46 @@ impl PeerClient {
         identity: &Identity,
         limits: Limits,
     ) -> Result<Self> {
-        let mut conn = net::connect(addr, identity, expected, limits)
+        let stream = Connection::dial(addr, limits).await.map_err(|e| match e {
+            e @ protocol::Error::Io { .. } => Error::msg(format!("unreachable: {e}")),
+            other => Error::from(other),
+        })?;
+        PeerClient::handshake(stream, expected, identity, limits).await
+    }
+
+    /// Be the downloader on a TCP stream to the file server obtained another way (a
+    /// reverse connection, whichever side opened it): the same TLS client handshake,
+    /// which must prove `expected`, and versions exchanged.
+    pub async fn over(
+        stream: Async<TcpStream>,
+        expected: Fingerprint,
+        limits: Limits,
+    ) -> Result<Self> {
+        PeerClient::handshake(stream, Some(expected), &Identity::ephemeral(), limits).await
+    }
+
+    /// [`PeerClient::over`], proving `identity` (a relayed sharer serves only the key
+    /// that asked for the relay).
+    pub async fn over_as(
+        stream: Async<TcpStream>,
+        expected: Fingerprint,
+        identity: &Identity,
+        limits: Limits,
+    ) -> Result<Self> {
+        PeerClient::handshake(stream, Some(expected), identity, limits).await
+    }
+
+    async fn handshake(
+        stream: Async<TcpStream>,
+        expected: Option<Fingerprint>,
+        identity: &Identity,
+        limits: Limits,
+    ) -> Result<Self> {
+        let addr = stream
+            .get_ref()
+            .peer_addr()
+            .map_err(|e| Error::io("reading the peer's address", e))?;
+        let mut conn = net::connect_over(stream, identity, expected, limits)
             .await
             .map_err(|e| match e {
                 Error::WrongKey { seen, expected, .. } => Error::msg(format!(

@@ -19,6 +19,7 @@
 //! of a range come through a [`crate::client::RangeReader`]: the socket blocks (with the
 //! timeout) and the worker decrypts on its own thread, with no reactor or timer per read.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use super::sequencer::sequence;
 use super::shared::{Delivery, MAX_SOURCES, PIECE, Shared, hash_range, peer_name};
 use super::worker::work;
 use super::{Downloaded, Job};
-use crate::client::PeerClient;
+use crate::client::{PeerClient, Route};
 use crate::error::{Error, IoContext, Result};
 use crate::protocol::{self, Hit};
 use crate::runtime;
@@ -54,6 +55,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
             already_there: true,
             resumed: 0,
             peers: Vec::new(),
+            paths: Vec::new(),
             refetched: 0,
         });
     }
@@ -68,7 +70,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
     job.status.resumed.store(resumed, Ordering::Relaxed);
     (job.progress)(resumed);
 
-    let (peers, digests) = match connect_all(&job) {
+    let (peers, paths, digests) = match connect_all(&job) {
         Ok(found) => found,
         Err(e) => {
             if resumed == 0 {
@@ -90,6 +92,7 @@ pub fn run(job: Job) -> Result<Downloaded> {
         changed: Condvar::new(),
         pool: Mutex::default(),
         contributors: Mutex::default(),
+        paths: Mutex::new(paths),
         job,
     });
     let (digest, failures) = transfer(&shared, resume, peers);
@@ -100,8 +103,9 @@ pub fn run(job: Job) -> Result<Downloaded> {
     Ok(done)
 }
 
-/// Peers said hello to, best round-trip first, and the verified chunk list.
-type Connected = (Vec<(Hit, PeerClient)>, Vec<[u8; 32]>);
+/// Peers said hello to, best round-trip first, how each was reached, and the verified
+/// chunk list.
+type Connected = (Vec<(Hit, PeerClient)>, BTreeMap<u64, Route>, Vec<[u8; 32]>);
 
 /// Connect to every source at once and fetch a chunk list that matches the index's.
 fn connect_all(job: &Job) -> Result<Connected> {
@@ -111,20 +115,23 @@ fn connect_all(job: &Job) -> Result<Connected> {
         .take(MAX_SOURCES)
         .cloned()
         .map(|hit| {
-            let (limits, identity) = (job.limits, job.identity());
+            let dialer = job.dialer.clone();
             runtime::spawn(async move {
                 let started = Instant::now();
-                let expected = Some(hit.fingerprint);
-                let client = PeerClient::connect_as(hit.addr, expected, &identity, limits).await;
+                let client = dialer.connect(&hit).await;
                 (hit, client, started.elapsed())
             })
         })
         .collect();
     let mut connected = Vec::new();
+    let mut paths = BTreeMap::new();
     let mut errors = Vec::new();
     for attempt in attempts {
         match smol::block_on(attempt) {
-            (hit, Ok(client), rtt) => connected.push((rtt, hit, client)),
+            (hit, Ok((client, path)), rtt) => {
+                paths.insert(hit.peer_id, path);
+                connected.push((rtt, hit, client));
+            }
             (hit, Err(e), _) => errors.push(format!("{}: {e}", peer_name(&hit))),
         }
     }
@@ -141,7 +148,7 @@ fn connect_all(job: &Job) -> Result<Connected> {
     }
     let peers = connected.into_iter().map(|(_, hit, c)| (hit, c)).collect();
     match digests {
-        Some(digests) => Ok((peers, digests)),
+        Some(digests) => Ok((peers, paths, digests)),
         None if errors.len() == 1 && job.sources.len() == 1 => Err(Error::msg(errors.remove(0))),
         None => Err(Error::msg(format!(
             "no peer sharing {} could be used: {}",
@@ -221,7 +228,21 @@ fn conclude(
         return Err(locate_damage(shared, &digest));
     }
     let refetched = status.refetched.load(Ordering::Relaxed);
-    let peers = shared.contributors.lock().iter().copied().collect();
+    let peers = shared.contributors.lock().keys().copied().collect();
+    let paths = {
+        let reached = shared.paths.lock();
+        let contributors = shared.contributors.lock();
+        contributors
+            .iter()
+            .map(|(&peer, &chunks)| {
+                (
+                    peer,
+                    reached.get(&peer).copied().unwrap_or(Route::Direct),
+                    chunks,
+                )
+            })
+            .collect()
+    };
     let Shared { job, part, .. } = shared;
     let (path, already_there) = part.finish(&job.dir, file_name, &job.file)?;
     Ok(Downloaded {
@@ -231,6 +252,7 @@ fn conclude(
         already_there,
         resumed: 0,
         peers,
+        paths,
         refetched,
     })
 }

@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use crate::client::{Dialer, Route};
 use crate::error::Result;
-use crate::identity::Identity;
 use crate::limit::RateLimit;
 use crate::protocol::{FileEntry, Hit, Limits};
 
@@ -57,8 +57,8 @@ pub struct Job {
     pub status: Arc<Status>,
     /// Told of every block received.
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
-    /// The key proved to the peers (this peer's own); a throwaway one when `None`.
-    pub identity: Option<Identity>,
+    /// How each source is connected to (directly, or by a reverse connection).
+    pub dialer: Dialer,
 }
 
 impl Job {
@@ -74,17 +74,12 @@ impl Job {
             bandwidth: Arc::new(RateLimit::new(0)),
             status: Arc::default(),
             progress: Arc::new(|_| {}),
-            identity: None,
+            dialer: Dialer::direct(limits),
         }
     }
 }
 
 impl Job {
-    /// The key proved to the peers.
-    pub fn identity(&self) -> Identity {
-        self.identity.clone().unwrap_or_else(Identity::ephemeral)
-    }
-
     /// The file as `hit` names it: peers sharing the same bytes may name them
     /// differently (`get sha256:…`), and each is asked by its own name.
     pub fn file_at(&self, hit: &Hit) -> FileEntry {
@@ -131,8 +126,37 @@ pub struct Downloaded {
     pub resumed: u64,
     /// Peer IDs of the peers that sent data.
     pub peers: Vec<u64>,
+    /// How each of them was reached, and how many chunks it delivered.
+    pub paths: Vec<(u64, Route, u64)>,
     /// Bytes fetched twice: bad chunks, and end-game duplicates.
     pub refetched: u64,
+}
+
+impl Downloaded {
+    /// Chunks delivered by each path (`direct`, `reverse`).
+    pub fn routes(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut by_route = std::collections::BTreeMap::<Route, u64>::new();
+        for &(_, route, chunks) in &self.paths {
+            *by_route.entry(route).or_default() += chunks;
+        }
+        by_route
+            .into_iter()
+            .map(|(route, chunks)| (route.to_string(), chunks))
+            .collect()
+    }
+
+    /// How the sources were reached, in chunks per path: `from 3 peers: 12 direct, 40
+    /// reverse`.
+    pub fn summary(&self) -> String {
+        let paths: Vec<String> = self
+            .routes()
+            .iter()
+            .map(|(route, chunks)| format!("{chunks} {route}"))
+            .collect();
+        let n = self.paths.len();
+        let s = if n == 1 { "" } else { "s" };
+        format!("from {n} peer{s}: {}", paths.join(", "))
+    }
 }
 
 /// Set to stop a download; what arrived is kept for a resume.

@@ -1,7 +1,7 @@
 //! What the workers and the sequencer of one download share: the job, the part file,
 //! the chunk list, the scheduler, and a pool of chunk buffers within [`MEMORY`].
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::Job;
 use super::part_file::PartFile;
 use super::scheduler::Scheduler;
+use crate::client::Route;
 use crate::protocol::Hit;
 
 /// A chunk on its way from a worker to the sequencer: its index, and its bytes when the
@@ -59,8 +60,10 @@ pub(super) struct Shared {
     /// Told whenever a chunk is completed or handed back, for idle workers.
     pub(super) changed: Condvar,
     pub(super) pool: Mutex<Pool>,
-    /// Peers that delivered at least one chunk.
-    pub(super) contributors: Mutex<BTreeSet<u64>>,
+    /// Peers that delivered at least one chunk, and how many each delivered first.
+    pub(super) contributors: Mutex<BTreeMap<u64, u64>>,
+    /// How each source was reached.
+    pub(super) paths: Mutex<BTreeMap<u64, Route>>,
 }
 
 impl Shared {

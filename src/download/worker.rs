@@ -105,12 +105,7 @@ pub(super) fn work(
         peer = match worker.receive_run(&mut range, run, spare)? {
             RunEnd::Whole => range.into_client()?,
             RunEnd::Stopped if shared.cancelled() => return Ok(()),
-            RunEnd::Stopped => smol::block_on(PeerClient::connect_as(
-                hit.addr,
-                Some(hit.fingerprint),
-                &shared.job.identity(),
-                limits,
-            ))?,
+            RunEnd::Stopped => smol::block_on(shared.job.dialer.connect(hit))?.0,
         };
     }
 }
@@ -249,7 +244,11 @@ impl Worker<'_> {
         shared.notify();
         if first {
             status.done.fetch_add(len, Ordering::Relaxed);
-            shared.contributors.lock().insert(self.hit.peer_id);
+            *shared
+                .contributors
+                .lock()
+                .entry(self.hit.peer_id)
+                .or_default() += 1;
             let _ = self.to_sequencer.send((i, buf));
         } else {
             status.duplicated.fetch_add(len, Ordering::Relaxed);

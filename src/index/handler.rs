@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Server;
 use super::metrics::{Kind, kind};
-use super::store::{NameMatch, Query, Registration, Store, StoreError, Usage};
+use super::reach::{self, ConnectBudget};
+pub use super::reject::Reject;
+use super::store::{NameMatch, Query, Registration, Store, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
@@ -28,6 +30,10 @@ pub struct Session {
     pub from: SocketAddr,
     /// The key the connection proved in its TLS handshake: the peer, whatever it claims.
     pub fingerprint: Fingerprint,
+    /// What the index pushes to this session's peer, once it registered.
+    pub pushes: Option<smol::channel::Receiver<IndexResponse>>,
+    /// The `connect` requests it made lately.
+    pub connects: ConnectBudget,
 }
 
 impl Session {
@@ -39,49 +45,14 @@ impl Session {
             files: 0,
             from,
             fingerprint,
-        }
-    }
-}
-
-/// Why the index refuses a request: the error reply it sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    /// The kind of refusal.
-    pub code: ErrorCode,
-    /// What was wrong, for a person.
-    pub message: String,
-}
-
-impl Reject {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Reject {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad(message: impl Into<String>) -> Self {
-        Reject::new(ErrorCode::BadRequest, message)
-    }
-}
-
-impl From<StoreError> for Reject {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotOwner => Reject::new(ErrorCode::NotRegistered, e.to_string()),
-            StoreError::Database(_) => {
-                warn!("{e}");
-                Reject::new(
-                    ErrorCode::Internal,
-                    "database unavailable: the index cannot use its database right now; try again shortly",
-                )
-            }
+            pushes: None,
+            connects: ConnectBudget::default(),
         }
     }
 }
 
 /// What a handler returns.
-type Handled = Result<IndexResponse, Reject>;
+pub(super) type Handled = Result<IndexResponse, Reject>;
 
 fn registered(session: &Session) -> Result<u64, Reject> {
     session
@@ -121,7 +92,13 @@ impl<S: Store> Server<S> {
                 token,
                 files,
                 name,
-            } => self.register(session, port, token, files, name).await,
+                local,
+                mapped_port,
+            } => {
+                let local = local.filter(|a| reach::is_local(a.ip()) && a.port() != 0);
+                self.register(session, port, token, files, (name, local, mapped_port))
+                    .await
+            }
             IndexRequest::AddFiles { files } => self.add_files(session, files).await,
             IndexRequest::RemoveFiles { names } => self.remove_files(session, names).await,
             IndexRequest::Unregister {} => self.unregister(session).await,
@@ -129,8 +106,15 @@ impl<S: Store> Server<S> {
             IndexRequest::Browse { peer_id, limit } => self.browse(peer_id, limit).await,
             IndexRequest::Lookup { name } => self.lookup(name).await,
             IndexRequest::Peers {} => self.peers().await,
+            IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
+            IndexRequest::Relay { peer_id, token } => self.relay(session, peer_id, token),
         };
-        handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message))
+        let mut response =
+            handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message));
+        if let IndexResponse::Results { hits, .. } = &mut response {
+            self.pushes.localize(session.from.ip().to_canonical(), hits);
+        }
+        response
     }
 
     async fn peers(&self) -> Handled {
@@ -151,7 +135,7 @@ impl<S: Store> Server<S> {
         port: u16,
         token: String,
         files: Vec<FileEntry>,
-        name: Option<String>,
+        (name, local, mapped_port): (Option<String>, Option<SocketAddr>, Option<u16>),
     ) -> Handled {
         if let Some(problem) = name.as_deref().and_then(protocol::nickname_problem) {
             return Err(Reject::bad(format!("nickname {problem}")));
@@ -161,10 +145,28 @@ impl<S: Store> Server<S> {
                 "port 0 cannot be reached; register the port you listen on",
             ));
         }
+        if mapped_port == Some(0) {
+            return Err(Reject::bad(
+                "mapped_port 0 cannot be reached; leave it out when the router mapped none",
+            ));
+        }
         if token.len() != TOKEN_HEX || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Reject::bad(format!("token must be {TOKEN_HEX} hex digits")));
         }
         self.check_files(&files, 0)?;
+        // The peer's host is the one this connection comes from, never a claim; its port
+        // is the one its router forwards, when it has a port mapping.
+        let addr = SocketAddr::new(
+            session.from.ip().to_canonical(),
+            mapped_port.unwrap_or(port),
+        );
+        let reachable = match self.settings.connect_back {
+            Some(timeout) => {
+                let identity = &self.settings.identity;
+                reach::connect_back(identity, addr, session.fingerprint, timeout).await
+            }
+            None => true,
+        };
         let _admitted = self.admit.lock().await;
         // The peer is the key it proved on this connection, never a token it claims: a
         // token stolen or replayed from another key's connection gets nothing of its.
@@ -174,19 +176,19 @@ impl<S: Store> Server<S> {
             .usage(session.from.ip().to_canonical(), Some(&token));
         self.check_room(usage.await?, &files, true)?;
         let count = files.len() as u64;
-        // The peer's host is the one this connection comes from, never a claim.
-        let addr = SocketAddr::new(session.from.ip().to_canonical(), port);
         let registration = Registration {
             token,
             fingerprint: session.fingerprint,
             session: session.id,
             addr,
+            reachable,
             files,
         };
         let peer_id = self.store.register(registration).await?;
         // Registering again under another token replaces the first registration.
         if let Some(old) = session.peer.filter(|&old| old != peer_id) {
             self.store.unregister(old, session.id).await?;
+            self.pushes.forget(old, session.id);
         }
         session.peer = Some(peer_id);
         session.files = count;
@@ -194,11 +196,21 @@ impl<S: Store> Server<S> {
         if let (Some(asked), None) = (&name, &nickname) {
             info!("peer {peer_id} asked for the nickname {asked}, which another key holds");
         }
-        info!("peer {peer_id} registered {count} file(s), serving at {addr}");
+        session.pushes = Some(self.pushes.register(
+            peer_id,
+            session.id,
+            session.fingerprint,
+            (addr, local),
+            reachable,
+        ));
+        let how = if reachable { "reachable" } else { "behind NAT" };
+        info!("peer {peer_id} registered {count} file(s), serving at {addr} ({how})");
         Ok(IndexResponse::Registered {
             peer_id,
             files: count,
             nickname,
+            addr,
+            reachable,
         })
     }
 
@@ -223,7 +235,9 @@ impl<S: Store> Server<S> {
     async fn unregister(&self, session: &mut Session) -> Handled {
         let peer = registered(session)?;
         self.store.unregister(peer, session.id).await?;
+        self.pushes.forget(peer, session.id);
         session.peer = None;
+        session.pushes = None;
         info!("peer {peer} at {} unregistered", session.from);
         Ok(IndexResponse::Done { files: 0 })
     }
@@ -394,8 +408,14 @@ mod tests {
     use super::*;
     use crate::index::{MemoryStore, Settings};
 
+    /// A server that takes every peer as reachable (its sessions come from TEST-NET
+    /// addresses nothing answers at).
     fn server() -> Server<MemoryStore> {
-        Server::new(Arc::new(MemoryStore::new()), Settings::default())
+        let settings = Settings {
+            connect_back: None,
+            ..Settings::default()
+        };
+        Server::new(Arc::new(MemoryStore::new()), settings)
     }
 
     fn session(id: u64) -> Session {
@@ -421,6 +441,8 @@ mod tests {
             token: "c".repeat(TOKEN_HEX),
             files: vec![entry(name)],
             name: None,
+            local: None,
+            mapped_port: None,
         }
     }
 
@@ -443,6 +465,8 @@ mod tests {
                     peer_id: crate::index::store::peer_id_of(&s.fingerprint),
                     files: 1,
                     nickname: None,
+                    addr: ([192, 0, 2, 7], 25000).into(),
+                    reachable: true,
                 }
             );
             let IndexResponse::Results { hits, truncated } = server
@@ -511,18 +535,32 @@ mod tests {
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
                 name: None,
+                local: None,
+                mapped_port: None,
             };
             let bad_nickname = IndexRequest::Register {
                 port: 1,
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![],
                 name: Some("al ice".into()),
+                local: None,
+                mapped_port: None,
+            };
+            let mapped0 = IndexRequest::Register {
+                port: 1,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![],
+                local: None,
+                mapped_port: Some(0),
+                name: None,
             };
             let short_token = IndexRequest::Register {
                 port: 1,
                 token: "c".into(),
                 files: vec![],
                 name: None,
+                local: None,
+                mapped_port: None,
             };
             let mut bad_hash = entry("x");
             bad_hash.sha256 = "short".into();
@@ -531,6 +569,8 @@ mod tests {
                 token: "c".repeat(TOKEN_HEX),
                 files: vec![bad_hash],
                 name: None,
+                local: None,
+                mapped_port: None,
             };
             let too_short = IndexRequest::Search(SearchQuery::pattern("a*"));
             let bad_prefix = IndexRequest::Search(SearchQuery {
@@ -541,6 +581,7 @@ mod tests {
             let bad = [
                 port0,
                 bad_nickname,
+                mapped0,
                 short_token,
                 bad_entry,
                 too_short,
@@ -599,6 +640,43 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_port_is_the_port_others_are_told_with_the_observed_host() {
+        smol::block_on(async {
+            let server = server();
+            let mut s = session(1);
+            let IndexRequest::Register {
+                port, token, files, ..
+            } = register("a.txt")
+            else {
+                unreachable!()
+            };
+            let mapped = IndexRequest::Register {
+                port,
+                token,
+                files,
+                name: None,
+                local: None,
+                mapped_port: Some(31000),
+            };
+            server.handle(&mut s, mapped).await;
+            let IndexResponse::Peers { peers } =
+                server.handle(&mut s, IndexRequest::Peers {}).await
+            else {
+                panic!("no peers");
+            };
+            assert_eq!(peers[0].addr, ([192, 0, 2, 7], 31000).into());
+            // Registering again without one (the mapping was lost) gives the port back.
+            server.handle(&mut s, register("a.txt")).await;
+            let IndexResponse::Peers { peers } =
+                server.handle(&mut s, IndexRequest::Peers {}).await
+            else {
+                panic!("no peers");
+            };
+            assert_eq!(peers[0].addr, ([192, 0, 2, 7], 25000).into());
+        });
+    }
+
+    #[test]
     fn results_are_cut_to_one_frame() {
         let mut settings = Settings::default();
         settings.limits.max_frame = 4096;
@@ -608,6 +686,8 @@ mod tests {
             fingerprint: Fingerprint([7; 32]),
             nickname: Some("n".repeat(crate::protocol::MAX_NICKNAME)),
             addr: ([127, 0, 0, 1], 1).into(),
+            reachable: false,
+            local: Some("[fd00::1]:65535".parse().unwrap()),
             file: entry(&"n".repeat(500)),
             shared_at: 0,
         };
@@ -618,5 +698,54 @@ mod tests {
         assert!(truncated && hits.len() < 50);
         let reply = IndexResponse::Results { hits, truncated };
         assert!(protocol::encode(&reply).len() <= 4096);
+    }
+
+    /// Behind the same NAT (the same observed IP) a hit carries the sharer's local
+    /// address; from elsewhere it does not, and a local address that is no private one
+    /// (loopback, public) is never passed on.
+    #[test]
+    fn local_addresses_go_only_to_peers_behind_the_same_nat() {
+        smol::block_on(async {
+            let server = server();
+            let register = |name: &str, local: &str| IndexRequest::Register {
+                port: 25000,
+                token: "c".repeat(TOKEN_HEX),
+                files: vec![entry(name)],
+                name: None,
+                local: Some(local.parse().unwrap()),
+                mapped_port: None,
+            };
+            let mut home = session(1);
+            server
+                .handle(&mut home, register("home.txt", "10.0.0.5:25000"))
+                .await;
+            let mut sly = session(2);
+            server
+                .handle(&mut sly, register("sly.txt", "127.0.0.1:22"))
+                .await;
+            let lookup = |name: &str| IndexRequest::Lookup { name: name.into() };
+            let local = |response: IndexResponse| match response {
+                IndexResponse::Results { hits, .. } => hits[0].local,
+                other => panic!("no results: {other:?}"),
+            };
+            let mut neighbour = session(3);
+            assert_eq!(
+                local(server.handle(&mut neighbour, lookup("home.txt")).await),
+                Some("10.0.0.5:25000".parse().unwrap())
+            );
+            assert_eq!(
+                local(server.handle(&mut neighbour, lookup("sly.txt")).await),
+                None
+            );
+            let mut stranger = Session::new(
+                4,
+                ([198, 51, 100, 9], 40000).into(),
+                Fingerprint::of_public_key(b"stranger"),
+            );
+            assert_eq!(
+                local(server.handle(&mut stranger, lookup("home.txt")).await),
+                None
+            );
+        });
     }
 }

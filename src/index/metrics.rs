@@ -41,12 +41,16 @@ pub enum Kind {
     Lookup,
     /// `peers`
     Peers,
+    /// `connect` (a reverse connection asked for)
+    Connect,
+    /// `relay`
+    Relay,
     /// A second `hello`, or anything else out of turn.
     Other,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 12] = [
         Kind::Ping,
         Kind::Register,
         Kind::AddFiles,
@@ -56,6 +60,8 @@ impl Kind {
         Kind::Browse,
         Kind::Lookup,
         Kind::Peers,
+        Kind::Connect,
+        Kind::Relay,
         Kind::Other,
     ];
 
@@ -70,6 +76,8 @@ impl Kind {
             Kind::Browse => "browse",
             Kind::Lookup => "lookup",
             Kind::Peers => "peers",
+            Kind::Connect => "connect",
+            Kind::Relay => "relay",
             Kind::Other => "other",
         }
     }
@@ -87,6 +95,8 @@ pub fn kind(request: &IndexRequest) -> Kind {
         IndexRequest::Browse { .. } => Kind::Browse,
         IndexRequest::Lookup { .. } => Kind::Lookup,
         IndexRequest::Peers {} => Kind::Peers,
+        IndexRequest::Connect { .. } => Kind::Connect,
+        IndexRequest::Relay { .. } => Kind::Relay,
         IndexRequest::Hello { .. } => Kind::Other,
     }
 }
@@ -133,6 +143,7 @@ pub struct Metrics {
     busy: Counter,
     expired: Counter,
     store_errors: Counter,
+    relayed: Counter,
     peers: Gauge,
     files: Gauge,
     pool: Family<PoolLabels, Gauge>,
@@ -192,6 +203,13 @@ impl Metrics {
             "Requests that failed because the store (the database) did not answer",
             store_errors.clone(),
         );
+        let relayed = Counter::default();
+        registry.register(
+            "relayed_bytes",
+            "Bytes the relay passed between peers behind NATs (both directions; each pipe is \
+             attributed to its two keys in the log)",
+            relayed.clone(),
+        );
         let peers = Gauge::default();
         registry.register("peers", "Peers registered", peers.clone());
         let files = Gauge::default();
@@ -209,6 +227,7 @@ impl Metrics {
             busy,
             expired,
             store_errors,
+            relayed,
             peers,
             files,
             pool,
@@ -240,6 +259,11 @@ impl Metrics {
     /// Count a request the store failed.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Count bytes the relay passed.
+    pub fn relayed(&self, bytes: u64) {
+        self.relayed.inc_by(bytes);
     }
 
     /// Read the peer and file gauges from `census` at each scrape.

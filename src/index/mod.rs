@@ -5,6 +5,10 @@
 
 pub mod handler;
 pub mod metrics;
+mod nat;
+pub mod reach;
+pub mod reject;
+pub mod relay;
 pub mod store;
 
 use std::collections::HashMap;
@@ -58,6 +62,11 @@ pub struct Settings {
     pub max_name_len: usize,
     /// Fewest characters (besides `*` and `?`) a search pattern must have.
     pub min_pattern_len: usize,
+    /// How long the connect-back check at `register` may take; `None` skips it (every
+    /// peer counts as reachable), for tests of other things at unroutable addresses.
+    pub connect_back: Option<Duration>,
+    /// What the relay allows.
+    pub relay: relay::Limits,
 }
 
 impl Settings {
@@ -77,6 +86,12 @@ impl Settings {
             max_index_name_bytes: config.index.max_index_name_bytes,
             max_name_len: config.index.max_name_len,
             min_pattern_len: config.index.min_pattern_len,
+            connect_back: Some(reach::CONNECT_BACK_TIMEOUT),
+            relay: relay::Limits {
+                enabled: config.index.relay,
+                rate: crate::limit::parse_rate(&config.index.relay_rate).unwrap_or(0),
+                quota: crate::limit::parse_rate(&config.index.relay_quota).unwrap_or(0),
+            },
         }
     }
 }
@@ -99,6 +114,10 @@ pub struct Server<S> {
     open: Mutex<HashMap<u64, u64>>,
     /// What it counts, when metrics are on.
     metrics: Option<Arc<Metrics>>,
+    /// The registered sessions it can push to.
+    pushes: reach::Pushes,
+    /// Its relay.
+    relay: Arc<relay::Relay>,
 }
 
 impl<S: Store> Server<S> {
@@ -106,16 +125,19 @@ impl<S: Store> Server<S> {
     pub fn new(store: Arc<S>, settings: Settings) -> Self {
         Server {
             store,
-            settings,
             next_session: AtomicU64::new(0),
             admit: smol::lock::Mutex::new(()),
             open: Mutex::default(),
             metrics: None,
+            pushes: reach::Pushes::default(),
+            relay: relay::Relay::new(settings.relay, None),
+            settings,
         }
     }
 
     /// Count what it does in `metrics`.
     pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.relay = relay::Relay::new(self.settings.relay, metrics.clone());
         self.metrics = metrics;
         self
     }
@@ -215,6 +237,7 @@ pub async fn run_with_metrics<S: Store>(
     let max_connections = settings.max_connections;
     let max_per_address = settings.max_connections_per_address;
     let server = Arc::new(Server::new(store, settings).with_metrics(metrics));
+    let handoff = Some(server.relay.handoff());
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move { server.reap().await })
@@ -224,12 +247,12 @@ pub async fn run_with_metrics<S: Store>(
         max_connections: net::fit_connections(max_connections, "index server"),
         max_per_address,
     };
-    net::accept_loop_observed::<IndexRequest, IndexResponse, _, _>(
+    net::accept_loop::<IndexRequest, IndexResponse, _, _>(
         listener,
         identity,
         admission,
         shutdown,
-        on_busy,
+        net::Hooks { on_busy, handoff },
         move |conn, shutdown| {
             let server = server.clone();
             async move { server.serve(conn, shutdown).await }
@@ -240,6 +263,12 @@ pub async fn run_with_metrics<S: Store>(
     Ok(())
 }
 
+/// What woke a connection's task: a request (or its end), or a push for its peer.
+enum Incoming {
+    Request(std::result::Result<Option<IndexRequest>, protocol::Error>),
+    Push(IndexResponse),
+}
+
 impl<S: Store> Server<S> {
     /// Serve one connection after its handshake, and withdraw its peer when it ends.
     async fn serve(&self, mut conn: Connection, shutdown: Shutdown) -> Result<()> {
@@ -247,6 +276,9 @@ impl<S: Store> Server<S> {
         let mut session = Session::new(id, conn.peer_addr(), conn.peer_fingerprint());
         let result = self.requests(&mut conn, &mut session, &shutdown).await;
         self.note(session.id, None);
+        if let Some(peer) = session.peer {
+            self.pushes.forget(peer, session.id);
+        }
         // A server shutting down leaves its peers' files to the store: with a shared
         // database the peers register again on another server, keeping their rows.
         if let Some(peer) = session.peer
@@ -266,14 +298,32 @@ impl<S: Store> Server<S> {
         session: &mut Session,
         shutdown: &Shutdown,
     ) -> Result<()> {
+        let ttl = self.settings.session_ttl;
         loop {
-            let received = conn
-                .recv::<IndexRequest>(self.settings.session_ttl)
+            let pushes = session.pushes.clone();
+            let received = async { Incoming::Request(conn.recv::<IndexRequest>(ttl).await) }
+                .or(async {
+                    match pushes {
+                        Some(pushes) => match pushes.recv().await {
+                            Ok(push) => Incoming::Push(push),
+                            Err(_) => smol::future::pending().await,
+                        },
+                        None => smol::future::pending().await,
+                    }
+                })
                 .or(async {
                     shutdown.wait().await;
-                    Ok(None)
+                    Incoming::Request(Ok(None))
                 })
                 .await;
+            let received = match received {
+                Incoming::Request(received) => received,
+                // Between answers, so it never splits a request from its answer.
+                Incoming::Push(push) => {
+                    conn.send(&push).await?;
+                    continue;
+                }
+            };
             let request = match received {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ok(()),

@@ -5,6 +5,8 @@
 
 pub mod cache;
 mod ignore;
+pub mod mapping;
+mod refresh;
 pub mod scan;
 pub mod serve;
 pub mod session;
@@ -12,9 +14,11 @@ pub mod share;
 pub mod slots;
 pub mod uploads;
 
-use std::collections::BTreeSet;
+pub use refresh::Refreshed;
+use refresh::Shared;
+
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,13 +27,13 @@ use smol::future::FutureExt;
 use smol::{Async, Task};
 use tracing::{info, warn};
 
-use crate::client::Changes;
 use crate::client::IndexClient;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::limit::RateLimit;
 use crate::runtime::{self, ShutdownTrigger};
 use cache::HashCache;
+use mapping::{MappingState, PortMapping};
 use scan::HashStats;
 use serve::SharedFolder;
 use session::{Session, SessionConfig, SessionState};
@@ -56,6 +60,9 @@ pub struct SharingSettings {
     pub pins: crate::client::Pins,
     /// The nickname asked for on the index (`[peer] name`).
     pub name: Option<String>,
+    /// Ask the router for a port mapping of the file server (UPnP-IGD) with this
+    /// lease; `None`: don't.
+    pub port_mapping: Option<Duration>,
 }
 
 impl SharingSettings {
@@ -77,6 +84,10 @@ impl SharingSettings {
             living,
             pins: Default::default(),
             name: config.peer_name().map(str::to_owned),
+            port_mapping: config
+                .peer
+                .port_mapping
+                .then(|| Duration::from_secs(config.peer.port_mapping_lease.into())),
         }
     }
 }
@@ -133,75 +144,6 @@ impl Default for Living {
 /// Quiet time after a change notification before the folders are scanned again, so
 /// that a burst of events is one scan.
 const DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// What a refresh did.
-#[derive(Debug, Clone, Default)]
-pub struct Refreshed {
-    /// What the index was told.
-    pub changes: Changes,
-    /// What hashing read.
-    pub stats: HashStats,
-    /// Files left out for now because they are still changing.
-    pub unsettled: usize,
-}
-
-/// What the sharing peer and its background refresher share.
-struct Shared {
-    folder: SharedFolder,
-    roots: Mutex<Vec<PathBuf>>,
-    excluded: Mutex<BTreeSet<String>>,
-    living: Living,
-    updates: session::Updater,
-    /// One refresh at a time.
-    refreshing: smol::lock::Mutex<()>,
-}
-
-impl Shared {
-    /// Scan the folders again and tell the index what changed.
-    async fn refresh(self: &Arc<Self>) -> Result<Refreshed> {
-        let _one = self.refreshing.lock().await;
-        let me = self.clone();
-        smol::unblock(move || me.refresh_now()).await
-    }
-
-    fn refresh_now(&self) -> Result<Refreshed> {
-        let roots = self.roots.lock().clone();
-        let excluded = self.excluded.lock().clone();
-        let mut listing = scan::scan_roots(&roots, &self.living.ignore)?;
-        // Files shared as they are now are settled whatever their age; new or changed
-        // ones must have stopped changing first. A shared file that is changing (or
-        // whose metadata alone changed: a chmod, a new hard link) stays announced as it
-        // was until it settles; a downloader catches any difference by its hash.
-        let unsettled = {
-            let current = self.folder.read();
-            listing.settle(self.living.settle, |name, stamp| current.has(name, stamp))
-        };
-        let (mut share, stats) = listing.hash_with(&self.living.cache, &|_| {})?;
-        share.carry_over(&self.folder.read(), &unsettled);
-        let unsettled = unsettled.len();
-        let share = share.without(|f| {
-            excluded.contains(&f.entry.name)
-                || excluded.contains(&f.path.to_string_lossy().into_owned())
-        });
-        let changes = self.folder.read().changes_to(&share);
-        if stats.hashed_files > 0 || !changes.removed.is_empty() {
-            let mut cache = self.living.cache.lock();
-            for root in share.roots() {
-                cache.prune(root, |path| path.exists());
-            }
-            cache.save();
-        }
-        *self.folder.write() = share;
-        if !changes.is_empty() {
-            self.updates.update(changes.clone());
-        }
-        Ok(Refreshed {
-            changes,
-            stats,
-            unsettled,
-        })
-    }
-}
 
 /// The first scan of a share: list `dir`, tell `total` how many bytes hashing will read,
 /// hash what the cache does not know (telling `progress` of each block) and save the
@@ -273,6 +215,7 @@ pub struct Sharing {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     session: Session,
+    mapping: PortMapping,
     server: Mutex<Option<Task<Result<()>>>>,
     stop_server: ShutdownTrigger,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -309,20 +252,25 @@ impl Sharing {
             .context(|| "reading the bound address".into())?;
         let token = session::new_token();
         let files = share.entries();
-        let name = settings.name.as_deref();
-        let (peer_id, nickname) = client
-            .register_as(addr.port(), &token, &files, name)
-            .await?;
-        session::warn_if_refused(name, nickname.as_deref());
         let roots = share.roots().to_vec();
         let folder: SharedFolder = Arc::new(RwLock::new(share));
         let (stop_server, shutdown) = runtime::shutdown_pair();
-        let server = runtime::spawn(serve::run(
-            listener,
-            folder.clone(),
-            settings.server.clone(),
-            shutdown,
-        ));
+        // Serving before registering: the index connects back to check reachability.
+        let file_server = serve::Files::new(folder.clone(), settings.server.clone(), shutdown);
+        let server = runtime::spawn(file_server.clone().run(listener));
+        let name = settings.name.as_deref();
+        let (peer_id, nickname) = match client
+            .register_as(addr.port(), &token, &files, name, None)
+            .await
+        {
+            Ok(registered) => registered,
+            Err(e) => {
+                stop_server.trigger();
+                let _ = server.await;
+                return Err(e);
+            }
+        };
+        session::warn_if_refused(name, nickname.as_deref());
         let config = SessionConfig {
             index: index.to_vec(),
             port: addr.port(),
@@ -333,7 +281,17 @@ impl Sharing {
             name: settings.name.clone(),
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
         };
-        let session = Session::spawn(client, (peer_id, nickname), config, folder.clone());
+        let session = Session::spawn(
+            client,
+            (peer_id, nickname),
+            config,
+            folder.clone(),
+            file_server,
+        );
+        let mapping = match settings.port_mapping {
+            Some(lease) => PortMapping::start(addr, lease, session.mapped_port_sink()),
+            None => PortMapping::off(),
+        };
         let shared = Arc::new(Shared {
             folder,
             roots: Mutex::new(roots.clone()),
@@ -364,6 +322,7 @@ impl Sharing {
             addr,
             shared,
             session,
+            mapping,
             server: Mutex::new(Some(server)),
             stop_server,
             watcher: Mutex::new(watcher),
@@ -375,6 +334,11 @@ impl Sharing {
     /// The session's state (Peer ID, connected).
     pub fn state(&self) -> SessionState {
         self.session.state()
+    }
+
+    /// Where the router's port mapping of the file server stands.
+    pub fn mapping(&self) -> MappingState {
+        self.mapping.state()
     }
 
     /// The shared files.
@@ -454,7 +418,9 @@ impl Sharing {
             follower.cancel().await;
         }
         drop(self.watcher.lock().take());
+        // Withdrawn from the index first, so no one is sent to a port about to close.
         self.session.stop().await;
+        self.mapping.stop().await;
         self.stop_server.trigger();
         let server = self.server.lock().take();
         if let Some(server) = server {

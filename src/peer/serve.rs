@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use smol::Async;
 use smol::future::FutureExt;
+use smol::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -28,7 +29,10 @@ use crate::net::{self, Admission};
 use crate::peer::share::Share;
 use crate::peer::slots::Slots;
 use crate::peer::uploads::{Tracked, Uploads};
-use crate::protocol::{self, Connection, ErrorCode, Limits, PeerRequest, PeerResponse, Reply};
+use crate::protocol::{
+    self, Connection, ErrorCode, Fingerprint, Limits, PeerRequest, PeerResponse, Reply,
+};
+use crate::rendezvous::{self, Rendezvous};
 use crate::runtime::Shutdown;
 
 /// The folder being served; replaced or changed while serving.
@@ -49,6 +53,9 @@ pub struct Settings {
     pub upload: Arc<RateLimit>,
     /// Who downloads what right now (`uploads`).
     pub uploads: Arc<Uploads>,
+    /// Where reverse connections to this file server meet the downloads waiting for
+    /// them (this process's downloads); `None` refuses them.
+    pub rendezvous: Option<Arc<Rendezvous>>,
 }
 
 impl Settings {
@@ -62,6 +69,7 @@ impl Settings {
             max_uploads_per_address: config.peer.max_uploads_per_address,
             upload,
             uploads: Arc::default(),
+            rendezvous: None,
         }
     }
 }
@@ -93,35 +101,116 @@ pub async fn run(
     settings: Settings,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let admission = Admission {
-        limits: settings.limits,
-        max_connections: net::fit_connections(MAX_CONNECTIONS, "file server"),
-        max_per_address: MAX_CONNECTIONS,
-    };
-    let identity = settings.identity.clone();
-    let server = Arc::new(Server {
-        slots: Slots::new(settings.max_uploads, settings.max_uploads_per_address),
-        folder,
-        settings,
-    });
-    net::accept_loop::<PeerRequest, PeerResponse, _, _>(
-        listener,
-        identity,
-        admission,
-        shutdown,
-        move |conn, shutdown| {
-            let server = server.clone();
-            async move {
-                smol::future::or(server.requests(conn), async {
-                    shutdown.wait().await;
-                    Ok(())
-                })
-                .await
-            }
-        },
-    )
-    .await;
-    Ok(())
+    Files::new(folder, settings, shutdown).run(listener).await
+}
+
+/// A file server: served on its listener, and over the reverse connections its peer's
+/// session opens (`docs/NAT.md`), with the same slots and limits.
+#[derive(Clone)]
+pub struct Files {
+    server: Arc<Server>,
+    shutdown: Shutdown,
+}
+
+impl Files {
+    /// A file server of `folder`, until `shutdown` fires.
+    pub fn new(folder: SharedFolder, settings: Settings, shutdown: Shutdown) -> Self {
+        let server = Arc::new(Server {
+            slots: Slots::new(settings.max_uploads, settings.max_uploads_per_address),
+            folder,
+            settings,
+        });
+        Files { server, shutdown }
+    }
+
+    /// Serve on `listener` until shutdown.
+    pub async fn run(self, listener: Async<TcpListener>) -> Result<()> {
+        let settings = &self.server.settings;
+        let admission = Admission {
+            limits: settings.limits,
+            max_connections: net::fit_connections(MAX_CONNECTIONS, "file server"),
+            max_per_address: MAX_CONNECTIONS,
+        };
+        let identity = settings.identity.clone();
+        let hooks = net::Hooks {
+            on_busy: None,
+            handoff: settings.rendezvous.as_ref().map(Rendezvous::handoff),
+        };
+        let server = self.server.clone();
+        net::accept_loop::<PeerRequest, PeerResponse, _, _>(
+            listener,
+            identity,
+            admission,
+            self.shutdown.clone(),
+            hooks,
+            move |conn, shutdown| {
+                let server = server.clone();
+                async move {
+                    smol::future::or(server.requests(conn), async {
+                        shutdown.wait().await;
+                        Ok(())
+                    })
+                    .await
+                }
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// A reverse connection: connect to a downloader's file server at `to` (the address
+    /// the index observed for it), open with `token`, then serve it as the TLS server,
+    /// exactly as on the listener, until it leaves or shutdown.
+    pub async fn serve_reverse(&self, to: SocketAddr, token: &str) -> Result<()> {
+        let conn = self.open(to, token, None).await?;
+        smol::future::or(self.server.requests(conn), async {
+            self.shutdown.wait().await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A relayed connection: join the relay of the index at `index` with `token`, then
+    /// serve the downloader as the TLS server, if it proves `downloader` (the key that
+    /// asked the index for the relay); anybody else is refused.
+    pub async fn serve_relayed(
+        &self,
+        index: SocketAddr,
+        token: &str,
+        downloader: Fingerprint,
+    ) -> Result<()> {
+        let conn = self
+            .open(index, token, Some(downloader))
+            .await
+            .map_err(|e| Error::msg(format!("a relayed downloader: {e}")))?;
+        smol::future::or(self.server.requests(conn), async {
+            self.shutdown.wait().await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Connect to `to`, send the preamble of `token`, and be the TLS server there (to
+    /// the key `client` only, when given).
+    async fn open(
+        &self,
+        to: SocketAddr,
+        token: &str,
+        client: Option<Fingerprint>,
+    ) -> Result<Connection> {
+        let limits = self.server.settings.limits;
+        let mut stream = Connection::dial(to, limits).await?;
+        let preamble = rendezvous::preamble(token);
+        async { stream.write_all(&preamble).await }
+            .or(async {
+                smol::Timer::after(limits.timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await
+            .context(|| format!("opening a reverse connection to {to}"))?;
+        let identity = &self.server.settings.identity;
+        net::serve_stream::<PeerRequest, PeerResponse>(stream, identity, client, limits).await
+    }
 }
 
 impl Server {

@@ -1,6 +1,7 @@
 //! A registered peer's session with the index: heartbeats while idle, and after the
 //! index restarts or the network drops, reconnection with backoff and jitter and
-//! re-registration under the same token (so the same Peer ID), without user action.
+//! re-registration under the same token (so the same Peer ID), without user action; and
+//! registration again when the router's port mapping (`mapping.rs`) changes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,10 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient, Pins};
+use crate::client::{Changes, IndexClient, Pins, Push, Reach};
 use crate::error::Result;
 use crate::identity::Identity;
-use crate::peer::serve::SharedFolder;
+use crate::peer::serve::{Files, SharedFolder};
 use crate::protocol::Limits;
 use crate::runtime;
 
@@ -58,6 +59,8 @@ pub struct SessionState {
     pub index: SocketAddr,
     /// The nickname the index bound to this peer's key, if any.
     pub nickname: Option<String>,
+    /// How that index saw our file server when we last registered.
+    pub reach: Option<Reach>,
 }
 
 /// A running session; [`Session::stop`] withdraws the files and ends it.
@@ -65,6 +68,7 @@ pub struct Session {
     state: Arc<Mutex<SessionState>>,
     stop: Sender<()>,
     updates: Sender<Changes>,
+    mapped: Sender<Option<u16>>,
     task: Mutex<Option<Task<()>>>,
 }
 
@@ -87,26 +91,36 @@ pub fn new_token() -> String {
 
 impl Session {
     /// Keep `client`, already registered as `peer_id`, alive in the background.
+    /// Reverse connections the index asks for are served by `files`.
     pub fn spawn(
         client: IndexClient,
         (peer_id, nickname): (u64, Option<String>),
         config: SessionConfig,
         folder: SharedFolder,
+        files: Files,
     ) -> Self {
         let state = Arc::new(Mutex::new(SessionState {
             peer_id,
             connected: true,
             index: client.addr(),
             nickname,
+            reach: client.reach(),
         }));
         let (stop, stopped) = smol::channel::bounded(1);
         let (updates, changes) = smol::channel::unbounded();
-        let channels = Channels { stopped, changes };
-        let task = runtime::spawn(keep_alive(client, config, folder, state.clone(), channels));
+        let (mapped, mapped_ports) = smol::channel::unbounded();
+        let channels = Channels {
+            stopped,
+            changes,
+            mapped: mapped_ports,
+        };
+        let share = Served { folder, files };
+        let task = runtime::spawn(keep_alive(client, config, share, state.clone(), channels));
         Session {
             state,
             stop,
             updates,
+            mapped,
             task: Mutex::new(Some(task)),
         }
     }
@@ -121,6 +135,15 @@ impl Session {
         Updater(self.updates.clone())
     }
 
+    /// A callback that tells the session the public port the router now forwards to the
+    /// file server (`None`: none): it registers again with it.
+    pub fn mapped_port_sink(&self) -> Box<dyn Fn(Option<u16>) + Send> {
+        let mapped = self.mapped.clone();
+        Box::new(move |port| {
+            let _ = mapped.try_send(port);
+        })
+    }
+
     /// Withdraw this peer's files from the index (if it is reachable) and end the session.
     /// Stopping twice (a signal during `unregister`) waits for nothing the second time.
     pub async fn stop(&self) {
@@ -132,10 +155,42 @@ impl Session {
     }
 }
 
+/// What the session registers and serves.
+struct Served {
+    folder: SharedFolder,
+    files: Files,
+}
+
+/// Serve the reverse connections and relayed pipes the index asked `client` for.
+fn reverse(client: &mut IndexClient, files: &Files) {
+    let index = client.addr();
+    while let Some(push) = client.take_push() {
+        let files = files.clone();
+        runtime::spawn(async move {
+            match push {
+                Push::Connect { addr, token } => {
+                    info!("connecting out to {addr} for a download (reverse connection)");
+                    if let Err(e) = files.serve_reverse(addr, &token).await {
+                        warn!("reverse connection to {addr}: {e}");
+                    }
+                }
+                Push::Relay { token, downloader } => {
+                    info!("joining the relay at {index} for downloader {downloader}");
+                    if let Err(e) = files.serve_relayed(index, &token, downloader).await {
+                        warn!("relayed connection through {index}: {e}");
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+}
+
 /// What the session task is told.
 struct Channels {
     stopped: Receiver<()>,
     changes: Receiver<Changes>,
+    mapped: Receiver<Option<u16>>,
 }
 
 /// Why the session task woke up.
@@ -144,16 +199,23 @@ enum Wake {
     Beat,
     Closed,
     Changed(Changes),
+    Mapped(Option<u16>),
 }
 
 async fn keep_alive(
     client: IndexClient,
     config: SessionConfig,
-    folder: SharedFolder,
+    share: Served,
     state: Arc<Mutex<SessionState>>,
     channels: Channels,
 ) {
-    let Channels { stopped, changes } = channels;
+    let Served { folder, files } = share;
+    let Channels {
+        stopped,
+        changes,
+        mapped,
+    } = channels;
+    let mut mapped_port = None;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
     let set = |connected: bool, peer_id: Option<u64>, index: Option<SocketAddr>| {
@@ -178,7 +240,7 @@ async fn keep_alive(
                     smol::Timer::after(config.heartbeat).await;
                     Wake::Beat
                 };
-                // The index never speaks first: anything readable is its goodbye.
+                // The index speaks first only to push (answered after a ping) or to close.
                 let closed = async {
                     c.readable().await;
                     Wake::Closed
@@ -189,7 +251,13 @@ async fn keep_alive(
                         Err(_) => smol::future::pending().await,
                     }
                 };
-                let outcome = match stop.or(changed).or(beat.or(closed)).await {
+                let remapped = async {
+                    match mapped.recv().await {
+                        Ok(port) => Wake::Mapped(port),
+                        Err(_) => smol::future::pending().await,
+                    }
+                };
+                let outcome = match stop.or(changed).or(remapped).or(beat.or(closed)).await {
                     Wake::Stop => {
                         if let Err(e) = c.unregister().await {
                             warn!("withdrawing our files from the index: {e}");
@@ -197,8 +265,28 @@ async fn keep_alive(
                         return;
                     }
                     Wake::Changed(change) => c.apply(&change).await.map(drop),
+                    Wake::Mapped(port) => {
+                        mapped_port = port;
+                        let entries = folder.read().entries();
+                        let token = &config.token;
+                        let name = config.name.as_deref();
+                        let again = c
+                            .register_as(config.port, token, &entries, name, port)
+                            .await;
+                        // The index checked again whether it can reach us.
+                        state.lock().reach = c.reach();
+                        match (&again, port) {
+                            (Ok(_), Some(port)) => {
+                                info!("registered again: other peers reach us on port {port}")
+                            }
+                            (Ok(_), None) => info!("registered again without a port mapping"),
+                            (Err(_), _) => {}
+                        }
+                        again.map(drop)
+                    }
                     Wake::Beat | Wake::Closed => c.ping().await.map(drop),
                 };
+                reverse(c, &files);
                 if let Err(e) = outcome {
                     warn!("lost the index at {}: {e}; reconnecting", current());
                     set(false, None, None);
@@ -221,7 +309,10 @@ async fn keep_alive(
                 }
                 // Changes queued while away are in the folder already.
                 while changes.try_recv().is_ok() {}
-                match reregister(&config, current(), &folder).await {
+                while let Ok(port) = mapped.try_recv() {
+                    mapped_port = port;
+                }
+                match reregister(&config, current(), &folder, mapped_port).await {
                     Ok((c, peer_id, nickname)) => {
                         info!(
                             "registered again with the index at {} as peer {peer_id}",
@@ -229,6 +320,7 @@ async fn keep_alive(
                         );
                         set(true, Some(peer_id), Some(c.addr()));
                         state.lock().nickname = nickname;
+                        state.lock().reach = c.reach();
                         client = Some(c);
                         backoff = FIRST_BACKOFF;
                     }
@@ -247,6 +339,7 @@ async fn reregister(
     config: &SessionConfig,
     last: SocketAddr,
     folder: &SharedFolder,
+    mapped_port: Option<u16>,
 ) -> Result<(IndexClient, u64, Option<String>)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
@@ -255,7 +348,7 @@ async fn reregister(
     let files = folder.read().entries();
     let name = config.name.as_deref();
     let (peer_id, nickname) = client
-        .register_as(config.port, &config.token, &files, name)
+        .register_as(config.port, &config.token, &files, name, mapped_port)
         .await?;
     warn_if_refused(name, nickname.as_deref());
     Ok((client, peer_id, nickname))

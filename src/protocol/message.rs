@@ -67,6 +67,15 @@ pub struct Hit {
     pub nickname: Option<String>,
     /// Address of the peer's file server, as the index saw the peer connect.
     pub addr: SocketAddr,
+    /// Whether the index could connect to that address when the peer registered; when
+    /// not, the peer is behind a NAT or firewall and is reached another way
+    /// (`docs/NAT.md`).
+    pub reachable: bool,
+    /// The file server's address inside its own network, given only to a downloader
+    /// the index sees at the same public address (the same NAT): tried first, its key
+    /// checked like any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<SocketAddr>,
     /// The file.
     pub file: FileEntry,
     /// When the peer registered, in seconds since the Unix epoch.
@@ -86,6 +95,8 @@ pub struct PeerInfo {
     pub nickname: Option<String>,
     /// Address of the peer's file server.
     pub addr: SocketAddr,
+    /// Whether the index could connect to that address when the peer registered.
+    pub reachable: bool,
     /// Number of files shared.
     pub files: u64,
     /// Sum of their sizes.
@@ -118,6 +129,15 @@ pub enum IndexRequest {
         /// granted first come first served, bound to the peer's key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// The file server's address inside the peer's network (a private address),
+        /// offered to peers behind the same NAT.
+        #[serde(default)]
+        local: Option<SocketAddr>,
+        /// The public port the peer's router forwards to `port` (a UPnP port mapping):
+        /// the port other peers are told, still with the connection's host. Left out
+        /// when there is none, so an older index still understands the request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mapped_port: Option<u16>,
     },
     /// Add (or replace, by name) files of this session's peer.
     AddFiles {
@@ -150,6 +170,27 @@ pub enum IndexRequest {
     Peers {},
     /// Liveness check; keeps a peer session alive.
     Ping {},
+    /// Ask the index to have peer `peer_id` (behind a NAT) connect out to us, the
+    /// registered and reachable peer with this connection's key, at the address the index
+    /// observed for us; its connection opens with `token` (a reverse connection,
+    /// `docs/NAT.md`).
+    Connect {
+        /// The sharer.
+        peer_id: u64,
+        /// One-time token, [`super::rules::TOKEN_HEX`] hex digits, that the sharer's
+        /// connection presents before its TLS handshake.
+        token: String,
+    },
+    /// Ask the index to relay between us and peer `peer_id` (both behind NATs): we then
+    /// open a TCP connection to the index that starts with `token`'s preamble, the
+    /// sharer is told to do the same with a token of its own, and the index splices the
+    /// two; our TLS to the sharer runs end to end inside.
+    Relay {
+        /// The sharer.
+        peer_id: u64,
+        /// Our one-time token for joining the relay.
+        token: String,
+    },
 }
 
 /// Responses of the index server, one per request.
@@ -171,6 +212,12 @@ pub enum IndexResponse {
         /// for, unless another key holds it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nickname: Option<String>,
+        /// The file server's address as the index sees it: the connection's source
+        /// address with the registered port.
+        addr: SocketAddr,
+        /// Whether the index could connect to that address (a TLS handshake proving the
+        /// registering key) within a short timeout.
+        reachable: bool,
     },
     /// Answer to `AddFiles`, `RemoveFiles`, `Unregister`.
     Done {
@@ -191,6 +238,28 @@ pub enum IndexResponse {
     },
     /// Answer to `Ping`.
     Pong {},
+    /// Answer to `Connect`: the sharer was told to connect to us.
+    Connecting {},
+    /// Answer to `Relay`: the sharer was told to join; join with the token now.
+    Relaying {},
+    /// Unasked for, on a registered peer's session: join the index's relay with `token`
+    /// (a TCP connection to the index opening with its preamble), then serve files over
+    /// it as the TLS server to the downloader with key `downloader` only.
+    RelayTo {
+        /// The sharer's one-time token.
+        token: String,
+        /// The key the downloader must prove in the TLS handshake inside the relay.
+        downloader: Fingerprint,
+    },
+    /// Unasked for, on a registered peer's session, between answers: connect to `addr`
+    /// (the index observed it for the asking downloader, never a claimed one), open with
+    /// `token`, then serve files over that connection as its TLS server.
+    ConnectTo {
+        /// Where the downloader's file server listens, as the index observed it.
+        addr: SocketAddr,
+        /// The downloader's one-time token.
+        token: String,
+    },
     /// The request failed; the connection stays usable unless said otherwise.
     Error {
         /// The kind of error.

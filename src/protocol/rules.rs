@@ -10,7 +10,7 @@ use super::message::{FileEntry, Hit, PeerInfo};
 use super::peer_ref::{MAX_NICKNAME, nickname_problem};
 
 /// Protocol version, exchanged in the first message of every connection.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
@@ -141,6 +141,14 @@ pub fn check_entry(entry: &FileEntry) -> Result<(), String> {
 /// Check a search hit received from the index; the error says what is wrong with it.
 pub fn check_hit(hit: &Hit) -> Result<(), String> {
     check_entry(&hit.file)?;
+    if let Some(local) = hit.local
+        && (local.port() == 0 || local.ip().is_unspecified())
+    {
+        return Err(format!(
+            "peer {} has the unusable local address {local}",
+            hit.peer_id
+        ));
+    }
     if hit.addr.port() == 0 || hit.addr.ip().is_unspecified() {
         return Err(format!(
             "peer {} sharing {:?} has the unusable address {}",
@@ -158,6 +166,14 @@ fn check_nickname(peer_id: u64, nickname: Option<&str>) -> Result<(), String> {
         Some(problem) => Err(format!("peer {peer_id}'s nickname {problem}")),
         None => Ok(()),
     }
+}
+
+/// What is wrong with a one-time token (of `connect`, a reverse connection's preamble, a
+/// relay), if anything: it must be [`TOKEN_HEX`] lowercase hex digits.
+pub fn token_problem(token: &str) -> Option<String> {
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    (token.len() != TOKEN_HEX || !token.bytes().all(hex))
+        .then(|| format!("a token must be {TOKEN_HEX} lowercase hex digits"))
 }
 
 /// Check a peer's description received from the index; the error says what is wrong.
@@ -267,8 +283,9 @@ const ENVELOPE: usize = 256;
 const ENTRY_JSON_FIXED: usize = 224;
 
 /// JSON bytes of a hit beyond its file entry: keys, an IPv6 address with port, two
-/// 20-digit numbers, the 52-character fingerprint and the longest nickname.
-const HIT_JSON_EXTRA: usize = 136 + 88 + MAX_NICKNAME;
+/// 20-digit numbers, the 52-character fingerprint, the reachable flag, a local IPv6
+/// address with port and the longest nickname.
+const HIT_JSON_EXTRA: usize = 136 + 88 + 24 + 64 + MAX_NICKNAME;
 
 /// An upper bound of a name's JSON length, quotes and separating comma included. Names
 /// hold no control characters (they are checked on the way in), so only `"` and `\`

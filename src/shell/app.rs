@@ -12,7 +12,7 @@ use smol::Async;
 
 use super::Shell;
 use super::services::{Backend, Serving};
-use crate::client::{IndexClient, KnownIndexes, PeerClient, Pins, known};
+use crate::client::{Dialer, IndexClient, KnownIndexes, PeerClient, Pins, Via, known};
 use crate::error::{Error, IoContext, Result};
 use crate::identity::Identity;
 use crate::index::metrics::{Counts, Endpoint};
@@ -121,7 +121,46 @@ impl Shell {
         // This process's key and the index keys it trusts come from their files.
         settings.server.identity = self.identity()?;
         settings.pins = self.pins()?;
+        settings.server.rendezvous = Some(self.services.rendezvous().clone());
         Ok(settings)
+    }
+
+    /// How downloads reach sharers: directly, and around NATs through `index` (or the
+    /// index our share is registered with): by reverse connections when we share, else
+    /// through its relay.
+    pub(super) fn dialer(&self, index: std::net::SocketAddr) -> Dialer {
+        let limits = self.config.limits();
+        let sharing = self.services.sharing();
+        let via = (|| {
+            Some(Via {
+                index: sharing.as_ref().map_or(index, |s| s.state().index),
+                identity: self.identity().ok()?,
+                pins: self.pins().ok()?,
+                rendezvous: sharing.as_ref().map(|_| self.services.rendezvous().clone()),
+            })
+        })();
+        Dialer::new(limits, via)
+    }
+
+    /// How queued downloads reach their sources, decided when each starts: around NATs
+    /// through the index our share is with then, else the one the download came from.
+    pub(super) fn queue_dialer(&self) -> Result<super::launch::QueueDialer> {
+        let (limits, identity, pins) = (self.config.limits(), self.identity()?, self.pins()?);
+        let services = self.services.clone();
+        Ok(Arc::new(move |q| {
+            let sharing = services.sharing();
+            let via = sharing
+                .as_ref()
+                .map(|s| s.state().index)
+                .or_else(|| q.index.first().copied())
+                .map(|index| Via {
+                    index,
+                    identity: identity.clone(),
+                    pins: pins.clone(),
+                    rendezvous: sharing.as_ref().map(|_| services.rendezvous().clone()),
+                });
+            Dialer::new(limits, via).proving(identity.clone())
+        }))
     }
 
     /// The first scan of a folder to share, with a progress bar over what hashing reads.

@@ -106,7 +106,8 @@ pub const COMMANDS: &[Spec] = &[
                   with its Peer ID, which `get` takes. -c collapses rows of the same contents \
                   into one with its peer count; -n N asks for at most N rows (default \
                   [shell] results, capped by the index's [index] max_results); -r pings each \
-                  peer and shows its round-trip time.",
+                  peer and shows its round-trip time. Reach says how a peer is reached: direct, \
+                  or NAT (behind a NAT: by a reverse connection or the index's relay).",
         aliases: &[],
         params: search_params,
     },
@@ -133,7 +134,10 @@ pub const COMMANDS: &[Spec] = &[
                   overwritten (the new one becomes `name (1).ext`). Ctrl-C stops it and keeps \
                   what arrived: `get` again resumes. -b adds them to the download queue instead \
                   (see `transfers`): at most [peer] max_downloads run at once, and the queue is \
-                  kept in the downloads folder, so a napster started there again resumes it.",
+                  kept in the downloads folder, so a napster started there again resumes it. A \
+                  peer behind a NAT is reached by a reverse connection (when you share from a \
+                  reachable address) or through the index's relay; the last line says how each \
+                  source was reached: from 2 peers: 12 direct, 40 reverse.",
         aliases: &[],
         params: get_params,
     },
@@ -221,7 +225,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "peers",
         args: "",
         summary: "list the peers registered with the index",
-        details: "",
+        details: "Reach says how each is reached: direct, or NAT (behind a NAT).",
         aliases: &[],
         params: no_params,
     },
@@ -229,7 +233,11 @@ pub const COMMANDS: &[Spec] = &[
         name: "status",
         args: "",
         summary: "what this process serves, shares and talks to",
-        details: "",
+        details: "Includes whether other peers can reach this one: reachable at host:port, or \
+                  behind NAT (then they come by reverse connections or the index's relay); \
+                  and, while sharing, the router's port mapping of the file server: \
+                  `port mapping: PUBLIC → LOCAL via UPnP`, `none (no router answered)`, or \
+                  `off` when [peer] port_mapping = false.",
         aliases: &[],
         params: no_params,
     },

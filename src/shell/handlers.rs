@@ -135,6 +135,7 @@ impl Shell {
             nickname: state.nickname.clone(),
             index: index.to_string(),
             at: sharing.addr.into(),
+            reachable: sharing.state().reach.is_none_or(|r| r.reachable),
             dir: root.display().to_string(),
             files: count as u64,
             bytes,
@@ -158,6 +159,7 @@ impl Shell {
             render::size(stats.hashed_bytes),
             render::count(stats.cached_files as u64, "file")
         );
+        put!(out, "{}", render::reach_line(sharing.state().reach));
         if let (Some(asked), None) = (self.config.peer_name(), &state.nickname) {
             put!(
                 out,
@@ -320,6 +322,7 @@ impl Shell {
         cancel: Cancel,
     ) -> Result<String> {
         let mut out = String::new();
+        let index = self.client().await?.addr();
         let status = Arc::new(Status::default());
         let mut job = Job {
             file: file.clone(),
@@ -330,7 +333,7 @@ impl Shell {
             bandwidth: self.download.clone(),
             status: status.clone(),
             progress: Arc::new(|_| {}),
-            identity: Some(self.identity()?),
+            dialer: self.dialer(index),
         };
         let bar = self.progress_bar(file.size, &file.name);
         job.progress = {
@@ -359,6 +362,7 @@ impl Shell {
             peer_ids: done.peers.clone(),
             resumed: done.resumed,
             refetched: done.refetched,
+            routes: done.routes(),
             seconds: done.elapsed.as_secs_f64(),
             already_there: done.already_there,
         });
@@ -370,34 +374,8 @@ impl Shell {
             );
             return Ok(out);
         }
-        let mut extras = String::new();
-        if done.resumed > 0 {
-            extras.push_str(&format!(", resumed {}", render::size(done.resumed)));
-        }
-        if done.refetched > 0 {
-            extras.push_str(&format!(
-                ", {} failed their check and were fetched again",
-                render::size(done.refetched)
-            ));
-        }
-        let from = match done.peers.as_slice() {
-            [] => "nothing new".to_owned(),
-            [one] => format!("from peer {one}"),
-            many => format!(
-                "from peers {}",
-                many.iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        put!(
-            out,
-            "saved {} ({}, sha256 ok, {} {from}{extras})",
-            done.path.display(),
-            render::size(done.size),
-            render::rate(done.size - done.resumed, done.elapsed),
-        );
+        put!(out, "{}", render::saved(&done));
+        put!(out, "{}", done.summary());
         Ok(out)
     }
 
@@ -444,6 +422,9 @@ impl Shell {
         match self.services.sharing_summary() {
             Some(summary) => put!(out, "sharing: {summary}"),
             None => put!(out, "sharing: nothing (`register` shares a folder)"),
+        }
+        if let Some(mapping) = self.services.mapping_summary() {
+            put!(out, "port mapping: {mapping}");
         }
         put!(out, "downloads: {}", self.config.peer.downloads.display());
         out.push_str(&self.activity());

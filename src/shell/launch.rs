@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::warn;
 
-use crate::client::{IndexClient, KnownIndexes, Pins};
+use crate::client::{Dialer, IndexClient, KnownIndexes, Pins};
 use crate::download::part_file::PartFile;
 use crate::download::queue_file::Queued;
 use crate::download::{self, Cancel, Job, Status};
@@ -20,6 +20,9 @@ use crate::protocol::{Hit, Limits, SearchQuery};
 
 /// Most peers asked for when a queued download looks for its sources again.
 const MOST_SOURCES: u32 = 1000;
+
+/// How a queued download reaches its sources, decided as it starts.
+pub type QueueDialer = Arc<dyn Fn(&Queued) -> Dialer + Send + Sync>;
 
 /// What starting a queued download takes: where it goes, how it may use the network,
 /// and how to find its peers again on the index.
@@ -39,6 +42,9 @@ pub struct Launch {
     pub known: PathBuf,
     /// Most downloads at once.
     pub max: usize,
+    /// How a queued download reaches its sources (around NATs through the index our
+    /// share is with, else the download's).
+    pub dialer: QueueDialer,
 }
 
 impl Launch {
@@ -93,6 +99,7 @@ pub(super) async fn run(
         return Err(Error::Cancelled);
     }
     let dir = download::make_folder(&launch.downloads, &q.folder)?;
+    let dialer = (launch.dialer)(&q);
     let job = Job {
         file: q.file,
         sources,
@@ -102,7 +109,7 @@ pub(super) async fn run(
         bandwidth: launch.bandwidth.clone(),
         status,
         progress: Arc::new(|_| {}),
-        identity: Some(launch.identity.clone()),
+        dialer,
     };
     download::fetch(job).await
 }

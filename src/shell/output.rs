@@ -72,6 +72,9 @@ pub struct FileRow {
     /// Where that peer serves.
     #[serde(flatten)]
     pub at: Endpoint,
+    /// Whether the index could connect to it (false: behind a NAT, reached by a
+    /// reverse connection).
+    pub reachable: bool,
     /// The shared name.
     pub name: String,
     /// Size in bytes.
@@ -93,6 +96,7 @@ impl FileRow {
             fingerprint: hit.fingerprint.to_string(),
             nickname: hit.nickname.clone(),
             at: hit.addr.into(),
+            reachable: hit.reachable,
             name: hit.file.name.clone(),
             size: hit.file.size,
             sha256: hit.file.sha256.clone(),
@@ -138,6 +142,8 @@ pub enum Record {
         /// Where it serves.
         #[serde(flatten)]
         at: Endpoint,
+        /// Whether the index could connect to it.
+        reachable: bool,
         /// Files it shares.
         files: u64,
         /// Their total size in bytes.
@@ -176,6 +182,8 @@ pub enum Record {
         /// Where this peer serves.
         #[serde(flatten)]
         at: Endpoint,
+        /// Whether the index could connect to it (false: behind a NAT).
+        reachable: bool,
         /// The folder.
         dir: String,
         /// Files shared.
@@ -223,6 +231,9 @@ pub enum Record {
         resumed: u64,
         /// Bytes that failed their check and were fetched again.
         refetched: u64,
+        /// Chunks delivered by each path the sources were reached by (`direct`,
+        /// `reverse`).
+        routes: std::collections::BTreeMap<String, u64>,
         /// Seconds it took.
         seconds: f64,
         /// True when the same contents were already there.
@@ -355,6 +366,7 @@ impl Record {
             fingerprint: p.fingerprint.to_string(),
             nickname: p.nickname.clone(),
             at: p.addr.into(),
+            reachable: p.reachable,
             files: p.files,
             bytes: p.bytes,
             shared_at: utc(p.shared_at),

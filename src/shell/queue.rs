@@ -74,6 +74,7 @@ impl Shell {
                 pins: self.pins()?,
                 known: self.config.peer.known_indexes.clone(),
                 max: self.config.peer.max_downloads,
+                dialer: self.queue_dialer()?,
             };
             if let Some(why) = transfers.open(launch) {
                 tracing::warn!("{why}; this shell's queue is not kept across a restart");

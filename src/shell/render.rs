@@ -10,6 +10,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use indicatif::HumanBytes;
 
+use crate::client::Reach;
+use crate::download::Downloaded;
 use crate::protocol::{self, Hit, PeerInfo};
 
 /// Hex digits of a SHA-256 shown in tables.
@@ -75,6 +77,55 @@ pub fn peer_label(id: u64, nickname: Option<&str>) -> String {
     }
 }
 
+/// The line `get` ends with: where the file is, its size, rate and sources.
+pub fn saved(done: &Downloaded) -> String {
+    let mut extras = String::new();
+    if done.resumed > 0 {
+        extras.push_str(&format!(", resumed {}", size(done.resumed)));
+    }
+    if done.refetched > 0 {
+        extras.push_str(&format!(
+            ", {} failed their check and were fetched again",
+            size(done.refetched)
+        ));
+    }
+    let from = match done.peers.as_slice() {
+        [] => "nothing new".to_owned(),
+        [one] => format!("from peer {one}"),
+        many => format!(
+            "from peers {}",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "saved {} ({}, sha256 ok, {} {from}{extras})",
+        done.path.display(),
+        size(done.size),
+        rate(done.size - done.resumed, done.elapsed),
+    )
+}
+
+/// How the index sees our file server, for `register` and `status`.
+pub fn reach_line(reach: Option<Reach>) -> String {
+    match reach {
+        Some(reach) if reach.reachable => format!("reachable at {}", reach.addr),
+        Some(reach) => format!(
+            "behind NAT: the index could not connect to {}, so other peers reach you through \
+             reverse connections (those that are reachable themselves)",
+            reach.addr
+        ),
+        None => "reachability not known yet".to_owned(),
+    }
+}
+
+/// How a peer is reached, in a table: `direct`, or `NAT` (by a reverse connection).
+pub fn reach(reachable: bool) -> &'static str {
+    if reachable { "direct" } else { "NAT" }
+}
+
 /// Search results, with each peer's round-trip time when given.
 pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
     let mut header = vec![
@@ -86,11 +137,12 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
         "SHA-256",
         "Shared at",
         "Key",
+        "Reach",
     ];
     if rtts.is_some() {
         header.push("RTT");
     }
-    let mut t = table(&header, &[0, 2, 4, 8]);
+    let mut t = table(&header, &[0, 2, 4, 9]);
     for hit in hits {
         let mut row = vec![
             peer_label(hit.peer_id, hit.nickname.as_deref()),
@@ -101,6 +153,7 @@ pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
             short_sha(&hit.file.sha256),
             local_time(hit.shared_at),
             hit.fingerprint.short(),
+            reach(hit.reachable).into(),
         ];
         if let Some(rtts) = rtts {
             row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
@@ -147,6 +200,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
             "Size",
             "Shared at",
             "Key",
+            "Reach",
         ],
         &[0, 2, 3, 4],
     );
@@ -159,6 +213,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
             size(p.bytes),
             local_time(p.shared_at),
             p.fingerprint.short(),
+            reach(p.reachable).into(),
         ]);
     }
     t.to_string()
@@ -173,6 +228,8 @@ mod tests {
         Hit {
             peer_id: 7,
             addr: "127.0.0.1:4000".parse().unwrap(),
+            reachable: true,
+            local: None,
             file: FileEntry {
                 name: name.into(),
                 size: 3,

@@ -11,6 +11,7 @@ use smol::Task;
 use crate::error::Result;
 use crate::index::{MemoryStore, PgStore, Store};
 use crate::peer::Sharing;
+use crate::rendezvous::Rendezvous;
 use crate::runtime::ShutdownTrigger;
 
 use super::transfers::Transfers;
@@ -62,6 +63,7 @@ pub struct Services {
     serving: Mutex<Option<Serving>>,
     sharing: Mutex<Option<Arc<Sharing>>>,
     transfers: Arc<Transfers>,
+    rendezvous: Arc<Rendezvous>,
 }
 
 impl Services {
@@ -108,6 +110,11 @@ impl Services {
         self.sharing.lock().take()
     }
 
+    /// Where the file server hands reverse connections to this process's downloads.
+    pub fn rendezvous(&self) -> &Arc<Rendezvous> {
+        &self.rendezvous
+    }
+
     /// The background downloads.
     pub fn transfers(&self) -> &Arc<Transfers> {
         &self.transfers
@@ -130,7 +137,13 @@ impl Services {
         ))
     }
 
-    /// One line about the shared folder.
+    /// What `status` says of the router's port mapping of the file server, while sharing.
+    pub fn mapping_summary(&self) -> Option<String> {
+        let sharing = self.sharing.lock();
+        Some(sharing.as_ref()?.mapping().to_string())
+    }
+
+    /// What `status` says of the share: folders, Peer ID, files, server, index.
     pub fn sharing_summary(&self) -> Option<String> {
         let sharing = self.sharing.lock();
         let s = sharing.as_ref()?;
@@ -141,8 +154,9 @@ impl Services {
             .iter()
             .map(|r| r.display().to_string())
             .collect();
+        let reach = super::render::reach_line(state.reach);
         Some(format!(
-            "{} as peer {} ({}, {}) on {} with the index at {} ({})",
+            "{} as peer {} ({}, {}) on {} with the index at {} ({}); {reach}",
             roots.join(", "),
             state.peer_id,
             super::render::count(folder.len() as u64, "file"),

@@ -1,6 +1,7 @@
 //! The real `napster` binary driven from tests: a script piped to its stdin, run to
 //! completion or kept running with its stdout read line by line; every child is killed
-//! when its handle is dropped.
+//! when its handle is dropped. Each can run inside a network namespace (`ip netns exec`,
+//! which execs napster itself, so the handle's process is napster's).
 
 #![allow(dead_code)]
 
@@ -27,7 +28,19 @@ impl Napster {
     /// A command that runs napster in `cwd` with `RUST_LOG` set, stdin and stdout
     /// piped.
     pub fn command(&self, cwd: &Path) -> Command {
-        let mut command = Command::new(BIN);
+        self.command_in(None, cwd)
+    }
+
+    /// [`Napster::command`], inside network namespace `netns` when one is given.
+    pub fn command_in(&self, netns: Option<&str>, cwd: &Path) -> Command {
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .current_dir(cwd)
             .env("RUST_LOG", self.log)
@@ -38,7 +51,16 @@ impl Napster {
 
     /// Run `script` in `cwd` to completion; its exit status, stdout and stderr.
     pub fn run(&self, cwd: &Path, script: &str) -> Output {
-        let mut child = self.command(cwd).stderr(Stdio::piped()).spawn().unwrap();
+        self.run_in(None, cwd, script)
+    }
+
+    /// [`Napster::run`], inside network namespace `netns` when one is given.
+    pub fn run_in(&self, netns: Option<&str>, cwd: &Path, script: &str) -> Output {
+        let mut child = self
+            .command_in(netns, cwd)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         // A process that refuses to start may close its input before reading it.
         let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
         child.wait_with_output().unwrap()
@@ -63,8 +85,19 @@ impl Napster {
 
     /// [`Napster::start`] with command-line arguments.
     pub fn start_with(&self, cwd: &Path, args: &[&str], script: &str) -> Running {
+        self.start_in(None, cwd, args, script)
+    }
+
+    /// [`Napster::start_with`], inside network namespace `netns` when one is given.
+    pub fn start_in(
+        &self,
+        netns: Option<&str>,
+        cwd: &Path,
+        args: &[&str],
+        script: &str,
+    ) -> Running {
         let mut child = self
-            .command(cwd)
+            .command_in(netns, cwd)
             .args(args)
             .spawn()
             .expect("napster starts");
@@ -142,16 +175,16 @@ impl Running {
         self.child.0.id()
     }
 
-    /// Close stdin: a serving process keeps serving.
-    pub fn end_input(&mut self) {
-        self.stdin.take();
-    }
-
-    /// Type `line` into the running script.
+    /// Type `line` (a newline is added) into the process's still open stdin.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is still open");
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Close stdin: a serving process keeps serving.
+    pub fn end_input(&mut self) {
+        self.stdin.take();
     }
 
     /// With `--json`: run `command` and return the lines it printed (up to the
@@ -168,16 +201,28 @@ impl Running {
         }
     }
 
-    /// Close stdin and wait for the process to leave by itself.
-    pub fn wait(mut self) -> ExitStatus {
-        self.stdin.take();
-        self.child.0.wait().unwrap()
-    }
-
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         assert!(signal(self.id(), "TERM"), "kill -TERM failed");
         self.child.0.wait().unwrap()
+    }
+
+    /// Close stdin and wait for the process to exit by itself (after `quit`, or the end
+    /// of its input), for at most the patience (then it is killed and this panics); its
+    /// exit status.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.stdin.take();
+        let deadline = self.patience.map(|p| std::time::Instant::now() + p);
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return status;
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                self.kill();
+                panic!("napster did not exit; saw {:#?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kill the process and reap it.

@@ -115,6 +115,8 @@ pub struct Registration {
     pub session: u64,
     /// Where downloaders reach the peer's file server.
     pub addr: SocketAddr,
+    /// Whether the index could connect to `addr` (else the peer is behind a NAT).
+    pub reachable: bool,
     /// The files.
     pub files: Vec<FileEntry>,
 }

@@ -10,14 +10,14 @@
 //! Substring and wildcard searches are `LIKE` queries on the lowercase name, served by
 //! a `pg_trgm` GIN index; exact names and hash prefixes use B-tree indexes.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 
-use super::sql::{hit_of, redacted, search_sql};
+use super::sql::{hit_of_row, peer_of_row, redacted, search_sql};
 use super::{Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
@@ -230,11 +230,12 @@ impl Store for PgStore {
         let id: i64 = sqlx::query_scalar(
             // The ID: the one this key has, else its own or the next free of other keys.
             "INSERT INTO peers (token, server, session, host, port, shared_at, last_seen, live, \
-             fingerprint, id) VALUES ($1, $2, $3, $4, $5, $6, now(), true, $7, coalesce(\
+             fingerprint, reachable, id) VALUES ($1, $2, $3, $4, $5, $6, now(), true, $7, $9, \
+             coalesce(\
              (SELECT id FROM peers WHERE token = $1), (SELECT min(c) FROM generate_series(\
              $8::bigint, $8 + 1000) c WHERE NOT EXISTS (SELECT 1 FROM peers WHERE id = c)))) \
              ON CONFLICT (token) DO UPDATE SET server = EXCLUDED.server, \
-             fingerprint = EXCLUDED.fingerprint, \
+             fingerprint = EXCLUDED.fingerprint, reachable = EXCLUDED.reachable, \
              session = EXCLUDED.session, host = EXCLUDED.host, port = EXCLUDED.port, \
              shared_at = EXCLUDED.shared_at, last_seen = now(), live = true \
              RETURNING id",
@@ -247,6 +248,7 @@ impl Store for PgStore {
         .bind(chrono::Utc::now().timestamp())
         .bind(registration.fingerprint.plain())
         .bind(super::peer_id_of(&registration.fingerprint) as i64)
+        .bind(registration.reachable)
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
@@ -338,7 +340,7 @@ impl Store for PgStore {
         let mut sql = search_sql(query, limit);
         let rows = sql.build().fetch_all(&self.pool).await.map_err(db)?;
         let truncated = rows.len() > limit;
-        let hits = rows.iter().take(limit).filter_map(hit_of).collect();
+        let hits = rows.iter().take(limit).filter_map(hit_of_row).collect();
         Ok((hits, truncated))
     }
 
@@ -396,28 +398,13 @@ impl Store for PgStore {
 
     async fn peers(&self) -> Result<Vec<PeerInfo>> {
         let rows = sqlx::query(
-            "SELECT id, host, port, shared_at, files, bytes, fingerprint, nickname \
+            "SELECT id, host, port, shared_at, files, bytes, fingerprint, nickname, reachable \
              FROM peers WHERE live ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let host: String = row.get(1);
-                let port: i32 = row.get(2);
-                Some(PeerInfo {
-                    peer_id: row.get::<i64, _>(0) as u64,
-                    fingerprint: row.get::<String, _>(6).parse().ok()?,
-                    nickname: row.get(7),
-                    addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
-                    shared_at: row.get(3),
-                    files: row.get::<i64, _>(4) as u64,
-                    bytes: row.get::<i64, _>(5) as u64,
-                })
-            })
-            .collect())
+        Ok(rows.iter().filter_map(peer_of_row).collect())
     }
 
     async fn expire(&self, ttl: Duration) -> Result<usize> {

@@ -1,5 +1,5 @@
-//! Text the PostgreSQL store builds: the search query and its rows, `LIKE` patterns,
-//! hash ranges, and database URLs fit for messages (passwords hidden).
+//! Text the PostgreSQL store builds: the search query, `LIKE` patterns, hash ranges,
+//! and database URLs fit for messages (passwords hidden); and what its rows become.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,7 +7,48 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{NameMatch, Query};
-use crate::protocol::{FileEntry, Hit};
+use crate::protocol::{FileEntry, Hit, PeerInfo};
+
+/// A search row (`peer_id, host, port, name, size, sha256, chunks, shared_at,
+/// fingerprint, nickname, reachable`) as a hit; `None` when a stored value is unusable.
+pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
+    let host: String = row.get(1);
+    let port: i32 = row.get(2);
+    let sha256: Vec<u8> = row.get(5);
+    let chunks: Vec<u8> = row.get(6);
+    Some(Hit {
+        peer_id: row.get::<i64, _>(0) as u64,
+        fingerprint: row.get::<String, _>(8).parse().ok()?,
+        nickname: row.get(9),
+        addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
+        reachable: row.get(10),
+        local: None,
+        file: FileEntry {
+            name: row.get(3),
+            size: row.get::<i64, _>(4) as u64,
+            sha256: hex::encode(sha256),
+            chunks: hex::encode(chunks),
+        },
+        shared_at: row.get(7),
+    })
+}
+
+/// A peers row (`id, host, port, shared_at, files, bytes, fingerprint, nickname,
+/// reachable`) as a peer's description.
+pub fn peer_of_row(row: &PgRow) -> Option<PeerInfo> {
+    let host: String = row.get(1);
+    let port: i32 = row.get(2);
+    Some(PeerInfo {
+        peer_id: row.get::<i64, _>(0) as u64,
+        fingerprint: row.get::<String, _>(6).parse().ok()?,
+        nickname: row.get(7),
+        addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
+        reachable: row.get(8),
+        shared_at: row.get(3),
+        files: row.get::<i64, _>(4) as u64,
+        bytes: row.get::<i64, _>(5) as u64,
+    })
+}
 
 /// `url` with any password replaced, for messages.
 pub fn redacted(url: &str) -> String {
@@ -52,7 +93,7 @@ pub fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at, \
-         p.fingerprint, p.nickname \
+         p.fingerprint, p.nickname, p.reachable \
          FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
     );
     match &query.name {
@@ -91,27 +132,6 @@ pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
     sql.push(" LIMIT ")
         .push_bind((limit as i64).saturating_add(1));
     sql
-}
-
-/// The hit of one row of [`search_sql`], or `None` for a row no hit can be made of.
-pub fn hit_of(row: &PgRow) -> Option<Hit> {
-    let host: String = row.get(1);
-    let port: i32 = row.get(2);
-    let sha256: Vec<u8> = row.get(5);
-    let chunks: Vec<u8> = row.get(6);
-    Some(Hit {
-        peer_id: row.get::<i64, _>(0) as u64,
-        fingerprint: row.get::<String, _>(8).parse().ok()?,
-        nickname: row.get(9),
-        addr: SocketAddr::new(host.parse::<IpAddr>().ok()?, port as u16),
-        file: FileEntry {
-            name: row.get(3),
-            size: row.get::<i64, _>(4) as u64,
-            sha256: hex::encode(sha256),
-            chunks: hex::encode(chunks),
-        },
-        shared_at: row.get(7),
-    })
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ struct PeerRec {
     fingerprint: Fingerprint,
     session: u64,
     addr: SocketAddr,
+    reachable: bool,
     shared_at: i64,
     last_seen: Instant,
     files: HashSet<u32>,
@@ -340,6 +341,7 @@ impl Store for MemoryStore {
             fingerprint: registration.fingerprint,
             session: registration.session,
             addr: registration.addr,
+            reachable: registration.reachable,
             shared_at: chrono::Utc::now().timestamp(),
             last_seen: Instant::now(),
             files: HashSet::with_capacity(registration.files.len()),
@@ -462,6 +464,7 @@ impl Store for MemoryStore {
                 fingerprint: peer.fingerprint,
                 nickname: inner.nicknames.get(&peer_id).cloned(),
                 addr: peer.addr,
+                reachable: peer.reachable,
                 files: peer.files.len() as u64,
                 bytes: peer.bytes,
                 shared_at: peer.shared_at,
@@ -541,6 +544,7 @@ mod tests {
             fingerprint: Fingerprint::of_public_key(token.as_bytes()),
             session,
             addr: ([127, 0, 0, 1], 5000 + session as u16).into(),
+            reachable: true,
             files: vec![entry("same.txt", session)],
         };
         let first = smol::block_on(store.register(register("a", 1))).unwrap();
@@ -584,6 +588,7 @@ mod tests {
                 fingerprint: Fingerprint::of_public_key(token.as_bytes()),
                 session,
                 addr: ([127, 0, 0, 1], 9).into(),
+                reachable: true,
                 files,
             };
             let a = store
@@ -653,6 +658,7 @@ mod tests {
                                 fingerprint: Fingerprint::of_public_key(&[p]),
                                 session,
                                 addr: ([127, 0, 0, 1], 1000 + u16::from(p)).into(),
+                                reachable: true,
                                 files: files.clone(),
                             }).await.unwrap();
                             let map = files.into_iter().map(|f| (f.name, f.size)).collect();

@@ -22,6 +22,8 @@ impl Inner {
             fingerprint: peer.fingerprint,
             nickname: self.nicknames.get(&rec.peer).cloned(),
             addr: peer.addr,
+            reachable: peer.reachable,
+            local: None,
             file: FileEntry {
                 name: name_of(&self.names, rec).to_owned(),
                 size: rec.size,

@@ -1,0 +1,353 @@
+//! Peers behind NAT, on loopback (`docs/NAT.md`): reachability is what the index could
+//! connect to at the address it observed; a sharer it cannot reach is reached by a
+//! reverse connection, which goes only to the address the index observed for the asking
+//! peer, is rate-limited per connection, and is handed only to the download that waits
+//! for its one-time token.
+//!
+//! "Behind NAT" on loopback: the sharer's file server listens on 127.0.0.2 while its
+//! session reaches the index from 127.0.0.1, so the index's connect-back to
+//! 127.0.0.1:<port> finds nothing, as it would at a home router's public address.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{WAIT, client_limits, share_folder, sharing_settings, start_index};
+use napster::client::{Dialer, IndexClient, Push, Route, Via};
+use napster::download::{self, Job};
+use napster::error::Error;
+use napster::identity::Identity;
+use napster::index;
+use napster::peer::{Sharing, SharingSettings};
+use napster::protocol::{self, ErrorCode, Hit, IndexRequest, IndexResponse};
+use napster::rendezvous::{self, Rendezvous};
+
+const BEHIND_NAT: [u8; 4] = [127, 0, 0, 2];
+
+/// Settings of a peer whose file server listens on `host`, with downloads handed over
+/// by `rendezvous`.
+fn peer_settings(host: Option<[u8; 4]>, rendezvous: &Arc<Rendezvous>) -> SharingSettings {
+    let mut settings = sharing_settings(8, Duration::from_secs(30));
+    settings.host = host.map(IpAddr::from);
+    settings.server.rendezvous = Some(rendezvous.clone());
+    settings
+}
+
+/// A folder holding `files`, shared with `index` under `settings`.
+async fn share(
+    index: SocketAddr,
+    files: &[(&str, &[u8])],
+    settings: &SharingSettings,
+) -> (Sharing, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_files(dir.path(), files);
+    (share_folder(dir.path(), index, settings).await, dir)
+}
+
+async fn lookup(index: SocketAddr, name: &str) -> Vec<Hit> {
+    let mut client = IndexClient::connect(index, client_limits()).await.unwrap();
+    client.lookup(name).await.unwrap()
+}
+
+/// A downloader that shares (reachably) from 127.0.0.1, and so can be connected to.
+struct Downloader {
+    sharing: Sharing,
+    _dir: tempfile::TempDir,
+    settings: SharingSettings,
+    rendezvous: Arc<Rendezvous>,
+}
+
+impl Downloader {
+    async fn start(index: SocketAddr) -> Downloader {
+        let rendezvous = Arc::new(Rendezvous::default());
+        let settings = peer_settings(None, &rendezvous);
+        let (sharing, dir) = share(index, &[], &settings).await;
+        Downloader {
+            sharing,
+            _dir: dir,
+            settings,
+            rendezvous,
+        }
+    }
+
+    fn dialer(&self, index: SocketAddr) -> Dialer {
+        Dialer::new(
+            client_limits(),
+            Some(Via {
+                index,
+                identity: self.settings.server.identity.clone(),
+                pins: Default::default(),
+                rendezvous: Some(self.rendezvous.clone()),
+            }),
+        )
+    }
+}
+
+#[test]
+fn the_index_tells_who_is_reachable_at_the_address_it_observed() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let none = Arc::new(Rendezvous::default());
+        let (open, _a) = share(index, &[("open.txt", b"o")], &peer_settings(None, &none)).await;
+        let (natted, _b) = share(
+            index,
+            &[("natted.txt", b"n")],
+            &peer_settings(Some(BEHIND_NAT), &none),
+        )
+        .await;
+        let open_reach = open.state().reach.expect("registered");
+        assert!(open_reach.reachable, "{open_reach:?}");
+        assert_eq!(open_reach.addr, open.addr);
+        let natted_reach = natted.state().reach.expect("registered");
+        assert!(!natted_reach.reachable, "{natted_reach:?}");
+        // The index checked the address it saw the session come from, not the one the
+        // peer listens on.
+        assert_eq!(natted_reach.addr.ip(), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(natted.addr.ip(), IpAddr::from(BEHIND_NAT));
+        assert!(lookup(index, "open.txt").await[0].reachable);
+        assert!(!lookup(index, "natted.txt").await[0].reachable);
+        let mut client = IndexClient::connect(index, client_limits()).await.unwrap();
+        let peers = client.peers().await.unwrap();
+        let flag = |id: u64| peers.iter().find(|p| p.peer_id == id).unwrap().reachable;
+        assert!(flag(open.state().peer_id));
+        assert!(!flag(natted.state().peer_id));
+    });
+}
+
+#[test]
+fn a_sharer_behind_nat_is_reached_by_a_reverse_connection() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let contents = common::noise_words(3, 3 << 20);
+        let none = Arc::new(Rendezvous::default());
+        let (_sharer, _dir) = share(
+            index,
+            &[("song.ogg", &contents)],
+            &peer_settings(Some(BEHIND_NAT), &none),
+        )
+        .await;
+        let downloader = Downloader::start(index).await;
+        let hits = lookup(index, "song.ogg").await;
+        assert!(!hits[0].reachable);
+        let into = tempfile::tempdir().unwrap();
+        // Without a way back, the sharer cannot be reached, and the error says why.
+        let job = Job::new(
+            hits[0].file.clone(),
+            hits.clone(),
+            into.path(),
+            client_limits(),
+        );
+        let err = download::fetch(job).await.unwrap_err().to_string();
+        assert!(err.contains("behind a NAT"), "{err}");
+        let mut job = Job::new(hits[0].file.clone(), hits, into.path(), client_limits());
+        job.dialer = downloader.dialer(index);
+        let done = download::fetch(job).await.unwrap();
+        assert_eq!(std::fs::read(&done.path).unwrap(), contents);
+        assert_eq!(done.paths.len(), 1);
+        assert_eq!(done.paths[0].1, Route::Reverse);
+        assert!(
+            done.summary().starts_with("from 1 peer: "),
+            "{}",
+            done.summary()
+        );
+        assert!(done.summary().ends_with(" reverse"), "{}", done.summary());
+        assert_eq!(downloader.rendezvous.waiting(), 0, "the token is forgotten");
+        downloader.sharing.stop().await;
+    });
+}
+
+/// A registered peer's session, over a raw index client, to see what the index pushes.
+async fn raw_session(index: SocketAddr, port: u16) -> (IndexClient, u64, Identity) {
+    let identity = Identity::generate().unwrap();
+    let mut client = IndexClient::connect_as(index, &identity, None, client_limits())
+        .await
+        .unwrap();
+    let id = client
+        .register(port, &common::token(1), &[common::entry("x.bin", 5)])
+        .await
+        .unwrap();
+    (client, id, identity)
+}
+
+/// Ping until the index's push arrives.
+async fn next_push(client: &mut IndexClient) -> Push {
+    let started = Instant::now();
+    loop {
+        client.ping().await.unwrap();
+        if let Some(push) = client.take_push() {
+            return push;
+        }
+        assert!(started.elapsed() < WAIT, "no push arrived");
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn a_sharer_is_only_sent_to_the_address_the_index_observed_for_the_asker() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let (mut sharer, sharer_id, _) = raw_session(index, 9).await;
+        let downloader = Downloader::start(index).await;
+        let identity = downloader.settings.server.identity.clone();
+        let mut asker = IndexClient::connect_as(index, &identity, None, client_limits())
+            .await
+            .unwrap();
+        // An address of the asker's choosing is no part of the message: refused.
+        let claimed = format!(
+            r#"{{"type":"connect","peer_id":{sharer_id},"token":"{}","addr":"192.0.2.1:80"}}"#,
+            common::token(2)
+        );
+        assert!(serde_json::from_str::<IndexRequest>(&claimed).is_err());
+        let stream = TcpStream::connect(index).unwrap();
+        let mut raw = common::Raw::client_as(stream, &identity, None).unwrap();
+        raw.index_hello();
+        raw.send_body(claimed.as_bytes()).unwrap();
+        let reply: IndexResponse = raw.recv();
+        assert_eq!(common::index_error_code(&reply), ErrorCode::BadRequest);
+        // A well-formed request: the sharer is told the downloader's observed address.
+        asker
+            .connect_request(sharer_id, &common::token(3))
+            .await
+            .unwrap();
+        let push = next_push(&mut sharer).await;
+        let expected = Push::Connect {
+            addr: downloader.sharing.addr,
+            token: common::token(3),
+        };
+        assert_eq!(push, expected);
+        downloader.sharing.stop().await;
+    });
+}
+
+#[test]
+fn only_a_registered_reachable_peer_may_ask_for_a_reverse_connection() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let (_sharer, sharer_id, _) = raw_session(index, 9).await;
+        // Not registered at all.
+        let mut stranger = IndexClient::connect(index, client_limits()).await.unwrap();
+        let err = stranger
+            .connect_request(sharer_id, &common::token(4))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    code: ErrorCode::NotRegistered,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Registered, but the index could not reach it (nothing listens at port 9).
+        let (mut natted, _, _) = raw_session(index, 9).await;
+        let err = natted
+            .connect_request(sharer_id, &common::token(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    code: ErrorCode::NotRegistered,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("reachable"), "{err}");
+    });
+}
+
+#[test]
+fn connect_requests_are_rate_limited_per_connection() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let (mut sharer, sharer_id, _) = raw_session(index, 9).await;
+        let downloader = Downloader::start(index).await;
+        let identity = downloader.settings.server.identity.clone();
+        let mut asker = IndexClient::connect_as(index, &identity, None, client_limits())
+            .await
+            .unwrap();
+        let mut refused = None;
+        for n in 0..=index::reach::MAX_CONNECTS as u128 {
+            // The sharer's pushes are read as they come, so its queue never fills.
+            sharer.ping().await.unwrap();
+            while sharer.take_push().is_some() {}
+            if let Err(e) = asker.connect_request(sharer_id, &common::token(n)).await {
+                refused = Some((n, e));
+                break;
+            }
+        }
+        let (n, err) = refused.expect("the flood was stopped");
+        assert_eq!(n, index::reach::MAX_CONNECTS as u128);
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    code: ErrorCode::Busy,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Another connection of the same peer has its own budget; the index serves on.
+        let mut other = IndexClient::connect_as(index, &identity, None, client_limits())
+            .await
+            .unwrap();
+        other
+            .connect_request(sharer_id, &common::token(99))
+            .await
+            .unwrap();
+        downloader.sharing.stop().await;
+    });
+}
+
+/// Open a TCP connection to `addr` and send `bytes`; whether the other side then
+/// closed it without a word.
+fn closed_after(addr: SocketAddr, bytes: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut buf = [0; 1];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn a_reverse_stream_with_a_wrong_or_used_token_is_dropped() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let downloader = Downloader::start(index).await;
+        let addr = downloader.sharing.addr;
+        let waiter = downloader.rendezvous.expect();
+        let token = waiter.token().to_owned();
+        // A wrong token, a malformed one, a cut preamble: closed, the wait goes on.
+        assert!(closed_after(addr, &rendezvous::preamble(&common::token(7))));
+        assert!(closed_after(
+            addr,
+            &rendezvous::preamble("NOT-A-TOKEN-AT-ALL-xxxxxxxxxxxxx")
+        ));
+        assert!(closed_after(addr, &rendezvous::MAGIC));
+        assert_eq!(downloader.rendezvous.waiting(), 1);
+        // The right one is handed to the waiting download, once.
+        let mut right = TcpStream::connect(addr).unwrap();
+        right.write_all(&rendezvous::preamble(&token)).unwrap();
+        let arrived = waiter.arrive(WAIT).await.expect("handed over");
+        assert_eq!(
+            arrived.get_ref().peer_addr().unwrap(),
+            right.local_addr().unwrap()
+        );
+        assert!(closed_after(addr, &rendezvous::preamble(&token)));
+        // The file server still speaks TLS to everyone else.
+        let mut raw = common::Raw::connect(addr);
+        raw.peer_hello();
+        drop(waiter);
+        assert_eq!(downloader.rendezvous.waiting(), 0);
+        assert!(protocol::token_problem(&token).is_none());
+        downloader.sharing.stop().await;
+    });
+}
