@@ -413,6 +413,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("index.session_ttl"), "{err}");
+        let err = Config::parse("[peer]\nmax_downloads = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peer.max_downloads") && err.contains("between 1 and 64"),
+            "{err}"
+        );
         let err = Config::parse("[peer]\nport_mapping_lease = 1\n")
             .unwrap_err()
             .to_string();

@@ -73,6 +73,16 @@ fn the_queue_outlives_a_restart_and_resumes_without_fetching_again() {
     );
     let saved = downloader.join("downloads/big.bin");
     assert!(!saved.exists(), "nothing half-done under the final name");
+    // The kept queue, with what arrived, as the one-shot CLI shows it (without
+    // resuming it).
+    let out = NAPSTER.run_args(&downloader, &["--json", "transfers"]);
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row["state"], "queued", "{row}");
+    let kept = row["done"].as_u64().unwrap();
+    assert!(
+        kept >= MIB as u64 && kept <= before,
+        "{row} ({before} bytes sent)"
+    );
     upload.set(0);
 
     // Started again in the same place, with nothing typed: the queue resumes.
@@ -150,6 +160,16 @@ fn a_downloader_waiting_for_a_slot_sees_its_place_and_the_uploader_sees_both() {
     assert!(
         rows.iter()
             .all(|r| r["name"] == "big.bin" && r["size"] == 2 * MIB)
+    );
+
+    // The one-shot CLI prints the link as a record.
+    let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "--json", "link", "big.bin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha = napster::digest::digest_bytes(&noise_words(5, 2 * MIB)).sha256;
+    assert_eq!(
+        link["link"],
+        format!("napster:?xt=urn:sha256:{sha}&dn=big.bin&xl={}", 2 * MIB)
     );
 }
 
@@ -271,4 +291,80 @@ fn one_shot_transfers_reads_the_kept_queue() {
     let out = NAPSTER.run_args(tmp.path(), &["--json", "uploads"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "", "no rows: nobody downloads from here");
+}
+
+/// `pause` keeps the part file, `resume` goes on, `cancel` removes it, `clear` drops
+/// what ended; with `[peer] max_downloads = 1` the second download waits its turn.
+#[test]
+fn pause_resume_cancel_clear_and_one_download_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, _stop) = start_index(napster::index::Settings::default());
+    let share = tmp.path().join("share");
+    write_files(
+        &share,
+        &[
+            ("one.bin", noise_words(1, 2 * MIB).as_slice()),
+            ("two.bin", noise_words(2, 2 * MIB).as_slice()),
+        ],
+    );
+    let mut settings = sharing_settings(8, Duration::from_secs(30));
+    settings.server.upload = Arc::new(RateLimit::new(1 << 20));
+    let sharing = smol::block_on(share_folder(&share, index, &settings));
+
+    let dir = tmp.path().join("downloader");
+    write_files(
+        &dir,
+        &[("napster.toml", b"[peer]\nmax_downloads = 1\n".as_slice())],
+    );
+    let mut d = NAPSTER.start_with(&dir, &["--json"], &format!("connect {index}\n"));
+    d.wait_for("\"type\":\"connected\"");
+    d.send("get -b one.bin two.bin");
+    d.wait_for("\"name\":\"two.bin\"");
+    let rows = ask_until(&mut d, "transfers", |l| l.contains("\"state\":\"running\""));
+    assert!(rows[0].contains("\"state\":\"running\""), "{rows:?}");
+    assert!(
+        rows[1].contains("\"state\":\"queued\""),
+        "only one at once: {rows:?}"
+    );
+    // A second napster in the same folder does not take the queue; it shows it.
+    let other = NAPSTER.run_args(&dir, &["transfers"]);
+    let shown = text(&other.stdout);
+    assert!(
+        shown.contains("another napster keeps the download queue") && shown.contains("two.bin"),
+        "{shown}"
+    );
+
+    let downloads = dir.join("downloads");
+    let part_files = || {
+        std::fs::read_dir(&downloads)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".napster-part"))
+            .count()
+    };
+    wait_until("bytes of one.bin to arrive", PATIENCE, || {
+        !d.ask("transfers")[0].contains("\"done\":0,")
+    });
+    let paused = d.ask("pause 1");
+    assert!(paused[0].contains("\"state\":\"paused\""), "{paused:?}");
+    // The slot it left goes to the next in the queue; its part file stays.
+    ask_until(&mut d, "transfers", |l| {
+        l.contains("\"transfer\":2") && l.contains("\"state\":\"running\"")
+    });
+    assert!(part_files() >= 1);
+    let cancelled = d.ask("cancel 2");
+    assert!(
+        cancelled[0].contains("\"state\":\"cancelled\""),
+        "{cancelled:?}"
+    );
+    d.ask("resume 1");
+    wait_until("one.bin to be saved", PATIENCE, || {
+        downloads.join("one.bin").exists()
+    });
+    assert_eq!(part_files(), 0, "the cancelled one's part file is removed");
+    assert!(!downloads.join("two.bin").exists());
+    let cleared = d.ask("clear");
+    assert!(cleared[0].contains("\"count\":2"), "{cleared:?}");
+    assert!(d.ask("transfers").is_empty());
+    drop(sharing);
 }

@@ -157,6 +157,36 @@ impl PartFile {
     }
 }
 
+/// Bytes the kept part file of `entry` saved as `file_name` in `dir` holds, as its
+/// resume state says (0 when there is none), read without opening the part file: what
+/// `transfers` shows of a download kept from an earlier run.
+pub fn kept_bytes(dir: &Path, file_name: &str, entry: &FileEntry) -> u64 {
+    let state_name = format!("{}.state", part_name(file_name, &entry.sha256));
+    let Ok(file) = Dir::open(dir).and_then(|d| d.open_file(&state_name)) else {
+        return 0;
+    };
+    let mut text = String::new();
+    if file
+        .take(MAX_STATE_BYTES)
+        .read_to_string(&mut text)
+        .is_err()
+    {
+        return 0;
+    }
+    let Ok(state) = serde_json::from_str::<ResumeState>(&text) else {
+        return 0;
+    };
+    if state.sha256 != entry.sha256 || state.size != entry.size {
+        return 0;
+    }
+    let chunk = protocol::chunk_size(entry.size);
+    (0u64..)
+        .zip(&state.received)
+        .filter(|(_, received)| **received)
+        .map(|(i, _)| entry.size.saturating_sub(i * chunk).min(chunk))
+        .sum()
+}
+
 /// Give the verified part file its final name without ever replacing a different file:
 /// an identical file already there is kept, a different one makes `name (1).ext`.
 /// The final name must end up being the very file that was verified: if something else

@@ -25,6 +25,9 @@ pub(super) struct Wanted {
     pub folder: PathBuf,
 }
 
+/// A file one word of `get` names, or why it cannot be fetched.
+type Found = std::result::Result<Wanted, String>;
+
 impl Shell {
     pub(super) async fn get_command(&mut self, args: GetArgs, cancel: Cancel) -> Result<String> {
         // The peer named (by Peer ID, nickname or fingerprint prefix), once, as a Peer ID.
@@ -40,29 +43,34 @@ impl Shell {
                 .wanted(word, (peer, args.peer.as_ref()), args.recursive)
                 .await
             {
-                Ok(found) => wanted.extend(found),
+                Ok(found) => {
+                    for one in found {
+                        match one {
+                            Ok(w) => wanted.push(w),
+                            Err(problem) => problems.push(problem),
+                        }
+                    }
+                }
                 Err(e) if args.names.len() == 1 => return Err(e),
                 Err(e) => problems.push(format!("{word}: {e}")),
             }
         }
         let mut out = String::new();
-        // One file asked for and found: its failure is the command's, as it is.
+        // One file asked for: its error is the command's, as it is.
         let single = wanted.len() == 1 && problems.is_empty();
         for w in wanted {
             let name = w.file.name.clone();
             let done = if args.background {
                 self.enqueue(w, peer)
             } else {
-                let dir = download::make_folder(&self.config.peer.downloads, &w.folder)?;
-                let fetched = self.fetch_now(w.file, w.sources, dir, cancel.clone()).await;
-                if matches!(fetched, Err(Error::Cancelled)) {
-                    return fetched;
+                match download::make_folder(&self.config.peer.downloads, &w.folder) {
+                    Ok(dir) => self.fetch_now(w.file, w.sources, dir, cancel.clone()).await,
+                    Err(e) => Err(e),
                 }
-                fetched
             };
             match done {
                 Ok(text) => out.push_str(&text),
-                Err(e) if single => return Err(e),
+                Err(e) if single || matches!(e, Error::Cancelled) => return Err(e),
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
@@ -120,9 +128,9 @@ impl Shell {
         word: &str,
         (peer, named): (Option<u64>, Option<&PeerRef>),
         recursive: bool,
-    ) -> Result<Vec<Wanted>> {
+    ) -> Result<Vec<Found>> {
         if queue::is_content_word(word) {
-            return self.by_content(word, peer).await.map(|w| vec![w]);
+            return self.by_content(word, peer).await.map(|w| vec![Ok(w)]);
         }
         if recursive {
             return self.folder(word, peer).await;
@@ -132,17 +140,17 @@ impl Shell {
                 limit: Some(MOST_FILES),
                 ..SearchQuery::pattern(word)
             };
-            let (hits, _) = self.client().await?.find(&query).await?;
-            return by_name(word, hits, peer, |_| true, false);
+            let (hits, truncated) = self.client().await?.find(&query).await?;
+            return by_name(word, (hits, truncated), peer, |_| true, false);
         }
         let (name, hits) = self.lookup_anywhere(word).await?;
         // The peer as the user named it, for messages.
         let sources = download::sources(&name, named, hits)?;
-        Ok(vec![Wanted {
+        Ok(vec![Ok(Wanted {
             file: sources[0].file.clone(),
             sources,
             folder: PathBuf::new(),
-        }])
+        })])
     }
 
     /// `get sha256:HEX` or `get <link>`: those bytes from every peer sharing them.
@@ -213,7 +221,7 @@ impl Shell {
     }
 
     /// `get -r folder/`: every file under it, keeping the relative paths.
-    async fn folder(&mut self, word: &str, peer: Option<u64>) -> Result<Vec<Wanted>> {
+    async fn folder(&mut self, word: &str, peer: Option<u64>) -> Result<Vec<Found>> {
         let folder = word.trim_end_matches(['/', '\\']);
         if folder.is_empty() {
             return Err(Error::Usage(
@@ -221,7 +229,7 @@ impl Shell {
             ));
         }
         let prefix = format!("{folder}/");
-        let (hits, _) = match peer {
+        let (hits, truncated) = match peer {
             Some(peer) => self.client().await?.browse(peer, Some(MOST_FILES)).await?,
             None => {
                 let query = SearchQuery {
@@ -232,19 +240,20 @@ impl Shell {
             }
         };
         let under = |name: &str| name.starts_with(&prefix) || name.contains(&format!("/{prefix}"));
-        by_name(word, hits, peer, under, true)
+        by_name(word, (hits, truncated), peer, under, true)
     }
 }
 
 /// One [`Wanted`] per distinct name among `hits` that `keep` accepts, each from the
-/// peers sharing it (only `peer` when given), in its folder when `folders`.
+/// peers sharing it (only `peer` when given), in its folder when `folders`; or why
+/// that one cannot be fetched (and that the answer was cut short, when `truncated`).
 fn by_name(
     word: &str,
-    hits: Vec<Hit>,
+    (hits, truncated): (Vec<Hit>, bool),
     peer: Option<u64>,
     keep: impl Fn(&str) -> bool,
     folders: bool,
-) -> Result<Vec<Wanted>> {
+) -> Result<Vec<Found>> {
     let mut names: BTreeMap<String, Vec<Hit>> = BTreeMap::new();
     for hit in hits.into_iter().filter(|h| keep(&h.file.name)) {
         names.entry(hit.file.name.clone()).or_default().push(hit);
@@ -255,21 +264,31 @@ fn by_name(
             peer.map(|p| format!(" {p}")).unwrap_or_default()
         )));
     }
-    let mut wanted = Vec::new();
-    for (name, hits) in names {
-        let sources = download::sources(&name, peer.map(PeerRef::Id).as_ref(), hits)?;
-        let folder = if folders {
-            download::safe_folder(&name)?
-        } else {
-            PathBuf::new()
-        };
-        let mut file = sources[0].file.clone();
-        file.name = download::safe_file_name(&name)?;
-        wanted.push(Wanted {
-            file,
-            sources,
-            folder,
-        });
+    let mut found = Vec::new();
+    if truncated {
+        found.push(Err(format!(
+            "{word}: more files match than one answer of the index holds; only the first \
+             {} were taken: narrow it and get the rest",
+            names.len()
+        )));
     }
-    Ok(wanted)
+    for (name, hits) in names {
+        let one = || -> Result<Wanted> {
+            let sources = download::sources(&name, peer.map(PeerRef::Id).as_ref(), hits)?;
+            let folder = if folders {
+                download::safe_folder(&name)?
+            } else {
+                PathBuf::new()
+            };
+            let mut file = sources[0].file.clone();
+            file.name = download::safe_file_name(&name)?;
+            Ok(Wanted {
+                file,
+                sources,
+                folder,
+            })
+        };
+        found.push(one().map_err(|e| format!("{}: {e}", render::shown(&name))));
+    }
+    Ok(found)
 }

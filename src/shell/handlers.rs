@@ -433,6 +433,13 @@ mod tests {
             status.contains("sharing: ") && status.contains(&format!("as peer {id}")),
             "{status}"
         );
+        for line in [
+            "limits: upload 2.0 MiB/s, download unlimited",
+            "transfers: 0 running, 0 queued, 0 paused",
+            "uploads: 0 sending, 0 waiting for a slot",
+        ] {
+            assert!(status.contains(line), "{line}: {status}");
+        }
         let missing = run(&mut shell, "get nope.txt").unwrap_err().to_string();
         assert!(missing.contains("no peer shares \"nope.txt\""), "{missing}");
         smol::block_on(services.shutdown());

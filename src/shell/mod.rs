@@ -39,6 +39,7 @@ mod queue;
 mod render;
 pub mod repl;
 mod services;
+mod transfer_entry;
 mod transfers;
 
 #[cfg(test)]

@@ -110,8 +110,13 @@ impl Shell {
                 Err(_) => Transfers::saved_in(&self.config.peer.downloads),
             }
         };
+        let mut rows = rows;
         if let Some(why) = self.services.transfers().unkept() {
             put!(out, "note: {why}");
+            if rows.is_empty() {
+                // The other napster's queue, as last saved.
+                rows = Transfers::saved_in(&self.config.peer.downloads);
+            }
         }
         if rows.is_empty() {
             put!(out, "no downloads in the queue (`get -b <file>` adds one)");
@@ -156,7 +161,7 @@ impl Shell {
                 "paused; what arrived is kept (`resume` goes on)",
             ),
             _ => (
-                transfers.resume(number)?,
+                transfers.resume(number, self.index.clone())?,
                 "queued",
                 "back in the queue; only what is missing is fetched",
             ),

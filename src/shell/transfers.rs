@@ -17,52 +17,18 @@ use smol::future::FutureExt;
 use tracing::{info, warn};
 
 use crate::download::queue_file::{self, QueueFile, Queued, Stage};
-use crate::download::{self, Cancel, Status};
+use crate::download::{self, Cancel};
 use crate::error::{Error, Result};
 use crate::protocol::Hit;
 use crate::runtime;
 
 pub use super::launch::Launch;
 use super::launch::{discard, run};
+pub use super::transfer_entry::Row;
+use super::transfer_entry::{Entry, Intent, kept, row, shown_name};
 
 /// How long stopping the background downloads may take: each saves what arrived.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// Why a running download is being stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Intent {
-    Run,
-    Pause,
-    Cancel,
-    Exit,
-}
-
-/// One download of the queue.
-struct Entry {
-    q: Queued,
-    status: Arc<Status>,
-    cancel: Cancel,
-    intent: Intent,
-    running: bool,
-    started: Option<Instant>,
-    sources: Option<Vec<Hit>>,
-    task: Option<Task<()>>,
-}
-
-impl Entry {
-    fn new(q: Queued, sources: Option<Vec<Hit>>) -> Self {
-        Entry {
-            q,
-            status: Arc::default(),
-            cancel: Cancel::default(),
-            intent: Intent::Run,
-            running: false,
-            started: None,
-            sources,
-            task: None,
-        }
-    }
-}
 
 #[derive(Default)]
 struct Inner {
@@ -72,32 +38,6 @@ struct Inner {
     /// Why the queue is not kept across restarts, when it is not.
     unkept: Option<String>,
     stopping: bool,
-}
-
-/// What `transfers` shows of one download.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// Its number.
-    pub number: u64,
-    /// The file, with its folder below the downloads folder.
-    pub name: String,
-    /// Where it stands, in one word: queued, running, waiting, pausing, paused,
-    /// cancelling, cancelled, done or failed.
-    pub stage: &'static str,
-    /// Where it stands, in words.
-    pub state: String,
-    /// Bytes in place.
-    pub done: u64,
-    /// Its size.
-    pub size: u64,
-    /// Bytes per second that arrived in this run.
-    pub rate: Option<f64>,
-    /// Time left at that rate.
-    pub eta: Option<Duration>,
-    /// Peers sending now.
-    pub peers: usize,
-    /// While waiting for an upload slot: the peer and the position in its line.
-    pub waiting: Option<(u64, u64)>,
 }
 
 /// The download queue of this shell.
@@ -121,7 +61,16 @@ impl Transfers {
         }
         match QueueFile::open(&launch.downloads) {
             Ok((file, saved)) => {
-                inner.entries = saved.into_iter().map(|q| Entry::new(q, None)).collect();
+                inner.entries = saved
+                    .into_iter()
+                    .map(|q| {
+                        let entry = Entry::new(q, None);
+                        let kept = kept(&launch.downloads, &entry.q);
+                        entry.status.done.store(kept, Ordering::Relaxed);
+                        entry.status.resumed.store(kept, Ordering::Relaxed);
+                        entry
+                    })
+                    .collect();
                 inner.file = Some(file);
             }
             Err(e) => inner.unkept = Some(e.to_string()),
@@ -139,7 +88,12 @@ impl Transfers {
     pub fn saved_in(dir: &std::path::Path) -> Vec<Row> {
         queue_file::read(dir)
             .into_iter()
-            .map(|q| row(&Entry::new(q, None)))
+            .map(|q| {
+                let entry = Entry::new(q, None);
+                let kept = kept(dir, &entry.q);
+                entry.status.done.store(kept, Ordering::Relaxed);
+                row(&entry)
+            })
             .collect()
     }
 
@@ -335,11 +289,19 @@ impl Transfers {
         Ok(self.name(number))
     }
 
-    /// `resume N`: a paused or failed download goes back in the queue.
-    pub fn resume(self: &Arc<Self>, number: u64) -> Result<String> {
+    /// `resume N`: a paused or failed download goes back in the queue, to find its
+    /// peers on `index` (the shell's index now) when given.
+    pub fn resume(
+        self: &Arc<Self>,
+        number: u64,
+        index: Option<Vec<std::net::SocketAddr>>,
+    ) -> Result<String> {
         {
             let mut inner = self.inner.lock();
             let entry = find(&mut inner, number)?;
+            if let Some(index) = index {
+                entry.q.index = index;
+            }
             match entry.q.stage {
                 Stage::Paused | Stage::Failed(_) => entry.q.stage = Stage::Queued,
                 _ => {
@@ -424,56 +386,5 @@ fn save(inner: &Inner) {
     if let Some(file) = &inner.file {
         let entries: Vec<Queued> = inner.entries.iter().map(|e| e.q.clone()).collect();
         file.save(&entries);
-    }
-}
-
-/// The name a download is shown with: its folder below the downloads folder, and its
-/// file name there.
-fn shown_name(q: &Queued) -> String {
-    let base = download::safe_file_name(&q.file.name).unwrap_or_else(|_| q.file.name.clone());
-    q.folder.join(base).display().to_string()
-}
-
-fn row(e: &Entry) -> Row {
-    let size = e.q.file.size;
-    let done = match &e.q.stage {
-        Stage::Done(_) => size,
-        _ => e.status.done.load(Ordering::Relaxed),
-    };
-    let position = e.status.queued.load(Ordering::Relaxed);
-    let waiting =
-        (e.running && position > 0).then(|| (e.status.queued_at.load(Ordering::Relaxed), position));
-    let (stage, state) = match (&e.q.stage, e.running) {
-        (_, true) if e.intent == Intent::Pause => ("pausing", "pausing".to_owned()),
-        (_, true) if e.intent == Intent::Cancel => ("cancelling", "cancelling".to_owned()),
-        (_, true) => match waiting {
-            Some((peer, position)) => (
-                "waiting",
-                format!("waiting for a slot at peer {peer}, position {position}"),
-            ),
-            None => ("running", "running".to_owned()),
-        },
-        (Stage::Queued, false) => ("queued", "queued".to_owned()),
-        (Stage::Paused, false) => ("paused", "paused".to_owned()),
-        (Stage::Done(path), false) => ("done", format!("done: {path}")),
-        (Stage::Failed(why), false) => ("failed", format!("failed: {why}")),
-        (Stage::Cancelled, false) => ("cancelled", "cancelled".to_owned()),
-    };
-    let arrived = done.saturating_sub(e.status.resumed.load(Ordering::Relaxed));
-    let elapsed = e.started.map(|s| s.elapsed()).unwrap_or_default();
-    let rate = (e.running && arrived > 0 && elapsed > Duration::ZERO)
-        .then(|| arrived as f64 / elapsed.as_secs_f64());
-    let eta = rate.map(|r| Duration::from_secs_f64(size.saturating_sub(done) as f64 / r));
-    Row {
-        number: e.q.number,
-        name: shown_name(&e.q),
-        stage,
-        state,
-        done,
-        size,
-        rate,
-        eta,
-        peers: e.status.peers.load(Ordering::Relaxed),
-        waiting,
     }
 }
