@@ -81,6 +81,8 @@ impl Downloader {
                 identity: self.settings.server.identity.clone(),
                 pins: Default::default(),
                 rendezvous: Some(self.rendezvous.clone()),
+                // These tests are about reverse connections and what follows them.
+                punch: false,
             }),
         )
     }

@@ -141,6 +141,7 @@ impl<S: Store> Server<S> {
             IndexRequest::Peers {} => self.peers().await,
             IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
             IndexRequest::Relay { peer_id, token } => self.relay(session, peer_id, token),
+            IndexRequest::Punch { peer_id, token } => self.punch(session, peer_id, token),
         };
         let mut response =
             handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message));
@@ -214,8 +215,7 @@ impl<S: Store> Server<S> {
         session.peer = Some(peer_id);
         session.files = count;
         session.pushes = Some(self.pushes.register(
-            peer_id,
-            session.id,
+            (peer_id, session.id, session.from),
             session.fingerprint,
             (addr, local),
             reachable,

@@ -9,7 +9,7 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use super::message::{FileEntry, Hit, PeerInfo};
 
 /// Protocol version, exchanged in the first message of every connection.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;

@@ -127,7 +127,7 @@ impl Shell {
 
     /// How downloads reach sharers: directly, and around NATs through `index` (or the
     /// index our share is registered with): by reverse connections when we share, else
-    /// through its relay.
+    /// by hole punching, else through its relay.
     pub(super) fn dialer(&self, index: std::net::SocketAddr) -> Dialer {
         let limits = self.config.limits();
         let sharing = self.services.sharing();
@@ -137,6 +137,7 @@ impl Shell {
                 identity: self.identity().ok()?,
                 pins: self.pins().ok()?,
                 rendezvous: sharing.as_ref().map(|_| self.services.rendezvous().clone()),
+                punch: true,
             })
         })();
         Dialer::new(limits, via)
