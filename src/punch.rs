@@ -12,7 +12,7 @@
 //! connections ([`dial`] with no local address) and the punching attempts.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
@@ -28,7 +28,7 @@ const RETRY: Duration = Duration::from_millis(50);
 
 /// A TCP connection to `to` within `timeout`, from a socket that others of ours may
 /// bind to the same local port (`SO_REUSEADDR`, `SO_REUSEPORT`), bound to `local` when
-/// given (else the kernel picks a port when it connects).
+/// given (else to a free port the kernel picks).
 pub async fn dial(
     local: Option<SocketAddr>,
     to: SocketAddr,
@@ -42,9 +42,12 @@ pub async fn dial(
     let socket = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
     sockopt::set_socket_reuseaddr(&socket, true)?;
     sockopt::set_socket_reuseport(&socket, true)?;
-    if let Some(local) = local {
-        rustix::net::bind(&socket, &local)?;
-    }
+    // Bound before it connects, even to a port of the kernel's choosing: a port bound
+    // so is never handed to another socket's connect (one the kernel binds while it
+    // connects may be shared with other connections to other places, which would then
+    // keep a punching attempt from binding it).
+    let local = local.unwrap_or_else(|| SocketAddr::new(unspecified(to.ip()), 0));
+    rustix::net::bind(&socket, &local)?;
     match rustix::net::connect(&socket, &to) {
         Ok(()) => {}
         Err(e) if e == rustix::io::Errno::INPROGRESS => {}
@@ -64,6 +67,14 @@ pub async fn dial(
     })
     .await;
     connected.map(|()| stream)
+}
+
+/// The unspecified address of `ip`'s family.
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
 }
 
 /// The punched connection: connect from `local` (the port our connection to the index
