@@ -19,6 +19,7 @@ pub(crate) mod logging;
 pub(crate) mod net;
 pub mod peer;
 pub mod protocol;
+pub mod punch;
 pub mod rendezvous;
 pub mod runtime;
 pub mod shell;

@@ -81,6 +81,8 @@ impl Downloader {
                 identity: self.settings.server.identity.clone(),
                 pins: Default::default(),
                 rendezvous: Some(self.rendezvous.clone()),
+                // These tests are about reverse connections and what follows them.
+                punch: false,
             }),
         )
     }
@@ -349,5 +351,80 @@ fn a_reverse_stream_with_a_wrong_or_used_token_is_dropped() {
         assert_eq!(downloader.rendezvous.waiting(), 0);
         assert!(protocol::token_problem(&token).is_none());
         downloader.sharing.stop().await;
+    });
+}
+
+#[test]
+fn a_punching_sharer_is_only_sent_to_the_asking_connections_observed_address() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let (mut sharer, sharer_id, _) = raw_session(index, 9).await;
+        let identity = Identity::generate().unwrap();
+        // An address of the asker's choosing is no part of the message: refused.
+        let claimed = format!(
+            r#"{{"type":"punch","peer_id":{sharer_id},"token":"{}","addr":"192.0.2.1:80"}}"#,
+            common::token(2)
+        );
+        assert!(serde_json::from_str::<IndexRequest>(&claimed).is_err());
+        let stream = TcpStream::connect(index).unwrap();
+        let mut raw = common::Raw::client_as(stream, &identity, None).unwrap();
+        raw.index_hello();
+        raw.send_body(claimed.as_bytes()).unwrap();
+        let reply: IndexResponse = raw.recv();
+        assert_eq!(common::index_error_code(&reply), ErrorCode::BadRequest);
+        // Any key may ask (it need not share), and is told where the sharer's session
+        // comes from; the sharer is told where the asking connection comes from.
+        let mut asker = IndexClient::connect_as(index, &identity, None, client_limits())
+            .await
+            .unwrap();
+        let to = asker
+            .punch_request(sharer_id, &common::token(3))
+            .await
+            .unwrap();
+        assert_eq!(to, sharer.local_addr().unwrap());
+        let push = next_push(&mut sharer).await;
+        let expected = Push::Punch {
+            addr: asker.local_addr().unwrap(),
+            token: common::token(3),
+            downloader: identity.fingerprint(),
+        };
+        assert_eq!(push, expected);
+        // A peer without a session here cannot be punched to.
+        let err = asker
+            .punch_request(sharer_id + 1, &common::token(4))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    code: ErrorCode::NotFound,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Punching shares the budget of `connect` and `relay`: a flood is told `busy`.
+        let mut refused = None;
+        for n in 2..=index::reach::MAX_CONNECTS as u128 {
+            sharer.ping().await.unwrap();
+            while sharer.take_push().is_some() {}
+            if let Err(e) = asker.punch_request(sharer_id, &common::token(n + 10)).await {
+                refused = Some((n, e));
+                break;
+            }
+        }
+        let (n, err) = refused.expect("the flood was stopped");
+        assert_eq!(n, index::reach::MAX_CONNECTS as u128);
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    code: ErrorCode::Busy,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     });
 }

@@ -1,7 +1,8 @@
 //! The index's relay, on loopback (`docs/NAT.md`): two peers behind NATs transfer
 //! through it, end-to-end encrypted; a token is used once and only by the key that
 //! asked; the quota cuts a pipe and refuses its key; the bandwidth cap holds; an index
-//! that does not relay says so.
+//! that does not relay says so. A punched connection, like a relayed one, serves only
+//! the key that asked, after the token it opens with.
 //!
 //! "Behind NAT" on loopback: a file server listening on 127.0.0.2 while its session
 //! reaches the index from 127.0.0.1, so the index's connect-back finds nothing.
@@ -56,6 +57,8 @@ async fn fetch(
         identity: identity.clone(),
         pins: Default::default(),
         rendezvous,
+        // The relay is under test (punching is tested on real NATs, `nat_paths`).
+        punch: false,
     };
     job.dialer = Dialer::new(client_limits(), Some(via));
     (download::fetch(job).await, into)
@@ -251,5 +254,56 @@ fn relayed_bytes_are_counted_in_the_metrics() {
         common::wait_until("the relayed bytes are counted", common::WAIT, || {
             relayed() >= contents.len() as f64
         });
+    });
+}
+
+/// Ask the index, as `identity`, to punch a hole to `peer`, and listen where the sharer
+/// will come: the local port of the asking connection (which, like every index
+/// connection, others of ours may bind). Returns the token and the stream the sharer's
+/// attempt opened, its preamble read.
+async fn punched_to_us(
+    index: SocketAddr,
+    identity: &Identity,
+    peer: u64,
+) -> (String, Option<String>, smol::Async<std::net::TcpStream>) {
+    use rustix::net::{AddressFamily, SocketType, bind, listen, socket, sockopt};
+    let mut asker = IndexClient::connect_as(index, identity, None, client_limits())
+        .await
+        .unwrap();
+    let local = asker.local_addr().unwrap();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    sockopt::set_socket_reuseaddr(&fd, true).unwrap();
+    sockopt::set_socket_reuseport(&fd, true).unwrap();
+    bind(&fd, &local).unwrap();
+    listen(&fd, 4).unwrap();
+    let listener = smol::Async::new(std::net::TcpListener::from(fd)).unwrap();
+    let token = rendezvous::new_token();
+    let sharer = asker.punch_request(peer, &token).await.unwrap();
+    let (mut stream, from) = listener.accept().await.unwrap();
+    assert_eq!(from, sharer, "the sharer punched from its session's port");
+    let said = rendezvous::read_preamble(&mut stream, common::WAIT).await;
+    (token, said, stream)
+}
+
+#[test]
+fn a_punched_connection_serves_only_the_key_that_asked() {
+    smol::block_on(async {
+        let (index, _stop) = start_index(index::Settings::default());
+        let (_sharer, _dir) = natted_sharer(index, "p.bin", b"abc").await;
+        let hit = lookup(index, "p.bin").await.remove(0);
+        let asker = Identity::generate().unwrap();
+        let thief = Identity::generate().unwrap();
+        // The sharer opens with the asker's token, then refuses any other key.
+        let (token, said, stream) = punched_to_us(index, &asker, hit.peer_id).await;
+        assert_eq!(said.as_deref(), Some(token.as_str()));
+        let stolen = PeerClient::over_as(stream, hit.fingerprint, &thief, client_limits()).await;
+        assert!(stolen.is_err(), "the sharer served a key that did not ask");
+        // The key that asked is served.
+        let (token, said, stream) = punched_to_us(index, &asker, hit.peer_id).await;
+        assert_eq!(said.as_deref(), Some(token.as_str()));
+        let mut client = PeerClient::over_as(stream, hit.fingerprint, &asker, client_limits())
+            .await
+            .unwrap();
+        client.ping().await.unwrap();
     });
 }

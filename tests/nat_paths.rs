@@ -123,8 +123,8 @@ fn nat_to_public_goes_direct() {
 }
 
 #[test]
-fn nat_to_nat_goes_through_the_relay() {
-    let Some(mut net) = internet_or_skip("nat_to_nat_goes_through_the_relay") else {
+fn nat_to_nat_goes_by_hole_punching() {
+    let Some(mut net) = internet_or_skip("nat_to_nat_goes_by_hole_punching") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -136,7 +136,7 @@ fn nat_to_nat_goes_through_the_relay() {
     let other = net.home_host(&other_home);
     let (out, err) = download(&other, tmp.path(), "d", index_addr);
     assert!(out.contains("behind NAT"), "{out}\n{err}");
-    assert!(out.contains("from 1 peer: 1 relayed"), "{out}\n{err}");
+    assert!(out.contains("from 1 peer: 1 punched"), "{out}\n{err}");
     drop((sharer, index));
 }
 

@@ -11,6 +11,7 @@ use crate::net;
 use crate::protocol::{
     self, FileEntry, Fingerprint, Hit, IndexRequest, IndexResponse, Limits, PeerInfo, SearchQuery,
 };
+use crate::punch;
 
 /// What changed in a share since the index was last told: sent as `add_files` and
 /// `remove_files`.
@@ -41,6 +42,17 @@ pub struct Reach {
 /// What the index asked this peer's session to do, unasked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Push {
+    /// Connect from the session's local port to a downloader's connection at `addr`
+    /// (observed by the index) until the two meet, open with `token`, and serve the key
+    /// `downloader` only: hole punching.
+    Punch {
+        /// The downloader's connection to the index.
+        addr: SocketAddr,
+        /// Its one-time token.
+        token: String,
+        /// The key the downloader must prove.
+        downloader: Fingerprint,
+    },
     /// Connect out to a downloader's file server at `addr` (observed by the index) and
     /// open with `token`: a reverse connection.
     Connect {
@@ -83,20 +95,25 @@ impl IndexClient {
         expected: Option<Fingerprint>,
         limits: Limits,
     ) -> Result<Self> {
-        let mut conn = net::connect(addr, identity, expected, limits)
-            .await
-            .map_err(|e| match e {
-                Error::WrongKey { seen, expected, .. } => Error::msg(format!(
-                    "refused: the index at {addr} proved key {seen}, but {expected} is pinned \
+        // Reusable, so that hole punching can connect out from the same port.
+        let dialed = async {
+            let stream = punch::dial(None, addr, limits.timeout)
+                .await
+                .map_err(|e| protocol::Error::io(format!("connecting to {addr}"), e))?;
+            net::connect_over(stream, identity, expected, limits).await
+        };
+        let mut conn = dialed.await.map_err(|e| match e {
+            Error::WrongKey { seen, expected, .. } => Error::msg(format!(
+                "refused: the index at {addr} proved key {seen}, but {expected} is pinned \
                      for it: it is not the index this napster knew there (someone may be \
                      impersonating it, or its key was replaced). If you trust the new key, \
                      run `connect {addr}#{seen}`"
-                )),
-                Error::Protocol(e @ protocol::Error::Io { .. }) => Error::msg(format!(
-                    "cannot reach the index at {addr}: {e}; is `serve` running there?"
-                )),
-                e => Error::msg(format!("cannot use the index at {addr}: {e}")),
-            })?;
+            )),
+            Error::Protocol(e @ protocol::Error::Io { .. }) => Error::msg(format!(
+                "cannot reach the index at {addr}: {e}; is `serve` running there?"
+            )),
+            e => Error::msg(format!("cannot use the index at {addr}: {e}")),
+        })?;
         net::greet::<IndexRequest, IndexResponse>(&mut conn).await?;
         Ok(IndexClient {
             conn,
@@ -175,6 +192,19 @@ impl IndexClient {
                         self.pushes.push_back(Push::Relay { token, downloader });
                     }
                 }
+                IndexResponse::PunchTo {
+                    addr,
+                    token,
+                    downloader,
+                } => {
+                    if protocol::token_problem(&token).is_none() && addr.port() != 0 {
+                        self.pushes.push_back(Push::Punch {
+                            addr,
+                            token,
+                            downloader,
+                        });
+                    }
+                }
                 response => return Ok(response),
             }
         }
@@ -193,6 +223,20 @@ impl IndexClient {
         };
         match self.request(&request).await? {
             IndexResponse::Relaying {} => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ask the index to coordinate hole punching between us and `peer_id`; the sharer
+    /// opens with `token`. Returns where to connect to: the sharer's session as the
+    /// index observed it.
+    pub async fn punch_request(&mut self, peer_id: u64, token: &str) -> Result<SocketAddr> {
+        let request = IndexRequest::Punch {
+            peer_id,
+            token: token.into(),
+        };
+        match self.request(&request).await? {
+            IndexResponse::Punching { addr } if addr.port() != 0 => Ok(addr),
             other => Err(unexpected(other)),
         }
     }

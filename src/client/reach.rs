@@ -1,7 +1,8 @@
 //! How a downloader obtains its connection to a sharer (`docs/NAT.md`): directly when
 //! the index could reach the sharer, else by a reverse connection (the index tells the
 //! sharer, over its session, to connect out to our file server) when we are reachable,
-//! else through the index's relay.
+//! else by hole punching (both connect to each other at once, `punch.rs`), else through
+//! the index's relay.
 //! Whatever the path, the TCP stream then carries the same TLS handshake, with us as
 //! the TLS client checking the sharer's key from the search hit, and the same requests.
 
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::protocol::Connection;
 use crate::protocol::{Hit, Limits};
+use crate::punch;
 use crate::rendezvous::{self, Rendezvous};
 
 /// Longest a connection to a sharer's local address (behind the same NAT) may take
@@ -32,6 +34,8 @@ pub enum Route {
     Direct,
     /// It connected to ours, asked to by the index.
     Reverse,
+    /// Both connected to each other at once, through both NATs (hole punching).
+    Punched,
     /// Both connected to the index's relay, which passes the (encrypted) bytes on.
     Relayed,
 }
@@ -42,6 +46,7 @@ impl fmt::Display for Route {
             Route::Local => "local",
             Route::Direct => "direct",
             Route::Reverse => "reverse",
+            Route::Punched => "punched",
             Route::Relayed => "relayed",
         })
     }
@@ -59,8 +64,10 @@ pub struct Via {
     /// The key each index must prove.
     pub pins: Pins,
     /// Where our file server hands reverse connections over; `None` when we share
-    /// nothing (then only the relay is left).
+    /// nothing.
     pub rendezvous: Option<Arc<Rendezvous>>,
+    /// Whether to try hole punching (a TCP simultaneous open) before the relay.
+    pub punch: bool,
 }
 
 /// Obtains connections to sharers, by whichever path each one allows.
@@ -103,7 +110,8 @@ impl Dialer {
 
     /// A connection to `hit`'s file server, proving the key the hit names, and how it
     /// was obtained: directly when the index could reach the sharer; else by a reverse
-    /// connection when we share, else (or when that fails) through the relay.
+    /// connection when we share, else (or when that fails) by hole punching, else
+    /// through the relay.
     pub async fn connect(&self, hit: &Hit) -> Result<(PeerClient, Route)> {
         if let Some(local) = hit.local {
             // Behind the same NAT: its address inside it, key checked (a wrong host
@@ -137,6 +145,12 @@ impl Dialer {
             match self.reverse(via, rendezvous, hit).await {
                 Ok(client) => return Ok((client, Route::Reverse)),
                 Err(e) => failed.push(format!("a reverse connection failed: {e}")),
+            }
+        }
+        if via.punch {
+            match self.punched(via, hit).await {
+                Ok(client) => return Ok((client, Route::Punched)),
+                Err(e) => failed.push(format!("hole punching failed: {e}")),
             }
         }
         match self.relayed(via, hit).await {
@@ -178,6 +192,30 @@ impl Dialer {
             ))
         })?;
         PeerClient::over(stream, hit.fingerprint, self.limits).await
+    }
+
+    /// Ask the index to have `hit`'s peer punch a hole to us while we punch one to it,
+    /// each from the port of its connection to the index (ours is this request's), and
+    /// take the connection where the two meet within [`punch::PUNCH_WAIT`]. The sharer
+    /// opens it with our token; over it we are the TLS client proving our key (the
+    /// sharer serves only the key that asked).
+    async fn punched(&self, via: &Via, hit: &Hit) -> Result<PeerClient> {
+        let token = rendezvous::new_token();
+        let mut index = self.index(via).await?;
+        let local = index.local_addr()?;
+        let to = index.punch_request(hit.peer_id, &token).await?;
+        let mut stream = punch::punch(local, to, punch::PUNCH_WAIT)
+            .await
+            .map_err(|e| Error::io(format!("punching a hole from {local} to {to}"), e))?;
+        drop(index);
+        let wait = self.limits.timeout.min(punch::PUNCH_WAIT);
+        let said = rendezvous::read_preamble(&mut stream, wait).await;
+        if said.as_deref() != Some(token.as_str()) {
+            return Err(Error::msg(format!(
+                "the connection punched to {to} did not open with our token"
+            )));
+        }
+        PeerClient::over_as(stream, hit.fingerprint, &via.identity, self.limits).await
     }
 
     /// Ask the index to relay between us and `hit`'s peer, and join the relay; our TLS

@@ -108,6 +108,7 @@ impl<S: Store> Server<S> {
             IndexRequest::Peers {} => self.peers().await,
             IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
             IndexRequest::Relay { peer_id, token } => self.relay(session, peer_id, token),
+            IndexRequest::Punch { peer_id, token } => self.punch(session, peer_id, token),
         };
         let mut response =
             handled.unwrap_or_else(|reject| IndexResponse::error(reject.code, reject.message));
@@ -197,8 +198,7 @@ impl<S: Store> Server<S> {
             info!("peer {peer_id} asked for the nickname {asked}, which another key holds");
         }
         session.pushes = Some(self.pushes.register(
-            peer_id,
-            session.id,
+            (peer_id, session.id, session.from),
             session.fingerprint,
             (addr, local),
             reachable,

@@ -45,12 +45,14 @@ pub enum Kind {
     Connect,
     /// `relay`
     Relay,
+    /// `punch` (hole punching asked for)
+    Punch,
     /// A second `hello`, or anything else out of turn.
     Other,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::Ping,
         Kind::Register,
         Kind::AddFiles,
@@ -62,6 +64,7 @@ impl Kind {
         Kind::Peers,
         Kind::Connect,
         Kind::Relay,
+        Kind::Punch,
         Kind::Other,
     ];
 
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Peers => "peers",
             Kind::Connect => "connect",
             Kind::Relay => "relay",
+            Kind::Punch => "punch",
             Kind::Other => "other",
         }
     }
@@ -97,6 +101,7 @@ pub fn kind(request: &IndexRequest) -> Kind {
         IndexRequest::Peers {} => Kind::Peers,
         IndexRequest::Connect { .. } => Kind::Connect,
         IndexRequest::Relay { .. } => Kind::Relay,
+        IndexRequest::Punch { .. } => Kind::Punch,
         IndexRequest::Hello { .. } => Kind::Other,
     }
 }

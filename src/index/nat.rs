@@ -1,7 +1,9 @@
 //! What the index does with the requests that get peers around NATs (`docs/NAT.md`):
-//! `connect` (a reverse connection) and `relay`. Both are rate-limited per connection,
-//! and both send a sharer only where the index itself decides: the asking peer's observed
-//! address, or the index's own relay.
+//! `connect` (a reverse connection), `punch` (hole punching) and `relay`. All are
+//! rate-limited per connection, and all send a sharer only where the index itself
+//! decides: the asking peer's observed address, or the index's own relay.
+
+use std::net::SocketAddr;
 
 use tracing::{info, warn};
 
@@ -68,6 +70,33 @@ impl<S: Store> Server<S> {
             .map_err(|_| Reject::new(ErrorCode::Busy, "the peer is busy; try again shortly"))?;
         info!("relaying between {} and peer {peer_id}", session.from);
         Ok(IndexResponse::Relaying {})
+    }
+
+    /// Tell a sharer behind a NAT, over its session, to punch a hole to the asking
+    /// connection at the address this index observed for it, and tell the asker where
+    /// the sharer's session comes from: a TCP simultaneous open.
+    pub(super) fn punch(&self, session: &mut Session, peer_id: u64, token: String) -> Handled {
+        if let Some(problem) = protocol::token_problem(&token) {
+            return Err(Reject::bad(problem));
+        }
+        if !session.connects.take() {
+            return Err(too_many(session));
+        }
+        let from = SocketAddr::new(session.from.ip().to_canonical(), session.from.port());
+        match self.pushes.punch(from, session.fingerprint, peer_id, token) {
+            Ok(addr) => {
+                info!("peer {peer_id} at {addr} told to punch a hole to {from}");
+                Ok(IndexResponse::Punching { addr })
+            }
+            Err(Refusal::NoSession | Refusal::AskerUnreachable) => Err(Reject::new(
+                ErrorCode::NotFound,
+                format!("peer {peer_id} has no session on this index server"),
+            )),
+            Err(Refusal::Full) => Err(Reject::new(
+                ErrorCode::Busy,
+                format!("peer {peer_id} has too many connections waiting; try again shortly"),
+            )),
+        }
     }
 
     /// Tell a sharer behind a NAT, over its session, to connect out to the asking peer's

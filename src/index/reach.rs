@@ -78,6 +78,9 @@ struct Pushable {
     addr: SocketAddr,
     /// Its address inside its own network, as it said (a private address).
     local: Option<SocketAddr>,
+    /// Where its session's connection comes from, as observed (source IP and port):
+    /// where a hole-punching downloader connects to.
+    session_from: SocketAddr,
     reachable: bool,
     to: Sender<IndexResponse>,
 }
@@ -101,22 +104,24 @@ pub enum Refusal {
 }
 
 impl Pushes {
-    /// `session` registered `peer` with `addr` (observed) and its `local` address, and
-    /// `reachable`: pushes for the peer go to it from now on; returns where they arrive.
+    /// `session`, coming from `session_from`, registered `peer` with `addr` (observed)
+    /// and its `local` address, and `reachable`: pushes for the peer go to it from now
+    /// on; returns where they arrive.
     pub fn register(
         &self,
-        peer: u64,
-        session: u64,
+        (peer, session, session_from): (u64, u64, SocketAddr),
         fingerprint: Fingerprint,
         (addr, local): (SocketAddr, Option<SocketAddr>),
         reachable: bool,
     ) -> Receiver<IndexResponse> {
+        let session_from = SocketAddr::new(session_from.ip().to_canonical(), session_from.port());
         let (to, from) = smol::channel::bounded(PUSH_QUEUE);
         let entry = Pushable {
             session,
             fingerprint,
             addr,
             local,
+            session_from,
             reachable,
             to,
         };
@@ -177,6 +182,29 @@ impl Pushes {
             .try_send(IndexResponse::ConnectTo { addr, token })
             .map_err(|_| Refusal::Full)?;
         Ok(addr)
+    }
+}
+
+impl Pushes {
+    /// Tell `sharer` to punch a hole to the asking connection, which comes from `asker`
+    /// (observed) and proved `downloader`, opening with `token`; returns where the
+    /// sharer's session comes from, for the asker to connect to.
+    pub fn punch(
+        &self,
+        asker: SocketAddr,
+        downloader: Fingerprint,
+        sharer: u64,
+        token: String,
+    ) -> Result<SocketAddr, Refusal> {
+        let peers = self.peers.lock();
+        let target = peers.get(&sharer).ok_or(Refusal::NoSession)?;
+        let push = IndexResponse::PunchTo {
+            addr: asker,
+            token,
+            downloader,
+        };
+        target.to.try_send(push).map_err(|_| Refusal::Full)?;
+        Ok(target.session_from)
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use crate::peer::uploads::{Tracked, Uploads};
 use crate::protocol::{
     self, Connection, ErrorCode, Fingerprint, Limits, PeerRequest, PeerResponse, Reply,
 };
+use crate::punch;
 use crate::rendezvous::{self, Rendezvous};
 use crate::runtime::Shutdown;
 
@@ -191,6 +192,27 @@ impl Files {
         .await
     }
 
+    /// A punched connection: connect from `local` (our session's port) to `to` (the
+    /// downloader's connection to the index, as the index observed it) until its own
+    /// attempt meets ours, open with `token`, then serve the downloader as the TLS
+    /// server if it proves `downloader` (the key that asked); anybody else is refused.
+    pub async fn serve_punched(
+        &self,
+        (local, to): (SocketAddr, SocketAddr),
+        token: &str,
+        downloader: Fingerprint,
+    ) -> Result<()> {
+        let stream = punch::punch(local, to, punch::PUNCH_WAIT)
+            .await
+            .map_err(|e| Error::io(format!("punching a hole from {local} to {to}"), e))?;
+        let conn = self.open_over(stream, to, token, Some(downloader)).await?;
+        smol::future::or(self.server.requests(conn), async {
+            self.shutdown.wait().await;
+            Ok(())
+        })
+        .await
+    }
+
     /// Connect to `to`, send the preamble of `token`, and be the TLS server there (to
     /// the key `client` only, when given).
     async fn open(
@@ -199,8 +221,20 @@ impl Files {
         token: &str,
         client: Option<Fingerprint>,
     ) -> Result<Connection> {
+        let stream = Connection::dial(to, self.server.settings.limits).await?;
+        self.open_over(stream, to, token, client).await
+    }
+
+    /// Send the preamble of `token` on `stream` (to `to`), and be the TLS server there
+    /// (to the key `client` only, when given).
+    async fn open_over(
+        &self,
+        mut stream: Async<TcpStream>,
+        to: SocketAddr,
+        token: &str,
+        client: Option<Fingerprint>,
+    ) -> Result<Connection> {
         let limits = self.server.settings.limits;
-        let mut stream = Connection::dial(to, limits).await?;
         let preamble = rendezvous::preamble(token);
         async { stream.write_all(&preamble).await }
             .or(async {

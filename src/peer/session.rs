@@ -161,9 +161,11 @@ struct Served {
     files: Files,
 }
 
-/// Serve the reverse connections and relayed pipes the index asked `client` for.
+/// Serve the reverse connections, punched holes and relayed pipes the index asked
+/// `client` for.
 fn reverse(client: &mut IndexClient, files: &Files) {
     let index = client.addr();
+    let session_port = client.local_addr().ok();
     while let Some(push) = client.take_push() {
         let files = files.clone();
         runtime::spawn(async move {
@@ -172,6 +174,20 @@ fn reverse(client: &mut IndexClient, files: &Files) {
                     info!("connecting out to {addr} for a download (reverse connection)");
                     if let Err(e) = files.serve_reverse(addr, &token).await {
                         warn!("reverse connection to {addr}: {e}");
+                    }
+                }
+                Push::Punch {
+                    addr,
+                    token,
+                    downloader,
+                } => {
+                    let Some(local) = session_port else {
+                        warn!("cannot punch a hole to {addr}: our session's port is unknown");
+                        return;
+                    };
+                    info!("punching a hole from {local} to {addr} for downloader {downloader}");
+                    if let Err(e) = files.serve_punched((local, addr), &token, downloader).await {
+                        warn!("punched connection to {addr}: {e}");
                     }
                 }
                 Push::Relay { token, downloader } => {

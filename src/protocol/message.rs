@@ -191,6 +191,17 @@ pub enum IndexRequest {
         /// Our one-time token for joining the relay.
         token: String,
     },
+    /// Ask the index to coordinate a TCP simultaneous open between us and peer `peer_id`
+    /// (both behind NATs, hole punching): the sharer is told the address the index
+    /// observed for this connection, and we are told the one it observed for the
+    /// sharer's session; both connect to the other from the local port of its
+    /// connection to the index. The sharer's side opens with `token`'s preamble.
+    Punch {
+        /// The sharer.
+        peer_id: u64,
+        /// One-time token the sharer presents first on the punched connection.
+        token: String,
+    },
 }
 
 /// Responses of the index server, one per request.
@@ -242,6 +253,13 @@ pub enum IndexResponse {
     Connecting {},
     /// Answer to `Relay`: the sharer was told to join; join with the token now.
     Relaying {},
+    /// Answer to `Punch`: the sharer was told to connect to us; connect to `addr`, the
+    /// sharer's session as the index observed it, from the local port of the connection
+    /// that asked, until the two connections meet.
+    Punching {
+        /// Where the sharer's session comes from, as the index observed it.
+        addr: SocketAddr,
+    },
     /// Unasked for, on a registered peer's session: join the index's relay with `token`
     /// (a TCP connection to the index opening with its preamble), then serve files over
     /// it as the TLS server to the downloader with key `downloader` only.
@@ -259,6 +277,19 @@ pub enum IndexResponse {
         addr: SocketAddr,
         /// The downloader's one-time token.
         token: String,
+    },
+    /// Unasked for, on a registered peer's session, between answers: connect from the
+    /// session's local port to `addr` (the index observed it for the asking downloader's
+    /// connection, never a claimed one) until the downloader's own connection to us
+    /// meets ours, open with `token`, then serve files over it as the TLS server to the
+    /// key `downloader` only.
+    PunchTo {
+        /// The downloader's connection to the index, as the index observed it.
+        addr: SocketAddr,
+        /// The downloader's one-time token.
+        token: String,
+        /// The key the downloader must prove.
+        downloader: Fingerprint,
     },
     /// The request failed; the connection stays usable unless said otherwise.
     Error {

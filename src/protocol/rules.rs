@@ -10,7 +10,7 @@ use super::message::{FileEntry, Hit, PeerInfo};
 use super::peer_ref::{MAX_NICKNAME, nickname_problem};
 
 /// Protocol version, exchanged in the first message of every connection.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;

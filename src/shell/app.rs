@@ -109,7 +109,7 @@ impl Shell {
 
     /// How downloads reach sharers: directly, and around NATs through `index` (or the
     /// index our share is registered with): by reverse connections when we share, else
-    /// through its relay.
+    /// by hole punching, else through its relay.
     pub(super) fn dialer(&self, index: std::net::SocketAddr) -> Dialer {
         let limits = self.config.limits();
         let sharing = self.services.sharing();
@@ -119,6 +119,7 @@ impl Shell {
                 identity: self.identity().ok()?,
                 pins: self.pins().ok()?,
                 rendezvous: sharing.as_ref().map(|_| self.services.rendezvous().clone()),
+                punch: true,
             })
         })();
         Dialer::new(limits, via)
@@ -140,6 +141,7 @@ impl Shell {
                     identity: identity.clone(),
                     pins: pins.clone(),
                     rendezvous: sharing.as_ref().map(|_| services.rendezvous().clone()),
+                    punch: true,
                 });
             Dialer::new(limits, via).proving(identity.clone())
         }))

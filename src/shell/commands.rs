@@ -109,7 +109,8 @@ pub const COMMANDS: &[Spec] = &[
                   into one with its peer count; -n N asks for at most N rows (default \
                   [shell] results, capped by the index's [index] max_results); -r pings each \
                   peer and shows its round-trip time. Reach says how a peer is reached: direct, \
-                  or NAT (behind a NAT: by a reverse connection or the index's relay).",
+                  or NAT (behind a NAT: by a reverse connection, hole punching or the index's \
+                  relay).",
         aliases: &[],
         params: search_params,
     },
@@ -141,8 +142,8 @@ pub const COMMANDS: &[Spec] = &[
                   (see `transfers`): at most [peer] max_downloads run at once, and the queue is \
                   kept in the downloads folder, so a napster started there again resumes it. A \
                   peer behind a NAT is reached by a reverse connection (when you share from a \
-                  reachable address) or through the index's relay; the last line says how each \
-                  source was reached: from 2 peers: 12 direct, 40 reverse.",
+                  reachable address), by hole punching, or through the index's relay; the last \
+                  line says how each source was reached: from 2 peers: 12 direct, 40 reverse.",
         aliases: &[],
         params: get_params,
     },
@@ -240,7 +241,7 @@ pub const COMMANDS: &[Spec] = &[
         args: "",
         summary: "what this process serves, shares and talks to",
         details: "Includes whether other peers can reach this one: reachable at host:port, or \
-                  behind NAT (then they come by reverse connections or the index's relay); \
+                  behind NAT (then they come by reverse connections, hole punching or the index's relay); \
                   and, while sharing, the router's port mapping of the file server: \
                   `port mapping: PUBLIC → LOCAL via UPnP`, `none (no router answered)`, or \
                   `off` when [peer] port_mapping = false.",

@@ -202,7 +202,8 @@ pub fn reach_line(reach: Option<Reach>) -> String {
         Some(reach) if reach.reachable => format!("reachable at {}", reach.addr),
         Some(reach) => format!(
             "behind NAT: the index could not connect to {}, so other peers reach you through \
-             reverse connections (those that are reachable themselves)",
+             reverse connections (those that are reachable themselves), hole punching or the \
+             index's relay",
             reach.addr
         ),
         None => "reachability not known yet".to_owned(),

@@ -5,7 +5,8 @@
 //! hang off it, and so do homes ([`Internet::home`]): a router namespace with its wan side
 //! at 198.51.100.101, .102, … and its lan side at 10.0.N.1/24, which masquerades
 //! everything leaving its wan side (iptables `MASQUERADE`, or `--random-fully` for a
-//! symmetric NAT), forwards nothing from the wan that the lan did not start, and has no
+//! symmetric NAT), forwards nothing from the wan that the lan did not start, silently
+//! drops connections the wan starts to the router itself (as home routers do), and has no
 //! port forwarding. Hosts behind it ([`Internet::home_host`]) are 10.0.N.2, .3, … with the
 //! router as their default route. Public hosts have no route into any home.
 //!
@@ -257,6 +258,26 @@ impl Internet {
             &ns,
             IPTABLES,
             &["-A", "FORWARD", "-i", "wan0", "-j", "DROP"],
+        );
+        // Nor does the router answer what the wan starts towards itself: like a home
+        // router, it drops it instead of refusing it with a reset. A reset would end a
+        // hole-punching attempt, and the connection it leaves in the router's table would
+        // make MASQUERADE move the lan's own attempt to another port.
+        self.exec_ok(
+            &ns,
+            "iptables",
+            &[
+                "-A",
+                "INPUT",
+                "-i",
+                "wan0",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+                "-j",
+                "DROP",
+            ],
         );
         Home {
             router: Host { ns, ip },
