@@ -64,8 +64,9 @@ pub fn local_time(secs: i64) -> String {
         .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-/// Below this many columns, tables leave out their less important columns (Host, Port,
-/// Shared at, Key) instead of breaking addresses and hashes across lines.
+/// Below this many columns, or when the whole table is wider than the terminal, tables
+/// leave out their less important columns (Host, Port, Shared at, Key) instead of
+/// breaking addresses and hashes across lines.
 const NARROW: usize = 100;
 
 /// The narrowest a shortened name gets, "…" included.
@@ -97,9 +98,26 @@ fn shorten(text: &str, width: usize) -> String {
 }
 
 impl Columns<'_> {
+    /// Columns the table takes with every column in full: each column's widest cell and
+    /// 3 more (padding, separator), and one border.
+    fn width(&self) -> usize {
+        (0..self.header.len())
+            .map(|i| {
+                let widest = self.rows.iter().map(|r| r[i].chars().count());
+                widest
+                    .chain([self.header[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+                    + 3
+            })
+            .sum::<usize>()
+            + 1
+    }
+
     /// The table at `width` columns (`None`: not a terminal, every column in full).
     fn render(mut self, width: Option<usize>) -> String {
-        if let Some(width) = width.filter(|&w| w < NARROW) {
+        let natural = self.width();
+        if let Some(width) = width.filter(|&w| w < NARROW || natural > w) {
             let keep: Vec<bool> = self
                 .header
                 .iter()
@@ -410,5 +428,11 @@ mod tests {
         assert!(wide.contains("from a concert.ogg"), "{wide}");
         let piped = hits_at(&hits, None, None);
         assert_eq!(piped, wide);
+        // Wider than 100 columns but narrower than the whole table (a nickname makes the
+        // Peer ID column wide): the same columns go, and no line is wider than the terminal.
+        let full = wide.lines().map(|l| l.chars().count()).max().unwrap();
+        let table = hits_at(&hits, None, Some(full - 1));
+        assert!(table.lines().all(|l| l.chars().count() < full), "{table}");
+        assert!(!table.contains("Shared at"), "{table}");
     }
 }

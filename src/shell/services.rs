@@ -158,7 +158,7 @@ impl Services {
         Some(format!(
             "{} as peer {} ({}, {}) on {} with the index at {} ({}); {reach}",
             roots.join(", "),
-            state.peer_id,
+            super::render::peer_label(state.peer_id, state.nickname.as_deref()),
             super::render::count(folder.len() as u64, "file"),
             super::render::size(folder.bytes()),
             s.addr,
