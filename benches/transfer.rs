@@ -39,6 +39,10 @@ type BoxError = Box<dyn std::error::Error>;
 
 #[path = "transfer/parts.rs"]
 mod parts;
+#[path = "../tests/common/process.rs"]
+mod process;
+
+use process::{cpu_time, stat_cpu};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -375,34 +379,6 @@ fn measure(server: u32, f: impl FnOnce() -> Result<(), BoxError>) -> Result<Samp
         client_cpu: spent(before.0, after.0),
         server_cpu: spent(before.1, after.1),
     })
-}
-
-/// CPU time a process has used so far, from `/proc/PID/stat` (Linux only).
-fn cpu_time(pid: u32) -> Option<Duration> {
-    if pid == 0 {
-        return None;
-    }
-    stat_cpu(&format!("/proc/{pid}/stat"))
-}
-
-/// User + system time from a `/proc/.../stat` file.
-fn stat_cpu(path: &str) -> Option<Duration> {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(100.0)
-    });
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks))
 }
 
 /// The 1, 5 and 15 minute load averages, from `/proc/loadavg` (Linux only).

@@ -260,6 +260,11 @@ pub fn text(bytes: &[u8]) -> String {
 /// CPU time (user and system) process `pid` has used so far, from `/proc/PID/stat`
 /// (Linux only): what benchmarks report next to wall-clock rates.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system time from a `/proc/.../stat` file (a process's or a thread's).
+pub fn stat_cpu(path: &str) -> Option<Duration> {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let ticks = *TICKS.get_or_init(|| {
         Command::new("getconf")
@@ -270,7 +275,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(100.0)
     });
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
