@@ -455,9 +455,90 @@ macro_rules! cases {
             ("nicknames_are_first_come_and_bound_to_keys", |s| {
                 Box::pin(nicknames_are_first_come_and_bound_to_keys(s))
             }),
+            ("shared_at_is_each_files_own", |s| {
+                Box::pin(shared_at_is_each_files_own(s))
+            }),
         ];
         cases
     }};
+}
+
+/// The shared_at of `name` in `hits`.
+fn shared_at(hits: &[Hit], name: &str) -> i64 {
+    hits.iter()
+        .find(|h| h.file.name == name)
+        .unwrap_or_else(|| panic!("{name} not found"))
+        .shared_at
+}
+
+/// Wait (bounded) until the clock has passed `second`: times are whole seconds.
+fn after_second(second: i64) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = chrono::Utc::now().timestamp();
+        if now > second {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// "Shared at" is the file's: when the index first saw that name from that peer. A file
+/// added later is later, one that changed takes the time of the change, and one shared
+/// again unchanged (a re-registration) keeps its time.
+async fn shared_at_is_each_files_own<S: Store>(store: Arc<S>) {
+    let id = store
+        .register(registration(
+            'a',
+            1,
+            5000,
+            &[("first.txt", 1), ("same.txt", 2)],
+        ))
+        .await
+        .unwrap();
+    let browse = || {
+        let mut q = Query::by(NameMatch::Any);
+        q.peer = Some(id);
+        q
+    };
+    let before = store.search(&browse(), 100).await.unwrap().0;
+    let first = shared_at(&before, "first.txt");
+    assert_eq!(shared_at(&before, "same.txt"), first);
+    after_second(first);
+    store
+        .add_files(id, 1, vec![entry("later.txt", 3), entry("first.txt", 4)])
+        .await
+        .unwrap();
+    let after = store.search(&browse(), 100).await.unwrap().0;
+    assert!(shared_at(&after, "later.txt") > first, "{after:?}");
+    assert!(
+        shared_at(&after, "first.txt") > first,
+        "a changed file keeps its old time"
+    );
+    assert_eq!(shared_at(&after, "same.txt"), first);
+    // A new session re-registers: unchanged files keep their time, changed ones don't.
+    let later = shared_at(&after, "later.txt");
+    after_second(later);
+    store
+        .register(registration(
+            'a',
+            2,
+            5000,
+            &[("same.txt", 2), ("later.txt", 5)],
+        ))
+        .await
+        .unwrap();
+    let again = store.search(&browse(), 100).await.unwrap().0;
+    assert_eq!(names(&again), set(&["same.txt", "later.txt"]));
+    assert_eq!(shared_at(&again, "same.txt"), first);
+    assert!(shared_at(&again, "later.txt") > later);
+    // Search hits carry the same per-file time.
+    let hits = store.search(&Query::pattern("same"), 10).await.unwrap().0;
+    assert_eq!(shared_at(&hits, "same.txt"), first);
 }
 
 #[test]

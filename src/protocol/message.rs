@@ -78,7 +78,8 @@ pub struct Hit {
     pub local: Option<SocketAddr>,
     /// The file.
     pub file: FileEntry,
-    /// When the peer registered, in seconds since the Unix epoch.
+    /// When the index first saw this file (this name with these bytes) from this peer,
+    /// in seconds since the Unix epoch: the index's clock, never the peer's claim.
     pub shared_at: i64,
 }
 

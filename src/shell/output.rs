@@ -81,7 +81,7 @@ pub struct FileRow {
     pub size: u64,
     /// Full SHA-256, 64 lowercase hex digits.
     pub sha256: String,
-    /// When the peer registered, RFC 3339 UTC.
+    /// When the index first saw this file from this peer, RFC 3339 UTC.
     pub shared_at: String,
     /// Round-trip time to the peer in milliseconds (`search -r`; `null` if unreachable).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -92,7 +92,7 @@ pub fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 /// `limit` so that the caller knows whether more matched.
 pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at, \
+        "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, f.shared_at, \
          p.fingerprint, p.nickname, p.reachable \
          FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
     );

@@ -16,11 +16,12 @@ pub(super) const GROUP: usize = 64;
 impl Inner {
     pub(super) fn hit(&self, slot: u32) -> Option<Hit> {
         let rec = &self.files[slot as usize];
-        let peer = self.peers.get(&rec.peer)?;
+        let peer_id = u64::from(rec.peer);
+        let peer = self.peers.get(&peer_id)?;
         Some(Hit {
-            peer_id: rec.peer,
+            peer_id,
             fingerprint: peer.fingerprint,
-            nickname: self.nicknames.get(&rec.peer).cloned(),
+            nickname: self.nicknames.get(&peer_id).cloned(),
             addr: peer.addr,
             reachable: peer.reachable,
             local: None,
@@ -30,7 +31,7 @@ impl Inner {
                 sha256: hex::encode(rec.sha256),
                 chunks: hex::encode(rec.chunks),
             },
-            shared_at: peer.shared_at,
+            shared_at: i64::from(rec.shared_at),
         })
     }
 
@@ -40,7 +41,7 @@ impl Inner {
         if rec.at == NONE {
             return false;
         }
-        if query.peer.is_some_and(|p| p != rec.peer) {
+        if query.peer.is_some_and(|p| p != u64::from(rec.peer)) {
             return false;
         }
         if query.min_size.is_some_and(|min| rec.size < min)
