@@ -458,6 +458,9 @@ macro_rules! cases {
             ("shared_at_is_each_files_own", |s| {
                 Box::pin(shared_at_is_each_files_own(s))
             }),
+            ("pages_cover_everything_with_true_totals", |s| {
+                Box::pin(pages_cover_everything_with_true_totals(s))
+            }),
         ];
         cases
     }};
@@ -539,6 +542,79 @@ async fn shared_at_is_each_files_own<S: Store>(store: Arc<S>) {
     // Search hits carry the same per-file time.
     let hits = store.search(&Query::pattern("same"), 10).await.unwrap().0;
     assert_eq!(shared_at(&hits, "same.txt"), first);
+}
+
+/// Pages from an offset cover every match once, in a stable order, each with the true
+/// total; a total beyond the counting bound says "more than".
+async fn pages_cover_everything_with_true_totals<S: Store>(store: Arc<S>) {
+    let names: Vec<String> = (0..25).map(|i| format!("tune-{i:02}.ogg")).collect();
+    let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 7)).collect();
+    let a = store
+        .register(registration('a', 1, 5000, &files))
+        .await
+        .unwrap();
+    store
+        .register(registration('b', 2, 5001, &files[..5]))
+        .await
+        .unwrap();
+    for (query, all) in [
+        (Query::pattern("tune"), 30),
+        (
+            {
+                let mut q = Query::by(NameMatch::Any);
+                q.peer = Some(a);
+                q
+            },
+            25,
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut q = query.clone();
+            q.offset = offset;
+            let page = store.page(&q, 7, 1000).await.unwrap();
+            assert_eq!(
+                page.total,
+                napster::protocol::Total {
+                    count: all,
+                    more: false
+                },
+                "{query:?} from {offset}"
+            );
+            assert_eq!(page.truncated, offset + 7 < all, "{query:?} from {offset}");
+            offset += page.hits.len() as u64;
+            seen.extend(page.hits.iter().map(|h| (h.peer_id, h.file.name.clone())));
+            if !page.truncated {
+                break;
+            }
+        }
+        let distinct: BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), all as usize, "{query:?}: {seen:?}");
+        assert_eq!(distinct.len(), all as usize, "{query:?}: a row came twice");
+    }
+    // A browse comes by name.
+    let mut q = Query::by(NameMatch::Any);
+    q.peer = Some(a);
+    q.offset = 20;
+    let tail = store.page(&q, 100, 1000).await.unwrap();
+    let tail: Vec<String> = tail.hits.into_iter().map(|h| h.file.name).collect();
+    assert_eq!(tail, names[20..].to_vec());
+    // Past the end: nothing, and still the total.
+    q.offset = 99;
+    let past = store.page(&q, 10, 1000).await.unwrap();
+    assert!(past.hits.is_empty() && !past.truncated);
+    assert_eq!(past.total.count, 25);
+    // Counting stops at the bound.
+    let capped = store.page(&Query::pattern("tune"), 5, 12).await.unwrap();
+    assert_eq!(capped.hits.len(), 5);
+    assert_eq!(
+        capped.total,
+        napster::protocol::Total {
+            count: 12,
+            more: true
+        }
+    );
 }
 
 #[test]

@@ -17,10 +17,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 
-use super::sql::{hit_of_row, peer_of_row, redacted, search_sql};
-use super::{Query, Registration, Result, Store, StoreError, Usage};
+use super::sql::{count_sql, hit_of_row, peer_of_row, redacted, search_sql};
+use super::{Page, Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
-use crate::protocol::{FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Hit, PeerInfo, Total};
 
 /// Connections each index server keeps to the database.
 const POOL_SIZE: u32 = 16;
@@ -349,6 +349,32 @@ impl Store for PgStore {
         let truncated = rows.len() > limit;
         let hits = rows.iter().take(limit).filter_map(hit_of_row).collect();
         Ok((hits, truncated))
+    }
+
+    async fn page(&self, query: &Query, limit: usize, bound: u64) -> Result<Page> {
+        let (hits, truncated) = self.search(query, limit).await?;
+        let counted: i64 = count_sql(query, bound)
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let counted = counted as u64;
+        let total = if counted > bound {
+            Total {
+                count: bound,
+                more: true,
+            }
+        } else {
+            Total {
+                count: counted,
+                more: false,
+            }
+        };
+        Ok(Page {
+            hits,
+            truncated,
+            total,
+        })
     }
 
     async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {

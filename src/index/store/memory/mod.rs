@@ -14,7 +14,7 @@ mod write;
 
 mod trigram;
 
-use super::{Query, Registration, Store, StoreError, Usage};
+use super::{Page, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -266,7 +266,12 @@ impl Store for MemoryStore {
     }
 
     async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
-        Ok(self.read().search(query, limit))
+        let page = self.read().page(query, limit, 0);
+        Ok((page.hits, page.truncated))
+    }
+
+    async fn page(&self, query: &Query, limit: usize, bound: u64) -> Result<Page> {
+        Ok(self.read().page(query, limit, bound))
     }
 
     async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {

@@ -7,8 +7,8 @@ use wildmatch::WildMatch;
 
 use super::trigram::{BLOOM_WORDS, Trigrams};
 use super::{Inner, NONE, name_hash, name_of};
-use crate::index::store::{NameMatch, Query};
-use crate::protocol::{FileEntry, Hit};
+use crate::index::store::{NameMatch, Page, Query};
+use crate::protocol::{FileEntry, Hit, Total};
 
 /// Names per trigram filter.
 pub(super) const GROUP: usize = 64;
@@ -105,17 +105,26 @@ impl Inner {
         Trigrams::add(&mut self.blooms[group], lower);
     }
 
-    pub(super) fn search(&self, query: &Query, limit: usize) -> (Vec<Hit>, bool) {
+    /// The page of `query` from its offset, at most `limit` hits, counting the matches
+    /// up to `bound` (one pass: counting goes on after the page is full).
+    pub(super) fn page(&self, query: &Query, limit: usize, bound: u64) -> Page {
         let mut hits = Vec::new();
+        let mut seen = 0u64;
+        let mut truncated = false;
         let mut take = |slot: u32| -> bool {
             if !self.passes(slot, query) {
                 return true;
             }
-            if hits.len() == limit {
-                return false;
+            seen += 1;
+            if seen <= query.offset {
+                return true;
             }
-            hits.extend(self.hit(slot));
-            true
+            if hits.len() < limit {
+                hits.extend(self.hit(slot));
+                return true;
+            }
+            truncated = true;
+            seen <= bound
         };
         let complete = match &query.name {
             NameMatch::Exact(name) => {
@@ -171,6 +180,21 @@ impl Inner {
                     .all(&mut take),
             },
         };
-        (hits, !complete)
+        let total = if complete {
+            Total {
+                count: seen,
+                more: false,
+            }
+        } else {
+            Total {
+                count: seen - 1,
+                more: true,
+            }
+        };
+        Page {
+            hits,
+            truncated,
+            total,
+        }
     }
 }
