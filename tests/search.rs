@@ -131,7 +131,7 @@ fn limits_collapsing_and_browsing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(
-        stdout.contains("(more match: showing the first 2"),
+        stdout.contains("rows 1–2 of 3; `more` shows the next"),
         "{stdout}"
     );
     assert!(stdout.contains("│ File"), "collapsed table: {stdout}");

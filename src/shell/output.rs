@@ -130,6 +130,17 @@ pub enum Record {
         /// Rows returned.
         shown: u64,
     },
+    /// After the rows of `search` and `files`, when the index counted the matches.
+    Total {
+        /// The row number (from 1) of the first row shown.
+        first: u64,
+        /// Rows shown.
+        shown: u64,
+        /// How many match in all (with `more_than`: at least this many).
+        total: u64,
+        /// The index stopped counting: more than `total` match.
+        more_than: bool,
+    },
     /// A `peers` row.
     Peer {
         /// Its Peer ID.
