@@ -455,9 +455,166 @@ macro_rules! cases {
             ("nicknames_are_first_come_and_bound_to_keys", |s| {
                 Box::pin(nicknames_are_first_come_and_bound_to_keys(s))
             }),
+            ("shared_at_is_each_files_own", |s| {
+                Box::pin(shared_at_is_each_files_own(s))
+            }),
+            ("pages_cover_everything_with_true_totals", |s| {
+                Box::pin(pages_cover_everything_with_true_totals(s))
+            }),
         ];
         cases
     }};
+}
+
+/// The shared_at of `name` in `hits`.
+fn shared_at(hits: &[Hit], name: &str) -> i64 {
+    hits.iter()
+        .find(|h| h.file.name == name)
+        .unwrap_or_else(|| panic!("{name} not found"))
+        .shared_at
+}
+
+/// Wait (bounded) until the clock has passed `second`: times are whole seconds.
+fn after_second(second: i64) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = chrono::Utc::now().timestamp();
+        if now > second {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// "Shared at" is the file's: when the index first saw that name from that peer. A file
+/// added later is later, one that changed takes the time of the change, and one shared
+/// again unchanged (a re-registration) keeps its time.
+async fn shared_at_is_each_files_own<S: Store>(store: Arc<S>) {
+    let id = store
+        .register(registration(
+            'a',
+            1,
+            5000,
+            &[("first.txt", 1), ("same.txt", 2)],
+        ))
+        .await
+        .unwrap();
+    let browse = || {
+        let mut q = Query::by(NameMatch::Any);
+        q.peer = Some(id);
+        q
+    };
+    let before = store.search(&browse(), 100).await.unwrap().0;
+    let first = shared_at(&before, "first.txt");
+    assert_eq!(shared_at(&before, "same.txt"), first);
+    after_second(first);
+    store
+        .add_files(id, 1, vec![entry("later.txt", 3), entry("first.txt", 4)])
+        .await
+        .unwrap();
+    let after = store.search(&browse(), 100).await.unwrap().0;
+    assert!(shared_at(&after, "later.txt") > first, "{after:?}");
+    assert!(
+        shared_at(&after, "first.txt") > first,
+        "a changed file keeps its old time"
+    );
+    assert_eq!(shared_at(&after, "same.txt"), first);
+    // A new session re-registers: unchanged files keep their time, changed ones don't.
+    let later = shared_at(&after, "later.txt");
+    after_second(later);
+    store
+        .register(registration(
+            'a',
+            2,
+            5000,
+            &[("same.txt", 2), ("later.txt", 5)],
+        ))
+        .await
+        .unwrap();
+    let again = store.search(&browse(), 100).await.unwrap().0;
+    assert_eq!(names(&again), set(&["same.txt", "later.txt"]));
+    assert_eq!(shared_at(&again, "same.txt"), first);
+    assert!(shared_at(&again, "later.txt") > later);
+    // Search hits carry the same per-file time.
+    let hits = store.search(&Query::pattern("same"), 10).await.unwrap().0;
+    assert_eq!(shared_at(&hits, "same.txt"), first);
+}
+
+/// Pages from an offset cover every match once, in a stable order, each with the true
+/// total; a total beyond the counting bound says "more than".
+async fn pages_cover_everything_with_true_totals<S: Store>(store: Arc<S>) {
+    let names: Vec<String> = (0..25).map(|i| format!("tune-{i:02}.ogg")).collect();
+    let files: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 7)).collect();
+    let a = store
+        .register(registration('a', 1, 5000, &files))
+        .await
+        .unwrap();
+    store
+        .register(registration('b', 2, 5001, &files[..5]))
+        .await
+        .unwrap();
+    for (query, all) in [
+        (Query::pattern("tune"), 30),
+        (
+            {
+                let mut q = Query::by(NameMatch::Any);
+                q.peer = Some(a);
+                q
+            },
+            25,
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut q = query.clone();
+            q.offset = offset;
+            let page = store.page(&q, 7, 1000).await.unwrap();
+            assert_eq!(
+                page.total,
+                napster::protocol::Total {
+                    count: all,
+                    more: false
+                },
+                "{query:?} from {offset}"
+            );
+            assert_eq!(page.truncated, offset + 7 < all, "{query:?} from {offset}");
+            offset += page.hits.len() as u64;
+            seen.extend(page.hits.iter().map(|h| (h.peer_id, h.file.name.clone())));
+            if !page.truncated {
+                break;
+            }
+        }
+        let distinct: BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), all as usize, "{query:?}: {seen:?}");
+        assert_eq!(distinct.len(), all as usize, "{query:?}: a row came twice");
+    }
+    // A browse comes by name.
+    let mut q = Query::by(NameMatch::Any);
+    q.peer = Some(a);
+    q.offset = 20;
+    let tail = store.page(&q, 100, 1000).await.unwrap();
+    let tail: Vec<String> = tail.hits.into_iter().map(|h| h.file.name).collect();
+    assert_eq!(tail, names[20..].to_vec());
+    // Past the end: nothing, and still the total.
+    q.offset = 99;
+    let past = store.page(&q, 10, 1000).await.unwrap();
+    assert!(past.hits.is_empty() && !past.truncated);
+    assert_eq!(past.total.count, 25);
+    // Counting stops at the bound.
+    let capped = store.page(&Query::pattern("tune"), 5, 12).await.unwrap();
+    assert_eq!(capped.hits.len(), 5);
+    assert_eq!(
+        capped.total,
+        napster::protocol::Total {
+            count: 12,
+            more: true
+        }
+    );
 }
 
 #[test]

@@ -122,7 +122,7 @@ fn limits_collapsing_and_browsing() {
     let out = NAPSTER.run(
         tmp.path(),
         &format!(
-            "serve 0\nregister {} 0\nsearch -n 2 o\nsearch -n 2 moon\nsearch -c moon\nfiles {id}\n\
+            "serve 0\nregister {} 0\nsearch -n 2 o\nsearch -n 2 moon\nsearch -c moon\nfiles {id}\nfiles --offset 3 {id}\n\
              search m\nsearch **\nsearch sha256:zz\nsearch -n 0 moon\nfiles 42\nquit\n",
             share.display()
         ),
@@ -131,9 +131,10 @@ fn limits_collapsing_and_browsing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(
-        stdout.contains("(more match: showing the first 2"),
+        stdout.contains("rows 1–2 of 3; `more` shows the next"),
         "{stdout}"
     );
+    assert!(stdout.contains("rows 4–5 of 5\n"), "{stdout}");
     assert!(stdout.contains("│ File"), "collapsed table: {stdout}");
     assert!(
         stdout.contains(&format!("peer {id} shares 5 files")),

@@ -275,21 +275,41 @@ impl IndexClient {
 
     /// Files matching every criterion of `query`.
     pub async fn find(&mut self, query: &SearchQuery) -> Result<(Vec<Hit>, bool)> {
+        let found = self.find_page(query).await?;
+        Ok((found.hits, found.truncated))
+    }
+
+    /// The page of files matching `query` from its offset, with the total when the
+    /// index counted it.
+    pub async fn find_page(&mut self, query: &SearchQuery) -> Result<Found> {
         results(self.request(&IndexRequest::Search(query.clone())).await?)
     }
 
     /// Every file of one peer, at most `limit` (or the server's limit).
     pub async fn browse(&mut self, peer_id: u64, limit: Option<u32>) -> Result<(Vec<Hit>, bool)> {
-        results(
-            self.request(&IndexRequest::Browse { peer_id, limit })
-                .await?,
-        )
+        let found = self.browse_page(peer_id, limit, None).await?;
+        Ok((found.hits, found.truncated))
+    }
+
+    /// A page of one peer's files (by name) from `offset`, with the peer's file count.
+    pub async fn browse_page(
+        &mut self,
+        peer_id: u64,
+        limit: Option<u32>,
+        offset: Option<u64>,
+    ) -> Result<Found> {
+        let request = IndexRequest::Browse {
+            peer_id,
+            limit,
+            offset,
+        };
+        results(self.request(&request).await?)
     }
 
     /// Files named exactly `name`.
     pub async fn lookup(&mut self, name: &str) -> Result<Vec<Hit>> {
         let request = IndexRequest::Lookup { name: name.into() };
-        Ok(results(self.request(&request).await?)?.0)
+        Ok(results(self.request(&request).await?)?.hits)
     }
 
     /// Every registered peer.
@@ -433,14 +453,33 @@ fn bad_reply(problem: String) -> Error {
     ))
 }
 
+/// One answer to a search or a browse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The hits of this page.
+    pub hits: Vec<Hit>,
+    /// Whether more match after this page.
+    pub truncated: bool,
+    /// How many match in all, when the index counted them (an older index does not).
+    pub total: Option<protocol::Total>,
+}
+
 /// Search results, every field of every hit checked before anything uses it.
-fn results(response: IndexResponse) -> Result<(Vec<Hit>, bool)> {
+fn results(response: IndexResponse) -> Result<Found> {
     match response {
-        IndexResponse::Results { hits, truncated } => {
+        IndexResponse::Results {
+            hits,
+            truncated,
+            total,
+        } => {
             for hit in &hits {
                 protocol::check_hit(hit).map_err(bad_reply)?;
             }
-            Ok((hits, truncated))
+            Ok(Found {
+                hits,
+                truncated,
+                total,
+            })
         }
         other => Err(unexpected(other)),
     }

@@ -10,12 +10,16 @@ use super::Server;
 use super::metrics::{Kind, kind};
 use super::reach::{self, ConnectBudget};
 pub use super::reject::Reject;
-use super::store::{NameMatch, Query, Registration, Store, Usage};
+use super::store::{NameMatch, Page, Query, Registration, Store, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
     TOKEN_HEX,
 };
+
+/// How far the index counts the matches of a search for its total: beyond this the
+/// total says "more than" (a browse counts one peer's files, which this also bounds).
+pub const COUNT_BOUND: u64 = 100_000;
 
 /// What a connection is: a plain client, or the session of a registered peer.
 #[derive(Debug)]
@@ -103,7 +107,11 @@ impl<S: Store> Server<S> {
             IndexRequest::RemoveFiles { names } => self.remove_files(session, names).await,
             IndexRequest::Unregister {} => self.unregister(session).await,
             IndexRequest::Search(query) => self.search(query).await,
-            IndexRequest::Browse { peer_id, limit } => self.browse(peer_id, limit).await,
+            IndexRequest::Browse {
+                peer_id,
+                limit,
+                offset,
+            } => self.browse(peer_id, limit, offset).await,
             IndexRequest::Lookup { name } => self.lookup(name).await,
             IndexRequest::Peers {} => self.peers().await,
             IndexRequest::Connect { peer_id, token } => self.connect(session, peer_id, token),
@@ -243,23 +251,28 @@ impl<S: Store> Server<S> {
     }
 
     async fn search(&self, query: SearchQuery) -> Handled {
-        let compiled = self.compile(&query)?;
-        let found = self
-            .store
-            .search(&compiled, self.limit(query.limit))
-            .await?;
-        Ok(self.results(found))
+        let mut compiled = self.compile(&query)?;
+        compiled.offset = query.offset.unwrap_or(0);
+        let page = self.page(&compiled, self.limit(query.limit)).await?;
+        Ok(self.paged(page))
     }
 
-    async fn browse(&self, peer_id: u64, limit: Option<u32>) -> Handled {
+    /// One page of `query` with its total, counted to [`COUNT_BOUND`] (or past the page).
+    async fn page(&self, query: &Query, limit: usize) -> Result<Page, Reject> {
+        let bound = COUNT_BOUND.max(query.offset.saturating_add(limit as u64));
+        Ok(self.store.page(query, limit, bound).await?)
+    }
+
+    async fn browse(&self, peer_id: u64, limit: Option<u32>, offset: Option<u64>) -> Handled {
         if !self.store.is_live(peer_id).await? {
             let message = format!("peer {peer_id} is not registered");
             return Err(Reject::new(ErrorCode::NotFound, message));
         }
         let mut query = Query::by(NameMatch::Any);
         query.peer = Some(peer_id);
-        let found = self.store.search(&query, self.limit(limit)).await?;
-        Ok(self.results(found))
+        query.offset = offset.unwrap_or(0);
+        let page = self.page(&query, self.limit(limit)).await?;
+        Ok(self.paged(page))
     }
 
     async fn lookup(&self, name: String) -> Handled {
@@ -336,7 +349,25 @@ impl<S: Store> Server<S> {
             hits.truncate(fits);
             truncated = true;
         }
-        IndexResponse::Results { hits, truncated }
+        IndexResponse::Results {
+            hits,
+            truncated,
+            total: None,
+        }
+    }
+
+    /// A page's results message, cut to one frame, with the total.
+    fn paged(&self, page: Page) -> IndexResponse {
+        match self.results((page.hits, page.truncated)) {
+            IndexResponse::Results {
+                hits, truncated, ..
+            } => IndexResponse::Results {
+                hits,
+                truncated,
+                total: Some(page.total),
+            },
+            other => other,
+        }
     }
 
     /// Refuse `files` with `full` when they would take the index past a capacity limit;
@@ -469,7 +500,9 @@ mod tests {
                     reachable: true,
                 }
             );
-            let IndexResponse::Results { hits, truncated } = server
+            let IndexResponse::Results {
+                hits, truncated, ..
+            } = server
                 .handle(&mut s, IndexRequest::Search(SearchQuery::pattern("SONG")))
                 .await
             else {
@@ -606,6 +639,7 @@ mod tests {
             let browse = IndexRequest::Browse {
                 peer_id: crate::index::store::peer_id_of(&s.fingerprint),
                 limit: None,
+                offset: None,
             };
             let IndexResponse::Results { hits, .. } = server.handle(&mut s, browse).await else {
                 panic!("no results");
@@ -614,6 +648,7 @@ mod tests {
             let unknown = IndexRequest::Browse {
                 peer_id: 9,
                 limit: None,
+                offset: None,
             };
             assert_eq!(
                 code(server.handle(&mut s, unknown).await),
@@ -691,12 +726,18 @@ mod tests {
             file: entry(&"n".repeat(500)),
             shared_at: 0,
         };
-        let IndexResponse::Results { hits, truncated } = server.results((vec![hit; 50], false))
+        let IndexResponse::Results {
+            hits, truncated, ..
+        } = server.results((vec![hit; 50], false))
         else {
             panic!("no results");
         };
         assert!(truncated && hits.len() < 50);
-        let reply = IndexResponse::Results { hits, truncated };
+        let reply = IndexResponse::Results {
+            hits,
+            truncated,
+            total: None,
+        };
         assert!(protocol::encode(&reply).len() <= 4096);
     }
 

@@ -26,6 +26,9 @@ pub struct SearchQuery {
     /// Most results wanted (the server caps it at its own limit).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// How many matches to skip first: the next page starts where the last one ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl SearchQuery {
@@ -36,6 +39,17 @@ impl SearchQuery {
             ..SearchQuery::default()
         }
     }
+}
+
+/// How many files match a search or a browse in all, whatever page was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Total {
+    /// The count; when `more` is set, a lower bound: the index stops counting there.
+    pub count: u64,
+    /// True when more than `count` match.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 /// One shared file as a peer announces it.
@@ -78,7 +92,8 @@ pub struct Hit {
     pub local: Option<SocketAddr>,
     /// The file.
     pub file: FileEntry,
-    /// When the peer registered, in seconds since the Unix epoch.
+    /// When the index first saw this file (this name with these bytes) from this peer,
+    /// in seconds since the Unix epoch: the index's clock, never the peer's claim.
     pub shared_at: i64,
 }
 
@@ -160,6 +175,9 @@ pub enum IndexRequest {
         /// Most results wanted (the server caps it at its own limit).
         #[serde(default)]
         limit: Option<u32>,
+        /// How many of its files (by name) to skip first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
     },
     /// Files with exactly this name.
     Lookup {
@@ -241,6 +259,9 @@ pub enum IndexResponse {
         hits: Vec<Hit>,
         /// True when more matched than the server's result limit.
         truncated: bool,
+        /// How many match in all, when the index counted them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<Total>,
     },
     /// Answer to `Peers`.
     Peers {

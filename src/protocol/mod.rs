@@ -22,7 +22,7 @@ pub use error::Error;
 pub use fingerprint::Fingerprint;
 pub use message::{
     ErrorCode, FileEntry, Handshake, Hit, IndexRequest, IndexResponse, PeerInfo, PeerRequest,
-    PeerResponse, Reply, SearchQuery,
+    PeerResponse, Reply, SearchQuery, Total,
 };
 pub use peer_ref::{MAX_NICKNAME, PeerRef, nickname_problem};
 pub use rules::*;

@@ -25,10 +25,12 @@ pub enum Command {
     Share(PathBuf),
     /// `unshare <dir|file>`
     Unshare(String),
-    /// `search [-r] [-c] [-n N] <terms>`
+    /// `search [-r] [-c] [-n N] [--offset N] <terms>`
     Search(SearchArgs),
-    /// `files <peer>`
-    Files(PeerRef),
+    /// `files [-n N] [--offset N] <peer>`
+    Files(FilesArgs),
+    /// `more`: the next page of the last `search` or `files`
+    More,
     /// `get [-b] [-r] <file|sha256:HEX|link>... [peer]`
     Get(GetArgs),
     /// `transfers`
@@ -82,6 +84,17 @@ pub struct SearchArgs {
     pub collapse: bool,
     /// The hash and size filters as typed (`>1GB`), for messages.
     pub filters: Vec<String>,
+}
+
+/// What `files` was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesArgs {
+    /// Whose files.
+    pub peer: PeerRef,
+    /// At most this many rows (paging through the index's cap); one index page without.
+    pub rows: Option<u32>,
+    /// Rows to skip first.
+    pub offset: u64,
 }
 
 /// What `get` was asked.
@@ -168,11 +181,31 @@ pub(super) fn search_params() -> Vec<Arg> {
                     .ok_or("-n takes a number of rows (1 or more)")
             })
             .help("at most N rows"),
+        offset_param(),
         Arg::new("terms")
             .help("name pattern, sha256:HEX, >SIZE, <SIZE")
             .num_args(1..)
             .required(true),
     ]
+}
+
+/// `--offset N`: rows to skip.
+fn offset_param() -> Arg {
+    Arg::new("offset")
+        .long("offset")
+        .value_name("N")
+        .value_parser(|n: &str| {
+            n.parse::<u64>()
+                .map_err(|_| format!("--offset takes a number of rows to skip, not {n:?}"))
+        })
+        .help("skip the first N rows")
+}
+
+pub(super) fn files_params() -> Vec<Arg> {
+    let mut params = search_params();
+    params.retain(|a| a.get_id() == "rows" || a.get_id() == "offset");
+    params.extend(peer_params());
+    params
 }
 
 pub(super) fn peer_params() -> Vec<Arg> {
@@ -358,6 +391,7 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
                 ..SearchArgs::default()
             };
             parsed.search.limit = m.get_one::<u32>("rows").copied();
+            parsed.search.offset = m.get_one::<u64>("offset").copied().filter(|&o| o > 0);
             let terms: Vec<String> = m
                 .get_many::<String>("terms")
                 .map(|t| t.cloned().collect())
@@ -365,7 +399,12 @@ pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
             search_terms(&terms, &mut parsed)?;
             Command::Search(parsed)
         }
-        "files" => Command::Files(m.get_one::<PeerRef>("peer").expect("required").clone()),
+        "files" => Command::Files(FilesArgs {
+            peer: m.get_one::<PeerRef>("peer").expect("required").clone(),
+            rows: m.get_one::<u32>("rows").copied(),
+            offset: m.get_one::<u64>("offset").copied().unwrap_or(0),
+        }),
+        "more" => Command::More,
         "get" => {
             let mut names: Vec<String> = m
                 .get_many::<String>("file")

@@ -2,11 +2,11 @@
 //! each entry, used by the shell's lines and by the binary's one-shot subcommands alike),
 //! `help`, completion, hints and `napster completions`.
 
-pub use super::args::{Command, Direction, Format, GetArgs, SearchArgs, from_matches};
+pub use super::args::{Command, Direction, FilesArgs, Format, GetArgs, SearchArgs, from_matches};
 use super::args::{
-    connect_params, format_params, get_params, help_params, limit_params, link_params, no_params,
-    number_params, peer_params, register_params, search_params, serve_params, share_params,
-    unshare_params,
+    connect_params, files_params, format_params, get_params, help_params, limit_params,
+    link_params, no_params, number_params, peer_params, register_params, search_params,
+    serve_params, share_params, unshare_params,
 };
 use crate::error::{Error, Result};
 
@@ -100,14 +100,16 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "search",
-        args: "[-r] [-c] [-n N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]",
+        args: "[-r] [-c] [-n N] [--offset N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]",
         summary: "find files by name (substring, or * and ? wildcards), hash and size",
         details: "Case-insensitive; the pattern needs at least 2 characters besides * and ?. \
                   sha256:HEX matches a hash prefix (then the pattern may be left out); >10MB, \
                   >=1GiB, <700MB, <=2MiB filter by size. Every peer sharing a match gets a row \
                   with its Peer ID, which `get` takes. -c collapses rows of the same contents \
                   into one with its peer count; -n N asks for at most N rows (default \
-                  [shell] results, capped by the index's [index] max_results); -r pings each \
+                  [shell] results; above the index's [index] max_results napster asks page \
+                  after page); --offset N skips the first N rows, and `more` shows the next \
+                  page; the footer gives the true total; -r pings each \
                   peer and shows its round-trip time. Reach says how a peer is reached: direct, \
                   or NAT (behind a NAT: by a reverse connection, hole punching or the index's \
                   relay).",
@@ -116,11 +118,23 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "files",
-        args: "<peer>",
+        args: "[-n N] [--offset N] <peer>",
         summary: "list every file a peer shares (browse)",
-        details: "The peer is a Peer ID from `search` or `peers`.",
+        details: "The peer is a Peer ID from `search` or `peers`. One page of the index's \
+                  [index] max_results rows at a time, by name, with the peer's true total: \
+                  `more` shows the next page, --offset N starts after N rows, -n N asks for N \
+                  rows (page after page).",
         aliases: &["browse"],
-        params: peer_params,
+        params: files_params,
+    },
+    Spec {
+        name: "more",
+        args: "",
+        summary: "the next page of the last `search` or `files`",
+        details: "Continues where the last listing stopped (its footer says `more` shows the \
+                  next); the same as asking again with --offset.",
+        aliases: &[],
+        params: no_params,
     },
     Spec {
         name: "get",

@@ -340,7 +340,7 @@ mod tests {
         let search = spec("search").unwrap().args;
         assert_eq!(
             hint_for(search, &owned(&["-n", "5"])).as_deref(),
-            Some("[-r] [-c] <pattern> [sha256:HEX] [>SIZE] [<SIZE]")
+            Some("[-r] [-c] [--offset N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]")
         );
         assert_eq!(
             hint_for(search, &owned(&["song"])).as_deref(),

@@ -107,6 +107,8 @@ pub struct Shell {
     /// Whether the records are the whole answer (rows, even none), not a summary.
     rows: bool,
     nothing_matched: bool,
+    /// What `more` asks for: the next page of the last `search` or `files`.
+    next_page: Option<finding::NextPage>,
     identity: Mutex<Option<crate::identity::Identity>>,
     /// The key file, locked while this process shares with it: two processes with one
     /// key are one peer, and the second would silently replace the first's files.
@@ -145,6 +147,7 @@ impl Shell {
             records: Vec::new(),
             rows: false,
             nothing_matched: false,
+            next_page: None,
         }
     }
 
@@ -181,7 +184,8 @@ impl Shell {
             Command::Share(dir) => self.refresh(Refresh::Share(dir)).await?,
             Command::Unshare(what) => self.refresh(Refresh::Unshare(what)).await?,
             Command::Search(args) => self.search(args).await?,
-            Command::Files(peer) => self.files(peer).await?,
+            Command::Files(args) => self.files(args).await?,
+            Command::More => self.more().await?,
             Command::Get(args) => self.get_command(args, cancel).await?,
             Command::Transfers => self.transfers()?,
             Command::Cancel(n) => self.queue_change("cancel", n).await?,

@@ -81,7 +81,7 @@ pub struct FileRow {
     pub size: u64,
     /// Full SHA-256, 64 lowercase hex digits.
     pub sha256: String,
-    /// When the peer registered, RFC 3339 UTC.
+    /// When the index first saw this file from this peer, RFC 3339 UTC.
     pub shared_at: String,
     /// Round-trip time to the peer in milliseconds (`search -r`; `null` if unreachable).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +129,17 @@ pub enum Record {
     Truncated {
         /// Rows returned.
         shown: u64,
+    },
+    /// After the rows of `search` and `files`, when the index counted the matches.
+    Total {
+        /// The row number (from 1) of the first row shown.
+        first: u64,
+        /// Rows shown.
+        shown: u64,
+        /// How many match in all (with `more_than`: at least this many).
+        total: u64,
+        /// The index stopped counting: more than `total` match.
+        more_than: bool,
     },
     /// A `peers` row.
     Peer {

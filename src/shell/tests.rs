@@ -291,10 +291,11 @@ fn help_wraps_to_the_terminal() {
     assert_eq!(piped.lines().count(), 3, "{piped}");
 }
 
-/// Past the index's cap, `files` gives the peer's true totals and `search -n` does not
-/// advise asking for more than the index gives.
+/// Past the index's cap, `files` and `search` page (`more`, --offset, and -n above the
+/// cap asks page after page) with the true totals, and never advise asking for more with
+/// -n than the index gives.
 #[test]
-fn capped_answers_give_true_totals_and_no_wrong_advice() {
+fn capped_answers_page_with_true_totals() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut shell, services) = test_shell(tmp.path());
     shell.config.index.max_results = 3;
@@ -314,15 +315,55 @@ fn capped_answers_give_true_totals_and_no_wrong_advice() {
     let files = run(&mut shell, &format!("files {id}")).unwrap();
     assert!(
         files.contains(&format!("peer {id} shares 6 files"))
-            && files.contains("showing the first 3"),
+            && files.contains("rows 1–3 of 6; `more` shows the next"),
         "{files}"
     );
+    let more = run(&mut shell, "more").unwrap();
+    assert!(
+        more.contains("rows 4–6 of 6") && !more.contains("`more`"),
+        "{more}"
+    );
+    let err = run(&mut shell, "more").unwrap_err().to_string();
+    assert!(err.contains("nothing more to show"), "{err}");
+    let last = run(&mut shell, &format!("files --offset 5 {id}")).unwrap();
+    assert!(last.contains("rows 6–6 of 6"), "{last}");
+    // --json carries the same: the rows, then where they sit in the total.
+    let command = commands::parse(&format!("files --offset 4 {id}"))
+        .unwrap()
+        .unwrap();
+    let reply = smol::block_on(shell.execute(command, Cancel::default())).unwrap();
+    assert!(
+        matches!(
+            reply.records.last(),
+            Some(super::output::Record::Total {
+                first: 5,
+                shown: 2,
+                total: 6,
+                more_than: false
+            })
+        ),
+        "{:?}",
+        reply.records
+    );
+    let five = run(&mut shell, &format!("files -n 5 {id}")).unwrap();
+    assert!(five.contains("rows 1–5 of 6; `more`"), "{five}");
+    // -n above the index's cap: page after page, all of them, no advice.
     let found = run(&mut shell, "search -n 50 track").unwrap();
     assert!(
-        found.contains("the most this index returns") && !found.contains("-n"),
+        found.contains("5 files on 1 peer") && !found.contains("-n") && !found.contains("more"),
         "{found}"
     );
     let fewer = run(&mut shell, "search -n 2 track").unwrap();
-    assert!(fewer.contains("ask for more with -n N"), "{fewer}");
+    assert!(
+        fewer.contains("rows 1–2 of 5; `more` shows the next"),
+        "{fewer}"
+    );
+    let next = run(&mut shell, "more").unwrap();
+    assert!(next.contains("rows 3–4 of 5; `more`"), "{next}");
+    let next = run(&mut shell, "more").unwrap();
+    assert!(
+        next.contains("rows 5–5 of 5") && !next.contains("`more`"),
+        "{next}"
+    );
     smol::block_on(services.shutdown());
 }

@@ -861,6 +861,7 @@ pub fn results(hits: Vec<napster::protocol::Hit>) -> IndexResponse {
     IndexResponse::Results {
         hits,
         truncated: false,
+        total: None,
     }
 }
 

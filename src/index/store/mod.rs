@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::protocol::{FileEntry, Fingerprint, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Fingerprint, Hit, PeerInfo, Total};
 
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -59,6 +59,20 @@ pub struct Query {
     pub max_size: Option<u64>,
     /// Only this peer's files.
     pub peer: Option<u64>,
+    /// How many matches to skip (in the store's own stable order) before the first
+    /// returned: the page a client asked for.
+    pub offset: u64,
+}
+
+/// One page of a search: its hits, whether more follow it, and how many match in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The hits, at most the limit asked for.
+    pub hits: Vec<Hit>,
+    /// Whether more match after this page.
+    pub truncated: bool,
+    /// How many match in all, counted up to the bound asked for.
+    pub total: Total,
 }
 
 impl Query {
@@ -83,6 +97,7 @@ impl Query {
             min_size: None,
             max_size: None,
             peer: None,
+            offset: 0,
         }
     }
 }
@@ -174,6 +189,16 @@ pub trait Store: Send + Sync + 'static {
         query: &Query,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Hit>, bool)>> + Send;
+    /// The page of files matching `query` that starts at `query.offset`, at most `limit`
+    /// of them, and how many match in all, counted no further than `bound` (beyond it the
+    /// total says "more than"). Pages come in a stable order, so that the next offset
+    /// continues where this page ended while the index does not change.
+    fn page(
+        &self,
+        query: &Query,
+        limit: usize,
+        bound: u64,
+    ) -> impl Future<Output = Result<Page>> + Send;
     /// What the index holds in all, from `from`, and under `token`.
     fn usage(
         &self,

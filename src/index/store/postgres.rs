@@ -17,10 +17,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 
-use super::sql::{hit_of_row, peer_of_row, redacted, search_sql};
-use super::{Query, Registration, Result, Store, StoreError, Usage};
+use super::sql::{count_sql, hit_of_row, peer_of_row, redacted, search_sql};
+use super::{Page, Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
-use crate::protocol::{FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Hit, PeerInfo, Total};
 
 /// Connections each index server keeps to the database.
 const POOL_SIZE: u32 = 16;
@@ -170,11 +170,14 @@ impl PgStore {
             .iter()
             .map(|f| hex::decode(&f.chunks).unwrap_or_default())
             .collect();
+        // A file already there keeps the time it was first shared unless its bytes changed.
         sqlx::query(
-            "INSERT INTO files (peer_id, name, lower_name, size, sha256, chunks) \
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[]) \
+            "INSERT INTO files (peer_id, shared_at, name, lower_name, size, sha256, chunks) \
+             SELECT $1, $7, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[]) \
              ON CONFLICT (peer_id, name) DO UPDATE \
-             SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, chunks = EXCLUDED.chunks",
+             SET shared_at = CASE WHEN files.sha256 = EXCLUDED.sha256 AND files.size = EXCLUDED.size \
+             THEN files.shared_at ELSE EXCLUDED.shared_at END, \
+             size = EXCLUDED.size, sha256 = EXCLUDED.sha256, chunks = EXCLUDED.chunks",
         )
         .bind(peer as i64)
         .bind(&names)
@@ -182,6 +185,7 @@ impl PgStore {
         .bind(&sizes)
         .bind(&hashes)
         .bind(&chunks)
+        .bind(chrono::Utc::now().timestamp())
         .execute(&mut **tx)
         .await
         .map_err(db)?;
@@ -252,8 +256,11 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        sqlx::query("DELETE FROM files WHERE peer_id = $1")
+        // Files the peer still shares keep their rows, and the time they were first shared.
+        let names: Vec<&str> = registration.files.iter().map(|f| f.name.as_str()).collect();
+        sqlx::query("DELETE FROM files WHERE peer_id = $1 AND NOT (name = ANY($2))")
             .bind(id)
+            .bind(&names)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -342,6 +349,32 @@ impl Store for PgStore {
         let truncated = rows.len() > limit;
         let hits = rows.iter().take(limit).filter_map(hit_of_row).collect();
         Ok((hits, truncated))
+    }
+
+    async fn page(&self, query: &Query, limit: usize, bound: u64) -> Result<Page> {
+        let (hits, truncated) = self.search(query, limit).await?;
+        let counted: i64 = count_sql(query, bound)
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let counted = counted as u64;
+        let total = if counted > bound {
+            Total {
+                count: bound,
+                more: true,
+            }
+        } else {
+            Total {
+                count: counted,
+                more: false,
+            }
+        };
+        Ok(Page {
+            hits,
+            truncated,
+            total,
+        })
     }
 
     async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {

@@ -88,14 +88,45 @@ pub fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     (pad('0'), pad('f'))
 }
 
-/// The query of a search: live peers' files matching `query`, one row more than
+/// The query of a search: live peers' files matching `query`, from its offset in a
+/// stable order (a peer's files by name; a search by peer, then name), one row more than
 /// `limit` so that the caller knows whether more matched.
 pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, p.shared_at, \
+        "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, f.shared_at, \
          p.fingerprint, p.nickname, p.reachable \
          FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
     );
+    conditions(&mut sql, query);
+    if query.peer.is_some() {
+        sql.push(" ORDER BY f.name");
+    } else {
+        sql.push(" ORDER BY f.peer_id, f.name");
+    }
+    sql.push(" LIMIT ")
+        .push_bind((limit as i64).saturating_add(1));
+    if query.offset > 0 {
+        sql.push(" OFFSET ")
+            .push_bind(query.offset.min(i64::MAX as u64) as i64);
+    }
+    sql
+}
+
+/// How many live peers' files match `query`, counted no further than `bound` + 1.
+pub fn count_sql(query: &Query, bound: u64) -> QueryBuilder<Postgres> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT count(*) FROM (SELECT 1 FROM files f JOIN peers p ON p.id = f.peer_id \
+         WHERE p.live",
+    );
+    conditions(&mut sql, query);
+    sql.push(" LIMIT ")
+        .push_bind(bound.min(i64::MAX as u64 - 1) as i64 + 1)
+        .push(") c");
+    sql
+}
+
+/// The `AND …` conditions of `query`.
+fn conditions(sql: &mut QueryBuilder<Postgres>, query: &Query) {
     match &query.name {
         NameMatch::Any => {}
         NameMatch::Exact(name) => {
@@ -127,11 +158,7 @@ pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
     }
     if let Some(peer) = query.peer {
         sql.push(" AND f.peer_id = ").push_bind(peer as i64);
-        sql.push(" ORDER BY f.name");
     }
-    sql.push(" LIMIT ")
-        .push_bind((limit as i64).saturating_add(1));
-    sql
 }
 
 #[cfg(test)]

@@ -10,15 +10,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod search;
+mod write;
 
 mod trigram;
 
-use super::{Query, Registration, Store, StoreError, Usage};
+use super::{Page, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{FileEntry, Hit, PeerInfo};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use search::GROUP;
-use trigram::{BLOOM_WORDS, Bloom, Trigrams};
+use trigram::Bloom;
 
 /// What a store operation returns.
 type Result<T> = std::result::Result<T, StoreError>;
@@ -32,8 +32,12 @@ const NONE: u32 = u32::MAX;
 /// One shared file, in a fixed-size record: its name lives in the names arena.
 #[derive(Debug)]
 struct FileRec {
-    /// The Peer ID, whole: the record is no larger for it (alignment pads it anyway).
-    peer: u64,
+    /// The Peer ID: at most [`super::ID_SPACE`], so 32 bits hold it, which keeps the
+    /// record at 96 bytes with `shared_at` beside it.
+    peer: u32,
+    /// When the index first saw this name with these bytes from this peer, in seconds
+    /// since the Unix epoch (32 bits last until 2106).
+    shared_at: u32,
     /// Next record with the same name hash.
     next: u32,
     /// Where its lowercase name starts in the arena; `NONE` when the slot is free.
@@ -103,6 +107,11 @@ pub struct MemoryStore {
     inner: RwLock<Inner>,
 }
 
+/// Now, in the seconds since the Unix epoch a record keeps.
+fn now_secs() -> u32 {
+    u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX)
+}
+
 fn name_hash(name: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     name.hash(&mut hasher);
@@ -114,189 +123,6 @@ fn from_hex(text: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     let _ = hex::decode_to_slice(text, &mut out);
     out
-}
-
-impl Inner {
-    fn owned(&mut self, peer: u64, session: u64) -> Result<&mut PeerRec> {
-        match self.peers.get_mut(&peer) {
-            Some(entry) if entry.session == session => Ok(entry),
-            _ => Err(StoreError::NotOwner),
-        }
-    }
-
-    fn remove_peer(&mut self, peer: u64) {
-        let Some(entry) = self.peers.remove(&peer) else {
-            return;
-        };
-        for file in entry.files {
-            self.unlink(file);
-        }
-        self.departed.push_back(entry.token);
-        while self.departed.len() > REMEMBERED_TOKENS {
-            let Some(old) = self.departed.pop_front() else {
-                break;
-            };
-            if let Some(&id) = self.tokens.get(&old)
-                && !self.peers.contains_key(&id)
-            {
-                self.tokens.remove(&old);
-                self.owners.remove(&id);
-                // A key forgotten loses its nickname with its ID.
-                if let Some(name) = self.nicknames.remove(&id) {
-                    self.nickname_owners.remove(&name.to_lowercase());
-                }
-            }
-        }
-        self.compact_if_sparse();
-    }
-
-    /// The record of `peer`'s file named `name`.
-    fn find(&self, peer: u64, name: &str) -> Option<u32> {
-        let mut at = *self.by_name.get(&name_hash(name))?;
-        while at != NONE {
-            let rec = &self.files[at as usize];
-            if rec.peer == peer && name_of(&self.names, rec) == name {
-                return Some(at);
-            }
-            at = rec.next;
-        }
-        None
-    }
-
-    /// Add or replace `peer`'s file; returns its record.
-    fn insert(&mut self, peer: u64, file: FileEntry) -> u32 {
-        let sha256 = from_hex(&file.sha256);
-        let chunks = from_hex(&file.chunks);
-        if let Some(existing) = self.find(peer, &file.name) {
-            let rec = &mut self.files[existing as usize];
-            let old = std::mem::replace(&mut rec.size, file.size);
-            rec.sha256 = sha256;
-            rec.chunks = chunks;
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.bytes = p.bytes - old + file.size;
-            }
-            return existing;
-        }
-        let at = self.arena.len() as u32;
-        self.arena.extend(file.name.to_lowercase().bytes());
-        self.arena.push(b'\n');
-        let hash = name_hash(&file.name);
-        let head = self.by_name.get(&hash).copied().unwrap_or(NONE);
-        let name_at = self.names.len() as u32;
-        self.names.extend_from_slice(file.name.as_bytes());
-        let rec = FileRec {
-            name_at,
-            name_len: file.name.len() as u16,
-            peer,
-            next: head,
-            at,
-            size: file.size,
-            sha256,
-            chunks,
-        };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.files[slot as usize] = rec;
-                slot
-            }
-            None => {
-                self.files.push(rec);
-                (self.files.len() - 1) as u32
-            }
-        };
-        self.by_name.insert(hash, slot);
-        self.starts.push((at, slot));
-        let group = (self.starts.len() - 1) / GROUP;
-        if group == self.blooms.len() {
-            self.blooms.push([0; BLOOM_WORDS]);
-        }
-        let end = self.arena.len() - 1;
-        Trigrams::add(&mut self.blooms[group], &self.arena[at as usize..end]);
-        let name_len = file.name.len() as u64;
-        self.name_bytes += name_len;
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.files.insert(slot);
-            p.bytes += self.files[slot as usize].size;
-            p.name_bytes += name_len;
-        }
-        slot
-    }
-
-    /// Take a record out of the name chains and the arena, and free its slot.
-    fn unlink(&mut self, slot: u32) {
-        let hash = name_hash(name_of(&self.names, &self.files[slot as usize]));
-        let next = self.files[slot as usize].next;
-        match self.by_name.get(&hash).copied() {
-            Some(head) if head == slot => {
-                if next == NONE {
-                    self.by_name.remove(&hash);
-                } else {
-                    self.by_name.insert(hash, next);
-                }
-            }
-            Some(mut at) => {
-                while at != NONE {
-                    let following = self.files[at as usize].next;
-                    if following == slot {
-                        self.files[at as usize].next = next;
-                        break;
-                    }
-                    at = following;
-                }
-            }
-            None => {}
-        }
-        let lower = self.lower(slot).len();
-        let (owner, name_len) = {
-            let rec = &self.files[slot as usize];
-            (rec.peer, u64::from(rec.name_len))
-        };
-        self.name_bytes -= name_len;
-        if let Some(p) = self.peers.get_mut(&owner) {
-            p.name_bytes -= name_len;
-        }
-        let rec = &mut self.files[slot as usize];
-        self.dead_bytes += lower + 1 + usize::from(rec.name_len);
-        rec.at = NONE;
-        self.free.push(slot);
-    }
-
-    /// Rebuild the arena once most of it belongs to removed files.
-    fn compact_if_sparse(&mut self) {
-        let size = self.arena.len() + self.names.len();
-        if self.dead_bytes < 1 << 20 || self.dead_bytes * 2 < size {
-            return;
-        }
-        let mut arena = Vec::with_capacity(self.arena.len());
-        let mut names = Vec::with_capacity(self.names.len());
-        let mut starts = Vec::with_capacity(self.starts.len());
-        for &(at, slot) in &self.starts {
-            if self.files[slot as usize].at != at {
-                continue;
-            }
-            let lower_len = self.lower(slot).len() + 1;
-            let rec = &mut self.files[slot as usize];
-            let new_at = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[at as usize..at as usize + lower_len]);
-            let name = rec.name_at as usize..rec.name_at as usize + usize::from(rec.name_len);
-            rec.name_at = names.len() as u32;
-            names.extend_from_slice(&self.names[name]);
-            rec.at = new_at;
-            starts.push((new_at, slot));
-        }
-        arena.shrink_to_fit();
-        names.shrink_to_fit();
-        self.arena = arena;
-        self.names = names;
-        self.starts = Vec::with_capacity(starts.len());
-        self.blooms = Vec::with_capacity(starts.len() / GROUP + 1);
-        for (at, slot) in starts {
-            self.starts.push((at, slot));
-            let lower = self.lower(slot).to_vec();
-            self.index_trigrams(&lower);
-        }
-        self.dead_bytes = 0;
-    }
 }
 
 impl MemoryStore {
@@ -331,26 +157,48 @@ impl Store for MemoryStore {
                 id
             }
         };
-        if let Some(old) = inner.peers.remove(&id) {
-            for file in old.files {
-                inner.unlink(file);
-            }
-        }
+        let now = now_secs();
         let peer = PeerRec {
             token: registration.token,
             fingerprint: registration.fingerprint,
             session: registration.session,
             addr: registration.addr,
             reachable: registration.reachable,
-            shared_at: chrono::Utc::now().timestamp(),
+            shared_at: i64::from(now),
             last_seen: Instant::now(),
             files: HashSet::with_capacity(registration.files.len()),
             bytes: 0,
             name_bytes: 0,
         };
+        // Files the peer still shares keep their records, and with them the time they
+        // were first shared; the others go.
+        let kept: HashSet<&str> = registration.files.iter().map(|f| f.name.as_str()).collect();
+        let (files, bytes, name_bytes) = match inner.peers.remove(&id) {
+            Some(old) => {
+                let mut files = HashSet::with_capacity(old.files.len());
+                let (mut bytes, mut name_bytes) = (0, 0);
+                for slot in old.files {
+                    let rec = &inner.files[slot as usize];
+                    if kept.contains(name_of(&inner.names, rec)) {
+                        bytes += rec.size;
+                        name_bytes += u64::from(rec.name_len);
+                        files.insert(slot);
+                    } else {
+                        inner.unlink(slot);
+                    }
+                }
+                (files, bytes, name_bytes)
+            }
+            None => (HashSet::new(), 0, 0),
+        };
+        drop(kept);
+        let mut peer = peer;
+        peer.files.extend(files);
+        peer.bytes = bytes;
+        peer.name_bytes = name_bytes;
         inner.peers.insert(id, peer);
         for file in registration.files {
-            inner.insert(id, file);
+            inner.insert(id, file, now);
         }
         inner.compact_if_sparse();
         Ok(id)
@@ -359,8 +207,9 @@ impl Store for MemoryStore {
     async fn add_files(&self, peer: u64, session: u64, files: Vec<FileEntry>) -> Result<u64> {
         let mut inner = self.lock();
         inner.owned(peer, session)?.last_seen = Instant::now();
+        let now = now_secs();
         for file in files {
-            inner.insert(peer, file);
+            inner.insert(peer, file, now);
         }
         Ok(inner.owned(peer, session)?.files.len() as u64)
     }
@@ -417,7 +266,12 @@ impl Store for MemoryStore {
     }
 
     async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
-        Ok(self.read().search(query, limit))
+        let page = self.read().page(query, limit, 0);
+        Ok((page.hits, page.truncated))
+    }
+
+    async fn page(&self, query: &Query, limit: usize, bound: u64) -> Result<Page> {
+        Ok(self.read().page(query, limit, bound))
     }
 
     async fn keep_alive(&self, sessions: &[(u64, u64)]) -> Result<()> {
@@ -572,6 +426,12 @@ mod tests {
         let mut expected = vec![(first, 1), (second, 2)];
         expected.sort();
         assert_eq!(owners, expected);
+    }
+
+    /// A file's record stays 96 bytes with its own `shared_at` (README, Figures).
+    #[test]
+    fn a_file_record_is_96_bytes() {
+        assert_eq!(std::mem::size_of::<FileRec>(), 96);
     }
 
     #[test]

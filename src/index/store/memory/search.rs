@@ -7,8 +7,8 @@ use wildmatch::WildMatch;
 
 use super::trigram::{BLOOM_WORDS, Trigrams};
 use super::{Inner, NONE, name_hash, name_of};
-use crate::index::store::{NameMatch, Query};
-use crate::protocol::{FileEntry, Hit};
+use crate::index::store::{NameMatch, Page, Query};
+use crate::protocol::{FileEntry, Hit, Total};
 
 /// Names per trigram filter.
 pub(super) const GROUP: usize = 64;
@@ -16,11 +16,12 @@ pub(super) const GROUP: usize = 64;
 impl Inner {
     pub(super) fn hit(&self, slot: u32) -> Option<Hit> {
         let rec = &self.files[slot as usize];
-        let peer = self.peers.get(&rec.peer)?;
+        let peer_id = u64::from(rec.peer);
+        let peer = self.peers.get(&peer_id)?;
         Some(Hit {
-            peer_id: rec.peer,
+            peer_id,
             fingerprint: peer.fingerprint,
-            nickname: self.nicknames.get(&rec.peer).cloned(),
+            nickname: self.nicknames.get(&peer_id).cloned(),
             addr: peer.addr,
             reachable: peer.reachable,
             local: None,
@@ -30,7 +31,7 @@ impl Inner {
                 sha256: hex::encode(rec.sha256),
                 chunks: hex::encode(rec.chunks),
             },
-            shared_at: peer.shared_at,
+            shared_at: i64::from(rec.shared_at),
         })
     }
 
@@ -40,7 +41,7 @@ impl Inner {
         if rec.at == NONE {
             return false;
         }
-        if query.peer.is_some_and(|p| p != rec.peer) {
+        if query.peer.is_some_and(|p| p != u64::from(rec.peer)) {
             return false;
         }
         if query.min_size.is_some_and(|min| rec.size < min)
@@ -104,17 +105,26 @@ impl Inner {
         Trigrams::add(&mut self.blooms[group], lower);
     }
 
-    pub(super) fn search(&self, query: &Query, limit: usize) -> (Vec<Hit>, bool) {
+    /// The page of `query` from its offset, at most `limit` hits, counting the matches
+    /// up to `bound` (one pass: counting goes on after the page is full).
+    pub(super) fn page(&self, query: &Query, limit: usize, bound: u64) -> Page {
         let mut hits = Vec::new();
+        let mut seen = 0u64;
+        let mut truncated = false;
         let mut take = |slot: u32| -> bool {
             if !self.passes(slot, query) {
                 return true;
             }
-            if hits.len() == limit {
-                return false;
+            seen += 1;
+            if seen <= query.offset {
+                return true;
             }
-            hits.extend(self.hit(slot));
-            true
+            if hits.len() < limit {
+                hits.extend(self.hit(slot));
+                return true;
+            }
+            truncated = true;
+            seen <= bound
         };
         let complete = match &query.name {
             NameMatch::Exact(name) => {
@@ -170,6 +180,21 @@ impl Inner {
                     .all(&mut take),
             },
         };
-        (hits, !complete)
+        let total = if complete {
+            Total {
+                count: seen,
+                more: false,
+            }
+        } else {
+            Total {
+                count: seen - 1,
+                more: true,
+            }
+        };
+        Page {
+            hits,
+            truncated,
+            total,
+        }
     }
 }
