@@ -194,6 +194,31 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
     }
 }
 
+/// The address of the other side of `stream`.
+fn peer_of(stream: &Async<TcpStream>) -> Result<SocketAddr> {
+    stream
+        .get_ref()
+        .peer_addr()
+        .map_err(|e| Error::io("reading the peer's address", e))
+}
+
+/// `what` did not come from `addr` within the timeout.
+fn timed_out(addr: SocketAddr, what: &str) -> Error {
+    Error::Protocol(protocol::Error::Timeout(format!("{what} from {addr}")))
+}
+
+/// `op`, or a `TimedOut` error once `timeout` has passed.
+async fn io_within<T>(
+    timeout: Duration,
+    op: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    op.or(async {
+        smol::Timer::after(timeout).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
+
 /// The server's side of the TLS handshake, within the timeout: a connection whose
 /// other side proved its key, or `None` when it was an older, unencrypted napster (told
 /// to upgrade) or left before saying anything.
@@ -206,21 +231,11 @@ async fn accept_tls<Resp>(
 where
     Resp: Reply + serde::Serialize,
 {
-    let addr = stream
-        .get_ref()
-        .peer_addr()
-        .map_err(|e| Error::io("reading the peer's address", e))?;
+    let addr = peer_of(&stream)?;
     let timeout = limits.timeout;
-    let timed_out =
-        move |what: &str| Error::Protocol(protocol::Error::Timeout(format!("{what} from {addr}")));
+    let timed_out = |what: &str| timed_out(addr, what);
     let mut first = [0; 1];
-    let peeked = stream
-        .peek(&mut first)
-        .or(async {
-            smol::Timer::after(timeout).await;
-            Err(std::io::ErrorKind::TimedOut.into())
-        })
-        .await;
+    let peeked = io_within(timeout, stream.peek(&mut first)).await;
     match peeked {
         Ok(0) => return Ok(None),
         Ok(_) if first[0] == rendezvous::MAGIC[0] && handoff.is_some() => {
@@ -255,19 +270,10 @@ async fn tls_accept(
     acceptor: &TlsAcceptor,
     limits: Limits,
 ) -> Result<Connection> {
-    let addr = stream
-        .get_ref()
-        .peer_addr()
-        .map_err(|e| Error::io("reading the peer's address", e))?;
+    let addr = peer_of(&stream)?;
     let timeout = limits.timeout;
-    let timed_out =
-        move |what: &str| Error::Protocol(protocol::Error::Timeout(format!("{what} from {addr}")));
-    let tls = acceptor
-        .accept(Socket::new(stream))
-        .or(async {
-            smol::Timer::after(timeout).await;
-            Err(std::io::ErrorKind::TimedOut.into())
-        })
+    let timed_out = |what: &str| timed_out(addr, what);
+    let tls = io_within(timeout, acceptor.accept(Socket::new(stream)))
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::TimedOut => timed_out("the TLS handshake"),

@@ -285,18 +285,7 @@ fn connect_requests_are_rate_limited_per_connection() {
                 break;
             }
         }
-        let (n, err) = refused.expect("the flood was stopped");
-        assert_eq!(n, index::reach::MAX_CONNECTS as u128);
-        assert!(
-            matches!(
-                err,
-                Error::Refused {
-                    code: ErrorCode::Busy,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_stopped_at_the_limit(refused);
         // Another connection of the same peer has its own budget; the index serves on.
         let mut other = IndexClient::connect_as(index, &identity, None, client_limits())
             .await
@@ -414,17 +403,22 @@ fn a_punching_sharer_is_only_sent_to_the_asking_connections_observed_address() {
                 break;
             }
         }
-        let (n, err) = refused.expect("the flood was stopped");
-        assert_eq!(n, index::reach::MAX_CONNECTS as u128);
-        assert!(
-            matches!(
-                err,
-                Error::Refused {
-                    code: ErrorCode::Busy,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_stopped_at_the_limit(refused);
     });
+}
+
+/// A flood of requests was stopped, with `busy`, at the per-connection limit.
+fn assert_stopped_at_the_limit(refused: Option<(u128, Error)>) {
+    let (n, err) = refused.expect("the flood was stopped");
+    assert_eq!(n, index::reach::MAX_CONNECTS as u128);
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

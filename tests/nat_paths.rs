@@ -10,7 +10,7 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::process::{Napster, Running, last_word, text};
+use common::process::{Napster, Running, text};
 use netns::{Host, Internet, Nat, internet_or_skip};
 
 /// These processes log warnings, and may take 20 s to print an expected line.
@@ -39,9 +39,7 @@ fn start_index(net: &mut Internet, root: &Path) -> (Running, SocketAddrV4) {
     let dir = root.join("index");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("napster.toml"), "[index]\nhost = \"0.0.0.0\"\n").unwrap();
-    let mut index = NAPSTER.start_in(Some(&host.ns), &dir, &[], "serve 0\n");
-    let bound = last_word(&index.wait_for("index server listening on"));
-    let port: u16 = bound.rsplit(':').next().unwrap().parse().unwrap();
+    let (index, port) = NAPSTER.serve_in(&host.ns, &dir);
     (index, host.addr(port))
 }
 

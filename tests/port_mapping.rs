@@ -36,9 +36,7 @@ fn home_dir(root: &Path, name: &str, config: &str) -> PathBuf {
 /// An index server on `host`, on every address; its address.
 fn start_index(host: &Host, root: &Path) -> (Running, SocketAddrV4) {
     let dir = home_dir(root, "index", "[index]\nhost = \"0.0.0.0\"\n");
-    let mut index = NAPSTER.start_in(Some(&host.ns), &dir, &[], "serve 0\n");
-    let bound = last_word(&index.wait_for("index server listening on"));
-    let port: u16 = bound.rsplit(':').next().unwrap().parse().unwrap();
+    let (index, port) = NAPSTER.serve_in(&host.ns, &dir);
     (index, host.addr(port))
 }
 

@@ -88,6 +88,15 @@ impl Napster {
         self.start_in(None, cwd, args, script)
     }
 
+    /// An index server started in `netns` from `cwd` (`serve 0`; its napster.toml says
+    /// where it listens): the running process and the port it got.
+    pub fn serve_in(&self, netns: &str, cwd: &Path) -> (Running, u16) {
+        let mut index = self.start_in(Some(netns), cwd, &[], "serve 0\n");
+        let bound = last_word(&index.wait_for("index server listening on"));
+        let port = bound.rsplit(':').next().unwrap().parse().unwrap();
+        (index, port)
+    }
+
     /// [`Napster::start_with`], inside network namespace `netns` when one is given.
     pub fn start_in(
         &self,
