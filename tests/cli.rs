@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{BIN, Napster, last_word, text};
+use common::process::{BIN, HOME_ENV, Napster, last_word, text};
 
 /// These processes log warnings, and may take 20 s to print an expected line.
 const NAPSTER: Napster = Napster {
@@ -214,6 +214,7 @@ fn malformed_config_is_a_clear_error() {
     assert!(stderr.contains("port"), "{stderr}");
 
     let out = Command::new(BIN)
+        .env(HOME_ENV, tmp.path())
         .args(["--config", "/nonexistent/napster.toml"])
         .stdin(Stdio::null())
         .output()

@@ -371,6 +371,15 @@ impl Shell {
             Ok(identity) => put!(out, "identity: {}", identity.fingerprint()),
             Err(e) => put!(out, "identity: unusable ({e})"),
         }
+        // For --json: the home as its record, the other lines as messages until status
+        // has a record of its own.
+        for line in out.lines() {
+            self.emit(Record::Message { text: line.into() });
+        }
+        if let Some(home) = Record::home(&self.config) {
+            out.push_str(&render::home(&home));
+            self.emit(home);
+        }
         Ok(out)
     }
 }

@@ -12,6 +12,7 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::config::{Config, HomeFrom};
 use crate::error::Error;
 use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
 
@@ -362,6 +363,20 @@ pub enum Record {
         /// What the other side said.
         message: String,
     },
+    /// `status`: where this napster keeps what makes it itself, and the settings it read.
+    Home {
+        /// The home folder.
+        home: String,
+        /// Why it is the home: `option` (`--home`), `env` (`NAPSTER_HOME`), `legacy` (a
+        /// key file was already in the current folder) or `data_dir`.
+        chosen_by: HomeFrom,
+        /// This peer's key file.
+        key: String,
+        /// The index server's key file.
+        index_key: String,
+        /// The config files read, in the order they apply.
+        config_files: Vec<String>,
+    },
     /// Any other line a command prints (`status`, `help`, `transfers`, `format`).
     Message {
         /// The line.
@@ -370,6 +385,19 @@ pub enum Record {
 }
 
 impl Record {
+    /// Where `config` says this napster lives; `None` for a configuration made in code.
+    pub fn home(config: &Config) -> Option<Self> {
+        let (home, chosen_by) = config.origin.home.clone()?;
+        let shown = |p: &std::path::Path| p.display().to_string();
+        Some(Record::Home {
+            home: shown(&home),
+            chosen_by,
+            key: shown(&config.peer.key),
+            index_key: shown(&config.index.key),
+            config_files: config.origin.files.iter().map(|p| shown(p)).collect(),
+        })
+    }
+
     /// The row of a registered peer.
     pub fn peer(p: &PeerInfo) -> Self {
         Record::Peer {
