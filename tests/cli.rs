@@ -214,7 +214,7 @@ fn malformed_config_is_a_clear_error() {
     assert!(stderr.contains("port"), "{stderr}");
 
     let out = Command::new(BIN)
-        .env(HOME_ENV, tmp.path())
+        .env(HOME_ENV, tmp.path().join("home"))
         .args(["--config", "/nonexistent/napster.toml"])
         .stdin(Stdio::null())
         .output()

@@ -12,7 +12,7 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::config::{Config, HomeFrom};
+use crate::config::HomeFrom;
 use crate::error::Error;
 use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
 
@@ -385,19 +385,6 @@ pub enum Record {
 }
 
 impl Record {
-    /// Where `config` says this napster lives; `None` for a configuration made in code.
-    pub fn home(config: &Config) -> Option<Self> {
-        let (home, chosen_by) = config.origin.home.clone()?;
-        let shown = |p: &std::path::Path| p.display().to_string();
-        Some(Record::Home {
-            home: shown(&home),
-            chosen_by,
-            key: shown(&config.peer.key),
-            index_key: shown(&config.index.key),
-            config_files: config.origin.files.iter().map(|p| shown(p)).collect(),
-        })
-    }
-
     /// The row of a registered peer.
     pub fn peer(p: &PeerInfo) -> Self {
         Record::Peer {
