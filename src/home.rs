@@ -193,10 +193,17 @@ fn prepare(home: &Path) -> Result<()> {
     refuse_non_folder(home)?;
     match home.metadata() {
         Ok(_) => Ok(()),
-        Err(_) => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(HOME_MODE)
-            .create(home)
+        // Only the home itself is private: folders above it (`~/.local/share`) that
+        // napster makes get the usual mode, as other programs expect of them.
+        Err(_) => home
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::DirBuilder::new().mode(HOME_MODE).create(home))
+            .or_else(|e| match e.kind() {
+                // Another napster made it meanwhile.
+                std::io::ErrorKind::AlreadyExists if home.is_dir() => Ok(()),
+                _ => Err(e),
+            })
             .map_err(|e| {
                 Error::Config(format!(
                     "cannot make the home {}: {e}; give another with --home DIR or NAPSTER_HOME",
