@@ -66,6 +66,7 @@ fn name(p: u64, k: u64) -> String {
 
 fn entry(p: u64, k: u64) -> FileEntry {
     FileEntry {
+        tags: None,
         name: name(p, k),
         size: 3_000_000 + p * 100 + k,
         sha256: format!("{:064x}", p * 1000 + k),

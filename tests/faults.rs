@@ -191,6 +191,7 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
             .await
             .unwrap();
         let entry = FileEntry {
+            tags: None,
             name: "stall.bin".into(),
             size: contents.len() as u64,
             sha256: sha256.clone(),

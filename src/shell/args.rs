@@ -183,7 +183,7 @@ pub(super) fn search_params() -> Vec<Arg> {
             .help("at most N rows"),
         offset_param(),
         Arg::new("terms")
-            .help("name pattern, sha256:HEX, >SIZE, <SIZE")
+            .help("name pattern, sha256:HEX, >SIZE, <SIZE, artist:TEXT, title:TEXT, album:TEXT, bitrate>=KBITS, length>3m")
             .num_args(1..)
             .required(true),
     ]
@@ -323,7 +323,14 @@ fn search_terms(terms: &[String], parsed: &mut SearchArgs) -> Result<()> {
             _ => joined.push(term.clone()),
         }
     }
+    let mut tags = crate::protocol::TagQuery::default();
     for term in &joined {
+        // Tag words (`artist:"Daft Punk"`, `bitrate>=256`, `length>3m`): one parser, in
+        // the protocol, for every face of `search`.
+        if tags.parse_word(term).map_err(Error::Usage)? {
+            parsed.filters.push(term.clone());
+            continue;
+        }
         if term.starts_with(['<', '>']) || term.to_lowercase().starts_with("sha256:") {
             parsed.filters.push(term.clone());
         }
@@ -347,9 +354,13 @@ fn search_terms(terms: &[String], parsed: &mut SearchArgs) -> Result<()> {
         }
     }
     parsed.search.pattern = words.join(" ");
-    if parsed.search.pattern.is_empty() && parsed.search.sha256.is_none() {
+    parsed.search.tags = (tags != crate::protocol::TagQuery::default()).then(|| Box::new(tags));
+    if parsed.search.pattern.is_empty()
+        && parsed.search.sha256.is_none()
+        && parsed.search.tags.is_none()
+    {
         return Err(Error::Usage(
-            "search needs a name pattern or sha256:HEX\nusage: search [-r] [-c] [-n N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]".into(),
+            "search needs a name pattern, sha256:HEX or a tag (artist:, title:, album:, bitrate>=, length>)\nusage: search [-r] [-c] [-n N] <pattern> [sha256:HEX] [>SIZE] [<SIZE] [artist:TEXT] [title:TEXT] [album:TEXT] [bitrate>=KBITS] [length>3m]".into(),
         ));
     }
     Ok(())

@@ -256,6 +256,11 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
     if rtts.is_some() {
         header.push("RTT");
     }
+    // Audio results show what their tags say, after the file.
+    let audio = hits.iter().any(|hit| hit.file.tags.is_some());
+    if audio {
+        header.splice(4..4, ["Artist", "Title", "Length", "Bitrate"]);
+    }
     let rows = hits
         .iter()
         .map(|hit| {
@@ -270,6 +275,9 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
                 hit.fingerprint.short(),
                 reach(hit.reachable).into(),
             ];
+            if audio {
+                row.splice(4..4, tag_cells(hit.file.tags.as_ref()));
+            }
             if let Some(rtts) = rtts {
                 row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
             }
@@ -279,11 +287,37 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
     Columns {
         header,
         rows,
-        right_aligned: &["Peer ID", "Port", "Size", "RTT"],
+        right_aligned: &["Peer ID", "Port", "Size", "RTT", "Length", "Bitrate"],
         droppable: &["Host", "Port", "Shared at", "Key"],
         shortened: "File",
     }
     .render(width)
+}
+
+/// A hit's artist, title, length and bitrate cells (empty without tags).
+fn tag_cells(tags: Option<&protocol::Tags>) -> [String; 4] {
+    let Some(tags) = tags else {
+        return Default::default();
+    };
+    let text = |t: &Option<String>| t.as_deref().map(shown).unwrap_or_default();
+    [
+        text(&tags.artist),
+        text(&tags.title),
+        tags.duration.map(length).unwrap_or_default(),
+        tags.bitrate
+            .map(|b| format!("{b} kbit/s"))
+            .unwrap_or_default(),
+    ]
+}
+
+/// A length in seconds as `3:05`, or `1:02:03` past an hour.
+pub fn length(seconds: u32) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 /// Search results with one row per distinct contents and its peers.
@@ -396,6 +430,7 @@ mod tests {
             reachable: true,
             local: None,
             file: FileEntry {
+                tags: None,
                 name: name.into(),
                 size: 3,
                 sha256: sha256.into(),

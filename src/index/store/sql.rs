@@ -7,10 +7,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{NameMatch, Query};
-use crate::protocol::{FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Hit, PeerInfo, TagQuery};
 
 /// A search row (`peer_id, host, port, name, size, sha256, chunks, shared_at,
-/// fingerprint, nickname, reachable`) as a hit; `None` when a stored value is unusable.
+/// fingerprint, nickname, reachable, tags`) as a hit; `None` when a stored value is unusable.
 pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
     let host: String = row.get(1);
     let port: i32 = row.get(2);
@@ -28,6 +28,9 @@ pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
             size: row.get::<i64, _>(4) as u64,
             sha256: hex::encode(sha256),
             chunks: hex::encode(chunks),
+            tags: row
+                .get::<Option<String>, _>(11)
+                .and_then(|t| serde_json::from_str(&t).ok()),
         },
         shared_at: row.get(7),
     })
@@ -94,7 +97,7 @@ pub fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, f.shared_at, \
-         p.fingerprint, p.nickname, p.reachable \
+         p.fingerprint, p.nickname, p.reachable, f.tags::text \
          FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
     );
     conditions(&mut sql, query);
@@ -158,6 +161,33 @@ fn conditions(sql: &mut QueryBuilder<Postgres>, query: &Query) {
     }
     if let Some(peer) = query.peer {
         sql.push(" AND f.peer_id = ").push_bind(peer as i64);
+    }
+    if let Some(tags) = &query.tags {
+        tag_conditions(sql, tags);
+    }
+}
+
+/// The `AND …` conditions of tag criteria (their text already lowercase).
+fn tag_conditions(sql: &mut QueryBuilder<Postgres>, tags: &TagQuery) {
+    sql.push(" AND f.tags IS NOT NULL");
+    for (key, text) in ["artist", "title", "album"].into_iter().zip(tags.texts()) {
+        if let Some(text) = text {
+            // `key` is one of three fixed words, never the client's text.
+            sql.push(format_args!(" AND f.lower_tags ->> '{key}' LIKE "))
+                .push_bind(format!("%{}%", like_escape(text)));
+        }
+    }
+    let bounds = [
+        ("bitrate", ">=", tags.min_bitrate),
+        ("bitrate", "<=", tags.max_bitrate),
+        ("duration", ">=", tags.min_length),
+        ("duration", "<=", tags.max_length),
+    ];
+    for (key, op, bound) in bounds {
+        if let Some(bound) = bound {
+            sql.push(format_args!(" AND (f.tags ->> '{key}')::bigint {op} "))
+                .push_bind(i64::from(bound));
+        }
     }
 }
 
