@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 
-use super::sql::{count_sql, hit_of_row, peer_of_row, redacted, search_sql};
+use super::sql::{count_sql, hit_of_row, peer_of_row, redacted, search_sql, tag_columns};
 use super::{Page, Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo, Total};
@@ -486,20 +486,4 @@ impl Store for PgStore {
         }
         Ok(gone.len())
     }
-}
-
-/// The `tags` and `lower_tags` columns of `files`, as JSON text (`None` for a file
-/// without tags): the tags as given, and the text ones in lowercase for searching.
-fn tag_columns(files: &[FileEntry]) -> (Vec<Option<String>>, Vec<Option<String>>) {
-    files
-        .iter()
-        .map(|f| match f.tags.as_ref().filter(|t| !t.is_empty()) {
-            Some(tags) => {
-                let [artist, title, album] = tags.texts().map(|t| t.map(str::to_lowercase));
-                let lower = serde_json::json!({"artist": artist, "title": title, "album": album});
-                (serde_json::to_string(tags).ok(), Some(lower.to_string()))
-            }
-            None => (None, None),
-        })
-        .unzip()
 }

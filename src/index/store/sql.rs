@@ -36,6 +36,22 @@ pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
     })
 }
 
+/// The `tags` and `lower_tags` columns of `files`, as JSON text (`None` for a file
+/// without tags): the tags as given, and the text ones in lowercase for searching.
+pub fn tag_columns(files: &[FileEntry]) -> (Vec<Option<String>>, Vec<Option<String>>) {
+    files
+        .iter()
+        .map(|f| match f.tags.as_ref().filter(|t| !t.is_empty()) {
+            Some(tags) => {
+                let [artist, title, album] = tags.texts().map(|t| t.map(str::to_lowercase));
+                let lower = serde_json::json!({"artist": artist, "title": title, "album": album});
+                (serde_json::to_string(tags).ok(), Some(lower.to_string()))
+            }
+            None => (None, None),
+        })
+        .unzip()
+}
+
 /// A peers row (`id, host, port, shared_at, files, bytes, fingerprint, nickname,
 /// reachable`) as a peer's description.
 pub fn peer_of_row(row: &PgRow) -> Option<PeerInfo> {
