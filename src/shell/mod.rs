@@ -30,7 +30,6 @@ mod editor;
 mod finding;
 mod getting;
 mod handlers;
-mod launch;
 mod link;
 pub mod output;
 mod peers;
@@ -39,8 +38,6 @@ mod queue;
 mod render;
 pub mod repl;
 mod services;
-mod transfer_entry;
-mod transfers;
 
 #[cfg(test)]
 mod tests;

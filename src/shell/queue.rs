@@ -9,10 +9,10 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
 use super::output::Record;
-use super::transfers::{Launch, Row, Transfers};
+use crate::download::queue::{Launch, Row, Transfers};
 use super::{Shell, link, render};
 use crate::download;
-use crate::download::queue_file::QUEUE_FILE;
+use crate::download::queue::file::QUEUE_FILE;
 use crate::error::Result;
 use crate::limit::show_rate;
 use crate::protocol::PeerRef;
