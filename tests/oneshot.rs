@@ -145,6 +145,44 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     let path = saved["path"].as_str().unwrap();
     assert_eq!(std::fs::read(client.join(path)).unwrap(), SONG);
 
+    // status, help and format are typed too: a program reads the index from status.
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status = records(&out.stdout);
+    assert_eq!(status.len(), 1, "{status:?}");
+    let status = &status[0];
+    assert_eq!(status["type"], "status");
+    assert_eq!(status["index"]["addr"], addr.as_str(), "{status}");
+    assert!(
+        status["index"]["rtt_ms"].as_f64().unwrap() >= 0.0,
+        "{status}"
+    );
+    assert!(status["index"]["fingerprint"].is_string(), "{status}");
+    assert!(
+        status["index_server"].is_null() && status["sharing"].is_null(),
+        "{status}"
+    );
+    assert_eq!(status["transfers"]["running"], 0, "{status}");
+    assert!(status["identity"].is_string(), "{status}");
+    let out = run(&["help"]);
+    let listed = records(&out.stdout);
+    assert!(listed.iter().all(|c| c["type"] == "command"), "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|c| c["name"] == "search" && c["summary"].is_string())
+    );
+    let out = run(&["help", "get"]);
+    let help = &records(&out.stdout)[0];
+    assert_eq!(
+        (&help["type"], &help["name"]),
+        (&"help".into(), &"get".into())
+    );
+    assert!(
+        help["details"].as_str().unwrap().contains("sha256:HEX"),
+        "{help}"
+    );
+
     // Nothing matched: its own exit status, and nothing on stdout.
     let out = run(&["search", "nothing-like-this"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
@@ -235,7 +273,8 @@ fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     // `format json` inside a piped script does what --json does.
     let out = NAPSTER.run(tmp.path(), "format json\nlimit\n");
     let lines = records(&out.stdout);
-    assert_eq!(lines[0]["type"], "message");
+    assert_eq!(lines[0]["type"], "format");
+    assert_eq!(lines[0]["format"], "json");
     assert_eq!(lines[1]["type"], "limits");
 }
 

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 
 use tracing::warn;
 
+use super::file::Queued;
 use crate::client::{Dialer, IndexClient, KnownIndexes, Pins};
 use crate::download::part_file::PartFile;
-use super::file::Queued;
 use crate::download::{self, Cancel, Job, Status};
 use crate::error::{Error, Result};
 use crate::identity::Identity;

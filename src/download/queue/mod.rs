@@ -20,10 +20,10 @@ use smol::future::FutureExt;
 use tracing::{info, warn};
 
 use crate::download::{self, Cancel};
-use file::{QueueFile, Queued, Stage};
 use crate::error::{Error, Result};
 use crate::protocol::Hit;
 use crate::runtime;
+use file::{QueueFile, Queued, Stage};
 
 mod entry;
 pub mod file;

@@ -1,6 +1,7 @@
-//! How results look: comfy-table tables, human sizes, local times. Every string that
-//! came from the network goes through [`shown`] first: no terminal escape, bidi override
-//! or invisible character reaches the terminal as itself.
+//! Tables and the small words in them: comfy-table tables that fit the terminal (one
+//! builder, [`Columns`], for every listing), human sizes, counts and local times. Every
+//! string that came from the network goes through [`shown`] first: no terminal escape,
+//! bidi override or invisible character reaches the terminal as itself.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,12 +11,14 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use indicatif::HumanBytes;
 
-use crate::client::Reach;
-use crate::download::Downloaded;
 use crate::protocol::{self, Hit, PeerInfo};
+use crate::shell::commands::outcome::{TransferRow, Upload, groups as group_hits};
 
 /// Hex digits of a SHA-256 shown in tables.
 const SHORT_SHA: usize = 12;
+
+/// Peer IDs listed in one `search -c` row; more end in "…".
+const GROUP_PEERS: usize = 8;
 
 /// Text from the network as it may be shown: hidden characters escaped (`\u{202e}`).
 pub fn shown(text: &str) -> String {
@@ -36,6 +39,19 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
+/// `n` with its thousands apart: "5 321".
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A size in binary units ("1.50 MiB").
 pub fn size(bytes: u64) -> String {
     HumanBytes(bytes).to_string()
@@ -47,12 +63,18 @@ pub fn rate(bytes: u64, elapsed: Duration) -> String {
     format!("{}/s", HumanBytes((bytes as f64 / secs) as u64))
 }
 
-/// What a search asked for, with its filters as typed: `"song" (>1GB, sha256:0ac7)`.
-pub fn query(pattern: &str, filters: &[String]) -> String {
-    match (pattern.is_empty(), filters.is_empty()) {
-        (true, _) => filters.join(" "),
-        (false, true) => format!("{pattern:?}"),
-        (false, false) => format!("{pattern:?} with {}", filters.join(" ")),
+/// Bytes per second, or "-" when there is no rate.
+fn per_second(bytes_per_second: Option<f64>) -> String {
+    bytes_per_second.map_or_else(|| "-".into(), |r| format!("{}/s", size(r as u64)))
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
     }
 }
 
@@ -64,27 +86,43 @@ pub fn local_time(secs: i64) -> String {
         .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
+/// A peer in a table: its Peer ID, and its nickname when it has one.
+pub fn peer_label(id: u64, nickname: Option<&str>) -> String {
+    match nickname {
+        Some(name) => format!("{id} ({name})"),
+        None => id.to_string(),
+    }
+}
+
+/// How a peer is reached, in a table: `direct`, or `NAT` (by a reverse connection).
+fn reach(reachable: bool) -> &'static str {
+    if reachable { "direct" } else { "NAT" }
+}
+
 /// Below this many columns, or when the whole table is wider than the terminal, tables
 /// leave out their less important columns (Host, Port, Shared at, Key) instead of
 /// breaking addresses and hashes across lines.
 const NARROW: usize = 100;
 
-/// The narrowest a shortened name gets, "…" included.
+/// The narrowest a shortened cell gets, "…" included.
 const SHORTEST_NAME: usize = 8;
+
+/// Columns a table adds to each column's widest cell: padding and a separator.
+const COLUMN_EXTRA: usize = 3;
 
 /// The width of the terminal on stdout, if it is one.
 pub fn terminal_width() -> Option<usize> {
     terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0))
 }
 
-/// A table to print: its columns, which may go on a narrow terminal, and which one gives
+/// A table to print: its columns, which may go on a narrow terminal, and which ones give
 /// way (shortened with "…") when the rest does not fit.
 struct Columns<'a> {
     header: Vec<&'a str>,
     rows: Vec<Vec<String>>,
     right_aligned: &'a [&'a str],
     droppable: &'a [&'a str],
-    shortened: &'a str,
+    shortened: &'a [&'a str],
 }
 
 /// `text` cut to `width` characters, ending in "…".
@@ -98,63 +136,80 @@ fn shorten(text: &str, width: usize) -> String {
 }
 
 impl Columns<'_> {
-    /// Columns the table takes with every column in full: each column's widest cell and
-    /// 3 more (padding, separator), and one border.
+    /// Column `i`'s widest cell, header included.
+    fn column(&self, i: usize) -> usize {
+        self.rows
+            .iter()
+            .map(|r| r[i].chars().count())
+            .chain([self.header[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Columns the table takes with every column in full, one border included.
     fn width(&self) -> usize {
         (0..self.header.len())
-            .map(|i| {
-                let widest = self.rows.iter().map(|r| r[i].chars().count());
-                widest
-                    .chain([self.header[i].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-                    + 3
-            })
+            .map(|i| self.column(i) + COLUMN_EXTRA)
             .sum::<usize>()
             + 1
     }
 
+    /// Leave out the droppable columns.
+    fn drop_columns(&mut self) {
+        let keep: Vec<bool> = self
+            .header
+            .iter()
+            .map(|h| !self.droppable.contains(h))
+            .collect();
+        let kept = |row: Vec<String>| {
+            row.into_iter()
+                .zip(&keep)
+                .filter_map(|(cell, &k)| k.then_some(cell))
+                .collect::<Vec<_>>()
+        };
+        self.header = self
+            .header
+            .iter()
+            .zip(&keep)
+            .filter_map(|(h, &k)| k.then_some(*h))
+            .collect();
+        self.rows = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(kept)
+            .collect();
+    }
+
+    /// Shorten the columns that give way until the table fits `width`: the narrowest
+    /// first keeps what it needs, the others share the rest.
+    fn shorten_to(&mut self, width: usize) {
+        let mut giving: Vec<usize> = (0..self.header.len())
+            .filter(|&i| self.shortened.contains(&self.header[i]))
+            .collect();
+        if giving.is_empty() {
+            return;
+        }
+        let others: usize = (0..self.header.len())
+            .filter(|i| !giving.contains(i))
+            .map(|i| self.column(i) + COLUMN_EXTRA)
+            .sum();
+        let mut room = width.saturating_sub(others + 1 + COLUMN_EXTRA * giving.len());
+        giving.sort_by_key(|&i| self.column(i));
+        let mut left = giving.len();
+        for at in giving {
+            let share = (room / left).max(SHORTEST_NAME);
+            for row in &mut self.rows {
+                row[at] = shorten(&row[at], share);
+            }
+            room = room.saturating_sub(self.column(at));
+            left -= 1;
+        }
+    }
+
     /// The table at `width` columns (`None`: not a terminal, every column in full).
     fn render(mut self, width: Option<usize>) -> String {
-        let natural = self.width();
-        if let Some(width) = width.filter(|&w| w < NARROW || natural > w) {
-            let keep: Vec<bool> = self
-                .header
-                .iter()
-                .map(|h| !self.droppable.contains(h))
-                .collect();
-            let keep_of = |row: Vec<String>| {
-                row.into_iter()
-                    .zip(&keep)
-                    .filter_map(|(cell, &k)| k.then_some(cell))
-                    .collect::<Vec<_>>()
-            };
-            self.header = self
-                .header
-                .iter()
-                .zip(&keep)
-                .filter_map(|(h, &k)| k.then_some(*h))
-                .collect();
-            self.rows = self.rows.into_iter().map(keep_of).collect();
-            if let Some(at) = self.header.iter().position(|h| *h == self.shortened) {
-                let column = |i: usize| {
-                    self.rows
-                        .iter()
-                        .map(|r| r[i].chars().count())
-                        .chain([self.header[i].chars().count()])
-                        .max()
-                        .unwrap_or(0)
-                };
-                // Each column takes its width and 3 more (padding, separator); one border.
-                let others: usize = (0..self.header.len())
-                    .filter(|&i| i != at)
-                    .map(|i| column(i) + 3)
-                    .sum();
-                let room = width.saturating_sub(others + 3 + 1).max(SHORTEST_NAME);
-                for row in &mut self.rows {
-                    row[at] = shorten(&row[at], room);
-                }
-            }
+        if let Some(width) = width.filter(|&w| w < NARROW || self.width() > w) {
+            self.drop_columns();
+            self.shorten_to(width);
         }
         let mut table = Table::new();
         table
@@ -175,71 +230,12 @@ impl Columns<'_> {
     }
 }
 
-/// A peer in a table: its Peer ID, and its nickname when it has one.
-pub fn peer_label(id: u64, nickname: Option<&str>) -> String {
-    match nickname {
-        Some(name) => format!("{id} ({name})"),
-        None => id.to_string(),
-    }
-}
-
-/// The line `get` ends with: where the file is, its size, rate and sources.
-pub fn saved(done: &Downloaded) -> String {
-    let mut extras = String::new();
-    if done.resumed > 0 {
-        extras.push_str(&format!(", resumed {}", size(done.resumed)));
-    }
-    if done.refetched > 0 {
-        extras.push_str(&format!(
-            ", {} failed their check and were fetched again",
-            size(done.refetched)
-        ));
-    }
-    let from = match done.peers.as_slice() {
-        [] => "nothing new".to_owned(),
-        [one] => format!("from peer {one}"),
-        many => format!(
-            "from peers {}",
-            many.iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    format!(
-        "saved {} ({}, sha256 ok, {} {from}{extras})",
-        done.path.display(),
-        size(done.size),
-        rate(done.size - done.resumed, done.elapsed),
-    )
-}
-
-/// How the index sees our file server, for `register` and `status`.
-pub fn reach_line(reach: Option<Reach>) -> String {
-    match reach {
-        Some(reach) if reach.reachable => format!("reachable at {}", reach.addr),
-        Some(reach) => format!(
-            "behind NAT: the index could not connect to {}, so other peers reach you through \
-             reverse connections (those that are reachable themselves), hole punching or the \
-             index's relay",
-            reach.addr
-        ),
-        None => "reachability not known yet".to_owned(),
-    }
-}
-
-/// How a peer is reached, in a table: `direct`, or `NAT` (by a reverse connection).
-pub fn reach(reachable: bool) -> &'static str {
-    if reachable { "direct" } else { "NAT" }
-}
-
-/// Search results, with each peer's round-trip time when given.
-pub fn hits(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>) -> String {
-    hits_at(hits, rtts, terminal_width())
-}
-
-/// [`hits`] at a terminal `width`.
-pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option<usize>) -> String {
+/// Search results (and a peer's files), with each peer's round-trip time when given.
+pub fn hits(
+    hits: &[Hit],
+    rtts: Option<&BTreeMap<u64, Option<f64>>>,
+    width: Option<usize>,
+) -> String {
     let mut header = vec![
         "Peer ID",
         "Host",
@@ -269,7 +265,11 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
                 reach(hit.reachable).into(),
             ];
             if let Some(rtts) = rtts {
-                row.push(rtts.get(&hit.peer_id).cloned().unwrap_or_default());
+                row.push(match rtts.get(&hit.peer_id) {
+                    Some(Some(ms)) => format!("{ms:.2} ms"),
+                    Some(None) => "unreachable".into(),
+                    None => String::new(),
+                });
             }
             row
         })
@@ -279,46 +279,46 @@ pub fn hits_at(hits: &[Hit], rtts: Option<&BTreeMap<u64, String>>, width: Option
         rows,
         right_aligned: &["Peer ID", "Port", "Size", "RTT"],
         droppable: &["Host", "Port", "Shared at", "Key"],
-        shortened: "File",
+        shortened: &["File"],
     }
     .render(width)
 }
 
 /// Search results with one row per distinct contents and its peers.
-pub fn collapsed(hits: &[Hit]) -> String {
-    let mut groups: BTreeMap<(&str, &str), (u64, Vec<u64>)> = BTreeMap::new();
-    for hit in hits {
-        let entry = groups
-            .entry((hit.file.name.as_str(), hit.file.sha256.as_str()))
-            .or_insert((hit.file.size, Vec::new()));
-        entry.1.push(hit.peer_id);
-    }
-    let mut rows = Vec::new();
-    for ((name, sha), (bytes, ids)) in groups {
-        let mut list: Vec<String> = ids.iter().take(8).map(u64::to_string).collect();
-        if ids.len() > 8 {
-            list.push("…".into());
-        }
-        rows.push(vec![
-            shown(name),
-            size(bytes),
-            short_sha(sha),
-            ids.len().to_string(),
-            list.join(", "),
-        ]);
-    }
+pub fn groups(hits: &[Hit], width: Option<usize>) -> String {
+    let rows = group_hits(hits)
+        .into_iter()
+        .map(|g| {
+            let mut list: Vec<String> = g
+                .peer_ids
+                .iter()
+                .take(GROUP_PEERS)
+                .map(u64::to_string)
+                .collect();
+            if g.peer_ids.len() > GROUP_PEERS {
+                list.push("…".into());
+            }
+            vec![
+                shown(&g.name),
+                size(g.size),
+                short_sha(&g.sha256),
+                g.peer_ids.len().to_string(),
+                list.join(", "),
+            ]
+        })
+        .collect();
     Columns {
         header: vec!["File", "Size", "SHA-256", "Peers", "Peer IDs"],
         rows,
         right_aligned: &["Size", "Peers"],
         droppable: &[],
-        shortened: "File",
+        shortened: &["File"],
     }
-    .render(terminal_width())
+    .render(width)
 }
 
 /// Registered peers.
-pub fn peers(peers: &[PeerInfo]) -> String {
+pub fn peers(peers: &[PeerInfo], width: Option<usize>) -> String {
     let rows = peers
         .iter()
         .map(|p| {
@@ -348,9 +348,70 @@ pub fn peers(peers: &[PeerInfo]) -> String {
         rows,
         right_aligned: &["Peer ID", "Port", "Files", "Size"],
         droppable: &["Host", "Port", "Shared at", "Key"],
-        shortened: "Peer ID",
+        shortened: &["Peer ID"],
     }
-    .render(terminal_width())
+    .render(width)
+}
+
+/// The download queue.
+pub fn transfers(rows: &[TransferRow], width: Option<usize>) -> String {
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let percent = if r.size == 0 {
+                100.0
+            } else {
+                r.done as f64 * 100.0 / r.size as f64
+            };
+            vec![
+                r.number.to_string(),
+                shown(&r.name),
+                shown(&r.state),
+                format!("{percent:.0}% of {}", size(r.size)),
+                per_second(r.rate),
+                r.eta_seconds
+                    .map_or_else(|| "-".into(), |s| duration(Duration::from_secs_f64(s))),
+                r.peers.to_string(),
+            ]
+        })
+        .collect();
+    Columns {
+        header: vec!["#", "File", "State", "Progress", "Rate", "ETA", "Peers"],
+        rows,
+        right_aligned: &["#", "Progress", "Rate", "ETA", "Peers"],
+        droppable: &["ETA", "Peers"],
+        shortened: &["File", "State"],
+    }
+    .render(width)
+}
+
+/// Who downloads from this peer.
+pub fn uploads(rows: &[Upload], width: Option<usize>) -> String {
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.peer_id.to_string(),
+                r.fingerprint.short(),
+                r.from.to_string(),
+                shown(&r.name),
+                format!("{} of {}", size(r.sent), size(r.size)),
+                per_second(r.rate),
+                match r.position {
+                    Some(position) => format!("waiting for a slot, position {position}"),
+                    None => "sending".into(),
+                },
+            ]
+        })
+        .collect();
+    Columns {
+        header: vec!["Peer ID", "Key", "From", "File", "Sent", "Rate", "State"],
+        rows,
+        right_aligned: &["Peer ID", "Sent", "Rate"],
+        droppable: &["Key", "From"],
+        shortened: &["File"],
+    }
+    .render(width)
 }
 
 #[cfg(test)]
@@ -382,7 +443,7 @@ mod tests {
             hostile_hit("\u{1b}]0;pwned\u{7}\u{1b}[2Jclear", "\u{1b}[31m0123456789"),
             hostile_hit("invoice\u{202e}fdp.exe", "\u{200b}abc"),
         ];
-        for table in [hits_table(&hits), collapsed(&hits)] {
+        for table in [hits_table(&hits), groups(&hits, None)] {
             assert!(
                 !table.contains('\u{1b}') && !table.contains('\u{7}'),
                 "{table}"
@@ -393,7 +454,7 @@ mod tests {
     }
 
     fn hits_table(h: &[Hit]) -> String {
-        hits(h, None)
+        hits(h, None, None)
     }
 
     /// Below 100 columns, Host, Port, Shared at and Key go, long names end in "…", and no
@@ -405,9 +466,9 @@ mod tests {
             "0ac762be7b33aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         );
         long.addr = "203.0.113.250:45000".parse().unwrap();
-        let hits = [long];
+        let long = [long];
         for width in [60, 80, 99] {
-            let table = hits_at(&hits, None, Some(width));
+            let table = hits(&long, None, Some(width));
             for line in table.lines() {
                 assert!(line.chars().count() <= width, "{width}: {line}\n{table}");
             }
@@ -420,18 +481,18 @@ mod tests {
                 "{table}"
             );
         }
-        let wide = hits_at(&hits, None, Some(200));
+        let wide = hits(&long, None, Some(200));
         assert!(
             wide.contains("203.0.113.250") && wide.contains("Shared at"),
             "{wide}"
         );
         assert!(wide.contains("from a concert.ogg"), "{wide}");
-        let piped = hits_at(&hits, None, None);
+        let piped = hits(&long, None, None);
         assert_eq!(piped, wide);
         // Wider than 100 columns but narrower than the whole table (a nickname makes the
         // Peer ID column wide): the same columns go, and no line is wider than the terminal.
         let full = wide.lines().map(|l| l.chars().count()).max().unwrap();
-        let table = hits_at(&hits, None, Some(full - 1));
+        let table = hits(&long, None, Some(full - 1));
         assert!(table.lines().all(|l| l.chars().count() < full), "{table}");
         assert!(!table.contains("Shared at"), "{table}");
     }
