@@ -73,6 +73,7 @@ fn check_file_row(row: &Value, kind: &str, peer: u64) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn one_shot_commands_print_json_lines_with_every_documented_field() {
     let tmp = tempfile::tempdir().unwrap();
     let (_index, addr, id) = index_with_a_song(tmp.path());
@@ -145,7 +146,47 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     let path = saved["path"].as_str().unwrap();
     assert_eq!(std::fs::read(client.join(path)).unwrap(), SONG);
 
-    // status, help and format are typed too: a program reads the index from status.
+    // Nothing matched: its own exit status, and nothing on stdout.
+    let out = run(&["search", "nothing-like-this"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+
+    // A refusal from the index: an event on stdout, and the error on stderr.
+    let out = run(&["files", "99"]);
+    assert_eq!(out.status.code(), Some(1));
+    let refused = &records(&out.stdout)[0];
+    assert_eq!(refused["type"], "refused", "{refused}");
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("99"));
+    let error: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
+    assert_eq!(error["error"]["code"], "not_found", "{error}");
+
+    // A failure: a JSON error on stderr with a stable code.
+    let out = run(&["get", "missing.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
+    assert_eq!(error["error"]["code"], "not_found", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing.txt")
+    );
+}
+
+/// `status`, `help` and `format` print typed records, not their text cut into lines: a
+/// program reads the index (and the rest) from `status`'s fields.
+#[test]
+fn status_help_and_format_are_typed_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_index, addr, _id) = index_with_a_song(tmp.path());
+    let client = tmp.path().join("client");
+    std::fs::create_dir_all(&client).unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--index", addr.as_str(), "--json"];
+        all.extend_from_slice(args);
+        NAPSTER.run_args(&client, &all)
+    };
     let out = run(&["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let status = records(&out.stdout);
@@ -181,33 +222,6 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     assert!(
         help["details"].as_str().unwrap().contains("sha256:HEX"),
         "{help}"
-    );
-
-    // Nothing matched: its own exit status, and nothing on stdout.
-    let out = run(&["search", "nothing-like-this"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(out.stdout.is_empty());
-
-    // A refusal from the index: an event on stdout, and the error on stderr.
-    let out = run(&["files", "99"]);
-    assert_eq!(out.status.code(), Some(1));
-    let refused = &records(&out.stdout)[0];
-    assert_eq!(refused["type"], "refused", "{refused}");
-    assert_eq!(refused["code"], "not_found", "{refused}");
-    assert!(refused["message"].as_str().unwrap().contains("99"));
-    let error: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
-    assert_eq!(error["error"]["code"], "not_found", "{error}");
-
-    // A failure: a JSON error on stderr with a stable code.
-    let out = run(&["get", "missing.txt"]);
-    assert_eq!(out.status.code(), Some(1));
-    let error: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
-    assert_eq!(error["error"]["code"], "not_found", "{error}");
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing.txt")
     );
 }
 

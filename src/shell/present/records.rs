@@ -74,7 +74,7 @@ pub struct FileRow {
     #[serde(flatten)]
     pub at: Endpoint,
     /// Whether the index could connect to it (false: behind a NAT, reached by a
-    /// reverse connection).
+    /// reverse connection, hole punching or the index's relay).
     pub reachable: bool,
     /// The shared name.
     pub name: String,
@@ -236,8 +236,8 @@ pub enum Record {
         resumed: u64,
         /// Bytes that failed their check and were fetched again.
         refetched: u64,
-        /// Chunks delivered by each path the sources were reached by (`direct`,
-        /// `reverse`).
+        /// Chunks delivered by each path the sources were reached by (`local`,
+        /// `direct`, `reverse`, `punched`, `relayed`).
         routes: std::collections::BTreeMap<String, u64>,
         /// Seconds it took.
         seconds: f64,

@@ -94,7 +94,8 @@ pub fn peer_label(id: u64, nickname: Option<&str>) -> String {
     }
 }
 
-/// How a peer is reached, in a table: `direct`, or `NAT` (by a reverse connection).
+/// How a peer is reached, in a table: `direct`, or `NAT` (by a reverse connection, hole
+/// punching or the index's relay).
 fn reach(reachable: bool) -> &'static str {
     if reachable { "direct" } else { "NAT" }
 }
@@ -495,5 +496,54 @@ mod tests {
         let table = hits(&long, None, Some(full - 1));
         assert!(table.lines().all(|l| l.chars().count() < full), "{table}");
         assert!(!table.contains("Shared at"), "{table}");
+    }
+
+    /// The queue and the uploads use the same builder: on a narrow terminal their less
+    /// important columns go and long names and states give way, no line wider than it.
+    #[test]
+    fn transfers_and_uploads_fit_a_narrow_terminal() {
+        let row = TransferRow {
+            number: 12,
+            name: "a very long folder name/with a very long file name from a concert.ogg".into(),
+            stage: "failed",
+            state: "failed: no peer shares it right now; `resume` tries again later on".into(),
+            done: 1 << 20,
+            size: 3 << 30,
+            rate: None,
+            eta_seconds: None,
+            peers: 0,
+            waiting: None,
+        };
+        let upload = Upload {
+            peer_id: 4417,
+            fingerprint: crate::protocol::Fingerprint::of_public_key(b"test key"),
+            from: "203.0.113.250:45000".parse().unwrap(),
+            name: row.name.clone(),
+            size: 3 << 30,
+            sent: 1 << 20,
+            rate: Some(1e6),
+            position: None,
+        };
+        for (width, up_width) in [(60, 80), (80, 90)] {
+            let queue = transfers(std::slice::from_ref(&row), Some(width));
+            let up = uploads(std::slice::from_ref(&upload), Some(up_width));
+            for (table, width) in [(&queue, width), (&up, up_width)] {
+                assert!(
+                    table.lines().all(|l| l.chars().count() <= width),
+                    "{width}:\n{table}"
+                );
+                assert!(table.contains('…'), "{table}");
+            }
+            assert!(
+                !queue.contains("ETA") && queue.contains("failed"),
+                "{queue}"
+            );
+            assert!(!up.contains("203.0.113.250") && up.contains("4417"), "{up}");
+        }
+        let piped = transfers(std::slice::from_ref(&row), None);
+        assert!(
+            piped.contains(&row.state) && piped.contains("ETA"),
+            "{piped}"
+        );
     }
 }

@@ -284,7 +284,11 @@ impl Shell {
             index_error,
             sharing: self.services.sharing_status(),
             port_mapping: self.services.mapping_summary(),
-            downloads: self.config.peer.downloads.display().to_string(),
+            // In full: `downloads: downloads` said nothing of where that is.
+            downloads: std::path::absolute(&self.config.peer.downloads)
+                .unwrap_or_else(|_| self.config.peer.downloads.clone())
+                .display()
+                .to_string(),
             limits: self.limits(),
             transfers: QueueCounts {
                 running: running as u64,
@@ -383,6 +387,11 @@ mod tests {
         assert_eq!(status.index_server.as_ref().map(|s| s.peers), Some(1));
         assert!(status.index.is_some() && status.identity.is_some());
         assert_eq!((status.transfers.running, status.transfers.queued), (0, 0));
+        // The downloads folder in full, not as napster.toml wrote it.
+        assert!(
+            std::path::Path::new(&status.downloads).is_absolute(),
+            "{status:?}"
+        );
         let uploads = status.uploads.unwrap();
         assert_eq!((uploads.sending, uploads.waiting), (0, 0));
         let missing = run(&mut shell, "get nope.txt").unwrap_err().to_string();
