@@ -435,6 +435,24 @@ pub struct Status {
     pub identity: Option<String>,
     /// Why the key cannot be used, when it cannot.
     pub identity_error: Option<String>,
+    /// Where this napster lives (`None` for a configuration made in code).
+    pub home: Option<Home>,
+}
+
+/// Where this napster keeps what makes it itself, and the settings it read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Home {
+    /// The home folder.
+    pub home: String,
+    /// Why it is the home: `option` (`--home`), `env` (`NAPSTER_HOME`), `legacy` (a key
+    /// file was already in the current folder) or `data_dir`.
+    pub chosen_by: crate::config::HomeFrom,
+    /// This peer's key file.
+    pub key: String,
+    /// The index server's key file.
+    pub index_key: String,
+    /// The config files read, in the order they apply.
+    pub config_files: Vec<String>,
 }
 
 /// The index server of `status`.

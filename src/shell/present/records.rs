@@ -353,6 +353,8 @@ pub enum Record {
         /// `table` or `json`.
         format: Format,
     },
+    /// `status`: where this napster keeps what makes it itself, and the settings it read.
+    Home(crate::shell::commands::outcome::Home),
 }
 
 impl Record {
@@ -467,7 +469,12 @@ pub fn records(outcome: &Outcome) -> Vec<Record> {
             rtt_ms: p.rtt_ms,
         }],
         Outcome::Peers(peers) => peers.iter().map(Record::peer).collect(),
-        Outcome::Status(status) => vec![Record::Status(status.clone())],
+        Outcome::Status(status) => {
+            let home = status.home.clone().map(Record::Home);
+            std::iter::once(Record::Status(status.clone()))
+                .chain(home)
+                .collect()
+        }
         Outcome::Help(Help::List(commands)) => {
             commands.iter().cloned().map(Record::Command).collect()
         }

@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::table::{self, count, grouped, peer_label, shown, size};
+use crate::config::HomeFrom;
 use crate::limit::show_rate;
 use crate::shell::commands::outcome::{
-    Browsed, Change, Changed, Connected, Fetched, Found, Got, Help, Outcome, Page, Pinned, Reach,
-    Refreshed, Registered, Saved, Serving, Sharing, Status, Transfers,
+    Browsed, Change, Changed, Connected, Fetched, Found, Got, Help, Home, Outcome, Page, Pinned,
+    Reach, Refreshed, Registered, Saved, Serving, Sharing, Status, Transfers,
 };
 
 /// Append a line.
@@ -466,6 +467,30 @@ fn status(out: &mut String, s: &Status) {
         (Some(fingerprint), _) => put!(out, "identity: {fingerprint}"),
         (None, why) => put!(out, "identity: unusable ({})", why.as_deref().unwrap_or("")),
     }
+    if let Some(home) = &s.home {
+        self::home(out, home);
+    }
+}
+
+/// The lines `status` shows of the home: the home and why, the key files, the config
+/// files in effect.
+fn home(out: &mut String, h: &Home) {
+    let why = match h.chosen_by {
+        HomeFrom::Option => "--home",
+        HomeFrom::Env => "NAPSTER_HOME",
+        HomeFrom::Legacy => "a key file was already in this folder",
+        HomeFrom::DataDir => "the user's data directory",
+    };
+    let configs = match h.config_files.is_empty() {
+        true => "none (built-in defaults)".to_owned(),
+        false => format!(
+            "{} (each overrides the ones before, key by key)",
+            h.config_files.join(", ")
+        ),
+    };
+    put!(out, "home: {} ({why})", h.home);
+    put!(out, "key: {}; index key: {}", h.key, h.index_key);
+    put!(out, "config: {configs}");
 }
 
 /// Lines of `text` no wider than `width` (words longer than that stand alone).

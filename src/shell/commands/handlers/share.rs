@@ -13,8 +13,8 @@ use crate::peer::Sharing;
 use crate::protocol::{FileEntry, Hit};
 use crate::shell::commands::Direction;
 use crate::shell::commands::outcome::{
-    Connected, IndexLink, Limits, Outcome, QueueCounts, Refreshed, Registered, Saved, Serving,
-    Status, UploadCounts,
+    Connected, Home, IndexLink, Limits, Outcome, QueueCounts, Refreshed, Registered, Saved,
+    Serving, Status, UploadCounts,
 };
 use crate::shell::{Refresh, Shell};
 
@@ -299,7 +299,21 @@ impl Shell {
             uploads,
             identity,
             identity_error,
+            home: self.home(),
         })))
+    }
+
+    /// Where this napster lives; `None` for a configuration made in code.
+    fn home(&self) -> Option<Home> {
+        let (home, chosen_by) = self.config.origin.home.clone()?;
+        let shown = |p: &std::path::Path| p.display().to_string();
+        Some(Home {
+            home: shown(&home),
+            chosen_by,
+            key: shown(&self.config.peer.key),
+            index_key: shown(&self.config.index.key),
+            config_files: self.config.origin.files.iter().map(|p| shown(p)).collect(),
+        })
     }
 }
 
