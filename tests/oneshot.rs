@@ -190,7 +190,8 @@ fn status_help_and_format_are_typed_records() {
     let out = run(&["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let status = records(&out.stdout);
-    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(status.len(), 2, "status, then its home: {status:?}");
+    assert_eq!(status[1]["type"], "home", "{status:?}");
     let status = &status[0];
     assert_eq!(status["type"], "status");
     assert_eq!(status["index"]["addr"], addr.as_str(), "{status}");

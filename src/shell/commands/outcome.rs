@@ -423,7 +423,7 @@ pub struct Status {
     pub sharing: Option<Sharing>,
     /// The router's port mapping of the file server, while sharing.
     pub port_mapping: Option<String>,
-    /// The downloads folder, in full.
+    /// The downloads folder, as configured.
     pub downloads: String,
     /// Bandwidth limits.
     pub limits: Limits,

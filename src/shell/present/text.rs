@@ -439,7 +439,7 @@ fn status(out: &mut String, s: &Status) {
     if let Some(mapping) = &s.port_mapping {
         put!(out, "port mapping: {mapping}");
     }
-    put!(out, "downloads folder: {}", s.downloads);
+    put!(out, "downloads: {}", s.downloads);
     put!(
         out,
         "limits: upload {}, download {}",

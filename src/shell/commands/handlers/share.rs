@@ -284,11 +284,7 @@ impl Shell {
             index_error,
             sharing: self.services.sharing_status(),
             port_mapping: self.services.mapping_summary(),
-            // In full: `downloads: downloads` said nothing of where that is.
-            downloads: std::path::absolute(&self.config.peer.downloads)
-                .unwrap_or_else(|_| self.config.peer.downloads.clone())
-                .display()
-                .to_string(),
+            downloads: self.config.peer.downloads.display().to_string(),
             limits: self.limits(),
             transfers: QueueCounts {
                 running: running as u64,
