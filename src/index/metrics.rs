@@ -2,8 +2,8 @@
 //! on `/metrics` when `[index] metrics` names an address. Recording is a relaxed atomic
 //! add on counters resolved when the server starts (the search histogram takes a short
 //! lock); the peer and file gauges are read from the store at each scrape. The HTTP side
-//! is `tiny_http` on its own thread, off the executor. There is no relay yet, so no relay
-//! bytes.
+//! is `tiny_http` on its own thread, off the executor. The relay's pipes add the bytes
+//! they carry (`relayed_bytes`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
