@@ -1,7 +1,9 @@
 //! Peers behind NAT, on loopback (`docs/NAT.md`): reachability is what the index could
 //! connect to at the address it observed; a sharer it cannot reach is reached by a
 //! reverse connection, which goes only to the address the index observed for the asking
-//! peer, is rate-limited per connection, and is handed only to the download that waits
+//! peer, is bounded per asking key and address for each sharer (and per connection), is
+//! carried out by the sharer within its own bounds whatever its index asks, and is
+//! handed only to the download that waits
 //! for its one-time token.
 //!
 //! "Behind NAT" on loopback: the sharer's file server listens on 127.0.0.2 while its
