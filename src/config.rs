@@ -115,10 +115,10 @@ impl Default for IndexConfig {
             relay_rate: "0".into(),
             relay_quota: "4GiB".into(),
             relay_pipes: 256,
-            relay_pipes_per_key: 8,
-            relay_pipes_per_address: 16,
-            pushes_per_key: 8,
-            pushes_per_address: 16,
+            relay_pipes_per_key: 16,
+            relay_pipes_per_address: 32,
+            pushes_per_key: 64,
+            pushes_per_address: 128,
         }
     }
 }
@@ -194,7 +194,7 @@ impl Default for PeerConfig {
             settle: 1.0,
             port_mapping: true,
             port_mapping_lease: 3600,
-            max_pushes: 64,
+            max_pushes: 128,
             max_pushes_at_once: 16,
         }
     }

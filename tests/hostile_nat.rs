@@ -3,8 +3,7 @@
 //! reverse connection, which goes only to the address the index observed for the asking
 //! peer, is bounded per asking key and address for each sharer (and per connection), is
 //! carried out by the sharer within its own bounds whatever its index asks, and is
-//! handed only to the download that waits
-//! for its one-time token.
+//! handed only to the download that waits for its one-time token.
 //!
 //! "Behind NAT" on loopback: the sharer's file server listens on 127.0.0.2 while its
 //! session reaches the index from 127.0.0.1, so the index's connect-back to
@@ -310,13 +309,13 @@ fn pushes_are_bounded_per_key_and_address_for_each_sharer_not_per_connection() {
         assert_busy(&refusals[0], "your key");
         // Another key from the same address: what is left of the address's budget.
         let stranger = Identity::generate().unwrap();
-        let mut asker = IndexClient::connect_as(index, &stranger, None, client_limits())
-            .await
-            .unwrap();
+        let connect = || IndexClient::connect_as(index, &stranger, None, client_limits());
         let mut accepted = 0;
         let refused = loop {
             sharer.ping().await.unwrap();
             while sharer.take_push().is_some() {}
+            // A fresh connection each time: the connection's own budget stays out of it.
+            let mut asker = connect().await.unwrap();
             match asker
                 .punch_request(sharer_id, &common::token(900 + accepted))
                 .await
@@ -332,7 +331,9 @@ fn pushes_are_bounded_per_key_and_address_for_each_sharer_not_per_connection() {
         assert_eq!(accepted as usize, limits.per_address - limits.per_key);
         assert_busy(&refused, "your address");
         // Another sharer is another budget; the index serves on.
-        asker
+        connect()
+            .await
+            .unwrap()
             .punch_request(other_id, &common::token(999))
             .await
             .unwrap();
