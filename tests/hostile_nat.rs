@@ -578,3 +578,49 @@ fn a_sharer_carries_out_at_most_max_pushes_at_once() {
         sharer.stop().await;
     });
 }
+
+/// The real binary sharing with `[peer] max_pushes` set in its `napster.toml`: whatever
+/// its index asks, it connects out at most that many times per window, and logs each
+/// push it ignores.
+#[test]
+fn max_pushes_in_napster_toml_bounds_a_sharing_process() {
+    use common::process::Napster;
+    const NAPSTER: Napster = Napster {
+        log: "warn",
+        patience: Some(WAIT),
+    };
+    let (index, _stop) = unbounded_index();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join("share")).unwrap();
+    std::fs::write(home.path().join("share/flooded.bin"), b"f").unwrap();
+    std::fs::write(
+        home.path().join("napster.toml"),
+        "[peer]\nmax_pushes = 6\nport_mapping = false\n[log]\nfile = \"sharer.log\"\n",
+    )
+    .unwrap();
+    let mut sharer = NAPSTER.start(home.path(), &format!("connect {index}\nregister share 0\n"));
+    sharer.wait_for("registered as peer");
+    let ignored = || {
+        std::fs::read_to_string(home.path().join("sharer.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(": ignored, ") && l.contains("max_pushes"))
+            .count()
+    };
+    let (port, arrived) = target(false);
+    let arrived = || arrived.load(std::sync::atomic::Ordering::SeqCst);
+    smol::block_on(async {
+        let peer = lookup(index, "flooded.bin").await[0].peer_id;
+        let (mut asker, _, _) = raw_session(index, port).await;
+        for k in 0..20 {
+            asker
+                .connect_request(peer, &common::token(k))
+                .await
+                .unwrap();
+            common::wait_until("the sharer obeys or ignores the push", WAIT, || {
+                arrived() + ignored() == k as usize + 1
+            });
+        }
+    });
+    assert_eq!((arrived(), ignored()), (6, 14));
+}
