@@ -431,29 +431,23 @@ impl Config {
 
     /// The bounds of the relay and of pushes: each at least 1.
     fn check_counts(&self) -> Result<()> {
-        let relay_off = " (to turn the relay off: `index.relay = false`)";
-        for (key, value, hint) in [
-            ("index.relay_pipes", self.index.relay_pipes, relay_off),
-            (
-                "index.relay_pipes_per_key",
-                self.index.relay_pipes_per_key,
-                relay_off,
-            ),
+        for (key, value) in [
+            ("index.relay_pipes", self.index.relay_pipes),
+            ("index.relay_pipes_per_key", self.index.relay_pipes_per_key),
             (
                 "index.relay_pipes_per_address",
                 self.index.relay_pipes_per_address,
-                relay_off,
             ),
-            ("index.pushes_per_key", self.index.pushes_per_key, ""),
-            (
-                "index.pushes_per_address",
-                self.index.pushes_per_address,
-                "",
-            ),
-            ("peer.max_pushes", self.peer.max_pushes, ""),
-            ("peer.max_pushes_at_once", self.peer.max_pushes_at_once, ""),
+            ("index.pushes_per_key", self.index.pushes_per_key),
+            ("index.pushes_per_address", self.index.pushes_per_address),
+            ("peer.max_pushes", self.peer.max_pushes),
+            ("peer.max_pushes_at_once", self.peer.max_pushes_at_once),
         ] {
             if value == 0 {
+                let hint = match key.starts_with("index.relay") {
+                    true => " (to turn the relay off: `index.relay = false`)",
+                    false => "",
+                };
                 return Err(Error::Config(format!("`{key}` must be at least 1{hint}")));
             }
         }
