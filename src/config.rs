@@ -105,8 +105,20 @@ pub struct IndexConfig {
     pub relay: bool,
     /// Bandwidth the relay may use in all (a rate like `10MiB/s`; `0`: no cap).
     pub relay_rate: String,
-    /// Bytes one key may have relayed per hour (a size like `1GiB`; `0`: no quota).
+    /// Bytes one downloader key may have relayed per hour (a size like `1GiB`; `0`: no
+    /// quota).
     pub relay_quota: String,
+    /// Most relay pipes, pending or running, at once.
+    pub relay_pipes: usize,
+    /// Most relay pipes one asking key holds at once.
+    pub relay_pipes_per_key: usize,
+    /// Most relay pipes one asking source address holds at once.
+    pub relay_pipes_per_address: usize,
+    /// Most pushes (reverse connection, hole punch, relay) one key may cause a given
+    /// sharer per 10 s.
+    pub pushes_per_key: usize,
+    /// Most pushes one source address may cause a given sharer per 10 s.
+    pub pushes_per_address: usize,
 }
 
 impl Default for IndexConfig {
@@ -131,6 +143,11 @@ impl Default for IndexConfig {
             relay: true,
             relay_rate: "0".into(),
             relay_quota: "4GiB".into(),
+            relay_pipes: 256,
+            relay_pipes_per_key: 16,
+            relay_pipes_per_address: 32,
+            pushes_per_key: 64,
+            pushes_per_address: 128,
         }
     }
 }
@@ -177,6 +194,11 @@ pub struct PeerConfig {
     pub port_mapping: bool,
     /// Seconds of lease asked for a port mapping (renewed at half of it).
     pub port_mapping_lease: u32,
+    /// Most pushes (reverse connections, hole punches, relay joins) this peer obeys per
+    /// 10 s, whatever its index says.
+    pub max_pushes: usize,
+    /// Most pushes this peer carries out at once (connecting, punching, handshaking).
+    pub max_pushes_at_once: usize,
 }
 
 impl Default for PeerConfig {
@@ -201,6 +223,8 @@ impl Default for PeerConfig {
             settle: 1.0,
             port_mapping: true,
             port_mapping_lease: 3600,
+            max_pushes: 128,
+            max_pushes_at_once: 16,
         }
     }
 }
@@ -393,6 +417,7 @@ impl Config {
                 "must be between 2 and 604800 seconds (a week)",
             );
         }
+        self.check_counts()?;
         if self.peer.max_uploads == 0 {
             return bad("peer.max_uploads", "must be at least 1");
         }
@@ -404,6 +429,31 @@ impl Config {
                 "peer.max_downloads",
                 &format!("must be between 1 and {MAX_DOWNLOADS}"),
             );
+        }
+        Ok(())
+    }
+
+    /// The bounds of the relay and of pushes: each at least 1.
+    fn check_counts(&self) -> Result<()> {
+        for (key, value) in [
+            ("index.relay_pipes", self.index.relay_pipes),
+            ("index.relay_pipes_per_key", self.index.relay_pipes_per_key),
+            (
+                "index.relay_pipes_per_address",
+                self.index.relay_pipes_per_address,
+            ),
+            ("index.pushes_per_key", self.index.pushes_per_key),
+            ("index.pushes_per_address", self.index.pushes_per_address),
+            ("peer.max_pushes", self.peer.max_pushes),
+            ("peer.max_pushes_at_once", self.peer.max_pushes_at_once),
+        ] {
+            if value == 0 {
+                let hint = match key.starts_with("index.relay") {
+                    true => " (to turn the relay off: `index.relay = false`)",
+                    false => "",
+                };
+                return Err(Error::Config(format!("`{key}` must be at least 1{hint}")));
+            }
         }
         Ok(())
     }
@@ -490,6 +540,17 @@ mod tests {
             err.contains("peer.max_downloads") && err.contains("between 1 and 64"),
             "{err}"
         );
+        let err = Config::parse("[index]\nrelay_pipes_per_key = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index.relay_pipes_per_key") && err.contains("relay = false"),
+            "{err}"
+        );
+        let err = Config::parse("[peer]\nmax_pushes_at_once = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer.max_pushes_at_once"), "{err}");
         let err = Config::parse("[peer]\nport_mapping_lease = 1\n")
             .unwrap_err()
             .to_string();

@@ -117,6 +117,71 @@ struct RefusedLabels {
     reason: &'static str,
 }
 
+/// Why the index refused to push to a sharer or to open a relay pipe: the `reason` of
+/// `napster_index_pushes_refused_total`, one per bound (`docs/NAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushRefusal {
+    /// The asking connection's own budget (`MAX_CONNECTS` per `CONNECT_WINDOW`).
+    PerConnection,
+    /// The asking key's pushes to this sharer (`pushes_per_key`).
+    PerKey,
+    /// The asking address's pushes to this sharer (`pushes_per_address`).
+    PerAddress,
+    /// The sharer's queue of pushes is full.
+    SharerQueue,
+    /// Every relay pipe is taken (`relay_pipes`).
+    RelayPipes,
+    /// The asking key holds its relay pipes (`relay_pipes_per_key`).
+    RelayPipesPerKey,
+    /// The asking address holds its relay pipes (`relay_pipes_per_address`).
+    RelayPipesPerAddress,
+    /// The asking key used its relay quota (`relay_quota`).
+    RelayQuota,
+}
+
+impl PushRefusal {
+    const ALL: [PushRefusal; 8] = [
+        PushRefusal::PerConnection,
+        PushRefusal::PerKey,
+        PushRefusal::PerAddress,
+        PushRefusal::SharerQueue,
+        PushRefusal::RelayPipes,
+        PushRefusal::RelayPipesPerKey,
+        PushRefusal::RelayPipesPerAddress,
+        PushRefusal::RelayQuota,
+    ];
+
+    /// Register `pushes_refused` in `registry`: its counters, in the order of `ALL`.
+    fn register(registry: &mut Registry) -> Vec<Counter> {
+        let family = Family::<RefusedLabels, Counter>::default();
+        let counters = PushRefusal::ALL
+            .iter()
+            .map(|r| family.get_or_create_owned(&RefusedLabels { reason: r.name() }))
+            .collect();
+        registry.register(
+            "pushes_refused",
+            "Reverse connections, hole punches and relay pipes refused, by the bound that \
+             refused them",
+            family,
+        );
+        counters
+    }
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            PushRefusal::PerConnection => "per_connection",
+            PushRefusal::PerKey => "pushes_per_key",
+            PushRefusal::PerAddress => "pushes_per_address",
+            PushRefusal::SharerQueue => "sharer_queue",
+            PushRefusal::RelayPipes => "relay_pipes",
+            PushRefusal::RelayPipesPerKey => "relay_pipes_per_key",
+            PushRefusal::RelayPipesPerAddress => "relay_pipes_per_address",
+            PushRefusal::RelayQuota => "relay_quota",
+        }
+    }
+}
+
 /// The search latency buckets: 50 µs doubling to about 1.6 s.
 const SEARCH_BUCKETS: (f64, f64, u16) = (50e-6, 2.0, 16);
 
@@ -146,6 +211,8 @@ pub struct Metrics {
     requests: Vec<[Counter; 2]>,
     search_seconds: Histogram,
     busy: Counter,
+    /// In the order of `PushRefusal::ALL`.
+    pushes_refused: Vec<Counter>,
     expired: Counter,
     store_errors: Counter,
     relayed: Counter,
@@ -196,6 +263,7 @@ impl Metrics {
             "Connections refused at a connection limit (told busy)",
             refused,
         );
+        let pushes_refused = PushRefusal::register(&mut registry);
         let expired = Counter::default();
         registry.register(
             "sessions_expired",
@@ -230,6 +298,7 @@ impl Metrics {
             requests,
             search_seconds,
             busy,
+            pushes_refused,
             expired,
             store_errors,
             relayed,
@@ -254,6 +323,12 @@ impl Metrics {
     /// Count a connection told `busy`.
     pub fn refused_busy(&self) {
         self.busy.inc();
+    }
+
+    /// Count a push or relay pipe refused at a bound.
+    pub fn push_refused(&self, why: PushRefusal) {
+        let index = PushRefusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.pushes_refused[index].inc();
     }
 
     /// Count peers withdrawn for silence.

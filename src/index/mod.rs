@@ -3,6 +3,7 @@
 //! peer's files live exactly as long as it does (closed, timed out or replaced by a
 //! newer session). What each request does is [`handler`]'s.
 
+pub mod budget;
 pub mod handler;
 pub mod metrics;
 mod nat;
@@ -67,6 +68,8 @@ pub struct Settings {
     pub connect_back: Option<Duration>,
     /// What the relay allows.
     pub relay: relay::Limits,
+    /// How many pushes one asker may cause a given sharer per window.
+    pub pushes: budget::PushLimits,
 }
 
 impl Settings {
@@ -91,6 +94,13 @@ impl Settings {
                 enabled: config.index.relay,
                 rate: crate::limit::parse_rate(&config.index.relay_rate).unwrap_or(0),
                 quota: crate::limit::parse_rate(&config.index.relay_quota).unwrap_or(0),
+                pipes: config.index.relay_pipes,
+                pipes_per_key: config.index.relay_pipes_per_key,
+                pipes_per_address: config.index.relay_pipes_per_address,
+            },
+            pushes: budget::PushLimits {
+                per_key: config.index.pushes_per_key,
+                per_address: config.index.pushes_per_address,
             },
         }
     }
@@ -118,6 +128,8 @@ pub struct Server<S> {
     pushes: reach::Pushes,
     /// Its relay.
     relay: Arc<relay::Relay>,
+    /// What askers have made each sharer do lately.
+    budget: budget::PushBudget,
 }
 
 impl<S: Store> Server<S> {
@@ -131,6 +143,7 @@ impl<S: Store> Server<S> {
             metrics: None,
             pushes: reach::Pushes::default(),
             relay: relay::Relay::new(settings.relay, None),
+            budget: budget::PushBudget::new(settings.pushes),
             settings,
         }
     }

@@ -6,6 +6,7 @@
 pub mod cache;
 mod ignore;
 pub mod mapping;
+pub mod pushes;
 mod refresh;
 pub mod scan;
 pub mod serve;
@@ -64,6 +65,8 @@ pub struct SharingSettings {
     /// Ask the router for a port mapping of the file server (UPnP-IGD) with this
     /// lease; `None`: don't.
     pub port_mapping: Option<Duration>,
+    /// How many pushes the index may make this peer carry out.
+    pub pushes: pushes::PushLimits,
 }
 
 impl SharingSettings {
@@ -89,6 +92,10 @@ impl SharingSettings {
                 .peer
                 .port_mapping
                 .then(|| Duration::from_secs(config.peer.port_mapping_lease.into())),
+            pushes: pushes::PushLimits {
+                per_window: config.peer.max_pushes,
+                at_once: config.peer.max_pushes_at_once,
+            },
         }
     }
 }
@@ -290,6 +297,7 @@ impl Sharing {
             limits,
             name: settings.name.clone(),
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
+            pushes: settings.pushes,
         };
         let session = Session::spawn(
             client,
@@ -344,6 +352,11 @@ impl Sharing {
     /// The session's state (Peer ID, connected).
     pub fn state(&self) -> SessionState {
         self.session.state()
+    }
+
+    /// The pushes of the index this peer obeyed and ignored.
+    pub fn pushes(&self) -> pushes::PushCounts {
+        self.session.pushes()
     }
 
     /// Where the router's port mapping of the file server stands.

@@ -26,6 +26,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::identity::Identity;
 use crate::limit::{Pace, RateLimit};
 use crate::net::{self, Admission};
+use crate::peer::pushes::PushPermit;
 use crate::peer::share::Share;
 use crate::peer::slots::Slots;
 use crate::peer::upload_log::Upload;
@@ -163,8 +164,15 @@ impl Files {
     /// A reverse connection: connect to a downloader's file server at `to` (the address
     /// the index observed for it), open with `token`, then serve it as the TLS server,
     /// exactly as on the listener, until it leaves or shutdown.
-    pub async fn serve_reverse(&self, to: SocketAddr, token: &str) -> Result<()> {
+    pub async fn serve_reverse(&self, to: SocketAddr, token: &str, turn: PushPermit) -> Result<()> {
         let conn = self.open(to, token, None).await?;
+        self.serve_pushed(conn, turn).await
+    }
+
+    /// Serve a connection a push opened, as on the listener, until it leaves or shutdown;
+    /// handshaken, it is an upload (bounded by the slots), so the push's `turn` ends.
+    async fn serve_pushed(&self, conn: Connection, turn: PushPermit) -> Result<()> {
+        drop(turn);
         smol::future::or(self.server.requests(conn), async {
             self.shutdown.wait().await;
             Ok(())
@@ -180,16 +188,13 @@ impl Files {
         index: SocketAddr,
         token: &str,
         downloader: Fingerprint,
+        turn: PushPermit,
     ) -> Result<()> {
         let conn = self
             .open(index, token, Some(downloader))
             .await
             .map_err(|e| Error::msg(format!("a relayed downloader: {e}")))?;
-        smol::future::or(self.server.requests(conn), async {
-            self.shutdown.wait().await;
-            Ok(())
-        })
-        .await
+        self.serve_pushed(conn, turn).await
     }
 
     /// A punched connection: connect from `local` (our session's port) to `to` (the
@@ -201,16 +206,13 @@ impl Files {
         (local, to): (SocketAddr, SocketAddr),
         token: &str,
         downloader: Fingerprint,
+        turn: PushPermit,
     ) -> Result<()> {
         let stream = punch::punch(local, to, punch::PUNCH_WAIT)
             .await
             .map_err(|e| Error::io(format!("punching a hole from {local} to {to}"), e))?;
         let conn = self.open_over(stream, to, token, Some(downloader)).await?;
-        smol::future::or(self.server.requests(conn), async {
-            self.shutdown.wait().await;
-            Ok(())
-        })
-        .await
+        self.serve_pushed(conn, turn).await
     }
 
     /// Connect to `to`, send the preamble of `token`, and be the TLS server there (to

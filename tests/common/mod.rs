@@ -872,3 +872,28 @@ pub fn closed_addr() -> SocketAddr {
         .local_addr()
         .unwrap()
 }
+
+/// Start an in-memory index server with `settings` on 127.0.0.1, any port, counting into
+/// metrics: its address, the trigger that stops it, and the metrics.
+pub fn start_index_with_metrics(
+    settings: Settings,
+) -> (SocketAddr, ShutdownTrigger, Arc<index::Metrics>) {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("binding the index");
+    let addr = listener.get_ref().local_addr().unwrap();
+    let metrics = Arc::new(index::Metrics::new());
+    let (trigger, shutdown) = runtime::shutdown_pair();
+    let store = Arc::new(MemoryStore::new());
+    let run = index::run_with_metrics(listener, store, settings, shutdown, Some(metrics.clone()));
+    runtime::spawn(run).detach();
+    (addr, trigger, metrics)
+}
+
+/// The value of the metric line that starts with `series` (name and labels), 0 if none.
+pub fn metric(metrics: &index::Metrics, series: &str) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
