@@ -102,8 +102,10 @@ fn start_index_with(
         ),
     )
     .unwrap();
+    // Another build of napster may be measured in its place (a before/after comparison).
+    let bin = std::env::var("NAPSTER_SCALE_BIN").unwrap_or_else(|_| BIN.to_owned());
     let mut child = Killed(
-        Command::new(BIN)
+        Command::new(bin)
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -501,8 +503,14 @@ fn explain(url: &str, peers: u64, per_peer: u64) {
     use napster::index::store::{NameMatch, PgStore, Query};
     let path = std::env::var("NAPSTER_SCALE_EXPLAIN").unwrap_or("target/scale-explain.txt".into());
     let forms = [
-        ("exact name", Query::by(NameMatch::Exact(name(peers / 2, 7)))),
-        ("substring, one match", Query::pattern(&format!("{:05}-007", peers / 2))),
+        (
+            "exact name",
+            Query::by(NameMatch::Exact(name(peers / 2, 7))),
+        ),
+        (
+            "substring, one match",
+            Query::pattern(&format!("{:05}-007", peers / 2)),
+        ),
         ("substring, common word", Query::pattern("love")),
         ("substring, 3 characters", Query::pattern("ech")),
         ("browse one peer", {
@@ -530,7 +538,13 @@ fn slow_statements(pg: Option<&pg::Postgres>) -> usize {
 }
 
 /// Register, then search, through the index servers of `setup`.
-fn measure(setup: &Setup, pg: Option<&pg::Postgres>, peers: u64, per_peer: u64, secs: u64) -> Figures {
+fn measure(
+    setup: &Setup,
+    pg: Option<&pg::Postgres>,
+    peers: u64,
+    per_peer: u64,
+    secs: u64,
+) -> Figures {
     let total = peers * per_peer;
     let addrs = setup.addrs.clone();
     println!(
@@ -613,7 +627,9 @@ fn measure(setup: &Setup, pg: Option<&pg::Postgres>, peers: u64, per_peer: u64, 
             loaded.elapsed().as_secs_f64()
         );
     }
-    if let Some(url) = setup.database {
+    if let Some(url) = setup.database
+        && std::env::var("NAPSTER_SCALE_EXPLAIN").as_deref() != Ok("off")
+    {
         explain(url, peers, per_peer);
     }
     let idle_session = setup.rss_pid.map(|pid| {
