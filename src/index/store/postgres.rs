@@ -17,7 +17,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 
-use super::sql::{Columns, count_sql, hit_of_row, peer_of_row, redacted, search_sql};
+use super::sql::{
+    Columns, EXPLAIN, SETTLE, count_sql, hit_of_row, peer_of_row, redacted, search_sql,
+};
 use super::{Page, Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo, Total};
@@ -39,25 +41,9 @@ const REAP_DEPARTED_EVERY: Duration = Duration::from_secs(60);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// What [`PgStore::explain`] puts before a statement.
-const EXPLAIN: &str = "EXPLAIN (ANALYZE, BUFFERS) ";
-
 /// Rows registered between two `ANALYZE`s: after a burst of registrations the planner
 /// must know the table grew, or it scans a million rows for an exact name.
 const SETTLE_EVERY: u64 = 50_000;
-
-/// What a server runs after every [`SETTLE_EVERY`] rows registered, and what it is
-/// doing, for its log.
-const SETTLE: [(&str, &str); 2] = [
-    (
-        "ANALYZE files, peers",
-        "refreshing the database's statistics",
-    ),
-    (
-        "SELECT gin_clean_pending_list('files_lower_name_trgm'::regclass)",
-        "merging the trigram index's pending list",
-    ),
-];
 
 /// The index in PostgreSQL.
 #[derive(Debug, Clone)]

@@ -50,6 +50,22 @@ pub fn peer_of_row(row: &PgRow) -> Option<PeerInfo> {
     })
 }
 
+/// What `PgStore::explain` puts before a statement.
+pub const EXPLAIN: &str = "EXPLAIN (ANALYZE, BUFFERS) ";
+
+/// What a server runs after every `SETTLE_EVERY` rows registered (`postgres.rs`), and what it is
+/// doing, for its log.
+pub const SETTLE: [(&str, &str); 2] = [
+    (
+        "ANALYZE files, peers",
+        "refreshing the database's statistics",
+    ),
+    (
+        "SELECT gin_clean_pending_list('files_lower_name_trgm'::regclass)",
+        "merging the trigram index's pending list",
+    ),
+];
+
 /// Files as the column arrays a multi-row insert (`UNNEST`) binds: one array per column,
 /// so that any number of files travel in one statement.
 pub struct Columns<'a> {
