@@ -359,7 +359,10 @@ impl<S: Store> Server<S> {
             if let Some(peer) = session.peer {
                 let _ = self.store.touch(peer, session.id).await;
             }
-            let response = self.handle(session, request).await;
+            // Boxed: a connection's task keeps its largest state for as long as it lives,
+            // and a handler's (a database round trip's) is far larger than the wait for
+            // the next request, where idle sessions spend their lives.
+            let response = Box::pin(self.handle(session, request)).await;
             self.note(session.id, session.peer);
             conn.send(&response).await?;
         }
