@@ -100,7 +100,7 @@ fn the_metrics_endpoint_counts_real_traffic() {
 
     // The peer holds two of the three connections (its shell's and its session) and a
     // silent socket the third: the next
-    // client is told busy, and counted.
+    // client is closed at once (before TLS), and counted as busy.
     let _silent = TcpStream::connect(&addr).unwrap();
     wait_until("a client is refused as busy", WAIT, || {
         let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "peers"]);
