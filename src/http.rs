@@ -182,3 +182,68 @@ where
         .serve_connection(FuturesIo::new(stream), service)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    use super::*;
+
+    /// A handler can stream its answer: two frames arrive as two chunks of one body, and a
+    /// path it does not know gets its own status.
+    #[test]
+    fn a_handler_streams_its_body_and_routes_by_path() {
+        let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let (_stop, shutdown) = runtime::shutdown_pair();
+        let bounds = Bounds {
+            connections: 4,
+            connections_per_address: 4,
+            max_head: 4096,
+            head_timeout: Duration::from_secs(20),
+        };
+        runtime::spawn(serve(
+            listener,
+            bounds,
+            shutdown,
+            None,
+            |request| async move {
+                if request.uri().path() != "/events" {
+                    return answer(StatusCode::NOT_FOUND, "text/plain", "no such page\n");
+                }
+                let frames = ["data: one\n\n", "data: two\n\n"].map(|text| {
+                    Ok::<_, BodyError>(Frame::data(Bytes::from_static(text.as_bytes())))
+                });
+                let body = StreamBody::new(smol::stream::iter(frames)).boxed();
+                hyper::Response::new(body)
+            },
+        ))
+        .detach();
+        let get = |path: &str| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        };
+        let events = get("/events");
+        assert!(events.starts_with("HTTP/1.1 200"), "{events}");
+        assert!(events.contains("transfer-encoding: chunked"), "{events}");
+        assert!(
+            events.contains("data: one\n\n") && events.contains("data: two\n\n"),
+            "{events}"
+        );
+        let missing = get("/other");
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    }
+}

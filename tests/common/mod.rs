@@ -518,8 +518,8 @@ pub fn file_server_settings() -> file_server::Settings {
         admits: napster::gate::Bounds {
             connections: 1024,
             connections_per_address: 1024,
-            handshakes: 128,
-            handshakes_per_address: 128,
+            handshakes: 1024,
+            handshakes_per_address: 1024,
         },
         ..file_server::Settings::default()
     }
