@@ -13,6 +13,7 @@ pub mod download;
 pub mod error;
 pub(crate) mod fds;
 pub mod gate;
+pub mod home;
 pub mod http;
 pub mod identity;
 pub mod index;
