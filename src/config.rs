@@ -558,6 +558,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_out_of_range_is_named() {
+        let err = Config::parse("[index]\nmetrics_max_head = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index.metrics_max_head") && err.contains("between 1024 and 1048576"),
+            "{err}"
+        );
+        let err = Config::parse("[peer]\nmax_handshakes_per_address = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peer.max_handshakes_per_address") && err.contains("at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn missing_file_means_defaults_unless_required() {
         let path = Path::new("/nonexistent/napster.toml");
         assert!(Config::load(path, false).is_ok());
