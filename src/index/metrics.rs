@@ -4,6 +4,7 @@
 //! lock); the peer and file gauges are read from the store at each scrape. The HTTP side
 //! is [`crate::http`] on the executor, within the `[index] metrics_*` bounds; a scrape
 //! reads the store on a blocking thread, since a database may be slow to answer.
+//! The relay's pipes add the bytes they carry (`relayed_bytes`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

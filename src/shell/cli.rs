@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, value_parser};
 
 use super::commands::{self, COMMANDS};
-use super::output::{self, exit};
+use super::present::records::{self as output, exit};
 use super::repl::{self, Options, Source};
 use crate::config::Config;
 use crate::home;
@@ -28,6 +28,15 @@ files found nothing, 130 interrupted.";
 
 /// The whole command line: options and a subcommand per shell command.
 pub fn cli() -> clap::Command {
+    let cli = commands::with_commands(options());
+    COMMANDS.iter().fold(cli, |cli, spec| {
+        let usage = format!("napster {} {}", spec.name, spec.args);
+        cli.mut_subcommand(spec.name, |c| c.override_usage(usage.trim_end().to_owned()))
+    })
+}
+
+/// The binary's options, and `completions`.
+fn options() -> clap::Command {
     clap::Command::new("napster")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT.lines().next().unwrap_or_default())
@@ -89,10 +98,6 @@ pub fn cli() -> clap::Command {
                 .action(ArgAction::SetTrue)
                 .help("in a script (-e or piped stdin), stop at the first failing command"),
         )
-        .subcommands(COMMANDS.iter().map(|spec| {
-            let usage = format!("napster {} {}", spec.name, spec.args);
-            commands::clap_command(spec).override_usage(usage.trim_end().to_owned())
-        }))
         .subcommand(
             clap::Command::new("completions")
                 .about("print shell completions for bash, zsh or fish")
@@ -145,9 +150,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     };
     let json = matches.get_flag("json");
     if let Some(("completions", sub)) = matches.subcommand() {
-        let shell = *sub
-            .get_one::<clap_complete::Shell>("shell")
-            .expect("required");
+        let Some(&shell) = sub.get_one::<clap_complete::Shell>("shell") else {
+            return exit::USAGE;
+        };
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut cli(), "napster", &mut script);
         say!("{}", String::from_utf8_lossy(&script));
@@ -167,7 +172,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
                 "give either -e COMMANDS or one command, not both",
             );
         }
-        Some((name, sub)) => match commands::from_matches(name, sub) {
+        Some(_) => match commands::from_matches(&matches) {
             Ok(command) => Source::OneShot(command),
             Err(e) => return usage_error(json, &output::error_code(&e), &e.to_string()),
         },
