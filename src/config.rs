@@ -9,6 +9,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::protocol::Limits;
 
+mod bounds;
+pub use bounds::{MAX_HTTP_HEAD, MIN_HTTP_HEAD};
+
 /// Ignore patterns used when `napster.toml` gives none: hidden files and folders, editor
 /// backups, temporary and partial downloads (napster's own are always left out too).
 pub const DEFAULT_IGNORE: &[&str] = &[".*", "*~", "*.tmp", "*.part", "*.crdownload", "*.swp"];
@@ -81,6 +84,10 @@ pub struct IndexConfig {
     pub max_connections: usize,
     /// Most connections served at once from one source address.
     pub max_connections_per_address: usize,
+    /// Most TLS handshakes in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
@@ -99,6 +106,14 @@ pub struct IndexConfig {
     pub database: String,
     /// `host:port` serving Prometheus metrics on `/metrics`; empty: none.
     pub metrics: String,
+    /// Most connections the metrics endpoint holds at once.
+    pub metrics_max_connections: usize,
+    /// Most connections the metrics endpoint holds at once from one source address.
+    pub metrics_max_connections_per_address: usize,
+    /// Longest HTTP request head the metrics endpoint reads, in bytes.
+    pub metrics_max_head: usize,
+    /// Seconds an HTTP request head may take to arrive at the metrics endpoint.
+    pub metrics_head_timeout: f64,
     /// Key file of the index server's identity; made on first use.
     pub key: PathBuf,
     /// Relay between peers that are both behind NATs.
@@ -130,6 +145,8 @@ impl Default for IndexConfig {
             session_ttl: 30.0,
             max_connections: 4096,
             max_connections_per_address: 64,
+            max_handshakes: 256,
+            max_handshakes_per_address: 8,
             max_results: 1000,
             max_files_per_peer: 200_000,
             max_files_per_address: 400_000,
@@ -139,6 +156,10 @@ impl Default for IndexConfig {
             min_pattern_len: 2,
             database: String::new(),
             metrics: String::new(),
+            metrics_max_connections: 64,
+            metrics_max_connections_per_address: 8,
+            metrics_max_head: 8192,
+            metrics_head_timeout: 5.0,
             key: ".napster-index-key".into(),
             relay: true,
             relay_rate: "0".into(),
@@ -164,6 +185,14 @@ pub struct PeerConfig {
     pub dir: PathBuf,
     /// Folder downloads are written to.
     pub downloads: PathBuf,
+    /// Most connections the file server holds at once.
+    pub max_connections: usize,
+    /// Most connections the file server holds at once from one source address.
+    pub max_connections_per_address: usize,
+    /// Most TLS handshakes the file server has in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes the file server has in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most downloads served at once.
     pub max_uploads: usize,
     /// Most downloads served or waiting at once for one IP address.
@@ -208,6 +237,10 @@ impl Default for PeerConfig {
             port: 25000,
             dir: "testing_files".into(),
             downloads: "downloads".into(),
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            max_handshakes: 128,
+            max_handshakes_per_address: 8,
             max_uploads: 256,
             max_uploads_per_address: 16,
             max_downloads: 3,
@@ -371,9 +404,7 @@ impl Config {
                 "must be at least 1",
             );
         }
-        if self.index.max_connections_per_address == 0 {
-            return bad("index.max_connections_per_address", "must be at least 1");
-        }
+        self.check_bounds()?;
         if self.index.max_name_len == 0 || self.index.max_name_len > crate::protocol::MAX_NAME {
             return bad(
                 "index.max_name_len",
@@ -589,6 +620,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(&here.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_bound_out_of_range_is_named() {
+        let err = Config::parse("[index]\nmetrics_max_head = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index.metrics_max_head") && err.contains("between 1024 and 1048576"),
+            "{err}"
+        );
+        let err = Config::parse("[peer]\nmax_handshakes_per_address = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peer.max_handshakes_per_address") && err.contains("at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

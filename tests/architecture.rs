@@ -20,6 +20,16 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("client", &["peer", "download", "index", "shell"]),
     ("net", &["peer", "download", "index", "shell", "client"]),
     (
+        "gate",
+        &[
+            "peer", "download", "index", "shell", "client", "net", "http",
+        ],
+    ),
+    (
+        "http",
+        &["peer", "download", "index", "shell", "client", "net"],
+    ),
+    (
         "config",
         &["peer", "download", "index", "shell", "client", "home"],
     ),
