@@ -71,7 +71,7 @@ impl Shell {
             match done {
                 Ok(text) => out.push_str(&text),
                 Err(e) if single || matches!(e, Error::Cancelled) => return Err(e),
-                Err(e) => problems.push(format!("{name}: {e}")),
+                Err(e) => problems.push(format!("{}: {e}", render::shown(&name))),
             }
         }
         if problems.is_empty() {
