@@ -229,49 +229,28 @@ impl Shell {
         peer::Living::from_config(&self.config, cache)
     }
 
-    /// The key each index must prove: the known-indexes file, overridden by keys given
-    /// as `host:port#FINGERPRINT` (in `connect`, or in `[index] server`).
-    pub(super) fn pins(&self) -> Result<Pins> {
-        let mut pins = KnownIndexes::new(&self.config.peer.known_indexes).load()?;
-        match &self.index {
-            Some(_) => pins.extend(self.pins.iter()),
-            None => pins.extend(parse_pinned(&self.config.index.server, self.config.index.port)?.1),
+    /// The key each index must prove: this process's one source of pins, shared with
+    /// the share's session, the queue and the routes around NATs (the known-indexes
+    /// file, and keys given as `host:port#FINGERPRINT` in `[index] server` or `connect`).
+    pub(super) fn pins(&self) -> Result<KnownIndexes> {
+        if self.index.is_none() {
+            let (_, given) = parse_pinned(&self.config.index.server, self.config.index.port)?;
+            self.known.give(&given);
         }
-        Ok(pins)
+        Ok(self.known.clone())
     }
 
-    /// Connect to the first of `addrs` that answers and proves its pinned key; an index
-    /// met for the first time (or with a key given explicitly) gets its key recorded in
-    /// the known-indexes file, and the note says so.
+    /// Connect to the first of `addrs` that answers and proves its pinned key (or the
+    /// key `trying` gives it); an index met for the first time (or with a key given
+    /// explicitly) gets its key recorded in the known-indexes file, and the note says so.
     pub(super) async fn open_index(
         &self,
         addrs: &[SocketAddr],
+        trying: &Pins,
     ) -> Result<(IndexClient, Option<String>)> {
-        let known = KnownIndexes::new(&self.config.peer.known_indexes);
-        let recorded = known.load()?;
-        let pins = self.pins()?;
+        let known = self.pins()?.trying(trying);
         let identity = self.identity()?;
-        let client =
-            IndexClient::connect_any_as(addrs, &identity, &pins, self.config.limits()).await?;
-        let (addr, key) = (client.addr(), client.fingerprint());
-        let file = known.path().display();
-        let note = match recorded.get(&addr) {
-            Some(old) if *old == key => None,
-            _ if known.path().as_os_str().is_empty() => None,
-            Some(_) => {
-                known.record(addr, key)?;
-                Some(format!(
-                    "the key of the index at {addr} is now {key} (pinned in {file})"
-                ))
-            }
-            None => {
-                known.record(addr, key)?;
-                Some(format!(
-                    "first connection to the index at {addr}: its key {key} is pinned in {file}"
-                ))
-            }
-        };
-        Ok((client, note))
+        IndexClient::connect_pinned(addrs, &identity, &known, self.config.limits()).await
     }
 
     /// The index servers to use, in order of preference.
@@ -302,7 +281,7 @@ impl Shell {
                 addrs.push(last);
             }
             self.client = None;
-            let (client, note) = self.open_index(&addrs).await?;
+            let (client, note) = self.open_index(&addrs, &Pins::new()).await?;
             if let Some(note) = note {
                 tracing::info!("{note}");
             }

@@ -81,16 +81,17 @@ impl Shell {
         let mut out = String::new();
         let text = addr.unwrap_or_else(|| self.config.index.server.clone());
         let (addrs, pins) = parse_pinned(&text, self.config.index.port)?;
-        let given = std::mem::replace(&mut self.pins, pins);
         let index = self.index.replace(addrs.clone());
-        let opened = self.open_index(&addrs).await;
+        let opened = self.open_index(&addrs, &pins).await;
         let (mut client, note) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                (self.pins, self.index) = (given, index);
+                self.index = index;
                 return Err(e);
             }
         };
+        // Accepted: from now on everything in this process requires these keys.
+        self.known.give(&pins);
         if let Some(note) = note {
             put!(out, "{note}");
         }
@@ -299,7 +300,7 @@ impl Shell {
             put!(
                 out,
                 "{} is already there with the same contents (sha256 ok); nothing to do",
-                done.path.display()
+                render::shown(&done.path.display().to_string())
             );
             return Ok(out);
         }
