@@ -89,8 +89,8 @@ impl Settings {
             connect_back: Some(reach::CONNECT_BACK_TIMEOUT),
             relay: relay::Limits {
                 enabled: config.index.relay,
-                rate: crate::limit::parse_rate(&config.index.relay_rate).unwrap_or(0),
-                quota: crate::limit::parse_rate(&config.index.relay_quota).unwrap_or(0),
+                rate: config.index.relay_rate.0,
+                quota: config.index.relay_quota.0,
             },
         }
     }

@@ -489,7 +489,11 @@ fn send_range(
                 .map_err(|slow| Error::msg(format!("the downloader reads too slowly: {slow}")))?;
         }
         left -= n as u64;
-        limit.throttle(n);
+        if !limit.throttle_while(n, || !conn.is_gone_blocking()) {
+            return Err(Error::msg(
+                "the downloader went away while the upload waited on its limit; its slot is freed",
+            ));
+        }
     }
     conn.flush_blocking()
         .map_err(|e| Error::io("sending the file", e))?;
