@@ -12,6 +12,7 @@ pub mod disk;
 pub mod download;
 pub mod error;
 pub(crate) mod fds;
+pub mod home;
 pub mod identity;
 pub mod index;
 pub mod limit;

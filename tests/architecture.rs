@@ -19,7 +19,14 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("peer", &["shell"]),
     ("client", &["peer", "download", "index", "shell"]),
     ("net", &["peer", "download", "index", "shell", "client"]),
-    ("config", &["peer", "download", "index", "shell", "client"]),
+    (
+        "config",
+        &["peer", "download", "index", "shell", "client", "home"],
+    ),
+    (
+        "home",
+        &["peer", "download", "index", "shell", "client", "net"],
+    ),
 ];
 
 /// Every module file under `src` (`a/b` for `src/a/b.rs`, `a` for `src/a/mod.rs`), with
