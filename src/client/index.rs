@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::client::{KnownIndexes, Pins};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::net;
@@ -12,6 +11,9 @@ use crate::protocol::{
     self, FileEntry, Fingerprint, Hit, IndexRequest, IndexResponse, Limits, PeerInfo, SearchQuery,
 };
 use crate::punch;
+
+/// The key expected of each index address (kept by `KnownIndexes`).
+pub type Pins = std::collections::HashMap<SocketAddr, Fingerprint>;
 
 /// What changed in a share since the index was last told: sent as `add_files` and
 /// `remove_files`.
@@ -151,22 +153,6 @@ impl IndexClient {
                 failures.join("; ")
             ))),
         }
-    }
-
-    /// Connect to the first of `addrs` that answers, as `identity`, each one required
-    /// to prove the key `known` pins for it; an index met for the first time (or with a
-    /// key given explicitly) gets the key it proved recorded, and the note says so.
-    /// Every connection to an index that a person's napster makes comes through here,
-    /// so that the first connection of any kind pins.
-    pub async fn connect_pinned(
-        addrs: &[SocketAddr],
-        identity: &Identity,
-        known: &KnownIndexes,
-        limits: Limits,
-    ) -> Result<(Self, Option<String>)> {
-        let client = IndexClient::connect_any_as(addrs, identity, &known.pins()?, limits).await?;
-        let note = known.confirm(client.addr(), client.fingerprint())?;
-        Ok((client, note))
     }
 
     /// Address of the index.

@@ -4,10 +4,9 @@
 //!
 //! One line per index: `host:port FINGERPRINT`; `#` starts a comment. The file is
 //! rewritten whole, atomically, when a pin is added or replaced. Every connection to an
-//! index, of any kind, goes through [`KnownIndexes`] (`IndexClient::connect_pinned`):
+//! index, of any kind, goes through [`KnownIndexes`] ([`KnownIndexes::connect`]):
 //! the first one pins.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,11 +14,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::client::index::{IndexClient, Pins};
 use crate::error::{Error, Result};
+use crate::identity::Identity;
 use crate::protocol::Fingerprint;
-
-/// The key expected of each index address.
-pub type Pins = HashMap<SocketAddr, Fingerprint>;
+use crate::protocol::Limits;
 
 /// The one source of index keys a process trusts: its known-indexes file, read again at
 /// every connection, and the keys given explicitly (`host:port#FINGERPRINT`), which win
@@ -85,6 +84,22 @@ impl KnownIndexes {
         let mut pins = self.load()?;
         pins.extend(self.inner.given.lock().iter());
         Ok(pins)
+    }
+
+    /// Connect to the first of `addrs` that answers, as `identity`, each one required
+    /// to prove the key pinned for it; an index met for the first time (or with a key
+    /// given explicitly) gets the key it proved recorded, and the note says so. Every
+    /// connection to an index that a person's napster makes comes through here, so that
+    /// the first connection of any kind pins.
+    pub async fn connect(
+        &self,
+        addrs: &[SocketAddr],
+        identity: &Identity,
+        limits: Limits,
+    ) -> Result<(IndexClient, Option<String>)> {
+        let client = IndexClient::connect_any_as(addrs, identity, &self.pins()?, limits).await?;
+        let note = self.confirm(client.addr(), client.fingerprint())?;
+        Ok((client, note))
     }
 
     /// After the index at `addr` proved `key`: record it when the file has no key for

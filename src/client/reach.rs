@@ -168,9 +168,10 @@ impl Dialer {
 
     /// A connection to the index `via` names, as our key.
     async fn index(&self, via: &Via) -> Result<IndexClient> {
-        let (client, note) =
-            IndexClient::connect_pinned(&[via.index], &via.identity, &via.pins, self.limits)
-                .await?;
+        let (client, note) = via
+            .pins
+            .connect(&[via.index], &via.identity, self.limits)
+            .await?;
         if let Some(note) = note {
             tracing::info!("{note}");
         }

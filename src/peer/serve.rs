@@ -490,9 +490,7 @@ fn send_range(
         }
         left -= n as u64;
         if !limit.throttle_while(n, || !conn.is_gone_blocking()) {
-            return Err(Error::msg(
-                "the downloader went away while the upload waited on its limit; its slot is freed",
-            ));
+            return Err(Error::msg("the downloader left; its slot is freed"));
         }
     }
     conn.flush_blocking()

@@ -360,7 +360,7 @@ pub(super) async fn connect_index(
     pins: &KnownIndexes,
     limits: crate::protocol::Limits,
 ) -> Result<IndexClient> {
-    let (client, note) = IndexClient::connect_pinned(order, identity, pins, limits).await?;
+    let (client, note) = pins.connect(order, identity, limits).await?;
     if let Some(note) = note {
         info!("{note}");
     }

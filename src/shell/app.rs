@@ -250,7 +250,7 @@ impl Shell {
     ) -> Result<(IndexClient, Option<String>)> {
         let known = self.pins()?.trying(trying);
         let identity = self.identity()?;
-        IndexClient::connect_pinned(addrs, &identity, &known, self.config.limits()).await
+        known.connect(addrs, &identity, self.config.limits()).await
     }
 
     /// The index servers to use, in order of preference.

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::warn;
 
-use crate::client::{Dialer, IndexClient, KnownIndexes};
+use crate::client::{Dialer, KnownIndexes};
 use crate::download::part_file::PartFile;
 use crate::download::queue_file::Queued;
 use crate::download::{self, Cancel, Job, Status};
@@ -49,8 +49,10 @@ pub struct Launch {
 impl Launch {
     /// Every peer sharing the contents of `q` now (only `q.peer` when one was named).
     async fn sources(&self, q: &Queued) -> Result<Vec<Hit>> {
-        let (mut client, note) =
-            IndexClient::connect_pinned(&q.index, &self.identity, &self.pins, self.limits).await?;
+        let (mut client, note) = self
+            .pins
+            .connect(&q.index, &self.identity, self.limits)
+            .await?;
         if let Some(note) = note {
             tracing::info!("{note}");
         }
