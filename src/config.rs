@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 use crate::protocol::Limits;
@@ -23,6 +23,52 @@ pub const DEFAULT_FILE: &str = "napster.toml";
 /// Most `[peer] max_downloads`: each running download holds its worker threads and up to
 /// its memory bound.
 pub const MAX_DOWNLOADS: usize = 64;
+
+/// A rate in bytes per second (0: none), read once from what the file says: `2MiB/s`,
+/// `500kB/s`, `0`; a bare number other than 0 is refused with a hint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rate(pub u64);
+
+/// A size in bytes (0: none), read once from what the file says: `4GiB`, `500MB`, `0`;
+/// a bare number other than 0 is refused with a hint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        amount(d, crate::limit::parse_rate).map(Rate)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        amount(d, crate::limit::parse_size).map(ByteSize)
+    }
+}
+
+/// An amount written as text (`"2MiB/s"`) or as a number (only `0` has no unit).
+fn amount<'de, D: Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> std::result::Result<u64, crate::limit::BadRate>,
+) -> std::result::Result<u64, D::Error> {
+    struct Amount(fn(&str) -> std::result::Result<u64, crate::limit::BadRate>);
+    impl serde::de::Visitor<'_> for Amount {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an amount with its unit, like \"2MiB/s\" or \"4GiB\", or 0")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<u64, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<u64, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<u64, E> {
+            self.visit_str(&v.to_string())
+        }
+    }
+    d.deserialize_any(Amount(parse))
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -119,10 +165,10 @@ pub struct IndexConfig {
     /// Relay between peers that are both behind NATs.
     pub relay: bool,
     /// Bandwidth the relay may use in all (a rate like `10MiB/s`; `0`: no cap).
-    pub relay_rate: String,
+    pub relay_rate: Rate,
     /// Bytes one downloader key may have relayed per hour (a size like `1GiB`; `0`: no
     /// quota).
-    pub relay_quota: String,
+    pub relay_quota: ByteSize,
     /// Most relay pipes, pending or running, at once.
     pub relay_pipes: usize,
     /// Most relay pipes one asking key holds at once.
@@ -162,8 +208,8 @@ impl Default for IndexConfig {
             metrics_head_timeout: 5.0,
             key: ".napster-index-key".into(),
             relay: true,
-            relay_rate: "0".into(),
-            relay_quota: "4GiB".into(),
+            relay_rate: Rate(0),
+            relay_quota: ByteSize(4 << 30),
             relay_pipes: 256,
             relay_pipes_per_key: 16,
             relay_pipes_per_address: 32,
@@ -200,9 +246,9 @@ pub struct PeerConfig {
     /// Most queued (`get -b`) downloads running at once; the rest wait their turn.
     pub max_downloads: usize,
     /// Upload bandwidth limit (`2MiB/s`; `0` = none).
-    pub upload_limit: String,
+    pub upload_limit: Rate,
     /// Download bandwidth limit (`10MB/s`; `0` = none).
-    pub download_limit: String,
+    pub download_limit: Rate,
     /// File and folder names left out of a share (`*`/`?` patterns).
     pub ignore: Vec<String>,
     /// File the hash cache is kept in; empty keeps it in memory only.
@@ -244,8 +290,8 @@ impl Default for PeerConfig {
             max_uploads: 256,
             max_uploads_per_address: 16,
             max_downloads: 3,
-            upload_limit: "0".into(),
-            download_limit: "0".into(),
+            upload_limit: Rate(0),
+            download_limit: Rate(0),
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
             hash_cache: ".napster-hashes".into(),
             key: ".napster-key".into(),
@@ -271,7 +317,7 @@ pub struct ProtocolConfig {
     /// Seconds allowed to connect, for a begun message to arrive, or for a transfer to move.
     pub timeout: f64,
     /// Slowest a transfer may move (`4KiB/s`; `0` = no minimum), measured over `timeout`.
-    pub min_rate: String,
+    pub min_rate: Rate,
 }
 
 impl Default for ProtocolConfig {
@@ -280,7 +326,7 @@ impl Default for ProtocolConfig {
         ProtocolConfig {
             max_frame: limits.max_frame,
             timeout: limits.timeout.as_secs_f64(),
-            min_rate: "4KiB/s".into(),
+            min_rate: Rate(limits.min_rate),
         }
     }
 }
@@ -422,18 +468,10 @@ impl Config {
         if self.index.max_results == 0 {
             return bad("index.max_results", "must be at least 1");
         }
-        for (key, value) in [
-            ("peer.upload_limit", &self.peer.upload_limit),
-            ("peer.download_limit", &self.peer.download_limit),
-            ("protocol.min_rate", &self.protocol.min_rate),
-            ("index.relay_rate", &self.index.relay_rate),
-            ("index.relay_quota", &self.index.relay_quota),
-        ] {
-            if let Err(e) = crate::limit::parse_rate(value) {
-                return bad(key, &format!("is wrong: {e}"));
-            }
-        }
-        if let Some(problem) = self.peer_name().and_then(crate::protocol::nickname_problem) {
+        if let Some(problem) = self
+            .peer_name()
+            .and_then(crate::protocol::new_nickname_problem)
+        {
             return bad("peer.name", &problem);
         }
         if !(self.peer.rescan >= 1.0 && self.peer.rescan <= 86_400.0) {
@@ -494,17 +532,13 @@ impl Config {
         Limits {
             max_frame: self.protocol.max_frame,
             timeout: Duration::from_secs_f64(self.protocol.timeout),
-            min_rate: crate::limit::parse_rate(&self.protocol.min_rate).unwrap_or(0),
+            min_rate: self.protocol.min_rate.0,
         }
     }
 
     /// The upload and download limits, in bytes per second (0 = none).
     pub fn rate_limits(&self) -> (u64, u64) {
-        let rate = |text: &str| crate::limit::parse_rate(text).unwrap_or(0);
-        (
-            rate(&self.peer.upload_limit),
-            rate(&self.peer.download_limit),
-        )
+        (self.peer.upload_limit.0, self.peer.download_limit.0)
     }
 
     /// How long a silent peer session lives.
@@ -589,6 +623,36 @@ mod tests {
             err.contains("peer.port_mapping_lease") && err.contains("between 2 and 604800"),
             "{err}"
         );
+    }
+
+    /// Rates and sizes are read once, into numbers; a bare number other than 0 (a
+    /// `5` meant as 5 MiB/s limited transfers to 5 bytes per second) is refused with
+    /// the hint, as text or as a TOML number.
+    #[test]
+    fn rates_and_sizes_are_typed_and_need_a_unit() {
+        let config = Config::parse(
+            "[peer]\nupload_limit = \"2MiB/s\"\ndownload_limit = 0\n\
+             [index]\nrelay_quota = \"1GiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.rate_limits(), (2 << 20, 0));
+        assert_eq!(config.index.relay_quota, ByteSize(1 << 30));
+        for (text, hint) in [
+            ("[peer]\nupload_limit = \"5\"\n", "5 needs a unit: 5MiB/s?"),
+            ("[peer]\ndownload_limit = 5\n", "5 needs a unit: 5MiB/s?"),
+            (
+                "[protocol]\nmin_rate = \"4096\"\n",
+                "4096 needs a unit: 4096MiB/s?",
+            ),
+            ("[index]\nrelay_quota = \"5\"\n", "5 needs a unit: 5MiB?"),
+            ("[peer]\nupload_limit = \"fast\"\n", "is not a rate"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(hint) && err.contains("line 2"),
+                "{text}: {err}"
+            );
+        }
     }
 
     /// A later file overrides an earlier one key by key; what it leaves out stays.

@@ -157,7 +157,7 @@ impl<S: Store> Server<S> {
         files: Vec<FileEntry>,
         (name, local, mapped_port): (Option<String>, Option<SocketAddr>, Option<u16>),
     ) -> Handled {
-        if let Some(problem) = name.as_deref().and_then(protocol::nickname_problem) {
+        if let Some(problem) = name.as_deref().and_then(protocol::new_nickname_problem) {
             return Err(Reject::bad(format!("nickname {problem}")));
         }
         if port == 0 {

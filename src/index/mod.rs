@@ -99,8 +99,8 @@ impl Settings {
             connect_back: Some(reach::CONNECT_BACK_TIMEOUT),
             relay: relay::Limits {
                 enabled: config.index.relay,
-                rate: crate::limit::parse_rate(&config.index.relay_rate).unwrap_or(0),
-                quota: crate::limit::parse_rate(&config.index.relay_quota).unwrap_or(0),
+                rate: config.index.relay_rate.0,
+                quota: config.index.relay_quota.0,
                 pipes: config.index.relay_pipes,
                 pipes_per_key: config.index.relay_pipes_per_key,
                 pipes_per_address: config.index.relay_pipes_per_address,

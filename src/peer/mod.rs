@@ -29,7 +29,6 @@ use smol::future::FutureExt;
 use smol::{Async, Task};
 use tracing::{info, warn};
 
-use crate::client::IndexClient;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::limit::RateLimit;
@@ -57,9 +56,10 @@ pub struct SharingSettings {
     pub session_ttl: Duration,
     /// How the share follows its folders.
     pub living: Living,
-    /// The key each index server must prove (from the known-indexes file and
-    /// `host:port#FINGERPRINT`).
-    pub pins: crate::client::Pins,
+    /// The key each index server must prove: the process's one source of pins (the
+    /// known-indexes file and `host:port#FINGERPRINT`), shared, so that a key pinned
+    /// later applies to the session's next reconnection.
+    pub pins: crate::client::KnownIndexes,
     /// The nickname asked for on the index (`[peer] name`).
     pub name: Option<String>,
     /// Ask the router for a port mapping of the file server (UPnP-IGD) with this
@@ -256,7 +256,7 @@ impl Sharing {
         let limits = settings.server.limits;
         let identity = settings.server.identity.clone();
         let pins = settings.pins.clone();
-        let mut client = IndexClient::connect_any_as(index, &identity, &pins, limits).await?;
+        let mut client = session::connect_index(index, &identity, &pins, limits).await?;
         let host = match settings.host {
             Some(host) => host,
             None => client.local_addr()?.ip(),

@@ -493,7 +493,9 @@ fn send_range(
                 .map_err(|slow| Error::msg(format!("the downloader reads too slowly: {slow}")))?;
         }
         left -= n as u64;
-        limit.throttle(n);
+        if !limit.throttle_while(n, || !conn.is_gone_blocking()) {
+            return Err(Error::msg("the downloader left; its slot is freed"));
+        }
     }
     conn.flush_blocking()
         .map_err(|e| Error::io("sending the file", e))?;

@@ -14,7 +14,7 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient, Pins, Push, Reach};
+use crate::client::{Changes, IndexClient, KnownIndexes, Push, Reach};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::peer::pushes::{PushCounts, PushGate, PushLimits};
@@ -40,8 +40,9 @@ pub struct SessionConfig {
     pub token: String,
     /// The key this peer proves (its file server proves the same).
     pub identity: Identity,
-    /// The key each index server must prove.
-    pub pins: Pins,
+    /// The key each index server must prove (shared: a key pinned later applies to
+    /// the next reconnection).
+    pub pins: KnownIndexes,
     /// Wire limits.
     pub limits: Limits,
     /// Interval between heartbeats on an idle session.
@@ -383,6 +384,22 @@ async fn keep_alive(
     }
 }
 
+/// Connect to the first of `order` that answers and proves the key `pins` holds for it
+/// (the first connection to an index pins its key, as every connection does), saying
+/// in the log when a key was pinned.
+pub(super) async fn connect_index(
+    order: &[SocketAddr],
+    identity: &crate::identity::Identity,
+    pins: &KnownIndexes,
+    limits: crate::protocol::Limits,
+) -> Result<IndexClient> {
+    let (client, recorded) = pins.connect(order, identity, limits).await?;
+    if let Some(r) = recorded {
+        info!("{r}");
+    }
+    Ok(client)
+}
+
 /// Register again: with the server we were with, else the others in order.
 async fn reregister(
     config: &SessionConfig,
@@ -392,8 +409,7 @@ async fn reregister(
 ) -> Result<(IndexClient, u64, Option<String>)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
-    let mut client =
-        IndexClient::connect_any_as(&order, &config.identity, &config.pins, config.limits).await?;
+    let mut client = connect_index(&order, &config.identity, &config.pins, config.limits).await?;
     let files = folder.read().entries();
     let name = config.name.as_deref();
     let (peer_id, nickname) = client

@@ -422,6 +422,27 @@ impl Connection {
         self.poll_here(|stream, cx| stream.poll_write(cx, bytes))
     }
 
+    /// In blocking mode: whether the other side has closed or reset the connection,
+    /// looked at without waiting and without taking anything (bytes it sent meanwhile
+    /// stay for the next read). A throttled upload asks between its short sleeps, so a
+    /// downloader that gave up frees its slot then, not after the whole debt.
+    pub fn is_gone_blocking(&self) -> bool {
+        let socket = self.stream.socket().get_ref();
+        if socket.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let peeked = socket.peek(&mut [0u8; 1]);
+        let _ = socket.set_nonblocking(false);
+        match peeked {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
     /// In blocking mode: push out what was written (a TLS stream may hold a record back).
     pub fn flush_blocking(&mut self) -> std::io::Result<()> {
         self.poll_here(|stream, cx| stream.poll_flush(cx))

@@ -284,14 +284,19 @@ impl Store for PgStore {
     }
 
     async fn bind_nickname(&self, peer: u64, name: Option<&str>) -> Result<Option<String>> {
-        // The unique index on lower(nickname) settles a race between two keys.
+        // One nickname per skeleton (look-alikes folded, computed here: one rule, in
+        // `protocol`); the unique index on it settles a race between two keys. A row
+        // bound before the skeleton existed has none until its peer registers again, so
+        // its lowercase nickname is compared as well.
         let bound = sqlx::query_scalar::<_, Option<String>>(
-            "UPDATE peers SET nickname = $2::text WHERE id = $1 AND ($2::text IS NULL OR \
-             NOT EXISTS (SELECT 1 FROM peers WHERE lower(nickname) = lower($2::text) \
+            "UPDATE peers SET nickname = $2::text, nickname_skeleton = $3::text \
+             WHERE id = $1 AND ($2::text IS NULL OR NOT EXISTS (SELECT 1 FROM peers \
+             WHERE (nickname_skeleton = $3::text OR lower(nickname) = lower($2::text)) \
              AND id <> $1)) RETURNING nickname",
         )
         .bind(peer as i64)
         .bind(name)
+        .bind(name.map(crate::protocol::nickname_skeleton))
         .fetch_optional(&self.pool)
         .await;
         match bound {
