@@ -34,6 +34,8 @@ pub struct Config {
     pub shell: ShellConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The HTTP API and web page.
+    pub web: WebConfig,
 }
 
 /// `[index]`: the index server this process runs or talks to.
@@ -240,6 +242,22 @@ impl Default for LogConfig {
     }
 }
 
+/// The address `napster daemon` serves its API and page on when `[web] listen` is empty.
+pub const DAEMON_WEB_LISTEN: &str = "127.0.0.1:8460";
+
+/// `[web]`: the HTTP API and web page (`docs/API.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// `host:port` to serve on; empty: off in the shell, [`DAEMON_WEB_LISTEN`] in the
+    /// daemon. Port 0 picks a free port.
+    pub listen: String,
+    /// The host name a TLS reverse proxy forwards to this daemon (`napster.example.org`):
+    /// it lets `listen` be an address other than loopback, and requests naming that host
+    /// (`Host`, `Origin`) be served.
+    pub reverse_proxy: String,
+}
+
 impl Config {
     /// Load `path`; when `required` is false a missing file gives the defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config> {
@@ -275,6 +293,12 @@ impl Config {
         }
         if self.protocol.max_frame < 4096 {
             return bad("protocol.max_frame", "must be at least 4096 bytes");
+        }
+        if self.web.reverse_proxy.contains(['/', ':', ' ']) {
+            return bad(
+                "web.reverse_proxy",
+                "must be a bare host name (napster.example.org), without scheme, port or path",
+            );
         }
         if self.index.max_connections == 0 {
             return bad("index.max_connections", "must be at least 1");

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod digest;
 pub mod disk;
 pub mod download;
@@ -24,5 +25,6 @@ pub mod rendezvous;
 pub mod runtime;
 pub mod shell;
 pub mod tls;
+pub mod web;
 
 pub use error::{Error, Result};

@@ -38,7 +38,7 @@ mod progress;
 mod queue;
 mod render;
 pub mod repl;
-mod services;
+pub mod services;
 mod transfer_entry;
 mod transfers;
 
