@@ -258,6 +258,19 @@ pub struct WebConfig {
     pub reverse_proxy: String,
 }
 
+impl WebConfig {
+    fn check(&self) -> Result<()> {
+        if self.reverse_proxy.contains(['/', ':', ' ']) {
+            return Err(Error::Config(
+                "`web.reverse_proxy` must be a bare host name (napster.example.org), without \
+                 scheme, port or path"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Load `path`; when `required` is false a missing file gives the defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config> {
@@ -280,6 +293,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         config.check()?;
+        config.web.check()?;
         Ok(config)
     }
 
@@ -293,12 +307,6 @@ impl Config {
         }
         if self.protocol.max_frame < 4096 {
             return bad("protocol.max_frame", "must be at least 4096 bytes");
-        }
-        if self.web.reverse_proxy.contains(['/', ':', ' ']) {
-            return bad(
-                "web.reverse_proxy",
-                "must be a bare host name (napster.example.org), without scheme, port or path",
-            );
         }
         if self.index.max_connections == 0 {
             return bad("index.max_connections", "must be at least 1");

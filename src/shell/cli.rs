@@ -95,23 +95,7 @@ pub fn cli() -> clap::Command {
             let usage = format!("napster {} {}", spec.name, spec.args);
             commands::clap_command(spec).override_usage(usage.trim_end().to_owned())
         }))
-        .subcommand(
-            clap::Command::new("daemon")
-                .about("run as a service: share, download and serve the web page and HTTP API")
-                .long_about(DAEMON_ABOUT)
-                .arg(
-                    Arg::new("listen")
-                        .long("listen")
-                        .value_name("ADDR")
-                        .help("serve the page and API on ADDR (host:port, port 0: any free port); overrides [web] listen"),
-                )
-                .arg(
-                    Arg::new("serve")
-                        .long("serve")
-                        .action(ArgAction::SetTrue)
-                        .help("run an index server too, on [index] host and port"),
-                ),
-        )
+        .subcommand(daemon_command())
         .subcommand(
             clap::Command::new("completions")
                 .about("print shell completions for bash, zsh or fish")
@@ -120,6 +104,25 @@ pub fn cli() -> clap::Command {
                         .required(true)
                         .value_parser(value_parser!(clap_complete::Shell)),
                 ),
+        )
+}
+
+/// `napster daemon`'s own options.
+fn daemon_command() -> clap::Command {
+    clap::Command::new("daemon")
+        .about("run as a service: share, download and serve the web page and HTTP API")
+        .long_about(DAEMON_ABOUT)
+        .arg(
+            Arg::new("listen")
+                .long("listen")
+                .value_name("ADDR")
+                .help("serve the page and API on ADDR (host:port, port 0: any free port); overrides [web] listen"),
+        )
+        .arg(
+            Arg::new("serve")
+                .long("serve")
+                .action(ArgAction::SetTrue)
+                .help("run an index server too, on [index] host and port"),
         )
 }
 
