@@ -199,36 +199,58 @@ function stateText(t) {
   return t.state;
 }
 
+// Rows are made once and updated in place: a button that has the keyboard's focus
+// keeps it while progress arrives.
+function transferRow(t) {
+  const row = el("tr");
+  row.dataset.transfer = t.transfer;
+  const parts = {
+    number: el("td", t.transfer, "num"), name: el("td", t.name, "name"),
+    progress: el("td", null, "progress"), rate: el("td", "", "num"), spark: el("td", null, "wide"),
+    eta: el("td", "", "num"), peers: el("td", "", "num"), state: el("td", "", "state"),
+    actions: el("td", null, "actions"),
+  };
+  row.append(...Object.values(parts));
+  parts.bar = el("progress");
+  parts.percent = el("span", "", "percent");
+  parts.progress.append(parts.bar, parts.percent);
+  row.parts = parts;
+  return row;
+}
+
+function updateRow(row, t) {
+  const p = row.parts;
+  p.bar.max = Math.max(1, t.size);
+  p.bar.value = t.done;
+  const percent = t.size ? Math.floor((t.done * 100) / t.size) : 100;
+  p.bar.textContent = percent + " %";
+  p.percent.textContent = percent + " %";
+  p.progress.title = size(t.done) + " of " + size(t.size);
+  p.rate.textContent = rate(t.rate);
+  p.spark.replaceChildren(sparkline(state.history.get(t.transfer) || []));
+  p.eta.textContent = duration(t.eta_seconds);
+  p.peers.textContent = t.peers || "";
+  p.state.textContent = stateText(t);
+  p.state.title = t.detail;
+  if (row.dataset.state === t.state) return;
+  row.dataset.state = t.state;
+  const hadFocus = p.actions.contains(document.activeElement);
+  p.actions.replaceChildren();
+  if (["running", "waiting", "queued"].includes(t.state)) p.actions.append(actionButton("Pause", t, "pause"));
+  if (["paused", "failed"].includes(t.state)) p.actions.append(actionButton("Resume", t, "resume"));
+  if (["running", "waiting", "queued", "paused", "failed"].includes(t.state)) p.actions.append(actionButton("Cancel", t, "cancel"));
+  if (hadFocus) (p.actions.querySelector("button") || $("#clear")).focus();
+}
+
 function renderTransfers() {
   const body = $("#transfers tbody");
-  body.replaceChildren();
+  const shown = new Map([...body.children].map((r) => [Number(r.dataset.transfer), r]));
+  for (const [number, row] of shown) if (!state.transfers.has(number)) row.remove();
   const rows = [...state.transfers.values()].sort((a, b) => a.transfer - b.transfer);
   for (const t of rows) {
-    const row = el("tr");
-    row.dataset.transfer = t.transfer;
-    row.dataset.state = t.state;
-    row.append(el("td", t.transfer, "num"), el("td", t.name, "name"));
-    const progress = el("progress");
-    progress.max = Math.max(1, t.size);
-    progress.value = t.done;
-    const percent = t.size ? Math.floor((t.done * 100) / t.size) : 100;
-    progress.textContent = percent + " %";
-    const cell = el("td", null, "progress");
-    cell.append(progress, el("span", percent + " %", "percent"));
-    cell.title = size(t.done) + " of " + size(t.size);
-    row.append(cell, el("td", rate(t.rate), "num"));
-    const spark = el("td", null, "wide");
-    spark.append(sparkline(state.history.get(t.transfer) || []));
-    row.append(spark, el("td", duration(t.eta_seconds), "num"), el("td", t.peers || "", "num"));
-    const stateCell = el("td", stateText(t), "state");
-    stateCell.title = t.detail;
-    row.append(stateCell);
-    const actions = el("td", null, "actions");
-    if (["running", "waiting", "queued"].includes(t.state)) actions.append(actionButton("Pause", t, "pause"));
-    if (["paused", "failed"].includes(t.state)) actions.append(actionButton("Resume", t, "resume"));
-    if (["running", "waiting", "queued", "paused", "failed"].includes(t.state)) actions.append(actionButton("Cancel", t, "cancel"));
-    row.append(actions);
-    body.append(row);
+    let row = shown.get(t.transfer);
+    if (!row) { row = transferRow(t); body.append(row); }
+    updateRow(row, t);
   }
 }
 
