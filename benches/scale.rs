@@ -96,7 +96,7 @@ fn start_index_with(
     std::fs::write(
         dir.join("napster.toml"),
         format!(
-            "[index]\nmax_connections = 30000\nmax_connections_per_address = 30000\nmax_files_per_address = 2000000\nsession_ttl = 600\ndatabase = \"{}\"\nmetrics = \"{}\"\n[log]\nlevel = \"warn\"\n",
+            "[index]\nmax_connections = 30000\nmax_connections_per_address = 30000\nmax_handshakes = 30000\nmax_handshakes_per_address = 30000\nmax_files_per_address = 2000000\nsession_ttl = 600\ndatabase = \"{}\"\nmetrics = \"{}\"\n[log]\nlevel = \"warn\"\n",
             database.unwrap_or_default(),
             if metrics { "127.0.0.1:0" } else { "" }
         ),

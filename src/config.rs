@@ -20,6 +20,12 @@ pub const DEFAULT_FILE: &str = "napster.toml";
 /// its memory bound.
 pub const MAX_DOWNLOADS: usize = 64;
 
+/// Shortest bound on an HTTP request head: a request line and a few headers.
+pub const MIN_HTTP_HEAD: usize = 1024;
+
+/// Longest bound on an HTTP request head: what one connection may make the server hold.
+pub const MAX_HTTP_HEAD: usize = 1 << 20;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,6 +60,10 @@ pub struct IndexConfig {
     pub max_connections: usize,
     /// Most connections served at once from one source address.
     pub max_connections_per_address: usize,
+    /// Most TLS handshakes in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
@@ -72,6 +82,14 @@ pub struct IndexConfig {
     pub database: String,
     /// `host:port` serving Prometheus metrics on `/metrics`; empty: none.
     pub metrics: String,
+    /// Most connections the metrics endpoint holds at once.
+    pub metrics_max_connections: usize,
+    /// Most connections the metrics endpoint holds at once from one source address.
+    pub metrics_max_connections_per_address: usize,
+    /// Longest HTTP request head the metrics endpoint reads, in bytes.
+    pub metrics_max_head: usize,
+    /// Seconds an HTTP request head may take to arrive at the metrics endpoint.
+    pub metrics_head_timeout: f64,
     /// Key file of the index server's identity; made on first use.
     pub key: PathBuf,
     /// Relay between peers that are both behind NATs.
@@ -91,6 +109,8 @@ impl Default for IndexConfig {
             session_ttl: 30.0,
             max_connections: 4096,
             max_connections_per_address: 64,
+            max_handshakes: 256,
+            max_handshakes_per_address: 8,
             max_results: 1000,
             max_files_per_peer: 200_000,
             max_files_per_address: 400_000,
@@ -100,6 +120,10 @@ impl Default for IndexConfig {
             min_pattern_len: 2,
             database: String::new(),
             metrics: String::new(),
+            metrics_max_connections: 64,
+            metrics_max_connections_per_address: 8,
+            metrics_max_head: 8192,
+            metrics_head_timeout: 5.0,
             key: ".napster-index-key".into(),
             relay: true,
             relay_rate: "0".into(),
@@ -120,6 +144,14 @@ pub struct PeerConfig {
     pub dir: PathBuf,
     /// Folder downloads are written to.
     pub downloads: PathBuf,
+    /// Most connections the file server holds at once.
+    pub max_connections: usize,
+    /// Most connections the file server holds at once from one source address.
+    pub max_connections_per_address: usize,
+    /// Most TLS handshakes the file server has in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes the file server has in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most downloads served at once.
     pub max_uploads: usize,
     /// Most downloads served or waiting at once for one IP address.
@@ -159,6 +191,10 @@ impl Default for PeerConfig {
             port: 25000,
             dir: "testing_files".into(),
             downloads: "downloads".into(),
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            max_handshakes: 128,
+            max_handshakes_per_address: 8,
             max_uploads: 256,
             max_uploads_per_address: 16,
             max_downloads: 3,
@@ -321,9 +357,7 @@ impl Config {
                 "must be at least 1",
             );
         }
-        if self.index.max_connections_per_address == 0 {
-            return bad("index.max_connections_per_address", "must be at least 1");
-        }
+        self.check_bounds()?;
         if self.index.max_name_len == 0 || self.index.max_name_len > crate::protocol::MAX_NAME {
             return bad(
                 "index.max_name_len",
@@ -377,6 +411,57 @@ impl Config {
             return bad(
                 "peer.max_downloads",
                 &format!("must be between 1 and {MAX_DOWNLOADS}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The connection, handshake and HTTP bounds (`gate` and `http`).
+    fn check_bounds(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::Config(format!("`{key}` {why}")));
+        for (key, value) in [
+            (
+                "index.max_connections_per_address",
+                self.index.max_connections_per_address,
+            ),
+            ("index.max_handshakes", self.index.max_handshakes),
+            (
+                "index.max_handshakes_per_address",
+                self.index.max_handshakes_per_address,
+            ),
+            (
+                "index.metrics_max_connections",
+                self.index.metrics_max_connections,
+            ),
+            (
+                "index.metrics_max_connections_per_address",
+                self.index.metrics_max_connections_per_address,
+            ),
+            ("peer.max_connections", self.peer.max_connections),
+            (
+                "peer.max_connections_per_address",
+                self.peer.max_connections_per_address,
+            ),
+            ("peer.max_handshakes", self.peer.max_handshakes),
+            (
+                "peer.max_handshakes_per_address",
+                self.peer.max_handshakes_per_address,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if !(MIN_HTTP_HEAD..=MAX_HTTP_HEAD).contains(&self.index.metrics_max_head) {
+            return bad(
+                "index.metrics_max_head",
+                &format!("must be between {MIN_HTTP_HEAD} and {MAX_HTTP_HEAD} bytes"),
+            );
+        }
+        if !(self.index.metrics_head_timeout > 0.0 && self.index.metrics_head_timeout <= 3_600.0) {
+            return bad(
+                "index.metrics_head_timeout",
+                "must be between 0 and 3600 seconds",
             );
         }
         Ok(())

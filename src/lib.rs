@@ -13,6 +13,8 @@ pub mod disk;
 pub mod download;
 pub mod error;
 pub(crate) mod fds;
+pub mod gate;
+pub mod http;
 pub mod identity;
 pub mod index;
 pub mod limit;

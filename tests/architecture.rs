@@ -19,6 +19,16 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("peer", &["shell"]),
     ("client", &["peer", "download", "index", "shell"]),
     ("net", &["peer", "download", "index", "shell", "client"]),
+    (
+        "gate",
+        &[
+            "peer", "download", "index", "shell", "client", "net", "http",
+        ],
+    ),
+    (
+        "http",
+        &["peer", "download", "index", "shell", "client", "net"],
+    ),
     ("config", &["peer", "download", "index", "shell", "client"]),
 ];
 

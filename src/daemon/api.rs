@@ -11,8 +11,8 @@ use serde::Deserialize;
 use super::commands::Commands;
 use super::events::Hub;
 use crate::error::Error;
+use crate::http::{self, Method, Request, Response, StatusCode, header};
 use crate::shell::output::{self, Record};
-use crate::web::server::{self, Method, Request, Response, StatusCode, header};
 use crate::web::{self, query_value, sse};
 
 /// Largest request body the API reads (a download or share request is a few words).
@@ -79,7 +79,7 @@ pub fn failure(e: &Error) -> Response {
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    server::answer(status, "application/json", body)
+    http::answer(status, "application/json", body)
 }
 
 fn usage(message: &str) -> Response {

@@ -23,11 +23,11 @@ use tracing::{info, warn};
 
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
+use crate::http::{self, Request, Response, StatusCode, header};
 use crate::runtime;
 use crate::shell::Shell;
 use crate::shell::output::exit;
 use crate::shell::services::Services;
-use crate::web::server::{self, Request, Response, StatusCode, header};
 use crate::web::{self, Guard, Token, assets};
 use commands::Commands;
 use events::Hub;
@@ -37,6 +37,16 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// Longest pause between two attempts to register with an index that does not answer.
 const RETRY_MOST: Duration = Duration::from_secs(30);
+
+/// What the API admits. Its clients are local (a browser, scripts), all from loopback,
+/// so the per-address bound is the whole; a page holds a few connections and one event
+/// stream per tab.
+const API_BOUNDS: http::Bounds = http::Bounds {
+    connections: 256,
+    connections_per_address: 256,
+    max_head: 16 * 1024,
+    head_timeout: Duration::from_secs(10),
+};
 
 pub use crate::shell::cli::DaemonArgs as Options;
 
@@ -137,10 +147,16 @@ async fn start(config: Config, options: Options) -> Result<Daemon> {
     });
     let guard = Arc::new(Guard::new(token.clone(), addr, &config.web.reverse_proxy));
     let (stop_web, shutdown) = runtime::shutdown_pair();
-    let web = runtime::spawn(server::serve(listener, shutdown, move |request| {
-        let (api, guard) = (api.clone(), guard.clone());
-        async move { answer(&api, &guard, request).await }
-    }));
+    let web = runtime::spawn(http::serve(
+        listener,
+        API_BOUNDS,
+        shutdown,
+        None,
+        move |request| {
+            let (api, guard) = (api.clone(), guard.clone());
+            async move { answer(&api, &guard, request).await }
+        },
+    ));
     // The address alone on its line, for a person to open and a script to read.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{base}?token={}", token.secret());
@@ -189,7 +205,7 @@ async fn answer(api: &api::Api, guard: &Guard, request: Request) -> Response {
     }
     let path = request.uri().path();
     if !path.starts_with("/api/") {
-        if request.method() != server::Method::GET {
+        if request.method() != http::Method::GET {
             return web::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "usage",
@@ -203,7 +219,7 @@ async fn answer(api: &api::Api, guard: &Guard, request: Request) -> Response {
         }
         return match assets::find(path) {
             Some(asset) => {
-                let mut response = server::answer(StatusCode::OK, asset.content_type, asset.body);
+                let mut response = http::answer(StatusCode::OK, asset.content_type, asset.body);
                 let headers = response.headers_mut();
                 headers.insert(
                     header::CONTENT_SECURITY_POLICY,

@@ -24,8 +24,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::gate::{self, Admission};
 use crate::identity::Identity;
-use crate::net::{self, Admission};
+use crate::net;
 use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
 use handler::Session;
@@ -48,6 +49,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// Most connections served at once from one source address.
     pub max_connections_per_address: usize,
+    /// Most TLS handshakes in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
@@ -79,6 +84,8 @@ impl Settings {
             session_ttl: config.session_ttl(),
             max_connections: config.index.max_connections,
             max_connections_per_address: config.index.max_connections_per_address,
+            max_handshakes: config.index.max_handshakes,
+            max_handshakes_per_address: config.index.max_handshakes_per_address,
             max_results: config.index.max_results,
             max_files_per_peer: config.index.max_files_per_peer,
             max_files_per_address: config.index.max_files_per_address,
@@ -229,30 +236,32 @@ pub async fn run_with_metrics<S: Store>(
     shutdown: Shutdown,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<()> {
-    let on_busy = metrics
+    let on_refused = metrics
         .clone()
-        .map(|m| Arc::new(move || m.refused_busy()) as net::OnBusy);
+        .map(|m| Arc::new(move |full| m.refused(full)) as net::OnRefused);
     let identity = settings.identity.clone();
-    let limits = settings.limits;
-    let max_connections = settings.max_connections;
-    let max_per_address = settings.max_connections_per_address;
+    let bounds = gate::Bounds {
+        connections: settings.max_connections,
+        connections_per_address: settings.max_connections_per_address,
+        handshakes: settings.max_handshakes,
+        handshakes_per_address: settings.max_handshakes_per_address,
+    };
+    let admission = Admission::new(settings.limits, bounds, "index server");
     let server = Arc::new(Server::new(store, settings).with_metrics(metrics));
     let handoff = Some(server.relay.handoff());
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move { server.reap().await })
     };
-    let admission = Admission {
-        limits,
-        max_connections: net::fit_connections(max_connections, "index server"),
-        max_per_address,
-    };
     net::accept_loop::<IndexRequest, IndexResponse, _, _>(
         listener,
         identity,
         admission,
         shutdown,
-        net::Hooks { on_busy, handoff },
+        net::Hooks {
+            on_refused,
+            handoff,
+        },
         move |conn, shutdown| {
             let server = server.clone();
             async move { server.serve(conn, shutdown).await }

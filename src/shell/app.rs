@@ -20,6 +20,16 @@ use crate::peer::{self, SharingSettings};
 use crate::protocol::{Hit, Limits};
 use crate::runtime;
 
+/// What the metrics endpoint admits, as `[index]` says.
+fn metrics_bounds(config: &crate::config::IndexConfig) -> crate::http::Bounds {
+    crate::http::Bounds {
+        connections: config.metrics_max_connections,
+        connections_per_address: config.metrics_max_connections_per_address,
+        max_head: config.metrics_max_head,
+        head_timeout: Duration::from_secs_f64(config.metrics_head_timeout),
+    }
+}
+
 /// Read the gauges of `metrics` from `store` at each scrape (and its pool, on PostgreSQL).
 fn census<S: Store>(
     metrics: &Option<Arc<Metrics>>,
@@ -63,7 +73,11 @@ impl Shell {
         };
         let metrics = (!self.config.index.metrics.is_empty()).then(|| Arc::new(Metrics::new()));
         let endpoint = match &metrics {
-            Some(m) => Some(Endpoint::start(&self.config.index.metrics, m.clone())?),
+            Some(m) => Some(Endpoint::start(
+                &self.config.index.metrics,
+                metrics_bounds(&self.config.index),
+                m.clone(),
+            )?),
             None => None,
         };
         let (task, backend) = if database.is_empty() {

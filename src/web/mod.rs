@@ -1,6 +1,6 @@
-//! The web layer under `napster daemon`'s API and page, with no knowledge of what the API
-//! does: the HTTP server ([`server`]), the token ([`token`]), the checks every request
-//! passes before any route sees it ([`Guard`]: `Host` against DNS rebinding, `Origin`
+//! The web layer under `napster daemon`'s API and page, on the project's HTTP server
+//! ([`crate::http`]), with no knowledge of what the API does: the token ([`token`]), the
+//! checks every request passes before any route sees it ([`Guard`]: `Host` against DNS rebinding, `Origin`
 //! against cross-site requests, the token), the page's embedded files ([`assets`]) and
 //! Server-Sent Events ([`sse`]).
 //!
@@ -15,13 +15,12 @@
 //!   up by exact path, are served.
 
 pub mod assets;
-pub mod server;
 pub mod sse;
 pub mod token;
 
 use std::net::SocketAddr;
 
-use server::{Request, Response, StatusCode, header};
+use crate::http::{self, Request, Response, StatusCode, header};
 pub use token::Token;
 
 /// The cookie that keeps the token in the browser.
@@ -39,7 +38,7 @@ pub struct Guard {
 /// A JSON error answer in the shape of the CLI's (`{"error": {"code", "message"}}`).
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    server::answer(status, "application/json", body.to_string())
+    http::answer(status, "application/json", body.to_string())
 }
 
 /// The query's `key=value` pairs, decoded.
@@ -136,7 +135,7 @@ impl Guard {
         }
         match cookie(request) {
             Some(given) if self.token.matches(&given) => {
-                let changes = request.method() != server::Method::GET;
+                let changes = request.method() != http::Method::GET;
                 if changes && header_text(request, header::ORIGIN).is_none() {
                     return Err(Box::new(error(
                         StatusCode::FORBIDDEN,
@@ -166,7 +165,7 @@ impl Guard {
                 "the token in this address is not this daemon's; open the address it printed",
             ));
         }
-        let mut response = server::answer(StatusCode::SEE_OTHER, "text/plain", "");
+        let mut response = http::answer(StatusCode::SEE_OTHER, "text/plain", "");
         let headers = response.headers_mut();
         headers.insert(header::LOCATION, header::HeaderValue::from_static("/"));
         let cookie = format!(

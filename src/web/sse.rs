@@ -9,7 +9,7 @@ use hyper::body::Frame;
 use smol::channel::Receiver;
 use smol::future::FutureExt;
 
-use super::server::{self, Bytes, Response, StatusCode, header};
+use crate::http::{self, Bytes, Response, StatusCode, header};
 
 /// How often a quiet stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -39,7 +39,7 @@ pub fn stream(events: Receiver<Event>) -> Response {
                 Some(Bytes::from_static(b": alive\n\n"))
             })
             .await;
-        next.map(|bytes| (Ok::<_, server::BodyError>(Frame::data(bytes)), events))
+        next.map(|bytes| (Ok::<_, http::BodyError>(Frame::data(bytes)), events))
     });
     let body = http_body_util::BodyExt::boxed(StreamBody::new(frames));
     let mut response = hyper::Response::new(body);

@@ -515,6 +515,13 @@ pub fn file_server_settings() -> file_server::Settings {
         },
         max_uploads: 8,
         max_uploads_per_address: 1024,
+        // Every test connects from 127.0.0.1: one address may hold the whole server.
+        admits: napster::gate::Bounds {
+            connections: 1024,
+            connections_per_address: 1024,
+            handshakes: 128,
+            handshakes_per_address: 128,
+        },
         ..file_server::Settings::default()
     }
 }

@@ -105,11 +105,28 @@ impl Napster {
         args: &[&str],
         script: &str,
     ) -> Running {
-        let mut child = self
-            .command_in(netns, cwd)
-            .args(args)
-            .spawn()
-            .expect("napster starts");
+        let mut command = self.command_in(netns, cwd);
+        command.args(args);
+        self.start_command(command, script)
+    }
+
+    /// [`Napster::start`] under `wrapper`, a command that execs napster (such as
+    /// `prlimit --nofile=1024:1024`), so that the handle's process is napster's.
+    pub fn start_under(&self, wrapper: &[&str], cwd: &Path, script: &str) -> Running {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(BIN)
+            .current_dir(cwd)
+            .env("RUST_LOG", self.log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        self.start_command(command, script)
+    }
+
+    /// Spawn `command` (napster, stdin and stdout piped) and feed it `script`.
+    fn start_command(&self, mut command: Command, script: &str) -> Running {
+        let mut child = command.spawn().expect("napster starts");
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(script.as_bytes()).unwrap();
         let stdout = child.stdout.take().unwrap();
