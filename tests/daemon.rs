@@ -155,7 +155,10 @@ fn downloads_pause_resume_and_cancel_and_errors_carry_the_cli_codes() {
     let paused = getter.post(&format!("/api/downloads/{n}/pause"), &json!({}));
     assert_eq!(paused.status, 200, "{}", paused.body);
     assert_eq!(paused.json()["state"], "paused");
-    assert_eq!(getter.download(n)["state"], "paused");
+    // The row may say `pausing` a moment, while the download saves what arrived.
+    wait_until("the row to say paused", PATIENCE, || {
+        getter.download(n)["state"] == "paused"
+    });
     let resumed = getter.post(&format!("/api/downloads/{n}/resume"), &json!({}));
     assert_eq!(resumed.json()["state"], "queued", "{}", resumed.body);
     wait_until("it to run again", PATIENCE, || {
@@ -163,6 +166,9 @@ fn downloads_pause_resume_and_cancel_and_errors_carry_the_cli_codes() {
     });
     let cancelled = getter.post(&format!("/api/downloads/{n}/cancel"), &json!({}));
     assert_eq!(cancelled.json()["state"], "cancelled", "{}", cancelled.body);
+    wait_until("the row to say cancelled", PATIENCE, || {
+        getter.download(n)["state"] == "cancelled"
+    });
 
     // The CLI's codes, each with its status.
     let again = getter.post(&format!("/api/downloads/{n}/pause"), &json!({}));

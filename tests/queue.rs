@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::process::{Napster, Running, last_word, text};
 use common::{noise_words, share_folder, sharing_settings, start_index, wait_until, write_files};
-use napster::download::queue_file::{Queued, Stage};
+use napster::download::queue::file::{Queued, Stage};
 use napster::limit::RateLimit;
 
 const MIB: usize = 1 << 20;

@@ -9,6 +9,7 @@
 //!   of sources, and drops a source slower than `protocol.min_rate`.
 //! - [`part_file`]: the part file and its resume state, from creation to removal.
 //! - [`place`]: a safe name on disk, and the final name without replacing anything.
+//! - [`queue`]: the download queue, background downloads kept in the downloads folder.
 //!
 //! A download stopped by [`Cancel`] (Ctrl-C, `quit`) keeps what arrived for a resume:
 //! `get` the same file again and only the missing chunks are fetched.
@@ -16,7 +17,7 @@
 pub mod engine;
 pub mod part_file;
 pub mod place;
-pub mod queue_file;
+pub mod queue;
 pub mod scheduler;
 mod sequencer;
 mod shared;

@@ -14,7 +14,7 @@ pub const PART_SUFFIX: &str = ".napster-part";
 /// Whether `name` is one of napster's own files in a downloads folder (part files, their
 /// resume state, the download queue): never a download's name, never shared.
 pub fn is_own_file(name: &str) -> bool {
-    name.contains(PART_SUFFIX) || name.starts_with(super::queue_file::QUEUE_FILE)
+    name.contains(PART_SUFFIX) || name.starts_with(super::queue::file::QUEUE_FILE)
 }
 
 /// Longest file name written to disk, in bytes.

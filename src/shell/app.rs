@@ -141,7 +141,7 @@ impl Shell {
 
     /// How queued downloads reach their sources, decided when each starts: around NATs
     /// through the index our share is with then, else the one the download came from.
-    pub(super) fn queue_dialer(&self) -> Result<super::launch::QueueDialer> {
+    pub(super) fn queue_dialer(&self) -> Result<crate::download::queue::QueueDialer> {
         let (limits, identity, pins) = (self.config.limits(), self.identity()?, self.pins()?);
         let services = self.services.clone();
         Ok(Arc::new(move |q| {

@@ -1,30 +1,33 @@
-//! The words of each command: what `clap` parses them into ([`Command`]), the `clap`
-//! arguments each table entry in [`super::commands`] declares, and the conversion.
+//! The words of each command, as one `clap` derive enum ([`Command`]): a variant per
+//! entry of the command table ([`super::COMMANDS`], which adds its usage line and help),
+//! its arguments as typed fields. What one value cannot say alone (`search`'s terms,
+//! `get`'s last word, `limit`'s first word, `serve`'s URL in place of a port) is settled
+//! once, right after parsing, by [`Command::settle`].
 
 use std::path::PathBuf;
 
-use clap::{Arg, ArgAction, ArgMatches, value_parser};
+use clap::{Args, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::protocol::PeerRef;
 
 /// A parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// `serve [port] [database-url]`
-    Serve(Option<u16>, Option<String>),
-    /// `connect [host:port]`
-    Connect(Option<String>),
+    Serve(ServeArgs),
+    /// `connect [host:port ...]`
+    Connect(ConnectArgs),
     /// `register [dir] [port]`
-    Register(Option<PathBuf>, Option<u16>),
-    /// `unregister`
-    Unregister,
+    Register(RegisterArgs),
+    /// `share <dir|file>`
+    Share(ShareArgs),
+    /// `unshare <dir|file>`
+    Unshare(UnshareArgs),
     /// `refresh`
     Refresh,
-    /// `share <dir>`
-    Share(PathBuf),
-    /// `unshare <dir|file>`
-    Unshare(String),
+    /// `unregister`
+    Unregister,
     /// `search [-r] [-c] [-n N] [--offset N] <terms>`
     Search(SearchArgs),
     /// `files [-n N] [--offset N] <peer>`
@@ -36,35 +39,36 @@ pub enum Command {
     /// `transfers`
     Transfers,
     /// `cancel N`
-    Cancel(u64),
+    Cancel(Number),
     /// `pause N`
-    Pause(u64),
+    Pause(Number),
     /// `resume N`
-    Resume(u64),
+    Resume(Number),
     /// `clear`
     Clear,
     /// `uploads`
     Uploads,
     /// `link <file> [peer]`
-    Link(String, Option<PeerRef>),
+    Link(LinkArgs),
     /// `limit [up|down] [rate]`
-    Limit(Option<Direction>, Option<u64>),
+    Limit(LimitArgs),
     /// `ping <peer>`
-    Ping(PeerRef),
+    Ping(PeerArg),
     /// `peers`
     Peers,
     /// `status`
     Status,
     /// `format [table|json]`
-    Format(Option<Format>),
+    Format(FormatArgs),
     /// `help [command]`
-    Help(Option<String>),
+    Help(HelpArgs),
     /// `quit`
     Quit,
 }
 
 /// How results print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Tables and sentences, for people.
     #[default]
@@ -73,45 +77,189 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    /// Its name, as `format` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// What `serve` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ServeArgs {
+    /// port to listen on (0: any free port)
+    #[arg(value_name = "port")]
+    first: Option<String>,
+    /// postgres:// URL of a shared index
+    #[arg(value_name = "database")]
+    pub database: Option<String>,
+    /// The port, once settled (`serve postgres://…` gives none).
+    #[arg(skip)]
+    pub port: Option<u16>,
+}
+
+/// What `connect` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ConnectArgs {
+    /// index server host:port
+    #[arg(value_name = "addr", num_args = 0..=8)]
+    addrs: Vec<String>,
+}
+
+impl ConnectArgs {
+    /// The addresses as one list (`None`: the config's `[index] server`).
+    pub fn addrs(&self) -> Option<String> {
+        (!self.addrs.is_empty()).then(|| self.addrs.join(","))
+    }
+}
+
+/// What `register` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct RegisterArgs {
+    /// folder to share
+    #[arg(value_name = "dir", value_parser = path)]
+    pub dir: Option<PathBuf>,
+    /// port of this peer's file server (0: any free port)
+    #[arg(value_name = "port", value_parser = port)]
+    pub port: Option<u16>,
+}
+
+/// What `share` was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ShareArgs {
+    /// folder or file to share
+    #[arg(value_name = "dir", value_parser = path)]
+    pub dir: PathBuf,
+}
+
+/// What `unshare` was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct UnshareArgs {
+    /// shared folder, file name or path
+    #[arg(value_name = "what", value_parser = home_expanded)]
+    pub what: String,
+}
+
 /// What `search` was asked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct SearchArgs {
-    /// The query for the index.
-    pub search: crate::protocol::SearchQuery,
-    /// Ping each peer.
+    /// ping each peer and show its round-trip time
+    #[arg(short = 'r')]
     pub rtt: bool,
-    /// One row per distinct contents.
+    /// one row per distinct contents, with its peer count
+    #[arg(short = 'c')]
     pub collapse: bool,
+    /// at most N rows
+    #[arg(short = 'n', value_name = "N", value_parser = rows)]
+    rows: Option<u32>,
+    /// skip the first N rows
+    #[arg(long, value_name = "N", value_parser = offset)]
+    offset: Option<u64>,
+    /// name pattern, sha256:HEX, >SIZE, <SIZE
+    #[arg(value_name = "terms", required = true, num_args = 1..)]
+    terms: Vec<String>,
+    /// The query for the index, settled from the terms.
+    #[arg(skip)]
+    pub search: crate::protocol::SearchQuery,
     /// The hash and size filters as typed (`>1GB`), for messages.
+    #[arg(skip)]
     pub filters: Vec<String>,
 }
 
 /// What `files` was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct FilesArgs {
-    /// Whose files.
-    pub peer: PeerRef,
-    /// At most this many rows (paging through the index's cap); one index page without.
+    /// at most N rows
+    #[arg(short = 'n', value_name = "N", value_parser = rows)]
     pub rows: Option<u32>,
-    /// Rows to skip first.
+    /// skip the first N rows
+    #[arg(long, value_name = "N", value_parser = offset, default_value_t = 0)]
     pub offset: u64,
+    /// a Peer ID, nickname or fingerprint prefix from `search` or `peers`
+    #[arg(value_name = "peer", value_parser = peer_ref)]
+    pub peer: PeerRef,
 }
 
 /// What `get` was asked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct GetArgs {
-    /// File names, wildcards, `sha256:` prefixes, links or (with `-r`) folders.
-    pub names: Vec<String>,
-    /// Only from this peer.
-    pub peer: Option<PeerRef>,
-    /// Into the queue (`-b`).
+    /// add to the download queue (see `transfers`)
+    #[arg(short = 'b')]
     pub background: bool,
-    /// Folders with everything under them (`-r`).
+    /// a folder with everything under it
+    #[arg(short = 'r')]
     pub recursive: bool,
+    /// file names, wildcards, sha256:HEX or links; a last word that names a peer (Peer ID, nickname or fingerprint prefix) is the peer
+    #[arg(value_name = "file", required = true, num_args = 1..)]
+    pub names: Vec<String>,
+    /// Only from this peer (the last word, when it names one).
+    #[arg(skip)]
+    pub peer: Option<PeerRef>,
+}
+
+/// A download's number in `transfers` (`cancel`, `pause`, `resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct Number {
+    /// a download's number in `transfers`
+    #[arg(value_name = "number", value_parser = number)]
+    pub number: u64,
+}
+
+/// What `link` was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LinkArgs {
+    /// file name
+    #[arg(value_name = "file")]
+    pub file: String,
+    /// only as this peer shares it (Peer ID, nickname or fingerprint prefix)
+    #[arg(value_name = "peer", value_parser = peer_ref)]
+    pub peer: Option<PeerRef>,
+}
+
+/// What `limit` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct LimitArgs {
+    /// up or down (neither: both)
+    #[arg(value_name = "direction")]
+    first: Option<String>,
+    /// bytes per second, like 2MiB/s (0: none)
+    #[arg(value_name = "rate", value_parser = rate)]
+    pub rate: Option<u64>,
+    /// Which limit, settled from the first word (`None`: both).
+    #[arg(skip)]
+    pub direction: Option<Direction>,
+}
+
+/// A peer named by a command (`ping`).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct PeerArg {
+    /// a Peer ID, nickname or fingerprint prefix from `search` or `peers`
+    #[arg(value_name = "peer", value_parser = peer_ref)]
+    pub peer: PeerRef,
+}
+
+/// What `format` was asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args)]
+pub struct FormatArgs {
+    /// table or json
+    #[arg(value_name = "format")]
+    pub format: Option<Format>,
+}
+
+/// What `help` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct HelpArgs {
+    /// a command
+    #[arg(value_name = "command", value_parser = lowercase)]
+    pub command: Option<String>,
 }
 
 /// Which way a bandwidth limit applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// What this peer serves.
     Up,
@@ -119,159 +267,87 @@ pub enum Direction {
     Down,
 }
 
-fn positional(name: &'static str, help: &'static str) -> Arg {
-    Arg::new(name).help(help)
-}
-
-pub(super) fn no_params() -> Vec<Arg> {
-    Vec::new()
-}
-
-pub(super) fn serve_params() -> Vec<Arg> {
-    vec![
-        positional("port", "port to listen on (0: any free port)"),
-        positional("database", "postgres:// URL of a shared index"),
-    ]
-}
-
-pub(super) fn connect_params() -> Vec<Arg> {
-    vec![
-        positional("addr", "index server host:port")
-            .num_args(0..=8)
-            .action(ArgAction::Append),
-    ]
-}
-
-pub(super) fn register_params() -> Vec<Arg> {
-    vec![
-        positional("dir", "folder to share").value_parser(path),
-        positional("port", "port of this peer's file server (0: any free port)").value_parser(port),
-    ]
-}
-
-pub(super) fn share_params() -> Vec<Arg> {
-    vec![
-        positional("dir", "folder or file to share")
-            .required(true)
-            .value_parser(path),
-    ]
-}
-
-pub(super) fn unshare_params() -> Vec<Arg> {
-    vec![positional("what", "shared folder, file name or path").required(true)]
-}
-
-pub(super) fn search_params() -> Vec<Arg> {
-    vec![
-        Arg::new("rtt")
-            .short('r')
-            .action(ArgAction::SetTrue)
-            .help("ping each peer and show its round-trip time"),
-        Arg::new("collapse")
-            .short('c')
-            .action(ArgAction::SetTrue)
-            .help("one row per distinct contents, with its peer count"),
-        Arg::new("rows")
-            .short('n')
-            .value_name("N")
-            .value_parser(|n: &str| {
-                n.parse::<u32>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or("-n takes a number of rows (1 or more)")
-            })
-            .help("at most N rows"),
-        offset_param(),
-        Arg::new("terms")
-            .help("name pattern, sha256:HEX, >SIZE, <SIZE")
-            .num_args(1..)
-            .required(true),
-    ]
-}
-
-/// `--offset N`: rows to skip.
-fn offset_param() -> Arg {
-    Arg::new("offset")
-        .long("offset")
-        .value_name("N")
-        .value_parser(|n: &str| {
-            n.parse::<u64>()
-                .map_err(|_| format!("--offset takes a number of rows to skip, not {n:?}"))
+impl Command {
+    /// Settle what one value could not say alone; the error is a usage error.
+    pub fn settle(self) -> Result<Self> {
+        Ok(match self {
+            Command::Serve(args) => Command::Serve(args.settle()?),
+            Command::Search(args) => Command::Search(args.settle()?),
+            Command::Get(args) => Command::Get(args.settle()),
+            Command::Limit(args) => Command::Limit(args.settle()?),
+            other => other,
         })
-        .help("skip the first N rows")
+    }
 }
 
-pub(super) fn files_params() -> Vec<Arg> {
-    let mut params = search_params();
-    params.retain(|a| a.get_id() == "rows" || a.get_id() == "offset");
-    params.extend(peer_params());
-    params
+impl ServeArgs {
+    /// `serve postgres://…` is a database without a port.
+    fn settle(mut self) -> Result<Self> {
+        match (self.first.take(), &self.database) {
+            (Some(one), None) if one.contains("://") => self.database = Some(one),
+            (Some(one), _) => self.port = Some(port(&one).map_err(Error::Usage)?),
+            (None, _) => {}
+        }
+        Ok(self)
+    }
 }
 
-pub(super) fn peer_params() -> Vec<Arg> {
-    vec![
-        positional(
-            "peer",
-            "a Peer ID, nickname or fingerprint prefix from `search` or `peers`",
-        )
-        .required(true)
-        .value_parser(peer_ref),
-    ]
+impl GetArgs {
+    /// `get a.txt b.txt 2`: a last word that names a peer (a Peer ID, a nickname or a
+    /// fingerprint prefix; never a name with a dot, a slash or a wildcard) is the peer.
+    fn settle(mut self) -> Self {
+        if self.names.len() > 1
+            && let Some(peer) = self.names.last().and_then(|w| PeerRef::parse(w).ok())
+        {
+            self.names.pop();
+            self.peer = Some(peer);
+        }
+        self
+    }
 }
 
-pub(super) fn get_params() -> Vec<Arg> {
-    vec![
-        Arg::new("background")
-            .short('b')
-            .action(ArgAction::SetTrue)
-            .help("add to the download queue (see `transfers`)"),
-        Arg::new("recursive")
-            .short('r')
-            .action(ArgAction::SetTrue)
-            .help("a folder with everything under it"),
-        Arg::new("file")
-            .help("file names, wildcards, sha256:HEX or links; a last word that names a peer (Peer ID, nickname or fingerprint prefix) is the peer")
-            .num_args(1..)
-            .required(true),
-    ]
+impl LimitArgs {
+    /// `limit up 1MiB/s`, or `limit 1MiB/s`: a rate alone names both.
+    fn settle(mut self) -> Result<Self> {
+        let Some(first) = self.first.take() else {
+            return Ok(self);
+        };
+        match first.to_lowercase().as_str() {
+            "up" | "upload" => self.direction = Some(Direction::Up),
+            "down" | "download" => self.direction = Some(Direction::Down),
+            other if self.rate.is_none() => match crate::limit::parse_rate(other) {
+                Ok(rate) => self.rate = Some(rate),
+                Err(e) => {
+                    return Err(Error::Usage(format!(
+                        "{e} (or up or down, then a rate)\nusage: limit [up|down] [rate]"
+                    )));
+                }
+            },
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{first:?} is neither up nor down\nusage: limit [up|down] [rate]"
+                )));
+            }
+        }
+        Ok(self)
+    }
 }
 
-pub(super) fn number_params() -> Vec<Arg> {
-    vec![
-        positional("number", "a download's number in `transfers`")
-            .required(true)
-            .value_parser(|n: &str| {
-                n.trim_start_matches('#')
-                    .parse::<u64>()
-                    .map_err(|_| format!("{n:?} is not a download number (see `transfers`)"))
-            }),
-    ]
-}
+impl SearchArgs {
+    /// The rows asked for with `-n`.
+    pub fn rows(&self) -> Option<u32> {
+        self.rows
+    }
 
-pub(super) fn link_params() -> Vec<Arg> {
-    vec![
-        Arg::new("file").help("file name").required(true),
-        Arg::new("peer")
-            .help("only as this peer shares it (Peer ID, nickname or fingerprint prefix)")
-            .value_parser(peer_ref),
-    ]
-}
-
-pub(super) fn limit_params() -> Vec<Arg> {
-    vec![
-        Arg::new("direction").help("up or down (neither: both)"),
-        Arg::new("rate")
-            .help("bytes per second, like 2MiB/s (0: none)")
-            .value_parser(|r: &str| crate::limit::parse_rate(r).map_err(|e| e.to_string())),
-    ]
-}
-
-pub(super) fn format_params() -> Vec<Arg> {
-    vec![Arg::new("format").value_parser(value_parser!(Format))]
-}
-
-pub(super) fn help_params() -> Vec<Arg> {
-    vec![Arg::new("command").help("a command")]
+    /// Turn the terms into a query: name words, `sha256:` and size terms.
+    fn settle(mut self) -> Result<Self> {
+        self.search.limit = self.rows;
+        self.search.offset = self.offset.filter(|&o| o > 0);
+        let terms = std::mem::take(&mut self.terms);
+        search_terms(&terms, &mut self)?;
+        self.terms = terms;
+        Ok(self)
+    }
 }
 
 /// A path as typed: `~` and `~/…` name the home folder, as in a Unix shell.
@@ -288,6 +364,14 @@ fn path(text: &str) -> std::result::Result<PathBuf, String> {
     Ok(PathBuf::from(expand_home(text)))
 }
 
+fn home_expanded(text: &str) -> std::result::Result<String, String> {
+    Ok(expand_home(text))
+}
+
+fn lowercase(text: &str) -> std::result::Result<String, String> {
+    Ok(text.to_lowercase())
+}
+
 fn port(text: &str) -> std::result::Result<u16, String> {
     text.parse::<u16>()
         .map_err(|_| format!("{text:?} is not a port (0 to 65535)"))
@@ -295,6 +379,28 @@ fn port(text: &str) -> std::result::Result<u16, String> {
 
 fn peer_ref(text: &str) -> std::result::Result<PeerRef, String> {
     PeerRef::parse(text)
+}
+
+fn rows(n: &str) -> std::result::Result<u32, String> {
+    n.parse::<u32>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "-n takes a number of rows (1 or more)".to_owned())
+}
+
+fn offset(n: &str) -> std::result::Result<u64, String> {
+    n.parse::<u64>()
+        .map_err(|_| format!("--offset takes a number of rows to skip, not {n:?}"))
+}
+
+fn number(n: &str) -> std::result::Result<u64, String> {
+    n.trim_start_matches('#')
+        .parse::<u64>()
+        .map_err(|_| format!("{n:?} is not a download number (see `transfers`)"))
+}
+
+fn rate(r: &str) -> std::result::Result<u64, String> {
+    crate::limit::parse_rate(r).map_err(|e| e.to_string())
 }
 
 /// Turn `search`'s terms into a query: name words, `sha256:` and size terms.
@@ -349,123 +455,8 @@ fn search_terms(terms: &[String], parsed: &mut SearchArgs) -> Result<()> {
     parsed.search.pattern = words.join(" ");
     if parsed.search.pattern.is_empty() && parsed.search.sha256.is_none() {
         return Err(Error::Usage(
-            "search needs a name pattern or sha256:HEX\nusage: search [-r] [-c] [-n N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]".into(),
+            "search needs a name pattern or sha256:HEX\nusage: search [-r] [-c] [-n N] [--offset N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]".into(),
         ));
     }
     Ok(())
-}
-
-/// The command `name` (a table name) with its parsed arguments.
-pub fn from_matches(name: &str, m: &ArgMatches) -> Result<Command> {
-    let text = |id: &str| m.get_one::<String>(id).cloned();
-    let command = match name {
-        "serve" => {
-            let (port_arg, database) = match (text("port"), text("database")) {
-                (Some(one), None) if one.contains("://") => (None, Some(one)),
-                (one, two) => (one, two),
-            };
-            let port = port_arg
-                .map(|p| port(&p).map_err(Error::Usage))
-                .transpose()?;
-            Command::Serve(port, database)
-        }
-        "connect" => {
-            let addrs: Vec<String> = m
-                .get_many::<String>("addr")
-                .map(|a| a.cloned().collect())
-                .unwrap_or_default();
-            Command::Connect((!addrs.is_empty()).then(|| addrs.join(",")))
-        }
-        "register" => Command::Register(
-            m.get_one::<PathBuf>("dir").cloned(),
-            m.get_one::<u16>("port").copied(),
-        ),
-        "refresh" => Command::Refresh,
-        "share" => Command::Share(m.get_one::<PathBuf>("dir").cloned().unwrap_or_default()),
-        "unshare" => Command::Unshare(expand_home(&text("what").unwrap_or_default())),
-        "unregister" => Command::Unregister,
-        "search" => {
-            let mut parsed = SearchArgs {
-                rtt: m.get_flag("rtt"),
-                collapse: m.get_flag("collapse"),
-                ..SearchArgs::default()
-            };
-            parsed.search.limit = m.get_one::<u32>("rows").copied();
-            parsed.search.offset = m.get_one::<u64>("offset").copied().filter(|&o| o > 0);
-            let terms: Vec<String> = m
-                .get_many::<String>("terms")
-                .map(|t| t.cloned().collect())
-                .unwrap_or_default();
-            search_terms(&terms, &mut parsed)?;
-            Command::Search(parsed)
-        }
-        "files" => Command::Files(FilesArgs {
-            peer: m.get_one::<PeerRef>("peer").expect("required").clone(),
-            rows: m.get_one::<u32>("rows").copied(),
-            offset: m.get_one::<u64>("offset").copied().unwrap_or(0),
-        }),
-        "more" => Command::More,
-        "get" => {
-            let mut names: Vec<String> = m
-                .get_many::<String>("file")
-                .map(|t| t.cloned().collect())
-                .unwrap_or_default();
-            // `get a.txt b.txt 2`: a last word that names a peer (a Peer ID, a
-            // nickname or a fingerprint prefix; never a name with a dot, a slash or a
-            // wildcard) is the peer.
-            let peer = match names.as_slice() {
-                [_, .., last] => PeerRef::parse(last).ok(),
-                _ => None,
-            };
-            if peer.is_some() {
-                names.pop();
-            }
-            Command::Get(GetArgs {
-                names,
-                peer,
-                background: m.get_flag("background"),
-                recursive: m.get_flag("recursive"),
-            })
-        }
-        "transfers" => Command::Transfers,
-        "cancel" => Command::Cancel(*m.get_one::<u64>("number").expect("required")),
-        "pause" => Command::Pause(*m.get_one::<u64>("number").expect("required")),
-        "resume" => Command::Resume(*m.get_one::<u64>("number").expect("required")),
-        "clear" => Command::Clear,
-        "uploads" => Command::Uploads,
-        "link" => Command::Link(
-            text("file").unwrap_or_default(),
-            m.get_one::<PeerRef>("peer").cloned(),
-        ),
-        "limit" => {
-            let rate = m.get_one::<u64>("rate").copied();
-            match text("direction").map(|d| d.to_lowercase()).as_deref() {
-                Some("up" | "upload") => Command::Limit(Some(Direction::Up), rate),
-                Some("down" | "download") => Command::Limit(Some(Direction::Down), rate),
-                None => Command::Limit(None, rate),
-                // `limit 1MiB/s`: no direction names both.
-                Some(other) if rate.is_none() => match crate::limit::parse_rate(other) {
-                    Ok(rate) => Command::Limit(None, Some(rate)),
-                    Err(e) => {
-                        return Err(Error::Usage(format!(
-                            "{e} (or up or down, then a rate)\nusage: limit [up|down] [rate]"
-                        )));
-                    }
-                },
-                Some(other) => {
-                    return Err(Error::Usage(format!(
-                        "{other:?} is neither up nor down\nusage: limit [up|down] [rate]"
-                    )));
-                }
-            }
-        }
-        "ping" => Command::Ping(m.get_one::<PeerRef>("peer").expect("required").clone()),
-        "peers" => Command::Peers,
-        "status" => Command::Status,
-        "format" => Command::Format(m.get_one::<Format>("format").copied()),
-        "help" => Command::Help(text("command").map(|c| c.to_lowercase())),
-        "quit" => Command::Quit,
-        other => return Err(Error::Usage(format!("unknown command {other:?}"))),
-    };
-    Ok(command)
 }

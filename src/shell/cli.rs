@@ -41,6 +41,15 @@ pub type RunDaemon = fn(Config, DaemonArgs) -> u8;
 
 /// The whole command line: options and a subcommand per shell command.
 pub fn cli() -> clap::Command {
+    let cli = commands::with_commands(options());
+    COMMANDS.iter().fold(cli, |cli, spec| {
+        let usage = format!("napster {} {}", spec.name, spec.args);
+        cli.mut_subcommand(spec.name, |c| c.override_usage(usage.trim_end().to_owned()))
+    })
+}
+
+/// The binary's options, and `completions`.
+fn options() -> clap::Command {
     clap::Command::new("napster")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT.lines().next().unwrap_or_default())
@@ -91,10 +100,6 @@ pub fn cli() -> clap::Command {
                 .action(ArgAction::SetTrue)
                 .help("in a script (-e or piped stdin), stop at the first failing command"),
         )
-        .subcommands(COMMANDS.iter().map(|spec| {
-            let usage = format!("napster {} {}", spec.name, spec.args);
-            commands::clap_command(spec).override_usage(usage.trim_end().to_owned())
-        }))
         .subcommand(daemon_command())
         .subcommand(
             clap::Command::new("completions")
@@ -168,9 +173,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>, daemon: RunDaemon) -> u8 {
     };
     let json = matches.get_flag("json");
     if let Some(("completions", sub)) = matches.subcommand() {
-        let shell = *sub
-            .get_one::<clap_complete::Shell>("shell")
-            .expect("required");
+        let Some(&shell) = sub.get_one::<clap_complete::Shell>("shell") else {
+            return exit::USAGE;
+        };
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut cli(), "napster", &mut script);
         say!("{}", String::from_utf8_lossy(&script));
@@ -197,7 +202,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, daemon: RunDaemon) -> u8 {
                 "give either -e COMMANDS or one command, not both",
             );
         }
-        Some((name, sub)) => match commands::from_matches(name, sub) {
+        Some(_) => match commands::from_matches(&matches) {
             Ok(command) => Source::OneShot(command),
             Err(e) => return usage_error(json, &output::error_code(&e), &e.to_string()),
         },

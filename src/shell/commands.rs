@@ -2,13 +2,9 @@
 //! each entry, used by the shell's lines and by the binary's one-shot subcommands alike),
 //! `help`, completion, hints and `napster completions`.
 
-pub use super::args::{Command, Direction, FilesArgs, Format, GetArgs, SearchArgs, from_matches};
-use super::args::{
-    connect_params, files_params, format_params, get_params, help_params, limit_params,
-    link_params, no_params, number_params, peer_params, register_params, search_params,
-    serve_params, share_params, unshare_params,
-};
+pub use super::args::{Command, Direction, FilesArgs, Format, GetArgs, SearchArgs};
 use crate::error::{Error, Result};
+use clap::{FromArgMatches, Subcommand};
 
 /// One command of the shell.
 #[derive(Debug)]
@@ -23,8 +19,6 @@ pub struct Spec {
     pub details: &'static str,
     /// Other names it answers to.
     pub aliases: &'static [&'static str],
-    /// Its arguments, as `clap` parses them (the usage line is `args`).
-    pub params: fn() -> Vec<clap::Arg>,
 }
 
 /// Every command, in the order `help` lists them.
@@ -38,7 +32,6 @@ pub const COMMANDS: &[Spec] = &[
                   The index lives in memory, or in PostgreSQL when a database URL is given (or \
                   [index] database is set): then any number of index servers share one index.",
         aliases: &[],
-        params: serve_params,
     },
     Spec {
         name: "connect",
@@ -49,7 +42,6 @@ pub const COMMANDS: &[Spec] = &[
                   servers sharing one database, give them all: a peer moves to the next when \
                   its server goes away, and registers again there by itself.",
         aliases: &[],
-        params: connect_params,
     },
     Spec {
         name: "register",
@@ -59,7 +51,6 @@ pub const COMMANDS: &[Spec] = &[
                   port. Prints the Peer ID the index assigned. The files stay in the index while \
                   this process runs.",
         aliases: &[],
-        params: register_params,
     },
     Spec {
         name: "share",
@@ -70,7 +61,6 @@ pub const COMMANDS: &[Spec] = &[
                   files reach the index by themselves. `~` is the home folder; a name with \
                   spaces goes in quotes.",
         aliases: &[],
-        params: share_params,
     },
     Spec {
         name: "unshare",
@@ -78,7 +68,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "withdraw a shared folder, or one file (by its shared name or path)",
         details: "",
         aliases: &[],
-        params: unshare_params,
     },
     Spec {
         name: "refresh",
@@ -88,7 +77,6 @@ pub const COMMANDS: &[Spec] = &[
                   [peer] rescan seconds); refresh forces it. Only new or changed files are read; \
                   the rest come from the hash cache.",
         aliases: &["rescan"],
-        params: no_params,
     },
     Spec {
         name: "unregister",
@@ -96,7 +84,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "withdraw this peer's files and stop serving them",
         details: "",
         aliases: &[],
-        params: no_params,
     },
     Spec {
         name: "search",
@@ -114,7 +101,6 @@ pub const COMMANDS: &[Spec] = &[
                   or NAT (behind a NAT: by a reverse connection, hole punching or the index's \
                   relay).",
         aliases: &[],
-        params: search_params,
     },
     Spec {
         name: "files",
@@ -125,7 +111,6 @@ pub const COMMANDS: &[Spec] = &[
                   `more` shows the next page, --offset N starts after N rows, -n N asks for N \
                   rows (page after page).",
         aliases: &["browse"],
-        params: files_params,
     },
     Spec {
         name: "more",
@@ -134,7 +119,6 @@ pub const COMMANDS: &[Spec] = &[
         details: "Continues where the last listing stopped (its footer says `more` shows the \
                   next); the same as asking again with --offset.",
         aliases: &[],
-        params: no_params,
     },
     Spec {
         name: "get",
@@ -159,7 +143,6 @@ pub const COMMANDS: &[Spec] = &[
                   reachable address), by hole punching, or through the index's relay; the last \
                   line says how each source was reached: from 2 peers: 12 direct, 40 reverse.",
         aliases: &[],
-        params: get_params,
     },
     Spec {
         name: "transfers",
@@ -169,7 +152,6 @@ pub const COMMANDS: &[Spec] = &[
                   running, waiting for a slot at peer N (position P in that peer's upload line), \
                   paused, done, failed (and why) or cancelled.",
         aliases: &["queue"],
-        params: no_params,
     },
     Spec {
         name: "cancel",
@@ -177,7 +159,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "stop download N and remove what arrived",
         details: "",
         aliases: &[],
-        params: number_params,
     },
     Spec {
         name: "pause",
@@ -185,7 +166,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "stop download N, keeping what arrived (resume N goes on)",
         details: "",
         aliases: &[],
-        params: number_params,
     },
     Spec {
         name: "resume",
@@ -194,7 +174,6 @@ pub const COMMANDS: &[Spec] = &[
         details: "Only what is missing is fetched: what arrived is neither fetched nor hashed \
                   again.",
         aliases: &[],
-        params: number_params,
     },
     Spec {
         name: "clear",
@@ -202,7 +181,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "drop finished, failed and cancelled downloads from `transfers`",
         details: "",
         aliases: &[],
-        params: no_params,
     },
     Spec {
         name: "uploads",
@@ -212,7 +190,6 @@ pub const COMMANDS: &[Spec] = &[
                   file, bytes sent and rate, or its position in line for an upload slot \
                   ([peer] max_uploads).",
         aliases: &[],
-        params: no_params,
     },
     Spec {
         name: "link",
@@ -221,7 +198,6 @@ pub const COMMANDS: &[Spec] = &[
         details: "The link is napster:?xt=urn:sha256:<64 hex>&dn=<name>&xl=<bytes>, shaped like \
                   magnet links; `get <link>` fetches those bytes from every peer sharing them.",
         aliases: &[],
-        params: link_params,
     },
     Spec {
         name: "limit",
@@ -232,7 +208,6 @@ pub const COMMANDS: &[Spec] = &[
                   up or down (limit 1MiB/s, limit 0) a rate sets both. \
                   Defaults: [peer] upload_limit and download_limit.",
         aliases: &[],
-        params: limit_params,
     },
     Spec {
         name: "ping",
@@ -240,7 +215,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "round-trip time to a peer's file server",
         details: "The peer is a Peer ID from `search` or `peers`.",
         aliases: &[],
-        params: peer_params,
     },
     Spec {
         name: "peers",
@@ -248,7 +222,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "list the peers registered with the index",
         details: "Reach says how each is reached: direct, or NAT (behind a NAT).",
         aliases: &[],
-        params: no_params,
     },
     Spec {
         name: "status",
@@ -260,7 +233,6 @@ pub const COMMANDS: &[Spec] = &[
                   `port mapping: PUBLIC → LOCAL via UPnP`, `none (no router answered)`, or \
                   `off` when [peer] port_mapping = false.",
         aliases: &[],
-        params: no_params,
     },
     Spec {
         name: "format",
@@ -270,7 +242,6 @@ pub const COMMANDS: &[Spec] = &[
                   event; see docs/JSON.md) and errors as JSON on stderr; the same as running \
                   napster with --json.",
         aliases: &[],
-        params: format_params,
     },
     Spec {
         name: "help",
@@ -278,7 +249,6 @@ pub const COMMANDS: &[Spec] = &[
         summary: "list the commands, or explain one",
         details: "",
         aliases: &["?"],
-        params: help_params,
     },
     Spec {
         name: "quit",
@@ -288,7 +258,6 @@ pub const COMMANDS: &[Spec] = &[
                   queue are stopped with what arrived kept: napster started again in this \
                   folder resumes them.",
         aliases: &["exit"],
-        params: no_params,
     },
 ];
 
@@ -305,20 +274,41 @@ fn usage_line(spec: &Spec) -> String {
         .to_owned()
 }
 
-/// The `clap` command of a table entry.
-pub fn clap_command(spec: &'static Spec) -> clap::Command {
+/// `root` with a subcommand per table entry: its arguments from [`Command`]'s variant,
+/// its usage, help and aliases from the table.
+pub fn with_commands(root: clap::Command) -> clap::Command {
+    COMMANDS
+        .iter()
+        .fold(Command::augment_subcommands(root), |root, spec| {
+            root.mut_subcommand(spec.name, |c| describe(c, spec))
+        })
+}
+
+/// A command as the table describes it.
+fn describe(command: clap::Command, spec: &Spec) -> clap::Command {
     let long = if spec.details.is_empty() {
         spec.summary.to_owned()
     } else {
         format!("{}.\n\n{}", spec.summary, spec.details)
     };
-    clap::Command::new(spec.name)
+    command
         .about(spec.summary)
         .long_about(long)
         .override_usage(format!("{} {}", spec.name, spec.args).trim_end().to_owned())
         .visible_aliases(spec.aliases.iter().copied().filter(|a| *a != "?"))
         .aliases(spec.aliases.iter().copied().filter(|a| *a == "?"))
-        .args((spec.params)())
+}
+
+/// The shell's parser: a line's first word names the command; no `--help` flag (the
+/// shell has `help`).
+fn line_parser(name: &str) -> clap::Command {
+    with_commands(
+        clap::Command::new("napster")
+            .no_binary_name(true)
+            .disable_help_subcommand(true)
+            .disable_help_flag(true),
+    )
+    .mut_subcommand(name, |c| c.disable_help_flag(true))
 }
 
 /// Parse one line; `Ok(None)` for a blank line or a comment.
@@ -340,12 +330,17 @@ pub fn parse(line: &str) -> Result<Option<Command>> {
             did_you_mean(&name)
         )));
     };
-    let matches = clap_command(spec)
-        .no_binary_name(true)
-        .disable_help_flag(true)
-        .try_get_matches_from(args)
+    let matches = line_parser(spec.name)
+        .try_get_matches_from(std::iter::once(spec.name).chain(args.iter().map(String::as_str)))
         .map_err(|e| with_quoting_hint(spec, args, clap_error(spec, &e)))?;
-    from_matches(spec.name, &matches).map(Some)
+    from_matches(&matches).map(Some)
+}
+
+/// The command `matches` hold (their subcommand), settled.
+pub fn from_matches(matches: &clap::ArgMatches) -> Result<Command> {
+    Command::from_arg_matches(matches)
+        .map_err(|e| Error::Usage(e.to_string()))?
+        .settle()
 }
 
 /// How alike a typo and a command must be (Jaro-Winkler) to suggest the command.

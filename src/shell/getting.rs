@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::commands::GetArgs;
 use super::output::Record;
 use super::{Shell, link, queue, render};
-use crate::download::queue_file::{Queued, Stage};
+use crate::download::queue::file::{Queued, Stage};
 use crate::download::{self, Cancel};
 use crate::error::{Error, Result};
 use crate::protocol::{self, FileEntry, Hit, PeerRef, SearchQuery};

@@ -30,7 +30,6 @@ mod editor;
 mod finding;
 mod getting;
 mod handlers;
-mod launch;
 mod link;
 pub mod output;
 mod peers;
@@ -39,8 +38,6 @@ mod queue;
 mod render;
 pub mod repl;
 pub mod services;
-mod transfer_entry;
-mod transfers;
 
 #[cfg(test)]
 mod tests;
@@ -176,38 +173,34 @@ impl Shell {
         self.rows = false;
         self.nothing_matched = false;
         let text = match command {
-            Command::Serve(port, database) => self.serve(port, database).await?,
-            Command::Connect(addr) => self.connect(addr).await?,
-            Command::Register(dir, port) => self.register(dir, port, cancel.clone()).await?,
+            Command::Serve(args) => self.serve(args.port, args.database).await?,
+            Command::Connect(args) => self.connect(args.addrs()).await?,
+            Command::Register(args) => self.register(args.dir, args.port, cancel.clone()).await?,
             Command::Unregister => self.unregister().await?,
             Command::Refresh => self.refresh(Refresh::All).await?,
-            Command::Share(dir) => self.refresh(Refresh::Share(dir)).await?,
-            Command::Unshare(what) => self.refresh(Refresh::Unshare(what)).await?,
+            Command::Share(args) => self.refresh(Refresh::Share(args.dir)).await?,
+            Command::Unshare(args) => self.refresh(Refresh::Unshare(args.what)).await?,
             Command::Search(args) => self.search(args).await?,
             Command::Files(args) => self.files(args).await?,
             Command::More => self.more().await?,
             Command::Get(args) => self.get_command(args, cancel).await?,
             Command::Transfers => self.transfers()?,
-            Command::Cancel(n) => self.queue_change("cancel", n).await?,
-            Command::Pause(n) => self.queue_change("pause", n).await?,
-            Command::Resume(n) => self.queue_change("resume", n).await?,
+            Command::Cancel(n) => self.cancel(n.number).await?,
+            Command::Pause(n) => self.pause(n.number).await?,
+            Command::Resume(n) => self.resume(n.number)?,
             Command::Clear => self.clear()?,
             Command::Uploads => self.uploads()?,
-            Command::Link(name, peer) => self.link(&name, peer).await?,
-            Command::Limit(direction, rate) => self.limit(direction, rate),
-            Command::Ping(peer) => self.ping(peer).await?,
+            Command::Link(args) => self.link(&args.file, args.peer).await?,
+            Command::Limit(args) => self.limit(args.direction, args.rate),
+            Command::Ping(args) => self.ping(args.peer).await?,
             Command::Peers => self.peers().await?,
             Command::Status => self.status().await?,
-            Command::Help(topic) => format!("{}\n", commands::help(topic.as_deref())?),
-            Command::Format(format) => {
-                if let Some(format) = format {
+            Command::Help(args) => format!("{}\n", commands::help(args.command.as_deref())?),
+            Command::Format(args) => {
+                if let Some(format) = args.format {
                     self.format = format;
                 }
-                let name = match self.format {
-                    Format::Table => "table",
-                    Format::Json => "json",
-                };
-                format!("format: {name}\n")
+                format!("format: {}\n", self.format.name())
             }
             Command::Quit => {
                 return Ok(Reply {

@@ -9,10 +9,10 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
 use super::output::Record;
-use super::transfers::{Launch, Row, Transfers};
 use super::{Shell, link, render};
 use crate::download;
-use crate::download::queue_file::QUEUE_FILE;
+use crate::download::queue::file::QUEUE_FILE;
+use crate::download::queue::{Launch, Row, Transfers};
 use crate::error::Result;
 use crate::limit::show_rate;
 use crate::protocol::PeerRef;
@@ -147,34 +147,38 @@ impl Shell {
         Ok(out)
     }
 
-    pub(super) async fn queue_change(&mut self, what: &str, number: u64) -> Result<String> {
-        let transfers = self.open_queue()?;
-        let (name, state, said) = match what {
-            "cancel" => (
-                transfers.cancel(number).await?,
-                "cancelled",
-                "cancelled; what arrived is removed",
-            ),
-            "pause" => (
-                transfers.pause(number).await?,
-                "paused",
-                "paused; what arrived is kept (`resume` goes on)",
-            ),
-            _ => (
-                transfers.resume(number, self.index.clone())?,
-                "queued",
-                "back in the queue; only what is missing is fetched",
-            ),
-        };
+    /// `cancel N`: stop it and remove what arrived.
+    pub(super) async fn cancel(&mut self, number: u64) -> Result<String> {
+        let name = self.open_queue()?.cancel(number).await?;
+        Ok(self.changed(
+            number,
+            name,
+            "cancelled",
+            "cancelled; what arrived is removed",
+        ))
+    }
+
+    /// `pause N`: stop it, keeping what arrived.
+    pub(super) async fn pause(&mut self, number: u64) -> Result<String> {
+        let name = self.open_queue()?.pause(number).await?;
+        let said = "paused; what arrived is kept (`resume` goes on)";
+        Ok(self.changed(number, name, "paused", said))
+    }
+
+    /// `resume N`: back in the queue, its peers found on this shell's index.
+    pub(super) fn resume(&mut self, number: u64) -> Result<String> {
+        let name = self.open_queue()?.resume(number, self.index.clone())?;
+        let said = "back in the queue; only what is missing is fetched";
+        Ok(self.changed(number, name, "queued", said))
+    }
+
+    fn changed(&mut self, number: u64, name: String, state: &str, said: &str) -> String {
         self.emit(Record::Changed {
             transfer: number,
             name: name.clone(),
             state: state.to_owned(),
         });
-        Ok(format!(
-            "download {number} ({}) {said}\n",
-            render::shown(&name)
-        ))
+        format!("download {number} ({}) {said}\n", render::shown(&name))
     }
 
     pub(super) fn clear(&mut self) -> Result<String> {

@@ -14,7 +14,7 @@ use crate::peer::Sharing;
 use crate::rendezvous::Rendezvous;
 use crate::runtime::ShutdownTrigger;
 
-use super::transfers::Transfers;
+use crate::download::queue::Transfers;
 
 /// Where a running index server keeps the index.
 #[derive(Clone)]

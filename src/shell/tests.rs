@@ -146,23 +146,24 @@ fn an_unquoted_name_with_spaces_is_told_to_quote_it() {
 #[test]
 fn a_tilde_is_the_home_folder() {
     let home = std::env::var("HOME").expect("HOME is set");
-    let Some(Command::Share(dir)) = commands::parse("share ~/music").unwrap() else {
+    let Some(Command::Share(share)) = commands::parse("share ~/music").unwrap() else {
         panic!("a share");
     };
-    assert_eq!(dir, std::path::Path::new(&home).join("music"));
-    let Some(Command::Register(Some(dir), None)) = commands::parse("register ~").unwrap() else {
+    assert_eq!(share.dir, std::path::Path::new(&home).join("music"));
+    let Some(Command::Register(register)) = commands::parse("register ~").unwrap() else {
         panic!("a register");
     };
-    assert_eq!(dir, std::path::Path::new(&home));
-    let Some(Command::Unshare(what)) = commands::parse("unshare ~/music/a.ogg").unwrap() else {
+    assert_eq!(register.dir.as_deref(), Some(std::path::Path::new(&home)));
+    assert_eq!(register.port, None);
+    let Some(Command::Unshare(unshare)) = commands::parse("unshare ~/music/a.ogg").unwrap() else {
         panic!("an unshare");
     };
-    assert_eq!(what, format!("{home}/music/a.ogg"));
+    assert_eq!(unshare.what, format!("{home}/music/a.ogg"));
     // Only a leading ~ is the home folder.
-    let Some(Command::Share(dir)) = commands::parse("share a~b").unwrap() else {
+    let Some(Command::Share(share)) = commands::parse("share a~b").unwrap() else {
         panic!("a share");
     };
-    assert_eq!(dir, std::path::Path::new("a~b"));
+    assert_eq!(share.dir, std::path::Path::new("a~b"));
 }
 
 /// `get deep.txt` finds `sub2/deep.txt` when that is the only such name, and says which
@@ -366,4 +367,34 @@ fn capped_answers_page_with_true_totals() {
         "{next}"
     );
     smol::block_on(services.shutdown());
+}
+
+/// The table and the enum agree: every entry is a variant's subcommand and every
+/// variant has an entry (its usage and help), so help, completion and parsing cannot
+/// drift apart.
+#[test]
+fn every_command_is_one_table_entry_and_one_variant() {
+    let parser = commands::with_commands(clap::Command::new("napster"));
+    let derived: Vec<&str> = parser.get_subcommands().map(|c| c.get_name()).collect();
+    let listed: Vec<&str> = commands::COMMANDS.iter().map(|c| c.name).collect();
+    let (mut derived_sorted, mut listed_sorted) = (derived.clone(), listed.clone());
+    derived_sorted.sort_unstable();
+    listed_sorted.sort_unstable();
+    assert_eq!(derived_sorted, listed_sorted);
+    for spec in commands::COMMANDS {
+        let sub = parser.find_subcommand(spec.name).unwrap();
+        assert_eq!(
+            sub.get_about().map(ToString::to_string).as_deref(),
+            Some(spec.summary)
+        );
+    }
+    // A required argument is a field: leaving it out is a usage error, not a panic.
+    for line in [
+        "cancel", "pause", "resume", "ping", "files", "share", "unshare", "link",
+    ] {
+        assert!(
+            matches!(commands::parse(line), Err(crate::error::Error::Usage(_))),
+            "{line}"
+        );
+    }
 }

@@ -1,11 +1,14 @@
 //! The download queue (`get -b`, `transfers`, `cancel`, `pause`, `resume`, `clear`):
 //! downloads that run in the background while the shell stays usable, at most
-//! `[peer] max_downloads` at once, the rest waiting their turn.
+//! `[peer] max_downloads` at once, the rest waiting their turn. A service with no user
+//! interface: the shell's commands drive it and present its [`Row`]s.
 //!
-//! The queue is kept in the downloads folder (`download::queue_file`): a napster started
-//! again there shows it and resumes what was unfinished, finding the peers again by
-//! content on the index each download came from. What had arrived is in each part file
-//! with its hash state, so it is neither fetched nor hashed again.
+//! - [`file`]: the queue kept in the downloads folder: a napster started again there
+//!   shows it and resumes what was unfinished, finding the peers again by content on the
+//!   index each download came from. What had arrived is in each part file with its hash
+//!   state, so it is neither fetched nor hashed again.
+//! - `entry`: one download of the queue, and the row it shows as.
+//! - `launch`: starting one download: finding its sources, then the job.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,16 +19,20 @@ use smol::Task;
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::download::queue_file::{self, QueueFile, Queued, Stage};
 use crate::download::{self, Cancel};
 use crate::error::{Error, Result};
 use crate::protocol::Hit;
 use crate::runtime;
+use file::{QueueFile, Queued, Stage};
 
-pub use super::launch::Launch;
-use super::launch::{discard, run};
-pub use super::transfer_entry::Row;
-use super::transfer_entry::{Entry, Intent, kept, row, shown_name};
+mod entry;
+pub mod file;
+mod launch;
+
+pub use entry::Row;
+use entry::{Entry, Intent, kept, row, shown_name};
+pub use launch::{Launch, QueueDialer};
+use launch::{discard, run};
 
 /// How long stopping the background downloads may take: each saves what arrived.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -86,7 +93,7 @@ impl Transfers {
 
     /// The queue kept in `dir` when this shell has not opened it.
     pub fn saved_in(dir: &std::path::Path) -> Vec<Row> {
-        queue_file::read(dir)
+        file::read(dir)
             .into_iter()
             .map(|q| {
                 let entry = Entry::new(q, None);
@@ -242,11 +249,21 @@ impl Transfers {
             entry.cancel.cancel();
             entry.task.take()
         };
-        if let Some(task) = task {
-            task.or(async {
+        if let Some(mut task) = task {
+            let ended = async {
+                (&mut task).await;
+                true
+            }
+            .or(async {
                 smol::Timer::after(STOP_GRACE).await;
+                false
             })
             .await;
+            // Dropping a task cancels it: its end, which records the new state, would
+            // never run and the row would say `pausing` for ever. Let it end in its time.
+            if !ended {
+                task.detach();
+            }
         }
         Ok(true)
     }

@@ -1,4 +1,4 @@
-//! Starting one download of the queue (`super::transfers`): finding its peers again
+//! Starting one download of the queue ([`super`]): finding its peers again
 //! by content on the index it came from (after a restart they may have moved or
 //! renamed it), the folder it goes in, and the job itself; and removing the part file
 //! of a cancelled one.
@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 
 use tracing::warn;
 
+use super::file::Queued;
 use crate::client::{Dialer, IndexClient, KnownIndexes, Pins};
 use crate::download::part_file::PartFile;
-use crate::download::queue_file::Queued;
 use crate::download::{self, Cancel, Job, Status};
 use crate::error::{Error, Result};
 use crate::identity::Identity;

@@ -1,4 +1,4 @@
-//! One download of the queue as [`super::transfers`] keeps it ([`Entry`]: what it is,
+//! One download of the queue as [`super`] keeps it ([`Entry`]: what it is,
 //! how far it got, whether it runs and why it is being stopped) and as `transfers` shows
 //! it ([`Row`]).
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use smol::Task;
 
-use crate::download::queue_file::{Queued, Stage};
+use super::file::{Queued, Stage};
 use crate::download::{self, Cancel, Status, part_file};
 use crate::protocol::Hit;
 
