@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use napster::client::IndexClient;
 use napster::protocol::{FileEntry, Limits};
 use napster::runtime;
-use process::{BIN, Killed};
+use process::{BIN, HOME_ENV, Killed};
 
 #[path = "../tests/common/process.rs"]
 mod process;
@@ -42,6 +42,7 @@ fn start_index(dir: &std::path::Path) -> (Killed, SocketAddr) {
     .unwrap();
     let mut child = Command::new(BIN)
         .current_dir(dir)
+        .env(HOME_ENV, dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -29,7 +29,7 @@ use napster::client::IndexClient;
 use napster::protocol::SearchQuery as Search;
 use napster::protocol::{FileEntry, Limits};
 use napster::runtime;
-use process::{BIN, Killed, cpu_time, last_word};
+use process::{BIN, HOME_ENV, Killed, cpu_time, last_word};
 
 #[path = "../tests/pg/mod.rs"]
 mod pg;
@@ -105,6 +105,7 @@ fn start_index_with(
     let mut child = Killed(
         Command::new(BIN)
             .current_dir(dir)
+            .env(HOME_ENV, dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -181,6 +181,7 @@ fn run(guard: &mut Guard) -> Result<(), BoxError> {
     let started = Instant::now();
     let mut napster = Command::new(env!("CARGO_BIN_EXE_napster"))
         .current_dir(&cwd)
+        .env(napster::home::HOME_ENV, &cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(File::create(&log)?)

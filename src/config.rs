@@ -13,7 +13,8 @@ use crate::protocol::Limits;
 /// backups, temporary and partial downloads (napster's own are always left out too).
 pub const DEFAULT_IGNORE: &[&str] = &[".*", "*~", "*.tmp", "*.part", "*.crdownload", "*.swp"];
 
-/// Name of the config file looked for in the working directory.
+/// Name of the config file looked for in the working directory (and in the user's
+/// config folder or home, see [`crate::home`]).
 pub const DEFAULT_FILE: &str = "napster.toml";
 
 /// Most `[peer] max_downloads`: each running download holds its worker threads and up to
@@ -42,6 +43,34 @@ pub struct Config {
     pub log: LogConfig,
     /// The HTTP API and web page.
     pub web: WebConfig,
+    /// Where these settings came from (not a setting: filled in by [`crate::home`]).
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Where a configuration came from: the home its identity files live in, and the config
+/// files read. `status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The home and why it was chosen; `None` for a configuration made in code.
+    pub home: Option<(PathBuf, HomeFrom)>,
+    /// The config files read, in the order they apply (each overrides the ones before,
+    /// key by key).
+    pub files: Vec<PathBuf>,
+}
+
+/// Why the home is where it is (the order of precedence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HomeFrom {
+    /// `--home DIR`.
+    Option,
+    /// The `NAPSTER_HOME` environment variable.
+    Env,
+    /// A key file was already in the current folder, where napster kept it before homes.
+    Legacy,
+    /// The user's data directory (`$XDG_DATA_HOME/napster` on Linux).
+    DataDir,
 }
 
 /// `[index]`: the index server this process runs or talks to.
@@ -310,19 +339,44 @@ impl WebConfig {
 impl Config {
     /// Load `path`; when `required` is false a missing file gives the defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text).map_err(|e| match e {
+        Config::load_layers(&[(path.to_owned(), required)])
+    }
+
+    /// Load `files` in order, each overriding the ones before key by key (a table's keys
+    /// one by one; a list whole). A file whose flag is false may be missing. Each file is
+    /// checked on its own first, so that an error names the file it is in; the files
+    /// read are listed in [`Config::origin`].
+    pub fn load_layers(files: &[(PathBuf, bool)]) -> Result<Config> {
+        let mut merged = toml::Table::new();
+        let mut read = Vec::new();
+        for (path, required) in files {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e) => {
+                    return Err(Error::Config(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    )));
+                }
+            };
+            let in_file = |e: Error| match e {
                 Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
                 other => other,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-                Ok(Config::default())
-            }
-            Err(e) => Err(Error::Config(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))),
+            };
+            Config::parse(&text).map_err(in_file)?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| in_file(Error::Config(e.to_string())))?;
+            merge(&mut merged, table);
+            read.push(path.clone());
         }
+        let mut config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
+        config.check()?;
+        config.origin.files = read;
+        Ok(config)
     }
 
     /// Parse the text of a config file and check its values.
@@ -496,6 +550,18 @@ impl Config {
     }
 }
 
+/// Lay `over` on `base`: tables merge key by key, anything else is replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => merge(below, above),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +610,37 @@ mod tests {
             err.contains("peer.port_mapping_lease") && err.contains("between 2 and 604800"),
             "{err}"
         );
+    }
+
+    /// A later file overrides an earlier one key by key; what it leaves out stays.
+    #[test]
+    fn layers_override_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user.toml");
+        let here = dir.path().join("here.toml");
+        std::fs::write(
+            &user,
+            "[peer]\nname = \"alice\"\nport = 1\n[shell]\nresults = 7\n",
+        )
+        .unwrap();
+        std::fs::write(&here, "[peer]\nport = 2\nignore = [\"*.iso\"]\n").unwrap();
+        let missing = dir.path().join("missing.toml");
+        let config = Config::load_layers(&[
+            (user.clone(), false),
+            (missing, false),
+            (here.clone(), false),
+        ])
+        .unwrap();
+        assert_eq!(config.peer.name, "alice");
+        assert_eq!(config.peer.port, 2);
+        assert_eq!(config.peer.ignore, ["*.iso"]);
+        assert_eq!(config.shell.results, 7);
+        assert_eq!(config.origin.files, [user.clone(), here.clone()]);
+        std::fs::write(&here, "[peer]\nport = \"x\"\n").unwrap();
+        let err = Config::load_layers(&[(user, false), (here.clone(), false)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&here.display().to_string()), "{err}");
     }
 
     #[test]

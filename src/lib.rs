@@ -15,6 +15,7 @@ pub mod error;
 pub(crate) mod fds;
 pub mod gate;
 pub mod http;
+pub mod home;
 pub mod identity;
 pub mod index;
 pub mod limit;

@@ -29,7 +29,18 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "http",
         &["peer", "download", "index", "shell", "client", "net"],
     ),
-    ("config", &["peer", "download", "index", "shell", "client"]),
+    (
+        "config",
+        &["peer", "download", "index", "shell", "client", "home"],
+    ),
+    (
+        "web",
+        &["peer", "download", "index", "shell", "client", "daemon"],
+    ),
+    (
+        "home",
+        &["peer", "download", "index", "shell", "client", "net"],
+    ),
 ];
 
 /// Every module file under `src` (`a/b` for `src/a/b.rs`, `a` for `src/a/mod.rs`), with

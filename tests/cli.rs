@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{BIN, Napster, last_word, text};
+use common::process::{BIN, HOME_ENV, Napster, last_word, text};
 
 /// These processes log warnings, and may take 20 s to print an expected line.
 const NAPSTER: Napster = Napster {
@@ -44,20 +44,24 @@ fn walk_through_in_separate_processes() {
         &tmp.path().join("two"),
         &[("6.txt", "sixth file"), ("7.txt", "seventh")],
     );
-    // Each peer its own home, so its own key file: its own identity.
+    // Each peer its own home, so its own key file: its own identity. The second runs
+    // as the README's terminal 3 does: in its folder, `--home` elsewhere, `register .`.
     let (home1, home2) = (tmp.path().join("home1"), tmp.path().join("home2"));
     std::fs::create_dir_all(&home1).unwrap();
-    std::fs::create_dir_all(&home2).unwrap();
     let mut peer1 = NAPSTER.start(
         &home1,
         &format!("connect {addr}\nregister {} 0\n", one.display()),
     );
     let id1 = peer_id(&peer1.wait_for("registered as peer"));
-    let mut peer2 = NAPSTER.start(
-        &home2,
-        &format!("connect {addr}\nregister {} 0\n", two.display()),
+    let home2_arg = home2.display().to_string();
+    let mut peer2 = NAPSTER.start_with(
+        &two,
+        &["--home", &home2_arg],
+        &format!("connect {addr}\nregister . 0\n"),
     );
     let id2 = peer_id(&peer2.wait_for("registered as peer"));
+    assert!(home2.join(".napster-key").exists());
+    assert!(!two.join(".napster-key").exists(), "the key is in the home");
     peer1.end_input();
     peer2.end_input();
 
@@ -214,6 +218,7 @@ fn malformed_config_is_a_clear_error() {
     assert!(stderr.contains("port"), "{stderr}");
 
     let out = Command::new(BIN)
+        .env(HOME_ENV, tmp.path().join("home"))
         .args(["--config", "/nonexistent/napster.toml"])
         .stdin(Stdio::null())
         .output()

@@ -358,9 +358,11 @@ fn pause_resume_cancel_clear_and_one_download_at_a_time() {
         "{cancelled:?}"
     );
     d.ask("resume 1");
-    wait_until("one.bin to be saved", PATIENCE, || {
-        downloads.join("one.bin").exists()
+    // The file is renamed into place a moment before its row says so: wait for the row.
+    ask_until(&mut d, "transfers", |l| {
+        l.contains("\"transfer\":1") && l.contains("\"state\":\"done\"")
     });
+    assert!(downloads.join("one.bin").exists());
     assert_eq!(part_files(), 0, "the cancelled one's part file is removed");
     assert!(!downloads.join("two.bin").exists());
     let cleared = d.ask("clear");

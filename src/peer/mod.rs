@@ -118,10 +118,12 @@ pub struct Living {
 }
 
 impl Living {
-    /// How `[peer]` says shares follow their folders, with this hash cache.
+    /// How `[peer]` says shares follow their folders, with this hash cache. The
+    /// downloads folder is left out where it lies inside a shared folder: sharing `.`
+    /// would otherwise share back every download, and its files change as they arrive.
     pub fn from_config(config: &Config, cache: Arc<Mutex<HashCache>>) -> Self {
         Living {
-            ignore: Ignore::new(&config.peer.ignore),
+            ignore: Ignore::new(&config.peer.ignore).leaving_out(&config.peer.downloads),
             cache,
             watch: config.peer.watch,
             rescan: Duration::from_secs_f64(config.peer.rescan),

@@ -339,6 +339,7 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
         found.push((name.clone(), root.to_owned(), name.into(), Stamp::of(&meta)));
         return Ok(());
     }
+    let left_out = ignore.folders_now();
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
         let entries =
@@ -364,7 +365,7 @@ fn walk(root: &Path, ignore: &Ignore, found: &mut Vec<Walked>) -> Result<()> {
                 continue;
             };
             if meta.is_dir() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) && !left_out.contains(&real) {
                     pending.push(path);
                 }
                 continue;
@@ -432,5 +433,38 @@ mod tests {
         let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
         assert_eq!(log.matches("tab\\there.txt").count(), 1, "{log}");
         assert_eq!(log.matches("leads outside").count(), 1, "{log}");
+    }
+
+    fn names(listing: &Listing) -> Vec<String> {
+        let mut names: Vec<String> = listing.found.iter().map(|f| f.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// A downloads folder inside the shared folder is left out, also when it is made
+    /// after the rule (at the first download); shared by name, it is shared.
+    #[test]
+    fn the_downloads_folder_is_left_out_of_a_share_around_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("share");
+        let downloads = root.join("downloads");
+        std::fs::create_dir_all(root.join("songs")).unwrap();
+        std::fs::write(root.join("songs/a.ogg"), b"a").unwrap();
+        let ignore = Ignore::default().leaving_out(&downloads);
+        let roots = [root.clone()];
+        assert_eq!(
+            names(&scan_roots(&roots, &ignore).unwrap()),
+            ["songs/a.ogg"]
+        );
+        std::fs::create_dir(&downloads).unwrap();
+        std::fs::write(downloads.join("got.ogg"), b"g").unwrap();
+        let listing = scan_roots(&roots, &ignore).unwrap();
+        assert_eq!(names(&listing), ["songs/a.ogg"]);
+        let without_rule = scan_roots(&roots, &Ignore::default()).unwrap();
+        assert_eq!(names(&without_rule), ["downloads/got.ogg", "songs/a.ogg"]);
+        assert_eq!(
+            names(&scan_roots(&[downloads], &ignore).unwrap()),
+            ["got.ogg"]
+        );
     }
 }

@@ -10,14 +10,18 @@ use clap::{Arg, ArgAction, ArgMatches, value_parser};
 use super::commands::{self, COMMANDS};
 use super::output::{self, exit};
 use super::repl::{self, Options, Source};
-use crate::config::{self, Config};
+use crate::config::Config;
+use crate::home;
 
 const ABOUT: &str = "A Napster-style peer-to-peer file-sharing system.
 
 Without a command: the napster shell (type `help` at the prompt, or pipe commands on stdin).
 With one: runs that command and exits, e.g. `napster search 6.txt`. Serving commands (serve,
 register) stay in the foreground until SIGINT or SIGTERM.
-Settings come from ./napster.toml (or --config FILE); every key has a built-in default.
+Settings come from the user's napster.toml, then ./napster.toml, then --config FILE, each
+overriding the ones before key by key; every key has a built-in default. Keys, pinned index
+keys, the hash cache and history live in the home: --home DIR, else NAPSTER_HOME, else the
+current folder if a key file is already there, else the user's data directory.
 
 Exit status: 0 ok, 1 a command failed, 2 usage or config error, 3 a one-shot search or
 files found nothing, 130 interrupted.";
@@ -62,7 +66,18 @@ fn options() -> clap::Command {
                 .long("config")
                 .value_name("FILE")
                 .value_parser(value_parser!(PathBuf))
-                .help("read settings from FILE (it must exist)"),
+                .help("read settings from FILE too, over ./napster.toml (it must exist)"),
+        )
+        .arg(
+            Arg::new("home")
+                .long("home")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .global(true)
+                .help(
+                    "keep keys, pinned index keys, hash cache and history in DIR (made if \
+                       missing); overrides NAPSTER_HOME",
+                ),
         )
         .arg(
             Arg::new("index")
@@ -221,10 +236,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>, daemon: RunDaemon) -> u8 {
 }
 
 fn load_config(matches: &ArgMatches) -> crate::Result<Config> {
-    let mut config = match matches.get_one::<PathBuf>("config") {
-        Some(path) => Config::load(path, true),
-        None => Config::load(config::DEFAULT_FILE.as_ref(), false),
-    }?;
+    let asked = home::Asked::with_env(
+        matches.get_one::<PathBuf>("home").cloned(),
+        matches.get_one::<PathBuf>("config").cloned(),
+    );
+    let mut config = home::load(&asked, &home::Places::of_this_user()?)?;
     if let Some(addrs) = matches.get_many::<String>("index") {
         let addrs: Vec<&str> = addrs.map(String::as_str).collect();
         let joined = addrs.join(",");

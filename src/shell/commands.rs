@@ -231,7 +231,9 @@ pub const COMMANDS: &[Spec] = &[
                   behind NAT (then they come by reverse connections, hole punching or the index's relay); \
                   and, while sharing, the router's port mapping of the file server: \
                   `port mapping: PUBLIC → LOCAL via UPnP`, `none (no router answered)`, or \
-                  `off` when [peer] port_mapping = false.",
+                  `off` when [peer] port_mapping = false. Last, this napster's home (where \
+                  its keys, pinned index keys, hash cache and history live) and why it is \
+                  there, its key files, and the config files read.",
         aliases: &[],
     },
     Spec {

@@ -371,7 +371,29 @@ impl Shell {
             Ok(identity) => put!(out, "identity: {}", identity.fingerprint()),
             Err(e) => put!(out, "identity: unusable ({e})"),
         }
+        // For --json: the home as its record, the other lines as messages until status
+        // has a record of its own.
+        for line in out.lines() {
+            self.emit(Record::Message { text: line.into() });
+        }
+        if let Some(home) = self.home() {
+            out.push_str(&render::home(&home));
+            self.emit(home);
+        }
         Ok(out)
+    }
+
+    /// Where this napster lives; `None` for a configuration made in code.
+    fn home(&self) -> Option<Record> {
+        let (home, chosen_by) = self.config.origin.home.clone()?;
+        let shown = |p: &std::path::Path| p.display().to_string();
+        Some(Record::Home {
+            home: shown(&home),
+            chosen_by,
+            key: shown(&self.config.peer.key),
+            index_key: shown(&self.config.index.key),
+            config_files: self.config.origin.files.iter().map(|p| shown(p)).collect(),
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::config::HomeFrom;
 use crate::error::Error;
 use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
 
@@ -361,6 +362,20 @@ pub enum Record {
         code: String,
         /// What the other side said.
         message: String,
+    },
+    /// `status`: where this napster keeps what makes it itself, and the settings it read.
+    Home {
+        /// The home folder.
+        home: String,
+        /// Why it is the home: `option` (`--home`), `env` (`NAPSTER_HOME`), `legacy` (a
+        /// key file was already in the current folder) or `data_dir`.
+        chosen_by: HomeFrom,
+        /// This peer's key file.
+        key: String,
+        /// The index server's key file.
+        index_key: String,
+        /// The config files read, in the order they apply.
+        config_files: Vec<String>,
     },
     /// Any other line a command prints (`status`, `help`, `transfers`, `format`).
     Message {

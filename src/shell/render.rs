@@ -10,7 +10,9 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use indicatif::HumanBytes;
 
+use super::output::Record;
 use crate::client::Reach;
+use crate::config::HomeFrom;
 use crate::download::Downloaded;
 use crate::protocol::{self, Hit, PeerInfo};
 
@@ -351,6 +353,35 @@ pub fn peers(peers: &[PeerInfo]) -> String {
         shortened: "Peer ID",
     }
     .render(terminal_width())
+}
+
+/// The lines `status` shows of a [`Record::Home`]: the home and why, the key files, the
+/// config files in effect.
+pub fn home(record: &Record) -> String {
+    let Record::Home {
+        home,
+        chosen_by,
+        key,
+        index_key,
+        config_files,
+    } = record
+    else {
+        return String::new();
+    };
+    let why = match chosen_by {
+        HomeFrom::Option => "--home",
+        HomeFrom::Env => "NAPSTER_HOME",
+        HomeFrom::Legacy => "a key file was already in this folder",
+        HomeFrom::DataDir => "the user's data directory",
+    };
+    let configs = match config_files.is_empty() {
+        true => "none (built-in defaults)".to_owned(),
+        false => format!(
+            "{} (each overrides the ones before, key by key)",
+            config_files.join(", ")
+        ),
+    };
+    format!("home: {home} ({why})\nkey: {key}; index key: {index_key}\nconfig: {configs}\n")
 }
 
 #[cfg(test)]

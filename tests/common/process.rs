@@ -14,6 +14,8 @@ use std::time::Duration;
 /// The napster binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_napster");
 
+pub use napster::home::HOME_ENV;
+
 /// How a test file runs napster: the log level it sets (`RUST_LOG`), and how long a
 /// [`Running`] process may take to print each awaited line (`None`: no limit).
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +28,8 @@ pub struct Napster {
 
 impl Napster {
     /// A command that runs napster in `cwd` with `RUST_LOG` set, stdin and stdout
-    /// piped.
+    /// piped, and `cwd` as its home (`NAPSTER_HOME`: its keys and pinned index keys are
+    /// there, and no test touches the user's data directory; `--home` overrides it).
     pub fn command(&self, cwd: &Path) -> Command {
         self.command_in(None, cwd)
     }
@@ -43,6 +46,7 @@ impl Napster {
         };
         command
             .current_dir(cwd)
+            .env(HOME_ENV, std::path::absolute(cwd).unwrap())
             .env("RUST_LOG", self.log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
@@ -124,9 +128,14 @@ impl Napster {
         self.start_command(command, script)
     }
 
-    /// Spawn `command` (napster, stdin and stdout piped) and feed it `script`.
-    fn start_command(&self, mut command: Command, script: &str) -> Running {
-        let mut child = command.spawn().expect("napster starts");
+    /// Start `command` (a napster) with stdin and stdout piped and feed it `script`, as
+    /// [`Napster::start`] does.
+    pub fn start_command(&self, mut command: Command, script: &str) -> Running {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("napster starts");
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(script.as_bytes()).unwrap();
         let stdout = child.stdout.take().unwrap();
