@@ -439,4 +439,6 @@ document.addEventListener("DOMContentLoaded", () => {
   refreshUploads();
   follow();
   setInterval(sample, 1000);
+  // The canvas is drawn at its displayed width: drawn again when that changes.
+  window.addEventListener("resize", drawChart);
 });
