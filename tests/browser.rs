@@ -297,7 +297,7 @@ fn a_new_user_searches_downloads_and_controls_a_transfer_in_the_browser() {
         // Nothing sticks out sideways (tables scroll inside their own box).
         let wider = browser.run(
             "return [...document.querySelectorAll('body *')]\
-             .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > innerWidth + 1)\
+             .filter(e => !(e.parentElement && e.parentElement.closest('.scroll')) && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)\
              .map(e => e.tagName + '#' + e.id + '.' + e.className)",
         );
         assert_eq!(wider, json!([]), "at {width} px these stick out");
