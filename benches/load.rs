@@ -181,6 +181,10 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
 fn main() {
     let secs = env_or("NAPSTER_LOAD_SECS", 30);
     let clients = env_or("NAPSTER_LOAD_CLIENTS", 1000) as usize;

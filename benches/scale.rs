@@ -294,6 +294,10 @@ fn summary(latencies: &[u32], rate: f64) -> (f64, f64, f64) {
 }
 
 /// Register, then search, through the index servers at `addrs`.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
 fn measure(
     label: &str,
     addrs: &[SocketAddr],
@@ -418,6 +422,10 @@ fn measure(
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
 fn main() {
     let peers = env_or("NAPSTER_SCALE_PEERS", 10_000);
     let per_peer = env_or("NAPSTER_SCALE_FILES", 100);

@@ -86,6 +86,10 @@ fn fetch(sources: Vec<Hit>, into: &Path) -> (f64, u64, usize) {
     (done.size as f64 / secs, done.refetched, done.peers.len())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
 fn main() {
     let rate = env_or("NAPSTER_SWARM_RATE", 16) * MIB;
     let secs = env_or("NAPSTER_SWARM_SECS", 10);

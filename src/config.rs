@@ -387,6 +387,10 @@ impl Config {
         Ok(config)
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one check per setting, in the order of napster.toml: a list read whole"
+    )]
     fn check(&self) -> Result<()> {
         let bad = |key: &str, why: &str| Err(Error::Config(format!("`{key}` {why}")));
         if !(self.index.session_ttl > 0.0 && self.index.session_ttl <= 86_400.0) {

@@ -26,8 +26,10 @@ pub mod protocol;
 pub mod punch;
 pub mod rendezvous;
 pub mod runtime;
-pub mod shell;
+mod shell;
 pub mod tls;
 pub mod web;
 
 pub use error::{Error, Result};
+/// The binary's command line (the shell and its one-shot commands).
+pub use shell::cli;

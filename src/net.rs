@@ -292,7 +292,9 @@ where
     let refusal = Resp::error(
         ErrorCode::Version,
         format!(
-            "this napster speaks protocol version {}, which is encrypted (TLS) and              authenticated by key; the unencrypted protocol of older versions is not              spoken any more: upgrade this napster",
+            "this napster speaks protocol version {}, which is encrypted (TLS) and \
+             authenticated by key; the unencrypted protocol of older versions is not \
+             spoken any more: upgrade this napster",
             protocol::VERSION
         ),
     );

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Longest file, in lines, tests excluded.
-const MAX_LINES: usize = 500;
+const MAX_LINES: usize = 800;
 
 /// Top-level modules each module may not import.
 const FORBIDDEN: &[(&str, &[&str])] = &[

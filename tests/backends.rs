@@ -684,6 +684,7 @@ fn wait_for(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
 /// longer than the session TTL, a peer whose connection stayed open is never missing
 /// from the results (neither the reaper nor a late message removes it).
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn a_database_outage_fails_fast_and_live_peers_stay() {
     use std::sync::atomic::{AtomicBool, Ordering};
 

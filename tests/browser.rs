@@ -224,10 +224,36 @@ fn state_of(name: &str) -> String {
     )
 }
 
+/// Wait until the page's row of `name` is in `state`.
+fn wait_state(browser: &Browser, what: &str, name: &str, state: &str) {
+    let row = state_of(name);
+    let script = format!(
+        "return ({}) === {state:?}",
+        row.trim_start_matches("return ")
+    );
+    browser.wait_for(what, &script);
+}
+
 fn screenshots() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// At phone and desktop widths: nothing sticks out sideways (tables scroll inside their
+/// own box), and a screenshot in `target/screenshots/`.
+fn screenshots_at_both_widths(browser: &Browser) {
+    for (name, width, height) in WIDTHS {
+        browser.resize(width, height);
+        // Nothing sticks out sideways (tables scroll inside their own box).
+        let wider = browser.run(
+            "return [...document.querySelectorAll('body *')]\
+             .filter(e => !(e.parentElement && e.parentElement.closest('.scroll')) && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)\
+             .map(e => e.tagName + '#' + e.id + '.' + e.className)",
+        );
+        assert_eq!(wider, json!([]), "at {width} px these stick out");
+        browser.screenshot(&screenshots().join(format!("{name}.png")));
+    }
 }
 
 #[test]
@@ -285,40 +311,12 @@ fn a_new_user_searches_downloads_and_controls_a_transfer_in_the_browser() {
     let first = browser
         .run("return document.querySelector('#results tbody tr:first-child .name').textContent");
     let first = first.as_str().unwrap().to_owned();
-    browser.wait_for(
-        "it to run",
-        &format!(
-            "{} === 'running'",
-            state_of(&first).replace("return ", "return (") + ")"
-        ),
-    );
-    for (name, width, height) in WIDTHS {
-        browser.resize(width, height);
-        // Nothing sticks out sideways (tables scroll inside their own box).
-        let wider = browser.run(
-            "return [...document.querySelectorAll('body *')]\
-             .filter(e => !(e.parentElement && e.parentElement.closest('.scroll')) && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)\
-             .map(e => e.tagName + '#' + e.id + '.' + e.className)",
-        );
-        assert_eq!(wider, json!([]), "at {width} px these stick out");
-        browser.screenshot(&screenshots().join(format!("{name}.png")));
-    }
+    wait_state(&browser, "it to run", &first, "running");
+    screenshots_at_both_widths(&browser);
     browser.click("#transfers tbody tr button[aria-label^=Pause]");
-    browser.wait_for(
-        "it to pause",
-        &format!(
-            "{} === 'paused'",
-            state_of(&first).replace("return ", "return (") + ")"
-        ),
-    );
+    wait_state(&browser, "it to pause", &first, "paused");
     browser.click("#transfers tbody tr button[aria-label^=Resume]");
-    browser.wait_for(
-        "it to finish",
-        &format!(
-            "{} === 'done'",
-            state_of(&first).replace("return ", "return (") + ")"
-        ),
-    );
+    wait_state(&browser, "it to finish", &first, "done");
     let percent =
         browser.run("return document.querySelector('#transfers tbody tr .percent').textContent");
     assert_eq!(percent, json!("100 %"));
@@ -328,23 +326,11 @@ fn a_new_user_searches_downloads_and_controls_a_transfer_in_the_browser() {
     let second = browser
         .run("return document.querySelector('#results tbody tr:nth-child(2) .name').textContent");
     let second = second.as_str().unwrap().to_owned();
-    browser.wait_for(
-        "the second to start",
-        &format!(
-            "{} === 'running'",
-            state_of(&second).replace("return ", "return (") + ")"
-        ),
-    );
+    wait_state(&browser, "the second to start", &second, "running");
     browser.click(&format!(
         "#transfers tbody tr button[aria-label='Cancel download 2 ({second})']"
     ));
-    browser.wait_for(
-        "it to be cancelled",
-        &format!(
-            "{} === 'cancelled'",
-            state_of(&second).replace("return ", "return (") + ")"
-        ),
-    );
+    wait_state(&browser, "it to be cancelled", &second, "cancelled");
 }
 
 #[test]

@@ -479,6 +479,7 @@ fn register_json(
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn registrations_with_absurd_fields_are_refused() {
     let fx = Fixture::hostile();
     let tok = token(0xabc);

@@ -122,11 +122,6 @@ impl IndexClient {
         })
     }
 
-    /// Connect to the first of `addrs` that answers (trying them in order).
-    pub async fn connect_any(addrs: &[SocketAddr], limits: Limits) -> Result<Self> {
-        IndexClient::connect_any_as(addrs, &Identity::generate()?, &Pins::new(), limits).await
-    }
-
     /// Connect to the first of `addrs` that answers, as `identity`, each one required
     /// to prove the key `pins` holds for it (any key when none).
     pub async fn connect_any_as(

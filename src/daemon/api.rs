@@ -12,7 +12,7 @@ use super::commands::Commands;
 use super::events::Hub;
 use crate::error::Error;
 use crate::http::{self, Method, Request, Response, StatusCode, header};
-use crate::shell::output::{self, Record};
+use crate::shell::present::records::{self as output, Record};
 use crate::web::{self, query_value, sse};
 
 /// Largest request body the API reads (a download or share request is a few words).

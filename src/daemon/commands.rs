@@ -6,9 +6,18 @@ use smol::channel::{Sender, bounded};
 
 use crate::download::Cancel;
 use crate::error::{Error, Result};
-use crate::shell::commands;
-use crate::shell::output::Record;
-use crate::shell::{Reply, Shell};
+use crate::shell::Shell;
+use crate::shell::commands::{self, Format};
+use crate::shell::present::{self, records::Record};
+
+/// What a command gave back, as the API uses it: its records (`--json`'s) and its text.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The records `--json` prints.
+    pub records: Vec<Record>,
+    /// The text the shell prints.
+    pub text: String,
+}
 
 /// Commands waiting for the shell: more wait on the channel's space, not in memory.
 const BACKLOG: usize = 64;
@@ -61,5 +70,9 @@ async fn run(shell: &mut Shell, words: &[String]) -> Result<Reply> {
     let line = shlex::try_join(words.iter().map(String::as_str))
         .map_err(|_| Error::Usage("a word holds a NUL character".into()))?;
     let command = commands::parse(&line)?.ok_or_else(|| Error::Usage("no command".into()))?;
-    shell.execute(command, Cancel::default()).await
+    let outcome = shell.execute(command, Cancel::default()).await?;
+    Ok(Reply {
+        records: present::records::records(&outcome),
+        text: present::render(&outcome, Format::Table),
+    })
 }

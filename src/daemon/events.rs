@@ -168,6 +168,6 @@ impl Hub {
     }
 }
 
-fn as_value(record: &crate::shell::output::Record) -> Option<Value> {
+fn as_value(record: &crate::shell::present::records::Record) -> Option<Value> {
     serde_json::to_value(record).ok()
 }

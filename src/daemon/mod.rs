@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::http::{self, Request, Response, StatusCode, header};
 use crate::runtime;
 use crate::shell::Shell;
-use crate::shell::output::exit;
+use crate::shell::present::records::exit;
 use crate::shell::services::Services;
 use crate::web::{self, Guard, Token, assets};
 use commands::Commands;
@@ -127,8 +127,8 @@ async fn start(config: Config, options: Options) -> Result<Daemon> {
     let services = Arc::new(Services::default());
     let mut shell = Shell::new(config.clone(), services.clone(), false);
     if options.serve {
-        let reply = execute(&mut shell, "serve").await?;
-        info!("{}", reply.text.trim_end());
+        let said = execute(&mut shell, "serve").await?;
+        info!("{}", said.trim_end());
     }
     shell.resume_queue();
     let commands = Commands::start(shell).map_err(|e| Error::msg(e.to_string()))?;
@@ -169,12 +169,16 @@ async fn start(config: Config, options: Options) -> Result<Daemon> {
 }
 
 /// Run one command line on the shell before it moves to its thread.
-async fn execute(shell: &mut Shell, line: &str) -> Result<crate::shell::Reply> {
+async fn execute(shell: &mut Shell, line: &str) -> Result<String> {
     let command =
         crate::shell::commands::parse(line)?.ok_or_else(|| Error::Usage("no command".into()))?;
-    shell
+    let outcome = shell
         .execute(command, crate::download::Cancel::default())
-        .await
+        .await?;
+    Ok(crate::shell::present::render(
+        &outcome,
+        crate::shell::commands::Format::Table,
+    ))
 }
 
 /// Share `[peer] dir` with the index, asking again (with a growing pause) while the

@@ -58,7 +58,8 @@ pub struct Job {
     pub status: Arc<Status>,
     /// Told of every block received.
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
-    /// How each source is connected to (directly, or by a reverse connection).
+    /// How each source is connected to: at its local address, directly, by a reverse
+    /// connection, by hole punching, or through the index's relay.
     pub dialer: Dialer,
 }
 
@@ -134,7 +135,8 @@ pub struct Downloaded {
 }
 
 impl Downloaded {
-    /// Chunks delivered by each path (`direct`, `reverse`).
+    /// Chunks delivered by each path (`local`, `direct`, `reverse`, `punched`,
+    /// `relayed`).
     pub fn routes(&self) -> std::collections::BTreeMap<String, u64> {
         let mut by_route = std::collections::BTreeMap::<Route, u64>::new();
         for &(_, route, chunks) in &self.paths {

@@ -237,6 +237,10 @@ impl Sharing {
 
     /// Start serving `share` and register it with the first of the index servers
     /// `index` that answers (the session fails over to the others later).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the start of a share in its order: bind, map, register, watch, serve"
+    )]
     pub async fn start(
         share: Share,
         index: &[SocketAddr],

@@ -218,6 +218,73 @@ enum Wake {
     Mapped(Option<u16>),
 }
 
+/// What wakes the session while the index is there: a stop, a change of the share, a
+/// new port mapping, the heartbeat, or the index speaking (to push, or to close).
+async fn next_wake(c: &mut IndexClient, channels: &Channels, heartbeat: Duration) -> Wake {
+    let stop = async {
+        let _ = channels.stopped.recv().await;
+        Wake::Stop
+    };
+    let beat = async {
+        smol::Timer::after(heartbeat).await;
+        Wake::Beat
+    };
+    // The index speaks first only to push (answered after a ping) or to close.
+    let closed = async {
+        c.readable().await;
+        Wake::Closed
+    };
+    let changed = async {
+        match channels.changes.recv().await {
+            Ok(change) => Wake::Changed(change),
+            Err(_) => smol::future::pending().await,
+        }
+    };
+    let remapped = async {
+        match channels.mapped.recv().await {
+            Ok(port) => Wake::Mapped(port),
+            Err(_) => smol::future::pending().await,
+        }
+    };
+    stop.or(changed).or(remapped).or(beat.or(closed)).await
+}
+
+/// Register again on the same connection now that the router maps `port` (or no
+/// longer does), so that the index checks again whether it can reach us.
+async fn register_mapped(
+    c: &mut IndexClient,
+    config: &SessionConfig,
+    folder: &SharedFolder,
+    state: &Mutex<SessionState>,
+    port: Option<u16>,
+) -> Result<()> {
+    let entries = folder.read().entries();
+    let name = config.name.as_deref();
+    let again = c
+        .register_as(config.port, &config.token, &entries, name, port)
+        .await;
+    state.lock().reach = c.reach();
+    match (&again, port) {
+        (Ok(_), Some(port)) => info!("registered again: other peers reach us on port {port}"),
+        (Ok(_), None) => info!("registered again without a port mapping"),
+        (Err(_), _) => {}
+    }
+    again.map(drop)
+}
+
+/// Wait `pause`; true when the session was stopped meanwhile.
+async fn stopped_during(stopped: &Receiver<()>, pause: Duration) -> bool {
+    let stop = async {
+        let _ = stopped.recv().await;
+        true
+    };
+    let wait = async {
+        smol::Timer::after(pause).await;
+        false
+    };
+    stop.or(wait).await
+}
+
 async fn keep_alive(
     client: IndexClient,
     config: SessionConfig,
@@ -226,126 +293,61 @@ async fn keep_alive(
     channels: Channels,
 ) {
     let Served { folder, files } = share;
-    let Channels {
-        stopped,
-        changes,
-        mapped,
-    } = channels;
     let mut mapped_port = None;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
-    let set = |connected: bool, peer_id: Option<u64>, index: Option<SocketAddr>| {
-        let mut s = state.lock();
-        s.connected = connected;
-        if let Some(id) = peer_id {
-            s.peer_id = id;
-        }
-        if let Some(index) = index {
-            s.index = index;
-        }
-    };
-    let current = || state.lock().index;
     loop {
-        match client.as_mut() {
-            Some(c) => {
-                let stop = async {
-                    let _ = stopped.recv().await;
-                    Wake::Stop
-                };
-                let beat = async {
-                    smol::Timer::after(config.heartbeat).await;
-                    Wake::Beat
-                };
-                // The index speaks first only to push (answered after a ping) or to close.
-                let closed = async {
-                    c.readable().await;
-                    Wake::Closed
-                };
-                let changed = async {
-                    match changes.recv().await {
-                        Ok(change) => Wake::Changed(change),
-                        Err(_) => smol::future::pending().await,
-                    }
-                };
-                let remapped = async {
-                    match mapped.recv().await {
-                        Ok(port) => Wake::Mapped(port),
-                        Err(_) => smol::future::pending().await,
-                    }
-                };
-                let outcome = match stop.or(changed).or(remapped).or(beat.or(closed)).await {
-                    Wake::Stop => {
-                        if let Err(e) = c.unregister().await {
-                            warn!("withdrawing our files from the index: {e}");
-                        }
-                        return;
-                    }
-                    Wake::Changed(change) => c.apply(&change).await.map(drop),
-                    Wake::Mapped(port) => {
-                        mapped_port = port;
-                        let entries = folder.read().entries();
-                        let token = &config.token;
-                        let name = config.name.as_deref();
-                        let again = c
-                            .register_as(config.port, token, &entries, name, port)
-                            .await;
-                        // The index checked again whether it can reach us.
-                        state.lock().reach = c.reach();
-                        match (&again, port) {
-                            (Ok(_), Some(port)) => {
-                                info!("registered again: other peers reach us on port {port}")
-                            }
-                            (Ok(_), None) => info!("registered again without a port mapping"),
-                            (Err(_), _) => {}
-                        }
-                        again.map(drop)
-                    }
-                    Wake::Beat | Wake::Closed => c.ping().await.map(drop),
-                };
-                reverse(c, &files);
-                if let Err(e) = outcome {
-                    warn!("lost the index at {}: {e}; reconnecting", current());
-                    set(false, None, None);
-                    client = None;
+        let Some(c) = client.as_mut() else {
+            let jitter = 0.5 + rand::random::<f64>();
+            if stopped_during(&channels.stopped, backoff.mul_f64(jitter)).await {
+                return;
+            }
+            // Changes queued while away are in the folder already.
+            while channels.changes.try_recv().is_ok() {}
+            while let Ok(port) = channels.mapped.try_recv() {
+                mapped_port = port;
+            }
+            let last = state.lock().index;
+            match reregister(&config, last, &folder, mapped_port).await {
+                Ok((c, peer_id, nickname)) => {
+                    info!(
+                        "registered again with the index at {} as peer {peer_id}",
+                        c.addr()
+                    );
+                    let mut s = state.lock();
+                    (s.connected, s.peer_id, s.index) = (true, peer_id, c.addr());
+                    (s.nickname, s.reach) = (nickname, c.reach());
+                    drop(s);
+                    client = Some(c);
+                    backoff = FIRST_BACKOFF;
+                }
+                Err(e) => {
+                    warn!("no index server takes us back yet: {e}");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
-            None => {
-                let jitter = 0.5 + rand::random::<f64>();
-                let pause = backoff.mul_f64(jitter);
-                let stop = async {
-                    let _ = stopped.recv().await;
-                    true
-                };
-                let wait = async {
-                    smol::Timer::after(pause).await;
-                    false
-                };
-                if stop.or(wait).await {
-                    return;
+            continue;
+        };
+        let outcome = match next_wake(c, &channels, config.heartbeat).await {
+            Wake::Stop => {
+                if let Err(e) = c.unregister().await {
+                    warn!("withdrawing our files from the index: {e}");
                 }
-                // Changes queued while away are in the folder already.
-                while changes.try_recv().is_ok() {}
-                while let Ok(port) = mapped.try_recv() {
-                    mapped_port = port;
-                }
-                match reregister(&config, current(), &folder, mapped_port).await {
-                    Ok((c, peer_id, nickname)) => {
-                        info!(
-                            "registered again with the index at {} as peer {peer_id}",
-                            c.addr()
-                        );
-                        set(true, Some(peer_id), Some(c.addr()));
-                        state.lock().nickname = nickname;
-                        state.lock().reach = c.reach();
-                        client = Some(c);
-                        backoff = FIRST_BACKOFF;
-                    }
-                    Err(e) => {
-                        warn!("no index server takes us back yet: {e}");
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
+                return;
             }
+            Wake::Changed(change) => c.apply(&change).await.map(drop),
+            Wake::Mapped(port) => {
+                mapped_port = port;
+                register_mapped(c, &config, &folder, &state, port).await
+            }
+            Wake::Beat | Wake::Closed => c.ping().await.map(drop),
+        };
+        reverse(c, &files);
+        if let Err(e) = outcome {
+            let index = state.lock().index;
+            warn!("lost the index at {index}: {e}; reconnecting");
+            state.lock().connected = false;
+            client = None;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! server and its store, a sharing peer's settings, the index client it keeps — and the
 //! address parsing and progress bars the handlers share.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 use smol::Async;
 
 use super::Shell;
+use super::commands::outcome::Pinned;
 use super::services::{Backend, Serving};
 use crate::client::{Dialer, IndexClient, KnownIndexes, PeerClient, Pins, Via, known};
 use crate::error::{Error, IoContext, Result};
@@ -169,7 +171,7 @@ impl Shell {
         living: &peer::Living,
         cancel: crate::download::Cancel,
     ) -> Result<(peer::share::Share, peer::scan::HashStats)> {
-        let bar = self.progress_bar(0, "hashing");
+        let bar = self.progress.bar(0, "hashing");
         let (total, progress) = (bar.clone(), bar.clone());
         let living = living.clone();
         smol::unblock(move || {
@@ -256,11 +258,11 @@ impl Shell {
 
     /// Connect to the first of `addrs` that answers and proves its pinned key; an index
     /// met for the first time (or with a key given explicitly) gets its key recorded in
-    /// the known-indexes file, and the note says so.
+    /// the known-indexes file, and the [`Pinned`] says so.
     pub(super) async fn open_index(
         &self,
         addrs: &[SocketAddr],
-    ) -> Result<(IndexClient, Option<String>)> {
+    ) -> Result<(IndexClient, Option<Pinned>)> {
         let known = KnownIndexes::new(&self.config.peer.known_indexes);
         let recorded = known.load()?;
         let pins = self.pins()?;
@@ -268,21 +270,18 @@ impl Shell {
         let client =
             IndexClient::connect_any_as(addrs, &identity, &pins, self.config.limits()).await?;
         let (addr, key) = (client.addr(), client.fingerprint());
-        let file = known.path().display();
+        let pinned = Pinned {
+            addr,
+            fingerprint: key.to_string(),
+            file: known.path().display().to_string(),
+            replaced: recorded.contains_key(&addr),
+        };
         let note = match recorded.get(&addr) {
             Some(old) if *old == key => None,
             _ if known.path().as_os_str().is_empty() => None,
-            Some(_) => {
+            _ => {
                 known.record(addr, key)?;
-                Some(format!(
-                    "the key of the index at {addr} is now {key} (pinned in {file})"
-                ))
-            }
-            None => {
-                known.record(addr, key)?;
-                Some(format!(
-                    "first connection to the index at {addr}: its key {key} is pinned in {file}"
-                ))
+                Some(pinned)
             }
         };
         Ok((client, note))
@@ -318,7 +317,7 @@ impl Shell {
             self.client = None;
             let (client, note) = self.open_index(&addrs).await?;
             if let Some(note) = note {
-                tracing::info!("{note}");
+                tracing::info!("{}", super::present::text::pinned(&note));
             }
             self.client = Some(client);
         }
@@ -397,12 +396,10 @@ pub(super) fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Shell {
-    /// Round-trip times of the peers in `hits`, pinged at once.
-    pub(super) async fn ping_all(
-        &self,
-        hits: &[Hit],
-    ) -> std::collections::BTreeMap<u64, (String, Option<f64>)> {
-        let mut seen = std::collections::BTreeMap::new();
+    /// Round-trip times of the peers in `hits` in milliseconds, pinged at once
+    /// (`None`: no answer).
+    pub(super) async fn ping_all(&self, hits: &[Hit]) -> BTreeMap<u64, Option<f64>> {
+        let mut seen = BTreeMap::new();
         for hit in hits {
             seen.entry(hit.peer_id).or_insert(hit.addr);
         }
@@ -411,16 +408,10 @@ impl Shell {
             .into_iter()
             .map(|(id, addr)| (id, runtime::spawn(ping(addr, limits))))
             .collect();
-        let mut rtts = std::collections::BTreeMap::new();
+        let mut rtts = BTreeMap::new();
         for (id, ping) in pings {
-            let entry = match ping.await {
-                Ok(rtt) => {
-                    let ms = rtt.as_secs_f64() * 1e3;
-                    (format!("{ms:.2} ms"), Some(ms))
-                }
-                Err(_) => ("unreachable".into(), None),
-            };
-            rtts.insert(id, entry);
+            let ms = ping.await.ok().map(|rtt| rtt.as_secs_f64() * 1e3);
+            rtts.insert(id, ms);
         }
         rtts
     }

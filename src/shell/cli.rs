@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, value_parser};
 
 use super::commands::{self, COMMANDS};
-use super::output::{self, exit};
+use super::present::records::{self as output, exit};
 use super::repl::{self, Options, Source};
 use crate::config::Config;
 use crate::home;

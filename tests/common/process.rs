@@ -229,7 +229,7 @@ impl Running {
         let mut lines = Vec::new();
         loop {
             let line = self.next_line();
-            if line.contains("format: json") {
+            if line.contains(r#""type":"format""#) {
                 return lines;
             }
             lines.push(line);

@@ -49,7 +49,7 @@ impl Entry {
 }
 
 /// What `transfers` shows of one download.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
     /// Its number.
     pub number: u64,
@@ -66,8 +66,8 @@ pub struct Row {
     pub size: u64,
     /// Bytes per second that arrived in this run.
     pub rate: Option<f64>,
-    /// Time left at that rate.
-    pub eta: Option<Duration>,
+    /// Seconds left at that rate.
+    pub eta_seconds: Option<f64>,
     /// Peers sending now.
     pub peers: usize,
     /// While waiting for an upload slot: the peer and the position in its line.
@@ -117,7 +117,7 @@ pub(super) fn row(e: &Entry) -> Row {
     let elapsed = e.started.map(|s| s.elapsed()).unwrap_or_default();
     let rate = (e.running && arrived > 0 && elapsed > Duration::ZERO)
         .then(|| arrived as f64 / elapsed.as_secs_f64());
-    let eta = rate.map(|r| Duration::from_secs_f64(size.saturating_sub(done) as f64 / r));
+    let eta_seconds = rate.map(|r| size.saturating_sub(done) as f64 / r);
     Row {
         number: e.q.number,
         name: shown_name(&e.q),
@@ -126,7 +126,7 @@ pub(super) fn row(e: &Entry) -> Row {
         done,
         size,
         rate,
-        eta,
+        eta_seconds,
         peers: e.status.peers.load(Ordering::Relaxed),
         waiting,
     }

@@ -13,21 +13,32 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 
-use super::commands::{self, Command, Format};
 use super::editor::NapsterHelper;
-use super::output::{self, exit};
-use super::services::Services;
-use super::{Flow, Shell};
 use crate::config::Config;
 use crate::download::Cancel;
 use crate::error::{Error, Result};
 use crate::logging;
+use crate::shell::Shell;
+use crate::shell::commands::outcome::Outcome;
+use crate::shell::commands::{self, Command, Format};
+use crate::shell::present::records::{self as output, exit};
+use crate::shell::present::{self, table};
+use crate::shell::services::Services;
 
 /// The prompt.
 const PROMPT: &str = "napster> ";
 
 /// How long a cancelled command may take to stop cleanly.
 const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether the shell goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Leave.
+    Quit,
+}
 
 /// Where the commands come from.
 #[derive(Debug, Clone)]
@@ -92,11 +103,6 @@ impl Control {
     }
 }
 
-/// Run the shell on stdin until `quit`, end of input or a signal; returns the exit code.
-pub fn run(config: Config) -> i32 {
-    run_with(config, Options::default())
-}
-
 /// Run the commands `options` name; returns the exit code.
 pub fn run_with(config: Config, options: Options) -> i32 {
     // Connections are bounded by the configured limits, not by a low default `ulimit -n`.
@@ -123,7 +129,7 @@ pub fn run_with(config: Config, options: Options) -> i32 {
     let mut shell = Shell::new(config.clone(), services, show_progress && !options.json);
     if options.json {
         shell.format = Format::Json;
-        shell.progress_records = options.progress;
+        shell.progress.records = options.progress;
     }
     if interactive {
         interactive_loop(&mut shell, &config, &control, &interrupted);
@@ -185,27 +191,6 @@ fn run_line(
     run_command(shell, command, control, interrupted)
 }
 
-/// Print a command's reply in the shell's format.
-fn print_reply(shell: &Shell, reply: &super::Reply) {
-    if shell.format == Format::Table {
-        say!("{}", reply.text);
-        return;
-    }
-    let mut text = String::new();
-    for record in &reply.records {
-        text.push_str(&output::json_line(record));
-    }
-    if reply.records.is_empty() && !reply.rows {
-        for line in reply.text.lines().filter(|l| !l.trim().is_empty()) {
-            let record = output::Record::Message {
-                text: line.to_owned(),
-            };
-            text.push_str(&output::json_line(&record));
-        }
-    }
-    say!("{text}");
-}
-
 /// Run one parsed command; errors are the caller's to print.
 fn run_command(
     shell: &mut Shell,
@@ -217,33 +202,35 @@ fn run_command(
     let cancel = Cancel::default();
     control.busy.store(true, Ordering::SeqCst);
     let mut running = Box::pin(shell.execute(command, cancel.clone()));
-    // The text of a command that finished is printed; one cut short prints nothing.
+    // The outcome of a command that finished is printed; one cut short prints nothing.
     let first = smol::block_on(async { (&mut running).await.map(Some) }.or(async {
         let _ = interrupted.recv().await;
         Ok(None)
     }));
     let result = match first {
-        Ok(Some(reply)) => Ok(Some(reply)),
+        Ok(Some(outcome)) => Ok(outcome),
         Err(e) => Err(e),
         // Ctrl-C: ask the command to stop, and give it a moment to put things in order
         // (a download saves what arrived) before the prompt comes back.
         Ok(None) => {
             cancel.cancel();
-            smol::block_on((&mut running).or(async {
+            let stopped = smol::block_on((&mut running).or(async {
                 smol::Timer::after(CANCEL_GRACE).await;
                 Err(Error::Cancelled)
-            }))
-            .and(Err(Error::Cancelled))
+            }));
+            stopped.and(Err(Error::Cancelled))
         }
     };
     drop(running);
-    let result = result.map(|reply| {
-        let reply = reply.expect("only a finished command has a reply");
-        print_reply(shell, &reply);
-        if reply.nothing_matched && control.counts_nothing {
+    let result = result.map(|outcome| {
+        say!("{}", present::render(&outcome, shell.format));
+        if outcome.nothing_matched() && control.counts_nothing {
             control.nothing_matched.store(true, Ordering::SeqCst);
         }
-        reply.flow
+        match outcome {
+            Outcome::Quit => Flow::Quit,
+            _ => Flow::Continue,
+        }
     });
     control
         .json
@@ -350,7 +337,7 @@ fn leave<H: rustyline::Helper, I: rustyline::history::History>(
         .rows()
         .into_iter()
         .filter(|r| matches!(r.stage, "running" | "waiting"))
-        .map(|r| format!("{} ({})", r.number, super::render::shown(&r.name)))
+        .map(|r| format!("{} ({})", r.number, table::shown(&r.name)))
         .collect();
     if running.is_empty() {
         return true;

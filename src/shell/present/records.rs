@@ -1,20 +1,20 @@
-//! Output for programs: each handler emits typed [`Record`]s next to the text it prints,
-//! and `--json` (or `format json`) prints those records as JSON Lines instead of the text.
-//! Errors become `{"error": {"code", "message"}}` with a stable [`error_code`]. The schema
-//! of every record is in docs/JSON.md; change both together.
+//! Outcomes as records for programs: `--json` (or `format json`) prints the [`Record`]s
+//! of each command's outcome ([`records`]) as JSON Lines instead of text. Errors become
+//! `{"error": {"code", "message"}}` with a stable [`error_code`]. The schema of every
+//! record is in docs/JSON.md; change both together.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, TimeZone, Utc};
-use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::config::HomeFrom;
 use crate::error::Error;
-use crate::protocol::{ErrorCode, FileEntry, Hit, PeerInfo};
+use crate::protocol::{ErrorCode, Hit, PeerInfo};
+use crate::shell::commands::Format;
+use crate::shell::commands::outcome::{
+    Change, CommandHelp, Fetched, Found, Help, Limits, Link, Outcome, Page, Registered, Status,
+    TransferRow, Upload, groups,
+};
 
 /// An exit status of the binary.
 pub mod exit {
@@ -74,7 +74,7 @@ pub struct FileRow {
     #[serde(flatten)]
     pub at: Endpoint,
     /// Whether the index could connect to it (false: behind a NAT, reached by a
-    /// reverse connection).
+    /// reverse connection, hole punching or the index's relay).
     pub reachable: bool,
     /// The shared name.
     pub name: String,
@@ -108,7 +108,7 @@ impl FileRow {
 }
 
 /// What a command reports, one JSON object each (`"type"` names the variant).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
     /// A `search` row.
@@ -116,16 +116,7 @@ pub enum Record {
     /// A `files` row.
     File(FileRow),
     /// A `search -c` row: one distinct contents and the peers sharing it.
-    Group {
-        /// The shared name.
-        name: String,
-        /// Size in bytes.
-        size: u64,
-        /// Full SHA-256.
-        sha256: String,
-        /// The Peer IDs sharing it.
-        peer_ids: Vec<u64>,
-    },
+    Group(crate::shell::commands::outcome::Group),
     /// More rows matched than were returned.
     Truncated {
         /// Rows returned.
@@ -181,6 +172,8 @@ pub enum Record {
         at: Endpoint,
         /// Its round-trip time in milliseconds.
         rtt_ms: f64,
+        /// The key it proved, in full.
+        fingerprint: String,
     },
     /// `register` shares a folder.
     Registered {
@@ -243,8 +236,8 @@ pub enum Record {
         resumed: u64,
         /// Bytes that failed their check and were fetched again.
         refetched: u64,
-        /// Chunks delivered by each path the sources were reached by (`direct`,
-        /// `reverse`).
+        /// Chunks delivered by each path the sources were reached by (`local`,
+        /// `direct`, `reverse`, `punched`, `relayed`).
         routes: std::collections::BTreeMap<String, u64>,
         /// Seconds it took.
         seconds: f64,
@@ -291,7 +284,7 @@ pub enum Record {
         /// The file.
         name: String,
         /// cancelled, paused or queued.
-        state: String,
+        state: Change,
     },
     /// `clear` dropped ended downloads from the list.
     Cleared {
@@ -319,16 +312,7 @@ pub enum Record {
         position: Option<u64>,
     },
     /// `link`: a link to shared contents.
-    Link {
-        /// The link.
-        link: String,
-        /// The name it saves as.
-        name: String,
-        /// Size in bytes.
-        size: u64,
-        /// Full SHA-256.
-        sha256: String,
-    },
+    Link(Link),
     /// Download progress (`--progress`).
     Progress {
         /// The file.
@@ -339,12 +323,7 @@ pub enum Record {
         size: u64,
     },
     /// `limit`: bandwidth limits in bytes per second (`null`: none).
-    Limits {
-        /// Upload limit.
-        upload: Option<u64>,
-        /// Download limit.
-        download: Option<u64>,
-    },
+    Limits(Limits),
     /// `ping` measured a peer.
     Pong {
         /// Its Peer ID.
@@ -363,25 +342,19 @@ pub enum Record {
         /// What the other side said.
         message: String,
     },
+    /// `status`: what this process serves, shares and talks to, as fields.
+    Status(Box<Status>),
+    /// A `help` row: one command of the list.
+    Command(CommandHelp),
+    /// `help <command>`: one command.
+    Help(CommandHelp),
+    /// `format`: how results print from now on.
+    Format {
+        /// `table` or `json`.
+        format: Format,
+    },
     /// `status`: where this napster keeps what makes it itself, and the settings it read.
-    Home {
-        /// The home folder.
-        home: String,
-        /// Why it is the home: `option` (`--home`), `env` (`NAPSTER_HOME`), `legacy` (a
-        /// key file was already in the current folder) or `data_dir`.
-        chosen_by: HomeFrom,
-        /// This peer's key file.
-        key: String,
-        /// The index server's key file.
-        index_key: String,
-        /// The config files read, in the order they apply.
-        config_files: Vec<String>,
-    },
-    /// Any other line a command prints (`status`, `help`, `transfers`, `format`).
-    Message {
-        /// The line.
-        text: String,
-    },
+    Home(crate::shell::commands::outcome::Home),
 }
 
 impl Record {
@@ -445,107 +418,181 @@ pub fn json_error(code: &str, message: &str, line: Option<usize>) -> String {
     serde_json::json!({ "error": error }).to_string()
 }
 
-/// `search -c` rows: one per distinct name and contents, with the peers sharing it.
-pub fn collapsed(hits: &[Hit]) -> Vec<Record> {
-    let mut groups: BTreeMap<(&str, &str), (u64, Vec<u64>)> = BTreeMap::new();
-    for hit in hits {
-        groups
-            .entry((hit.file.name.as_str(), hit.file.sha256.as_str()))
-            .or_insert((hit.file.size, Vec::new()))
-            .1
-            .push(hit.peer_id);
+/// The records of `outcome`, for `--json` (none for a `quit`, or a listing of nothing).
+pub fn records(outcome: &Outcome) -> Vec<Record> {
+    match outcome {
+        Outcome::Serving(s) => vec![Record::Serving {
+            at: s.addr.into(),
+            backend: s.backend.to_owned(),
+            metrics: s.metrics.clone(),
+        }],
+        Outcome::Connected(c) => vec![Record::Connected {
+            at: c.addr.into(),
+            rtt_ms: c.rtt_ms,
+            fingerprint: c.fingerprint.clone(),
+        }],
+        Outcome::Registered(r) => vec![registered(r)],
+        Outcome::Refreshed(r) => vec![Record::Refreshed {
+            changed: r.changed,
+            removed: r.removed,
+            hashed_files: r.hashed_files,
+            hashed_bytes: r.hashed_bytes,
+            unsettled: r.unsettled,
+        }],
+        Outcome::Unregistered { peer_id } => vec![Record::Unregistered { peer_id: *peer_id }],
+        Outcome::Found(found) => self::found(found),
+        Outcome::Browsed(b) => {
+            let mut rows: Vec<Record> = b
+                .hits
+                .iter()
+                .map(|h| Record::File(FileRow::of(h)))
+                .collect();
+            if !b.hits.is_empty() {
+                rows.extend(page(&b.page, b.hits.len() as u64));
+            }
+            rows
+        }
+        Outcome::Got(got) => got.files.iter().map(fetched).collect(),
+        Outcome::Transfers(t) => t.rows.iter().map(transfer).collect(),
+        Outcome::Changed(c) => vec![Record::Changed {
+            transfer: c.transfer,
+            name: c.name.clone(),
+            state: c.state,
+        }],
+        Outcome::Cleared { count } => vec![Record::Cleared { count: *count }],
+        Outcome::Uploads(rows) => rows.iter().flatten().map(upload).collect(),
+        Outcome::Link(link) => vec![Record::Link(link.clone())],
+        Outcome::Limits(limits) => vec![Record::Limits(*limits)],
+        Outcome::Pong(p) => vec![Record::Pong {
+            peer_id: p.peer_id,
+            at: p.addr.into(),
+            rtt_ms: p.rtt_ms,
+        }],
+        Outcome::Peers(peers) => peers.iter().map(Record::peer).collect(),
+        Outcome::Status(status) => {
+            let home = status.home.clone().map(Record::Home);
+            std::iter::once(Record::Status(status.clone()))
+                .chain(home)
+                .collect()
+        }
+        Outcome::Help(Help::List(commands)) => {
+            commands.iter().cloned().map(Record::Command).collect()
+        }
+        Outcome::Help(Help::One(command)) => vec![Record::Help(command.clone())],
+        Outcome::Format(format) => vec![Record::Format { format: *format }],
+        Outcome::Quit => Vec::new(),
     }
-    groups
-        .into_iter()
-        .map(|((name, sha256), (size, peer_ids))| Record::Group {
-            name: name.to_owned(),
-            size,
-            sha256: sha256.to_owned(),
-            peer_ids,
-        })
-        .collect()
 }
 
-/// Least time between two progress records of one download.
-pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+fn registered(r: &Registered) -> Record {
+    Record::Registered {
+        peer_id: r.peer_id,
+        nickname: r.nickname.clone(),
+        index: r.index.to_string(),
+        at: r.addr.into(),
+        reachable: r.reach.reachable,
+        dir: r.dir.clone(),
+        files: r.files,
+        bytes: r.bytes,
+        hashed_files: r.hashed_files,
+        hashed_bytes: r.hashed_bytes,
+        cached_files: r.cached_files,
+    }
+}
 
-/// A download's progress callback that also prints a progress record on stdout at most
-/// every [`PROGRESS_EVERY`], and when the last byte arrives.
-pub fn progress(
-    file: &FileEntry,
-    inner: Arc<dyn Fn(u64) + Send + Sync>,
-) -> Arc<dyn Fn(u64) + Send + Sync> {
-    let (name, size) = (file.name.clone(), file.size);
-    let state = Mutex::new((0u64, None::<Instant>));
-    Arc::new(move |n: u64| {
-        inner(n);
-        let mut state = state.lock();
-        state.0 += n;
-        let due = state.1.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
-        if due || state.0 >= size {
-            state.1 = Some(Instant::now());
-            let record = Record::Progress {
-                name: name.clone(),
-                done: state.0.min(size),
-                size,
-            };
-            say!("{}", json_line(&record));
-        }
-    })
+/// `search`'s rows (or `search -c`'s groups), then where they sit.
+fn found(found: &Found) -> Vec<Record> {
+    let mut rows: Vec<Record> = if found.collapse {
+        groups(&found.hits).into_iter().map(Record::Group).collect()
+    } else {
+        found
+            .hits
+            .iter()
+            .map(|hit| {
+                let mut row = FileRow::of(hit);
+                if let Some(rtts) = &found.rtts {
+                    row.rtt_ms = Some(rtts.get(&hit.peer_id).copied().flatten());
+                }
+                Record::Hit(row)
+            })
+            .collect()
+    };
+    if !found.hits.is_empty() {
+        rows.extend(page(&found.page, found.hits.len() as u64));
+    }
+    rows
+}
+
+fn fetched(fetched: &Fetched) -> Record {
+    match fetched {
+        Fetched::Saved(s) => Record::Saved {
+            name: s.name.clone(),
+            path: s.path.clone(),
+            size: s.size,
+            sha256: s.sha256.clone(),
+            peer_ids: s.peer_ids.clone(),
+            resumed: s.resumed,
+            refetched: s.refetched,
+            routes: s.routes.clone(),
+            seconds: s.seconds,
+            already_there: s.already_there,
+        },
+        Fetched::Queued { transfer, name } => Record::Started {
+            transfer: *transfer,
+            name: name.clone(),
+        },
+    }
+}
+
+fn upload(u: &Upload) -> Record {
+    Record::Upload {
+        peer_id: u.peer_id,
+        fingerprint: u.fingerprint.to_string(),
+        at: u.from.into(),
+        name: u.name.clone(),
+        size: u.size,
+        sent: u.sent,
+        rate: u.rate,
+        position: u.position,
+    }
+}
+
+/// The records after a page's rows: that more follow, and where they sit in the total.
+fn page(page: &Page, shown: u64) -> Vec<Record> {
+    let mut records = Vec::new();
+    if page.truncated {
+        records.push(Record::Truncated { shown });
+    }
+    if let Some(total) = page.total.filter(|_| page.truncated || page.start > 0) {
+        records.push(Record::Total {
+            first: page.start + 1,
+            shown,
+            total: total.count,
+            more_than: total.more,
+        });
+    }
+    records
+}
+
+fn transfer(r: &TransferRow) -> Record {
+    Record::Transfer {
+        transfer: r.number,
+        name: r.name.clone(),
+        state: r.stage.to_owned(),
+        detail: r.state.clone(),
+        done: r.done,
+        size: r.size,
+        rate: r.rate,
+        eta_seconds: r.eta_seconds,
+        peers: r.peers as u64,
+        waiting_at: r.waiting.map(|w| w.0),
+        position: r.waiting.map(|w| w.1),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
-
-    use crate::download::Cancel;
-
-    use crate::shell::{Reply, Shell, commands};
-
-    fn run(shell: &mut Shell, line: &str) -> Reply {
-        let command = commands::parse(line).unwrap().expect("a command");
-        smol::block_on(shell.execute(command, Cancel::default())).unwrap()
-    }
-
-    /// Handlers return typed records next to their text: full hashes, bytes, UTC times.
-    #[test]
-    fn handlers_return_records_for_programs() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (mut shell, services) = crate::shell::test_shell(tmp.path());
-        let shared = tmp.path().join("shared");
-
-        let served = run(&mut shell, "serve 0");
-        assert!(
-            matches!(&served.records[..], [Record::Serving { backend, metrics: None, .. }] if backend == "in memory"),
-            "{served:?}"
-        );
-        run(&mut shell, &format!("register {} 0", shared.display()));
-        let found = run(&mut shell, "search song");
-        let [Record::Hit(hit)] = &found.records[..] else {
-            panic!("{found:?}");
-        };
-        assert_eq!(hit.sha256, crate::digest::digest_bytes(b"la la la").sha256);
-        assert_eq!((hit.size, hit.name.as_str()), (8, "song.ogg"));
-        assert!(hit.peer_id > 0 && hit.fingerprint.len() > 50, "{hit:?}");
-        assert!(hit.shared_at.ends_with('Z'), "{}", hit.shared_at);
-        assert!(found.rows && !found.nothing_matched);
-        let none = run(&mut shell, "search nothing");
-        assert!(none.records.is_empty() && none.rows && none.nothing_matched);
-        let saved = run(&mut shell, "get song.ogg");
-        assert!(
-            matches!(
-                &saved.records[..],
-                [Record::Saved {
-                    size: 8,
-                    already_there: false,
-                    ..
-                }]
-            ),
-            "{saved:?}"
-        );
-        smol::block_on(services.shutdown());
-    }
 
     #[test]
     fn errors_have_stable_codes_and_times_are_utc() {

@@ -1,16 +1,22 @@
-//! Progress bars on a terminal: one line that fits 60 columns (the name gives way, cut
-//! with "…"), log lines printed above it instead of through it, a rate and ETA over the
-//! bytes of this run only (a resume's bytes already there are not a burst of speed), and
-//! "stalled" when no peer is sending.
+//! Progress of long work: bars on a terminal, one line that fits 60 columns (the name
+//! gives way, cut with "…"), log lines printed above it instead of through it, a rate and
+//! ETA over the bytes of this run only (a resume's bytes already there are not a burst of
+//! speed), and "stalled" when no peer is sending; and, with `--json --progress`, a
+//! download's progress records on stdout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanDuration, ProgressBar, ProgressState, ProgressStyle};
+use parking_lot::Mutex;
 
-use super::Shell;
+use super::records::{Record, json_line};
 use crate::download::Status;
+use crate::protocol::FileEntry;
+
+/// A download's progress callback.
+pub type Callback = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// No byte for this long, and a download shows "stalled".
 const STALL_AFTER: Duration = Duration::from_secs(2);
@@ -24,7 +30,7 @@ const TEMPLATE: &str = "{wide_msg} {bar:10} {percent:>3}% {binary_bytes_per_sec:
 
 /// A progress bar that disappears when dropped, however its command ends; while it is
 /// shown, log lines are printed above it.
-pub(super) struct Bar(ProgressBar);
+pub struct Bar(ProgressBar);
 
 impl std::ops::Deref for Bar {
     type Target = ProgressBar;
@@ -81,7 +87,7 @@ fn bar(
 
 /// The callback a download reports its bytes to: the first call carries the bytes a
 /// resume found already there, which move the bar without counting as speed.
-pub(super) fn download_progress(
+fn download_progress(
     bar: ProgressBar,
     last: (Instant, Arc<AtomicU64>),
 ) -> Arc<dyn Fn(u64) + Send + Sync> {
@@ -98,21 +104,31 @@ pub(super) fn download_progress(
     })
 }
 
-impl Shell {
-    /// A bar over `total` bytes named `what` (hidden unless this shell shows progress).
-    pub(super) fn progress_bar(&self, total: u64, what: &str) -> Bar {
+/// Least time between two progress records of one download.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// How this shell shows the progress of long work.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Draw bars on stderr (a terminal, and not `--json`).
+    pub bars: bool,
+    /// Print a download's progress records on stdout (`--json --progress`).
+    pub records: bool,
+}
+
+impl Progress {
+    /// A bar over `total` bytes named `what` (hidden unless bars are shown).
+    pub fn bar(&self, total: u64, what: &str) -> Bar {
         self.bar_for(total, what, None).0
     }
 
-    /// A download's bar and the callback that moves it.
-    pub(super) fn download_bar(
-        &self,
-        total: u64,
-        name: &str,
-        status: Arc<Status>,
-    ) -> (Bar, Arc<dyn Fn(u64) + Send + Sync>) {
-        let (bar, last) = self.bar_for(total, name, Some(status));
-        let progress = download_progress(bar.0.clone(), last);
+    /// A download's bar and the callback that moves it (and prints its records).
+    pub fn download(&self, file: &FileEntry, status: Arc<Status>) -> (Bar, Callback) {
+        let (bar, last) = self.bar_for(file.size, &file.name, Some(status));
+        let mut progress = download_progress(bar.0.clone(), last);
+        if self.records {
+            progress = records(file, progress);
+        }
         (bar, progress)
     }
 
@@ -123,7 +139,7 @@ impl Shell {
         status: Option<Arc<Status>>,
     ) -> (Bar, (Instant, Arc<AtomicU64>)) {
         let last = (Instant::now(), Arc::new(AtomicU64::new(0)));
-        if !self.show_progress {
+        if !self.bars {
             return (Bar(ProgressBar::hidden()), last);
         }
         let bar = bar(total, what, status, last.clone());
@@ -131,6 +147,28 @@ impl Shell {
         crate::logging::above(Some(bar.clone()));
         (Bar(bar), last)
     }
+}
+
+/// A download's progress callback that also prints a progress record on stdout at most
+/// every [`PROGRESS_EVERY`], and when the last byte arrives.
+fn records(file: &FileEntry, inner: Callback) -> Callback {
+    let (name, size) = (file.name.clone(), file.size);
+    let state = Mutex::new((0u64, None::<Instant>));
+    Arc::new(move |n: u64| {
+        inner(n);
+        let mut state = state.lock();
+        state.0 += n;
+        let due = state.1.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
+        if due || state.0 >= size {
+            state.1 = Some(Instant::now());
+            let record = Record::Progress {
+                name: name.clone(),
+                done: state.0.min(size),
+                size,
+            };
+            say!("{}", json_line(&record));
+        }
+    })
 }
 
 #[cfg(test)]

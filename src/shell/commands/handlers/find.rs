@@ -1,47 +1,23 @@
-//! The commands that find files: `search`, `files`, and the lookup of a name that
-//! `get` starts with.
+//! The commands that find files: `search`, `files`, `more`, and the lookup of a name
+//! that `get` starts with.
 
-use super::output::{FileRow, Record};
-use super::{Shell, commands, render};
 use crate::error::{Error, Result};
 use crate::protocol::{Hit, PeerRef, SearchQuery, Total};
+use crate::shell::commands::outcome::{Browsed, Found, Outcome, Page};
+use crate::shell::present::table::shown;
+use crate::shell::{Shell, commands};
 
 /// What `more` asks for next.
 #[derive(Debug, Clone)]
-pub(super) enum NextPage {
+pub(in crate::shell) enum NextPage {
     /// The last search, from the row after its last one.
     Search(commands::SearchArgs),
     /// The last listing of a peer's files, from the row after its last one.
     Files(commands::FilesArgs),
 }
 
-/// `n` with its thousands apart: "5 321".
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The footer of a page: "rows 1 001–2 000 of 5 321; `more` shows the next".
-fn page_footer(first: u64, shown: u64, total: Total, more: bool) -> String {
-    let of = if total.more {
-        format!("more than {}", grouped(total.count))
-    } else {
-        grouped(total.count)
-    };
-    let last = first + shown.saturating_sub(1);
-    let next = if more { "; `more` shows the next" } else { "" };
-    format!("rows {}–{} of {of}{next}", grouped(first), grouped(last))
-}
-
 impl Shell {
-    pub(super) async fn more(&mut self) -> Result<String> {
+    pub(in crate::shell) async fn more(&mut self) -> Result<Outcome> {
         match self.next_page.take() {
             Some(NextPage::Search(args)) => self.search(args).await,
             Some(NextPage::Files(args)) => self.files(args).await,
@@ -81,8 +57,10 @@ impl Shell {
         }
     }
 
-    pub(super) async fn search(&mut self, mut args: commands::SearchArgs) -> Result<String> {
-        let mut out = String::new();
+    pub(in crate::shell) async fn search(
+        &mut self,
+        mut args: commands::SearchArgs,
+    ) -> Result<Outcome> {
         if args.search.limit.is_none() {
             args.search.limit = Some(self.config.shell.results);
         }
@@ -98,91 +76,32 @@ impl Shell {
                 })
             })
             .await?;
-        self.rows = true;
         self.saw(&hits);
         self.next_page = truncated.then(|| {
             let mut next = args.clone();
             next.search.offset = Some(start + hits.len() as u64);
             NextPage::Search(next)
         });
-        if hits.is_empty() {
-            let what = render::query(&args.search.pattern, &args.filters);
-            self.nothing_matched = true;
-            if start > 0 {
-                put!(out, "no file matches {what} past row {}", grouped(start));
-            } else {
-                put!(out, "no file matches {what}");
-            }
-            return Ok(out);
-        }
-        let peers: std::collections::BTreeSet<u64> = hits.iter().map(|h| h.peer_id).collect();
-        if args.collapse {
-            self.records.extend(super::output::collapsed(&hits));
-            put!(out, "{}", render::collapsed(&hits));
+        let rtts = if args.rtt && !args.collapse && !hits.is_empty() {
+            Some(self.ping_all(&hits).await)
         } else {
-            let rtts = if args.rtt {
-                self.ping_all(&hits).await
-            } else {
-                Default::default()
-            };
-            for hit in &hits {
-                let mut row = FileRow::of(hit);
-                if args.rtt {
-                    row.rtt_ms = Some(rtts.get(&hit.peer_id).and_then(|r| r.1));
-                }
-                self.emit(Record::Hit(row));
-            }
-            let rtts = rtts.into_iter().map(|(id, (text, _))| (id, text)).collect();
-            put!(out, "{}", render::hits(&hits, args.rtt.then_some(&rtts)));
-        }
-        put!(
-            out,
-            "{} on {}",
-            render::count(hits.len() as u64, "file"),
-            render::count(peers.len() as u64, "peer")
-        );
-        self.footer(&mut out, start, hits.len(), truncated, total);
-        Ok(out)
+            None
+        };
+        Ok(Outcome::Found(Found {
+            pattern: args.search.pattern,
+            filters: args.filters,
+            hits,
+            rtts,
+            collapse: args.collapse,
+            page: Page {
+                start,
+                truncated,
+                total,
+            },
+        }))
     }
 
-    /// The records and the line after a page's rows: where they sit in the total.
-    fn footer(
-        &mut self,
-        out: &mut String,
-        start: u64,
-        shown: usize,
-        truncated: bool,
-        total: Option<Total>,
-    ) {
-        let shown = shown as u64;
-        if truncated {
-            self.emit(Record::Truncated { shown });
-        }
-        match total {
-            // A page of more: where it sits. (Everything at once needs no total.)
-            Some(total) if truncated || start > 0 => {
-                self.emit(Record::Total {
-                    first: start + 1,
-                    shown,
-                    total: total.count,
-                    more_than: total.more,
-                });
-                put!(out, "{}", page_footer(start + 1, shown, total, truncated));
-            }
-            Some(_) => {}
-            None if truncated => {
-                put!(
-                    out,
-                    "(more match: showing the first {shown}, the most this index returns at \
-                     once; narrow the search)"
-                );
-            }
-            None => {}
-        }
-    }
-
-    pub(super) async fn files(&mut self, args: commands::FilesArgs) -> Result<String> {
-        let mut out = String::new();
+    pub(in crate::shell) async fn files(&mut self, args: commands::FilesArgs) -> Result<Outcome> {
         let client = self.client().await?;
         let peer = match &args.peer {
             PeerRef::Id(id) => *id,
@@ -198,7 +117,6 @@ impl Shell {
                 Ask::Browse(peer, (offset > 0).then_some(offset))
             })
             .await?;
-        self.rows = true;
         self.saw(&hits);
         self.next_page = truncated.then(|| {
             NextPage::Files(commands::FilesArgs {
@@ -207,47 +125,37 @@ impl Shell {
                 offset: start + hits.len() as u64,
             })
         });
-        self.records
-            .extend(hits.iter().map(|h| Record::File(FileRow::of(h))));
-        if hits.is_empty() {
-            self.nothing_matched = true;
-            if start > 0 {
-                put!(
-                    out,
-                    "peer {peer} shares no files past row {}",
-                    grouped(start)
-                );
-            } else {
-                put!(out, "peer {peer} shares no files");
-            }
-            return Ok(out);
-        }
-        put!(out, "{}", render::hits(&hits, None));
         let mut sum = (
             hits.len() as u64,
             hits.iter().map(|h| h.file.size).sum::<u64>(),
         );
-        if truncated || start > 0 {
+        if !hits.is_empty() && (truncated || start > 0) {
             // The true totals are the peer's, from the index's list of peers.
             let listed = self.client().await?.peers().await?;
             if let Some(p) = listed.iter().find(|p| p.peer_id == peer) {
                 sum = (p.files, p.bytes);
             }
         }
-        put!(
-            out,
-            "peer {peer} shares {} ({})",
-            render::count(sum.0, "file"),
-            render::size(sum.1),
-        );
-        self.footer(&mut out, start, hits.len(), truncated, total);
-        Ok(out)
+        Ok(Outcome::Browsed(Browsed {
+            peer_id: peer,
+            hits,
+            files: sum.0,
+            bytes: sum.1,
+            page: Page {
+                start,
+                truncated,
+                total,
+            },
+        }))
     }
 
     /// The peers sharing `name`; a bare name nobody shares at the top of a folder is
     /// looked for in subfolders too (`deep.txt` finds `sub2/deep.txt` when that is the
     /// only such name). Returns the name found with its hits.
-    pub(super) async fn lookup_anywhere(&mut self, name: &str) -> Result<(String, Vec<Hit>)> {
+    pub(in crate::shell) async fn lookup_anywhere(
+        &mut self,
+        name: &str,
+    ) -> Result<(String, Vec<Hit>)> {
         let client = self.client().await?;
         let hits = client.lookup(name).await?;
         if !hits.is_empty() || name.contains('/') || name.contains(['*', '?']) {
@@ -281,7 +189,7 @@ impl Shell {
                 several
                     .iter()
                     .take(8)
-                    .map(|n| render::shown(n))
+                    .map(|n| shown(n))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),

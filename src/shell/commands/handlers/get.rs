@@ -5,13 +5,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::commands::GetArgs;
-use super::output::Record;
-use super::{Shell, link, queue, render};
+use super::queue;
 use crate::download::queue::file::{Queued, Stage};
 use crate::download::{self, Cancel};
 use crate::error::{Error, Result};
 use crate::protocol::{self, FileEntry, Hit, PeerRef, SearchQuery};
+use crate::shell::Shell;
+use crate::shell::commands::GetArgs;
+use crate::shell::commands::link;
+use crate::shell::commands::outcome::{Fetched, Got, Outcome};
+use crate::shell::present::table::{count, shown};
 
 /// Most files one word of `get` may name (a wildcard, a folder), and most peers asked
 /// for when looking up contents: the index's own cap on one answer.
@@ -19,7 +22,7 @@ const MOST_FILES: u32 = 1000;
 
 /// One file to fetch: its contents and the name it is saved as, the peers sharing it,
 /// and its folder below the downloads folder.
-pub(super) struct Wanted {
+pub(in crate::shell) struct Wanted {
     pub file: FileEntry,
     pub sources: Vec<Hit>,
     pub folder: PathBuf,
@@ -29,7 +32,11 @@ pub(super) struct Wanted {
 type Found = std::result::Result<Wanted, String>;
 
 impl Shell {
-    pub(super) async fn get_command(&mut self, args: GetArgs, cancel: Cancel) -> Result<String> {
+    pub(in crate::shell) async fn get_command(
+        &mut self,
+        args: GetArgs,
+        cancel: Cancel,
+    ) -> Result<Outcome> {
         // The peer named (by Peer ID, nickname or fingerprint prefix), once, as a Peer ID.
         let peer = match &args.peer {
             None => None,
@@ -37,7 +44,7 @@ impl Shell {
             Some(word) => Some(self.client().await?.find_peer(word).await?.peer_id),
         };
         let mut wanted = Vec::new();
-        let mut problems = Vec::new();
+        let mut got = Got::default();
         for word in &args.names {
             match self
                 .wanted(word, (peer, args.peer.as_ref()), args.recursive)
@@ -47,59 +54,44 @@ impl Shell {
                     for one in found {
                         match one {
                             Ok(w) => wanted.push(w),
-                            Err(problem) => problems.push(problem),
+                            Err(problem) => got.problems.push(problem),
                         }
                     }
                 }
                 Err(e) if args.names.len() == 1 => return Err(e),
-                Err(e) => problems.push(format!("{word}: {e}")),
+                Err(e) => got.problems.push(format!("{word}: {e}")),
             }
         }
-        let mut out = String::new();
         // One file asked for: its error is the command's, as it is.
-        let single = wanted.len() == 1 && problems.is_empty();
+        let single = wanted.len() == 1 && got.problems.is_empty();
         for w in wanted {
             let name = w.file.name.clone();
             let done = if args.background {
                 self.enqueue(w, peer)
             } else {
                 match download::make_folder(&self.config.peer.downloads, &w.folder) {
-                    Ok(dir) => self.fetch_now(w.file, w.sources, dir, cancel.clone()).await,
+                    Ok(dir) => self
+                        .fetch_now(w.file, w.sources, dir, cancel.clone())
+                        .await
+                        .map(Fetched::Saved),
                     Err(e) => Err(e),
                 }
             };
             match done {
-                Ok(text) => out.push_str(&text),
+                Ok(fetched) => got.files.push(fetched),
                 Err(e) if single || matches!(e, Error::Cancelled) => return Err(e),
-                Err(e) => problems.push(format!("{name}: {e}")),
+                Err(e) => got.problems.push(format!("{name}: {e}")),
             }
         }
-        if problems.is_empty() {
-            return Ok(out);
-        }
-        let failed = format!(
-            "{} not fetched:\n  {}",
-            render::count(problems.len() as u64, "file"),
-            problems.join("\n  ")
-        );
         // Some arrived: say so, and which did not; none did: the command failed.
-        if out.is_empty() {
-            // `get my song.ogg`: perhaps one name with spaces, split in words.
-            let words: Vec<&str> = args.names.iter().map(String::as_str).collect();
-            if words.len() > 1 && !words.iter().any(|w| w.contains(['/', '*', '?', ':'])) {
-                let joined = words.join(" ");
-                let quoted = shlex::try_quote(&joined).map_or(joined.clone(), |q| q.into_owned());
-                return Err(Error::msg(format!(
-                    "{failed}\na name with spaces goes in quotes: get {quoted}"
-                )));
-            }
-            return Err(Error::msg(failed));
+        if got.files.is_empty() && !got.problems.is_empty() {
+            return Err(nothing_fetched(&args.names, &got.problems));
         }
-        Ok(format!("{out}{failed}\n"))
+        Ok(Outcome::Got(got))
     }
 
     /// Add one file to the download queue.
-    fn enqueue(&mut self, w: Wanted, peer: Option<u64>) -> Result<String> {
+    fn enqueue(&mut self, w: Wanted, peer: Option<u64>) -> Result<Fetched> {
         let transfers = self.open_queue()?;
         let index = self.index_addrs()?;
         let name = w.folder.join(&w.file.name).display().to_string();
@@ -111,15 +103,8 @@ impl Shell {
             index,
             stage: Stage::Queued,
         };
-        let number = transfers.add(q, w.sources)?;
-        self.emit(Record::Started {
-            transfer: number,
-            name: name.clone(),
-        });
-        Ok(format!(
-            "download {number} of {} is in the queue; `transfers` shows it\n",
-            render::shown(&name)
-        ))
+        let transfer = transfers.add(q, w.sources)?;
+        Ok(Fetched::Queued { transfer, name })
     }
 
     /// The files one word of `get` names.
@@ -189,7 +174,7 @@ impl Shell {
         if contents.len() > 1 {
             let listed: Vec<String> = contents
                 .iter()
-                .map(|(sha, name)| format!("{} ({})", &sha[..16], render::shown(name)))
+                .map(|(sha, name)| format!("{} ({})", &sha[..16], shown(name)))
                 .collect();
             return Err(Error::Usage(format!(
                 "sha256:{prefix} matches {} different files: {}; give more hex digits",
@@ -244,6 +229,25 @@ impl Shell {
     }
 }
 
+/// The error of a `get` that fetched none of its files: which, and why; for words that
+/// look like one name with spaces (`get my song.ogg`), how to quote it.
+fn nothing_fetched(names: &[String], problems: &[String]) -> Error {
+    let failed = format!(
+        "{} not fetched:\n  {}",
+        count(problems.len() as u64, "file"),
+        problems.join("\n  ")
+    );
+    let words: Vec<&str> = names.iter().map(String::as_str).collect();
+    if words.len() > 1 && !words.iter().any(|w| w.contains(['/', '*', '?', ':'])) {
+        let joined = words.join(" ");
+        let quoted = shlex::try_quote(&joined).map_or(joined.clone(), |q| q.into_owned());
+        return Error::msg(format!(
+            "{failed}\na name with spaces goes in quotes: get {quoted}"
+        ));
+    }
+    Error::msg(failed)
+}
+
 /// One [`Wanted`] per distinct name among `hits` that `keep` accepts, each from the
 /// peers sharing it (only `peer` when given), in its folder when `folders`; or why
 /// that one cannot be fetched (and that the answer was cut short, when `truncated`).
@@ -288,7 +292,7 @@ fn by_name(
                 folder,
             })
         };
-        found.push(one().map_err(|e| format!("{}: {e}", render::shown(&name))));
+        found.push(one().map_err(|e| format!("{}: {e}", shown(&name))));
     }
     Ok(found)
 }

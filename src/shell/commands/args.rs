@@ -334,11 +334,6 @@ impl LimitArgs {
 }
 
 impl SearchArgs {
-    /// The rows asked for with `-n`.
-    pub fn rows(&self) -> Option<u32> {
-        self.rows
-    }
-
     /// Turn the terms into a query: name words, `sha256:` and size terms.
     fn settle(mut self) -> Result<Self> {
         self.search.limit = self.rows;

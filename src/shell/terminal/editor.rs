@@ -12,7 +12,7 @@ use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
-use super::commands::{COMMANDS, spec};
+use crate::shell::commands::{COMMANDS, spec};
 
 /// What the last results showed, for completion.
 #[derive(Debug, Default)]

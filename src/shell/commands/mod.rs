@@ -2,8 +2,13 @@
 //! each entry, used by the shell's lines and by the binary's one-shot subcommands alike),
 //! `help`, completion, hints and `napster completions`.
 
-pub use super::args::{Command, Direction, FilesArgs, Format, GetArgs, SearchArgs};
+mod args;
+pub(super) mod handlers;
+pub mod link;
+pub mod outcome;
+
 use crate::error::{Error, Result};
+pub use args::{Command, Direction, FilesArgs, Format, GetArgs, SearchArgs};
 use clap::{FromArgMatches, Subcommand};
 
 /// One command of the shell.
@@ -349,7 +354,7 @@ pub fn from_matches(matches: &clap::ArgMatches) -> Result<Command> {
 const SUGGEST_SIMILARITY: f64 = 0.8;
 
 /// `; did you mean `search`?` for a word close to a command name, or nothing.
-fn did_you_mean(word: &str) -> String {
+pub(super) fn did_you_mean(word: &str) -> String {
     COMMANDS
         .iter()
         .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
@@ -414,79 +419,5 @@ fn clap_error(spec: &Spec, e: &clap::Error) -> Error {
             Error::Usage(own)
         }
         _ => Error::Usage(format!("{first}\n{}", usage_line(spec))),
-    }
-}
-
-/// The text of `help` or `help <command>`.
-pub fn help(command: Option<&str>) -> Result<String> {
-    help_at(command, super::render::terminal_width())
-}
-
-/// Lines of `text` no wider than `width` (words longer than that stand alone).
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() || lines.is_empty() {
-        lines.push(line);
-    }
-    lines
-}
-
-/// [`help`] wrapped to a terminal of `width` columns (`None`: not a terminal, one line
-/// per summary and paragraph).
-pub fn help_at(command: Option<&str>, width: Option<usize>) -> Result<String> {
-    let width = width.unwrap_or(usize::MAX);
-    match command {
-        None => {
-            // Heads longer than the column get their summary on the next line; a summary
-            // wider than the rest of the line goes on below, indented.
-            const COLUMN: usize = 28;
-            let room = width.saturating_sub(COLUMN + 3).max(20);
-            let mut text = String::from("commands:\n");
-            for c in COMMANDS {
-                let head = format!("{} {}", c.name, c.args);
-                let summary = wrap(c.summary, room);
-                if head.chars().count() > COLUMN {
-                    text.push_str(&format!("  {head}\n"));
-                    for line in summary {
-                        text.push_str(&format!("  {:COLUMN$} {line}\n", ""));
-                    }
-                } else {
-                    for (i, line) in summary.iter().enumerate() {
-                        let head = if i == 0 { head.as_str() } else { "" };
-                        text.push_str(&format!("  {head:<COLUMN$} {line}\n"));
-                    }
-                }
-            }
-            text.push_str("type `help <command>` for more");
-            Ok(text)
-        }
-        Some(name) => {
-            let name = if name == "exit" { "quit" } else { name };
-            let c = spec(name).ok_or_else(|| {
-                Error::Usage(format!(
-                    "no command {name:?}{}; type `help` for the list",
-                    did_you_mean(name)
-                ))
-            })?;
-            let mut text = format!("usage: {} {}\n", c.name, c.args);
-            if c.details.is_empty() {
-                text.push_str(&wrap(c.summary, width).join("\n"));
-            } else {
-                text.push_str(&wrap(&format!("{}.", c.summary), width).join("\n"));
-                text.push('\n');
-                text.push_str(&wrap(c.details, width).join("\n"));
-            }
-            Ok(text)
-        }
     }
 }
