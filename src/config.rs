@@ -84,6 +84,8 @@ pub struct Config {
     pub shell: ShellConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The HTTP API and web page.
+    pub web: WebConfig,
     /// Where these settings came from (not a setting: filled in by [`crate::home`]).
     #[serde(skip)]
     pub origin: Origin,
@@ -372,6 +374,35 @@ impl Default for LogConfig {
     }
 }
 
+/// The address `napster daemon` serves its API and page on when `[web] listen` is empty.
+pub const DAEMON_WEB_LISTEN: &str = "127.0.0.1:8460";
+
+/// `[web]`: the HTTP API and web page (`docs/API.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// `host:port` to serve on; empty: off in the shell, [`DAEMON_WEB_LISTEN`] in the
+    /// daemon. Port 0 picks a free port.
+    pub listen: String,
+    /// The host name a TLS reverse proxy forwards to this daemon (`napster.example.org`):
+    /// it lets `listen` be an address other than loopback, and requests naming that host
+    /// (`Host`, `Origin`) be served.
+    pub reverse_proxy: String,
+}
+
+impl WebConfig {
+    fn check(&self) -> Result<()> {
+        if self.reverse_proxy.contains(['/', ':', ' ']) {
+            return Err(Error::Config(
+                "`web.reverse_proxy` must be a bare host name (napster.example.org), without \
+                 scheme, port or path"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Load `path`; when `required` is false a missing file gives the defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config> {
@@ -419,6 +450,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         config.check()?;
+        config.web.check()?;
         Ok(config)
     }
 

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod digest;
 pub mod disk;
 pub mod download;
@@ -27,6 +28,7 @@ pub mod rendezvous;
 pub mod runtime;
 mod shell;
 pub mod tls;
+pub mod web;
 
 pub use error::{Error, Result};
 /// The binary's command line (the shell and its one-shot commands).

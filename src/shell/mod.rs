@@ -20,7 +20,7 @@ mod app;
 pub mod cli;
 pub mod commands;
 pub mod present;
-mod services;
+pub mod services;
 mod terminal;
 
 pub use terminal::repl;
