@@ -37,7 +37,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn start_index(dir: &std::path::Path) -> (Killed, SocketAddr) {
     std::fs::write(
         dir.join("napster.toml"),
-        "[index]\nmax_connections = 16384\nmax_connections_per_address = 16384\nmax_results = 100000\n[log]\nlevel = \"warn\"\n",
+        "[index]\nmax_connections = 16384\nmax_connections_per_address = 16384\nmax_handshakes = 16384\nmax_handshakes_per_address = 16384\nmax_results = 100000\n[log]\nlevel = \"warn\"\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)
@@ -182,6 +182,10 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
 fn main() {
     let secs = env_or("NAPSTER_LOAD_SECS", 30);
     let clients = env_or("NAPSTER_LOAD_CLIENTS", 1000) as usize;

@@ -86,6 +86,10 @@ fn fetch(sources: Vec<Hit>, into: &Path) -> (f64, u64, usize) {
     (done.size as f64 / secs, done.refetched, done.peers.len())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
 fn main() {
     let rate = env_or("NAPSTER_SWARM_RATE", 16) * MIB;
     let secs = env_or("NAPSTER_SWARM_SECS", 10);
@@ -98,7 +102,7 @@ fn main() {
 
     let (_index, line) = start(&root.join("index"), "", "serve 0\n", "listening on");
     let index: SocketAddr = last_word(&line).parse().unwrap();
-    let config = format!("[peer]\nupload_limit = \"{rate}\"\n");
+    let config = format!("[peer]\nupload_limit = \"{rate}B/s\"\n");
     let mut peers = Vec::new();
     let mut folders: Vec<PathBuf> = Vec::new();
     for i in 0..4 {

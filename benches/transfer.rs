@@ -143,6 +143,10 @@ fn unique_dir(tag: &str) -> Result<PathBuf, BoxError> {
     Ok(dir)
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
 fn run(guard: &mut Guard) -> Result<(), BoxError> {
     let bytes: u64 = env_or("NAPSTER_BENCH_BYTES", 1u64 << 30)?;
     let runs: usize = env_or("NAPSTER_BENCH_RUNS", 3usize)?;

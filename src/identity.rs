@@ -29,7 +29,6 @@ const MAX_KEY_FILE: u64 = 16 * 1024;
 pub struct Identity {
     fingerprint: Fingerprint,
     certified: Arc<CertifiedKey>,
-    key: Arc<PrivatePkcs8KeyDer<'static>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -123,13 +122,12 @@ impl Identity {
         let provider = rustls::crypto::ring::default_provider();
         let signer = provider
             .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(pkcs8.clone_key()))
+            .load_private_key(PrivateKeyDer::Pkcs8(pkcs8))
             .map_err(|e| Error::msg(format!("cannot use the key: {e}")))?;
         let chain = vec![CertificateDer::from(cert.der().to_vec())];
         Ok(Identity {
             fingerprint,
             certified: Arc::new(CertifiedKey::new(chain, signer)),
-            key: Arc::new(pkcs8),
         })
     }
 
@@ -141,11 +139,6 @@ impl Identity {
     /// The certificate and signing key presented in TLS handshakes.
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
         self.certified.clone()
-    }
-
-    /// The private key, PKCS#8 DER.
-    pub fn private_key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(self.key.clone_key())
     }
 }
 

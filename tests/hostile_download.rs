@@ -946,6 +946,7 @@ fn resident() -> u64 {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn a_huge_file_from_several_sources_holds_bounded_memory() {
     // "1 TiB" (128 MiB chunks) from three sources, each sending 48 MiB of its first
     // chunk and then waiting: memory must stay within the documented bound, not grow

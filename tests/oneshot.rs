@@ -73,6 +73,7 @@ fn check_file_row(row: &Value, kind: &str, peer: u64) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn one_shot_commands_print_json_lines_with_every_documented_field() {
     let tmp = tempfile::tempdir().unwrap();
     let (_index, addr, id) = index_with_a_song(tmp.path());
@@ -173,6 +174,58 @@ fn one_shot_commands_print_json_lines_with_every_documented_field() {
     );
 }
 
+/// `status`, `help` and `format` print typed records, not their text cut into lines: a
+/// program reads the index (and the rest) from `status`'s fields.
+#[test]
+fn status_help_and_format_are_typed_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_index, addr, _id) = index_with_a_song(tmp.path());
+    let client = tmp.path().join("client");
+    std::fs::create_dir_all(&client).unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--index", addr.as_str(), "--json"];
+        all.extend_from_slice(args);
+        NAPSTER.run_args(&client, &all)
+    };
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status = records(&out.stdout);
+    assert_eq!(status.len(), 2, "status, then its home: {status:?}");
+    assert_eq!(status[1]["type"], "home", "{status:?}");
+    let status = &status[0];
+    assert_eq!(status["type"], "status");
+    assert_eq!(status["index"]["addr"], addr.as_str(), "{status}");
+    assert!(
+        status["index"]["rtt_ms"].as_f64().unwrap() >= 0.0,
+        "{status}"
+    );
+    assert!(status["index"]["fingerprint"].is_string(), "{status}");
+    assert!(
+        status["index_server"].is_null() && status["sharing"].is_null(),
+        "{status}"
+    );
+    assert_eq!(status["transfers"]["running"], 0, "{status}");
+    assert!(status["identity"].is_string(), "{status}");
+    let out = run(&["help"]);
+    let listed = records(&out.stdout);
+    assert!(listed.iter().all(|c| c["type"] == "command"), "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|c| c["name"] == "search" && c["summary"].is_string())
+    );
+    let out = run(&["help", "get"]);
+    let help = &records(&out.stdout)[0];
+    assert_eq!(
+        (&help["type"], &help["name"]),
+        (&"help".into(), &"get".into())
+    );
+    assert!(
+        help["details"].as_str().unwrap().contains("sha256:HEX"),
+        "{help}"
+    );
+}
+
 #[test]
 fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -235,7 +288,8 @@ fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     // `format json` inside a piped script does what --json does.
     let out = NAPSTER.run(tmp.path(), "format json\nlimit\n");
     let lines = records(&out.stdout);
-    assert_eq!(lines[0]["type"], "message");
+    assert_eq!(lines[0]["type"], "format");
+    assert_eq!(lines[0]["format"], "json");
     assert_eq!(lines[1]["type"], "limits");
 }
 

@@ -111,6 +111,10 @@ fn names(records: &[serde_json::Value]) -> Vec<String> {
 }
 
 /// Share the music through an index started with `serve_args`, and search it every way.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario with every tag filter, read top to bottom"
+)]
 fn share_and_find(serve: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();

@@ -222,7 +222,16 @@ fn conclude(
             indicatif::HumanBytes(size)
         )));
     }
-    let digest = digest.expect("a complete transfer is fully hashed");
+    // Every chunk is in place, so the sequencer has hashed the whole file in order;
+    // should it not have (a worker ended between its last chunk and the hash), the part
+    // file is kept and the download fails instead of the process.
+    let Some(digest) = digest else {
+        return Err(Error::msg(format!(
+            "{}: every chunk arrived but the whole-file hash did not finish; what arrived \
+             is kept: get it again to verify and finish",
+            shared.job.file.name
+        )));
+    };
     if digest != shared.job.file.sha256 {
         return Err(locate_damage(shared, &digest));
     }

@@ -9,6 +9,7 @@
 //!   of sources, and drops a source slower than `protocol.min_rate`.
 //! - [`part_file`]: the part file and its resume state, from creation to removal.
 //! - [`place`]: a safe name on disk, and the final name without replacing anything.
+//! - [`queue`]: the download queue, background downloads kept in the downloads folder.
 //!
 //! A download stopped by [`Cancel`] (Ctrl-C, `quit`) keeps what arrived for a resume:
 //! `get` the same file again and only the missing chunks are fetched.
@@ -16,7 +17,7 @@
 pub mod engine;
 pub mod part_file;
 pub mod place;
-pub mod queue_file;
+pub mod queue;
 pub mod scheduler;
 mod sequencer;
 mod shared;
@@ -35,7 +36,7 @@ use crate::error::Result;
 use crate::limit::RateLimit;
 use crate::protocol::{FileEntry, Hit, Limits};
 
-pub use place::{PART_SUFFIX, is_own_file, make_folder, safe_file_name, safe_folder};
+pub use place::{PART_SUFFIX, check_folder, is_own_file, make_folder, safe_file_name, safe_folder};
 pub use shared::{MAX_SOURCES, MEMORY, PIECE, memory_bound};
 pub use sources::sources;
 
@@ -57,7 +58,8 @@ pub struct Job {
     pub status: Arc<Status>,
     /// Told of every block received.
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
-    /// How each source is connected to (directly, or by a reverse connection).
+    /// How each source is connected to: at its local address, directly, by a reverse
+    /// connection, by hole punching, or through the index's relay.
     pub dialer: Dialer,
 }
 
@@ -133,7 +135,8 @@ pub struct Downloaded {
 }
 
 impl Downloaded {
-    /// Chunks delivered by each path (`direct`, `reverse`).
+    /// Chunks delivered by each path (`local`, `direct`, `reverse`, `punched`,
+    /// `relayed`).
     pub fn routes(&self) -> std::collections::BTreeMap<String, u64> {
         let mut by_route = std::collections::BTreeMap::<Route, u64>::new();
         for &(_, route, chunks) in &self.paths {

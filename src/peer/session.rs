@@ -1,7 +1,8 @@
 //! A registered peer's session with the index: heartbeats while idle, and after the
 //! index restarts or the network drops, reconnection with backoff and jitter and
 //! re-registration under the same token (so the same Peer ID), without user action; and
-//! registration again when the router's port mapping (`mapping.rs`) changes.
+//! registration again when the router's port mapping (`mapping.rs`) changes. The pushes
+//! the index sends are carried out within the peer's own bounds (`pushes.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient, Pins, Push, Reach};
+use crate::client::{Changes, IndexClient, KnownIndexes, Push, Reach};
 use crate::error::Result;
 use crate::identity::Identity;
+use crate::peer::pushes::{PushCounts, PushGate, PushLimits};
 use crate::peer::serve::{Files, SharedFolder};
 use crate::protocol::Limits;
 use crate::runtime;
@@ -38,14 +40,17 @@ pub struct SessionConfig {
     pub token: String,
     /// The key this peer proves (its file server proves the same).
     pub identity: Identity,
-    /// The key each index server must prove.
-    pub pins: Pins,
+    /// The key each index server must prove (shared: a key pinned later applies to
+    /// the next reconnection).
+    pub pins: KnownIndexes,
     /// Wire limits.
     pub limits: Limits,
     /// Interval between heartbeats on an idle session.
     pub heartbeat: Duration,
     /// The nickname asked for (`[peer] name`).
     pub name: Option<String>,
+    /// How many pushes of the index this peer carries out.
+    pub pushes: PushLimits,
 }
 
 /// What the session looks like now.
@@ -70,6 +75,7 @@ pub struct Session {
     updates: Sender<Changes>,
     mapped: Sender<Option<u16>>,
     task: Mutex<Option<Task<()>>>,
+    gate: Arc<PushGate>,
 }
 
 /// Tells a session what changed in the share.
@@ -114,7 +120,12 @@ impl Session {
             changes,
             mapped: mapped_ports,
         };
-        let share = Served { folder, files };
+        let gate = Arc::new(PushGate::new(config.pushes));
+        let share = Served {
+            folder,
+            files,
+            gate: gate.clone(),
+        };
         let task = runtime::spawn(keep_alive(client, config, share, state.clone(), channels));
         Session {
             state,
@@ -122,7 +133,13 @@ impl Session {
             updates,
             mapped,
             task: Mutex::new(Some(task)),
+            gate,
         }
+    }
+
+    /// The pushes of the index obeyed and ignored so far.
+    pub fn pushes(&self) -> PushCounts {
+        self.gate.counts()
     }
 
     /// The session's current state.
@@ -159,20 +176,33 @@ impl Session {
 struct Served {
     folder: SharedFolder,
     files: Files,
+    gate: Arc<PushGate>,
 }
 
 /// Serve the reverse connections, punched holes and relayed pipes the index asked
-/// `client` for.
-fn reverse(client: &mut IndexClient, files: &Files) {
+/// `client` for, as far as the gate lets them through.
+fn reverse(client: &mut IndexClient, Served { files, gate, .. }: &Served) {
     let index = client.addr();
     let session_port = client.local_addr().ok();
     while let Some(push) = client.take_push() {
+        let permit = match gate.admit() {
+            Ok(permit) => permit,
+            Err(why) => {
+                let what = match &push {
+                    Push::Connect { addr, .. } => format!("a reverse connection to {addr}"),
+                    Push::Punch { addr, .. } => format!("a hole punched to {addr}"),
+                    Push::Relay { .. } => format!("joining the relay at {index}"),
+                };
+                warn!("the index asked for {what}: ignored, {why}");
+                continue;
+            }
+        };
         let files = files.clone();
         runtime::spawn(async move {
             match push {
                 Push::Connect { addr, token } => {
                     info!("connecting out to {addr} for a download (reverse connection)");
-                    if let Err(e) = files.serve_reverse(addr, &token).await {
+                    if let Err(e) = files.serve_reverse(addr, &token, permit).await {
                         warn!("reverse connection to {addr}: {e}");
                     }
                 }
@@ -182,17 +212,19 @@ fn reverse(client: &mut IndexClient, files: &Files) {
                     downloader,
                 } => {
                     let Some(local) = session_port else {
+                        drop(permit);
                         warn!("cannot punch a hole to {addr}: our session's port is unknown");
                         return;
                     };
                     info!("punching a hole from {local} to {addr} for downloader {downloader}");
-                    if let Err(e) = files.serve_punched((local, addr), &token, downloader).await {
+                    let punched = files.serve_punched((local, addr), &token, downloader, permit);
+                    if let Err(e) = punched.await {
                         warn!("punched connection to {addr}: {e}");
                     }
                 }
                 Push::Relay { token, downloader } => {
                     info!("joining the relay at {index} for downloader {downloader}");
-                    if let Err(e) = files.serve_relayed(index, &token, downloader).await {
+                    if let Err(e) = files.serve_relayed(index, &token, downloader, permit).await {
                         warn!("relayed connection through {index}: {e}");
                     }
                 }
@@ -218,6 +250,73 @@ enum Wake {
     Mapped(Option<u16>),
 }
 
+/// What wakes the session while the index is there: a stop, a change of the share, a
+/// new port mapping, the heartbeat, or the index speaking (to push, or to close).
+async fn next_wake(c: &mut IndexClient, channels: &Channels, heartbeat: Duration) -> Wake {
+    let stop = async {
+        let _ = channels.stopped.recv().await;
+        Wake::Stop
+    };
+    let beat = async {
+        smol::Timer::after(heartbeat).await;
+        Wake::Beat
+    };
+    // The index speaks first only to push (answered after a ping) or to close.
+    let closed = async {
+        c.readable().await;
+        Wake::Closed
+    };
+    let changed = async {
+        match channels.changes.recv().await {
+            Ok(change) => Wake::Changed(change),
+            Err(_) => smol::future::pending().await,
+        }
+    };
+    let remapped = async {
+        match channels.mapped.recv().await {
+            Ok(port) => Wake::Mapped(port),
+            Err(_) => smol::future::pending().await,
+        }
+    };
+    stop.or(changed).or(remapped).or(beat.or(closed)).await
+}
+
+/// Register again on the same connection now that the router maps `port` (or no
+/// longer does), so that the index checks again whether it can reach us.
+async fn register_mapped(
+    c: &mut IndexClient,
+    config: &SessionConfig,
+    folder: &SharedFolder,
+    state: &Mutex<SessionState>,
+    port: Option<u16>,
+) -> Result<()> {
+    let entries = folder.read().entries();
+    let name = config.name.as_deref();
+    let again = c
+        .register_as(config.port, &config.token, &entries, name, port)
+        .await;
+    state.lock().reach = c.reach();
+    match (&again, port) {
+        (Ok(_), Some(port)) => info!("registered again: other peers reach us on port {port}"),
+        (Ok(_), None) => info!("registered again without a port mapping"),
+        (Err(_), _) => {}
+    }
+    again.map(drop)
+}
+
+/// Wait `pause`; true when the session was stopped meanwhile.
+async fn stopped_during(stopped: &Receiver<()>, pause: Duration) -> bool {
+    let stop = async {
+        let _ = stopped.recv().await;
+        true
+    };
+    let wait = async {
+        smol::Timer::after(pause).await;
+        false
+    };
+    stop.or(wait).await
+}
+
 async fn keep_alive(
     client: IndexClient,
     config: SessionConfig,
@@ -225,129 +324,80 @@ async fn keep_alive(
     state: Arc<Mutex<SessionState>>,
     channels: Channels,
 ) {
-    let Served { folder, files } = share;
-    let Channels {
-        stopped,
-        changes,
-        mapped,
-    } = channels;
+    let folder = &share.folder;
     let mut mapped_port = None;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
-    let set = |connected: bool, peer_id: Option<u64>, index: Option<SocketAddr>| {
-        let mut s = state.lock();
-        s.connected = connected;
-        if let Some(id) = peer_id {
-            s.peer_id = id;
-        }
-        if let Some(index) = index {
-            s.index = index;
-        }
-    };
-    let current = || state.lock().index;
     loop {
-        match client.as_mut() {
-            Some(c) => {
-                let stop = async {
-                    let _ = stopped.recv().await;
-                    Wake::Stop
-                };
-                let beat = async {
-                    smol::Timer::after(config.heartbeat).await;
-                    Wake::Beat
-                };
-                // The index speaks first only to push (answered after a ping) or to close.
-                let closed = async {
-                    c.readable().await;
-                    Wake::Closed
-                };
-                let changed = async {
-                    match changes.recv().await {
-                        Ok(change) => Wake::Changed(change),
-                        Err(_) => smol::future::pending().await,
-                    }
-                };
-                let remapped = async {
-                    match mapped.recv().await {
-                        Ok(port) => Wake::Mapped(port),
-                        Err(_) => smol::future::pending().await,
-                    }
-                };
-                let outcome = match stop.or(changed).or(remapped).or(beat.or(closed)).await {
-                    Wake::Stop => {
-                        if let Err(e) = c.unregister().await {
-                            warn!("withdrawing our files from the index: {e}");
-                        }
-                        return;
-                    }
-                    Wake::Changed(change) => c.apply(&change).await.map(drop),
-                    Wake::Mapped(port) => {
-                        mapped_port = port;
-                        let entries = folder.read().entries();
-                        let token = &config.token;
-                        let name = config.name.as_deref();
-                        let again = c
-                            .register_as(config.port, token, &entries, name, port)
-                            .await;
-                        // The index checked again whether it can reach us.
-                        state.lock().reach = c.reach();
-                        match (&again, port) {
-                            (Ok(_), Some(port)) => {
-                                info!("registered again: other peers reach us on port {port}")
-                            }
-                            (Ok(_), None) => info!("registered again without a port mapping"),
-                            (Err(_), _) => {}
-                        }
-                        again.map(drop)
-                    }
-                    Wake::Beat | Wake::Closed => c.ping().await.map(drop),
-                };
-                reverse(c, &files);
-                if let Err(e) = outcome {
-                    warn!("lost the index at {}: {e}; reconnecting", current());
-                    set(false, None, None);
-                    client = None;
+        let Some(c) = client.as_mut() else {
+            let jitter = 0.5 + rand::random::<f64>();
+            if stopped_during(&channels.stopped, backoff.mul_f64(jitter)).await {
+                return;
+            }
+            // Changes queued while away are in the folder already.
+            while channels.changes.try_recv().is_ok() {}
+            while let Ok(port) = channels.mapped.try_recv() {
+                mapped_port = port;
+            }
+            let last = state.lock().index;
+            match reregister(&config, last, folder, mapped_port).await {
+                Ok((c, peer_id, nickname)) => {
+                    info!(
+                        "registered again with the index at {} as peer {peer_id}",
+                        c.addr()
+                    );
+                    let mut s = state.lock();
+                    (s.connected, s.peer_id, s.index) = (true, peer_id, c.addr());
+                    (s.nickname, s.reach) = (nickname, c.reach());
+                    drop(s);
+                    client = Some(c);
+                    backoff = FIRST_BACKOFF;
+                }
+                Err(e) => {
+                    warn!("no index server takes us back yet: {e}");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
-            None => {
-                let jitter = 0.5 + rand::random::<f64>();
-                let pause = backoff.mul_f64(jitter);
-                let stop = async {
-                    let _ = stopped.recv().await;
-                    true
-                };
-                let wait = async {
-                    smol::Timer::after(pause).await;
-                    false
-                };
-                if stop.or(wait).await {
-                    return;
+            continue;
+        };
+        let outcome = match next_wake(c, &channels, config.heartbeat).await {
+            Wake::Stop => {
+                if let Err(e) = c.unregister().await {
+                    warn!("withdrawing our files from the index: {e}");
                 }
-                // Changes queued while away are in the folder already.
-                while changes.try_recv().is_ok() {}
-                while let Ok(port) = mapped.try_recv() {
-                    mapped_port = port;
-                }
-                match reregister(&config, current(), &folder, mapped_port).await {
-                    Ok((c, peer_id, nickname)) => {
-                        info!(
-                            "registered again with the index at {} as peer {peer_id}",
-                            c.addr()
-                        );
-                        set(true, Some(peer_id), Some(c.addr()));
-                        state.lock().nickname = nickname;
-                        state.lock().reach = c.reach();
-                        client = Some(c);
-                        backoff = FIRST_BACKOFF;
-                    }
-                    Err(e) => {
-                        warn!("no index server takes us back yet: {e}");
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
+                return;
             }
+            Wake::Changed(change) => c.apply(&change).await.map(drop),
+            Wake::Mapped(port) => {
+                mapped_port = port;
+                register_mapped(c, &config, folder, &state, port).await
+            }
+            Wake::Beat | Wake::Closed => c.ping().await.map(drop),
+        };
+        reverse(c, &share);
+        if let Err(e) = outcome {
+            let index = state.lock().index;
+            warn!("lost the index at {index}: {e}; reconnecting");
+            state.lock().connected = false;
+            client = None;
         }
     }
+}
+
+/// Connect to the first of `order` that answers and proves the key `pins` holds for it
+/// (the first connection to an index pins its key, as every connection does), saying
+/// in the log when a key was pinned.
+pub(super) async fn connect_index(
+    order: &[SocketAddr],
+    identity: &crate::identity::Identity,
+    pins: &KnownIndexes,
+    limits: crate::protocol::Limits,
+) -> Result<IndexClient> {
+    let (client, recorded) = pins.connect(order, identity, limits).await?;
+    if let Some(r) = recorded {
+        info!("{r}");
+    }
+    Ok(client)
 }
 
 /// Register again: with the server we were with, else the others in order.
@@ -359,8 +409,7 @@ async fn reregister(
 ) -> Result<(IndexClient, u64, Option<String>)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
-    let mut client =
-        IndexClient::connect_any_as(&order, &config.identity, &config.pins, config.limits).await?;
+    let mut client = connect_index(&order, &config.identity, &config.pins, config.limits).await?;
     let files = folder.read().entries();
     let name = config.name.as_deref();
     let (peer_id, nickname) = client

@@ -2,6 +2,7 @@
 //! server and its store, a sharing peer's settings, the index client it keeps — and the
 //! address parsing and progress bars the handlers share.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 use smol::Async;
 
 use super::Shell;
+use super::commands::outcome::Pinned;
 use super::services::{Backend, Serving};
 use crate::client::{Dialer, IndexClient, KnownIndexes, PeerClient, Pins, Via, known};
 use crate::error::{Error, IoContext, Result};
@@ -19,6 +21,16 @@ use crate::index::{self, MemoryStore, Metrics, PgStore, Store};
 use crate::peer::{self, SharingSettings};
 use crate::protocol::{Hit, Limits};
 use crate::runtime;
+
+/// What the metrics endpoint admits, as `[index]` says.
+fn metrics_bounds(config: &crate::config::IndexConfig) -> crate::http::Bounds {
+    crate::http::Bounds {
+        connections: config.metrics_max_connections,
+        connections_per_address: config.metrics_max_connections_per_address,
+        max_head: config.metrics_max_head,
+        head_timeout: Duration::from_secs_f64(config.metrics_head_timeout),
+    }
+}
 
 /// Read the gauges of `metrics` from `store` at each scrape (and its pool, on PostgreSQL).
 fn census<S: Store>(
@@ -63,7 +75,11 @@ impl Shell {
         };
         let metrics = (!self.config.index.metrics.is_empty()).then(|| Arc::new(Metrics::new()));
         let endpoint = match &metrics {
-            Some(m) => Some(Endpoint::start(&self.config.index.metrics, m.clone())?),
+            Some(m) => Some(Endpoint::start(
+                &self.config.index.metrics,
+                metrics_bounds(&self.config.index),
+                m.clone(),
+            )?),
             None => None,
         };
         let (task, backend) = if database.is_empty() {
@@ -127,7 +143,7 @@ impl Shell {
 
     /// How queued downloads reach their sources, decided when each starts: around NATs
     /// through the index our share is with then, else the one the download came from.
-    pub(super) fn queue_dialer(&self) -> Result<super::launch::QueueDialer> {
+    pub(super) fn queue_dialer(&self) -> Result<crate::download::queue::QueueDialer> {
         let (limits, identity, pins) = (self.config.limits(), self.identity()?, self.pins()?);
         let services = self.services.clone();
         Ok(Arc::new(move |q| {
@@ -155,7 +171,7 @@ impl Shell {
         living: &peer::Living,
         cancel: crate::download::Cancel,
     ) -> Result<(peer::share::Share, peer::scan::HashStats)> {
-        let bar = self.progress_bar(0, "hashing");
+        let bar = self.progress.bar(0, "hashing");
         let (total, progress) = (bar.clone(), bar.clone());
         let living = living.clone();
         smol::unblock(move || {
@@ -229,49 +245,38 @@ impl Shell {
         peer::Living::from_config(&self.config, cache)
     }
 
-    /// The key each index must prove: the known-indexes file, overridden by keys given
-    /// as `host:port#FINGERPRINT` (in `connect`, or in `[index] server`).
-    pub(super) fn pins(&self) -> Result<Pins> {
-        let mut pins = KnownIndexes::new(&self.config.peer.known_indexes).load()?;
-        match &self.index {
-            Some(_) => pins.extend(self.pins.iter()),
-            None => pins.extend(parse_pinned(&self.config.index.server, self.config.index.port)?.1),
+    /// The key each index must prove: this process's one source of pins, shared with
+    /// the share's session, the queue and the routes around NATs (the known-indexes
+    /// file, and keys given as `host:port#FINGERPRINT` in `[index] server` or `connect`).
+    pub(super) fn pins(&self) -> Result<KnownIndexes> {
+        if self.index.is_none() {
+            let (_, given) = parse_pinned(&self.config.index.server, self.config.index.port)?;
+            self.known.give(&given);
         }
-        Ok(pins)
+        Ok(self.known.clone())
     }
 
-    /// Connect to the first of `addrs` that answers and proves its pinned key; an index
-    /// met for the first time (or with a key given explicitly) gets its key recorded in
-    /// the known-indexes file, and the note says so.
+    /// Connect to the first of `addrs` that answers and proves its pinned key (or the
+    /// key `trying` gives it); an index met for the first time (or with a key given
+    /// explicitly) gets its key recorded in the known-indexes file, and the [`Pinned`]
+    /// says so.
     pub(super) async fn open_index(
         &self,
         addrs: &[SocketAddr],
-    ) -> Result<(IndexClient, Option<String>)> {
-        let known = KnownIndexes::new(&self.config.peer.known_indexes);
-        let recorded = known.load()?;
-        let pins = self.pins()?;
+        trying: &Pins,
+    ) -> Result<(IndexClient, Option<Pinned>)> {
+        let known = self.pins()?.trying(trying);
         let identity = self.identity()?;
-        let client =
-            IndexClient::connect_any_as(addrs, &identity, &pins, self.config.limits()).await?;
-        let (addr, key) = (client.addr(), client.fingerprint());
-        let file = known.path().display();
-        let note = match recorded.get(&addr) {
-            Some(old) if *old == key => None,
-            _ if known.path().as_os_str().is_empty() => None,
-            Some(_) => {
-                known.record(addr, key)?;
-                Some(format!(
-                    "the key of the index at {addr} is now {key} (pinned in {file})"
-                ))
-            }
-            None => {
-                known.record(addr, key)?;
-                Some(format!(
-                    "first connection to the index at {addr}: its key {key} is pinned in {file}"
-                ))
-            }
-        };
-        Ok((client, note))
+        let (client, recorded) = known
+            .connect(addrs, &identity, self.config.limits())
+            .await?;
+        let pinned = recorded.map(|r| Pinned {
+            addr: r.addr,
+            fingerprint: r.key.to_string(),
+            file: r.file.display().to_string(),
+            replaced: r.replaced,
+        });
+        Ok((client, pinned))
     }
 
     /// The index servers to use, in order of preference.
@@ -302,9 +307,9 @@ impl Shell {
                 addrs.push(last);
             }
             self.client = None;
-            let (client, note) = self.open_index(&addrs).await?;
+            let (client, note) = self.open_index(&addrs, &Pins::new()).await?;
             if let Some(note) = note {
-                tracing::info!("{note}");
+                tracing::info!("{}", super::present::text::pinned(&note));
             }
             self.client = Some(client);
         }
@@ -383,12 +388,10 @@ pub(super) fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Shell {
-    /// Round-trip times of the peers in `hits`, pinged at once.
-    pub(super) async fn ping_all(
-        &self,
-        hits: &[Hit],
-    ) -> std::collections::BTreeMap<u64, (String, Option<f64>)> {
-        let mut seen = std::collections::BTreeMap::new();
+    /// Round-trip times of the peers in `hits` in milliseconds, pinged at once
+    /// (`None`: no answer).
+    pub(super) async fn ping_all(&self, hits: &[Hit]) -> BTreeMap<u64, Option<f64>> {
+        let mut seen = BTreeMap::new();
         for hit in hits {
             seen.entry(hit.peer_id).or_insert(hit.addr);
         }
@@ -397,16 +400,10 @@ impl Shell {
             .into_iter()
             .map(|(id, addr)| (id, runtime::spawn(ping(addr, limits))))
             .collect();
-        let mut rtts = std::collections::BTreeMap::new();
+        let mut rtts = BTreeMap::new();
         for (id, ping) in pings {
-            let entry = match ping.await {
-                Ok(rtt) => {
-                    let ms = rtt.as_secs_f64() * 1e3;
-                    (format!("{ms:.2} ms"), Some(ms))
-                }
-                Err(_) => ("unreachable".into(), None),
-            };
-            rtts.insert(id, entry);
+            let ms = ping.await.ok().map(|rtt| rtt.as_secs_f64() * 1e3);
+            rtts.insert(id, ms);
         }
         rtts
     }

@@ -1,17 +1,11 @@
 //! The shell: runs commands typed at a `rustyline` prompt or piped on stdin, and owns the
 //! background services (index server, sharing, background downloads) of this process.
 //!
-//! A command is its table entry (`commands`: parsing, `help`, completion), its handler
-//! (`handlers`, returning the text to print) and its README line. `app` builds
-//! what the handlers use from `napster.toml`; [`repl`] reads lines and prints.
-
-/// Append a line to a handler's output.
-macro_rules! put {
-    ($out:ident, $($arg:tt)*) => {{
-        use std::fmt::Write as _;
-        let _ = writeln!($out, $($arg)*);
-    }};
-}
+//! A command is its table entry (`commands`: usage and help) with its variant of the
+//! `clap` enum (`args`), its handler (returning a typed [`outcome::Outcome`]) and its
+//! README line. One presenter (`present`) turns outcomes into text or JSON records.
+//! `app` builds what the handlers use from `napster.toml`; [`repl`] reads lines and
+//! prints.
 
 /// Print to stdout; a closed stdout (`napster | head -1`) is not an error worth dying
 /// for, so it is ignored.
@@ -23,24 +17,13 @@ macro_rules! say {
 }
 
 mod app;
-mod args;
 pub mod cli;
 pub mod commands;
-mod editor;
-mod finding;
-mod getting;
-mod handlers;
-mod launch;
-mod link;
-pub mod output;
-mod peers;
-mod progress;
-mod queue;
-mod render;
-pub mod repl;
-mod services;
-mod transfer_entry;
-mod transfers;
+pub mod present;
+pub mod services;
+mod terminal;
+
+pub use terminal::repl;
 
 #[cfg(test)]
 mod tests;
@@ -55,35 +38,11 @@ use crate::download::Cancel;
 use crate::error::Result;
 use crate::limit::RateLimit;
 use crate::peer;
-pub use app::{parse_addr, parse_addrs};
+pub use app::parse_addrs;
+use commands::outcome::{CommandHelp, Help, Outcome};
 use commands::{Command, Format};
-use output::Record;
 use parking_lot::Mutex;
 use services::Services;
-
-/// Whether the shell goes on after a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Read the next command.
-    Continue,
-    /// Leave.
-    Quit,
-}
-
-/// What a command gives back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// The text for stdout.
-    pub text: String,
-    /// Whether the shell goes on.
-    pub flow: Flow,
-    /// What the command reports, for `--json`.
-    pub records: Vec<Record>,
-    /// The records are rows: print them (even none) instead of the text.
-    pub rows: bool,
-    /// A `search` or `files` that found nothing.
-    pub nothing_matched: bool,
-}
 
 /// The state behind the prompt.
 pub struct Shell {
@@ -94,27 +53,23 @@ pub struct Shell {
     /// Why the last `connect` failed, until one succeeds: nothing then falls back to
     /// another index.
     connect_failed: Option<String>,
-    seen: Arc<Mutex<editor::Seen>>,
-    show_progress: bool,
+    seen: Arc<Mutex<terminal::editor::Seen>>,
+    /// How long work shows its progress.
+    pub progress: present::progress::Progress,
     upload: Arc<RateLimit>,
     download: Arc<RateLimit>,
     cache: Option<Arc<Mutex<peer::cache::HashCache>>>,
     /// How results print.
     pub format: Format,
-    /// Whether downloads report progress records (`--progress`).
-    pub progress_records: bool,
-    records: Vec<Record>,
-    /// Whether the records are the whole answer (rows, even none), not a summary.
-    rows: bool,
-    nothing_matched: bool,
     /// What `more` asks for: the next page of the last `search` or `files`.
-    next_page: Option<finding::NextPage>,
+    next_page: Option<commands::handlers::NextPage>,
     identity: Mutex<Option<crate::identity::Identity>>,
     /// The key file, locked while this process shares with it: two processes with one
     /// key are one peer, and the second would silently replace the first's files.
     key_lock: Option<std::fs::File>,
-    /// Keys given with `connect host:port#FINGERPRINT`.
-    pins: crate::client::Pins,
+    /// The one source of index keys (see `pins`), shared with what runs in the
+    /// background.
+    known: crate::client::KnownIndexes,
 }
 
 /// What `refresh`, `share` and `unshare` ask of the share.
@@ -127,6 +82,10 @@ enum Refresh {
 impl Shell {
     /// A shell with `config`; `show_progress` draws progress bars on stderr.
     pub fn new(config: Config, services: Arc<Services>, show_progress: bool) -> Self {
+        let progress = present::progress::Progress {
+            bars: show_progress,
+            records: false,
+        };
         let (up, down) = config.rate_limits();
         Shell {
             upload: Arc::new(RateLimit::new(up)),
@@ -134,25 +93,21 @@ impl Shell {
             cache: None,
             identity: Mutex::default(),
             key_lock: None,
-            pins: Default::default(),
+            known: crate::client::KnownIndexes::new(&config.peer.known_indexes),
             config,
             services,
             index: None,
             client: None,
             connect_failed: None,
             seen: Arc::default(),
-            show_progress,
+            progress,
             format: Format::default(),
-            progress_records: false,
-            records: Vec::new(),
-            rows: false,
-            nothing_matched: false,
             next_page: None,
         }
     }
 
     /// File names and Peer IDs of the last results, for completion.
-    fn seen(&self) -> Arc<Mutex<editor::Seen>> {
+    fn seen(&self) -> Arc<Mutex<terminal::editor::Seen>> {
         self.seen.clone()
     }
 
@@ -165,67 +120,63 @@ impl Shell {
         seen.peers.dedup();
     }
 
-    /// Note a record of the running command.
-    fn emit(&mut self, record: Record) {
-        self.records.push(record);
-    }
-
-    /// Run one parsed command; returns what it prints.
-    pub async fn execute(&mut self, command: Command, cancel: Cancel) -> Result<Reply> {
-        self.records.clear();
-        self.rows = false;
-        self.nothing_matched = false;
-        let text = match command {
-            Command::Serve(port, database) => self.serve(port, database).await?,
-            Command::Connect(addr) => self.connect(addr).await?,
-            Command::Register(dir, port) => self.register(dir, port, cancel.clone()).await?,
+    /// Run one parsed command; returns what it did, for the presenter.
+    pub async fn execute(&mut self, command: Command, cancel: Cancel) -> Result<Outcome> {
+        Ok(match command {
+            Command::Serve(args) => self.serve(args.port, args.database).await?,
+            Command::Connect(args) => self.connect(args.addrs()).await?,
+            Command::Register(args) => self.register(args.dir, args.port, cancel).await?,
             Command::Unregister => self.unregister().await?,
             Command::Refresh => self.refresh(Refresh::All).await?,
-            Command::Share(dir) => self.refresh(Refresh::Share(dir)).await?,
-            Command::Unshare(what) => self.refresh(Refresh::Unshare(what)).await?,
+            Command::Share(args) => self.refresh(Refresh::Share(args.dir)).await?,
+            Command::Unshare(args) => self.refresh(Refresh::Unshare(args.what)).await?,
             Command::Search(args) => self.search(args).await?,
             Command::Files(args) => self.files(args).await?,
             Command::More => self.more().await?,
             Command::Get(args) => self.get_command(args, cancel).await?,
             Command::Transfers => self.transfers()?,
-            Command::Cancel(n) => self.queue_change("cancel", n).await?,
-            Command::Pause(n) => self.queue_change("pause", n).await?,
-            Command::Resume(n) => self.queue_change("resume", n).await?,
+            Command::Cancel(n) => self.cancel(n.number).await?,
+            Command::Pause(n) => self.pause(n.number).await?,
+            Command::Resume(n) => self.resume(n.number)?,
             Command::Clear => self.clear()?,
             Command::Uploads => self.uploads()?,
-            Command::Link(name, peer) => self.link(&name, peer).await?,
-            Command::Limit(direction, rate) => self.limit(direction, rate),
-            Command::Ping(peer) => self.ping(peer).await?,
+            Command::Link(args) => self.link(&args.file, args.peer).await?,
+            Command::Limit(args) => self.limit(args.direction, args.rate),
+            Command::Ping(args) => self.ping(args.peer).await?,
             Command::Peers => self.peers().await?,
             Command::Status => self.status().await?,
-            Command::Help(topic) => format!("{}\n", commands::help(topic.as_deref())?),
-            Command::Format(format) => {
-                if let Some(format) = format {
+            Command::Help(args) => Outcome::Help(help(args.command.as_deref())?),
+            Command::Format(args) => {
+                if let Some(format) = args.format {
                     self.format = format;
                 }
-                let name = match self.format {
-                    Format::Table => "table",
-                    Format::Json => "json",
-                };
-                format!("format: {name}\n")
+                Outcome::Format(self.format)
             }
-            Command::Quit => {
-                return Ok(Reply {
-                    text: String::new(),
-                    flow: Flow::Quit,
-                    records: Vec::new(),
-                    rows: false,
-                    nothing_matched: false,
-                });
-            }
-        };
-        Ok(Reply {
-            text,
-            flow: Flow::Continue,
-            records: std::mem::take(&mut self.records),
-            rows: self.rows,
-            nothing_matched: self.nothing_matched,
+            Command::Quit => Outcome::Quit,
         })
+    }
+}
+
+/// `help`: every command, or the one named (by name or alias).
+pub fn help(topic: Option<&str>) -> Result<Help> {
+    let about = |c: &'static commands::Spec| CommandHelp {
+        name: c.name,
+        args: c.args,
+        summary: c.summary,
+        details: c.details,
+        aliases: c.aliases,
+    };
+    match topic {
+        None => Ok(Help::List(commands::COMMANDS.iter().map(about).collect())),
+        Some(name) => commands::spec(name)
+            .map(about)
+            .map(Help::One)
+            .ok_or_else(|| {
+                crate::error::Error::Usage(format!(
+                    "no command {name:?}{}; type `help` for the list",
+                    commands::did_you_mean(name)
+                ))
+            }),
     }
 }
 

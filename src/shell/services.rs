@@ -14,7 +14,8 @@ use crate::peer::Sharing;
 use crate::rendezvous::Rendezvous;
 use crate::runtime::ShutdownTrigger;
 
-use super::transfers::Transfers;
+use super::commands::outcome::{IndexServer, Sharing as SharingStatus};
+use crate::download::queue::Transfers;
 
 /// Where a running index server keeps the index.
 #[derive(Clone)]
@@ -80,11 +81,6 @@ impl Services {
         self.serving.lock().is_some() || self.sharing.lock().is_some()
     }
 
-    /// Whether anything is served or downloading in the background.
-    pub fn is_busy(&self) -> bool {
-        self.is_serving() || self.transfers.running() > 0
-    }
-
     /// Where the index server listens, if it runs.
     pub fn index_addr(&self) -> Option<SocketAddr> {
         self.serving.lock().as_ref().map(|s| s.addr)
@@ -120,21 +116,20 @@ impl Services {
         &self.transfers
     }
 
-    /// One line about the index server.
-    pub async fn serving_summary(&self) -> Option<String> {
+    /// The index server, for `status`.
+    pub async fn serving_status(&self) -> Option<IndexServer> {
         let (addr, backend) = {
             let serving = self.serving.lock();
             let s = serving.as_ref()?;
             (s.addr, s.backend.clone())
         };
         let peers = backend.peers().await.unwrap_or_default();
-        let files: u64 = peers.iter().map(|p| p.files).sum();
-        Some(format!(
-            "listening on {addr}, index {} ({}, {})",
-            backend.name(),
-            super::render::count(peers.len() as u64, "peer"),
-            super::render::count(files, "file")
-        ))
+        Some(IndexServer {
+            addr,
+            backend: backend.name(),
+            peers: peers.len() as u64,
+            files: peers.iter().map(|p| p.files).sum(),
+        })
     }
 
     /// What `status` says of the router's port mapping of the file server, while sharing.
@@ -143,32 +138,27 @@ impl Services {
         Some(sharing.as_ref()?.mapping().to_string())
     }
 
-    /// What `status` says of the share: folders, Peer ID, files, server, index.
-    pub fn sharing_summary(&self) -> Option<String> {
+    /// The share, for `status`: folders, Peer ID, files, server, index.
+    pub fn sharing_status(&self) -> Option<SharingStatus> {
         let sharing = self.sharing.lock();
         let s = sharing.as_ref()?;
         let state = s.state();
         let folder = s.folder().read();
-        let roots: Vec<String> = folder
-            .roots()
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect();
-        let reach = super::render::reach_line(state.reach);
-        Some(format!(
-            "{} as peer {} ({}, {}) on {} with the index at {} ({}); {reach}",
-            roots.join(", "),
-            super::render::peer_label(state.peer_id, state.nickname.as_deref()),
-            super::render::count(folder.len() as u64, "file"),
-            super::render::size(folder.bytes()),
-            s.addr,
-            state.index,
-            if state.connected {
-                "connected"
-            } else {
-                "reconnecting"
-            }
-        ))
+        Some(SharingStatus {
+            roots: folder
+                .roots()
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect(),
+            peer_id: state.peer_id,
+            nickname: state.nickname.clone(),
+            files: folder.len() as u64,
+            bytes: folder.bytes(),
+            addr: s.addr,
+            index: state.index,
+            connected: state.connected,
+            reach: state.reach.into(),
+        })
     }
 
     /// Stop background downloads (keeping what arrived), withdraw shared files from the
@@ -179,7 +169,7 @@ impl Services {
             eprintln!(
                 "napster: stopped {}; what arrived is kept, and napster started again in \
                  this folder resumes the queue",
-                super::render::count(stopped as u64, "background download")
+                super::present::table::count(stopped as u64, "background download")
             );
         }
         let sharing = self.sharing.lock().take();
@@ -192,15 +182,4 @@ impl Services {
             let _ = serving.task.await;
         }
     }
-}
-
-/// A share in a few words.
-pub fn sharing_line(sharing: &Sharing) -> String {
-    let files = sharing.folder().read().len();
-    let state = sharing.state();
-    format!(
-        "peer {} shares {}",
-        super::render::peer_label(state.peer_id, state.nickname.as_deref()),
-        super::render::count(files as u64, "file")
-    )
 }

@@ -1,16 +1,27 @@
-//! The shell's rough edges, read through the handlers' text (issue 13): what a new user
-//! types, and what napster answers.
+//! The shell's rough edges, read through what a person sees (issue 13): what a new user
+//! types, and what napster answers (each outcome as the presenter words it).
 
+use super::commands::outcome::Outcome;
 use super::commands::{self, Command};
-use super::{Flow, Shell, test_shell};
+use super::present::{records, text};
+use super::{Shell, test_shell};
 use crate::download::Cancel;
 use crate::error::Result;
 
-fn run(shell: &mut Shell, line: &str) -> Result<String> {
+fn outcome(shell: &mut Shell, line: &str) -> Result<Outcome> {
     let command = commands::parse(line)?.expect("a command");
-    let reply = smol::block_on(shell.execute(command, Cancel::default()))?;
-    assert_eq!(reply.flow, Flow::Continue);
-    Ok(reply.text)
+    smol::block_on(shell.execute(command, Cancel::default()))
+}
+
+fn run(shell: &mut Shell, line: &str) -> Result<String> {
+    let outcome = outcome(shell, line)?;
+    assert!(!matches!(outcome, Outcome::Quit));
+    Ok(text::text(&outcome, None))
+}
+
+/// `help` as it prints at `width` columns.
+fn help_at(topic: Option<&str>, width: Option<usize>) -> Result<String> {
+    Ok(text::help(&super::help(topic)?, width))
 }
 
 fn error(line: &str) -> String {
@@ -56,7 +67,7 @@ fn a_typo_gets_a_suggestion() {
     assert!(typo.contains("did you mean `search`?"), "{typo}");
     let far = error("xyzzy");
     assert!(!far.contains("did you mean"), "{far}");
-    let topic = commands::help(Some("trasnfers")).unwrap_err().to_string();
+    let topic = super::help(Some("trasnfers")).unwrap_err().to_string();
     assert!(topic.contains("did you mean `transfers`?"), "{topic}");
 }
 
@@ -146,23 +157,24 @@ fn an_unquoted_name_with_spaces_is_told_to_quote_it() {
 #[test]
 fn a_tilde_is_the_home_folder() {
     let home = std::env::var("HOME").expect("HOME is set");
-    let Some(Command::Share(dir)) = commands::parse("share ~/music").unwrap() else {
+    let Some(Command::Share(share)) = commands::parse("share ~/music").unwrap() else {
         panic!("a share");
     };
-    assert_eq!(dir, std::path::Path::new(&home).join("music"));
-    let Some(Command::Register(Some(dir), None)) = commands::parse("register ~").unwrap() else {
+    assert_eq!(share.dir, std::path::Path::new(&home).join("music"));
+    let Some(Command::Register(register)) = commands::parse("register ~").unwrap() else {
         panic!("a register");
     };
-    assert_eq!(dir, std::path::Path::new(&home));
-    let Some(Command::Unshare(what)) = commands::parse("unshare ~/music/a.ogg").unwrap() else {
+    assert_eq!(register.dir.as_deref(), Some(std::path::Path::new(&home)));
+    assert_eq!(register.port, None);
+    let Some(Command::Unshare(unshare)) = commands::parse("unshare ~/music/a.ogg").unwrap() else {
         panic!("an unshare");
     };
-    assert_eq!(what, format!("{home}/music/a.ogg"));
+    assert_eq!(unshare.what, format!("{home}/music/a.ogg"));
     // Only a leading ~ is the home folder.
-    let Some(Command::Share(dir)) = commands::parse("share a~b").unwrap() else {
+    let Some(Command::Share(share)) = commands::parse("share a~b").unwrap() else {
         panic!("a share");
     };
-    assert_eq!(dir, std::path::Path::new("a~b"));
+    assert_eq!(share.dir, std::path::Path::new("a~b"));
 }
 
 /// `get deep.txt` finds `sub2/deep.txt` when that is the only such name, and says which
@@ -271,7 +283,7 @@ fn ctrl_c_stops_register_while_it_hashes() {
 fn help_wraps_to_the_terminal() {
     for width in [60, 80] {
         for topic in [None, Some("get"), Some("search")] {
-            let text = commands::help_at(topic, Some(width)).unwrap();
+            let text = help_at(topic, Some(width)).unwrap();
             // A usage line is never broken; every other line fits.
             let heads: Vec<String> = commands::COMMANDS
                 .iter()
@@ -287,7 +299,7 @@ fn help_wraps_to_the_terminal() {
         }
     }
     // Piped, each summary and paragraph stays on one line.
-    let piped = commands::help_at(Some("get"), None).unwrap();
+    let piped = help_at(Some("get"), None).unwrap();
     assert_eq!(piped.lines().count(), 3, "{piped}");
 }
 
@@ -328,22 +340,19 @@ fn capped_answers_page_with_true_totals() {
     let last = run(&mut shell, &format!("files --offset 5 {id}")).unwrap();
     assert!(last.contains("rows 6–6 of 6"), "{last}");
     // --json carries the same: the rows, then where they sit in the total.
-    let command = commands::parse(&format!("files --offset 4 {id}"))
-        .unwrap()
-        .unwrap();
-    let reply = smol::block_on(shell.execute(command, Cancel::default())).unwrap();
+    let listed = outcome(&mut shell, &format!("files --offset 4 {id}")).unwrap();
+    let listed = records::records(&listed);
     assert!(
         matches!(
-            reply.records.last(),
-            Some(super::output::Record::Total {
+            listed.last(),
+            Some(records::Record::Total {
                 first: 5,
                 shown: 2,
                 total: 6,
                 more_than: false
             })
         ),
-        "{:?}",
-        reply.records
+        "{listed:?}"
     );
     let five = run(&mut shell, &format!("files -n 5 {id}")).unwrap();
     assert!(five.contains("rows 1–5 of 6; `more`"), "{five}");
@@ -366,4 +375,34 @@ fn capped_answers_page_with_true_totals() {
         "{next}"
     );
     smol::block_on(services.shutdown());
+}
+
+/// The table and the enum agree: every entry is a variant's subcommand and every
+/// variant has an entry (its usage and help), so help, completion and parsing cannot
+/// drift apart.
+#[test]
+fn every_command_is_one_table_entry_and_one_variant() {
+    let parser = commands::with_commands(clap::Command::new("napster"));
+    let derived: Vec<&str> = parser.get_subcommands().map(|c| c.get_name()).collect();
+    let listed: Vec<&str> = commands::COMMANDS.iter().map(|c| c.name).collect();
+    let (mut derived_sorted, mut listed_sorted) = (derived.clone(), listed.clone());
+    derived_sorted.sort_unstable();
+    listed_sorted.sort_unstable();
+    assert_eq!(derived_sorted, listed_sorted);
+    for spec in commands::COMMANDS {
+        let sub = parser.find_subcommand(spec.name).unwrap();
+        assert_eq!(
+            sub.get_about().map(ToString::to_string).as_deref(),
+            Some(spec.summary)
+        );
+    }
+    // A required argument is a field: leaving it out is a usage error, not a panic.
+    for line in [
+        "cancel", "pause", "resume", "ping", "files", "share", "unshare", "link",
+    ] {
+        assert!(
+            matches!(commands::parse(line), Err(crate::error::Error::Usage(_))),
+            "{line}"
+        );
+    }
 }

@@ -114,6 +114,10 @@ impl Inner {
 
     /// The page of `query` from its offset, at most `limit` hits, counting the matches
     /// up to `bound` (one pass: counting goes on after the page is full).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the read path of one page: filter, order and cut in one pass over the arena"
+    )]
     pub(super) fn page(&self, query: &Query, limit: usize, bound: u64) -> Page {
         let mut hits = Vec::new();
         let mut seen = 0u64;
