@@ -62,6 +62,7 @@ fn start_index(dir: &std::path::Path) -> (Killed, SocketAddr) {
 fn files(peer: usize, generation: u64) -> Vec<FileEntry> {
     (0..FILES_PER_PEER)
         .map(|k| FileEntry {
+            tags: None,
             name: format!("peer{peer:04}-gen{generation}-track{k:02}.ogg"),
             size: (peer * 1000 + k) as u64,
             sha256: format!("{:064x}", peer * 1000 + k),

@@ -64,8 +64,23 @@ fn name(p: u64, k: u64) -> String {
     format!("{a} {b} - {c} {d} {p:05}-{k:03}.mp3")
 }
 
+/// A tenth of the files are audio with media tags, as in a mixed share (issue 22).
+fn tags(p: u64, k: u64) -> Option<napster::protocol::Tags> {
+    k.is_multiple_of(10).then(|| napster::protocol::Tags {
+        artist: Some(format!("Artist {}", p % 500)),
+        title: Some(format!("Title {p}-{k}")),
+        album: Some(format!("Album {}", p % 2000)),
+        track: Some((k % 20) as u32 + 1),
+        year: Some(1990 + (k % 30) as u32),
+        duration: Some(120 + (k % 300) as u32),
+        bitrate: Some([128, 192, 256, 320][(k % 4) as usize]),
+        sample_rate: Some(44_100),
+    })
+}
+
 fn entry(p: u64, k: u64) -> FileEntry {
     FileEntry {
+        tags: tags(p, k),
         name: name(p, k),
         size: 3_000_000 + p * 100 + k,
         sha256: format!("{:064x}", p * 1000 + k),

@@ -17,6 +17,7 @@ use napster::protocol::{FileEntry, Hit};
 
 fn entry(name: &str, size: u64) -> FileEntry {
     FileEntry {
+        tags: None,
         name: name.into(),
         size,
         sha256: format!("{:02x}{}", size % 256, "a".repeat(62)),
@@ -326,6 +327,7 @@ async fn usage_is_counted<S: Store>(store: Arc<S>) {
         files_from: 3,
         own_files: 2,
         own_name_bytes: 3,
+        own_tag_bytes: 0,
     };
     assert_eq!(usage, expected);
     store.remove_files(id, 1, vec!["x".into()]).await.unwrap();

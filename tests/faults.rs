@@ -177,6 +177,7 @@ fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut impl Read) -> T {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn downloading_process_killed_mid_download_leaves_no_final_file() {
     let tmp = tempfile::tempdir().unwrap();
     let contents = Arc::new(noise(8 << 20));
@@ -191,6 +192,7 @@ fn downloading_process_killed_mid_download_leaves_no_final_file() {
             .await
             .unwrap();
         let entry = FileEntry {
+            tags: None,
             name: "stall.bin".into(),
             size: contents.len() as u64,
             sha256: sha256.clone(),

@@ -106,7 +106,7 @@ proptest! {
             addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap(),
             reachable: false,
             local: Some("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap()),
-            file: FileEntry { name, size: u64::MAX, sha256: "f".repeat(64), chunks: "e".repeat(64) },
+            file: FileEntry { tags: None, name, size: u64::MAX, sha256: "f".repeat(64), chunks: "e".repeat(64) },
             shared_at: i64::MIN,
         };
         let encoded = serde_json::to_vec(&hit).unwrap().len();
@@ -115,7 +115,7 @@ proptest! {
 
     #[test]
     fn entries_round_trip(name in "[a-z0-9 ._-]{1,30}(/[a-z0-9._-]{1,10}){0,2}", size in 0u64..=i64::MAX as u64, sha in "[0-9a-f]{64}", chunks in "[0-9a-f]{64}") {
-        let entry = FileEntry { name, size, sha256: sha, chunks };
+        let entry = FileEntry { tags: None, name, size, sha256: sha, chunks };
         let message = IndexRequest::AddFiles { files: vec![entry] };
         let frame = encode(&message);
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;

@@ -963,6 +963,7 @@ fn a_huge_file_from_several_sources_holds_bounded_memory() {
         .map(|i| Sha256::digest(i.to_be_bytes()).into())
         .collect();
     let entry = protocol::FileEntry {
+        tags: None,
         name: "huge.bin".into(),
         size,
         sha256: "ab".repeat(32),

@@ -25,6 +25,7 @@ fn registration(p: u32, files: u32) -> Registration {
                 size: 1000 + u64::from(k),
                 sha256: format!("{:064x}", u64::from(p) * 1000 + u64::from(k)),
                 chunks: "c".repeat(64),
+                tags: None,
             })
             .collect(),
     }

@@ -370,6 +370,7 @@ fn one_shot_transfers_reads_the_kept_queue() {
     let kept = Queued {
         number: 4,
         file: napster::protocol::FileEntry {
+            tags: None,
             name: "song.ogg".into(),
             size: 10,
             sha256: "a".repeat(64),

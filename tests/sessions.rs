@@ -70,6 +70,7 @@ fn a_silent_session_expires_after_the_ttl() {
         // A raw client registers and then says nothing at all.
         let mut silent = IndexClient::connect(addr, Limits::default()).await.unwrap();
         let file = napster::protocol::FileEntry {
+            tags: None,
             name: "ghost.txt".into(),
             size: 1,
             sha256: "a".repeat(64),

@@ -332,6 +332,7 @@ mod tests {
             peer_id: 1,
             addr,
             file: protocol::FileEntry {
+                tags: None,
                 name: "6.txt".into(),
                 size: 3,
                 sha256: digest.sha256,

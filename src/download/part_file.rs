@@ -405,6 +405,7 @@ mod tests {
 
     fn entry(size: u64) -> FileEntry {
         FileEntry {
+            tags: None,
             name: "f".into(),
             size,
             sha256: "1".repeat(64),

@@ -14,7 +14,7 @@ use super::store::{NameMatch, Page, Query, Registration, Store, StoreError, Usag
 use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
-    TOKEN_HEX,
+    TOKEN_HEX, TagQuery,
 };
 
 /// How far the index counts the matches of a search for its total: beyond this the
@@ -237,7 +237,10 @@ impl<S: Store> Server<S> {
         let peer = registered(session)?;
         self.check_files(&files, session.files as usize)?;
         let _admitted = self.admit.lock().await;
-        let usage = self.store.usage(session.from.ip().to_canonical(), None);
+        let token = session.fingerprint.plain();
+        let usage = self
+            .store
+            .usage(session.from.ip().to_canonical(), Some(&token));
         self.check_room(usage.await?, &files, false)?;
         let files = self.store.add_files(peer, session.id, files).await?;
         session.files = files;
@@ -332,7 +335,12 @@ impl<S: Store> Server<S> {
         let pattern = pattern.trim();
         let literal = pattern.chars().filter(|c| !matches!(c, '*' | '?')).count();
         let min = self.settings.min_pattern_len;
-        if literal == 0 && search.sha256.is_none() {
+        let tags = search
+            .tags
+            .as_ref()
+            .map(|t| self.compile_tags(t))
+            .transpose()?;
+        if literal == 0 && search.sha256.is_none() && tags.is_none() {
             return Err(Reject::bad(if pattern.is_empty() {
                 "the search pattern is empty".to_owned()
             } else {
@@ -349,7 +357,43 @@ impl<S: Store> Server<S> {
         query.sha256_prefix = search.sha256.clone();
         query.min_size = search.min_size;
         query.max_size = search.max_size;
+        query.tags = tags;
         Ok(query)
+    }
+
+    /// The tag criteria of a search, lowercase, or why they are refused: text that
+    /// breaks the tag rules or is too short to be selective, or bounds that meet nothing.
+    /// Bounds alone are allowed: they match audio files only, which carry tags.
+    fn compile_tags(&self, tags: &TagQuery) -> Result<TagQuery, Reject> {
+        let min = self.settings.min_pattern_len;
+        for (label, text) in ["artist", "title", "album"].iter().zip(tags.texts()) {
+            let Some(text) = text else { continue };
+            if let Some(problem) = protocol::tag_problem(text) {
+                return Err(Reject::bad(format!("the {label}: criterion {problem}")));
+            }
+            if text.trim().chars().count() < min {
+                return Err(Reject::bad(format!(
+                    "{label}: needs at least {min} characters, so that one search cannot \
+                     list every file"
+                )));
+            }
+        }
+        let bounds = [
+            ("bitrate", tags.min_bitrate, tags.max_bitrate),
+            ("length", tags.min_length, tags.max_length),
+        ];
+        if let Some((label, Some(low), Some(high))) = bounds
+            .into_iter()
+            .find(|(_, low, high)| matches!((low, high), (Some(l), Some(h)) if l > h))
+        {
+            return Err(Reject::bad(format!(
+                "no {label} is at least {low} and at most {high}"
+            )));
+        }
+        if *tags == TagQuery::default() {
+            return Err(Reject::bad("the tag criteria are empty"));
+        }
+        Ok(tags.lowercase())
     }
 
     /// A results message cut to what one frame can carry.
@@ -390,6 +434,18 @@ impl<S: Store> Server<S> {
         };
         let adding = files.len() as u64;
         let adding_bytes: u64 = files.iter().map(|f| f.name.len() as u64).sum();
+        let own_tags = if replaces { 0 } else { usage.own_tag_bytes };
+        let adding_tags: u64 = files
+            .iter()
+            .filter_map(|f| f.tags.as_ref())
+            .map(|t| t.text_bytes() as u64)
+            .sum();
+        if own_tags + adding_tags > protocol::MAX_PEER_TAGS {
+            return Err(Reject::bad(format!(
+                "a peer may share at most {} bytes of media tags in all; leave some out",
+                protocol::MAX_PEER_TAGS
+            )));
+        }
         let full = |message: String| Err(Reject::new(ErrorCode::Full, message));
         let max = self.settings.max_index_files as u64;
         if usage.files.saturating_sub(own_files) + adding > max {
@@ -470,6 +526,7 @@ mod tests {
 
     fn entry(name: &str) -> FileEntry {
         FileEntry {
+            tags: None,
             name: name.into(),
             size: 5,
             sha256: "a".repeat(64),

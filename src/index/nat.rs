@@ -247,6 +247,7 @@ mod tests {
                 size: 5,
                 sha256: "a".repeat(64),
                 chunks: "b".repeat(64),
+                tags: None,
             }],
             name: None,
             local: None,

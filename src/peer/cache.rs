@@ -1,4 +1,4 @@
-//! The hash cache: what hashing a file gave, keyed by what identifies its contents on
+//! The hash cache: what hashing a file gave (and the media tags read from it), keyed by what identifies its contents on
 //! disk, so that a peer restarting with 100 000 unchanged files reads none of them.
 //!
 //! The key is the file's device, inode, size, modification time and status-change time
@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::digest::FileDigest;
+use crate::protocol::Tags;
 
-/// Version of the cache file's format.
-const FORMAT: u32 = 1;
+/// Version of the cache file's format. 2 added media tags: a cache of format 1 is read
+/// as empty, so that every audio file is read for its tags once.
+const FORMAT: u32 = 2;
 
 /// What identifies a file's contents on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +64,9 @@ struct Cached {
     sha256: String,
     /// The chunk digests, hex, back to back.
     chunks: String,
+    /// The media tags read from it, if it is an audio file that has some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tags: Option<Tags>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -127,12 +132,19 @@ impl HashCache {
         })
     }
 
-    /// Remember what hashing `path` with `stamp` gave.
-    pub fn put(&mut self, path: PathBuf, stamp: Stamp, digest: &FileDigest) {
+    /// The media tags of `path` if it was read with exactly this stamp and had some.
+    pub fn tags(&self, path: &Path, stamp: &Stamp) -> Option<Tags> {
+        let cached = self.entries.get(path).filter(|c| c.stamp == *stamp)?;
+        cached.tags.clone()
+    }
+
+    /// Remember what hashing `path` with `stamp` gave, and the tags read from it.
+    pub fn put(&mut self, path: PathBuf, stamp: Stamp, digest: &FileDigest, tags: Option<Tags>) {
         let cached = Cached {
             stamp,
             sha256: digest.sha256.clone(),
             chunks: hex::encode(digest.chunks.concat()),
+            tags,
         };
         self.entries.insert(path, cached);
     }

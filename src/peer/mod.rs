@@ -13,6 +13,7 @@ pub mod serve;
 pub mod session;
 pub mod share;
 pub mod slots;
+mod tags;
 mod upload_log;
 pub mod uploads;
 

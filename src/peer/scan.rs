@@ -23,10 +23,11 @@ use crate::digest::{FileDigest, hash_open};
 use crate::disk::Dir;
 use crate::error::{Error, IoContext, Result};
 use crate::peer::cache::{HashCache, Stamp};
-use crate::protocol::{self, FileEntry};
+use crate::protocol::{self, FileEntry, Tags};
 
 use super::ignore::Ignore;
 use super::share::{Share, SharedFile, folder_of};
+use super::tags;
 
 /// One file found by a scan.
 #[derive(Debug, Clone)]
@@ -142,20 +143,20 @@ impl Listing {
                         let Some(found) = self.found.get(i) else {
                             break;
                         };
-                        let known = cache.lock().get(&found.path, &found.stamp);
-                        let digest = match known {
-                            Some(digest) => {
+                        let (digest, tags) = match cached(cache, found) {
+                            Some(known) => {
                                 stats.lock().cached_files += 1;
-                                digest
+                                known
                             }
                             None => match hash_unchanged(found, &self.roots, progress) {
-                                Ok(Some(digest)) => {
+                                Ok(Some((digest, tags))) => {
                                     let mut s = stats.lock();
                                     s.hashed_files += 1;
                                     s.hashed_bytes += digest.size;
                                     drop(s);
-                                    cache.lock().put(found.path.clone(), found.stamp, &digest);
-                                    digest
+                                    let path = found.path.clone();
+                                    cache.lock().put(path, found.stamp, &digest, tags.clone());
+                                    (digest, tags)
                                 }
                                 // Changed while we read it: the next scan takes it.
                                 Ok(None) => continue,
@@ -170,6 +171,7 @@ impl Listing {
                             size: digest.size,
                             sha256: digest.sha256,
                             chunks: protocol::chunks_root(&digest.chunks),
+                            tags,
                         };
                         results.lock().push(SharedFile {
                             entry,
@@ -186,11 +188,12 @@ impl Listing {
         if let Some(e) = first_error.into_inner() {
             return Err(e);
         }
-        let files = results
+        let mut files = results
             .into_inner()
             .into_iter()
             .map(|f| (f.entry.name.clone(), f))
             .collect();
+        tags::keep_within_budget(&mut files);
         let stats = stats.into_inner();
         Ok((
             Share {
@@ -202,7 +205,15 @@ impl Listing {
     }
 }
 
-/// Hash a found file, or `None` if it changed since the scan or while it was being read.
+/// What the cache knows of a found file: its digest and its tags.
+fn cached(cache: &Mutex<HashCache>, found: &Found) -> Option<(FileDigest, Option<Tags>)> {
+    let cache = cache.lock();
+    let digest = cache.get(&found.path, &found.stamp)?;
+    Some((digest, cache.tags(&found.path, &found.stamp)))
+}
+
+/// Hash a found file and read its media tags if it is an audio file, or `None` if it
+/// changed since the scan or while it was being read.
 ///
 /// The file is opened as a request opens it (its resolved path beneath its folder,
 /// through no symlink, see [`Dir::open_beneath`]) and must be the very file the scan
@@ -211,7 +222,7 @@ fn hash_unchanged(
     found: &Found,
     roots: &[PathBuf],
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Option<FileDigest>> {
+) -> Result<Option<(FileDigest, Option<Tags>)>> {
     let root = &roots[found.root];
     let opened = Dir::open(folder_of(root)).and_then(|dir| dir.open_beneath(&found.resolved));
     let file = match opened {
@@ -232,7 +243,10 @@ fn hash_unchanged(
         Err(Error::ChangedWhileReading(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok((stamp(&file) == Some(found.stamp)).then_some(digest))
+    let tags = tags::is_audio(&found.name)
+        .then(|| tags::read(&file, &found.path))
+        .flatten();
+    Ok((stamp(&file) == Some(found.stamp)).then_some((digest, tags)))
 }
 
 /// The canonical path of a folder, or of a single regular file, that can be shared, or

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::Fingerprint;
+use super::tags::{TagQuery, Tags};
 
 /// A search, as the shell parses it, the client sends it and the index compiles it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,10 @@ pub struct SearchQuery {
     /// How many matches to skip first: the next page starts where the last one ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// Criteria on media tags (since version 5); a file without tags matches none.
+    /// Boxed: most searches have none, and commands carry a query by value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Box<TagQuery>>,
 }
 
 impl SearchQuery {
@@ -65,6 +70,9 @@ pub struct FileEntry {
     /// SHA-256 of the file's chunk list (the SHA-256 digests of its chunks, 32 raw bytes
     /// each, concatenated), 64 lowercase hex digits.
     pub chunks: String,
+    /// Media tags of an audio file (since version 5); left out when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
 }
 
 /// One search result: a file and the peer that shares it.

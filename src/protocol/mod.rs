@@ -16,6 +16,7 @@ pub mod message;
 pub mod peer_ref;
 pub mod rules;
 pub mod socket;
+pub mod tags;
 
 pub use connection::{Connection, Transport, decode, encode};
 pub use error::Error;
@@ -29,3 +30,4 @@ pub use peer_ref::{
 };
 pub use rules::*;
 pub use socket::Socket;
+pub use tags::{MAX_FILE_TAGS, MAX_PEER_TAGS, MAX_TAG, TagQuery, Tags};

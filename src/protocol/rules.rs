@@ -8,9 +8,10 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::message::{FileEntry, Hit, PeerInfo};
 use super::peer_ref::{MAX_NICKNAME, nickname_problem};
+use super::tags::{MAX_FILE_TAGS, MAX_TAG, Tags};
 
 /// Protocol version, exchanged in the first message of every connection.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Default largest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
@@ -133,6 +134,40 @@ pub fn check_entry(entry: &FileEntry) -> Result<(), String> {
         return Err(format!(
             "size of {:?} is out of range",
             truncate(&entry.name)
+        ));
+    }
+    match &entry.tags {
+        Some(tags) => check_tags(&truncate(&entry.name), tags),
+        None => Ok(()),
+    }
+}
+
+/// Why one text tag may not travel, or `None` when it may: not empty, at most
+/// [`MAX_TAG`] bytes, no control, bidi or invisible characters (the rule names obey).
+pub fn tag_problem(text: &str) -> Option<&'static str> {
+    if text.trim().is_empty() {
+        return Some("is empty");
+    }
+    if text.len() > MAX_TAG {
+        return Some("is too long");
+    }
+    if text.chars().any(is_hidden) {
+        return Some("contains control, bidi or invisible characters (such as U+202E)");
+    }
+    None
+}
+
+/// Check a file's tags received from the network; the error says what is wrong.
+pub fn check_tags(name: &str, tags: &Tags) -> Result<(), String> {
+    let labels = ["artist", "title", "album"];
+    for (label, text) in labels.iter().zip(tags.texts()) {
+        if let Some(problem) = text.and_then(tag_problem) {
+            return Err(format!("the {label} tag of {name:?} {problem}"));
+        }
+    }
+    if tags.text_bytes() > MAX_FILE_TAGS {
+        return Err(format!(
+            "the tags of {name:?} are longer than {MAX_FILE_TAGS} bytes together"
         ));
     }
     Ok(())
@@ -295,9 +330,20 @@ pub fn name_json_bound(name: &str) -> usize {
     name.len() + escaped + 3
 }
 
+/// JSON bytes of a file's tags other than their text: keys, quotes and five 10-digit
+/// numbers.
+const TAGS_JSON_FIXED: usize = 160;
+
 /// An upper bound of a file entry's JSON length.
 pub fn entry_json_bound(entry: &FileEntry) -> usize {
-    name_json_bound(&entry.name) + ENTRY_JSON_FIXED
+    let tags = entry.tags.as_ref().map_or(0, |tags| {
+        // Tags hold no control characters (checked on the way in), so only `"` and `\`
+        // grow when escaped.
+        let texts = tags.texts();
+        let text: usize = texts.iter().flatten().map(|t| name_json_bound(t)).sum();
+        TAGS_JSON_FIXED + text
+    });
+    name_json_bound(&entry.name) + ENTRY_JSON_FIXED + tags
 }
 
 /// An upper bound of a hit's JSON length.
@@ -373,6 +419,27 @@ mod tests {
         let long = clean_text(&"\u{1b}".repeat(1000));
         assert!(long.len() <= MAX_TEXT + '…'.len_utf8());
         assert!(!long.chars().any(is_hidden));
+    }
+
+    #[test]
+    fn hostile_and_oversized_tags_are_refused() {
+        let tags = |artist: &str| Tags {
+            artist: Some(artist.into()),
+            ..Tags::default()
+        };
+        assert!(check_tags("a.mp3", &tags("Daft Punk")).is_ok());
+        assert!(check_tags("a.mp3", &tags("Café 日本")).is_ok());
+        for bad in ["evil\u{202e}3pm", "bell\u{7}", "", &"x".repeat(MAX_TAG + 1)] {
+            assert!(check_tags("a.mp3", &tags(bad)).is_err(), "{bad:?}");
+        }
+        let long = "x".repeat(MAX_TAG);
+        let all = Tags {
+            artist: Some(long.clone()),
+            title: Some(long.clone()),
+            album: Some(long),
+            ..Tags::default()
+        };
+        assert!(check_tags("a.mp3", &all).is_err());
     }
 
     #[test]

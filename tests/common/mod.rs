@@ -116,6 +116,7 @@ pub fn index_client(addr: SocketAddr) -> napster::Result<IndexClient> {
 /// A file entry with well-formed (made-up) checksums.
 pub fn entry(name: &str, size: u64) -> FileEntry {
     FileEntry {
+        tags: None,
         name: name.into(),
         size,
         sha256: format!("{:064x}", size.wrapping_add(0x5eed)),
@@ -128,6 +129,7 @@ pub fn entry(name: &str, size: u64) -> FileEntry {
 pub fn real_entry(name: &str, contents: &[u8]) -> FileEntry {
     let digest = napster::digest::digest_bytes(contents);
     FileEntry {
+        tags: None,
         name: name.into(),
         size: digest.size,
         sha256: digest.sha256,

@@ -199,6 +199,7 @@ mod tests {
         let entry = Queued {
             number: 1,
             file: FileEntry {
+                tags: None,
                 name: "a.ogg".into(),
                 size: 3,
                 sha256: "1".repeat(64),

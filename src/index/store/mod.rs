@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::protocol::{FileEntry, Fingerprint, Hit, PeerInfo, Total};
+use crate::protocol::{FileEntry, Fingerprint, Hit, PeerInfo, TagQuery, Total};
 
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -59,6 +59,8 @@ pub struct Query {
     pub max_size: Option<u64>,
     /// Only this peer's files.
     pub peer: Option<u64>,
+    /// Criteria on media tags, their text in lowercase; a file without tags fails them.
+    pub tags: Option<TagQuery>,
     /// How many matches to skip (in the store's own stable order) before the first
     /// returned: the page a client asked for.
     pub offset: u64,
@@ -97,6 +99,7 @@ impl Query {
             min_size: None,
             max_size: None,
             peer: None,
+            tags: None,
             offset: 0,
         }
     }
@@ -149,6 +152,8 @@ pub struct Usage {
     pub own_files: u64,
     /// Bytes of their names.
     pub own_name_bytes: u64,
+    /// Bytes of their text tags (see [`crate::protocol::MAX_PEER_TAGS`]).
+    pub own_tag_bytes: u64,
 }
 
 /// The index's storage. Every method is one atomic step.

@@ -193,12 +193,16 @@ impl PgStore {
         let columns = Columns::of(files);
         // A file already there keeps the time it was first shared unless its bytes changed.
         sqlx::query(
-            "INSERT INTO files (peer_id, shared_at, name, lower_name, size, sha256, chunks) \
-             SELECT $1, $7, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[]) \
+            "INSERT INTO files (peer_id, shared_at, name, lower_name, size, sha256, chunks, \
+             tags, lower_tags) \
+             SELECT $1, $7, n, l, s, h, c, t::jsonb, lt::jsonb FROM UNNEST($2::text[], \
+             $3::text[], $4::bigint[], $5::bytea[], $6::bytea[], $8::text[], $9::text[]) \
+             AS u(n, l, s, h, c, t, lt) \
              ON CONFLICT (peer_id, name) DO UPDATE \
              SET shared_at = CASE WHEN files.sha256 = EXCLUDED.sha256 AND files.size = EXCLUDED.size \
              THEN files.shared_at ELSE EXCLUDED.shared_at END, \
-             size = EXCLUDED.size, sha256 = EXCLUDED.sha256, chunks = EXCLUDED.chunks",
+             size = EXCLUDED.size, sha256 = EXCLUDED.sha256, chunks = EXCLUDED.chunks, \
+             tags = EXCLUDED.tags, lower_tags = EXCLUDED.lower_tags",
         )
         .bind(peer as i64)
         .bind(&columns.names)
@@ -207,6 +211,8 @@ impl PgStore {
         .bind(&columns.hashes)
         .bind(&columns.chunks)
         .bind(chrono::Utc::now().timestamp())
+        .bind(&columns.tags)
+        .bind(&columns.lower_tags)
         .execute(&mut **tx)
         .await
         .map_err(db)?;
@@ -241,9 +247,12 @@ impl PgStore {
     /// the primary key); returns how many files it shares.
     async fn count(tx: &mut sqlx::Transaction<'_, Postgres>, peer: u64) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "UPDATE peers p SET files = c.n, bytes = c.b, name_bytes = c.nb \
+            "UPDATE peers p SET files = c.n, bytes = c.b, name_bytes = c.nb, tag_bytes = c.tb \
              FROM (SELECT count(*) AS n, coalesce(sum(size), 0)::bigint AS b, \
-                   coalesce(sum(octet_length(name)), 0)::bigint AS nb \
+                   coalesce(sum(octet_length(name)), 0)::bigint AS nb, \
+                   coalesce(sum(coalesce(octet_length(tags ->> 'artist'), 0) \
+                   + coalesce(octet_length(tags ->> 'title'), 0) \
+                   + coalesce(octet_length(tags ->> 'album'), 0)), 0)::bigint AS tb \
                    FROM files WHERE peer_id = $1) c \
              WHERE p.id = $1 RETURNING p.files",
         )
@@ -258,9 +267,11 @@ impl PgStore {
 impl Store for PgStore {
     async fn register(&self, registration: Registration) -> Result<u64> {
         let files = Columns::of(&registration.files);
-        // One round trip: the whole registration is one call (migrations/0006).
+        // One round trip: the whole registration is one call (migrations/0006, with tags
+        // since 0008).
         let id: i64 = sqlx::query_scalar(
-            "SELECT napster_register($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            "SELECT napster_register($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16)",
         )
         .bind(&registration.token)
         .bind(&self.server)
@@ -276,6 +287,8 @@ impl Store for PgStore {
         .bind(&files.sizes)
         .bind(&files.hashes)
         .bind(&files.chunks)
+        .bind(&files.tags)
+        .bind(&files.lower_tags)
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
@@ -335,7 +348,7 @@ impl Store for PgStore {
     async fn unregister(&self, peer: u64, session: u64) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let left = sqlx::query(
-            "UPDATE peers SET live = false, files = 0, bytes = 0, name_bytes = 0, \
+            "UPDATE peers SET live = false, files = 0, bytes = 0, name_bytes = 0, tag_bytes = 0, \
              last_seen = now() WHERE id = $1 AND server = $2 AND session = $3 AND live",
         )
         .bind(peer as i64)
@@ -420,7 +433,8 @@ impl Store for PgStore {
             "SELECT coalesce(sum(files), 0)::bigint, coalesce(sum(name_bytes), 0)::bigint, \
              coalesce(sum(files) FILTER (WHERE host = $1), 0)::bigint, \
              coalesce(sum(files) FILTER (WHERE token = $2), 0)::bigint, \
-             coalesce(sum(name_bytes) FILTER (WHERE token = $2), 0)::bigint \
+             coalesce(sum(name_bytes) FILTER (WHERE token = $2), 0)::bigint, \
+             coalesce(sum(tag_bytes) FILTER (WHERE token = $2), 0)::bigint \
              FROM peers WHERE live",
         )
         .bind(from.to_string())
@@ -435,6 +449,7 @@ impl Store for PgStore {
             files_from: get(2),
             own_files: get(3),
             own_name_bytes: get(4),
+            own_tag_bytes: get(5),
         })
     }
 

@@ -7,10 +7,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{NameMatch, Query};
-use crate::protocol::{FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Hit, PeerInfo, TagQuery};
 
 /// A search row (`peer_id, host, port, name, size, sha256, chunks, shared_at,
-/// fingerprint, nickname, reachable`) as a hit; `None` when a stored value is unusable.
+/// fingerprint, nickname, reachable, tags`) as a hit; `None` when a stored value is unusable.
 pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
     let host: String = row.get(1);
     let port: i32 = row.get(2);
@@ -28,9 +28,28 @@ pub fn hit_of_row(row: &PgRow) -> Option<Hit> {
             size: row.get::<i64, _>(4) as u64,
             sha256: hex::encode(sha256),
             chunks: hex::encode(chunks),
+            tags: row
+                .get::<Option<String>, _>(11)
+                .and_then(|t| serde_json::from_str(&t).ok()),
         },
         shared_at: row.get(7),
     })
+}
+
+/// The `tags` and `lower_tags` columns of `files`, as JSON text (`None` for a file
+/// without tags): the tags as given, and the text ones in lowercase for searching.
+pub fn tag_columns(files: &[FileEntry]) -> (Vec<Option<String>>, Vec<Option<String>>) {
+    files
+        .iter()
+        .map(|f| match f.tags.as_ref().filter(|t| !t.is_empty()) {
+            Some(tags) => {
+                let [artist, title, album] = tags.texts().map(|t| t.map(str::to_lowercase));
+                let lower = serde_json::json!({"artist": artist, "title": title, "album": album});
+                (serde_json::to_string(tags).ok(), Some(lower.to_string()))
+            }
+            None => (None, None),
+        })
+        .unzip()
 }
 
 /// A peers row (`id, host, port, shared_at, files, bytes, fingerprint, nickname,
@@ -79,11 +98,16 @@ pub struct Columns<'a> {
     pub hashes: Vec<Vec<u8>>,
     /// Root of each file's chunk list.
     pub chunks: Vec<Vec<u8>>,
+    /// Each file's media tags as JSON (`None`: no tags).
+    pub tags: Vec<Option<String>>,
+    /// Their artist, title and album lowercased, as JSON, as tag searches match them.
+    pub lower_tags: Vec<Option<String>>,
 }
 
 impl<'a> Columns<'a> {
     /// The columns of `files` (hashes were checked as hex where they entered).
     pub fn of(files: &'a [FileEntry]) -> Self {
+        let (tags, lower_tags) = tag_columns(files);
         Columns {
             names: files.iter().map(|f| f.name.as_str()).collect(),
             lower: files.iter().map(|f| f.name.to_lowercase()).collect(),
@@ -96,6 +120,8 @@ impl<'a> Columns<'a> {
                 .iter()
                 .map(|f| hex::decode(&f.chunks).unwrap_or_default())
                 .collect(),
+            tags,
+            lower_tags,
         }
     }
 }
@@ -156,7 +182,7 @@ pub fn search_sql(head: &str, query: &Query, limit: usize) -> QueryBuilder<Postg
     };
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "{head}SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, \
-         f.shared_at, p.fingerprint, p.nickname, p.reachable \
+         f.shared_at, p.fingerprint, p.nickname, p.reachable, f.tags::text \
          FROM (SELECT * FROM files f WHERE true"
     ));
     conditions(&mut sql, query);
@@ -218,6 +244,33 @@ fn conditions(sql: &mut QueryBuilder<Postgres>, query: &Query) {
     }
     if let Some(peer) = query.peer {
         sql.push(" AND f.peer_id = ").push_bind(peer as i64);
+    }
+    if let Some(tags) = &query.tags {
+        tag_conditions(sql, tags);
+    }
+}
+
+/// The `AND …` conditions of tag criteria (their text already lowercase).
+fn tag_conditions(sql: &mut QueryBuilder<Postgres>, tags: &TagQuery) {
+    sql.push(" AND f.tags IS NOT NULL");
+    for (key, text) in ["artist", "title", "album"].into_iter().zip(tags.texts()) {
+        if let Some(text) = text {
+            // `key` is one of three fixed words, never the client's text.
+            sql.push(format_args!(" AND f.lower_tags ->> '{key}' LIKE "))
+                .push_bind(format!("%{}%", like_escape(text)));
+        }
+    }
+    let bounds = [
+        ("bitrate", ">=", tags.min_bitrate),
+        ("bitrate", "<=", tags.max_bitrate),
+        ("duration", ">=", tags.min_length),
+        ("duration", "<=", tags.max_length),
+    ];
+    for (key, op, bound) in bounds {
+        if let Some(bound) = bound {
+            sql.push(format_args!(" AND (f.tags ->> '{key}')::bigint {op} "))
+                .push_bind(i64::from(bound));
+        }
     }
 }
 

@@ -158,7 +158,7 @@ pub struct SearchArgs {
     /// skip the first N rows
     #[arg(long, value_name = "N", value_parser = offset)]
     offset: Option<u64>,
-    /// name pattern, sha256:HEX, >SIZE, <SIZE
+    /// name pattern, sha256:HEX, >SIZE, <SIZE, artist:TEXT, title:TEXT, album:TEXT, bitrate>=KBITS, length>3m
     #[arg(value_name = "terms", required = true, num_args = 1..)]
     terms: Vec<String>,
     /// The query for the index, settled from the terms.
@@ -424,7 +424,14 @@ fn search_terms(terms: &[String], parsed: &mut SearchArgs) -> Result<()> {
             _ => joined.push(term.clone()),
         }
     }
+    let mut tags = crate::protocol::TagQuery::default();
     for term in &joined {
+        // Tag words (`artist:"Daft Punk"`, `bitrate>=256`, `length>3m`): one parser, in
+        // the protocol, for every face of `search`.
+        if tags.parse_word(term).map_err(Error::Usage)? {
+            parsed.filters.push(term.clone());
+            continue;
+        }
         if term.starts_with(['<', '>']) || term.to_lowercase().starts_with("sha256:") {
             parsed.filters.push(term.clone());
         }
@@ -448,9 +455,13 @@ fn search_terms(terms: &[String], parsed: &mut SearchArgs) -> Result<()> {
         }
     }
     parsed.search.pattern = words.join(" ");
-    if parsed.search.pattern.is_empty() && parsed.search.sha256.is_none() {
+    parsed.search.tags = (tags != crate::protocol::TagQuery::default()).then(|| Box::new(tags));
+    if parsed.search.pattern.is_empty()
+        && parsed.search.sha256.is_none()
+        && parsed.search.tags.is_none()
+    {
         return Err(Error::Usage(
-            "search needs a name pattern or sha256:HEX\nusage: search [-r] [-c] [-n N] [--offset N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]".into(),
+            "search needs a name pattern, sha256:HEX or a tag (artist:, title:, album:, bitrate>=, length>)\nusage: search [-r] [-c] [-n N] [--offset N] <pattern> [sha256:HEX] [>SIZE] [<SIZE] [artist:TEXT] [title:TEXT] [album:TEXT] [bitrate>=KBITS] [length>3m]".into(),
         ));
     }
     Ok(())

@@ -93,7 +93,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "search",
         args: "[-r] [-c] [-n N] [--offset N] <pattern> [sha256:HEX] [>SIZE] [<SIZE]",
-        summary: "find files by name (substring, or * and ? wildcards), hash and size",
+        summary: "find files by name (substring, or * and ? wildcards), hash, size and media tags",
         details: "Case-insensitive; the pattern needs at least 2 characters besides * and ?. \
                   sha256:HEX matches a hash prefix (then the pattern may be left out); >10MB, \
                   >=1GiB, <700MB, <=2MiB filter by size. Every peer sharing a match gets a row \

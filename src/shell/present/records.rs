@@ -84,6 +84,9 @@ pub struct FileRow {
     pub sha256: String,
     /// When the index first saw this file from this peer, RFC 3339 UTC.
     pub shared_at: String,
+    /// An audio file's media tags (the protocol's Tags object), when it has some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<crate::protocol::Tags>,
     /// Round-trip time to the peer in milliseconds (`search -r`; `null` if unreachable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<Option<f64>>,
@@ -102,6 +105,7 @@ impl FileRow {
             size: hit.file.size,
             sha256: hit.file.sha256.clone(),
             shared_at: utc(hit.shared_at),
+            tags: hit.file.tags.clone(),
             rtt_ms: None,
         }
     }

@@ -231,6 +231,32 @@ impl Columns<'_> {
     }
 }
 
+/// A hit's artist, title, length and bitrate cells (empty without tags).
+fn tag_cells(tags: Option<&crate::protocol::Tags>) -> [String; 4] {
+    let Some(tags) = tags else {
+        return Default::default();
+    };
+    let text = |t: &Option<String>| t.as_deref().map(shown).unwrap_or_default();
+    [
+        text(&tags.artist),
+        text(&tags.title),
+        tags.duration.map(length).unwrap_or_default(),
+        tags.bitrate
+            .map(|b| format!("{b} kbit/s"))
+            .unwrap_or_default(),
+    ]
+}
+
+/// A length in seconds as `3:05`, or `1:02:03` past an hour.
+pub fn length(seconds: u32) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
 /// Search results (and a peer's files), with each peer's round-trip time when given.
 pub fn hits(
     hits: &[Hit],
@@ -251,6 +277,11 @@ pub fn hits(
     if rtts.is_some() {
         header.push("RTT");
     }
+    // Audio results show what their tags say, after the file.
+    let audio = hits.iter().any(|hit| hit.file.tags.is_some());
+    if audio {
+        header.splice(4..4, ["Artist", "Title", "Length", "Bitrate"]);
+    }
     let rows = hits
         .iter()
         .map(|hit| {
@@ -265,6 +296,9 @@ pub fn hits(
                 hit.fingerprint.short(),
                 reach(hit.reachable).into(),
             ];
+            if audio {
+                row.splice(4..4, tag_cells(hit.file.tags.as_ref()));
+            }
             if let Some(rtts) = rtts {
                 row.push(match rtts.get(&hit.peer_id) {
                     Some(Some(ms)) => format!("{ms:.2} ms"),
@@ -278,7 +312,7 @@ pub fn hits(
     Columns {
         header,
         rows,
-        right_aligned: &["Peer ID", "Port", "Size", "RTT"],
+        right_aligned: &["Peer ID", "Port", "Size", "RTT", "Length", "Bitrate"],
         droppable: &["Host", "Port", "Shared at", "Key"],
         shortened: &["File"],
     }
@@ -431,6 +465,7 @@ mod tests {
                 size: 3,
                 sha256: sha256.into(),
                 chunks: "0".repeat(64),
+                tags: None,
             },
             shared_at: 0,
             fingerprint: crate::protocol::Fingerprint::of_public_key(b"test key"),

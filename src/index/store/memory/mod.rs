@@ -16,7 +16,7 @@ mod trigram;
 
 use super::{Page, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::Fingerprint;
-use crate::protocol::{FileEntry, Hit, PeerInfo, nickname_skeleton};
+use crate::protocol::{FileEntry, Hit, PeerInfo, Tags, nickname_skeleton};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use trigram::Bloom;
 
@@ -63,6 +63,42 @@ struct PeerRec {
     bytes: u64,
     /// Bytes of its files' names.
     name_bytes: u64,
+    /// Bytes of its files' text tags.
+    tag_bytes: u64,
+}
+
+/// The tags of one file, kept beside its record (most files have none, so the record
+/// stays fixed-size): as given, and their text in lowercase for searching.
+#[derive(Debug)]
+struct TagRec {
+    tags: Tags,
+    /// Artist, title and album in lowercase, each followed by `\n` (tags cannot hold
+    /// one), empty where the tag is absent.
+    lower: Box<str>,
+}
+
+impl TagRec {
+    fn new(tags: Tags) -> TagRec {
+        let mut lower = String::new();
+        for text in tags.texts() {
+            lower.push_str(&text.unwrap_or_default().to_lowercase());
+            lower.push('\n');
+        }
+        TagRec {
+            tags,
+            lower: lower.into(),
+        }
+    }
+
+    /// The lowercase text tags, artist, title, album.
+    fn lower(&self) -> [Option<&str>; 3] {
+        let mut parts = self.lower.split('\n');
+        let given = self.tags.texts();
+        std::array::from_fn(|i| {
+            let part = parts.next();
+            given[i].and(part)
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +128,9 @@ struct Inner {
     dead_bytes: usize,
     /// Bytes of the live records' names, as given.
     name_bytes: u64,
+    /// Tags of the records that have them, by record: in record order, a stable order
+    /// for searches on tags alone.
+    tags: BTreeMap<u32, TagRec>,
 }
 
 /// A record's name as given.
@@ -169,33 +208,36 @@ impl Store for MemoryStore {
             files: HashSet::with_capacity(registration.files.len()),
             bytes: 0,
             name_bytes: 0,
+            tag_bytes: 0,
         };
         // Files the peer still shares keep their records, and with them the time they
         // were first shared; the others go.
         let kept: HashSet<&str> = registration.files.iter().map(|f| f.name.as_str()).collect();
-        let (files, bytes, name_bytes) = match inner.peers.remove(&id) {
+        let (files, bytes, name_bytes, tag_bytes) = match inner.peers.remove(&id) {
             Some(old) => {
                 let mut files = HashSet::with_capacity(old.files.len());
-                let (mut bytes, mut name_bytes) = (0, 0);
+                let (mut bytes, mut name_bytes, mut tag_bytes) = (0, 0, 0);
                 for slot in old.files {
                     let rec = &inner.files[slot as usize];
                     if kept.contains(name_of(&inner.names, rec)) {
                         bytes += rec.size;
                         name_bytes += u64::from(rec.name_len);
+                        tag_bytes += inner.tag_bytes(slot);
                         files.insert(slot);
                     } else {
                         inner.unlink(slot);
                     }
                 }
-                (files, bytes, name_bytes)
+                (files, bytes, name_bytes, tag_bytes)
             }
-            None => (HashSet::new(), 0, 0),
+            None => (HashSet::new(), 0, 0, 0),
         };
         drop(kept);
         let mut peer = peer;
         peer.files.extend(files);
         peer.bytes = bytes;
         peer.name_bytes = name_bytes;
+        peer.tag_bytes = tag_bytes;
         inner.peers.insert(id, peer);
         for file in registration.files {
             inner.insert(id, file, now);
@@ -301,6 +343,7 @@ impl Store for MemoryStore {
                 .sum(),
             own_files: own.map_or(0, |p| p.files.len() as u64),
             own_name_bytes: own.map_or(0, |p| p.name_bytes),
+            own_tag_bytes: own.map_or(0, |p| p.tag_bytes),
         })
     }
 
@@ -353,6 +396,7 @@ mod tests {
 
     fn entry(name: &str, size: u64) -> FileEntry {
         FileEntry {
+            tags: None,
             name: name.into(),
             size,
             sha256: format!("{size:064x}"),

@@ -30,6 +30,7 @@ impl Inner {
                 size: rec.size,
                 sha256: hex::encode(rec.sha256),
                 chunks: hex::encode(rec.chunks),
+                tags: self.tags.get(&slot).map(|t| t.tags.clone()),
             },
             shared_at: i64::from(rec.shared_at),
         })
@@ -48,6 +49,12 @@ impl Inner {
             || query.max_size.is_some_and(|max| rec.size > max)
         {
             return false;
+        }
+        if let Some(wanted) = &query.tags {
+            match self.tags.get(&slot) {
+                Some(tags) if wanted.matches(&tags.tags, tags.lower()) => {}
+                _ => return false,
+            }
         }
         match &query.sha256_prefix {
             Some(prefix) => hex::encode(rec.sha256).starts_with(prefix.as_str()),
@@ -167,6 +174,8 @@ impl Inner {
                 }
             }
             NameMatch::Any => match query.peer {
+                // Only files with tags can meet tag criteria: scan those alone.
+                None if query.tags.is_some() => self.tags.keys().copied().all(&mut take),
                 Some(peer) => {
                     let mut files: Vec<u32> = self
                         .peers

@@ -4,9 +4,11 @@
 
 use super::search::GROUP;
 use super::trigram::{BLOOM_WORDS, Trigrams};
-use super::{FileRec, Inner, NONE, PeerRec, REMEMBERED_TOKENS, from_hex, name_hash, name_of};
+use super::{
+    FileRec, Inner, NONE, PeerRec, REMEMBERED_TOKENS, TagRec, from_hex, name_hash, name_of,
+};
 use crate::index::store::{Result, StoreError};
-use crate::protocol::FileEntry;
+use crate::protocol::{FileEntry, Tags};
 
 impl Inner {
     pub(super) fn owned(&mut self, peer: u64, session: u64) -> Result<&mut PeerRec> {
@@ -72,6 +74,7 @@ impl Inner {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.bytes = p.bytes - old + file.size;
             }
+            self.set_tags(existing, peer, file.tags);
             return existing;
         }
         let at = self.arena.len() as u32;
@@ -118,7 +121,29 @@ impl Inner {
             p.bytes += self.files[slot as usize].size;
             p.name_bytes += name_len;
         }
+        self.set_tags(slot, peer, file.tags);
         slot
+    }
+
+    /// Bytes of the text tags of record `slot`.
+    pub(super) fn tag_bytes(&self, slot: u32) -> u64 {
+        self.tags
+            .get(&slot)
+            .map_or(0, |t| t.tags.text_bytes() as u64)
+    }
+
+    /// Give record `slot` of `peer` these tags (or none), keeping the peer's count.
+    fn set_tags(&mut self, slot: u32, peer: u64, tags: Option<Tags>) {
+        let old = self.tag_bytes(slot);
+        let tags = tags.filter(|t| !t.is_empty());
+        let new = tags.as_ref().map_or(0, |t| t.text_bytes() as u64);
+        match tags {
+            Some(tags) => self.tags.insert(slot, TagRec::new(tags)),
+            None => self.tags.remove(&slot),
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.tag_bytes = p.tag_bytes - old + new;
+        }
     }
 
     /// Take a record out of the name chains and the arena, and free its slot.
@@ -154,6 +179,7 @@ impl Inner {
         if let Some(p) = self.peers.get_mut(&owner) {
             p.name_bytes -= name_len;
         }
+        self.set_tags(slot, owner, None);
         let rec = &mut self.files[slot as usize];
         self.dead_bytes += lower + 1 + usize::from(rec.name_len);
         rec.at = NONE;
