@@ -240,6 +240,22 @@ fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     let out = NAPSTER.run_args(tmp.path(), &["bogus"]);
     assert_eq!(out.status.code(), Some(2));
 
+    // A usage error clap finds is a JSON record too when --json was asked for.
+    for args in [
+        &["--json", "bogus"][..],
+        &["--json", "cancel"],
+        &["--json", "--nope"],
+    ] {
+        let out = NAPSTER.run_args(tmp.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        let error: Value = serde_json::from_str(stderr.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON record ({e}): {stderr}"));
+        assert_eq!(error["error"]["code"], "usage", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Usage: napster"), "{message}");
+    }
+
     let out = NAPSTER.run_args(
         tmp.path(),
         &["--json", "--index", "127.0.0.1:99999", "peers"],
