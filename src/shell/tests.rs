@@ -65,10 +65,28 @@ fn a_size_filter_may_have_a_space_after_its_sign() {
 fn a_typo_gets_a_suggestion() {
     let typo = error("serach song");
     assert!(typo.contains("did you mean `search`?"), "{typo}");
+    assert!(
+        !typo.contains("?;"),
+        "one mark of punctuation at a time: {typo}"
+    );
     let far = error("xyzzy");
     assert!(!far.contains("did you mean"), "{far}");
     let topic = super::help(Some("trasnfers")).unwrap_err().to_string();
     assert!(topic.contains("did you mean `transfers`?"), "{topic}");
+}
+
+#[test]
+fn a_missing_argument_and_a_split_name_say_what_to_type() {
+    let cancel = error("cancel");
+    assert!(
+        cancel.contains("`cancel` needs more: cancel <N>") && !cancel.contains("following"),
+        "{cancel}"
+    );
+    let link = error("link my song.txt");
+    assert!(
+        link.contains("a name with spaces goes in quotes: link 'my song.txt'"),
+        "{link}"
+    );
 }
 
 #[test]
