@@ -328,6 +328,39 @@ fn help_and_completions_come_from_the_command_table() {
     }
 }
 
+/// An index stopped by a signal says it stops the index, not that it withdraws files it
+/// never shared.
+#[test]
+fn a_signal_says_what_it_stops() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = NAPSTER
+        .command(tmp.path())
+        .args(["serve", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("index server listening on") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    assert!(common::process::signal(child.id(), "TERM"));
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("shutting down (stopping the index server)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("withdrawing"), "{stderr}");
+}
+
 #[test]
 fn a_one_shot_server_stays_in_the_foreground_until_sigterm() {
     let tmp = tempfile::tempdir().unwrap();

@@ -424,3 +424,10 @@ fn every_command_is_one_table_entry_and_one_variant() {
         );
     }
 }
+
+#[test]
+fn a_signal_during_a_one_shot_get_says_the_part_file_is_kept() {
+    let line = super::present::text::shutting_down(false, false, true);
+    assert!(!line.contains("withdrawing"), "{line}");
+    assert!(line.contains("keeps its part file"), "{line}");
+}

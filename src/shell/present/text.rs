@@ -556,3 +556,24 @@ pub fn help(help: &Help, width: Option<usize>) -> String {
         }
     }
 }
+
+/// What a signal stops, said as it happens: only what runs (a one-shot `get` shares
+/// nothing, an index withdraws no files), and that an interrupted command's download
+/// keeps its part file.
+pub fn shutting_down(sharing: bool, serving: bool, busy: bool) -> String {
+    let stopping: Vec<&str> = [
+        (sharing, "withdrawing shared files"),
+        (serving, "stopping the index server"),
+    ]
+    .into_iter()
+    .filter_map(|(runs, what)| runs.then_some(what))
+    .collect();
+    let mut line = "shutting down".to_owned();
+    if !stopping.is_empty() {
+        line += &format!(" ({})", stopping.join(", "));
+    }
+    if busy {
+        line += "; a download it interrupted keeps its part file: `get` it again to resume";
+    }
+    line
+}

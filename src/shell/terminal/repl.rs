@@ -22,7 +22,7 @@ use crate::shell::Shell;
 use crate::shell::commands::outcome::Outcome;
 use crate::shell::commands::{self, Command, Format};
 use crate::shell::present::records::{self as output, exit};
-use crate::shell::present::{self, table};
+use crate::shell::present::{self, table, text};
 use crate::shell::services::Services;
 
 /// The prompt.
@@ -169,7 +169,14 @@ fn watch_signals(control: Arc<Control>) -> std::io::Result<()> {
                             .interrupted
                             .store(exit::INTERRUPTED, Ordering::SeqCst);
                     }
-                    eprintln!("napster: shutting down (withdrawing shared files)");
+                    eprintln!(
+                        "napster: {}",
+                        text::shutting_down(
+                            control.services.sharing().is_some(),
+                            control.services.index_addr().is_some(),
+                            busy
+                        )
+                    );
                     control.services.shutdown().await;
                     std::process::exit(control.exit_code());
                 }
