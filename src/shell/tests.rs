@@ -431,3 +431,30 @@ fn a_signal_during_a_one_shot_get_says_the_part_file_is_kept() {
     assert!(!line.contains("withdrawing"), "{line}");
     assert!(line.contains("keeps its part file"), "{line}");
 }
+
+#[test]
+fn a_get_of_many_files_queued_says_so_in_one_line_and_closes_with_a_summary() {
+    use super::commands::outcome::{Fetched, Got};
+    let files = (4..=16)
+        .map(|n| Fetched::Queued {
+            transfer: n,
+            name: format!("live/{n}.ogg"),
+        })
+        .collect();
+    let got = Outcome::Got(Got {
+        files,
+        problems: vec!["x.ogg: no peer shares it".into()],
+    });
+    let shown = text::text(&got, None);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "13 downloads are in the queue (numbers 4–16); `transfers` shows them",
+            "1 file not fetched:",
+            "  x.ogg: no peer shares it",
+            "get: 13 queued, 1 not fetched",
+        ],
+        "{shown}"
+    );
+}
