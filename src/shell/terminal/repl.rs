@@ -334,7 +334,8 @@ fn script_loop(
     }
 }
 
-/// At `quit`: when downloads still run, say which and ask before leaving.
+/// At `quit` or Ctrl-D: when downloads or uploads still run, say which and ask before
+/// leaving.
 fn leave<H: rustyline::Helper, I: rustyline::history::History>(
     editor: &mut Editor<H, I>,
     control: &Control,
@@ -346,15 +347,31 @@ fn leave<H: rustyline::Helper, I: rustyline::history::History>(
         .filter(|r| matches!(r.stage, "running" | "waiting"))
         .map(|r| format!("{} ({})", r.number, table::shown(&r.name)))
         .collect();
-    if running.is_empty() {
+    let uploading = control.services.sharing().map_or(0, |s| {
+        s.uploads()
+            .rows()
+            .iter()
+            .filter(|r| r.waiting.is_none())
+            .count()
+    });
+    if running.is_empty() && uploading == 0 {
         return true;
     }
-    say!(
-        "still downloading: {}; leaving stops {} and keeps what arrived (napster started \
-         here again resumes the queue)\n",
-        running.join(", "),
-        if running.len() == 1 { "it" } else { "them" }
-    );
+    if !running.is_empty() {
+        say!(
+            "still downloading: {}; leaving stops {} and keeps what arrived (napster started \
+             here again resumes the queue)\n",
+            running.join(", "),
+            if running.len() == 1 { "it" } else { "them" }
+        );
+    }
+    if uploading > 0 {
+        say!(
+            "still sending {} to other peers (`uploads` lists them); leaving cuts {} off\n",
+            table::count(uploading as u64, "file"),
+            if uploading == 1 { "it" } else { "them" }
+        );
+    }
     matches!(
         editor.readline("leave anyway? [y/N] ").map(|a| a.trim().to_lowercase()),
         Ok(answer) if answer == "y" || answer == "yes"
@@ -418,7 +435,9 @@ fn interactive_loop(
                 }
             }
             Err(ReadlineError::Interrupted) => say!("^C (type `quit` to leave)\n"),
-            Err(ReadlineError::Eof) => break,
+            // Ctrl-D leaves as `quit` does, asking first when transfers run.
+            Err(ReadlineError::Eof) if leave(&mut editor, control) => break,
+            Err(ReadlineError::Eof) => {}
             Err(e) => {
                 eprintln!("error: reading the command line: {e}");
                 break;
