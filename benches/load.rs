@@ -37,7 +37,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn start_index(dir: &std::path::Path) -> (Killed, SocketAddr) {
     std::fs::write(
         dir.join("napster.toml"),
-        "[index]\nmax_connections = 16384\nmax_connections_per_address = 16384\nmax_results = 100000\n[log]\nlevel = \"warn\"\n",
+        "[index]\nmax_connections = 16384\nmax_connections_per_address = 16384\nmax_handshakes = 16384\nmax_handshakes_per_address = 16384\nmax_results = 100000\n[log]\nlevel = \"warn\"\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)

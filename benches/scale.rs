@@ -96,14 +96,16 @@ fn start_index_with(
     std::fs::write(
         dir.join("napster.toml"),
         format!(
-            "[index]\nmax_connections = 30000\nmax_connections_per_address = 30000\nmax_files_per_address = 2000000\nsession_ttl = 600\ndatabase = \"{}\"\nmetrics = \"{}\"\n[log]\nlevel = \"warn\"\n",
+            "[index]\nmax_connections = 30000\nmax_connections_per_address = 30000\nmax_handshakes = 30000\nmax_handshakes_per_address = 30000\nmax_files_per_address = 2000000\nsession_ttl = 600\ndatabase = \"{}\"\nmetrics = \"{}\"\n[log]\nlevel = \"warn\"\n",
             database.unwrap_or_default(),
             if metrics { "127.0.0.1:0" } else { "" }
         ),
     )
     .unwrap();
+    // Another build of napster may be measured in its place (a before/after comparison).
+    let bin = std::env::var("NAPSTER_SCALE_BIN").unwrap_or_else(|_| BIN.to_owned());
     let mut child = Killed(
-        Command::new(BIN)
+        Command::new(bin)
             .current_dir(dir)
             .env(HOME_ENV, dir)
             .stdin(Stdio::piped())
@@ -173,7 +175,11 @@ where
         all
     });
     let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "requests failed");
+    let failed = errors.load(Ordering::Relaxed);
+    if failed > 0 {
+        // Said, not fatal: a backend that fails under load is a result too.
+        println!("  {failed} requests failed or answered wrongly");
+    }
     all.sort_unstable();
     (all.len() as f64 / elapsed, all)
 }
@@ -254,35 +260,141 @@ fn children_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// CPU microseconds per request of the index and of this process (the clients) while
+/// The processes that serve the requests (index servers, and the database's when there
+/// is one), whose CPU time each request costs.
+struct Servers<'a> {
+    napster: Vec<u32>,
+    pg: Option<&'a pg::Postgres>,
+}
+
+impl Servers<'_> {
+    /// CPU time the serving processes have spent so far.
+    fn cpu(&self) -> Duration {
+        let mut pids = self.napster.clone();
+        pids.extend(self.pg.map(|pg| pg.pids()).unwrap_or_default());
+        pids.into_iter().filter_map(cpu_time).sum()
+    }
+}
+
+/// CPU microseconds per request of the servers and of this process (the clients) while
 /// `run` makes `requests()` requests.
 fn cpu_per_request<T>(
-    index: Option<u32>,
+    servers: &Servers,
     run: impl FnOnce() -> T,
     requests: impl Fn(&T) -> usize,
-) -> (T, Option<(f64, f64)>) {
+) -> (T, (f64, f64)) {
     let me = std::process::id();
-    let before = index.and_then(cpu_time).zip(cpu_time(me));
+    let (s0, c0) = (servers.cpu(), cpu_time(me).unwrap_or_default());
     let out = run();
-    let after = index.and_then(cpu_time).zip(cpu_time(me));
+    let (s1, c1) = (servers.cpu(), cpu_time(me).unwrap_or_default());
     let n = requests(&out).max(1) as f64;
-    let per = before.zip(after).map(|((i0, c0), (i1, c1))| {
-        (
-            (i1 - i0).as_secs_f64() * 1e6 / n,
-            (c1 - c0).as_secs_f64() * 1e6 / n,
-        )
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n;
+    let per_request = (per(s1.saturating_sub(s0)), per(c1.saturating_sub(c0)));
+    (out, per_request)
+}
+
+/// The machine's load average over the last minute.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// Send `request`s at `rate` per second for `secs` over `clients` connections, each
+/// timed from when it was due (not from when a connection was free to send it, which
+/// would hide the queue): returns (requests/s done, sorted µs).
+fn open_loop<F, Fut>(
+    addrs: &[SocketAddr],
+    clients: usize,
+    rate: f64,
+    secs: u64,
+    request: F,
+) -> (f64, Vec<u32>)
+where
+    F: Fn(IndexClient, u64) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = (IndexClient, bool)> + Send,
+{
+    let (due_tx, due_rx) = smol::channel::unbounded::<Instant>();
+    let errors = Arc::new(AtomicU64::new(0));
+    let connected: Vec<IndexClient> = smol::block_on(async {
+        let mut all = Vec::new();
+        for c in 0..clients {
+            let addr = addrs[c % addrs.len()];
+            all.push(IndexClient::connect(addr, Limits::default()).await.unwrap());
+        }
+        all
     });
-    (out, per)
+    let tasks: Vec<_> = connected
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| {
+            let (due_rx, errors, request) = (due_rx.clone(), errors.clone(), request.clone());
+            runtime::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = c as u64 * 7919;
+                while let Ok(due) = due_rx.recv().await {
+                    let (back, ok) = request(client, i).await;
+                    client = back;
+                    if !ok {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    latencies.push(due.elapsed().as_micros() as u32);
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for k in 0..(rate * secs as f64) as u64 {
+        // Pacing the sender, not waiting for a result.
+        let due = started + Duration::from_secs_f64(k as f64 / rate);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        due_tx.send_blocking(due).unwrap();
+    }
+    drop(due_tx);
+    let mut all: Vec<u32> = smol::block_on(async {
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await);
+        }
+        all
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let failed = errors.load(Ordering::Relaxed);
+    if failed > 0 {
+        // Said, not fatal: a backend that fails under load is a result too.
+        println!("  {failed} requests failed or answered wrongly");
+    }
+    all.sort_unstable();
+    (all.len() as f64 / elapsed, all)
+}
+
+/// Latency and cost of one kind of request: with [`CLIENTS`] clients each sending the
+/// next request as soon as the last is answered (closed loop: under saturation that
+/// measures the queue), then at half the rate that reached, paced (open loop).
+struct Form {
+    /// (requests/s, p50 ms, p99 ms) in closed loop.
+    closed: (f64, f64, f64),
+    /// CPU µs per request: the servers' (index and database) and the clients'.
+    cpu: (f64, f64),
+    /// (requests/s, p50 ms, p99 ms) in open loop.
+    open: (f64, f64, f64),
 }
 
 /// Figures of one backend.
 struct Figures {
     registration: f64,
-    exact: (f64, f64, f64),
-    /// CPU µs per exact-name request: the index's and the clients'.
-    exact_cpu: Option<(f64, f64)>,
-    substring: (f64, f64, f64),
+    exact: Form,
+    substring: Form,
+    /// Substrings of 3 or more characters that match a tenth of the names.
+    common: Form,
     one: (f64, f64),
+    /// Index memory per idle connected session, bytes.
+    idle_session: Option<f64>,
 }
 
 fn summary(latencies: &[u32], rate: f64) -> (f64, f64, f64) {
@@ -293,26 +405,50 @@ fn summary(latencies: &[u32], rate: f64) -> (f64, f64, f64) {
     )
 }
 
-/// Register, then search, through the index servers at `addrs`.
-#[allow(
-    clippy::too_many_lines,
-    reason = "one measured run and its report, read top to bottom"
-)]
-fn measure(
-    label: &str,
-    addrs: &[SocketAddr],
+/// Where a backend runs.
+struct Setup<'a> {
+    label: &'a str,
+    /// Its index servers.
+    addrs: Vec<SocketAddr>,
+    /// The processes to charge CPU time to.
+    servers: Servers<'a>,
+    /// The index process whose memory is measured, when there is one.
     rss_pid: Option<u32>,
-    peers: u64,
-    per_peer: u64,
-    secs: u64,
-) -> Figures {
-    let total = peers * per_peer;
+    /// The database's URL, when there is one.
+    database: Option<&'a str>,
+}
+
+/// Run one kind of request closed loop, then open loop; print and return its figures.
+fn form<F, Fut>(name: &str, setup: &Setup, secs: u64, request: F) -> Form
+where
+    F: Fn(IndexClient, u64) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = (IndexClient, bool)> + Send,
+{
+    let closed = || hammer(&setup.addrs, CLIENTS, secs, request.clone());
+    let ((rate, latencies), cpu) = cpu_per_request(&setup.servers, closed, |r| r.1.len());
+    let closed = summary(&latencies, rate);
     println!(
-        "{label}: {} index server(s); {peers} peers × {per_peer} files = {total} files",
-        addrs.len()
+        "  {name:<10} {rate:>7.0} req/s, {CLIENTS} clients closed loop: p50 {:.3} ms, p99 {:.3} ms; \
+         CPU {:.0} µs per request = servers {:.0} + clients {:.0}; load {}",
+        closed.1,
+        closed.2,
+        cpu.0 + cpu.1,
+        cpu.0,
+        cpu.1,
+        load()
     );
-    let rss_before = rss_pid.map(rss_kib);
-    // Registration: every peer keeps its session open, 50 registering at once.
+    let (done, latencies) = open_loop(&setup.addrs, CLIENTS, rate / 2.0, secs, request);
+    let open = summary(&latencies, done);
+    println!(
+        "  {name:<10} {done:>7.0} req/s, open loop at half that rate: p50 {:.3} ms, p99 {:.3} ms",
+        open.1, open.2
+    );
+    Form { closed, cpu, open }
+}
+
+/// Register `peers` peers of `per_peer` files each, 50 at once, every peer keeping its
+/// session open; returns the sessions and the seconds it took.
+fn register_all(addrs: &[SocketAddr], peers: u64, per_peer: u64) -> (Vec<IndexClient>, f64) {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..CLIENTS)
@@ -341,20 +477,106 @@ fn measure(
             })
         })
         .collect();
-    let sessions: Vec<Vec<IndexClient>> = smol::block_on(async {
+    let sessions = smol::block_on(async {
         let mut all = Vec::new();
         for w in workers {
-            all.push(w.await);
+            all.extend(w.await);
         }
         all
     });
-    let registering = started.elapsed().as_secs_f64();
+    (sessions, started.elapsed().as_secs_f64())
+}
+
+/// The index's memory per idle session: its RSS growth while `n` clients connect (TLS
+/// handshake and hello) and then wait, divided by `n`.
+fn idle_sessions(addr: SocketAddr, pid: u32, n: u64) -> f64 {
+    let before = rss_kib(pid);
+    let clients: Vec<IndexClient> = smol::block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..n {
+            all.push(IndexClient::connect(addr, Limits::default()).await.unwrap());
+        }
+        all
+    });
+    let per = (rss_kib(pid).saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    println!(
+        "  idle sessions: {n} connected clients, index RSS {:.1} MiB more = {per:.0} B per idle session",
+        (rss_kib(pid).saturating_sub(before)) as f64 / 1024.0
+    );
+    drop(clients);
+    per
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of each search form and its total, written to a file.
+fn explain(url: &str, peers: u64, per_peer: u64) {
+    use napster::index::store::{NameMatch, PgStore, Query};
+    let path = std::env::var("NAPSTER_SCALE_EXPLAIN").unwrap_or("target/scale-explain.txt".into());
+    let forms = [
+        (
+            "exact name",
+            Query::by(NameMatch::Exact(name(peers / 2, 7))),
+        ),
+        (
+            "substring, one match",
+            Query::pattern(&format!("{:05}-007", peers / 2)),
+        ),
+        ("substring, common word", Query::pattern("love")),
+        ("substring, 3 characters", Query::pattern("ech")),
+        ("browse one peer", {
+            let mut q = Query::by(NameMatch::Any);
+            q.peer = Some(1);
+            q
+        }),
+    ];
+    let text = smol::block_on(async {
+        let store = PgStore::connect(url).await.unwrap();
+        let mut text = format!("{peers} peers × {per_peer} files\n\n");
+        for (label, query) in forms {
+            let plans = store.explain(&query, 100, 100_000).await.unwrap();
+            text.push_str(&format!("== {label}: {query:?}\n{plans}"));
+        }
+        text
+    });
+    std::fs::write(&path, text).unwrap();
+    println!("  EXPLAIN ANALYZE of each search form and its total: {path}");
+}
+
+/// How many statements the database logged as slow (`log_min_duration_statement`).
+fn slow_statements(pg: Option<&pg::Postgres>) -> usize {
+    pg.map_or(0, |pg| pg.log().matches("duration:").count())
+}
+
+/// Register, then search, through the index servers of `setup`.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one measured run and its report, read top to bottom"
+)]
+fn measure(
+    setup: &Setup,
+    pg: Option<&pg::Postgres>,
+    peers: u64,
+    per_peer: u64,
+    secs: u64,
+) -> Figures {
+    let total = peers * per_peer;
+    let addrs = setup.addrs.clone();
+    println!(
+        "{}: {} index server(s); {peers} peers × {per_peer} files = {total} files; load {}",
+        setup.label,
+        addrs.len(),
+        load()
+    );
+    let rss_before = setup.rss_pid.map(rss_kib);
+    let slow_before = slow_statements(pg);
+    let (sessions, registering) = register_all(&addrs, peers, per_peer);
+    let loaded = Instant::now();
+    let slow_loading = slow_statements(pg) - slow_before;
     println!(
         "  registration:  {total} files in {registering:.1} s = {:.0} files/s ({:.0} peers/s)",
         total as f64 / registering,
         peers as f64 / registering
     );
-    if let (Some(pid), Some(before)) = (rss_pid, rss_before) {
+    if let (Some(pid), Some(before)) = (setup.rss_pid, rss_before) {
         let rss_after = rss_kib(pid);
         let names: u64 = (0..peers)
             .step_by(97)
@@ -369,26 +591,12 @@ fn measure(
             per_file - 2.0 * names as f64
         );
     }
-    let lookups = || {
-        hammer(addrs, CLIENTS, secs, move |mut c, i| async move {
-            let p = (i * 31) % peers;
-            let k = i % per_peer;
-            let ok = c.lookup(&name(p, k)).await.is_ok_and(|h| h.len() == 1);
-            (c, ok)
-        })
-    };
-    let ((exact_rate, exact), exact_cpu) = cpu_per_request(rss_pid, lookups, |r| r.1.len());
-    println!(
-        "  exact-name:    {exact_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms",
-        percentile(&exact, 0.5),
-        percentile(&exact, 0.99)
-    );
-    if let Some((index, clients)) = exact_cpu {
-        println!(
-            "  exact-name CPU: {:.1} µs per request = index {index:.1} + clients {clients:.1}",
-            index + clients
-        );
-    }
+    let exact = form("exact", setup, secs, move |mut c, i| async move {
+        let p = (i * 31) % peers;
+        let k = i % per_peer;
+        let ok = c.lookup(&name(p, k)).await.is_ok_and(|h| h.len() == 1);
+        (c, ok)
+    });
     let substring = move |mut c: IndexClient, i: u64| async move {
         // A tag found in exactly one name of them all.
         let p = (i * 37) % peers;
@@ -400,32 +608,58 @@ fn measure(
         let ok = c.find(&search).await.is_ok_and(|(h, _)| h.len() == 1);
         (c, ok)
     };
-    let (sub_rate, sub) = hammer(addrs, CLIENTS, secs, substring);
+    let tag = form("substring", setup, secs, substring);
+    let (one_rate, one) = hammer(&addrs, 1, secs, substring);
     println!(
-        "  substring:     {sub_rate:.0} req/s with {CLIENTS} clients; p50 {:.3} ms, p99 {:.3} ms (a tag found in one name of {total})",
-        percentile(&sub, 0.5),
-        percentile(&sub, 0.99)
-    );
-    let (one_rate, one) = hammer(addrs, 1, secs, substring);
-    println!(
-        "  substring:     {one_rate:.0} req/s with 1 client;  p50 {:.3} ms, p99 {:.3} ms (one search at a time)",
+        "  substring  {one_rate:>7.0} req/s, 1 client: p50 {:.3} ms, p99 {:.3} ms (a tag found in one name of {total})",
         percentile(&one, 0.5),
         percentile(&one, 0.99)
     );
+    let common = form("common", setup, secs, move |mut c, i| async move {
+        // A word found in about a tenth of the names, whole or its first 3 characters.
+        let word = WORDS[(i % WORDS.len() as u64) as usize];
+        let pattern = if i % 2 == 0 { word } else { &word[..3] };
+        let search = Search {
+            pattern: pattern.to_owned(),
+            limit: Some(100),
+            ..Search::default()
+        };
+        let ok = c.find(&search).await.is_ok_and(|(h, _)| h.len() == 100);
+        (c, ok)
+    });
+    if let Some(pg) = pg {
+        // The rest of the minute after the load, searching, for slow statements.
+        let after = Duration::from_secs(env_or("NAPSTER_SCALE_AFTER", 60));
+        let left = after.saturating_sub(loaded.elapsed()).as_secs();
+        if left > 0 {
+            hammer(&addrs, 10, left, substring);
+        }
+        println!(
+            "  slow statements (over log_min_duration_statement): {slow_loading} while registering, {} in the {:.0} s after",
+            slow_statements(Some(pg)) - slow_before - slow_loading,
+            loaded.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(url) = setup.database
+        && std::env::var("NAPSTER_SCALE_EXPLAIN").as_deref() != Ok("off")
+    {
+        explain(url, peers, per_peer);
+    }
+    let idle_session = setup.rss_pid.map(|pid| {
+        let n = env_or("NAPSTER_SCALE_IDLE", 5000);
+        idle_sessions(addrs[0], pid, n)
+    });
     drop(sessions);
     Figures {
         registration: total as f64 / registering,
-        exact: summary(&exact, exact_rate),
-        exact_cpu,
-        substring: summary(&sub, sub_rate),
+        exact,
+        substring: tag,
+        common,
         one: (percentile(&one, 0.5), percentile(&one, 0.99)),
+        idle_session,
     }
 }
 
-#[allow(
-    clippy::too_many_lines,
-    reason = "one measured run and its report, read top to bottom"
-)]
 fn main() {
     let peers = env_or("NAPSTER_SCALE_PEERS", 10_000);
     let per_peer = env_or("NAPSTER_SCALE_FILES", 100);
@@ -436,99 +670,154 @@ fn main() {
     let mut rows = Vec::new();
     if backends.contains("memory") {
         let (index, addr) = start_index(&dir.path().join("memory"), None);
-        let figures = measure(
-            "in memory",
-            &[addr],
-            Some(index.0.id()),
-            peers,
-            per_peer,
-            secs,
-        );
+        let setup = Setup {
+            label: "in memory",
+            addrs: vec![addr],
+            servers: Servers {
+                napster: vec![index.0.id()],
+                pg: None,
+            },
+            rss_pid: Some(index.0.id()),
+            database: None,
+        };
+        let figures = measure(&setup, None, peers, per_peer, secs);
         drop(index);
-        match redis_get_rate() {
-            Some((redis, (server, bench))) => {
-                println!(
-                    "  redis GET:     {redis:.0} req/s (redis-benchmark -t get -c 50, same machine, same run)"
-                );
-                println!(
-                    "  redis GET CPU: {:.1} µs per request = redis-server {server:.1} + redis-benchmark {bench:.1}",
-                    server + bench
-                );
-                if let Some((index, clients)) = figures.exact_cpu {
-                    // On a saturated machine the rate is the cores over the CPU each
-                    // request costs: this ratio is the load-independent form of the one
-                    // above, and the index's own share of it.
-                    println!(
-                        "  RESULT exact/redis_by_cpu={:.2} (both sides) index/redis-server_by_cpu={:.2}",
-                        (server + bench) / (index + clients),
-                        server / index
-                    );
-                }
-                println!(
-                    "  RESULT exact/redis={:.2} substring_p99_ms={:.2} (50 clients) {:.2} (1 client)",
-                    figures.exact.0 / redis,
-                    figures.substring.2,
-                    figures.one.1
-                );
-            }
-            None => println!(
-                "  redis GET:     skipped: redis-server and redis-benchmark are not installed (apt-get install redis-server)"
-            ),
-        }
+        redis_reference(&figures);
         rows.push(("in memory, 1 server", figures));
     }
     if backends.contains("metrics") {
-        let rounds = env_or("NAPSTER_SCALE_ROUNDS", 2);
-        let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
-        // A fresh index process for every measurement, alternating off and on.
-        for round in 1..=rounds {
-            for (on, rates) in [(false, &mut rates_off), (true, &mut rates_on)] {
-                let state = if on { "on" } else { "off" };
-                let folder = dir.path().join(format!("metrics-{state}-{round}"));
-                let (index, addr) = start_index_with(&folder, None, on);
-                let label = format!("metrics {state}, round {round}");
-                rates.push(
-                    measure(&label, &[addr], None, peers, per_peer, secs)
-                        .exact
-                        .0,
-                );
-                drop(index);
-            }
-        }
-        let median = |rates: &mut Vec<f64>| {
-            rates.sort_by(f64::total_cmp);
-            rates[rates.len() / 2]
-        };
-        let (off_rate, on_rate) = (median(&mut rates_off), median(&mut rates_on));
-        println!(
-            "  RESULT metrics_cost={:.1}% (exact-name req/s, median of {rounds}: {off_rate:.0} off, {on_rate:.0} on; \
-             every round off: {rates_off:.0?}, on: {rates_on:.0?})",
-            (1.0 - on_rate / off_rate) * 100.0
-        );
+        metrics_cost(dir.path(), peers, per_peer, secs);
     }
     if backends.contains("postgres") {
-        let pg = pg::Postgres::start();
+        // Every statement over 200 ms is logged, to count them.
+        let pg = pg::Postgres::start_with(&["log_min_duration_statement=200"]);
         let url = pg.fresh_database();
         let (a, addr_a) = start_index(&dir.path().join("a"), Some(&url));
         let (b, addr_b) = start_index(&dir.path().join("b"), Some(&url));
-        let figures = measure("PostgreSQL", &[addr_a, addr_b], None, peers, per_peer, secs);
+        let setup = Setup {
+            label: "PostgreSQL",
+            addrs: vec![addr_a, addr_b],
+            servers: Servers {
+                napster: vec![a.0.id(), b.0.id()],
+                pg: Some(&pg),
+            },
+            rss_pid: None,
+            database: Some(&url),
+        };
+        let figures = measure(&setup, Some(&pg), peers, per_peer, secs);
         drop((a, b));
         rows.push(("PostgreSQL, 2 servers", figures));
     }
+    table(&rows);
+}
+
+/// redis GET on this machine, next to the in-memory index's exact-name figures.
+fn redis_reference(figures: &Figures) {
+    match redis_get_rate() {
+        Some((redis, (server, bench))) => {
+            println!(
+                "  redis GET:     {redis:.0} req/s (redis-benchmark -t get -c 50, same machine, same run)"
+            );
+            println!(
+                "  redis GET CPU: {:.1} µs per request = redis-server {server:.1} + redis-benchmark {bench:.1}",
+                server + bench
+            );
+            let (index, clients) = figures.exact.cpu;
+            // On a saturated machine the rate is the cores over the CPU each request
+            // costs: this ratio is the load-independent form of the one above, and the
+            // index's own share of it.
+            println!(
+                "  RESULT exact/redis_by_cpu={:.2} (both sides) index/redis-server_by_cpu={:.2}",
+                (server + bench) / (index + clients),
+                server / index
+            );
+            println!(
+                "  RESULT exact/redis={:.2} substring_p99_ms={:.2} (50 clients) {:.2} (1 client)",
+                figures.exact.closed.0 / redis,
+                figures.substring.closed.2,
+                figures.one.1
+            );
+        }
+        None => println!(
+            "  redis GET:     skipped: redis-server and redis-benchmark are not installed (apt-get install redis-server)"
+        ),
+    }
+}
+
+/// The in-memory index again with and without `[index] metrics`, alternating: the cost
+/// of recording metrics on the exact-name rate.
+fn metrics_cost(dir: &std::path::Path, peers: u64, per_peer: u64, secs: u64) {
+    let rounds = env_or("NAPSTER_SCALE_ROUNDS", 2);
+    let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
+    // A fresh index process for every measurement, alternating off and on.
+    for round in 1..=rounds {
+        for (on, rates) in [(false, &mut rates_off), (true, &mut rates_on)] {
+            let state = if on { "on" } else { "off" };
+            let folder = dir.join(format!("metrics-{state}-{round}"));
+            let (index, addr) = start_index_with(&folder, None, on);
+            let label = format!("metrics {state}, round {round}");
+            let setup = Setup {
+                label: &label,
+                addrs: vec![addr],
+                servers: Servers {
+                    napster: vec![index.0.id()],
+                    pg: None,
+                },
+                rss_pid: None,
+                database: None,
+            };
+            rates.push(measure(&setup, None, peers, per_peer, secs).exact.closed.0);
+            drop(index);
+        }
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let (off_rate, on_rate) = (median(&mut rates_off), median(&mut rates_on));
+    println!(
+        "  RESULT metrics_cost={:.1}% (exact-name req/s, median of {rounds}: {off_rate:.0} off, {on_rate:.0} on; \
+         every round off: {rates_off:.0?}, on: {rates_on:.0?})",
+        (1.0 - on_rate / off_rate) * 100.0
+    );
+}
+
+/// The backends side by side, and PostgreSQL's figures as ratios to memory's.
+fn table(rows: &[(&str, Figures)]) {
     println!();
     println!(
-        "backend                 register files/s   exact req/s  p50 ms  p99 ms   substring req/s  p50 ms  p99 ms"
+        "backend                register files/s | exact req/s  p99 ms  open p99 | substring req/s  p99 ms  open p99 | common req/s  p99 ms  open p99 | idle session B"
     );
-    for (label, f) in &rows {
+    for (label, f) in rows {
         println!(
-            "{label:<23} {:>16.0} {:>13.0} {:>7.2} {:>7.2} {:>17.0} {:>7.2} {:>7.2}",
+            "{label:<22} {:>16.0} | {:>11.0} {:>7.2} {:>9.2} | {:>15.0} {:>7.2} {:>9.2} | {:>12.0} {:>7.2} {:>9.2} | {}",
             f.registration,
-            f.exact.0,
-            f.exact.1,
-            f.exact.2,
-            f.substring.0,
-            f.substring.1,
-            f.substring.2
+            f.exact.closed.0,
+            f.exact.closed.2,
+            f.exact.open.2,
+            f.substring.closed.0,
+            f.substring.closed.2,
+            f.substring.open.2,
+            f.common.closed.0,
+            f.common.closed.2,
+            f.common.open.2,
+            f.idle_session.map_or("-".into(), |b| format!("{b:.0}"))
+        );
+    }
+    if let [(_, memory), (_, pg)] = rows {
+        println!(
+            "RESULT postgres/memory: registration {:.2}, exact req/s {:.2}, substring req/s {:.2}, common req/s {:.2}; \
+             CPU µs per request (servers) exact {:.0}/{:.0}, substring {:.0}/{:.0}, common {:.0}/{:.0}",
+            pg.registration / memory.registration,
+            pg.exact.closed.0 / memory.exact.closed.0,
+            pg.substring.closed.0 / memory.substring.closed.0,
+            pg.common.closed.0 / memory.common.closed.0,
+            pg.exact.cpu.0,
+            memory.exact.cpu.0,
+            pg.substring.cpu.0,
+            memory.substring.cpu.0,
+            pg.common.cpu.0,
+            memory.common.cpu.0
         );
     }
 }

@@ -102,7 +102,7 @@ fn main() {
 
     let (_index, line) = start(&root.join("index"), "", "serve 0\n", "listening on");
     let index: SocketAddr = last_word(&line).parse().unwrap();
-    let config = format!("[peer]\nupload_limit = \"{rate}\"\n");
+    let config = format!("[peer]\nupload_limit = \"{rate}B/s\"\n");
     let mut peers = Vec::new();
     let mut folders: Vec<PathBuf> = Vec::new();
     for i in 0..4 {

@@ -4,10 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 use crate::protocol::Limits;
+
+mod bounds;
+pub use bounds::{MAX_HTTP_HEAD, MIN_HTTP_HEAD};
 
 /// Ignore patterns used when `napster.toml` gives none: hidden files and folders, editor
 /// backups, temporary and partial downloads (napster's own are always left out too).
@@ -20,6 +23,52 @@ pub const DEFAULT_FILE: &str = "napster.toml";
 /// Most `[peer] max_downloads`: each running download holds its worker threads and up to
 /// its memory bound.
 pub const MAX_DOWNLOADS: usize = 64;
+
+/// A rate in bytes per second (0: none), read once from what the file says: `2MiB/s`,
+/// `500kB/s`, `0`; a bare number other than 0 is refused with a hint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rate(pub u64);
+
+/// A size in bytes (0: none), read once from what the file says: `4GiB`, `500MB`, `0`;
+/// a bare number other than 0 is refused with a hint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        amount(d, crate::limit::parse_rate).map(Rate)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        amount(d, crate::limit::parse_size).map(ByteSize)
+    }
+}
+
+/// An amount written as text (`"2MiB/s"`) or as a number (only `0` has no unit).
+fn amount<'de, D: Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> std::result::Result<u64, crate::limit::BadRate>,
+) -> std::result::Result<u64, D::Error> {
+    struct Amount(fn(&str) -> std::result::Result<u64, crate::limit::BadRate>);
+    impl serde::de::Visitor<'_> for Amount {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an amount with its unit, like \"2MiB/s\" or \"4GiB\", or 0")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<u64, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<u64, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<u64, E> {
+            self.visit_str(&v.to_string())
+        }
+    }
+    d.deserialize_any(Amount(parse))
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -35,6 +84,8 @@ pub struct Config {
     pub shell: ShellConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The HTTP API and web page.
+    pub web: WebConfig,
     /// Where these settings came from (not a setting: filled in by [`crate::home`]).
     #[serde(skip)]
     pub origin: Origin,
@@ -81,6 +132,10 @@ pub struct IndexConfig {
     pub max_connections: usize,
     /// Most connections served at once from one source address.
     pub max_connections_per_address: usize,
+    /// Most TLS handshakes in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
@@ -99,14 +154,34 @@ pub struct IndexConfig {
     pub database: String,
     /// `host:port` serving Prometheus metrics on `/metrics`; empty: none.
     pub metrics: String,
+    /// Most connections the metrics endpoint holds at once.
+    pub metrics_max_connections: usize,
+    /// Most connections the metrics endpoint holds at once from one source address.
+    pub metrics_max_connections_per_address: usize,
+    /// Longest HTTP request head the metrics endpoint reads, in bytes.
+    pub metrics_max_head: usize,
+    /// Seconds an HTTP request head may take to arrive at the metrics endpoint.
+    pub metrics_head_timeout: f64,
     /// Key file of the index server's identity; made on first use.
     pub key: PathBuf,
     /// Relay between peers that are both behind NATs.
     pub relay: bool,
     /// Bandwidth the relay may use in all (a rate like `10MiB/s`; `0`: no cap).
-    pub relay_rate: String,
-    /// Bytes one key may have relayed per hour (a size like `1GiB`; `0`: no quota).
-    pub relay_quota: String,
+    pub relay_rate: Rate,
+    /// Bytes one downloader key may have relayed per hour (a size like `1GiB`; `0`: no
+    /// quota).
+    pub relay_quota: ByteSize,
+    /// Most relay pipes, pending or running, at once.
+    pub relay_pipes: usize,
+    /// Most relay pipes one asking key holds at once.
+    pub relay_pipes_per_key: usize,
+    /// Most relay pipes one asking source address holds at once.
+    pub relay_pipes_per_address: usize,
+    /// Most pushes (reverse connection, hole punch, relay) one key may cause a given
+    /// sharer per 10 s.
+    pub pushes_per_key: usize,
+    /// Most pushes one source address may cause a given sharer per 10 s.
+    pub pushes_per_address: usize,
 }
 
 impl Default for IndexConfig {
@@ -118,6 +193,8 @@ impl Default for IndexConfig {
             session_ttl: 30.0,
             max_connections: 4096,
             max_connections_per_address: 64,
+            max_handshakes: 256,
+            max_handshakes_per_address: 8,
             max_results: 1000,
             max_files_per_peer: 200_000,
             max_files_per_address: 400_000,
@@ -127,10 +204,19 @@ impl Default for IndexConfig {
             min_pattern_len: 2,
             database: String::new(),
             metrics: String::new(),
+            metrics_max_connections: 64,
+            metrics_max_connections_per_address: 8,
+            metrics_max_head: 8192,
+            metrics_head_timeout: 5.0,
             key: ".napster-index-key".into(),
             relay: true,
-            relay_rate: "0".into(),
-            relay_quota: "4GiB".into(),
+            relay_rate: Rate(0),
+            relay_quota: ByteSize(4 << 30),
+            relay_pipes: 256,
+            relay_pipes_per_key: 16,
+            relay_pipes_per_address: 32,
+            pushes_per_key: 64,
+            pushes_per_address: 128,
         }
     }
 }
@@ -147,6 +233,14 @@ pub struct PeerConfig {
     pub dir: PathBuf,
     /// Folder downloads are written to.
     pub downloads: PathBuf,
+    /// Most connections the file server holds at once.
+    pub max_connections: usize,
+    /// Most connections the file server holds at once from one source address.
+    pub max_connections_per_address: usize,
+    /// Most TLS handshakes the file server has in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes the file server has in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most downloads served at once.
     pub max_uploads: usize,
     /// Most downloads served or waiting at once for one IP address.
@@ -154,9 +248,9 @@ pub struct PeerConfig {
     /// Most queued (`get -b`) downloads running at once; the rest wait their turn.
     pub max_downloads: usize,
     /// Upload bandwidth limit (`2MiB/s`; `0` = none).
-    pub upload_limit: String,
+    pub upload_limit: Rate,
     /// Download bandwidth limit (`10MB/s`; `0` = none).
-    pub download_limit: String,
+    pub download_limit: Rate,
     /// File and folder names left out of a share (`*`/`?` patterns).
     pub ignore: Vec<String>,
     /// File the hash cache is kept in; empty keeps it in memory only.
@@ -177,6 +271,11 @@ pub struct PeerConfig {
     pub port_mapping: bool,
     /// Seconds of lease asked for a port mapping (renewed at half of it).
     pub port_mapping_lease: u32,
+    /// Most pushes (reverse connections, hole punches, relay joins) this peer obeys per
+    /// 10 s, whatever its index says.
+    pub max_pushes: usize,
+    /// Most pushes this peer carries out at once (connecting, punching, handshaking).
+    pub max_pushes_at_once: usize,
 }
 
 impl Default for PeerConfig {
@@ -186,11 +285,15 @@ impl Default for PeerConfig {
             port: 25000,
             dir: "testing_files".into(),
             downloads: "downloads".into(),
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            max_handshakes: 128,
+            max_handshakes_per_address: 8,
             max_uploads: 256,
             max_uploads_per_address: 16,
             max_downloads: 3,
-            upload_limit: "0".into(),
-            download_limit: "0".into(),
+            upload_limit: Rate(0),
+            download_limit: Rate(0),
             ignore: DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect(),
             hash_cache: ".napster-hashes".into(),
             key: ".napster-key".into(),
@@ -201,6 +304,8 @@ impl Default for PeerConfig {
             settle: 1.0,
             port_mapping: true,
             port_mapping_lease: 3600,
+            max_pushes: 128,
+            max_pushes_at_once: 16,
         }
     }
 }
@@ -214,7 +319,7 @@ pub struct ProtocolConfig {
     /// Seconds allowed to connect, for a begun message to arrive, or for a transfer to move.
     pub timeout: f64,
     /// Slowest a transfer may move (`4KiB/s`; `0` = no minimum), measured over `timeout`.
-    pub min_rate: String,
+    pub min_rate: Rate,
 }
 
 impl Default for ProtocolConfig {
@@ -223,7 +328,7 @@ impl Default for ProtocolConfig {
         ProtocolConfig {
             max_frame: limits.max_frame,
             timeout: limits.timeout.as_secs_f64(),
-            min_rate: "4KiB/s".into(),
+            min_rate: Rate(limits.min_rate),
         }
     }
 }
@@ -266,6 +371,35 @@ impl Default for LogConfig {
             level: "info".into(),
             file: PathBuf::new(),
         }
+    }
+}
+
+/// The address `napster daemon` serves its API and page on when `[web] listen` is empty.
+pub const DAEMON_WEB_LISTEN: &str = "127.0.0.1:8460";
+
+/// `[web]`: the HTTP API and web page (`docs/API.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// `host:port` to serve on; empty: off in the shell, [`DAEMON_WEB_LISTEN`] in the
+    /// daemon. Port 0 picks a free port.
+    pub listen: String,
+    /// The host name a TLS reverse proxy forwards to this daemon (`napster.example.org`):
+    /// it lets `listen` be an address other than loopback, and requests naming that host
+    /// (`Host`, `Origin`) be served.
+    pub reverse_proxy: String,
+}
+
+impl WebConfig {
+    fn check(&self) -> Result<()> {
+        if self.reverse_proxy.contains(['/', ':', ' ']) {
+            return Err(Error::Config(
+                "`web.reverse_proxy` must be a bare host name (napster.example.org), without \
+                 scheme, port or path"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +450,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         config.check()?;
+        config.web.check()?;
         Ok(config)
     }
 
@@ -347,9 +482,7 @@ impl Config {
                 "must be at least 1",
             );
         }
-        if self.index.max_connections_per_address == 0 {
-            return bad("index.max_connections_per_address", "must be at least 1");
-        }
+        self.check_bounds()?;
         if self.index.max_name_len == 0 || self.index.max_name_len > crate::protocol::MAX_NAME {
             return bad(
                 "index.max_name_len",
@@ -367,18 +500,10 @@ impl Config {
         if self.index.max_results == 0 {
             return bad("index.max_results", "must be at least 1");
         }
-        for (key, value) in [
-            ("peer.upload_limit", &self.peer.upload_limit),
-            ("peer.download_limit", &self.peer.download_limit),
-            ("protocol.min_rate", &self.protocol.min_rate),
-            ("index.relay_rate", &self.index.relay_rate),
-            ("index.relay_quota", &self.index.relay_quota),
-        ] {
-            if let Err(e) = crate::limit::parse_rate(value) {
-                return bad(key, &format!("is wrong: {e}"));
-            }
-        }
-        if let Some(problem) = self.peer_name().and_then(crate::protocol::nickname_problem) {
+        if let Some(problem) = self
+            .peer_name()
+            .and_then(crate::protocol::new_nickname_problem)
+        {
             return bad("peer.name", &problem);
         }
         if !(self.peer.rescan >= 1.0 && self.peer.rescan <= 86_400.0) {
@@ -393,6 +518,7 @@ impl Config {
                 "must be between 2 and 604800 seconds (a week)",
             );
         }
+        self.check_counts()?;
         if self.peer.max_uploads == 0 {
             return bad("peer.max_uploads", "must be at least 1");
         }
@@ -408,22 +534,43 @@ impl Config {
         Ok(())
     }
 
+    /// The bounds of the relay and of pushes: each at least 1.
+    fn check_counts(&self) -> Result<()> {
+        for (key, value) in [
+            ("index.relay_pipes", self.index.relay_pipes),
+            ("index.relay_pipes_per_key", self.index.relay_pipes_per_key),
+            (
+                "index.relay_pipes_per_address",
+                self.index.relay_pipes_per_address,
+            ),
+            ("index.pushes_per_key", self.index.pushes_per_key),
+            ("index.pushes_per_address", self.index.pushes_per_address),
+            ("peer.max_pushes", self.peer.max_pushes),
+            ("peer.max_pushes_at_once", self.peer.max_pushes_at_once),
+        ] {
+            if value == 0 {
+                let hint = match key.starts_with("index.relay") {
+                    true => " (to turn the relay off: `index.relay = false`)",
+                    false => "",
+                };
+                return Err(Error::Config(format!("`{key}` must be at least 1{hint}")));
+            }
+        }
+        Ok(())
+    }
+
     /// The wire limits these settings ask for.
     pub fn limits(&self) -> Limits {
         Limits {
             max_frame: self.protocol.max_frame,
             timeout: Duration::from_secs_f64(self.protocol.timeout),
-            min_rate: crate::limit::parse_rate(&self.protocol.min_rate).unwrap_or(0),
+            min_rate: self.protocol.min_rate.0,
         }
     }
 
     /// The upload and download limits, in bytes per second (0 = none).
     pub fn rate_limits(&self) -> (u64, u64) {
-        let rate = |text: &str| crate::limit::parse_rate(text).unwrap_or(0);
-        (
-            rate(&self.peer.upload_limit),
-            rate(&self.peer.download_limit),
-        )
+        (self.peer.upload_limit.0, self.peer.download_limit.0)
     }
 
     /// How long a silent peer session lives.
@@ -490,6 +637,17 @@ mod tests {
             err.contains("peer.max_downloads") && err.contains("between 1 and 64"),
             "{err}"
         );
+        let err = Config::parse("[index]\nrelay_pipes_per_key = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index.relay_pipes_per_key") && err.contains("relay = false"),
+            "{err}"
+        );
+        let err = Config::parse("[peer]\nmax_pushes_at_once = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer.max_pushes_at_once"), "{err}");
         let err = Config::parse("[peer]\nport_mapping_lease = 1\n")
             .unwrap_err()
             .to_string();
@@ -497,6 +655,36 @@ mod tests {
             err.contains("peer.port_mapping_lease") && err.contains("between 2 and 604800"),
             "{err}"
         );
+    }
+
+    /// Rates and sizes are read once, into numbers; a bare number other than 0 (a
+    /// `5` meant as 5 MiB/s limited transfers to 5 bytes per second) is refused with
+    /// the hint, as text or as a TOML number.
+    #[test]
+    fn rates_and_sizes_are_typed_and_need_a_unit() {
+        let config = Config::parse(
+            "[peer]\nupload_limit = \"2MiB/s\"\ndownload_limit = 0\n\
+             [index]\nrelay_quota = \"1GiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.rate_limits(), (2 << 20, 0));
+        assert_eq!(config.index.relay_quota, ByteSize(1 << 30));
+        for (text, hint) in [
+            ("[peer]\nupload_limit = \"5\"\n", "5 needs a unit: 5MiB/s?"),
+            ("[peer]\ndownload_limit = 5\n", "5 needs a unit: 5MiB/s?"),
+            (
+                "[protocol]\nmin_rate = \"4096\"\n",
+                "4096 needs a unit: 4096MiB/s?",
+            ),
+            ("[index]\nrelay_quota = \"5\"\n", "5 needs a unit: 5MiB?"),
+            ("[peer]\nupload_limit = \"fast\"\n", "is not a rate"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(hint) && err.contains("line 2"),
+                "{text}: {err}"
+            );
+        }
     }
 
     /// A later file overrides an earlier one key by key; what it leaves out stays.
@@ -528,6 +716,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(&here.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_bound_out_of_range_is_named() {
+        let err = Config::parse("[index]\nmetrics_max_head = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index.metrics_max_head") && err.contains("between 1024 and 1048576"),
+            "{err}"
+        );
+        let err = Config::parse("[peer]\nmax_handshakes_per_address = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peer.max_handshakes_per_address") && err.contains("at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

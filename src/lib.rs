@@ -7,12 +7,15 @@
 
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod digest;
 pub mod disk;
 pub mod download;
 pub mod error;
 pub(crate) mod fds;
+pub mod gate;
 pub mod home;
+pub mod http;
 pub mod identity;
 pub mod index;
 pub mod limit;
@@ -25,6 +28,7 @@ pub mod rendezvous;
 pub mod runtime;
 mod shell;
 pub mod tls;
+pub mod web;
 
 pub use error::{Error, Result};
 /// The binary's command line (the shell and its one-shot commands).

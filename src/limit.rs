@@ -12,9 +12,25 @@ const BURST_SECONDS: f64 = 0.05;
 /// Smallest block a limited transfer moves at once, in bytes.
 const MIN_BLOCK: usize = 16 * 1024;
 
-/// Parse a rate as users write it: `2MiB/s`, `500 kB/s`, `1000000` (bytes per second),
-/// or `0`, `none`, `unlimited`. Returns bytes per second, 0 meaning no limit.
+/// Longest one sleep of a throttled transfer: a limit changed meanwhile, or a transfer
+/// whose other end is gone, is noticed this soon (16 KiB at 5 B/s is a 55-minute debt).
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Parse a rate as users write it: `2MiB/s`, `500 kB/s`, `1000B/s`, or `0`, `none`,
+/// `unlimited`. Returns bytes per second, 0 meaning no limit. A bare number other than
+/// 0 is refused: `limit 5` meant 5 MiB/s far more often than 5 bytes per second.
 pub fn parse_rate(text: &str) -> Result<u64, BadRate> {
+    parse_amount(text, "/s").map_err(|why| BadRate(text.trim().to_owned(), why))
+}
+
+/// Parse a size as users write it: `4GiB`, `500 MB`, `1000B`, or `0` (none). A bare
+/// number other than 0 is refused, as for rates.
+pub fn parse_size(text: &str) -> Result<u64, BadRate> {
+    parse_amount(text, "").map_err(|why| BadRate(text.trim().to_owned(), why))
+}
+
+/// The bytes `text` says (an amount followed by `unit`), or why not.
+fn parse_amount(text: &str, unit: &str) -> Result<u64, Why> {
     let text = text.trim();
     if matches!(
         text.to_lowercase().as_str(),
@@ -22,17 +38,42 @@ pub fn parse_rate(text: &str) -> Result<u64, BadRate> {
     ) {
         return Ok(0);
     }
-    let amount = text.strip_suffix("/s").unwrap_or(text).trim();
+    let amount = text.strip_suffix(unit).unwrap_or(text).trim();
+    if amount.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(Why::NoUnit(format!("{amount}MiB{unit}")));
+    }
     amount
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|_| BadRate(text.to_owned()))
+        .map_err(|_| {
+            let noun = if unit.is_empty() { "size" } else { "rate" };
+            Why::Unreadable(format!("a {noun}; write it like 2MiB{unit}, 500kB{unit}"))
+        })
 }
 
-/// A rate that could not be read.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a rate; write it like 2MiB/s, 500kB/s or 0 for none")]
-pub struct BadRate(pub String);
+/// Why an amount could not be read, with the example to show.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Why {
+    /// A bare number: the unit is missing.
+    NoUnit(String),
+    /// Not an amount at all: what it should be, with examples.
+    Unreadable(String),
+}
+
+/// A rate or size that could not be read, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadRate(pub String, pub Why);
+
+impl std::fmt::Display for BadRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.1 {
+            Why::NoUnit(hint) => write!(f, "{} needs a unit: {hint}? (0 means none)", self.0),
+            Why::Unreadable(examples) => write!(f, "{:?} is not {examples} or 0 for none", self.0),
+        }
+    }
+}
+
+impl std::error::Error for BadRate {}
 
 /// A rate for people: `2.0 MiB/s`, or `unlimited`.
 pub fn show_rate(rate: u64) -> String {
@@ -47,6 +88,9 @@ pub fn show_rate(rate: u64) -> String {
 #[derive(Debug)]
 pub struct RateLimit {
     rate: AtomicU64,
+    /// Bumped by every [`RateLimit::set`]: a throttled transfer that sees it change
+    /// stops waiting off a debt counted at the old rate.
+    changes: AtomicU64,
     bucket: Mutex<Bucket>,
 }
 
@@ -61,6 +105,7 @@ impl RateLimit {
     pub fn new(rate: u64) -> Self {
         RateLimit {
             rate: AtomicU64::new(rate),
+            changes: AtomicU64::new(0),
             bucket: Mutex::new(Bucket {
                 tokens: 0.0,
                 last: Instant::now(),
@@ -76,6 +121,7 @@ impl RateLimit {
     /// Change the limit.
     pub fn set(&self, rate: u64) {
         self.rate.store(rate, Ordering::Relaxed);
+        self.changes.fetch_add(1, Ordering::Relaxed);
         let mut bucket = self.bucket.lock();
         bucket.tokens = 0.0;
         bucket.last = Instant::now();
@@ -112,11 +158,27 @@ impl RateLimit {
         }
     }
 
-    /// Account for `bytes` moved and sleep as long as the limit asks (blocking code).
+    /// Account for `bytes` moved and sleep as long as the limit asks (blocking code), in
+    /// slices: a change of the limit ends the wait at once (the debt was counted at the
+    /// old rate, and `set` forgives it).
     pub fn throttle(&self, bytes: usize) {
-        let wait = self.delay(bytes);
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
+        self.throttle_while(bytes, || true);
+    }
+
+    /// As [`RateLimit::throttle`], asking `go_on` between slices whether the transfer
+    /// still has someone to send to; `false` when it said no.
+    pub fn throttle_while(&self, bytes: usize, mut go_on: impl FnMut() -> bool) -> bool {
+        let changes = self.changes.load(Ordering::Relaxed);
+        let until = Instant::now() + self.delay(bytes);
+        loop {
+            let now = Instant::now();
+            if now >= until || self.changes.load(Ordering::Relaxed) != changes {
+                return true;
+            }
+            if !go_on() {
+                return false;
+            }
+            std::thread::sleep((until - now).min(SLICE));
         }
     }
 }
@@ -218,7 +280,13 @@ mod tests {
         assert_eq!(parse_rate("2MiB/s"), Ok(2 << 20));
         assert_eq!(parse_rate("2 MiB/s"), Ok(2 << 20));
         assert_eq!(parse_rate("500kB/s"), Ok(500_000));
-        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert_eq!(parse_rate("1000B/s"), Ok(1000));
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        let bare = parse_rate("5").unwrap_err().to_string();
+        assert!(bare.contains("5 needs a unit: 5MiB/s?"), "{bare}");
+        let bare = parse_size("5").unwrap_err().to_string();
+        assert!(bare.contains("5 needs a unit: 5MiB?"), "{bare}");
         assert_eq!(parse_rate("unlimited"), Ok(0));
         assert!(
             parse_rate("fast")

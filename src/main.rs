@@ -5,5 +5,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(napster::cli::main(std::env::args_os()))
+    ExitCode::from(napster::cli::main(
+        std::env::args_os(),
+        napster::daemon::run,
+    ))
 }

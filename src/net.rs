@@ -3,32 +3,31 @@
 //! TLS handshake of both sides ([`connect`] for clients; see [`crate::tls`]), and the
 //! protocol handshake (`hello` with the protocol version, answered by `welcome`). A
 //! napster of the older, unencrypted protocol is answered in its own terms that it must
-//! upgrade. The process's file-descriptor budget, which bounds how many connections can
-//! be served, is [`crate::fds`]'s.
+//! upgrade. What a server admits (connections per address and in all, TLS handshakes in
+//! flight) is its [`Gate`]'s, asked here before any TLS; the process's file-descriptor
+//! budget, which bounds how many connections can be served, is [`crate::fds`]'s.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_rustls::{TlsAcceptor, TlsConnector, TlsStream};
-use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use smol::Async;
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::lock::Semaphore;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
+use crate::gate::{self, Admission, Full, Gate};
 use crate::identity::Identity;
 use crate::protocol::{self, Connection, ErrorCode, Fingerprint, Handshake, Limits, Reply, Socket};
 use crate::rendezvous::{self, Handoff};
 use crate::runtime::{self, Shutdown};
 use crate::tls;
 
-pub use crate::fds::{fit_connections, raise_fd_limit};
+pub use crate::fds::raise_fd_limit;
 
 /// The first byte of a TLS handshake record; an older napster's plaintext frame starts
 /// with the high byte of its length, 0 for any frame it could send.
@@ -37,77 +36,35 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// Bytes of an older napster's plaintext `hello` read before it is answered.
 const PLAINTEXT_HELLO: usize = 4096;
 
-/// Pause after a failed `accept` (say, out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// What an accept loop enforces on every connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Admission {
-    /// Wire limits of each connection.
-    pub limits: Limits,
-    /// Most connections served at once; the next ones are told `busy` and closed.
-    pub max_connections: usize,
-    /// Most connections served at once from one source address; the next ones from
-    /// that address are told `busy`, while other addresses are still served.
-    pub max_per_address: usize,
-}
-
-/// Connections currently served per source address.
-type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// One connection counted against its source address, for as long as its task owns it
-/// (a panic drops it too).
-struct AddressSlot {
-    counts: PerAddress,
-    ip: IpAddr,
-}
-
-impl AddressSlot {
-    /// A slot for `ip`, unless it already holds `max`.
-    fn take(counts: &PerAddress, ip: IpAddr, max: usize) -> Option<AddressSlot> {
-        let mut map = counts.lock();
-        let held = map.entry(ip).or_insert(0);
-        if *held >= max {
-            return None;
-        }
-        *held += 1;
-        Some(AddressSlot {
-            counts: counts.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock();
-        if let Some(held) = map.get_mut(&self.ip) {
-            *held -= 1;
-            if *held == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Called for each connection told `busy` (for metrics).
-pub type OnBusy = Arc<dyn Fn() + Send + Sync>;
+/// Called for each connection refused at a bound (for metrics).
+pub type OnRefused = Arc<dyn Fn(Full) + Send + Sync>;
 
 /// What an accept loop does besides serving: count refusals, hand reverse connections
 /// over.
 #[derive(Default, Clone)]
 pub struct Hooks {
-    /// Called for each connection refused at a limit.
-    pub on_busy: Option<OnBusy>,
+    /// Called for each connection refused at a bound.
+    pub on_refused: Option<OnRefused>,
     /// Where a connection opening with a preamble (not TLS) goes: a reverse
     /// connection's download, a relay; without it such a connection is refused like any
     /// non-TLS one.
     pub handoff: Option<Handoff>,
 }
 
-/// Accept connections on `listener` until `shutdown` fires. Each one gets its own task,
-/// which holds a connection permit for its whole life (a panic drops it too), says the
-/// handshake as a server speaking `Req`/`Resp`, then runs `serve`; `hooks` say what else it does.
+impl Hooks {
+    fn refused(&self, addr: SocketAddr, full: Full) {
+        debug!("closed the connection from {addr}: {full}");
+        if let Some(on_refused) = &self.on_refused {
+            on_refused(full);
+        }
+    }
+}
+
+/// Accept connections on `listener` until `shutdown` fires. A connection over one of
+/// the gate's connection caps is closed at once; each other one gets its own task, which
+/// holds its place in the gate for its whole life (a panic drops it too), says the
+/// handshake as a server speaking `Req`/`Resp`, then runs `serve`; `hooks` say what
+/// else it does.
 pub async fn accept_loop<Req, Resp, F, Fut>(
     listener: Async<TcpListener>,
     identity: Identity,
@@ -122,64 +79,28 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls::server_config(&identity));
-    let permits = Arc::new(Semaphore::new(admission.max_connections));
-    let per_address = PerAddress::default();
     let serve = Arc::new(serve);
-    loop {
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                shutdown.wait().await;
-                None
-            })
-            .await;
-        let (stream, addr) = match accepted {
-            None => return,
-            Some(Ok(pair)) => pair,
-            Some(Err(e)) => {
-                warn!("accept failed: {e}");
-                smol::Timer::after(ACCEPT_BACKOFF).await;
+    while let Some((stream, addr)) = gate::accept(&listener, &shutdown).await {
+        let admitted = match admission.gate.admit(addr.ip().to_canonical()) {
+            Ok(admitted) => admitted,
+            Err(full) => {
+                hooks.refused(addr, full);
                 continue;
             }
         };
-        let ip = addr.ip().to_canonical();
-        // Counted before the global permit, so one address cannot take it from others.
-        let slot = AddressSlot::take(&per_address, ip, admission.max_per_address);
-        let permit = slot.as_ref().and_then(|_| permits.try_acquire_arc());
-        if (slot.is_none() || permit.is_none())
-            && let Some(on_busy) = &hooks.on_busy
-        {
-            on_busy();
-        }
         let serve = serve.clone();
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
-        let handoff = hooks.handoff.clone();
+        let hooks = hooks.clone();
+        let gate = admission.gate.clone();
+        let limits = admission.limits;
         runtime::spawn(async move {
+            let _admitted = admitted;
             let result = async {
                 let Some(mut conn) =
-                    accept_tls::<Resp>(stream, &acceptor, admission.limits, handoff).await?
+                    accept_tls::<Resp>(stream, &gate, &acceptor, limits, &hooks).await?
                 else {
                     return Ok(());
-                };
-                let Some(_slot) = slot else {
-                    warn!("refusing {addr}: at the connection limit of {ip}");
-                    let busy = Resp::error(
-                        ErrorCode::Busy,
-                        format!(
-                            "{ip} already has {} connections open, the most one address may \
-                             have; close some and try again",
-                            admission.max_per_address
-                        ),
-                    );
-                    return Ok(conn.send(&busy).await?);
-                };
-                let Some(_permit) = permit else {
-                    warn!("refusing {addr}: at the connection limit");
-                    let busy = Resp::error(
-                        ErrorCode::Busy,
-                        "the server is at its connection limit; try again shortly",
-                    );
-                    return Ok(conn.send(&busy).await?);
                 };
                 debug!("connection from {addr}");
                 welcome::<Req, Resp>(&mut conn).await?;
@@ -192,6 +113,24 @@ pub async fn accept_loop<Req, Resp, F, Fut>(
         })
         .detach();
     }
+}
+
+/// `work` (a connection's first bytes and its TLS handshake, as the server) run in a
+/// handshake slot of `gate`, waited for up to the timeout: the one place where TLS
+/// handshakes are bounded, for accepted connections and for those this side opened.
+async fn in_handshake_slot<T>(
+    gate: &Gate,
+    addr: SocketAddr,
+    limits: Limits,
+    hooks: &Hooks,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let ip = addr.ip().to_canonical();
+    let Ok(_slot) = gate.handshake(ip, limits.timeout).await else {
+        hooks.refused(addr, Full::Handshakes);
+        return Err(timed_out(addr, "a free TLS handshake slot"));
+    };
+    work.await
 }
 
 /// The address of the other side of `stream`.
@@ -208,7 +147,7 @@ fn timed_out(addr: SocketAddr, what: &str) -> Error {
 }
 
 /// `op`, or a `TimedOut` error once `timeout` has passed.
-async fn io_within<T>(
+pub(crate) async fn io_within<T>(
     timeout: Duration,
     op: impl Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
@@ -224,6 +163,26 @@ async fn io_within<T>(
 /// to upgrade) or left before saying anything.
 async fn accept_tls<Resp>(
     stream: Async<TcpStream>,
+    gate: &Gate,
+    acceptor: &TlsAcceptor,
+    limits: Limits,
+    hooks: &Hooks,
+) -> Result<Option<Connection>>
+where
+    Resp: Reply + serde::Serialize,
+{
+    let addr = peer_of(&stream)?;
+    let handoff = hooks.handoff.clone();
+    in_handshake_slot(gate, addr, limits, hooks, async move {
+        accept_first_bytes::<Resp>(stream, addr, acceptor, limits, handoff).await
+    })
+    .await
+}
+
+/// [`accept_tls`] once it holds its slot: what the first byte says the connection is.
+async fn accept_first_bytes<Resp>(
+    stream: Async<TcpStream>,
+    addr: SocketAddr,
     acceptor: &TlsAcceptor,
     limits: Limits,
     handoff: Option<Handoff>,
@@ -231,7 +190,6 @@ async fn accept_tls<Resp>(
 where
     Resp: Reply + serde::Serialize,
 {
-    let addr = peer_of(&stream)?;
     let timeout = limits.timeout;
     let timed_out = |what: &str| timed_out(addr, what);
     let mut first = [0; 1];
@@ -301,14 +259,17 @@ pub async fn serve_stream<Req, Resp>(
     stream: Async<TcpStream>,
     identity: &Identity,
     client: Option<Fingerprint>,
-    limits: Limits,
+    admission: &Admission,
 ) -> Result<Connection>
 where
     Req: Handshake + serde::de::DeserializeOwned,
     Resp: Reply + serde::Serialize,
 {
     let acceptor = TlsAcceptor::from(tls::server_config(identity));
-    let mut conn = tls_accept(stream, &acceptor, limits).await?;
+    let (addr, limits) = (peer_of(&stream)?, admission.limits);
+    let handshake = tls_accept(stream, &acceptor, limits);
+    let hooks = Hooks::default();
+    let mut conn = in_handshake_slot(&admission.gate, addr, limits, &hooks, handshake).await?;
     if let Some(expected) = client
         && conn.peer_fingerprint() != expected
     {
@@ -337,17 +298,13 @@ where
             protocol::VERSION
         ),
     );
-    let _ = async {
+    let answered = io_within(timeout, async {
         let mut hello = vec![0; PLAINTEXT_HELLO];
         let _ = stream.read(&mut hello).await;
         stream.write_all(&protocol::encode(&refusal)).await?;
         stream.flush().await
-    }
-    .or(async {
-        smol::Timer::after(timeout).await;
-        Err(std::io::ErrorKind::TimedOut.into())
-    })
-    .await;
+    });
+    let _ = answered.await;
 }
 
 /// Connect to `addr` as `identity`: TCP, then TLS, all within the timeout. When
@@ -376,12 +333,8 @@ pub async fn connect_over(
         .map_err(|e| Error::io("reading the peer's address", e))?;
     let (config, check) = tls::client_config(identity, expected);
     let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid DNS name");
-    let tls = TlsConnector::from(config)
-        .connect(name, Socket::new(stream))
-        .or(async {
-            smol::Timer::after(limits.timeout).await;
-            Err(std::io::ErrorKind::TimedOut.into())
-        })
+    let connector = TlsConnector::from(config);
+    let tls = io_within(limits.timeout, connector.connect(name, Socket::new(stream)))
         .await
         .map_err(|e| {
             if let (Some(expected), Some(seen)) = (expected, check.seen())
@@ -416,7 +369,22 @@ fn handshake_failed(addr: SocketAddr, e: std::io::Error) -> Error {
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .is_some_and(|inner| matches!(inner, rustls::Error::InvalidMessage(_)));
-    if not_tls || e.kind() == std::io::ErrorKind::UnexpectedEof {
+    let closed = matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    );
+    if closed {
+        // A server over a connection cap closes at once, before any TLS.
+        return Error::msg(format!(
+            "{addr} closed the connection before the TLS handshake finished: it is probably \
+             at a connection limit (try again shortly), or an older napster that does not \
+             speak encrypted napster (protocol version {}) and must be upgraded ({e})",
+            protocol::VERSION
+        ));
+    }
+    if not_tls {
         return Error::msg(format!(
             "{addr} does not speak encrypted napster (protocol version {}): it is probably an \
              older napster, which must be upgraded ({e})",
@@ -515,8 +483,12 @@ mod tests {
         let served = Arc::new(AtomicUsize::new(0));
         let admission = Admission {
             limits: Limits::default(),
-            max_connections: 2,
-            max_per_address: 2,
+            gate: Gate::new(crate::gate::Bounds {
+                connections: 2,
+                connections_per_address: 2,
+                handshakes: 2,
+                handshakes_per_address: 2,
+            }),
         };
         let count = served.clone();
         runtime::spawn(accept_loop::<IndexRequest, IndexResponse, _, _>(

@@ -416,6 +416,15 @@ async fn nicknames_are_first_come_and_bound_to_keys<S: Store>(store: Arc<S>) {
             .as_deref(),
         Some("alice")
     );
+    // Nor may it take a look-alike of it (`aIice`, `A1ICE`): one nickname per
+    // skeleton, in both stores.
+    for look_alike in ["aIice", "A1ICE", "al1ce"] {
+        assert_eq!(
+            store.bind_nickname(b, Some(look_alike)).await.unwrap(),
+            None,
+            "{look_alike} beside alice"
+        );
+    }
     // The holder gives it up; then another key may take it.
     assert_eq!(store.bind_nickname(a, None).await.unwrap(), None);
     assert_eq!(

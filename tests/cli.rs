@@ -237,7 +237,7 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
     .unwrap();
     let out = NAPSTER.run(
         tmp.path(),
-        "limit\nlimit down 500kB/s\nlimit up 0\nlimit down fast\n",
+        "limit\nlimit down 500kB/s\nlimit up 0\nlimit down fast\nlimit 5\nlimit up 5\n",
     );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
@@ -256,6 +256,17 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
         "upload limit: unlimited; download limit: 488.3 KiB/s"
     );
     assert!(stderr.contains("\"fast\" is not a rate"), "{stderr}");
+    // A bare number is refused with the hint, not taken as bytes per second.
+    assert_eq!(
+        stderr.matches("5 needs a unit: 5MiB/s?").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "a bare number set a limit: {stdout}"
+    );
 
     std::fs::write(
         tmp.path().join("napster.toml"),
@@ -265,7 +276,7 @@ fn bandwidth_limits_are_set_in_config_and_at_run_time() {
     let out = NAPSTER.run(tmp.path(), "limit\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("peer.download_limit"),
+        text(&out.stderr).contains("download_limit") && text(&out.stderr).contains("line 2"),
         "{}",
         text(&out.stderr)
     );

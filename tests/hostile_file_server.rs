@@ -843,3 +843,79 @@ fn a_reader_that_trickles_below_the_minimum_rate_loses_its_slot() {
         "the slot was freed only after {waited:?}"
     );
 }
+
+/// A file server like [`slot_server`] with one upload slot and a 2 s timeout, its
+/// uploads limited by `upload`.
+fn limited_server(
+    upload: std::sync::Arc<napster::limit::RateLimit>,
+) -> (
+    std::net::SocketAddr,
+    tempfile::TempDir,
+    napster::runtime::ShutdownTrigger,
+) {
+    let (tmp, root) = prepare_folder(&[("big.bin", &noise(9, SLOW_FILE))]);
+    let mut settings = file_server_settings();
+    settings.max_uploads = 1;
+    settings.limits.timeout = Duration::from_secs(2);
+    settings.limits.min_rate = 0;
+    settings.upload = upload;
+    let (addr, _folder, trigger) = serve_folder_with(&root, settings, [127, 0, 0, 1].into());
+    (addr, tmp, trigger)
+}
+
+/// Most a limit change may take to reach a running upload (the throttle sleeps in
+/// slices of 100 ms; the rest is room for a loaded machine).
+const LIMIT_CHANGE: Duration = Duration::from_secs(2);
+
+/// `limit 5` (5 B/s) used to freeze an upload for the whole debt of its first block
+/// (16 KiB at 5 B/s: 55 minutes) in one sleep, and raising the limit woke nothing.
+#[test]
+fn raising_a_low_limit_reaches_a_running_upload_at_once() {
+    let upload = std::sync::Arc::new(napster::limit::RateLimit::new(5));
+    let (addr, _tmp, _trigger) = limited_server(upload.clone());
+    let (mut reader, answer) = get_without_reading(addr);
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    // The first block goes at once; the upload then waits off its debt.
+    let mut first = vec![0; 16 * 1024];
+    reader.read_exact(&mut first).expect("the first block");
+    upload.set(0);
+    let raised = std::time::Instant::now();
+    reader.read_timeout(LIMIT_CHANGE * 2);
+    let mut next = vec![0; 64 * 1024];
+    reader
+        .read_exact(&mut next)
+        .expect("the upload goes on after the limit was raised");
+    let took = raised.elapsed();
+    assert!(took < LIMIT_CHANGE, "the new limit applied after {took:?}");
+}
+
+/// A downloader that gave up while a limited upload waited used to keep its slot for
+/// the whole debt (the sharer's `uploads` showed it "sending" for 5+ minutes while the
+/// next downloader waited at position 1); now its slot is freed within the timeout.
+#[test]
+fn a_departed_downloader_frees_a_limited_upload_slot_within_the_timeout() {
+    let upload = std::sync::Arc::new(napster::limit::RateLimit::new(5));
+    let (addr, _tmp, _trigger) = limited_server(upload);
+    let (mut gone, answer) = get_without_reading(addr);
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    let mut some = vec![0; 1024];
+    gone.read_exact(&mut some).expect("the start of the file");
+    let (mut next, answer) = get_without_reading(addr);
+    assert_eq!(answer, PeerResponse::Queued { position: 1 });
+    drop(gone);
+    let left = std::time::Instant::now();
+    // Told its place at least every half timeout while it waits: a bounded wait.
+    let deadline = left + Duration::from_secs(5);
+    let answer = loop {
+        match next.recv::<PeerResponse>() {
+            PeerResponse::Queued { .. } if std::time::Instant::now() < deadline => {}
+            answer => break answer,
+        }
+    };
+    let waited = left.elapsed();
+    assert!(matches!(answer, PeerResponse::Sending { .. }), "{answer:?}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "the slot was freed only after {waited:?} (timeout 2 s)"
+    );
+}

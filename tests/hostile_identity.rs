@@ -269,3 +269,150 @@ fn a_peer_keeps_its_id_across_restarts_of_the_in_memory_index() {
     assert_eq!(register(addr), before);
     assert_ne!(other, before);
 }
+
+/// How long a step of the trust tests may take (a session's reconnection backs off up
+/// to 10 s).
+const TRUST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A home whose `napster.toml` names the index at `addr`, with `share/` holding `files`.
+fn trust_home(
+    root: &std::path::Path,
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> std::path::PathBuf {
+    let home = root.join(name);
+    write_files(&home, &[("share/mine.txt", b"mine".as_slice())]);
+    let config = format!("[index]\nserver = \"{addr}\"\n");
+    std::fs::write(home.join("napster.toml"), config).unwrap();
+    home
+}
+
+/// The key recorded for `addr` in the known-indexes file of `home`, if any.
+fn pinned(home: &std::path::Path, addr: std::net::SocketAddr) -> Option<String> {
+    let text = std::fs::read_to_string(home.join(".napster-known-indexes")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{addr} ")).map(str::to_owned))
+}
+
+/// `register` in the README's service form (`napster register share 0`, no `connect`)
+/// and a one-shot `search` pin the index's key on their first connection, as `connect`
+/// does: a later index with another key at that address is refused by name. (Only
+/// `connect` used to pin: a peer that only registered silently registered with
+/// whichever key answered.)
+#[test]
+fn the_first_connection_of_any_kind_pins_the_index_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Identity::generate().unwrap();
+    let settings = |identity: &Identity| Settings {
+        identity: identity.clone(),
+        ..Settings::default()
+    };
+    let (addr, stop, task) = start_index_at(([127, 0, 0, 1], 0).into(), settings(&first));
+    let key = first.fingerprint().to_string();
+    let sharer = trust_home(tmp.path(), "sharer", addr);
+    let mut service = NAPSTER.start_with(&sharer, &["register", "share", "0"], "");
+    wait_until("`register` to pin the index key", TRUST_PATIENCE, || {
+        pinned(&sharer, addr).as_deref() == Some(key.as_str())
+    });
+    let searcher = trust_home(tmp.path(), "searcher", addr);
+    let out = NAPSTER.run_args(&searcher, &["search", "mine"]);
+    assert!(out.status.success(), "{}", process::text(&out.stderr));
+    assert_eq!(pinned(&searcher, addr), Some(key));
+
+    drop(stop);
+    smol::block_on(task).unwrap();
+    let impostor = Identity::generate().unwrap();
+    let (_, _stop, _task) = start_index_at(addr, settings(&impostor));
+    let out = NAPSTER.run_args(&searcher, &["search", "mine"]);
+    let stderr = process::text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is pinned"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("connect {addr}#{}", impostor.fingerprint())),
+        "{stderr}"
+    );
+    service.kill();
+}
+
+/// A new pin reaches running work at once: after the index came back with a new key
+/// and `connect host:port#NEWKEY` accepted it, the share re-registers and a queued
+/// download resumes, without a restart. (The share and the queue used to keep a
+/// snapshot of the pins: the share kept reconnecting against the old key and every
+/// `resume N` failed naming it.)
+#[test]
+fn a_new_pin_applies_at_once_to_the_share_and_the_queue() {
+    use napster::limit::RateLimit;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = |identity: &Identity| Settings {
+        identity: identity.clone(),
+        ..Settings::default()
+    };
+    let (addr, stop, task) = start_index_at(
+        ([127, 0, 0, 1], 0).into(),
+        settings(&Identity::generate().unwrap()),
+    );
+    // A sharer that follows its index whatever its key (no known-indexes file), its
+    // uploads held back until the end.
+    let contents = noise(18, 256 * 1024);
+    write_files(
+        &tmp.path().join("source"),
+        &[("song.ogg", contents.as_slice())],
+    );
+    let mut sharing = sharing_settings(8, std::time::Duration::from_secs(30));
+    let upload = Arc::new(RateLimit::new(1));
+    sharing.server.upload = upload.clone();
+    let source = smol::block_on(share_folder(&tmp.path().join("source"), addr, &sharing));
+
+    let home = trust_home(tmp.path(), "home", addr);
+    let me = Identity::load_or_create(&home.join(".napster-key"), "key").unwrap();
+    let my_id = napster::index::store::peer_id_of(&me.fingerprint());
+    let mut shell = NAPSTER.start_with(&home, &["--json"], "");
+    shell.ask(&format!("connect {addr}"));
+    shell.ask("register share 0");
+    shell.ask("get -b song.ogg");
+    shell.ask("pause 1");
+
+    drop(stop);
+    smol::block_on(task).unwrap();
+    let new = Identity::generate().unwrap();
+    let (_, _stop, _task) = start_index_at(addr, settings(&new));
+    let registered = |id: u64| {
+        let peers = smol::block_on(async { index_client(addr)?.peers().await });
+        peers.is_ok_and(|peers| peers.iter().any(|p| p.peer_id == id))
+    };
+    wait_until("the sharer to follow the index", TRUST_PATIENCE, || {
+        registered(source.state().peer_id)
+    });
+    let accepted = shell.ask(&format!("connect {addr}#{}", new.fingerprint()));
+    assert!(
+        accepted
+            .iter()
+            .any(|l| l.contains("\"type\":\"connected\"")),
+        "{accepted:?}"
+    );
+    wait_until(
+        "the share to register with the new key",
+        TRUST_PATIENCE,
+        || registered(my_id),
+    );
+    upload.set(0);
+    shell.ask("resume 1");
+    let mut rows = Vec::new();
+    wait_until(
+        "the queued download to resume and finish",
+        TRUST_PATIENCE,
+        || {
+            rows = shell.ask("transfers");
+            rows.iter()
+                .any(|l| l.contains("\"state\":\"done\"") || l.contains("\"state\":\"failed\""))
+        },
+    );
+    assert!(rows[0].contains("\"state\":\"done\""), "{rows:?}");
+    assert_eq!(
+        std::fs::read(home.join("downloads/song.ogg")).unwrap(),
+        contents
+    );
+    shell.kill();
+    drop(source);
+}

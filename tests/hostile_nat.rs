@@ -1,8 +1,9 @@
 //! Peers behind NAT, on loopback (`docs/NAT.md`): reachability is what the index could
 //! connect to at the address it observed; a sharer it cannot reach is reached by a
 //! reverse connection, which goes only to the address the index observed for the asking
-//! peer, is rate-limited per connection, and is handed only to the download that waits
-//! for its one-time token.
+//! peer, is bounded per asking key and address for each sharer (and per connection), is
+//! carried out by the sharer within its own bounds whatever its index asks, and is
+//! handed only to the download that waits for its one-time token.
 //!
 //! "Behind NAT" on loopback: the sharer's file server listens on 127.0.0.2 while its
 //! session reaches the index from 127.0.0.1, so the index's connect-back to
@@ -265,37 +266,103 @@ fn only_a_registered_reachable_peer_may_ask_for_a_reverse_connection() {
     });
 }
 
+/// What one key, and one address, may make a sharer do is counted over all their
+/// connections (E6: 20 connections x 32 requests were all accepted): beyond
+/// `pushes_per_key` for the key, `pushes_per_address` for the address, `busy`, counted in
+/// the metrics by the bound; another sharer is another budget.
 #[test]
-fn connect_requests_are_rate_limited_per_connection() {
+fn pushes_are_bounded_per_key_and_address_for_each_sharer_not_per_connection() {
     smol::block_on(async {
-        let (index, _stop) = start_index(index::Settings::default());
+        let mut settings = index::Settings::default();
+        // Less than two keys' worth per address, so that a second key meets the address's.
+        settings.pushes.per_address = settings.pushes.per_key * 3 / 2;
+        let limits = settings.pushes;
+        let (index, _stop, metrics) = common::start_index_with_metrics(settings);
         let (mut sharer, sharer_id, _) = raw_session(index, 9).await;
+        let (mut other, other_id, _) = raw_session(index, 9).await;
         let downloader = Downloader::start(index).await;
         let identity = downloader.settings.server.identity.clone();
-        let mut asker = IndexClient::connect_as(index, &identity, None, client_limits())
-            .await
-            .unwrap();
-        let mut refused = None;
-        for n in 0..=index::reach::MAX_CONNECTS as u128 {
-            // The sharer's pushes are read as they come, so its queue never fills.
-            sharer.ping().await.unwrap();
-            while sharer.take_push().is_some() {}
-            if let Err(e) = asker.connect_request(sharer_id, &common::token(n)).await {
-                refused = Some((n, e));
-                break;
+        // One key on 20 connections, asking for reverse connections and holes by turns.
+        let mut accepted = 0;
+        let mut refusals = Vec::new();
+        for n in 0..20u128 {
+            let mut asker = IndexClient::connect_as(index, &identity, None, client_limits())
+                .await
+                .unwrap();
+            for m in 0..4u128 {
+                // The sharer's pushes are read as they come, so its queue never fills.
+                sharer.ping().await.unwrap();
+                while sharer.take_push().is_some() {}
+                let token = common::token(n * 10 + m);
+                let asked = if m % 2 == 0 {
+                    asker.connect_request(sharer_id, &token).await
+                } else {
+                    asker.punch_request(sharer_id, &token).await.map(drop)
+                };
+                match asked {
+                    Ok(()) => accepted += 1,
+                    Err(e) => refusals.push(e),
+                }
             }
         }
-        assert_stopped_at_the_limit(refused);
-        // Another connection of the same peer has its own budget; the index serves on.
-        let mut other = IndexClient::connect_as(index, &identity, None, client_limits())
+        assert_eq!(accepted, limits.per_key, "pushes accepted from one key");
+        assert_busy(&refusals[0], "your key");
+        // Another key from the same address: what is left of the address's budget.
+        let stranger = Identity::generate().unwrap();
+        let connect = || IndexClient::connect_as(index, &stranger, None, client_limits());
+        let mut accepted = 0;
+        let refused = loop {
+            sharer.ping().await.unwrap();
+            while sharer.take_push().is_some() {}
+            // A fresh connection each time: the connection's own budget stays out of it.
+            let mut asker = connect().await.unwrap();
+            match asker
+                .punch_request(sharer_id, &common::token(900 + accepted))
+                .await
+            {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                accepted <= limits.per_address as u128,
+                "no bound per address"
+            );
+        };
+        assert_eq!(accepted as usize, limits.per_address - limits.per_key);
+        assert_busy(&refused, "your address");
+        // Another sharer is another budget; the index serves on.
+        connect()
+            .await
+            .unwrap()
+            .punch_request(other_id, &common::token(999))
             .await
             .unwrap();
-        other
-            .connect_request(sharer_id, &common::token(99))
-            .await
-            .unwrap();
+        other.ping().await.unwrap();
+        let refused = |reason: &str| {
+            common::metric(
+                &metrics,
+                &format!("napster_index_pushes_refused_total{{reason=\"{reason}\"}}"),
+            )
+        };
+        assert_eq!(refused("pushes_per_key"), refusals.len() as f64);
+        assert_eq!(refused("pushes_per_address"), 1.0);
         downloader.sharing.stop().await;
     });
+}
+
+/// `err` is a `busy` refusal whose message names `who`.
+fn assert_busy(err: &Error, who: &str) {
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(who), "{err}");
 }
 
 /// Open a TCP connection to `addr` and send `bytes`; whether the other side then
@@ -346,7 +413,11 @@ fn a_reverse_stream_with_a_wrong_or_used_token_is_dropped() {
 #[test]
 fn a_punching_sharer_is_only_sent_to_the_asking_connections_observed_address() {
     smol::block_on(async {
-        let (index, _stop) = start_index(index::Settings::default());
+        // Budgets per key and address out of the way: the connection's own is under test.
+        let mut settings = index::Settings::default();
+        settings.pushes.per_key = 1000;
+        settings.pushes.per_address = 1000;
+        let (index, _stop) = start_index(settings);
         let (mut sharer, sharer_id, _) = raw_session(index, 9).await;
         let identity = Identity::generate().unwrap();
         // An address of the asker's choosing is no part of the message: refused.
@@ -421,4 +492,135 @@ fn assert_stopped_at_the_limit(refused: Option<(u128, Error)>) {
         ),
         "{err}"
     );
+}
+
+/// An index that bounds nothing (as one that lies may): any key may push any number of
+/// times, and every peer counts as reachable at the port it registers.
+fn unbounded_index() -> (SocketAddr, napster::runtime::ShutdownTrigger) {
+    let mut settings = index::Settings::default();
+    settings.pushes.per_key = usize::MAX;
+    settings.pushes.per_address = usize::MAX;
+    settings.connect_back = None;
+    start_index(settings)
+}
+
+/// A third party's port: counts the connections that arrive and holds them open
+/// (`hold`) or closes them at once.
+fn target(hold: bool) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = arrived.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if hold {
+                held.push(stream);
+            }
+        }
+    });
+    (port, arrived)
+}
+
+/// Have the index push `n` reverse connections to the target at `port` on `sharer`,
+/// one after the other as the sharer takes each; returns the sharer's counts.
+async fn aim(index: SocketAddr, sharer: &Sharing, port: u16, n: u128) -> (u64, u64) {
+    let (mut asker, _, _) = raw_session(index, port).await;
+    let peer = sharer.state().peer_id;
+    for k in 0..n {
+        asker
+            .connect_request(peer, &common::token(k))
+            .await
+            .unwrap();
+        let counts = || sharer.pushes().obeyed + sharer.pushes().ignored;
+        common::wait_until("the sharer takes the push", WAIT, || {
+            counts() == k as u64 + 1
+        });
+    }
+    (sharer.pushes().obeyed, sharer.pushes().ignored)
+}
+
+/// E6/E7, the sharer's own bound: whatever its index asks, a sharer carries out at most
+/// `[peer] max_pushes` pushes per window, and the rest never leave it.
+#[test]
+fn a_sharer_obeys_at_most_max_pushes_per_window_whatever_its_index_says() {
+    smol::block_on(async {
+        let (index, _stop) = unbounded_index();
+        let none = Arc::new(Rendezvous::default());
+        let mut settings = peer_settings(Some(BEHIND_NAT), &none);
+        settings.pushes.per_window = 6;
+        let (sharer, _dir) = share(index, &[("s.bin", b"s")], &settings).await;
+        let (port, arrived) = target(false);
+        assert_eq!(aim(index, &sharer, port, 20).await, (6, 14));
+        common::wait_until("the obeyed pushes arrive", WAIT, || {
+            arrived.load(std::sync::atomic::Ordering::SeqCst) == 6
+        });
+        sharer.stop().await;
+    });
+}
+
+/// E6/E7: a sharer carries out at most `[peer] max_pushes_at_once` pushes at once (here
+/// held open by the target, which never answers), ignoring the others.
+#[test]
+fn a_sharer_carries_out_at_most_max_pushes_at_once() {
+    smol::block_on(async {
+        let (index, _stop) = unbounded_index();
+        let none = Arc::new(Rendezvous::default());
+        let mut settings = peer_settings(Some(BEHIND_NAT), &none);
+        settings.pushes.at_once = 2;
+        let (sharer, _dir) = share(index, &[("s.bin", b"s")], &settings).await;
+        let (port, arrived) = target(true);
+        assert_eq!(aim(index, &sharer, port, 20).await, (2, 18));
+        common::wait_until("the running pushes arrive", WAIT, || {
+            arrived.load(std::sync::atomic::Ordering::SeqCst) == 2
+        });
+        sharer.stop().await;
+    });
+}
+
+/// The real binary sharing with `[peer] max_pushes` set in its `napster.toml`: whatever
+/// its index asks, it connects out at most that many times per window, and logs each
+/// push it ignores.
+#[test]
+fn max_pushes_in_napster_toml_bounds_a_sharing_process() {
+    use common::process::Napster;
+    const NAPSTER: Napster = Napster {
+        log: "warn",
+        patience: Some(WAIT),
+    };
+    let (index, _stop) = unbounded_index();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join("share")).unwrap();
+    std::fs::write(home.path().join("share/flooded.bin"), b"f").unwrap();
+    std::fs::write(
+        home.path().join("napster.toml"),
+        "[peer]\nmax_pushes = 6\nport_mapping = false\n[log]\nfile = \"sharer.log\"\n",
+    )
+    .unwrap();
+    let mut sharer = NAPSTER.start(home.path(), &format!("connect {index}\nregister share 0\n"));
+    sharer.wait_for("registered as peer");
+    let ignored = || {
+        std::fs::read_to_string(home.path().join("sharer.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(": ignored, ") && l.contains("max_pushes"))
+            .count()
+    };
+    let (port, arrived) = target(false);
+    let arrived = || arrived.load(std::sync::atomic::Ordering::SeqCst);
+    smol::block_on(async {
+        let peer = lookup(index, "flooded.bin").await[0].peer_id;
+        let (mut asker, _, _) = raw_session(index, port).await;
+        for k in 0..20 {
+            asker
+                .connect_request(peer, &common::token(k))
+                .await
+                .unwrap();
+            common::wait_until("the sharer obeys or ignores the push", WAIT, || {
+                arrived() + ignored() == k as usize + 1
+            });
+        }
+    });
+    assert_eq!((arrived(), ignored()), (6, 14));
 }

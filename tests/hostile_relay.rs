@@ -30,8 +30,16 @@ async fn natted_sharer(
     name: &str,
     contents: &[u8],
 ) -> (Sharing, tempfile::TempDir) {
+    natted_sharer_of(index, &[(name, contents)]).await
+}
+
+/// A sharer behind a NAT, sharing `files`.
+async fn natted_sharer_of(
+    index: SocketAddr,
+    files: &[(&str, &[u8])],
+) -> (Sharing, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(name), contents).unwrap();
+    common::write_files(dir.path(), files);
     let mut settings = sharing_settings(8, Duration::from_secs(30));
     settings.host = Some(IpAddr::from([127, 0, 0, 2]));
     (share_folder(dir.path(), index, &settings).await, dir)
@@ -154,13 +162,18 @@ fn a_relay_token_serves_only_the_key_that_asked_and_only_once() {
     });
 }
 
+/// The quota charges the downloader's key only (E5: charging the sharer's too let one
+/// downloader cut a sharer off from everyone for the hour).
 #[test]
 fn the_relay_quota_cuts_a_pipe_and_refuses_its_key() {
     smol::block_on(async {
+        // Below the file, above a download's first chunks.
         let quota = 256 * 1024;
         let (index, _stop) = start_index(relay_settings(0, quota));
         let contents = common::noise_words(12, 2 << 20);
-        let (_sharer, _dir) = natted_sharer(index, "big.bin", &contents).await;
+        let small = common::noise_words(15, 64 << 10);
+        let files = [("big.bin", &contents[..]), ("small.bin", &small[..])];
+        let (_sharer, _dir) = natted_sharer_of(index, &files).await;
         let hits = lookup(index, "big.bin").await;
         let peer = hits[0].peer_id;
         let identity = Identity::generate().unwrap();
@@ -179,6 +192,11 @@ fn the_relay_quota_cuts_a_pipe_and_refuses_its_key() {
             "{err}"
         );
         assert!(err.to_string().contains("quota"), "{err}");
+        // E5: the sharer was not charged; another downloader is relayed to it in full.
+        let hits = lookup(index, "small.bin").await;
+        let (done, _into) = fetch(index, hits, &Identity::generate().unwrap(), None).await;
+        let done = done.expect("another downloader is relayed to the same sharer");
+        assert_eq!(std::fs::read(&done.path).unwrap(), small);
     });
 }
 
@@ -306,4 +324,91 @@ fn a_punched_connection_serves_only_the_key_that_asked() {
             .unwrap();
         client.ping().await.unwrap();
     });
+}
+
+/// E4: one key, and one address, hold a bounded share of the relay's pipes, pending or
+/// running, on all their connections together (288 requests from one key at one address
+/// took all 256 pipes); the refusals are counted by the bound.
+#[test]
+fn relay_pipes_are_bounded_per_key_and_per_address() {
+    smol::block_on(async {
+        let mut settings = index::Settings::default();
+        // The push budgets out of the way: the relay's own bounds are under test.
+        settings.pushes.per_key = usize::MAX;
+        settings.pushes.per_address = usize::MAX;
+        // Less than two keys' worth per address, so that a second key meets the address's.
+        settings.relay.pipes_per_address = settings.relay.pipes_per_key * 3 / 2;
+        let limits = settings.relay;
+        let (index, _stop, metrics) = common::start_index_with_metrics(settings);
+        // A sharer that never joins: every pipe stays pending.
+        let mut sharer = IndexClient::connect(index, client_limits()).await.unwrap();
+        let sharer_id = sharer
+            .register(9, &common::token(1), &[common::entry("x.bin", 5)])
+            .await
+            .unwrap();
+        let asker = Identity::generate().unwrap();
+        let mut accepted = 0;
+        let mut refusals = Vec::new();
+        for _ in 0..4 {
+            let mut client = IndexClient::connect_as(index, &asker, None, client_limits())
+                .await
+                .unwrap();
+            for _ in 0..8 {
+                sharer.ping().await.unwrap();
+                while sharer.take_push().is_some() {}
+                match client
+                    .relay_request(sharer_id, &rendezvous::new_token())
+                    .await
+                {
+                    Ok(()) => accepted += 1,
+                    Err(e) => refusals.push(e),
+                }
+            }
+        }
+        assert_eq!(accepted, limits.pipes_per_key, "pipes held by one key");
+        assert_busy(&refusals[0], "your key holds");
+        // Another key at the same address gets what is left of the address's share.
+        let other = Identity::generate().unwrap();
+        let mut client = IndexClient::connect_as(index, &other, None, client_limits())
+            .await
+            .unwrap();
+        let mut accepted = 0;
+        let refused = loop {
+            sharer.ping().await.unwrap();
+            while sharer.take_push().is_some() {}
+            match client
+                .relay_request(sharer_id, &rendezvous::new_token())
+                .await
+            {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted <= limits.pipes_per_address, "no bound per address");
+        };
+        assert_eq!(accepted, limits.pipes_per_address - limits.pipes_per_key);
+        assert_busy(&refused, "your address holds");
+        let refused = |reason: &str| {
+            common::metric(
+                &metrics,
+                &format!("napster_index_pushes_refused_total{{reason=\"{reason}\"}}"),
+            )
+        };
+        assert_eq!(refused("relay_pipes_per_key"), refusals.len() as f64);
+        assert_eq!(refused("relay_pipes_per_address"), 1.0);
+    });
+}
+
+/// `err` is a `busy` refusal whose message says `what`.
+fn assert_busy(err: &Error, what: &str) {
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(what), "{err}");
 }

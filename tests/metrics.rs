@@ -100,7 +100,7 @@ fn the_metrics_endpoint_counts_real_traffic() {
 
     // The peer holds two of the three connections (its shell's and its session) and a
     // silent socket the third: the next
-    // client is told busy, and counted.
+    // client is closed at once (before TLS), and counted as busy.
     let _silent = TcpStream::connect(&addr).unwrap();
     wait_until("a client is refused as busy", WAIT, || {
         let out = NAPSTER.run_args(tmp.path(), &["--index", &addr, "peers"]);
@@ -150,4 +150,170 @@ fn on_postgresql_the_pool_and_database_errors_are_counted() {
     );
     let failed = r#"napster_index_requests_total{kind="search",outcome="error"}"#;
     assert!(sample(&body, failed) >= 1.0, "{body}");
+}
+
+/// A TCP connection to `addr` (`host:port`) from the loopback address `from`: Linux
+/// routes all of 127/8 to the loopback interface, so 127.0.0.2 is another host.
+fn connect_from(from: [u8; 4], addr: &str) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &std::net::SocketAddr::from((from, 0))).unwrap();
+    connect(&fd, &addr).unwrap();
+    TcpStream::from(fd)
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// How many threads process `pid` runs.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// A `napster serve` with metrics on and `extra` lines in its `[index]` table; the
+/// process and its metrics URL.
+fn metrics_server(dir: &std::path::Path, extra: &str) -> (common::process::Running, String) {
+    std::fs::write(
+        dir.join("napster.toml"),
+        format!("[index]\nmetrics = \"127.0.0.1:0\"\n{extra}"),
+    )
+    .unwrap();
+    let mut index = NAPSTER.start(dir, "serve 0\n");
+    index.wait_for("index server listening on");
+    let url = last_word(&index.wait_for("metrics on"));
+    (index, url)
+}
+
+/// Whether the server closed `stream` within `within` (a reset counts; bytes it sends
+/// first, such as an error status, are read and ignored).
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[test]
+fn a_256_mib_header_line_is_refused_after_a_few_kib() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, url) = metrics_server(tmp.path(), "");
+    let host = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(scrape(&url).0.contains("200"));
+    let before = rss(index.id());
+
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {host}\r\nX-Huge: ").unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    let refused = loop {
+        if sent >= 256 << 20 {
+            break None;
+        }
+        match stream.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(e) => break Some(e),
+        }
+    };
+    // The server stopped reading (and closed) long before the end: what was sent is what
+    // the two sockets' buffers hold, not the line.
+    let refused = refused.unwrap_or_else(|| panic!("all 256 MiB of one header line were read"));
+    assert!(
+        matches!(
+            refused.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "the server neither read nor closed: {refused} after {sent} bytes"
+    );
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes of one header line were taken"
+    );
+    let grown = rss(index.id()).saturating_sub(before);
+    assert!(grown < 16 << 20, "the index grew by {grown} bytes");
+
+    // A normal scrape still works, and the refusal was counted.
+    let (status, body) = scrape(&url);
+    assert!(status.contains("200"), "{status}");
+    let counted = r#"napster_index_metrics_refused_total{reason="head_too_large"}"#;
+    assert_eq!(sample(&body, counted), 1.0, "{body}");
+}
+
+#[test]
+fn slow_scrapers_grow_no_threads_and_are_cut_at_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, url) = metrics_server(tmp.path(), "");
+    let host = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(scrape(&url).0.contains("200"));
+    let before = threads(index.id());
+
+    // 300 connections from one host, each sending half a request head and no more.
+    let started = std::time::Instant::now();
+    let mut slow: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut stream = connect_from([127, 0, 0, 2], host);
+            // Those beyond the address's share may be closed already.
+            let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: {host}\r\n");
+            stream
+        })
+        .collect();
+
+    // A scrape from another address works meanwhile, and the index runs no more threads.
+    let (status, _) = scrape(&url);
+    assert!(status.contains("200"), "{status}");
+    let during = threads(index.id());
+    assert!(
+        during <= before + 2,
+        "{before} threads before 300 slow scrapers, {during} with them"
+    );
+
+    // Every slow connection is closed: at once beyond the address's share, the others
+    // at the deadline for a request head (5 s by default).
+    let deadline = Duration::from_secs(5);
+    for (i, stream) in slow.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, deadline + Duration::from_secs(5)),
+            "slow connection {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() >= deadline.mul_f64(0.9),
+        "closed before the deadline"
+    );
+    let body = scrape(&url).1;
+    let cut = r#"napster_index_metrics_refused_total{reason="head_timeout"}"#;
+    assert!(sample(&body, cut) >= 1.0, "{body}");
+    let address = r#"napster_index_metrics_refused_total{reason="address"}"#;
+    assert!(sample(&body, address) >= 250.0, "{body}");
 }

@@ -125,3 +125,46 @@ fn a_bad_nickname_in_the_config_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// A nickname equal to another peer's short key (what tables show of it) used to
+/// capture that peer: `files N5M3NWTL` listed the squatter's files. The index now
+/// refuses such a nickname with the reason, so the short key names its peer; and a
+/// look-alike of a nickname another key holds (`aIice` beside `alice`) is not granted.
+#[test]
+fn a_nickname_that_reads_as_a_shown_key_or_looks_like_anothers_is_refused() {
+    use common::{client_limits, entry, index_client, start_index, token};
+    use napster::client::IndexClient;
+    use napster::protocol::PeerRef;
+
+    let (addr, _stop) = start_index(napster::index::Settings::default());
+    let connect = |key: &Identity| {
+        smol::block_on(IndexClient::connect_as(addr, key, None, client_limits())).unwrap()
+    };
+    let victim = Identity::generate().unwrap();
+    let mut session = connect(&victim);
+    let files = [entry("victim.txt", 1)];
+    let (one, two) = (token(1), token(2));
+    let registered = session.register_as(7001, &one, &files, Some("alice"), None);
+    let (victim_id, _) = smol::block_on(registered).unwrap();
+
+    let squatter = Identity::generate().unwrap();
+    let short = victim.fingerprint().short().to_lowercase();
+    let files = [entry("squat.txt", 1)];
+    let mut first = connect(&squatter);
+    let refused = smol::block_on(first.register_as(7002, &two, &files, Some(&short), None))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("start of a key"), "{refused}");
+    let mut second = connect(&squatter);
+    let registered = second.register_as(7002, &two, &files, Some("aIice"), None);
+    let (squatter_id, granted) = smol::block_on(registered).unwrap();
+    assert_eq!(granted, None, "a look-alike of alice was granted");
+
+    let mut looking = index_client(addr).unwrap();
+    for word in [short.to_uppercase(), short.clone(), "alice".into()] {
+        let wanted = PeerRef::parse(&word).unwrap();
+        let found = smol::block_on(looking.find_peer(&wanted)).unwrap();
+        assert_eq!(found.peer_id, victim_id, "{word} named {squatter_id}");
+    }
+    drop((session, second));
+}

@@ -246,6 +246,115 @@ fn a_folder_download_is_never_steered_outside_the_downloads_folder() {
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
 
+/// A queue file is only text: an entry whose folder is absolute, has an empty, `.` or
+/// `..` part, or meets a symlink, is refused when the queue is read (failed, with the
+/// reason) and nothing is written outside the downloads folder; a sound entry beside
+/// them is resumed as usual.
+#[test]
+fn a_queue_file_cannot_steer_a_download_outside_the_downloads_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, _stop) = start_index(napster::index::Settings::default());
+    let contents = b"queued song".as_slice();
+    let share = tmp.path().join("share");
+    write_files(&share, &[("song.ogg", contents)]);
+    let settings = sharing_settings(8, Duration::from_secs(30));
+    let sharing = smol::block_on(share_folder(&share, index, &settings));
+
+    let downloader = tmp.path().join("downloader");
+    let downloads = downloader.join("downloads");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::os::unix::fs::symlink(&outside, downloads.join("link")).unwrap();
+    let absolute = tmp.path().join("absolute");
+    let folders = [
+        "fine".into(),
+        "../escaped".into(),
+        "sub/../../escaped".into(),
+        absolute.clone(),
+        "a//b".into(),
+        "./dot".into(),
+        "link".into(),
+    ];
+    let entries: Vec<Queued> = folders
+        .iter()
+        .enumerate()
+        .map(|(n, folder)| Queued {
+            number: n as u64 + 1,
+            file: common::real_entry("song.ogg", contents),
+            folder: folder.clone(),
+            peer: None,
+            index: vec![index],
+            stage: Stage::Queued,
+        })
+        .collect();
+    write_files(
+        &downloads,
+        &[(
+            ".napster-queue",
+            serde_json::to_vec(&entries).unwrap().as_slice(),
+        )],
+    );
+    let mut napster = NAPSTER.start_with(&downloader, &["--json"], "");
+    let rows = ask_until(&mut napster, "transfers", |l| {
+        l.contains("\"transfer\":1") && l.contains("\"state\":\"done\"")
+    });
+    assert_eq!(
+        std::fs::read(downloads.join("fine/song.ogg")).unwrap(),
+        contents
+    );
+    for n in 2..=folders.len() {
+        let row = rows
+            .iter()
+            .find(|l| l.contains(&format!("\"transfer\":{n},")))
+            .unwrap_or_else(|| panic!("no row {n}: {rows:?}"));
+        assert!(
+            row.contains("\"state\":\"failed\"") && row.contains("refused when the queue was read"),
+            "{row}"
+        );
+    }
+    assert!(
+        !tmp.path().join("escaped").exists(),
+        "written above the downloads folder"
+    );
+    assert!(!absolute.exists(), "written at an absolute path");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "written through a symlink"
+    );
+    napster.kill();
+    drop(sharing);
+}
+
+/// A link's name obeys the rule of a name from an index: a right-to-left override in
+/// its `dn` (`invoice\u{202e}fdp.exe` shows as `invoiceexe.pdf`) is refused, shown
+/// escaped, and nothing is saved.
+#[test]
+fn a_link_whose_name_hides_a_bidi_override_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let contents = b"not really a pdf".as_slice();
+    let share = tmp.path().join("share");
+    write_files(&share, &[("invoice.pdf", contents)]);
+    let sha256 = common::real_entry("invoice.pdf", contents).sha256;
+    let script = format!(
+        "serve 0\nregister {} 0\nget napster:?xt=urn:sha256:{sha256}&dn=invoice%E2%80%AEfdp.exe\nquit\n",
+        share.display()
+    );
+    let out = NAPSTER.run(tmp.path(), &script);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bidi"), "{stderr}");
+    assert!(
+        stderr.contains("invoice\\u{202e}fdp.exe"),
+        "shown escaped: {stderr}"
+    );
+    assert!(!stderr.contains('\u{202e}'), "printed raw: {stderr}");
+    let downloads = tmp.path().join("downloads");
+    let saved = std::fs::read_dir(&downloads).map_or(0, |d| d.count());
+    assert_eq!(saved, 0, "something was saved");
+}
+
 /// The one-shot CLI lists the queue kept in the downloads folder as JSON.
 #[test]
 fn one_shot_transfers_reads_the_kept_queue() {

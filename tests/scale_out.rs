@@ -187,3 +187,84 @@ fn database_failures_are_clear() {
         out.status.success() && text(&out.stdout).contains("no file matches")
     });
 }
+
+/// Hits for `pattern` through the index at `index` (a fresh connection each time: a
+/// silent client connection is closed after a TTL); an error as its text.
+fn hits(index: &str, pattern: &str) -> Result<usize, String> {
+    let addr = index.parse().unwrap();
+    smol::block_on(async {
+        let mut client = napster::client::IndexClient::connect(addr, common::client_limits())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (hits, _) = client.search(pattern).await.map_err(|e| e.to_string())?;
+        Ok(hits.len())
+    })
+}
+
+/// D14 with two servers (E12): three real peers on two servers, the database stopped for
+/// longer than the session TTL, then started. The peers' sessions stay connected through
+/// the outage (their heartbeats are still answered), so once the database answers every
+/// search on either server finds all three, through the time the reapers run again.
+#[test]
+fn a_database_outage_longer_than_the_ttl_loses_no_live_peer_on_two_servers() {
+    const TTL: Duration = Duration::from_secs(2);
+    const OUTAGE: Duration = Duration::from_secs(12);
+    let pg = pg::Postgres::start();
+    let url = pg.fresh_database();
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let config = format!(
+        "[index]\nsession_ttl = {}\n[peer]\nport_mapping = false\n[log]\nlevel = \"error\"\n",
+        TTL.as_secs()
+    );
+    std::fs::write(cwd.join("napster.toml"), &config).unwrap();
+    let mut a = NAPSTER.start(cwd, &format!("serve 0 {url}\n"));
+    let index_a = last_word(&a.wait_for("listening on"));
+    let mut b = NAPSTER.start(cwd, &format!("serve 0 {url}\n"));
+    let index_b = last_word(&b.wait_for("listening on"));
+    // Peers 1 and 2 on A, peer 3 on B; each its own home, so its own key.
+    let mut peers = Vec::new();
+    for (n, index) in [(1, &index_a), (2, &index_a), (3, &index_b)] {
+        let home = cwd.join(format!("home{n}"));
+        let share = home.join("share");
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(home.join("napster.toml"), &config).unwrap();
+        std::fs::write(share.join(format!("outage-{n}.txt")), format!("peer {n}")).unwrap();
+        let mut peer = NAPSTER.start(
+            &home,
+            &format!("connect {index}\nregister {} 0\n", share.display()),
+        );
+        peer.wait_for("registered as peer");
+        peers.push(peer);
+    }
+    for index in [&index_a, &index_b] {
+        assert_eq!(hits(index, "outage-"), Ok(3));
+    }
+
+    pg.pause();
+    // The outage itself: well past the TTL, so every session's last sign of life in the
+    // database is older than it when the database comes back; and past a peer's longest
+    // pause between attempts to register again (10 s), so a peer that lost its session
+    // would be away for seconds after the database is back.
+    std::thread::sleep(OUTAGE);
+    pg.resume();
+    until("the database answers again", || {
+        hits(&index_a, "outage-").is_ok()
+    });
+    // Searches every 100 ms on both servers, past the reapers' grace, several TTLs and
+    // a peer's longest pause: every one finds all three peers.
+    let watch = Instant::now();
+    while watch.elapsed() < OUTAGE {
+        for index in [&index_a, &index_b] {
+            assert_eq!(
+                hits(index, "outage-"),
+                Ok(3),
+                "{:.1} s after the database answered again",
+                watch.elapsed().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(peers);
+    drop((a, b));
+}

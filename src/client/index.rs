@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::client::Pins;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::net;
@@ -12,6 +11,9 @@ use crate::protocol::{
     self, FileEntry, Fingerprint, Hit, IndexRequest, IndexResponse, Limits, PeerInfo, SearchQuery,
 };
 use crate::punch;
+
+/// The key expected of each index address (kept by `KnownIndexes`).
+pub type Pins = std::collections::HashMap<SocketAddr, Fingerprint>;
 
 /// What changed in a share since the index was last told: sent as `add_files` and
 /// `remove_files`.

@@ -7,7 +7,7 @@ pub mod known;
 pub mod peer;
 pub mod reach;
 
-pub use index::{Changes, Found, IndexClient, Push, Reach};
-pub use known::{KnownIndexes, Pins};
+pub use index::{Changes, Found, IndexClient, Pins, Push, Reach};
+pub use known::KnownIndexes;
 pub use peer::{PeerClient, RangeReader};
 pub use reach::{Dialer, Route, Via};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use smol::io::AsyncWriteExt;
 
-use crate::client::{IndexClient, PeerClient, Pins};
+use crate::client::{IndexClient, KnownIndexes, PeerClient};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::protocol::Connection;
@@ -61,8 +61,8 @@ pub struct Via {
     pub index: SocketAddr,
     /// Our key.
     pub identity: Identity,
-    /// The key each index must prove.
-    pub pins: Pins,
+    /// The key each index must prove (the process's one source of pins).
+    pub pins: KnownIndexes,
     /// Where our file server hands reverse connections over; `None` when we share
     /// nothing.
     pub rendezvous: Option<Arc<Rendezvous>>,
@@ -168,8 +168,14 @@ impl Dialer {
 
     /// A connection to the index `via` names, as our key.
     async fn index(&self, via: &Via) -> Result<IndexClient> {
-        let pin = via.pins.get(&via.index).copied();
-        IndexClient::connect_as(via.index, &via.identity, pin, self.limits).await
+        let (client, note) = via
+            .pins
+            .connect(&[via.index], &via.identity, self.limits)
+            .await?;
+        if let Some(note) = note {
+            tracing::info!("{note}");
+        }
+        Ok(client)
     }
 
     /// Ask the index to have `hit`'s peer connect out to us, and wait for it.

@@ -36,7 +36,7 @@ use crate::error::Result;
 use crate::limit::RateLimit;
 use crate::protocol::{FileEntry, Hit, Limits};
 
-pub use place::{PART_SUFFIX, is_own_file, make_folder, safe_file_name, safe_folder};
+pub use place::{PART_SUFFIX, check_folder, is_own_file, make_folder, safe_file_name, safe_folder};
 pub use shared::{MAX_SOURCES, MEMORY, PIECE, memory_bound};
 pub use sources::sources;
 

@@ -284,7 +284,11 @@ fn receive(socket: &mut impl Read, buf: &mut [u8], shared: &Shared, pace: &mut P
                         "waiting for data: the peer is too slow: {slow}"
                     ))
                 })?;
-                limit.throttle(n);
+                // A pause or cancel meanwhile ends the wait: the download stops at
+                // once instead of after the debt (a low limit's can be an hour).
+                if !limit.throttle_while(n, || !shared.cancelled()) {
+                    return Err(Error::Cancelled);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)

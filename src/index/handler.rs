@@ -4,13 +4,13 @@
 
 use std::net::SocketAddr;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Server;
 use super::metrics::{Kind, kind};
 use super::reach::{self, ConnectBudget};
 pub use super::reject::Reject;
-use super::store::{NameMatch, Page, Query, Registration, Store, Usage};
+use super::store::{NameMatch, Page, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::Fingerprint;
 use crate::protocol::{
     self, ErrorCode, FileEntry, Hit, IndexRequest, IndexResponse, MAX_PATTERN, Reply, SearchQuery,
@@ -132,10 +132,21 @@ impl<S: Store> Server<S> {
     }
 
     async fn ping(&self, session: &Session) -> Handled {
-        if let Some(peer) = session.peer {
-            self.store.touch(peer, session.id).await?;
+        let Some(peer) = session.peer else {
+            return Ok(IndexResponse::Pong {});
+        };
+        match self.store.touch(peer, session.id).await {
+            Ok(()) => Ok(IndexResponse::Pong {}),
+            Err(e @ StoreError::NotOwner) => Err(e.into()),
+            // The open connection is the sign of life, and the reaper notes this server's
+            // open sessions alive as soon as the store answers again. Refusing the ping
+            // would make the peer drop a session that is fine and stay out of the results
+            // until its backoff lets it register again, long after the database is back.
+            Err(e @ StoreError::Database(_)) => {
+                warn!("noting peer {peer} alive: {e}; its session stays open");
+                Ok(IndexResponse::Pong {})
+            }
         }
-        Ok(IndexResponse::Pong {})
     }
 
     async fn register(
@@ -146,7 +157,7 @@ impl<S: Store> Server<S> {
         files: Vec<FileEntry>,
         (name, local, mapped_port): (Option<String>, Option<SocketAddr>, Option<u16>),
     ) -> Handled {
-        if let Some(problem) = name.as_deref().and_then(protocol::nickname_problem) {
+        if let Some(problem) = name.as_deref().and_then(protocol::new_nickname_problem) {
             return Err(Reject::bad(format!("nickname {problem}")));
         }
         if port == 0 {

@@ -2,10 +2,11 @@
 //! on `/metrics` when `[index] metrics` names an address. Recording is a relaxed atomic
 //! add on counters resolved when the server starts (the search histogram takes a short
 //! lock); the peer and file gauges are read from the store at each scrape. The HTTP side
-//! is `tiny_http` on its own thread, off the executor. The relay's pipes add the bytes
-//! they carry (`relayed_bytes`).
+//! is [`crate::http`] on the executor, within the `[index] metrics_*` bounds; a scrape
+//! reads the store on a blocking thread, since a database may be slow to answer.
+//! The relay's pipes add the bytes they carry (`relayed_bytes`).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +16,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tracing::{info, warn};
+use smol::Async;
+use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::gate::Full;
+use crate::http::{self, Method, Refused, StatusCode};
 use crate::protocol::IndexRequest;
+use crate::runtime::{self, ShutdownTrigger};
 
 /// The kinds of index request, in the order of `Kind::ALL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +122,71 @@ struct RefusedLabels {
     reason: &'static str,
 }
 
+/// Why the index refused to push to a sharer or to open a relay pipe: the `reason` of
+/// `napster_index_pushes_refused_total`, one per bound (`docs/NAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushRefusal {
+    /// The asking connection's own budget (`MAX_CONNECTS` per `CONNECT_WINDOW`).
+    PerConnection,
+    /// The asking key's pushes to this sharer (`pushes_per_key`).
+    PerKey,
+    /// The asking address's pushes to this sharer (`pushes_per_address`).
+    PerAddress,
+    /// The sharer's queue of pushes is full.
+    SharerQueue,
+    /// Every relay pipe is taken (`relay_pipes`).
+    RelayPipes,
+    /// The asking key holds its relay pipes (`relay_pipes_per_key`).
+    RelayPipesPerKey,
+    /// The asking address holds its relay pipes (`relay_pipes_per_address`).
+    RelayPipesPerAddress,
+    /// The asking key used its relay quota (`relay_quota`).
+    RelayQuota,
+}
+
+impl PushRefusal {
+    const ALL: [PushRefusal; 8] = [
+        PushRefusal::PerConnection,
+        PushRefusal::PerKey,
+        PushRefusal::PerAddress,
+        PushRefusal::SharerQueue,
+        PushRefusal::RelayPipes,
+        PushRefusal::RelayPipesPerKey,
+        PushRefusal::RelayPipesPerAddress,
+        PushRefusal::RelayQuota,
+    ];
+
+    /// Register `pushes_refused` in `registry`: its counters, in the order of `ALL`.
+    fn register(registry: &mut Registry) -> Vec<Counter> {
+        let family = Family::<RefusedLabels, Counter>::default();
+        let counters = PushRefusal::ALL
+            .iter()
+            .map(|r| family.get_or_create_owned(&RefusedLabels { reason: r.name() }))
+            .collect();
+        registry.register(
+            "pushes_refused",
+            "Reverse connections, hole punches and relay pipes refused, by the bound that \
+             refused them",
+            family,
+        );
+        counters
+    }
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            PushRefusal::PerConnection => "per_connection",
+            PushRefusal::PerKey => "pushes_per_key",
+            PushRefusal::PerAddress => "pushes_per_address",
+            PushRefusal::SharerQueue => "sharer_queue",
+            PushRefusal::RelayPipes => "relay_pipes",
+            PushRefusal::RelayPipesPerKey => "relay_pipes_per_key",
+            PushRefusal::RelayPipesPerAddress => "relay_pipes_per_address",
+            PushRefusal::RelayQuota => "relay_quota",
+        }
+    }
+}
+
 /// The search latency buckets: 50 µs doubling to about 1.6 s.
 const SEARCH_BUCKETS: (f64, f64, u16) = (50e-6, 2.0, 16);
 
@@ -145,7 +215,12 @@ pub struct Metrics {
     /// `[kind][ok, error]`, resolved once so that recording is one atomic add.
     requests: Vec<[Counter; 2]>,
     search_seconds: Histogram,
-    busy: Counter,
+    /// In the order of `PushRefusal::ALL`.
+    pushes_refused: Vec<Counter>,
+    /// By [`Full`]: server, address, handshakes.
+    refused: [Counter; 3],
+    /// By [`Refused`]: connections, address, head too large, head timeout.
+    scrapes_refused: [Counter; 4],
     expired: Counter,
     store_errors: Counter,
     relayed: Counter,
@@ -189,13 +264,8 @@ impl Metrics {
             "Time to answer a search, in seconds",
             search_seconds.clone(),
         );
-        let refused = Family::<RefusedLabels, Counter>::default();
-        let busy = refused.get_or_create_owned(&RefusedLabels { reason: "busy" });
-        registry.register(
-            "connections_refused",
-            "Connections refused at a connection limit (told busy)",
-            refused,
-        );
+        let (refused, scrapes_refused) = register_refusals(&mut registry);
+        let pushes_refused = PushRefusal::register(&mut registry);
         let expired = Counter::default();
         registry.register(
             "sessions_expired",
@@ -229,7 +299,9 @@ impl Metrics {
             registry,
             requests,
             search_seconds,
-            busy,
+            pushes_refused,
+            refused,
+            scrapes_refused,
             expired,
             store_errors,
             relayed,
@@ -251,9 +323,31 @@ impl Metrics {
         self.search_seconds.observe(took.as_secs_f64());
     }
 
-    /// Count a connection told `busy`.
-    pub fn refused_busy(&self) {
-        self.busy.inc();
+    /// Count a connection refused at a bound.
+    pub fn refused(&self, full: Full) {
+        let index = match full {
+            Full::Connections => 0,
+            Full::AddressConnections => 1,
+            Full::Handshakes => 2,
+        };
+        self.refused[index].inc();
+    }
+
+    /// Count a metrics connection refused or cut at a bound.
+    pub fn refused_scrape(&self, why: Refused) {
+        let index = match why {
+            Refused::Connections => 0,
+            Refused::AddressConnections => 1,
+            Refused::HeadTooLarge => 2,
+            Refused::HeadTimeout => 3,
+        };
+        self.scrapes_refused[index].inc();
+    }
+
+    /// Count a push or relay pipe refused at a bound.
+    pub fn push_refused(&self, why: PushRefusal) {
+        let index = PushRefusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.pushes_refused[index].inc();
     }
 
     /// Count peers withdrawn for silence.
@@ -302,40 +396,81 @@ impl Metrics {
     }
 }
 
+/// Register the counters of connections refused, by reason: the index's (by [`Full`])
+/// and the metrics endpoint's (by [`Refused`]).
+fn register_refusals(registry: &mut Registry) -> ([Counter; 3], [Counter; 4]) {
+    let family = Family::<RefusedLabels, Counter>::default();
+    let refused = [
+        Full::Connections,
+        Full::AddressConnections,
+        Full::Handshakes,
+    ]
+    .map(|full| {
+        family.get_or_create_owned(&RefusedLabels {
+            reason: full.reason(),
+        })
+    });
+    registry.register(
+        "connections_refused",
+        "Connections closed before TLS at a bound: busy (max_connections), address \
+             (max_connections_per_address), handshakes (no handshake slot in time)",
+        family,
+    );
+    let family = Family::<RefusedLabels, Counter>::default();
+    let scrapes_refused = [
+        Refused::Connections,
+        Refused::AddressConnections,
+        Refused::HeadTooLarge,
+        Refused::HeadTimeout,
+    ]
+    .map(|why| {
+        family.get_or_create_owned(&RefusedLabels {
+            reason: why.reason(),
+        })
+    });
+    registry.register(
+        "metrics_refused",
+        "Metrics endpoint connections closed at a bound: connections, address, \
+             head_too_large, head_timeout",
+        family,
+    );
+    (refused, scrapes_refused)
+}
+
 /// The HTTP endpoint serving [`Metrics`]; stops when dropped.
 pub struct Endpoint {
-    server: Arc<tiny_http::Server>,
     /// Where it listens.
     pub addr: SocketAddr,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _stop: ShutdownTrigger,
 }
 
 impl Endpoint {
-    /// Serve `metrics` on `addr` (`host:port`; port 0 takes any free port).
-    pub fn start(addr: &str, metrics: Arc<Metrics>) -> Result<Endpoint> {
-        let server = tiny_http::Server::http(addr).map_err(|e| {
+    /// Serve `metrics` on `addr` (`host:port`; port 0 takes any free port) within
+    /// `bounds`, counting what they refuse in `metrics`.
+    pub fn start(addr: &str, bounds: http::Bounds, metrics: Arc<Metrics>) -> Result<Endpoint> {
+        let cannot = |e: &dyn std::fmt::Display| {
             Error::Config(format!(
                 "cannot serve metrics on {addr:?} ([index] metrics): {e}"
             ))
-        })?;
-        let bound = server.server_addr().to_ip().ok_or_else(|| {
-            Error::Config(format!("[index] metrics {addr:?} is not an IP address"))
-        })?;
-        let server = Arc::new(server);
-        let serving = server.clone();
-        let thread = std::thread::Builder::new()
-            .name("napster-metrics".into())
-            .spawn(move || {
-                for request in serving.incoming_requests() {
-                    respond(request, &metrics);
-                }
-            })
-            .map_err(|e| Error::io("starting the metrics thread", e))?;
+        };
+        let at: SocketAddr = addr.parse().map_err(|e| cannot(&e))?;
+        let listener = Async::<TcpListener>::bind(at).map_err(|e| cannot(&e))?;
+        let bound = listener.get_ref().local_addr().map_err(|e| cannot(&e))?;
+        let (stop, shutdown) = runtime::shutdown_pair();
+        let counts = metrics.clone();
+        let on_refused: http::OnRefused = Arc::new(move |why| counts.refused_scrape(why));
+        let serve = http::serve(
+            listener,
+            bounds,
+            shutdown,
+            Some(on_refused),
+            move |request| respond(request, metrics.clone()),
+        );
+        runtime::spawn(serve).detach();
         info!("metrics on http://{bound}/metrics");
         Ok(Endpoint {
-            server,
             addr: bound,
-            thread: Some(thread),
+            _stop: stop,
         })
     }
 
@@ -348,26 +483,16 @@ impl Endpoint {
 /// The OpenMetrics content type.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn respond(request: tiny_http::Request, metrics: &Metrics) {
-    let path = request.url().split('?').next().unwrap_or_default();
-    let response = if path == "/metrics" && *request.method() == tiny_http::Method::Get {
-        let header =
-            tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE).expect("a valid header");
-        tiny_http::Response::from_string(metrics.encode()).with_header(header)
+async fn respond(request: http::Request, metrics: Arc<Metrics>) -> http::Response {
+    if request.uri().path() == "/metrics" && request.method() == Method::GET {
+        // The census may wait on the database: not on an executor thread.
+        let text = smol::unblock(move || metrics.encode()).await;
+        http::answer(StatusCode::OK, CONTENT_TYPE, text)
     } else {
-        tiny_http::Response::from_string("napster serves its metrics on GET /metrics\n")
-            .with_status_code(404)
-    };
-    if let Err(e) = request.respond(response) {
-        warn!("answering a metrics scrape: {e}");
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        http::answer(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "napster serves its metrics on GET /metrics\n",
+        )
     }
 }

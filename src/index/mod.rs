@@ -3,6 +3,7 @@
 //! peer's files live exactly as long as it does (closed, timed out or replaced by a
 //! newer session). What each request does is [`handler`]'s.
 
+pub mod budget;
 pub mod handler;
 pub mod metrics;
 mod nat;
@@ -24,8 +25,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::gate::{self, Admission};
 use crate::identity::Identity;
-use crate::net::{self, Admission};
+use crate::net;
 use crate::protocol::{self, Connection, ErrorCode, IndexRequest, IndexResponse, Limits, Reply};
 use crate::runtime::{self, Shutdown};
 use handler::Session;
@@ -48,6 +50,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// Most connections served at once from one source address.
     pub max_connections_per_address: usize,
+    /// Most TLS handshakes in flight at once.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes in flight at once from one source address.
+    pub max_handshakes_per_address: usize,
     /// Most rows one search returns.
     pub max_results: usize,
     /// Most files one peer may share.
@@ -67,6 +73,8 @@ pub struct Settings {
     pub connect_back: Option<Duration>,
     /// What the relay allows.
     pub relay: relay::Limits,
+    /// How many pushes one asker may cause a given sharer per window.
+    pub pushes: budget::PushLimits,
 }
 
 impl Settings {
@@ -79,6 +87,8 @@ impl Settings {
             session_ttl: config.session_ttl(),
             max_connections: config.index.max_connections,
             max_connections_per_address: config.index.max_connections_per_address,
+            max_handshakes: config.index.max_handshakes,
+            max_handshakes_per_address: config.index.max_handshakes_per_address,
             max_results: config.index.max_results,
             max_files_per_peer: config.index.max_files_per_peer,
             max_files_per_address: config.index.max_files_per_address,
@@ -89,8 +99,15 @@ impl Settings {
             connect_back: Some(reach::CONNECT_BACK_TIMEOUT),
             relay: relay::Limits {
                 enabled: config.index.relay,
-                rate: crate::limit::parse_rate(&config.index.relay_rate).unwrap_or(0),
-                quota: crate::limit::parse_rate(&config.index.relay_quota).unwrap_or(0),
+                rate: config.index.relay_rate.0,
+                quota: config.index.relay_quota.0,
+                pipes: config.index.relay_pipes,
+                pipes_per_key: config.index.relay_pipes_per_key,
+                pipes_per_address: config.index.relay_pipes_per_address,
+            },
+            pushes: budget::PushLimits {
+                per_key: config.index.pushes_per_key,
+                per_address: config.index.pushes_per_address,
             },
         }
     }
@@ -118,6 +135,8 @@ pub struct Server<S> {
     pushes: reach::Pushes,
     /// Its relay.
     relay: Arc<relay::Relay>,
+    /// What askers have made each sharer do lately.
+    budget: budget::PushBudget,
 }
 
 impl<S: Store> Server<S> {
@@ -131,6 +150,7 @@ impl<S: Store> Server<S> {
             metrics: None,
             pushes: reach::Pushes::default(),
             relay: relay::Relay::new(settings.relay, None),
+            budget: budget::PushBudget::new(settings.pushes),
             settings,
         }
     }
@@ -229,30 +249,32 @@ pub async fn run_with_metrics<S: Store>(
     shutdown: Shutdown,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<()> {
-    let on_busy = metrics
+    let on_refused = metrics
         .clone()
-        .map(|m| Arc::new(move || m.refused_busy()) as net::OnBusy);
+        .map(|m| Arc::new(move |full| m.refused(full)) as net::OnRefused);
     let identity = settings.identity.clone();
-    let limits = settings.limits;
-    let max_connections = settings.max_connections;
-    let max_per_address = settings.max_connections_per_address;
+    let bounds = gate::Bounds {
+        connections: settings.max_connections,
+        connections_per_address: settings.max_connections_per_address,
+        handshakes: settings.max_handshakes,
+        handshakes_per_address: settings.max_handshakes_per_address,
+    };
+    let admission = Admission::new(settings.limits, bounds, "index server");
     let server = Arc::new(Server::new(store, settings).with_metrics(metrics));
     let handoff = Some(server.relay.handoff());
     let reaper = {
         let server = server.clone();
         runtime::spawn(async move { server.reap().await })
     };
-    let admission = Admission {
-        limits,
-        max_connections: net::fit_connections(max_connections, "index server"),
-        max_per_address,
-    };
     net::accept_loop::<IndexRequest, IndexResponse, _, _>(
         listener,
         identity,
         admission,
         shutdown,
-        net::Hooks { on_busy, handoff },
+        net::Hooks {
+            on_refused,
+            handoff,
+        },
         move |conn, shutdown| {
             let server = server.clone();
             async move { server.serve(conn, shutdown).await }
@@ -346,7 +368,10 @@ impl<S: Store> Server<S> {
             if let Some(peer) = session.peer {
                 let _ = self.store.touch(peer, session.id).await;
             }
-            let response = self.handle(session, request).await;
+            // Boxed: a connection's task keeps its largest state for as long as it lives,
+            // and a handler's (a database round trip's) is far larger than the wait for
+            // the next request, where idle sessions spend their lives.
+            let response = Box::pin(self.handle(session, request)).await;
             self.note(session.id, session.peer);
             conn.send(&response).await?;
         }

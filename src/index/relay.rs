@@ -4,15 +4,24 @@
 //! and the relay splices the two. The peers' TLS runs end to end inside, so the relay
 //! sees only ciphertext; the sharer serves only the downloader key the index named.
 //!
-//! Bounded everywhere: at most [`MAX_PIPES`] pipes, [`PAIR_WAIT`] for the second side
-//! to come, one `BUFFER` per direction, [`IDLE`] of silence, the `relay_rate`
-//! bandwidth shared by every pipe, and the `relay_quota` bytes per key per
-//! [`QUOTA_WINDOW`]. Each pipe is logged with both keys and its bytes.
+//! Bounded everywhere: at most `relay_pipes` pipes (pending or running), of which one
+//! asking key holds at most `relay_pipes_per_key` and one source address
+//! `relay_pipes_per_address`; [`PAIR_WAIT`] for the second side to come, one `BUFFER`
+//! per direction, [`IDLE`] of silence, the `relay_rate` bandwidth shared by every pipe,
+//! and the `relay_quota` bytes per downloader key per [`QUOTA_WINDOW`]. Each pipe is
+//! logged with both keys and its bytes.
+//!
+//! Only the asking side is charged, pipes and quota: a sharer holds nothing, so no
+//! downloader's use can cut a sharer off from the others (what a sharer gives is bounded
+//! by its own upload slots and limits, and by the pushes it obeys). A pipe frees its
+//! slots when it ends, when its second side never comes, and at once when the sharer
+//! cannot be told to join ([`Relay::cancel`]). The counts are per server.
 
 use std::collections::HashMap;
-use std::net::{Shutdown as Half, TcpStream};
+use std::hash::Hash;
+use std::net::{IpAddr, Shutdown as Half, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -26,9 +35,6 @@ use crate::limit::RateLimit;
 use crate::protocol::Fingerprint;
 use crate::rendezvous::{self, Handoff};
 use crate::runtime;
-
-/// Most pipes (pending or running) at once; more requests are told `busy`.
-pub const MAX_PIPES: usize = 256;
 
 /// How long the first side of a pipe waits for the second.
 pub const PAIR_WAIT: Duration = Duration::from_secs(10);
@@ -49,15 +55,25 @@ pub struct Limits {
     pub enabled: bool,
     /// Bytes per second in all (0: no cap).
     pub rate: u64,
-    /// Bytes per key per [`QUOTA_WINDOW`] (0: no quota).
+    /// Bytes per downloader key per [`QUOTA_WINDOW`] (0: no quota).
     pub quota: u64,
+    /// Most pipes, pending or running, at once (`relay_pipes`).
+    pub pipes: usize,
+    /// Most of them one asking key holds (`relay_pipes_per_key`).
+    pub pipes_per_key: usize,
+    /// Most of them one asking source address holds (`relay_pipes_per_address`).
+    pub pipes_per_address: usize,
 }
 
 /// One pipe being set up: the two keys and the streams that have arrived.
 struct Pair {
     downloader: Fingerprint,
+    /// The asking connection's source address.
+    from: IpAddr,
     sharer: Fingerprint,
     sharer_peer: u64,
+    /// Whether its slots were given back (exactly once, whichever way it ends).
+    released: AtomicBool,
     /// `[downloader, sharer]`.
     streams: Mutex<[Option<Async<TcpStream>>; 2]>,
 }
@@ -67,9 +83,13 @@ struct Pair {
 pub enum Refusal {
     /// `relay = false`.
     Off,
-    /// At [`MAX_PIPES`].
+    /// At `relay_pipes`.
     Busy,
-    /// One of the keys used its quota.
+    /// The asking key holds `relay_pipes_per_key`.
+    PerKey,
+    /// The asking address holds `relay_pipes_per_address`.
+    PerAddress,
+    /// The asking key used its quota.
     Quota(Fingerprint),
     /// The token is already waiting.
     Taken,
@@ -81,10 +101,34 @@ pub struct Relay {
     rate: RateLimit,
     /// Token → (the pipe, which side: 0 downloader, 1 sharer).
     pending: Mutex<HashMap<String, (Arc<Pair>, usize)>>,
-    /// Bytes per key in the current window.
+    /// Bytes per downloader key in the current window.
     used: Mutex<HashMap<Fingerprint, (Instant, u64)>>,
-    pipes: AtomicUsize,
+    /// The pipes held, in all and by who asked.
+    held: Mutex<Held>,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// The pipes held (pending or running), in all, per asking key, per asking address.
+#[derive(Default)]
+struct Held {
+    pipes: usize,
+    keys: HashMap<Fingerprint, usize>,
+    addresses: HashMap<IpAddr, usize>,
+}
+
+/// Count one more for `at` in `counts`.
+fn up<K: Hash + Eq>(counts: &mut HashMap<K, usize>, at: K) {
+    *counts.entry(at).or_default() += 1;
+}
+
+/// Count one less for `at` in `counts`, forgetting it at zero.
+fn down<K: Hash + Eq>(counts: &mut HashMap<K, usize>, at: &K) {
+    if let Some(n) = counts.get_mut(at) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(at);
+        }
+    }
 }
 
 impl Relay {
@@ -95,7 +139,7 @@ impl Relay {
             rate: RateLimit::new(limits.rate),
             pending: Mutex::default(),
             used: Mutex::default(),
-            pipes: AtomicUsize::new(0),
+            held: Mutex::default(),
             metrics,
         })
     }
@@ -106,7 +150,7 @@ impl Relay {
         Arc::new(move |token, stream| relay.join(&token, stream))
     }
 
-    /// Bytes `key` has had relayed in the current window.
+    /// Bytes downloader `key` has had relayed in the current window.
     fn used(&self, key: &Fingerprint) -> u64 {
         let used = self.used.lock();
         match used.get(key) {
@@ -126,11 +170,11 @@ impl Relay {
         self.limits.quota == 0 || entry.1 <= self.limits.quota
     }
 
-    /// Set up a pipe between `downloader` (joining with `token`) and the sharer with key
-    /// `sharer` (peer `sharer_peer`); returns the sharer's token.
+    /// Set up a pipe between `downloader` (asking from `from`, joining with `token`) and
+    /// the sharer with key `sharer` (peer `sharer_peer`); returns the sharer's token.
     pub fn offer(
         self: &Arc<Self>,
-        downloader: Fingerprint,
+        (downloader, from): (Fingerprint, IpAddr),
         token: &str,
         sharer: Fingerprint,
         sharer_peer: u64,
@@ -138,31 +182,24 @@ impl Relay {
         if !self.limits.enabled {
             return Err(Refusal::Off);
         }
-        for key in [downloader, sharer] {
-            if self.limits.quota > 0 && self.used(&key) >= self.limits.quota {
-                return Err(Refusal::Quota(key));
-            }
+        if self.limits.quota > 0 && self.used(&downloader) >= self.limits.quota {
+            return Err(Refusal::Quota(downloader));
         }
-        if self
-            .pipes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_PIPES).then_some(n + 1)
-            })
-            .is_err()
-        {
-            return Err(Refusal::Busy);
-        }
-        let theirs = rendezvous::new_token();
         let pair = Arc::new(Pair {
             downloader,
+            from: from.to_canonical(),
             sharer,
             sharer_peer,
+            released: AtomicBool::new(false),
             streams: Mutex::new([None, None]),
         });
+        self.hold(&pair)?;
+        let theirs = rendezvous::new_token();
         {
             let mut pending = self.pending.lock();
             if pending.contains_key(token) {
-                self.pipes.fetch_sub(1, Ordering::SeqCst);
+                drop(pending);
+                self.release(&pair);
                 return Err(Refusal::Taken);
             }
             pending.insert(token.to_owned(), (pair.clone(), 0));
@@ -172,16 +209,73 @@ impl Relay {
         let relay = self.clone();
         runtime::spawn(async move {
             smol::Timer::after(PAIR_WAIT).await;
-            let mut pending = relay.pending.lock();
-            let before = pending.len();
-            pending.retain(|_, (p, _)| !Arc::ptr_eq(p, &pair));
-            if pending.len() < before {
-                relay.pipes.fetch_sub(1, Ordering::SeqCst);
-                pair.streams.lock().iter_mut().for_each(|s| *s = None);
-            }
+            relay.forget(&pair);
         })
         .detach();
         Ok(theirs)
+    }
+
+    /// Take the slots of `pair`: one of all pipes, of its key's and of its address's.
+    fn hold(&self, pair: &Pair) -> Result<(), Refusal> {
+        let mut held = self.held.lock();
+        let count = |n: Option<&usize>| n.copied().unwrap_or(0);
+        if held.pipes >= self.limits.pipes {
+            return Err(Refusal::Busy);
+        }
+        if count(held.keys.get(&pair.downloader)) >= self.limits.pipes_per_key {
+            return Err(Refusal::PerKey);
+        }
+        if count(held.addresses.get(&pair.from)) >= self.limits.pipes_per_address {
+            return Err(Refusal::PerAddress);
+        }
+        held.pipes += 1;
+        up(&mut held.keys, pair.downloader);
+        up(&mut held.addresses, pair.from);
+        Ok(())
+    }
+
+    /// Give back the slots of `pair`, once whichever way it ends.
+    fn release(&self, pair: &Pair) {
+        if pair.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut held = self.held.lock();
+        held.pipes -= 1;
+        down(&mut held.keys, &pair.downloader);
+        down(&mut held.addresses, &pair.from);
+    }
+
+    /// Forget `pair` if it is still being set up (its tokens, a stream that came), and
+    /// give back its slots.
+    fn forget(&self, pair: &Arc<Pair>) {
+        let mut pending = self.pending.lock();
+        let before = pending.len();
+        pending.retain(|_, (p, _)| !Arc::ptr_eq(p, pair));
+        if pending.len() < before {
+            drop(pending);
+            self.release(pair);
+            pair.streams.lock().iter_mut().for_each(|s| *s = None);
+        }
+    }
+
+    /// The pipe the downloader's `token` was offered for will not be set up (the sharer
+    /// could not be told to join): free its slots now rather than after [`PAIR_WAIT`].
+    pub fn cancel(&self, token: &str) {
+        let pair = self.pending.lock().get(token).map(|(pair, _)| pair.clone());
+        if let Some(pair) = pair {
+            self.forget(&pair);
+        }
+    }
+
+    /// Pipes held now: in all, by `key`, from `from`.
+    pub fn held(&self, key: &Fingerprint, from: IpAddr) -> (usize, usize, usize) {
+        let held = self.held.lock();
+        let count = |n: Option<&usize>| n.copied().unwrap_or(0);
+        (
+            held.pipes,
+            count(held.keys.get(key)),
+            count(held.addresses.get(&from.to_canonical())),
+        )
     }
 
     /// A stream whose preamble named `token`: one side of a pipe. When it completes the
@@ -203,7 +297,7 @@ impl Relay {
             let relay = self.clone();
             runtime::spawn(async move {
                 relay.splice(&pair, downloader, sharer).await;
-                relay.pipes.fetch_sub(1, Ordering::SeqCst);
+                relay.release(&pair);
             })
             .detach();
         }
@@ -259,11 +353,9 @@ impl Relay {
                 Some(Ok(n)) => n,
             };
             *last.lock() = Instant::now();
-            let over =
-                !self.charge(pair.downloader, n as u64) | !self.charge(pair.sharer, n as u64);
-            if over {
+            if !self.charge(pair.downloader, n as u64) {
                 warn!(
-                    "relay quota used up by downloader {} or peer {}: cutting their pipe",
+                    "relay quota used up by downloader {}: cutting its pipe to peer {}",
                     pair.downloader, pair.sharer_peer
                 );
                 let _ = from.get_ref().shutdown(Half::Both);

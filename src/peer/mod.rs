@@ -6,6 +6,7 @@
 pub mod cache;
 mod ignore;
 pub mod mapping;
+pub mod pushes;
 mod refresh;
 pub mod scan;
 pub mod serve;
@@ -28,7 +29,6 @@ use smol::future::FutureExt;
 use smol::{Async, Task};
 use tracing::{info, warn};
 
-use crate::client::IndexClient;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::limit::RateLimit;
@@ -56,14 +56,17 @@ pub struct SharingSettings {
     pub session_ttl: Duration,
     /// How the share follows its folders.
     pub living: Living,
-    /// The key each index server must prove (from the known-indexes file and
-    /// `host:port#FINGERPRINT`).
-    pub pins: crate::client::Pins,
+    /// The key each index server must prove: the process's one source of pins (the
+    /// known-indexes file and `host:port#FINGERPRINT`), shared, so that a key pinned
+    /// later applies to the session's next reconnection.
+    pub pins: crate::client::KnownIndexes,
     /// The nickname asked for on the index (`[peer] name`).
     pub name: Option<String>,
     /// Ask the router for a port mapping of the file server (UPnP-IGD) with this
     /// lease; `None`: don't.
     pub port_mapping: Option<Duration>,
+    /// How many pushes the index may make this peer carry out.
+    pub pushes: pushes::PushLimits,
 }
 
 impl SharingSettings {
@@ -89,6 +92,10 @@ impl SharingSettings {
                 .peer
                 .port_mapping
                 .then(|| Duration::from_secs(config.peer.port_mapping_lease.into())),
+            pushes: pushes::PushLimits {
+                per_window: config.peer.max_pushes,
+                at_once: config.peer.max_pushes_at_once,
+            },
         }
     }
 }
@@ -249,7 +256,7 @@ impl Sharing {
         let limits = settings.server.limits;
         let identity = settings.server.identity.clone();
         let pins = settings.pins.clone();
-        let mut client = IndexClient::connect_any_as(index, &identity, &pins, limits).await?;
+        let mut client = session::connect_index(index, &identity, &pins, limits).await?;
         let host = match settings.host {
             Some(host) => host,
             None => client.local_addr()?.ip(),
@@ -290,6 +297,7 @@ impl Sharing {
             limits,
             name: settings.name.clone(),
             heartbeat: (settings.session_ttl / 3).min(MAX_HEARTBEAT),
+            pushes: settings.pushes,
         };
         let session = Session::spawn(
             client,
@@ -344,6 +352,11 @@ impl Sharing {
     /// The session's state (Peer ID, connected).
     pub fn state(&self) -> SessionState {
         self.session.state()
+    }
+
+    /// The pushes of the index this peer obeyed and ignored.
+    pub fn pushes(&self) -> pushes::PushCounts {
+        self.session.pushes()
     }
 
     /// Where the router's port mapping of the file server stands.

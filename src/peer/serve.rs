@@ -23,9 +23,11 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::digest::IO_BUFFER;
 use crate::error::{Error, IoContext, Result};
+use crate::gate::{self, Admission};
 use crate::identity::Identity;
 use crate::limit::{Pace, RateLimit};
-use crate::net::{self, Admission};
+use crate::net;
+use crate::peer::pushes::PushPermit;
 use crate::peer::share::Share;
 use crate::peer::slots::Slots;
 use crate::peer::upload_log::Upload;
@@ -47,6 +49,8 @@ pub struct Settings {
     pub identity: Identity,
     /// Wire limits; the timeout also bounds every write of a transfer.
     pub limits: Limits,
+    /// Connections and TLS handshakes at once, in all and per address.
+    pub admits: gate::Bounds,
     /// Most transfers at once; further requests wait their turn (told `queued`).
     pub max_uploads: usize,
     /// Most requests (sending or waiting) from one IP address; more are told `busy`.
@@ -64,9 +68,16 @@ impl Settings {
     /// The settings `napster.toml` asks for, sharing `upload` with every transfer, with a
     /// fresh in-memory key (the shell puts the `[peer] key` in its place).
     pub fn from_config(config: &Config, upload: Arc<RateLimit>) -> Self {
+        let p = &config.peer;
         Settings {
             identity: Identity::generate().unwrap_or_else(|_| Identity::ephemeral()),
             limits: config.limits(),
+            admits: gate::Bounds {
+                connections: p.max_connections,
+                connections_per_address: p.max_connections_per_address,
+                handshakes: p.max_handshakes,
+                handshakes_per_address: p.max_handshakes_per_address,
+            },
             max_uploads: config.peer.max_uploads,
             max_uploads_per_address: config.peer.max_uploads_per_address,
             upload,
@@ -86,14 +97,13 @@ impl Default for Settings {
 /// How long a downloader may stay silent between requests.
 const IDLE: Duration = Duration::from_secs(30);
 
-/// Most downloader connections at once; the next ones are told `busy`.
-const MAX_CONNECTIONS: usize = 1024;
-
 /// What every connection of one file server shares.
 struct Server {
     folder: SharedFolder,
     settings: Settings,
     slots: Arc<Slots>,
+    /// What it admits, on its listener and on the connections it opens to serve.
+    admission: Admission,
 }
 
 /// Serve `folder` on `listener` until `shutdown` fires.
@@ -118,6 +128,7 @@ impl Files {
     /// A file server of `folder`, until `shutdown` fires.
     pub fn new(folder: SharedFolder, settings: Settings, shutdown: Shutdown) -> Self {
         let server = Arc::new(Server {
+            admission: Admission::new(settings.limits, settings.admits, "file server"),
             slots: Slots::new(settings.max_uploads, settings.max_uploads_per_address),
             folder,
             settings,
@@ -128,14 +139,10 @@ impl Files {
     /// Serve on `listener` until shutdown.
     pub async fn run(self, listener: Async<TcpListener>) -> Result<()> {
         let settings = &self.server.settings;
-        let admission = Admission {
-            limits: settings.limits,
-            max_connections: net::fit_connections(MAX_CONNECTIONS, "file server"),
-            max_per_address: MAX_CONNECTIONS,
-        };
+        let admission = self.server.admission.clone();
         let identity = settings.identity.clone();
         let hooks = net::Hooks {
-            on_busy: None,
+            on_refused: None,
             handoff: settings.rendezvous.as_ref().map(Rendezvous::handoff),
         };
         let server = self.server.clone();
@@ -163,8 +170,15 @@ impl Files {
     /// A reverse connection: connect to a downloader's file server at `to` (the address
     /// the index observed for it), open with `token`, then serve it as the TLS server,
     /// exactly as on the listener, until it leaves or shutdown.
-    pub async fn serve_reverse(&self, to: SocketAddr, token: &str) -> Result<()> {
+    pub async fn serve_reverse(&self, to: SocketAddr, token: &str, turn: PushPermit) -> Result<()> {
         let conn = self.open(to, token, None).await?;
+        self.serve_pushed(conn, turn).await
+    }
+
+    /// Serve a connection a push opened, as on the listener, until it leaves or shutdown;
+    /// handshaken, it is an upload (bounded by the slots), so the push's `turn` ends.
+    async fn serve_pushed(&self, conn: Connection, turn: PushPermit) -> Result<()> {
+        drop(turn);
         smol::future::or(self.server.requests(conn), async {
             self.shutdown.wait().await;
             Ok(())
@@ -180,16 +194,13 @@ impl Files {
         index: SocketAddr,
         token: &str,
         downloader: Fingerprint,
+        turn: PushPermit,
     ) -> Result<()> {
         let conn = self
             .open(index, token, Some(downloader))
             .await
             .map_err(|e| Error::msg(format!("a relayed downloader: {e}")))?;
-        smol::future::or(self.server.requests(conn), async {
-            self.shutdown.wait().await;
-            Ok(())
-        })
-        .await
+        self.serve_pushed(conn, turn).await
     }
 
     /// A punched connection: connect from `local` (our session's port) to `to` (the
@@ -201,16 +212,13 @@ impl Files {
         (local, to): (SocketAddr, SocketAddr),
         token: &str,
         downloader: Fingerprint,
+        turn: PushPermit,
     ) -> Result<()> {
         let stream = punch::punch(local, to, punch::PUNCH_WAIT)
             .await
             .map_err(|e| Error::io(format!("punching a hole from {local} to {to}"), e))?;
         let conn = self.open_over(stream, to, token, Some(downloader)).await?;
-        smol::future::or(self.server.requests(conn), async {
-            self.shutdown.wait().await;
-            Ok(())
-        })
-        .await
+        self.serve_pushed(conn, turn).await
     }
 
     /// Connect to `to`, send the preamble of `token`, and be the TLS server there (to
@@ -234,17 +242,13 @@ impl Files {
         token: &str,
         client: Option<Fingerprint>,
     ) -> Result<Connection> {
-        let limits = self.server.settings.limits;
+        let (settings, admission) = (&self.server.settings, &self.server.admission);
         let preamble = rendezvous::preamble(token);
-        async { stream.write_all(&preamble).await }
-            .or(async {
-                smol::Timer::after(limits.timeout).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
+        net::io_within(settings.limits.timeout, stream.write_all(&preamble))
             .await
             .context(|| format!("opening a reverse connection to {to}"))?;
-        let identity = &self.server.settings.identity;
-        net::serve_stream::<PeerRequest, PeerResponse>(stream, identity, client, limits).await
+        let identity = &settings.identity;
+        net::serve_stream::<PeerRequest, PeerResponse>(stream, identity, client, admission).await
     }
 }
 
@@ -489,7 +493,9 @@ fn send_range(
                 .map_err(|slow| Error::msg(format!("the downloader reads too slowly: {slow}")))?;
         }
         left -= n as u64;
-        limit.throttle(n);
+        if !limit.throttle_while(n, || !conn.is_gone_blocking()) {
+            return Err(Error::msg("the downloader left; its slot is freed"));
+        }
     }
     conn.flush_blocking()
         .map_err(|e| Error::io("sending the file", e))?;

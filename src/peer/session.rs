@@ -1,7 +1,8 @@
 //! A registered peer's session with the index: heartbeats while idle, and after the
 //! index restarts or the network drops, reconnection with backoff and jitter and
 //! re-registration under the same token (so the same Peer ID), without user action; and
-//! registration again when the router's port mapping (`mapping.rs`) changes.
+//! registration again when the router's port mapping (`mapping.rs`) changes. The pushes
+//! the index sends are carried out within the peer's own bounds (`pushes.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use tracing::{info, warn};
 
-use crate::client::{Changes, IndexClient, Pins, Push, Reach};
+use crate::client::{Changes, IndexClient, KnownIndexes, Push, Reach};
 use crate::error::Result;
 use crate::identity::Identity;
+use crate::peer::pushes::{PushCounts, PushGate, PushLimits};
 use crate::peer::serve::{Files, SharedFolder};
 use crate::protocol::Limits;
 use crate::runtime;
@@ -38,14 +40,17 @@ pub struct SessionConfig {
     pub token: String,
     /// The key this peer proves (its file server proves the same).
     pub identity: Identity,
-    /// The key each index server must prove.
-    pub pins: Pins,
+    /// The key each index server must prove (shared: a key pinned later applies to
+    /// the next reconnection).
+    pub pins: KnownIndexes,
     /// Wire limits.
     pub limits: Limits,
     /// Interval between heartbeats on an idle session.
     pub heartbeat: Duration,
     /// The nickname asked for (`[peer] name`).
     pub name: Option<String>,
+    /// How many pushes of the index this peer carries out.
+    pub pushes: PushLimits,
 }
 
 /// What the session looks like now.
@@ -70,6 +75,7 @@ pub struct Session {
     updates: Sender<Changes>,
     mapped: Sender<Option<u16>>,
     task: Mutex<Option<Task<()>>>,
+    gate: Arc<PushGate>,
 }
 
 /// Tells a session what changed in the share.
@@ -114,7 +120,12 @@ impl Session {
             changes,
             mapped: mapped_ports,
         };
-        let share = Served { folder, files };
+        let gate = Arc::new(PushGate::new(config.pushes));
+        let share = Served {
+            folder,
+            files,
+            gate: gate.clone(),
+        };
         let task = runtime::spawn(keep_alive(client, config, share, state.clone(), channels));
         Session {
             state,
@@ -122,7 +133,13 @@ impl Session {
             updates,
             mapped,
             task: Mutex::new(Some(task)),
+            gate,
         }
+    }
+
+    /// The pushes of the index obeyed and ignored so far.
+    pub fn pushes(&self) -> PushCounts {
+        self.gate.counts()
     }
 
     /// The session's current state.
@@ -159,20 +176,33 @@ impl Session {
 struct Served {
     folder: SharedFolder,
     files: Files,
+    gate: Arc<PushGate>,
 }
 
 /// Serve the reverse connections, punched holes and relayed pipes the index asked
-/// `client` for.
-fn reverse(client: &mut IndexClient, files: &Files) {
+/// `client` for, as far as the gate lets them through.
+fn reverse(client: &mut IndexClient, Served { files, gate, .. }: &Served) {
     let index = client.addr();
     let session_port = client.local_addr().ok();
     while let Some(push) = client.take_push() {
+        let permit = match gate.admit() {
+            Ok(permit) => permit,
+            Err(why) => {
+                let what = match &push {
+                    Push::Connect { addr, .. } => format!("a reverse connection to {addr}"),
+                    Push::Punch { addr, .. } => format!("a hole punched to {addr}"),
+                    Push::Relay { .. } => format!("joining the relay at {index}"),
+                };
+                warn!("the index asked for {what}: ignored, {why}");
+                continue;
+            }
+        };
         let files = files.clone();
         runtime::spawn(async move {
             match push {
                 Push::Connect { addr, token } => {
                     info!("connecting out to {addr} for a download (reverse connection)");
-                    if let Err(e) = files.serve_reverse(addr, &token).await {
+                    if let Err(e) = files.serve_reverse(addr, &token, permit).await {
                         warn!("reverse connection to {addr}: {e}");
                     }
                 }
@@ -182,17 +212,19 @@ fn reverse(client: &mut IndexClient, files: &Files) {
                     downloader,
                 } => {
                     let Some(local) = session_port else {
+                        drop(permit);
                         warn!("cannot punch a hole to {addr}: our session's port is unknown");
                         return;
                     };
                     info!("punching a hole from {local} to {addr} for downloader {downloader}");
-                    if let Err(e) = files.serve_punched((local, addr), &token, downloader).await {
+                    let punched = files.serve_punched((local, addr), &token, downloader, permit);
+                    if let Err(e) = punched.await {
                         warn!("punched connection to {addr}: {e}");
                     }
                 }
                 Push::Relay { token, downloader } => {
                     info!("joining the relay at {index} for downloader {downloader}");
-                    if let Err(e) = files.serve_relayed(index, &token, downloader).await {
+                    if let Err(e) = files.serve_relayed(index, &token, downloader, permit).await {
                         warn!("relayed connection through {index}: {e}");
                     }
                 }
@@ -292,7 +324,7 @@ async fn keep_alive(
     state: Arc<Mutex<SessionState>>,
     channels: Channels,
 ) {
-    let Served { folder, files } = share;
+    let folder = &share.folder;
     let mut mapped_port = None;
     let mut client = Some(client);
     let mut backoff = FIRST_BACKOFF;
@@ -308,7 +340,7 @@ async fn keep_alive(
                 mapped_port = port;
             }
             let last = state.lock().index;
-            match reregister(&config, last, &folder, mapped_port).await {
+            match reregister(&config, last, folder, mapped_port).await {
                 Ok((c, peer_id, nickname)) => {
                     info!(
                         "registered again with the index at {} as peer {peer_id}",
@@ -338,11 +370,11 @@ async fn keep_alive(
             Wake::Changed(change) => c.apply(&change).await.map(drop),
             Wake::Mapped(port) => {
                 mapped_port = port;
-                register_mapped(c, &config, &folder, &state, port).await
+                register_mapped(c, &config, folder, &state, port).await
             }
             Wake::Beat | Wake::Closed => c.ping().await.map(drop),
         };
-        reverse(c, &files);
+        reverse(c, &share);
         if let Err(e) = outcome {
             let index = state.lock().index;
             warn!("lost the index at {index}: {e}; reconnecting");
@@ -350,6 +382,22 @@ async fn keep_alive(
             client = None;
         }
     }
+}
+
+/// Connect to the first of `order` that answers and proves the key `pins` holds for it
+/// (the first connection to an index pins its key, as every connection does), saying
+/// in the log when a key was pinned.
+pub(super) async fn connect_index(
+    order: &[SocketAddr],
+    identity: &crate::identity::Identity,
+    pins: &KnownIndexes,
+    limits: crate::protocol::Limits,
+) -> Result<IndexClient> {
+    let (client, recorded) = pins.connect(order, identity, limits).await?;
+    if let Some(r) = recorded {
+        info!("{r}");
+    }
+    Ok(client)
 }
 
 /// Register again: with the server we were with, else the others in order.
@@ -361,8 +409,7 @@ async fn reregister(
 ) -> Result<(IndexClient, u64, Option<String>)> {
     let mut order = vec![last];
     order.extend(config.index.iter().copied().filter(|&a| a != last));
-    let mut client =
-        IndexClient::connect_any_as(&order, &config.identity, &config.pins, config.limits).await?;
+    let mut client = connect_index(&order, &config.identity, &config.pins, config.limits).await?;
     let files = folder.read().entries();
     let name = config.name.as_deref();
     let (peer_id, nickname) = client

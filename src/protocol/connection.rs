@@ -76,6 +76,27 @@ async fn within<T, E>(
     .await
 }
 
+/// Poll the first read of a message into `inbox` (emptied first), through a buffer on
+/// the stack of this one poll: a connection waiting for its next message (thousands of
+/// idle peer sessions) holds no read buffer of ours, neither on the heap nor in its
+/// task's state, which a buffer living across the wait would be part of.
+fn poll_first(
+    stream: &mut Box<dyn Transport>,
+    inbox: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let mut first = [0; FIRST_READ];
+    match Pin::new(&mut **stream).poll_read(cx, &mut first) {
+        Poll::Ready(read) => {
+            let n = eof_is_end(read)?;
+            inbox.clear();
+            inbox.extend_from_slice(&first[..n]);
+            Poll::Ready(Ok(n))
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// What a connection's operations return.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -224,23 +245,12 @@ impl Connection {
     /// `Ok(None)` is a clean end of the connection between messages.
     pub async fn recv<T: DeserializeOwned>(&mut self, idle: Duration) -> Result<Option<T>> {
         if self.buffered() == 0 {
-            // Wait with a small buffer on the stack: idle connections (thousands of peer
-            // sessions) hold no memory of ours for reading.
-            let mut first = [0; FIRST_READ];
-            let stream = &mut self.stream;
-            let got = within(
-                idle,
-                async { eof_is_end(stream.read(&mut first).await) },
-                || std::io::ErrorKind::TimedOut.into(),
-            )
-            .await;
+            let (stream, inbox) = (&mut self.stream, &mut self.inbox);
+            let first = std::future::poll_fn(|cx| poll_first(stream, inbox, cx));
+            let got = within(idle, first, || std::io::ErrorKind::TimedOut.into()).await;
             match got {
                 Ok(0) => return Ok(None),
-                Ok(n) => {
-                    self.inbox.clear();
-                    self.consumed = 0;
-                    self.inbox.extend_from_slice(&first[..n]);
-                }
+                Ok(_) => self.consumed = 0,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return Err(Error::Timeout(format!("waiting for {}", self.peer)));
                 }
@@ -412,6 +422,27 @@ impl Connection {
         self.poll_here(|stream, cx| stream.poll_write(cx, bytes))
     }
 
+    /// In blocking mode: whether the other side has closed or reset the connection,
+    /// looked at without waiting and without taking anything (bytes it sent meanwhile
+    /// stay for the next read). A throttled upload asks between its short sleeps, so a
+    /// downloader that gave up frees its slot then, not after the whole debt.
+    pub fn is_gone_blocking(&self) -> bool {
+        let socket = self.stream.socket().get_ref();
+        if socket.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let peeked = socket.peek(&mut [0u8; 1]);
+        let _ = socket.set_nonblocking(false);
+        match peeked {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
     /// In blocking mode: push out what was written (a TLS stream may hold a record back).
     pub fn flush_blocking(&mut self) -> std::io::Result<()> {
         self.poll_here(|stream, cx| stream.poll_flush(cx))
@@ -437,6 +468,19 @@ mod tests {
         )
         .unwrap();
         (conn, other)
+    }
+
+    #[test]
+    fn waiting_for_a_message_holds_no_read_buffer() {
+        // Idle sessions spend their lives in this wait: whatever its state holds, each of
+        // thousands of them holds, so no read buffer may live in it.
+        let (mut conn, _other) = pair(Limits::default());
+        let waiting = conn.recv::<IndexRequest>(Duration::from_secs(1));
+        let size = std::mem::size_of_val(&waiting);
+        assert!(
+            size < FIRST_READ / 2,
+            "waiting for a message holds {size} bytes"
+        );
     }
 
     #[test]

@@ -52,12 +52,19 @@ fn normalise(text: &str) -> String {
 
 /// Whether `text` looks like a fingerprint prefix (base32 letters and digits 2–7, dashes).
 pub fn is_prefix(text: &str) -> bool {
+    prefix_chars(text).is_some()
+}
+
+/// How many characters of a fingerprint `text` names when read as its start (dashes,
+/// spaces and case ignored), or `None` when it cannot be read so.
+pub fn prefix_chars(text: &str) -> Option<usize> {
     let plain = normalise(text);
-    !plain.is_empty()
+    let readable = !plain.is_empty()
         && plain.len() <= LEN
         && plain
             .chars()
-            .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c))
+            .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c));
+    readable.then_some(plain.len())
 }
 
 impl fmt::Display for Fingerprint {

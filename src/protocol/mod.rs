@@ -24,6 +24,8 @@ pub use message::{
     ErrorCode, FileEntry, Handshake, Hit, IndexRequest, IndexResponse, PeerInfo, PeerRequest,
     PeerResponse, Reply, SearchQuery, Total,
 };
-pub use peer_ref::{MAX_NICKNAME, PeerRef, nickname_problem};
+pub use peer_ref::{
+    MAX_NICKNAME, PeerRef, new_nickname_problem, nickname_problem, nickname_skeleton,
+};
 pub use rules::*;
 pub use socket::Socket;

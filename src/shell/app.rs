@@ -22,6 +22,16 @@ use crate::peer::{self, SharingSettings};
 use crate::protocol::{Hit, Limits};
 use crate::runtime;
 
+/// What the metrics endpoint admits, as `[index]` says.
+fn metrics_bounds(config: &crate::config::IndexConfig) -> crate::http::Bounds {
+    crate::http::Bounds {
+        connections: config.metrics_max_connections,
+        connections_per_address: config.metrics_max_connections_per_address,
+        max_head: config.metrics_max_head,
+        head_timeout: Duration::from_secs_f64(config.metrics_head_timeout),
+    }
+}
+
 /// Read the gauges of `metrics` from `store` at each scrape (and its pool, on PostgreSQL).
 fn census<S: Store>(
     metrics: &Option<Arc<Metrics>>,
@@ -65,7 +75,11 @@ impl Shell {
         };
         let metrics = (!self.config.index.metrics.is_empty()).then(|| Arc::new(Metrics::new()));
         let endpoint = match &metrics {
-            Some(m) => Some(Endpoint::start(&self.config.index.metrics, m.clone())?),
+            Some(m) => Some(Endpoint::start(
+                &self.config.index.metrics,
+                metrics_bounds(&self.config.index),
+                m.clone(),
+            )?),
             None => None,
         };
         let (task, backend) = if database.is_empty() {
@@ -231,46 +245,38 @@ impl Shell {
         peer::Living::from_config(&self.config, cache)
     }
 
-    /// The key each index must prove: the known-indexes file, overridden by keys given
-    /// as `host:port#FINGERPRINT` (in `connect`, or in `[index] server`).
-    pub(super) fn pins(&self) -> Result<Pins> {
-        let mut pins = KnownIndexes::new(&self.config.peer.known_indexes).load()?;
-        match &self.index {
-            Some(_) => pins.extend(self.pins.iter()),
-            None => pins.extend(parse_pinned(&self.config.index.server, self.config.index.port)?.1),
+    /// The key each index must prove: this process's one source of pins, shared with
+    /// the share's session, the queue and the routes around NATs (the known-indexes
+    /// file, and keys given as `host:port#FINGERPRINT` in `[index] server` or `connect`).
+    pub(super) fn pins(&self) -> Result<KnownIndexes> {
+        if self.index.is_none() {
+            let (_, given) = parse_pinned(&self.config.index.server, self.config.index.port)?;
+            self.known.give(&given);
         }
-        Ok(pins)
+        Ok(self.known.clone())
     }
 
-    /// Connect to the first of `addrs` that answers and proves its pinned key; an index
-    /// met for the first time (or with a key given explicitly) gets its key recorded in
-    /// the known-indexes file, and the [`Pinned`] says so.
+    /// Connect to the first of `addrs` that answers and proves its pinned key (or the
+    /// key `trying` gives it); an index met for the first time (or with a key given
+    /// explicitly) gets its key recorded in the known-indexes file, and the [`Pinned`]
+    /// says so.
     pub(super) async fn open_index(
         &self,
         addrs: &[SocketAddr],
+        trying: &Pins,
     ) -> Result<(IndexClient, Option<Pinned>)> {
-        let known = KnownIndexes::new(&self.config.peer.known_indexes);
-        let recorded = known.load()?;
-        let pins = self.pins()?;
+        let known = self.pins()?.trying(trying);
         let identity = self.identity()?;
-        let client =
-            IndexClient::connect_any_as(addrs, &identity, &pins, self.config.limits()).await?;
-        let (addr, key) = (client.addr(), client.fingerprint());
-        let pinned = Pinned {
-            addr,
-            fingerprint: key.to_string(),
-            file: known.path().display().to_string(),
-            replaced: recorded.contains_key(&addr),
-        };
-        let note = match recorded.get(&addr) {
-            Some(old) if *old == key => None,
-            _ if known.path().as_os_str().is_empty() => None,
-            _ => {
-                known.record(addr, key)?;
-                Some(pinned)
-            }
-        };
-        Ok((client, note))
+        let (client, recorded) = known
+            .connect(addrs, &identity, self.config.limits())
+            .await?;
+        let pinned = recorded.map(|r| Pinned {
+            addr: r.addr,
+            fingerprint: r.key.to_string(),
+            file: r.file.display().to_string(),
+            replaced: r.replaced,
+        });
+        Ok((client, pinned))
     }
 
     /// The index servers to use, in order of preference.
@@ -301,7 +307,7 @@ impl Shell {
                 addrs.push(last);
             }
             self.client = None;
-            let (client, note) = self.open_index(&addrs).await?;
+            let (client, note) = self.open_index(&addrs, &Pins::new()).await?;
             if let Some(note) = note {
                 tracing::info!("{}", super::present::text::pinned(&note));
             }

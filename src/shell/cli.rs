@@ -26,6 +26,23 @@ current folder if a key file is already there, else the user's data directory.
 Exit status: 0 ok, 1 a command failed, 2 usage or config error, 3 a one-shot search or
 files found nothing, 130 interrupted.";
 
+const DAEMON_ABOUT: &str = "Run as a service, without a prompt, until SIGTERM or SIGINT: share \
+[peer] dir with the index, run the download queue, and serve the web page and the HTTP API \
+(docs/API.md) on [web] listen (127.0.0.1:8460 unless set). The page's address, with its token, \
+is printed alone on a line.";
+
+/// What `napster daemon` was given beyond `napster.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonArgs {
+    /// `--listen`: overrides `[web] listen`.
+    pub listen: Option<String>,
+    /// `--serve`: run an index server too.
+    pub serve: bool,
+}
+
+/// What runs `napster daemon` (it sits above the shell, which cannot name it).
+pub type RunDaemon = fn(Config, DaemonArgs) -> u8;
+
 /// The whole command line: options and a subcommand per shell command.
 pub fn cli() -> clap::Command {
     let cli = commands::with_commands(options());
@@ -98,6 +115,7 @@ fn options() -> clap::Command {
                 .action(ArgAction::SetTrue)
                 .help("in a script (-e or piped stdin), stop at the first failing command"),
         )
+        .subcommand(daemon_command())
         .subcommand(
             clap::Command::new("completions")
                 .about("print shell completions for bash, zsh or fish")
@@ -106,6 +124,25 @@ fn options() -> clap::Command {
                         .required(true)
                         .value_parser(value_parser!(clap_complete::Shell)),
                 ),
+        )
+}
+
+/// `napster daemon`'s own options.
+fn daemon_command() -> clap::Command {
+    clap::Command::new("daemon")
+        .about("run as a service: share, download and serve the web page and HTTP API")
+        .long_about(DAEMON_ABOUT)
+        .arg(
+            Arg::new("listen")
+                .long("listen")
+                .value_name("ADDR")
+                .help("serve the page and API on ADDR (host:port, port 0: any free port); overrides [web] listen"),
+        )
+        .arg(
+            Arg::new("serve")
+                .long("serve")
+                .action(ArgAction::SetTrue)
+                .help("run an index server too, on [index] host and port"),
         )
 }
 
@@ -135,8 +172,9 @@ fn split_commands(texts: &[String]) -> Vec<String> {
     lines
 }
 
-/// Run the binary with `args` (its own name first); returns the exit status.
-pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+/// Run the binary with `args` (its own name first), `napster daemon` with `daemon`;
+/// returns the exit status.
+pub fn main(args: impl IntoIterator<Item = OsString>, daemon: RunDaemon) -> u8 {
     let args: Vec<OsString> = args.into_iter().collect();
     let matches = match cli().try_get_matches_from(&args) {
         Ok(matches) => matches,
@@ -167,6 +205,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Err(e @ crate::Error::Config(_)) => return usage_error(json, "config", &e.to_string()),
         Err(e) => return usage_error(json, "usage", &e.to_string()),
     };
+    if let Some(("daemon", sub)) = matches.subcommand() {
+        let args = DaemonArgs {
+            listen: sub.get_one::<String>("listen").cloned(),
+            serve: sub.get_flag("serve"),
+        };
+        return daemon(config, args);
+    }
     let execute = matches.get_many::<String>("execute");
     let source = match matches.subcommand() {
         Some(_) if execute.is_some() => {

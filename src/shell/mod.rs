@@ -20,7 +20,7 @@ mod app;
 pub mod cli;
 pub mod commands;
 pub mod present;
-mod services;
+pub mod services;
 mod terminal;
 
 pub use terminal::repl;
@@ -67,8 +67,9 @@ pub struct Shell {
     /// The key file, locked while this process shares with it: two processes with one
     /// key are one peer, and the second would silently replace the first's files.
     key_lock: Option<std::fs::File>,
-    /// Keys given with `connect host:port#FINGERPRINT`.
-    pins: crate::client::Pins,
+    /// The one source of index keys (see `pins`), shared with what runs in the
+    /// background.
+    known: crate::client::KnownIndexes,
 }
 
 /// What `refresh`, `share` and `unshare` ask of the share.
@@ -92,7 +93,7 @@ impl Shell {
             cache: None,
             identity: Mutex::default(),
             key_lock: None,
-            pins: Default::default(),
+            known: crate::client::KnownIndexes::new(&config.peer.known_indexes),
             config,
             services,
             index: None,

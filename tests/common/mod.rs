@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod web;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
@@ -514,6 +515,13 @@ pub fn file_server_settings() -> file_server::Settings {
         },
         max_uploads: 8,
         max_uploads_per_address: 1024,
+        // Every test connects from 127.0.0.1: one address may hold the whole server.
+        admits: napster::gate::Bounds {
+            connections: 1024,
+            connections_per_address: 1024,
+            handshakes: 1024,
+            handshakes_per_address: 1024,
+        },
         ..file_server::Settings::default()
     }
 }
@@ -871,4 +879,29 @@ pub fn closed_addr() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// Start an in-memory index server with `settings` on 127.0.0.1, any port, counting into
+/// metrics: its address, the trigger that stops it, and the metrics.
+pub fn start_index_with_metrics(
+    settings: Settings,
+) -> (SocketAddr, ShutdownTrigger, Arc<index::Metrics>) {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("binding the index");
+    let addr = listener.get_ref().local_addr().unwrap();
+    let metrics = Arc::new(index::Metrics::new());
+    let (trigger, shutdown) = runtime::shutdown_pair();
+    let store = Arc::new(MemoryStore::new());
+    let run = index::run_with_metrics(listener, store, settings, shutdown, Some(metrics.clone()));
+    runtime::spawn(run).detach();
+    (addr, trigger, metrics)
+}
+
+/// The value of the metric line that starts with `series` (name and labels), 0 if none.
+pub fn metric(metrics: &index::Metrics, series: &str) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

@@ -114,6 +114,19 @@ impl Napster {
         self.start_command(command, script)
     }
 
+    /// [`Napster::start`] under `wrapper`, a command that execs napster (such as
+    /// `prlimit --nofile=1024:1024`), so that the handle's process is napster's.
+    pub fn start_under(&self, wrapper: &[&str], cwd: &Path, script: &str) -> Running {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(BIN)
+            .current_dir(cwd)
+            .env(HOME_ENV, std::path::absolute(cwd).unwrap())
+            .env("RUST_LOG", self.log);
+        self.start_command(command, script)
+    }
+
     /// Start `command` (a napster) with stdin and stdout piped and feed it `script`, as
     /// [`Napster::start`] does.
     pub fn start_command(&self, mut command: Command, script: &str) -> Running {

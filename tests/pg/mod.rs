@@ -16,6 +16,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     as_postgres: bool,
+    /// Server settings given at start (`-c name=value`), beyond the fixed ones.
+    settings: Vec<String>,
 }
 
 /// Socket "port": with a private socket folder any number does.
@@ -43,6 +45,12 @@ fn find_bin() -> PathBuf {
 impl Postgres {
     /// Start a fresh server.
     pub fn start() -> Postgres {
+        Postgres::start_with(&[])
+    }
+
+    /// Start a fresh server with extra settings (`name=value`, as `-c` takes them), such
+    /// as `log_min_duration_statement=200` for a benchmark.
+    pub fn start_with(settings: &[&str]) -> Postgres {
         let bin = find_bin();
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = std::fs::metadata("/proc/self")
@@ -61,6 +69,7 @@ impl Postgres {
             dir,
             bin,
             as_postgres,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
         };
         let data = pg.data();
         pg.run(
@@ -103,6 +112,10 @@ impl Postgres {
              -c full_page_writes=off",
             self.dir.path().display()
         );
+        let options = self
+            .settings
+            .iter()
+            .fold(options, |all, s| format!("{all} -c {s}"));
         let log = self.dir.path().join("postgres.log");
         self.run(
             "pg_ctl",
@@ -145,6 +158,29 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(status.success(), "psql failed: {sql}");
+    }
+
+    /// Run one SQL query in database `name` as the superuser; its rows, one a line,
+    /// columns separated by `|`.
+    pub fn query(&self, name: &str, sql: &str) -> String {
+        let socket = self.dir.path().to_str().unwrap().to_owned();
+        let psql = self.bin.join("psql");
+        let psql = if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
+        let output = Command::new(psql)
+            .args(["-h", &socket, "-p", &PORT.to_string(), "-U", "postgres"])
+            .args(["-d", name, "-At", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "psql failed: {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     fn data(&self) -> PathBuf {
@@ -197,6 +233,38 @@ impl Postgres {
         let name = format!("t{}_{id}", std::process::id());
         self.sql("postgres", &format!("CREATE DATABASE {name}"));
         name
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// The server's processes now: the postmaster and its children (one backend per
+    /// connection, and the background workers), for measuring the CPU they spend.
+    pub fn pids(&self) -> Vec<u32> {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid"));
+        let Some(postmaster) = pid_file
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // "pid (comm) state ppid …": the comm may hold spaces, so split after ')'.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if parent == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     /// The folder holding the socket, for URLs written by hand.

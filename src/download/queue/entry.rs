@@ -83,9 +83,12 @@ pub(super) fn shown_name(q: &Queued) -> String {
 
 /// Bytes a download kept from an earlier run has in its part file.
 pub(super) fn kept(downloads: &std::path::Path, q: &Queued) -> u64 {
-    download::safe_file_name(&q.file.name).map_or(0, |name| {
-        part_file::kept_bytes(&downloads.join(&q.folder), &name, &q.file)
-    })
+    // A folder that would lead outside the downloads folder is not even looked in.
+    let dir = download::check_folder(downloads, &q.folder);
+    match (dir, download::safe_file_name(&q.file.name)) {
+        (Ok(dir), Ok(name)) => part_file::kept_bytes(&dir, &name, &q.file),
+        _ => 0,
+    }
 }
 
 pub(super) fn row(e: &Entry) -> Row {

@@ -17,10 +17,10 @@ use tracing::warn;
 
 use crate::disk::Dir;
 use crate::error::{Error, IoContext, Result};
-use crate::protocol::FileEntry;
+use crate::protocol::{self, FileEntry};
 
-/// The queue's file in the downloads folder; no download may take its name.
-pub const QUEUE_FILE: &str = ".napster-queue";
+pub use crate::download::place::QUEUE_FILE;
+use crate::download::place::{check_folder, safe_file_name};
 
 /// The lock the owner of a folder's queue holds.
 const LOCK_FILE: &str = ".napster-queue.lock";
@@ -140,8 +140,8 @@ pub fn read(dir: &Path) -> Vec<Queued> {
             return Vec::new();
         }
     }
-    match serde_json::from_str(&text) {
-        Ok(entries) => entries,
+    match serde_json::from_str::<Vec<Queued>>(&text) {
+        Ok(entries) => entries.into_iter().map(|q| checked(dir, q)).collect(),
         Err(e) => {
             warn!(
                 "ignoring the download queue in {}: it is not one napster wrote ({e})",
@@ -150,6 +150,40 @@ pub fn read(dir: &Path) -> Vec<Queued> {
             Vec::new()
         }
     }
+}
+
+/// The entry as read, or, when its folder or name would lead outside `dir`, stopped
+/// as failed with the reason: a queue file is only text, and whoever can write it
+/// chooses both. The folder meets the same check as every folder a download is
+/// written in (`place::check_folder`); the name, the rule of a name from an index.
+fn checked(dir: &Path, mut q: Queued) -> Queued {
+    if !q.stage.is_open() {
+        return q;
+    }
+    let name_problem = || {
+        protocol::check_entry(&q.file).err().or_else(|| {
+            (safe_file_name(&q.file.name).ok().as_ref() != Some(&q.file.name)).then(|| {
+                format!(
+                    "the file name \"{}\" is not a plain file name",
+                    protocol::visible(&protocol::truncate(&q.file.name))
+                )
+            })
+        })
+    };
+    let problem = match check_folder(dir, &q.folder) {
+        Err(e) => Some(e.to_string()),
+        Ok(_) => name_problem(),
+    };
+    if let Some(problem) = problem {
+        let why = format!("refused when the queue was read: {problem}");
+        warn!(
+            "download {} in the queue in {}: {why}; it is not resumed",
+            q.number,
+            dir.display()
+        );
+        q.stage = Stage::Failed(why);
+    }
+    q
 }
 
 #[cfg(test)]

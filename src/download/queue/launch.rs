@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use tracing::warn;
 
 use super::file::Queued;
-use crate::client::{Dialer, IndexClient, KnownIndexes, Pins};
+use crate::client::{Dialer, KnownIndexes};
 use crate::download::part_file::PartFile;
 use crate::download::{self, Cancel, Job, Status};
 use crate::error::{Error, Result};
@@ -36,10 +36,9 @@ pub struct Launch {
     pub bandwidth: Arc<RateLimit>,
     /// The key this process proves to the index.
     pub identity: Identity,
-    /// The index keys it trusts besides those in the known-indexes file.
-    pub pins: Pins,
-    /// The known-indexes file (read again at each lookup: `connect` adds to it).
-    pub known: PathBuf,
+    /// The index keys it trusts: the shell's one source of pins, shared (a key pinned by
+    /// `connect` applies to the next lookup).
+    pub pins: KnownIndexes,
     /// Most downloads at once.
     pub max: usize,
     /// How a queued download reaches its sources (around NATs through the index our
@@ -50,10 +49,13 @@ pub struct Launch {
 impl Launch {
     /// Every peer sharing the contents of `q` now (only `q.peer` when one was named).
     async fn sources(&self, q: &Queued) -> Result<Vec<Hit>> {
-        let mut pins = KnownIndexes::new(&self.known).load()?;
-        pins.extend(self.pins.iter());
-        let mut client =
-            IndexClient::connect_any_as(&q.index, &self.identity, &pins, self.limits).await?;
+        let (mut client, note) = self
+            .pins
+            .connect(&q.index, &self.identity, self.limits)
+            .await?;
+        if let Some(note) = note {
+            tracing::info!("{note}");
+        }
         let query = SearchQuery {
             sha256: Some(q.file.sha256.clone()),
             limit: Some(MOST_SOURCES),
@@ -116,9 +118,10 @@ pub(super) async fn run(
 
 /// Remove the part file of a cancelled download.
 pub(super) fn discard(downloads: &std::path::Path, q: &Queued) {
-    let dir = downloads.join(&q.folder);
-    let removed = download::safe_file_name(&q.file.name)
-        .and_then(|name| PartFile::remove(&dir, &name, &q.file));
+    let removed = download::check_folder(downloads, &q.folder).and_then(|dir| {
+        download::safe_file_name(&q.file.name)
+            .and_then(|name| PartFile::remove(&dir, &name, &q.file))
+    });
     if let Err(e) = removed {
         warn!("cannot remove the part file of {}: {e}", q.file.name);
     }

@@ -249,11 +249,21 @@ impl Transfers {
             entry.cancel.cancel();
             entry.task.take()
         };
-        if let Some(task) = task {
-            task.or(async {
+        if let Some(mut task) = task {
+            let ended = async {
+                (&mut task).await;
+                true
+            }
+            .or(async {
                 smol::Timer::after(STOP_GRACE).await;
+                false
             })
             .await;
+            // Dropping a task cancels it: its end, which records the new state, would
+            // never run and the row would say `pausing` for ever. Let it end in its time.
+            if !ended {
+                task.detach();
+            }
         }
         Ok(true)
     }

@@ -17,7 +17,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 
-use super::sql::{count_sql, hit_of_row, peer_of_row, redacted, search_sql};
+use super::sql::{
+    Columns, EXPLAIN, SETTLE, count_sql, hit_of_row, peer_of_row, redacted, search_sql,
+};
 use super::{Page, Query, Registration, Result, Store, StoreError, Usage};
 use crate::error::Error;
 use crate::protocol::{FileEntry, Hit, PeerInfo, Total};
@@ -41,7 +43,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows registered between two `ANALYZE`s: after a burst of registrations the planner
 /// must know the table grew, or it scans a million rows for an exact name.
-const ANALYZE_EVERY: u64 = 50_000;
+const SETTLE_EVERY: u64 = 50_000;
 
 /// The index in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -51,6 +53,7 @@ pub struct PgStore {
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     remembered: i64,
     reaped_at: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+    settle_every: u64,
 }
 
 /// A database error, for the server's log.
@@ -90,12 +93,20 @@ impl PgStore {
             inserted: Default::default(),
             remembered: REMEMBERED_DEPARTED,
             reaped_at: Default::default(),
+            settle_every: SETTLE_EVERY,
         })
     }
 
     /// Keep the rows of only the `n` most recently departed peers (default 100 000).
     pub fn remember_departed(mut self, n: u32) -> Self {
         self.remembered = i64::from(n);
+        self
+    }
+
+    /// Settle the tables (see [`SETTLE`]) after every `rows` rows registered (default
+    /// [`SETTLE_EVERY`]).
+    pub fn settle_every(mut self, rows: u64) -> Self {
+        self.settle_every = rows.max(1);
         self
     }
 
@@ -121,6 +132,26 @@ impl PgStore {
                 .await
                 .map_err(db)?;
         Ok((peers as u64, files as u64))
+    }
+
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of the statements a page of `query` runs (its hits,
+    /// then its total): the plans the database chose and what they cost, for operators
+    /// and benchmarks.
+    pub async fn explain(&self, query: &Query, limit: usize, bound: u64) -> Result<String> {
+        let mut text = String::new();
+        for mut sql in [
+            search_sql(EXPLAIN, query, limit),
+            count_sql(EXPLAIN, query, bound),
+        ] {
+            let lines: Vec<String> = sql
+                .build_query_scalar()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            text.push_str(&lines.join("\n"));
+            text.push_str("\n\n");
+        }
+        Ok(text)
     }
 
     /// The schema version napster created (the highest migration applied).
@@ -159,17 +190,7 @@ impl PgStore {
         if files.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        let lower: Vec<String> = files.iter().map(|f| f.name.to_lowercase()).collect();
-        let sizes: Vec<i64> = files.iter().map(|f| f.size as i64).collect();
-        let hashes: Vec<Vec<u8>> = files
-            .iter()
-            .map(|f| hex::decode(&f.sha256).unwrap_or_default())
-            .collect();
-        let chunks: Vec<Vec<u8>> = files
-            .iter()
-            .map(|f| hex::decode(&f.chunks).unwrap_or_default())
-            .collect();
+        let columns = Columns::of(files);
         // A file already there keeps the time it was first shared unless its bytes changed.
         sqlx::query(
             "INSERT INTO files (peer_id, shared_at, name, lower_name, size, sha256, chunks) \
@@ -180,11 +201,11 @@ impl PgStore {
              size = EXCLUDED.size, sha256 = EXCLUDED.sha256, chunks = EXCLUDED.chunks",
         )
         .bind(peer as i64)
-        .bind(&names)
-        .bind(&lower)
-        .bind(&sizes)
-        .bind(&hashes)
-        .bind(&chunks)
+        .bind(&columns.names)
+        .bind(&columns.lower)
+        .bind(&columns.sizes)
+        .bind(&columns.hashes)
+        .bind(&columns.chunks)
         .bind(chrono::Utc::now().timestamp())
         .execute(&mut **tx)
         .await
@@ -192,17 +213,23 @@ impl PgStore {
         Ok(())
     }
 
-    /// Note `rows` new rows; refresh the planner's statistics (in the background) once
-    /// enough have arrived since the last time.
+    /// Note `rows` new rows; once enough have arrived since the last time, refresh the
+    /// planner's statistics and merge the trigram index's pending list (in the
+    /// background), so that neither a stale plan nor a long pending list to scan, nor
+    /// the insert that would otherwise find it full and merge it, slows the requests
+    /// that follow a burst of registrations.
     fn inserted(&self, rows: usize) {
         use std::sync::atomic::Ordering;
         let before = self.inserted.fetch_add(rows as u64, Ordering::Relaxed);
-        if before < ANALYZE_EVERY && before + rows as u64 >= ANALYZE_EVERY {
+        let every = self.settle_every;
+        if before < every && before + rows as u64 >= every {
             let pool = self.pool.clone();
             let inserted = self.inserted.clone();
             crate::runtime::spawn(async move {
-                if let Err(e) = sqlx::query("ANALYZE files, peers").execute(&pool).await {
-                    tracing::warn!("refreshing the database's statistics: {e}");
+                for (statement, doing) in SETTLE {
+                    if let Err(e) = sqlx::query(statement).execute(&pool).await {
+                        tracing::warn!("{doing}: {e}");
+                    }
                 }
                 inserted.store(0, Ordering::Relaxed);
             })
@@ -230,19 +257,10 @@ impl PgStore {
 
 impl Store for PgStore {
     async fn register(&self, registration: Registration) -> Result<u64> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let files = Columns::of(&registration.files);
+        // One round trip: the whole registration is one call (migrations/0006).
         let id: i64 = sqlx::query_scalar(
-            // The ID: the one this key has, else its own or the next free of other keys.
-            "INSERT INTO peers (token, server, session, host, port, shared_at, last_seen, live, \
-             fingerprint, reachable, id) VALUES ($1, $2, $3, $4, $5, $6, now(), true, $7, $9, \
-             coalesce(\
-             (SELECT id FROM peers WHERE token = $1), (SELECT min(c) FROM generate_series(\
-             $8::bigint, $8 + 1000) c WHERE NOT EXISTS (SELECT 1 FROM peers WHERE id = c)))) \
-             ON CONFLICT (token) DO UPDATE SET server = EXCLUDED.server, \
-             fingerprint = EXCLUDED.fingerprint, reachable = EXCLUDED.reachable, \
-             session = EXCLUDED.session, host = EXCLUDED.host, port = EXCLUDED.port, \
-             shared_at = EXCLUDED.shared_at, last_seen = now(), live = true \
-             RETURNING id",
+            "SELECT napster_register($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&registration.token)
         .bind(&self.server)
@@ -253,33 +271,32 @@ impl Store for PgStore {
         .bind(registration.fingerprint.plain())
         .bind(super::peer_id_of(&registration.fingerprint) as i64)
         .bind(registration.reachable)
-        .fetch_one(&mut *tx)
+        .bind(&files.names)
+        .bind(&files.lower)
+        .bind(&files.sizes)
+        .bind(&files.hashes)
+        .bind(&files.chunks)
+        .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        // Files the peer still shares keep their rows, and the time they were first shared.
-        let names: Vec<&str> = registration.files.iter().map(|f| f.name.as_str()).collect();
-        sqlx::query("DELETE FROM files WHERE peer_id = $1 AND NOT (name = ANY($2))")
-            .bind(id)
-            .bind(&names)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        PgStore::insert_files(&mut tx, id as u64, &registration.files).await?;
-        PgStore::count(&mut tx, id as u64).await?;
-        tx.commit().await.map_err(db)?;
         self.inserted(registration.files.len());
         Ok(id as u64)
     }
 
     async fn bind_nickname(&self, peer: u64, name: Option<&str>) -> Result<Option<String>> {
-        // The unique index on lower(nickname) settles a race between two keys.
+        // One nickname per skeleton (look-alikes folded, computed here: one rule, in
+        // `protocol`); the unique index on it settles a race between two keys. A row
+        // bound before the skeleton existed has none until its peer registers again, so
+        // its lowercase nickname is compared as well.
         let bound = sqlx::query_scalar::<_, Option<String>>(
-            "UPDATE peers SET nickname = $2::text WHERE id = $1 AND ($2::text IS NULL OR \
-             NOT EXISTS (SELECT 1 FROM peers WHERE lower(nickname) = lower($2::text) \
+            "UPDATE peers SET nickname = $2::text, nickname_skeleton = $3::text \
+             WHERE id = $1 AND ($2::text IS NULL OR NOT EXISTS (SELECT 1 FROM peers \
+             WHERE (nickname_skeleton = $3::text OR lower(nickname) = lower($2::text)) \
              AND id <> $1)) RETURNING nickname",
         )
         .bind(peer as i64)
         .bind(name)
+        .bind(name.map(crate::protocol::nickname_skeleton))
         .fetch_optional(&self.pool)
         .await;
         match bound {
@@ -344,7 +361,7 @@ impl Store for PgStore {
     }
 
     async fn search(&self, query: &Query, limit: usize) -> Result<(Vec<Hit>, bool)> {
-        let mut sql = search_sql(query, limit);
+        let mut sql = search_sql("", query, limit);
         let rows = sql.build().fetch_all(&self.pool).await.map_err(db)?;
         let truncated = rows.len() > limit;
         let hits = rows.iter().take(limit).filter_map(hit_of_row).collect();
@@ -353,7 +370,7 @@ impl Store for PgStore {
 
     async fn page(&self, query: &Query, limit: usize, bound: u64) -> Result<Page> {
         let (hits, truncated) = self.search(query, limit).await?;
-        let counted: i64 = count_sql(query, bound)
+        let counted: i64 = count_sql("", query, bound)
             .build_query_scalar()
             .fetch_one(&self.pool)
             .await

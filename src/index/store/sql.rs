@@ -50,6 +50,56 @@ pub fn peer_of_row(row: &PgRow) -> Option<PeerInfo> {
     })
 }
 
+/// What `PgStore::explain` puts before a statement.
+pub const EXPLAIN: &str = "EXPLAIN (ANALYZE, BUFFERS) ";
+
+/// What a server runs after every `SETTLE_EVERY` rows registered (`postgres.rs`), and what it is
+/// doing, for its log.
+pub const SETTLE: [(&str, &str); 2] = [
+    (
+        "ANALYZE files, peers",
+        "refreshing the database's statistics",
+    ),
+    (
+        "SELECT gin_clean_pending_list('files_lower_name_trgm'::regclass)",
+        "merging the trigram index's pending list",
+    ),
+];
+
+/// Files as the column arrays a multi-row insert (`UNNEST`) binds: one array per column,
+/// so that any number of files travel in one statement.
+pub struct Columns<'a> {
+    /// Names as given.
+    pub names: Vec<&'a str>,
+    /// Names lowercased, as substring searches match them.
+    pub lower: Vec<String>,
+    /// Sizes in bytes.
+    pub sizes: Vec<i64>,
+    /// SHA-256 of each file's bytes.
+    pub hashes: Vec<Vec<u8>>,
+    /// Root of each file's chunk list.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of `files` (hashes were checked as hex where they entered).
+    pub fn of(files: &'a [FileEntry]) -> Self {
+        Columns {
+            names: files.iter().map(|f| f.name.as_str()).collect(),
+            lower: files.iter().map(|f| f.name.to_lowercase()).collect(),
+            sizes: files.iter().map(|f| f.size as i64).collect(),
+            hashes: files
+                .iter()
+                .map(|f| hex::decode(&f.sha256).unwrap_or_default())
+                .collect(),
+            chunks: files
+                .iter()
+                .map(|f| hex::decode(&f.chunks).unwrap_or_default())
+                .collect(),
+        }
+    }
+}
+
 /// `url` with any password replaced, for messages.
 pub fn redacted(url: &str) -> String {
     match url.split_once("://") {
@@ -91,33 +141,43 @@ pub fn hash_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 /// The query of a search: live peers' files matching `query`, from its offset in a
 /// stable order (a peer's files by name; a search by peer, then name), one row more than
 /// `limit` so that the caller knows whether more matched.
-pub fn search_sql(query: &Query, limit: usize) -> QueryBuilder<Postgres> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, f.shared_at, \
-         p.fingerprint, p.nickname, p.reachable \
-         FROM files f JOIN peers p ON p.id = f.peer_id WHERE p.live",
-    );
-    conditions(&mut sql, query);
-    if query.peer.is_some() {
-        sql.push(" ORDER BY f.name");
+///
+/// Only a live peer has files (registering adds them in the transaction that makes the
+/// peer live; leaving or expiring deletes them in the one that ends it), so the page is
+/// cut from `files` alone and only its rows are joined to their peers: a name found a
+/// few times costs a few primary-key lookups, not a hash of every peer, and a needle
+/// found everywhere stops after one page of the files' primary key. The outer `live`
+/// test only guards that rule. `head` goes before it: `""`, or `EXPLAIN …`.
+pub fn search_sql(head: &str, query: &Query, limit: usize) -> QueryBuilder<Postgres> {
+    let order = if query.peer.is_some() {
+        " ORDER BY f.name"
     } else {
-        sql.push(" ORDER BY f.peer_id, f.name");
-    }
-    sql.push(" LIMIT ")
+        " ORDER BY f.peer_id, f.name"
+    };
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "{head}SELECT f.peer_id, p.host, p.port, f.name, f.size, f.sha256, f.chunks, \
+         f.shared_at, p.fingerprint, p.nickname, p.reachable \
+         FROM (SELECT * FROM files f WHERE true"
+    ));
+    conditions(&mut sql, query);
+    sql.push(order)
+        .push(" LIMIT ")
         .push_bind((limit as i64).saturating_add(1));
     if query.offset > 0 {
         sql.push(" OFFSET ")
             .push_bind(query.offset.min(i64::MAX as u64) as i64);
     }
+    sql.push(") f JOIN peers p ON p.id = f.peer_id WHERE p.live")
+        .push(order);
     sql
 }
 
-/// How many live peers' files match `query`, counted no further than `bound` + 1.
-pub fn count_sql(query: &Query, bound: u64) -> QueryBuilder<Postgres> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT count(*) FROM (SELECT 1 FROM files f JOIN peers p ON p.id = f.peer_id \
-         WHERE p.live",
-    );
+/// How many files match `query`, counted no further than `bound` + 1: from `files`
+/// alone, which holds live peers' files only (see [`search_sql`]); after `head`.
+pub fn count_sql(head: &str, query: &Query, bound: u64) -> QueryBuilder<Postgres> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "{head}SELECT count(*) FROM (SELECT 1 FROM files f WHERE true"
+    ));
     conditions(&mut sql, query);
     sql.push(" LIMIT ")
         .push_bind(bound.min(i64::MAX as u64 - 1) as i64 + 1)

@@ -83,6 +83,16 @@ pub fn parse(text: &str) -> Result<Link> {
                     .decode_utf8()
                     .map_err(|_| bad("the name is not UTF-8"))?
                     .into_owned();
+                // A name from a link obeys the rule of a name from an index: no bidi
+                // override may disguise what is saved (`invoice\u{202e}fdp.exe`).
+                if !decoded.is_empty()
+                    && let Some(problem) = crate::protocol::name_problem(&decoded)
+                {
+                    return Err(bad(&format!(
+                        "the name (dn) \"{}\" {problem}",
+                        crate::protocol::visible(&crate::protocol::truncate(&decoded))
+                    )));
+                }
                 name = Some(decoded);
             }
             "xl" => {
@@ -128,6 +138,22 @@ mod tests {
         let none = parse("napster:?dn=x").unwrap_err().to_string();
         assert!(none.contains("no xt="), "{none}");
         assert!(parse("magnet:?xt=urn:btih:00").is_err());
+        // The name obeys the index's name rule, and the error shows it escaped.
+        for (dn, why) in [
+            ("invoice%E2%80%AEfdp.exe", "bidi"),
+            ("a%1B%5B31mred", "control"),
+            ("..%2Fup.txt", "component"),
+            ("%2Fetc%2Fpasswd", "absolute"),
+            ("a%5Cb", "backslash"),
+        ] {
+            let text = format!("napster:?xt=urn:sha256:{}&dn={dn}", "ab".repeat(32));
+            let refused = parse(&text).unwrap_err().to_string();
+            assert!(refused.contains(why), "{dn}: {refused}");
+            assert!(
+                !refused.contains(['\u{202e}', '\u{1b}']),
+                "{dn}: printed raw: {refused}"
+            );
+        }
         let nameless = parse(&format!("NAPSTER:?xt=urn:sha256:{}", "ab".repeat(32))).unwrap();
         assert_eq!(
             (nameless.name.as_str(), nameless.size),

@@ -367,7 +367,7 @@ fn saved(out: &mut String, s: &Saved) {
         put!(
             out,
             "{} is already there with the same contents (sha256 ok); nothing to do",
-            s.path
+            shown(&s.path)
         );
         return;
     }

@@ -16,7 +16,7 @@ mod trigram;
 
 use super::{Page, Query, Registration, Store, StoreError, Usage};
 use crate::protocol::Fingerprint;
-use crate::protocol::{FileEntry, Hit, PeerInfo};
+use crate::protocol::{FileEntry, Hit, PeerInfo, nickname_skeleton};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use trigram::Bloom;
 
@@ -74,7 +74,7 @@ struct Inner {
     departed: VecDeque<String>,
     /// Peer ID → its nickname as given, as long as the ID is remembered.
     nicknames: HashMap<u64, String>,
-    /// Lowercase nickname → the Peer ID holding it.
+    /// Nickname skeleton (case and look-alikes folded) → the Peer ID holding it.
     nickname_owners: HashMap<String, u64>,
     files: Vec<FileRec>,
     free: Vec<u32>,
@@ -235,17 +235,17 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let Some(name) = name else {
             if let Some(old) = inner.nicknames.remove(&peer) {
-                inner.nickname_owners.remove(&old.to_lowercase());
+                inner.nickname_owners.remove(&nickname_skeleton(&old));
             }
             return Ok(None);
         };
-        let key = name.to_lowercase();
+        let key = nickname_skeleton(name);
         match inner.nickname_owners.get(&key) {
             Some(&holder) if holder != peer => return Ok(None),
             _ => {}
         }
         if let Some(old) = inner.nicknames.insert(peer, name.to_owned()) {
-            inner.nickname_owners.remove(&old.to_lowercase());
+            inner.nickname_owners.remove(&nickname_skeleton(&old));
         }
         inner.nickname_owners.insert(key, peer);
         Ok(Some(name.to_owned()))

@@ -35,7 +35,8 @@ impl Inner {
                 self.owners.remove(&id);
                 // A key forgotten loses its nickname with its ID.
                 if let Some(name) = self.nicknames.remove(&id) {
-                    self.nickname_owners.remove(&name.to_lowercase());
+                    self.nickname_owners
+                        .remove(&crate::protocol::nickname_skeleton(&name));
                 }
             }
         }

@@ -80,7 +80,7 @@ impl Shell {
             match done {
                 Ok(fetched) => got.files.push(fetched),
                 Err(e) if single || matches!(e, Error::Cancelled) => return Err(e),
-                Err(e) => got.problems.push(format!("{name}: {e}")),
+                Err(e) => got.problems.push(format!("{}: {e}", shown(&name))),
             }
         }
         // Some arrived: say so, and which did not; none did: the command failed.

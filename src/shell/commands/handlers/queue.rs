@@ -25,7 +25,6 @@ impl Shell {
                 bandwidth: self.download.clone(),
                 identity: self.identity()?,
                 pins: self.pins()?,
-                known: self.config.peer.known_indexes.clone(),
                 max: self.config.peer.max_downloads,
                 dialer: self.queue_dialer()?,
             };

@@ -65,16 +65,17 @@ impl Shell {
     async fn try_connect(&mut self, addr: Option<String>) -> Result<Outcome> {
         let text = addr.unwrap_or_else(|| self.config.index.server.clone());
         let (addrs, pins) = parse_pinned(&text, self.config.index.port)?;
-        let given = std::mem::replace(&mut self.pins, pins);
         let index = self.index.replace(addrs.clone());
-        let opened = self.open_index(&addrs).await;
+        let opened = self.open_index(&addrs, &pins).await;
         let (mut client, pinned) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                (self.pins, self.index) = (given, index);
+                self.index = index;
                 return Err(e);
             }
         };
+        // Accepted: from now on everything in this process requires these keys.
+        self.known.give(&pins);
         let rtt = client.ping().await?;
         let connected = Connected {
             addr: client.addr(),
