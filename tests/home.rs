@@ -195,7 +195,10 @@ fn config_files_apply_user_then_folder_then_option() {
         .command(&["--index", &closed, "status"], &[])
         .output()
         .unwrap();
-    assert_eq!(downloads_line(&out), "downloads: from-user");
+    // The folder as an absolute path: a relative one resolves against the working folder.
+    let cwd = std::fs::canonicalize(&user.cwd).unwrap();
+    let shown = |name: &str| format!("downloads: {}", cwd.join(name).display());
+    assert_eq!(downloads_line(&out), shown("from-user"));
 
     let folder_config = user.cwd.join("napster.toml");
     std::fs::write(&folder_config, "[peer]\ndownloads = \"from-folder\"\n").unwrap();
@@ -203,7 +206,7 @@ fn config_files_apply_user_then_folder_then_option() {
         .command(&["--index", &closed, "status"], &[])
         .output()
         .unwrap();
-    assert_eq!(downloads_line(&out), "downloads: from-folder");
+    assert_eq!(downloads_line(&out), shown("from-folder"));
     let stdout = text(&out.stdout);
     let listed = format!(
         "config: {}, {} (each overrides",
@@ -228,7 +231,7 @@ fn config_files_apply_user_then_folder_then_option() {
         .command(&["--index", &closed, "--config", &option, "status"], &[])
         .output()
         .unwrap();
-    assert_eq!(downloads_line(&out), "downloads: from-option");
+    assert_eq!(downloads_line(&out), shown("from-option"));
 
     // With a home named, the user's config is the one in that home.
     let named = user.root.join("named");

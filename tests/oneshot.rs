@@ -240,6 +240,22 @@ fn usage_errors_exit_two_and_scripts_name_the_failing_line() {
     let out = NAPSTER.run_args(tmp.path(), &["bogus"]);
     assert_eq!(out.status.code(), Some(2));
 
+    // A usage error clap finds is a JSON record too when --json was asked for.
+    for args in [
+        &["--json", "bogus"][..],
+        &["--json", "cancel"],
+        &["--json", "--nope"],
+    ] {
+        let out = NAPSTER.run_args(tmp.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        let error: Value = serde_json::from_str(stderr.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON record ({e}): {stderr}"));
+        assert_eq!(error["error"]["code"], "usage", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Usage: napster"), "{message}");
+    }
+
     let out = NAPSTER.run_args(
         tmp.path(),
         &["--json", "--index", "127.0.0.1:99999", "peers"],
@@ -310,6 +326,39 @@ fn help_and_completions_come_from_the_command_table() {
             "{shell}: {script}"
         );
     }
+}
+
+/// An index stopped by a signal says it stops the index, not that it withdraws files it
+/// never shared.
+#[test]
+fn a_signal_says_what_it_stops() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = NAPSTER
+        .command(tmp.path())
+        .args(["serve", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("index server listening on") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    assert!(common::process::signal(child.id(), "TERM"));
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("shutting down (stopping the index server)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("withdrawing"), "{stderr}");
 }
 
 #[test]

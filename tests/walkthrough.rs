@@ -133,6 +133,15 @@ fn different_contents_under_one_name_ask_which_peer() {
             .to_string();
         assert!(err.contains("different contents"), "{err}");
         assert!(err.contains("get song.mp3 <peer>"), "{err}");
+        // `link` hits the same ambiguity: the message says how to pick one for it too.
+        assert!(err.contains("link song.mp3 <peer>"), "{err}");
+        // A word too short for a fingerprint prefix says so.
+        let err = client
+            .find_peer(&PeerRef::Word("J5T".into()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs at least 4 characters"), "{err}");
         assert_eq!(
             download::sources("song.mp3", Some(&PeerRef::Id(hits[1].peer_id)), hits)
                 .unwrap()

@@ -333,6 +333,13 @@ impl IndexClient {
             Ok([peer]) => Ok(peer),
             Err(named) if named.is_empty() => Err(Error::NotFound(match wanted {
                 protocol::PeerRef::Id(id) => format!("peer {id} is not registered (see `peers`)"),
+                protocol::PeerRef::Word(word) if word.len() < protocol::peer_ref::MIN_PREFIX => {
+                    format!(
+                        "no registered peer has the nickname {word}, and a fingerprint prefix \
+                     needs at least {} characters (see `peers`)",
+                        protocol::peer_ref::MIN_PREFIX
+                    )
+                }
                 word => format!(
                     "no registered peer has the nickname or fingerprint {word} (see `peers`)"
                 ),

@@ -66,7 +66,8 @@ pub fn sources(name: &str, peer: Option<&PeerRef>, hits: Vec<Hit>) -> Result<Vec
             })
             .collect();
         return Err(Error::msg(format!(
-            "peers share different contents under {name:?} ({}); choose one with `get {name} <peer>`",
+            "peers share different contents under {name:?} ({}); choose one by naming its peer \
+             after the name: `get {name} <peer>` or `link {name} <peer>`",
             versions.join(", ")
         )));
     }

@@ -175,8 +175,12 @@ fn split_commands(texts: &[String]) -> Vec<String> {
 /// Run the binary with `args` (its own name first), `napster daemon` with `daemon`;
 /// returns the exit status.
 pub fn main(args: impl IntoIterator<Item = OsString>, daemon: RunDaemon) -> u8 {
-    let matches = match cli().try_get_matches_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let matches = match cli().try_get_matches_from(&args) {
         Ok(matches) => matches,
+        Err(e) if e.use_stderr() && asks_for_json(&args) => {
+            return usage_error(true, "usage", &clap_message(&e));
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -248,6 +252,28 @@ fn load_config(matches: &ArgMatches) -> crate::Result<Config> {
         config.index.server = joined;
     }
     Ok(config)
+}
+
+/// Whether `--json` stands among `args` before a `--`: clap could not parse them, so a
+/// program that asked for JSON still gets its error as a record, not clap's text.
+fn asks_for_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "--json")
+}
+
+/// Clap's error as one plain message: its text without the `error: ` it starts with,
+/// the usage line kept (it says what to type), blank lines dropped.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = lines.join(" ");
+    joined.strip_prefix("error: ").unwrap_or(&joined).to_owned()
 }
 
 fn usage_error(json: bool, code: &str, message: &str) -> u8 {

@@ -65,10 +65,28 @@ fn a_size_filter_may_have_a_space_after_its_sign() {
 fn a_typo_gets_a_suggestion() {
     let typo = error("serach song");
     assert!(typo.contains("did you mean `search`?"), "{typo}");
+    assert!(
+        !typo.contains("?;"),
+        "one mark of punctuation at a time: {typo}"
+    );
     let far = error("xyzzy");
     assert!(!far.contains("did you mean"), "{far}");
     let topic = super::help(Some("trasnfers")).unwrap_err().to_string();
     assert!(topic.contains("did you mean `transfers`?"), "{topic}");
+}
+
+#[test]
+fn a_missing_argument_and_a_split_name_say_what_to_type() {
+    let cancel = error("cancel");
+    assert!(
+        cancel.contains("`cancel` needs more: cancel <N>") && !cancel.contains("following"),
+        "{cancel}"
+    );
+    let link = error("link my song.txt");
+    assert!(
+        link.contains("a name with spaces goes in quotes: link 'my song.txt'"),
+        "{link}"
+    );
 }
 
 #[test]
@@ -405,4 +423,38 @@ fn every_command_is_one_table_entry_and_one_variant() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn a_signal_during_a_one_shot_get_says_the_part_file_is_kept() {
+    let line = super::present::text::shutting_down(false, false, true);
+    assert!(!line.contains("withdrawing"), "{line}");
+    assert!(line.contains("keeps its part file"), "{line}");
+}
+
+#[test]
+fn a_get_of_many_files_queued_says_so_in_one_line_and_closes_with_a_summary() {
+    use super::commands::outcome::{Fetched, Got};
+    let files = (4..=16)
+        .map(|n| Fetched::Queued {
+            transfer: n,
+            name: format!("live/{n}.ogg"),
+        })
+        .collect();
+    let got = Outcome::Got(Got {
+        files,
+        problems: vec!["x.ogg: no peer shares it".into()],
+    });
+    let shown = text::text(&got, None);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "13 downloads are in the queue (numbers 4–16); `transfers` shows them",
+            "1 file not fetched:",
+            "  x.ogg: no peer shares it",
+            "get: 13 queued, 1 not fetched",
+        ],
+        "{shown}"
+    );
 }

@@ -202,7 +202,7 @@ impl Transfers {
                 }
                 (Err(e), Intent::Run) => {
                     warn!("download {number} ({name}) failed: {e}");
-                    Stage::Failed(e.to_string())
+                    Stage::Failed(queue_advice(&e.to_string(), number))
                 }
             };
             save(&inner);
@@ -403,5 +403,39 @@ fn save(inner: &Inner) {
     if let Some(file) = &inner.file {
         let entries: Vec<Queued> = inner.entries.iter().map(|e| e.q.clone()).collect();
         file.save(&entries);
+    }
+}
+
+/// The download engine's advice is a one-shot `get`'s ("run get again"); in the queue the
+/// same action is `resume N`, so a failed row says that instead.
+fn queue_advice(why: &str, number: u64) -> String {
+    let resume = format!("`resume {number}`");
+    [
+        ("run get again to resume", format!("{resume} continues it")),
+        (
+            "get it again to verify and finish",
+            format!("{resume} verifies and finishes it"),
+        ),
+        ("`get` again (from another peer)", resume.clone()),
+        ("run get again", format!("{resume} starts over")),
+    ]
+    .iter()
+    .fold(why.to_owned(), |text, (one_shot, queued)| {
+        text.replace(one_shot, queued)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_row_names_the_queues_action() {
+        let why = "a.bin stopped at 1 MiB of 4 MiB (peer 3 went away); what arrived is kept: \
+                   run get again to resume";
+        let advice = super::queue_advice(why, 7);
+        assert!(
+            advice.ends_with("what arrived is kept: `resume 7` continues it"),
+            "{advice}"
+        );
+        assert!(!advice.contains("get"), "{advice}");
     }
 }

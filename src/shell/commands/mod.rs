@@ -353,7 +353,7 @@ pub fn from_matches(matches: &clap::ArgMatches) -> Result<Command> {
 /// How alike a typo and a command must be (Jaro-Winkler) to suggest the command.
 const SUGGEST_SIMILARITY: f64 = 0.8;
 
-/// `; did you mean `search`?` for a word close to a command name, or nothing.
+/// ` (did you mean `search`?)` for a word close to a command name, or nothing.
 pub(super) fn did_you_mean(word: &str) -> String {
     COMMANDS
         .iter()
@@ -361,14 +361,14 @@ pub(super) fn did_you_mean(word: &str) -> String {
         .map(|name| (strsim::jaro_winkler(word, name), name))
         .filter(|(score, _)| *score >= SUGGEST_SIMILARITY)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, name)| format!("; did you mean `{name}`?"))
+        .map(|(_, name)| format!(" (did you mean `{name}`?)"))
         .unwrap_or_default()
 }
 
 /// For a command taking a name or path, an error on words that look like one name
 /// split at its spaces (`get my song.ogg`) says how to quote it.
 fn with_quoting_hint(spec: &Spec, args: &[String], error: Error) -> Error {
-    if !matches!(spec.name, "get" | "share" | "unshare" | "register") {
+    if !matches!(spec.name, "get" | "link" | "share" | "unshare" | "register") {
         return error;
     }
     let mut words: Vec<&str> = args
@@ -376,8 +376,8 @@ fn with_quoting_hint(spec: &Spec, args: &[String], error: Error) -> Error {
         .map(String::as_str)
         .filter(|w| !w.starts_with('-'))
         .collect();
-    // A trailing number is the peer (get) or the port (register).
-    if matches!(spec.name, "get" | "register")
+    // A trailing number is the peer (get, link) or the port (register).
+    if matches!(spec.name, "get" | "link" | "register")
         && words.len() > 2
         && words.last().is_some_and(|w| w.parse::<u64>().is_ok())
     {
@@ -418,6 +418,12 @@ fn clap_error(spec: &Spec, e: &clap::Error) -> Error {
                 .unwrap_or_else(|| first.to_owned());
             Error::Usage(own)
         }
+        ErrorKind::MissingRequiredArgument => Error::Usage(format!(
+            "`{}` needs more: {}; `help {}` says what each word is",
+            spec.name,
+            usage_line(spec).trim_start_matches("usage: "),
+            spec.name
+        )),
         _ => Error::Usage(format!("{first}\n{}", usage_line(spec))),
     }
 }

@@ -288,16 +288,41 @@ fn footer(out: &mut String, page: &Page, shown: u64) {
     }
 }
 
+/// A `get`: each saved file, the queued ones in one line when there are several (`get -b`
+/// of a folder would print a line each), what was not fetched, and for more than one
+/// file a closing summary.
 fn got(out: &mut String, got: &Got) {
+    let queued: Vec<u64> = got
+        .files
+        .iter()
+        .filter_map(|f| match f {
+            Fetched::Queued { transfer, .. } => Some(*transfer),
+            Fetched::Saved(_) => None,
+        })
+        .collect();
+    let (mut saved, mut bytes) = (0u64, 0u64);
     for fetched in &got.files {
         match fetched {
-            Fetched::Saved(saved) => self::saved(out, saved),
-            Fetched::Queued { transfer, name } => put!(
+            Fetched::Saved(file) => {
+                self::saved(out, file);
+                saved += 1;
+                bytes += file.size;
+            }
+            Fetched::Queued { transfer, name } if queued.len() == 1 => put!(
                 out,
                 "download {transfer} of {} is in the queue; `transfers` shows it",
                 shown(name)
             ),
+            Fetched::Queued { .. } => {}
         }
+    }
+    if queued.len() > 1 {
+        put!(
+            out,
+            "{} are in the queue (numbers {}); `transfers` shows them",
+            count(queued.len() as u64, "download"),
+            numbers(&queued)
+        );
     }
     if !got.problems.is_empty() {
         put!(
@@ -306,6 +331,32 @@ fn got(out: &mut String, got: &Got) {
             count(got.problems.len() as u64, "file"),
             got.problems.join("\n  ")
         );
+    }
+    if got.files.len() + got.problems.len() > 1 {
+        let mut parts = Vec::new();
+        if saved > 0 {
+            parts.push(format!("{} saved ({})", count(saved, "file"), size(bytes)));
+        }
+        if !queued.is_empty() {
+            parts.push(format!("{} queued", queued.len()));
+        }
+        if !got.problems.is_empty() {
+            parts.push(format!("{} not fetched", got.problems.len()));
+        }
+        put!(out, "get: {}", parts.join(", "));
+    }
+}
+
+/// Queue numbers as a range when they follow each other (`4–16`), else listed.
+fn numbers(numbers: &[u64]) -> String {
+    let in_a_row = numbers.windows(2).all(|w| w[1] == w[0] + 1);
+    match numbers {
+        [first, .., last] if in_a_row => format!("{first}–{last}"),
+        _ => numbers
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -555,4 +606,25 @@ pub fn help(help: &Help, width: Option<usize>) -> String {
             text
         }
     }
+}
+
+/// What a signal stops, said as it happens: only what runs (a one-shot `get` shares
+/// nothing, an index withdraws no files), and that an interrupted command's download
+/// keeps its part file.
+pub fn shutting_down(sharing: bool, serving: bool, busy: bool) -> String {
+    let stopping: Vec<&str> = [
+        (sharing, "withdrawing shared files"),
+        (serving, "stopping the index server"),
+    ]
+    .into_iter()
+    .filter_map(|(runs, what)| runs.then_some(what))
+    .collect();
+    let mut line = "shutting down".to_owned();
+    if !stopping.is_empty() {
+        line += &format!(" ({})", stopping.join(", "));
+    }
+    if busy {
+        line += "; a download it interrupted keeps its part file: `get` it again to resume";
+    }
+    line
 }

@@ -22,7 +22,7 @@ use crate::shell::Shell;
 use crate::shell::commands::outcome::Outcome;
 use crate::shell::commands::{self, Command, Format};
 use crate::shell::present::records::{self as output, exit};
-use crate::shell::present::{self, table};
+use crate::shell::present::{self, table, text};
 use crate::shell::services::Services;
 
 /// The prompt.
@@ -169,7 +169,14 @@ fn watch_signals(control: Arc<Control>) -> std::io::Result<()> {
                             .interrupted
                             .store(exit::INTERRUPTED, Ordering::SeqCst);
                     }
-                    eprintln!("napster: shutting down (withdrawing shared files)");
+                    eprintln!(
+                        "napster: {}",
+                        text::shutting_down(
+                            control.services.sharing().is_some(),
+                            control.services.index_addr().is_some(),
+                            busy
+                        )
+                    );
                     control.services.shutdown().await;
                     std::process::exit(control.exit_code());
                 }
@@ -327,7 +334,8 @@ fn script_loop(
     }
 }
 
-/// At `quit`: when downloads still run, say which and ask before leaving.
+/// At `quit` or Ctrl-D: when downloads or uploads still run, say which and ask before
+/// leaving.
 fn leave<H: rustyline::Helper, I: rustyline::history::History>(
     editor: &mut Editor<H, I>,
     control: &Control,
@@ -339,15 +347,31 @@ fn leave<H: rustyline::Helper, I: rustyline::history::History>(
         .filter(|r| matches!(r.stage, "running" | "waiting"))
         .map(|r| format!("{} ({})", r.number, table::shown(&r.name)))
         .collect();
-    if running.is_empty() {
+    let uploading = control.services.sharing().map_or(0, |s| {
+        s.uploads()
+            .rows()
+            .iter()
+            .filter(|r| r.waiting.is_none())
+            .count()
+    });
+    if running.is_empty() && uploading == 0 {
         return true;
     }
-    say!(
-        "still downloading: {}; leaving stops {} and keeps what arrived (napster started \
-         here again resumes the queue)\n",
-        running.join(", "),
-        if running.len() == 1 { "it" } else { "them" }
-    );
+    if !running.is_empty() {
+        say!(
+            "still downloading: {}; leaving stops {} and keeps what arrived (napster started \
+             here again resumes the queue)\n",
+            running.join(", "),
+            if running.len() == 1 { "it" } else { "them" }
+        );
+    }
+    if uploading > 0 {
+        say!(
+            "still sending {} to other peers (`uploads` lists them); leaving cuts {} off\n",
+            table::count(uploading as u64, "file"),
+            if uploading == 1 { "it" } else { "them" }
+        );
+    }
     matches!(
         editor.readline("leave anyway? [y/N] ").map(|a| a.trim().to_lowercase()),
         Ok(answer) if answer == "y" || answer == "yes"
@@ -411,7 +435,9 @@ fn interactive_loop(
                 }
             }
             Err(ReadlineError::Interrupted) => say!("^C (type `quit` to leave)\n"),
-            Err(ReadlineError::Eof) => break,
+            // Ctrl-D leaves as `quit` does, asking first when transfers run.
+            Err(ReadlineError::Eof) if leave(&mut editor, control) => break,
+            Err(ReadlineError::Eof) => {}
             Err(e) => {
                 eprintln!("error: reading the command line: {e}");
                 break;

@@ -285,7 +285,12 @@ impl Shell {
             index_error,
             sharing: self.services.sharing_status(),
             port_mapping: self.services.mapping_summary(),
-            downloads: self.config.peer.downloads.display().to_string(),
+            // Absolute: a relative `downloads` resolves against the folder napster runs in,
+            // which the user may not have in mind.
+            downloads: std::path::absolute(&self.config.peer.downloads)
+                .unwrap_or_else(|_| self.config.peer.downloads.clone())
+                .display()
+                .to_string(),
             limits: self.limits(),
             transfers: QueueCounts {
                 running: running as u64,
