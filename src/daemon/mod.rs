@@ -3,8 +3,8 @@
 //! until SIGTERM or SIGINT; and it serves the HTTP API and web page on `[web] listen`
 //! (`docs/API.md`), printing the page's address, with its token, alone on a line.
 //!
-//! It drives the same shell the prompt does (one [`Shell`] on a thread of its own,
-//! [`commands`]), so the API's answers are the records of `--json`. An index that does
+//! It drives the same shell the prompt does (one `Shell` on a thread of its own,
+//! `commands.rs`), so the API's answers are the records of `--json`. An index that does
 //! not answer yet is asked again, with a growing pause, until it does.
 
 mod api;

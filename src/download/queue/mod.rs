@@ -3,7 +3,7 @@
 //! `[peer] max_downloads` at once, the rest waiting their turn. A service with no user
 //! interface: the shell's commands drive it and present its [`Row`]s.
 //!
-//! - [`file`]: the queue kept in the downloads folder: a napster started again there
+//! - [`mod@file`]: the queue kept in the downloads folder: a napster started again there
 //!   shows it and resumes what was unfinished, finding the peers again by content on the
 //!   index each download came from. What had arrived is in each part file with its hash
 //!   state, so it is neither fetched nor hashed again.

@@ -103,8 +103,8 @@ impl PgStore {
         self
     }
 
-    /// Settle the tables (see [`SETTLE`]) after every `rows` rows registered (default
-    /// [`SETTLE_EVERY`]).
+    /// Settle the tables (`sql::SETTLE`) after every `rows` rows registered (default
+    /// `SETTLE_EVERY`).
     pub fn settle_every(mut self, rows: u64) -> Self {
         self.settle_every = rows.max(1);
         self
