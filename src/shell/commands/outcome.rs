@@ -222,38 +222,43 @@ impl Found {
     }
 }
 
-/// One distinct name and contents of `search -c`, and the peers sharing it.
+/// One distinct contents of `search -c`, and the peers sharing it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
-    /// The shared name.
+    /// A name it is shared under: the first in order, when peers name it differently.
     pub name: String,
     /// Size in bytes.
     pub size: u64,
     /// Full SHA-256.
     pub sha256: String,
-    /// The Peer IDs sharing it.
+    /// The Peer IDs sharing it, under any name.
     pub peer_ids: Vec<u64>,
 }
 
-/// `search -c`'s rows: one per distinct name and contents, in order.
+/// `search -c`'s rows: one per distinct contents (the same bytes under two names are one
+/// row), in the order of their names.
 pub fn groups(hits: &[Hit]) -> Vec<Group> {
-    let mut groups: BTreeMap<(&str, &str), (u64, Vec<u64>)> = BTreeMap::new();
+    let mut by_contents: BTreeMap<(&str, u64), Group> = BTreeMap::new();
     for hit in hits {
-        groups
-            .entry((hit.file.name.as_str(), hit.file.sha256.as_str()))
-            .or_insert((hit.file.size, Vec::new()))
-            .1
-            .push(hit.peer_id);
+        let file = &hit.file;
+        let group = by_contents
+            .entry((file.sha256.as_str(), file.size))
+            .or_insert_with(|| Group {
+                name: file.name.clone(),
+                size: file.size,
+                sha256: file.sha256.clone(),
+                peer_ids: Vec::new(),
+            });
+        if file.name < group.name {
+            group.name.clone_from(&file.name);
+        }
+        if !group.peer_ids.contains(&hit.peer_id) {
+            group.peer_ids.push(hit.peer_id);
+        }
     }
+    let mut groups: Vec<Group> = by_contents.into_values().collect();
+    groups.sort_by(|a, b| (&a.name, &a.sha256).cmp(&(&b.name, &b.sha256)));
     groups
-        .into_iter()
-        .map(|((name, sha256), (size, peer_ids))| Group {
-            name: name.to_owned(),
-            size,
-            sha256: sha256.to_owned(),
-            peer_ids,
-        })
-        .collect()
 }
 
 /// `files`.

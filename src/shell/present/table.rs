@@ -454,6 +454,30 @@ mod tests {
     use super::*;
     use crate::protocol::FileEntry;
 
+    /// `search -c` collapses by contents: the same bytes under two names are one row,
+    /// named by the first name, listing every peer once; other bytes under one of those
+    /// names are a row of their own.
+    #[test]
+    fn search_c_groups_by_contents_not_by_name() {
+        let same = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let mut hits = vec![
+            hostile_hit("song.ogg", &same),
+            hostile_hit("Song (copy).ogg", &same),
+            hostile_hit("song.ogg", &other),
+        ];
+        hits[1].peer_id = 8;
+        let groups = crate::shell::commands::outcome::groups(&hits);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].name, "Song (copy).ogg");
+        assert_eq!(groups[0].sha256, same);
+        assert_eq!(groups[0].peer_ids, vec![7, 8]);
+        assert_eq!(
+            (groups[1].name.as_str(), groups[1].peer_ids.as_slice()),
+            ("song.ogg", &[7][..])
+        );
+    }
+
     fn hostile_hit(name: &str, sha256: &str) -> Hit {
         Hit {
             peer_id: 7,
