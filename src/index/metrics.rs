@@ -392,8 +392,40 @@ impl Metrics {
         }
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        in_label_order(&text)
     }
+}
+
+/// `text` with each counter's and gauge's samples in the order of their labels: a
+/// family keeps its label sets in a hash map, so without this two scrapes could list
+/// them in different orders. A histogram's buckets keep their order (rising `le`).
+fn in_label_order(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run: Vec<&str> = Vec::new();
+    let mut sortable = false;
+    let flush = |run: &mut Vec<&str>, sortable: bool, out: &mut String| {
+        if sortable {
+            run.sort_unstable();
+        }
+        for line in run.drain(..) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut run, sortable, &mut out);
+            if let Some(kind) = line.strip_prefix("# TYPE ") {
+                sortable = kind.ends_with(" counter") || kind.ends_with(" gauge");
+            }
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            run.push(line);
+        }
+    }
+    flush(&mut run, sortable, &mut out);
+    out
 }
 
 /// Register the counters of connections refused, by reason: the index's (by [`Full`])
@@ -494,5 +526,38 @@ async fn respond(request: http::Request, metrics: Arc<Metrics>) -> http::Respons
             "text/plain; charset=utf-8",
             "napster serves its metrics on GET /metrics\n",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samples of one family come in the order of their labels, whatever order the map
+    /// keeps them in; histogram buckets keep theirs (rising `le`, `+Inf` last).
+    #[test]
+    fn labelled_samples_are_listed_in_label_order() {
+        let metrics = Metrics::new();
+        for why in [
+            PushRefusal::SharerQueue,
+            PushRefusal::PerKey,
+            PushRefusal::PerAddress,
+        ] {
+            metrics.push_refused(why);
+        }
+        let text = metrics.encode();
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("napster_index_pushes_refused_total{"))
+            .collect();
+        assert!(samples.len() >= 3, "{text}");
+        let mut sorted = samples.clone();
+        sorted.sort_unstable();
+        assert_eq!(samples, sorted);
+        let buckets: Vec<&str> = text.lines().filter(|l| l.contains("_bucket{")).collect();
+        assert!(
+            buckets.last().is_some_and(|b| b.contains("+Inf")),
+            "{buckets:?}"
+        );
     }
 }
