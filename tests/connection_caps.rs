@@ -168,26 +168,9 @@ fn a_flood_of_silent_connections_under_a_low_file_limit_leaves_others_served() {
 
     // The refusals are counted by reason.
     let url = last_word(&index.wait_for("metrics on"));
-    let body = scrape(&url);
+    let body = scrape(&url).1;
     let address = r#"napster_index_connections_refused_total{reason="address"}"#;
     assert!(sample(&body, address) >= 900.0, "{body}");
-}
-
-/// The body of `GET url`.
-fn scrape(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 /// The value of the sample named `name` (with its labels, as printed), 0 if absent.

@@ -9,29 +9,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::process::{Napster, last_word, text};
-use common::{WAIT, wait_until};
+use common::{WAIT, http_host, scrape, wait_until};
 
 const NAPSTER: Napster = Napster {
     log: "error",
     patience: Some(Duration::from_secs(20)),
 };
-
-/// GET `url` (`http://host:port/path`); the status line and the body.
-fn scrape(url: &str) -> (String, String) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
-}
 
 /// The value of the sample named `name` (with its labels, as printed), 0 if absent.
 fn sample(body: &str, name: &str) -> f64 {
@@ -217,12 +200,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 fn a_256_mib_header_line_is_refused_after_a_few_kib() {
     let tmp = tempfile::tempdir().unwrap();
     let (index, url) = metrics_server(tmp.path(), "");
-    let host = url
-        .strip_prefix("http://")
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap();
+    let host = http_host(&url);
     assert!(scrape(&url).0.contains("200"));
     let before = rss(index.id());
 
@@ -268,12 +246,7 @@ fn a_256_mib_header_line_is_refused_after_a_few_kib() {
 fn slow_scrapers_grow_no_threads_and_are_cut_at_the_deadline() {
     let tmp = tempfile::tempdir().unwrap();
     let (index, url) = metrics_server(tmp.path(), "");
-    let host = url
-        .strip_prefix("http://")
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap();
+    let host = http_host(&url);
     assert!(scrape(&url).0.contains("200"));
     let before = threads(index.id());
 

@@ -907,3 +907,28 @@ pub fn metric(metrics: &index::Metrics, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `host:port` of an `http://host:port/path` URL.
+pub fn http_host(url: &str) -> &str {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// GET `url` (`http://host:port/path`) over a plain socket, as a scraper would; the
+/// status line and the body.
+pub fn scrape(url: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let host = http_host(url);
+    let path = url["http://".len() + host.len()..].trim_start_matches('/');
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
